@@ -1,0 +1,35 @@
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint faults bench clean
+
+$(STAMP): pyproject.toml plugins/chatbot/pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e '.[dev]' -e plugins/chatbot
+	touch $(STAMP)
+
+# Ingest + delivery in one process on $PORT (default 3000); without REDIS_URL
+# an embedded Valkey keeps its append-only file in ./data.
+run: $(STAMP)
+	$(VENV)/bin/router serve
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+test: lint
+	$(VENV)/bin/pytest -q -m "not faults"
+
+# The slow fault-injection suite (crashes, Redis outage, flapping bot, ...).
+faults: $(STAMP)
+	$(VENV)/bin/pytest -q -m faults tests/faults
+
+bench: $(STAMP)
+	$(PY) bench/run.py
+
+clean:
+	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""message-router: webhook ingest -> Redis lanes per destination -> delivery plugins."""

@@ -1,0 +1,77 @@
+"""Admin endpoints: queue stats and dead letters.
+
+They read and change queues, so they exist only when ROUTER_ADMIN_TOKEN is
+set, and every call must carry `Authorization: Bearer <token>`.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import TYPE_CHECKING, Any
+
+from litestar import Request, get, post
+from litestar.handlers import HTTPRouteHandler
+
+from router.errors import ApiError
+from router.queue import DestinationQueue, replay_oldest
+
+if TYPE_CHECKING:
+    from router.app import RouterState
+
+
+def admin_handlers(state: RouterState) -> list[HTTPRouteHandler]:
+    token = state.settings.admin_token
+    if not token:
+        return []
+    expected = f"Bearer {token}".encode()
+
+    def authorize(request: Request[Any, Any, Any]) -> None:
+        given = request.headers.get("authorization", "").encode()
+        if not hmac.compare_digest(given, expected):
+            raise ApiError(
+                401,
+                "admin endpoints need Authorization: Bearer <ROUTER_ADMIN_TOKEN>",
+                {"WWW-Authenticate": "Bearer"},
+            )
+
+    def queue(name: str) -> DestinationQueue:
+        if name not in state.config.destinations:
+            raise ApiError(404, f"no destination named {name!r}")
+        redis, scripts = state.require_redis()
+        return DestinationQueue(redis, scripts, name)
+
+    @get("/admin/destinations")
+    async def destinations(request: Request[Any, Any, Any]) -> dict[str, Any]:
+        """Queue sizes of every destination."""
+        authorize(request)
+        return {name: await queue(name).stats() for name in state.config.destinations}
+
+    @get("/admin/destinations/{name:str}/dead")
+    async def dead(
+        request: Request[Any, Any, Any], name: str, start: int = 0, count: int = 100
+    ) -> dict[str, Any]:
+        """Dead letters of a destination, oldest first."""
+        authorize(request)
+        entries = await queue(name).dead_letters(max(0, start), max(1, min(count, 1000)))
+        return {
+            "dead": [
+                {
+                    "key": d.key,
+                    "envelope": d.envelope,
+                    "error": d.error,
+                    "attempts": d.attempts,
+                    "dead_at": d.dead_at,
+                }
+                for _, d in entries
+            ]
+        }
+
+    @post("/admin/destinations/{name:str}/dead/replay", status_code=200)
+    async def replay(
+        request: Request[Any, Any, Any], name: str, count: int | None = None
+    ) -> dict[str, Any]:
+        """Put dead letters back at the head of their keys' lanes (all, or the oldest `count`)."""
+        authorize(request)
+        return {"status": "ok", "replayed": await replay_oldest(queue(name), count)}
+
+    return [destinations, dead, replay]

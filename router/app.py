@@ -1,0 +1,152 @@
+"""The HTTP side: ingest routes from routes.yaml, health, admin."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
+from typing import Any
+
+import msgspec
+from litestar import Litestar, Request, Response, get, post
+from litestar.exceptions import InternalServerException
+from litestar.handlers import HTTPRouteHandler
+from litestar.openapi import OpenAPIConfig
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from router import redis_client
+from router.admin import admin_handlers
+from router.config import Config
+from router.errors import EXCEPTION_HANDLERS, ApiError
+from router.ingest import IDEMPOTENCY_HEADER, IngestRoute
+from router.loading import load
+from router.queue import Scripts
+from router.settings import Settings
+from router.worker import Workers
+
+log = logging.getLogger("router.api")
+
+_json = msgspec.json.Encoder()
+
+
+class RouterState:
+    """What the handlers share; filled in by the lifespan."""
+
+    def __init__(self, settings: Settings, config: Config) -> None:
+        self.settings = settings
+        self.config = config
+        self.redis: Redis | None = None
+        self.scripts: Scripts | None = None
+        self.workers: Workers | None = None
+
+    def require_redis(self) -> tuple[Redis, Scripts]:
+        if self.redis is None or self.scripts is None:
+            raise ApiError(503, "starting up", {"Retry-After": "1"})
+        return self.redis, self.scripts
+
+
+def _ingest_handler(state: RouterState, ingest: IngestRoute) -> HTTPRouteHandler:
+    async def store_message(request: Request[Any, Any, Any]) -> Response[bytes]:
+        _, scripts = state.require_redis()
+        try:
+            body = await request.body()
+        except InternalServerException:
+            # The client went away mid-body: nothing to store, nobody to answer.
+            raise ApiError(400, "incomplete request body") from None
+        result = await ingest.store(scripts, body, request.headers.get(IDEMPOTENCY_HEADER))
+        return Response(
+            _json.encode({"status": "ok", "id": result.id, "duplicate": result.duplicate}),
+            media_type="application/json",
+        )
+
+    return post(
+        ingest.route.path,
+        status_code=200,
+        request_max_body_size=ingest.route.settings.max_body,
+        name=f"ingest:{ingest.route.path}",
+        summary=f"Store a message for {', '.join(d.name for d in ingest.route.destinations)}",
+        description=(
+            "Stores the JSON object in the queue of every destination of this route and "
+            "answers 200 once Redis has it. Idempotency-Key header: a repeat within the "
+            "dedup window answers 200 with duplicate: true and stores nothing."
+        ),
+    )(store_message)
+
+
+def _health_handlers(state: RouterState) -> list[HTTPRouteHandler]:
+    @get("/healthz", sync_to_thread=False)
+    def healthz() -> dict[str, str]:
+        """Alive: the process answers HTTP."""
+        return {"status": "ok"}
+
+    @get("/readyz")
+    async def readyz() -> Response[dict[str, Any]]:
+        """Ready: Redis answers, and the delivery workers run (when this process runs them)."""
+        checks: dict[str, Any] = {}
+        ok = True
+        try:
+            redis, _ = state.require_redis()
+            await redis.ping()
+            checks["redis"] = "ok"
+        except (RedisError, ApiError, OSError) as exc:
+            checks["redis"] = f"unavailable: {exc}"
+            ok = False
+        if state.settings.run_workers:
+            running = state.workers is not None and state.workers.running
+            checks["workers"] = "running" if running else "stopped"
+            ok = ok and running
+        return Response(
+            {"status": "ready" if ok else "not ready", **checks}, status_code=200 if ok else 503
+        )
+
+    return [healthz, readyz]
+
+
+def create_app(
+    settings: Settings,
+    config: Config | None = None,
+    on_started: Callable[[RouterState], Coroutine[Any, Any, None]] | None = None,
+) -> Litestar:
+    """Build the app; the lifespan connects Redis and starts the workers."""
+    if config is None:
+        config = load(settings.routes_file)
+    state = RouterState(settings, config)
+    if settings.redis_url is None:
+        raise ValueError("create_app needs settings.redis_url (the CLI starts the embedded server)")
+    redis_url = settings.redis_url
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        state.redis = redis_client.connect(redis_url)
+        state.scripts = Scripts(state.redis)
+        if settings.run_workers:
+            state.workers = Workers(state.redis, config.destinations.values())
+            state.workers.start()
+            log.info("delivery workers started for %s", ", ".join(config.destinations) or "nothing")
+        if on_started is not None:
+            await on_started(state)
+        try:
+            yield
+        finally:
+            if state.workers is not None:
+                log.info("stopping workers (grace %.0fs)", settings.shutdown_grace)
+                await state.workers.stop(settings.shutdown_grace)
+            await state.redis.aclose()
+
+    handlers = [_ingest_handler(state, IngestRoute.of(r)) for r in config.routes]
+    handlers += _health_handlers(state)
+    handlers += admin_handlers(state)
+    return Litestar(
+        route_handlers=handlers,
+        lifespan=[lifespan],
+        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        openapi_config=OpenAPIConfig(title="message-router", version="0.1.0"),
+        logging_config=None,  # the CLI configures logging once for the process
+        debug=False,
+    )
+
+
+def app_from_env() -> Litestar:
+    """Factory for `uvicorn --factory` (used by `router serve --reload`)."""
+    return create_app(Settings.from_env())

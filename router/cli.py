@@ -1,0 +1,256 @@
+"""The `router` command: serve, api, worker, check, dead, plugins."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from router.config import Config, ConfigError
+from router.embedded import EmbeddedRedis
+from router.loading import load
+from router.settings import Settings
+
+log = logging.getLogger("router")
+
+# Where `router serve` writes the address of its embedded server, so that
+# `router dead ...`, `router api` and `router worker` can find it.
+EMBEDDED_URL_FILE = "redis.url"
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # One line per delivery from httpx would drown the router's own log.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def _load_or_exit(settings: Settings) -> Config:
+    try:
+        return load(settings.routes_file)
+    except ConfigError as exc:
+        print(f"router: config error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _redis_url_or_exit(settings: Settings, command: str) -> str:
+    if settings.redis_url:
+        return settings.redis_url
+    url_file = Path(settings.data_dir) / EMBEDDED_URL_FILE
+    if url_file.exists():
+        return url_file.read_text().strip()
+    print(
+        f"router {command}: set REDIS_URL (the embedded server runs only inside "
+        f"`router serve`, and none was found in {url_file})",
+        file=sys.stderr,
+    )
+    raise SystemExit(2)
+
+
+def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from router.app import create_app
+
+    config = _load_or_exit(settings)
+    embedded = None
+    url_file = Path(settings.data_dir) / EMBEDDED_URL_FILE
+    if settings.redis_url is None and settings.run_workers and args.command == "serve":
+        embedded = EmbeddedRedis(settings.data_dir, appendfsync=settings.embedded_fsync)
+        embedded.start()
+        url_file.write_text(embedded.url + "\n")
+        log.info(
+            "REDIS_URL not set: started embedded Valkey at %s, data in %s "
+            "(append-only file, appendfsync %s)",
+            embedded.url,
+            embedded.data_dir,
+            settings.embedded_fsync,
+        )
+        settings = dataclasses.replace(settings, redis_url=embedded.url)
+    elif settings.redis_url is None:
+        settings = dataclasses.replace(settings, redis_url=_redis_url_or_exit(settings, "api"))
+    log.info(
+        "routes: %s",
+        "; ".join(
+            f"{r.path} -> {', '.join(d.name for d in r.destinations)}" for r in config.routes
+        ),
+    )
+    common = dict(
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        access_log=args.access_log,
+        timeout_graceful_shutdown=int(settings.shutdown_grace) + 5,
+    )
+    try:
+        if args.reload:
+            os.environ["REDIS_URL"] = settings.redis_url or ""
+            os.environ["ROUTES_FILE"] = settings.routes_file
+            uvicorn.run("router.app:app_from_env", factory=True, reload=True, **common)
+        else:
+            uvicorn.run(create_app(settings, config), **common)
+    finally:
+        if embedded is not None:
+            with contextlib.suppress(OSError):
+                url_file.unlink()
+            embedded.stop()
+    return 0
+
+
+async def _run_workers(settings: Settings, config: Config, burst: bool) -> None:
+    from router import redis_client
+    from router.worker import Workers
+
+    assert settings.redis_url
+    redis = redis_client.connect(settings.redis_url)
+    workers = Workers(redis, config.destinations.values())
+    try:
+        if burst:
+            await workers.run_burst()
+            return
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        workers.start()
+        log.info("delivery workers started for %s", ", ".join(config.destinations))
+        await stop.wait()
+        log.info("stopping workers (grace %.0fs)", settings.shutdown_grace)
+        await workers.stop(settings.shutdown_grace)
+    finally:
+        await redis.aclose()
+
+
+def _worker(settings: Settings, args: argparse.Namespace) -> int:
+    config = _load_or_exit(settings)
+    settings = dataclasses.replace(settings, redis_url=_redis_url_or_exit(settings, "worker"))
+    asyncio.run(_run_workers(settings, config, args.burst))
+    return 0
+
+
+def _check(settings: Settings, args: argparse.Namespace) -> int:
+    config = _load_or_exit(settings)
+    for route in config.routes:
+        print(f"route {route.path} -> {', '.join(d.name for d in route.destinations)}")
+    for dest in config.destinations.values():
+        s = dest.settings
+        print(
+            f"destination {dest.name}: plugin {s.plugin}, ordered by "
+            f"{s.ordering_key or '(one global order)'}, max_in_flight {s.max_in_flight}"
+        )
+    print(f"{settings.routes_file}: ok")
+    return 0
+
+
+def _plugins(settings: Settings, args: argparse.Namespace) -> int:
+    from router.plugins import plugin_manager, sink_types
+
+    for name, st in sorted(sink_types(plugin_manager()).items()):
+        print(f"{name}: {st.description}")
+    return 0
+
+
+def _dead(settings: Settings, args: argparse.Namespace) -> int:
+    from router import redis_client
+    from router.queue import DestinationQueue, Scripts, replay_oldest
+
+    config = _load_or_exit(settings)
+    if args.destination not in config.destinations:
+        print(
+            f"router dead: no destination named {args.destination!r}; defined: "
+            f"{', '.join(config.destinations)}",
+            file=sys.stderr,
+        )
+        return 2
+    url = _redis_url_or_exit(settings, "dead")
+
+    async def run() -> int:
+        redis = redis_client.connect(url)
+        try:
+            queue = DestinationQueue(redis, Scripts(redis), args.destination)
+            if args.action == "list":
+                for _, d in await queue.dead_letters(0, args.count):
+                    print(
+                        json.dumps(
+                            {
+                                "key": d.key,
+                                "error": d.error,
+                                "attempts": d.attempts,
+                                "dead_at": d.dead_at,
+                                "envelope": json.loads(d.envelope),
+                            }
+                        )
+                    )
+            else:
+                replayed = await replay_oldest(queue, args.count)
+                print(f"replayed {replayed} message(s) to {args.destination}")
+            return 0
+        finally:
+            await redis.aclose()
+
+    return asyncio.run(run())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="router", description=__doc__)
+    parser.add_argument("--routes", help="routes file (default: $ROUTES_FILE or routes.yaml)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, text in [
+        ("serve", "ingest API and delivery workers in one process"),
+        ("api", "ingest API only (needs REDIS_URL)"),
+    ]:
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--host")
+        p.add_argument("--port", type=int)
+        p.add_argument(
+            "--reload", action="store_true", help="restart on code changes (development)"
+        )
+        p.add_argument("--access-log", action="store_true", help="log every request")
+        p.set_defaults(run=_serve)
+    p = sub.add_parser("worker", help="delivery workers only (needs REDIS_URL)")
+    p.add_argument(
+        "--burst", action="store_true", help="deliver what can be delivered now, then exit"
+    )
+    p.set_defaults(run=_worker)
+    sub.add_parser("check", help="validate routes.yaml and the plugins it names").set_defaults(
+        run=_check
+    )
+    sub.add_parser("plugins", help="list installed delivery plugins").set_defaults(run=_plugins)
+    p = sub.add_parser("dead", help="list or replay a destination's dead letters")
+    p.add_argument("action", choices=["list", "replay"])
+    p.add_argument("destination")
+    p.add_argument(
+        "--count", type=int, default=None, help="how many (list: default 100; replay: all)"
+    )
+    p.set_defaults(run=_dead)
+    args = parser.parse_args(argv)
+
+    settings = Settings.from_env()
+    overrides: dict[str, object] = {}
+    if args.routes:
+        overrides["routes_file"] = args.routes
+    if getattr(args, "host", None):
+        overrides["host"] = args.host
+    if getattr(args, "port", None):
+        overrides["port"] = args.port
+    if args.command == "api":
+        overrides["run_workers"] = False
+    settings = dataclasses.replace(settings, **overrides)  # type: ignore[arg-type]
+    if args.command == "dead" and args.action == "list" and args.count is None:
+        args.count = 100
+    _setup_logging(settings.log_level)
+    return int(args.run(settings, args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,365 @@
+"""routes.yaml: loading, ${VAR} substitution and validation.
+
+Every problem becomes one ConfigError whose text is a single line naming the
+file, the place (key path and line) and what to fix, so a bad config stops
+the start with a message an operator can act on.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import msgspec
+import yaml
+
+from router.sinks import SinkType
+
+
+class ConfigError(Exception):
+    pass
+
+
+# -- value types ---------------------------------------------------------
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+_SIZE = re.compile(r"^\s*(\d+)\s*(b|kb|kib|mb|mib|gb|gib)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {
+    None: 1,
+    "b": 1,
+    "kb": 1000,
+    "kib": 1024,
+    "mb": 1000**2,
+    "mib": 1024**2,
+    "gb": 1000**3,
+    "gib": 1024**3,
+}
+
+
+class Duration(float):
+    """Seconds; written as a number of seconds or "500ms", "10s", "1m", "2h", "1d"."""
+
+
+class Size(int):
+    """Bytes; written as a number or "512KiB", "1MiB", "1MB"."""
+
+
+def parse_duration(value: object) -> Duration:
+    if isinstance(value, bool):
+        raise ValueError(f"invalid duration {value!r}")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError(f"invalid duration {value!r}: must not be negative")
+        return Duration(value)
+    match = _DURATION.match(str(value))
+    if not match:
+        raise ValueError(
+            f"invalid duration {value!r}: write seconds as a number "
+            "or a string like 500ms, 10s, 1m, 2h"
+        )
+    return Duration(float(match.group(1)) * _DURATION_UNITS[match.group(2)])
+
+
+def parse_size(value: object) -> Size:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return Size(value)
+    match = _SIZE.match(str(value))
+    if not match or isinstance(value, bool):
+        raise ValueError(f"invalid size {value!r}: write bytes as a number or like 512KiB, 1MiB")
+    return Size(int(match.group(1)) * _SIZE_UNITS[(match.group(2) or "b").lower()])
+
+
+def _dec_hook(typ: type, obj: Any) -> Any:
+    if typ is Duration:
+        return parse_duration(obj)
+    if typ is Size:
+        return parse_size(obj)
+    raise NotImplementedError(f"unsupported type {typ}")
+
+
+# -- the schema ------------------------------------------------------------
+
+FieldType = Literal["string", "number", "integer", "boolean", "object", "array", "any"]
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
+class RetryPolicy(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    initial: Duration = Duration(1.0)
+    factor: float = 2.0
+    max_delay: Duration = Duration(60.0)
+    jitter: float = 0.2  # each delay is drawn from ±jitter around its value
+    max_attempts: int | None = None  # None: retry forever
+    max_age: Duration | None = None  # None: retry forever
+
+
+class DestinationSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """The router's own fields of a destination; the rest go to its plugin."""
+
+    plugin: str
+    ordering_key: str | None = None  # a message field; None: one global order
+    max_in_flight: int = 16
+    timeout: Duration = Duration(10.0)
+    lease: Duration = Duration(30.0)
+    retry: RetryPolicy = RetryPolicy()
+
+
+ROUTER_DESTINATION_FIELDS = set(DestinationSettings.__struct_fields__)
+
+
+class RouteSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    path: str
+    destinations: list[str]
+    # Required fields of the message body and their JSON types.
+    fields: dict[str, FieldType] = {}
+    max_body: Size = Size(1024 * 1024)
+    max_depth: int = 32  # JSON nesting deeper than this is refused
+    # Dedup: a body field holding the sender's message id (the
+    # Idempotency-Key header is always honoured too), and how long ids are kept.
+    id_field: str | None = None
+    dedup_ttl: Duration = Duration(24 * 3600)
+
+
+class RawConfig(msgspec.Struct, forbid_unknown_fields=True):
+    routes: list[RouteSettings]
+    destinations: dict[str, dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Destination:
+    name: str
+    settings: DestinationSettings
+    sink_type: SinkType
+    options: Any  # an instance of sink_type.options
+
+    @property
+    def ordering_key(self) -> str | None:
+        return self.settings.ordering_key
+
+
+@dataclass(frozen=True)
+class Route:
+    settings: RouteSettings
+    destinations: tuple[Destination, ...]
+
+    @property
+    def path(self) -> str:
+        return self.settings.path
+
+
+@dataclass(frozen=True)
+class Config:
+    file: str
+    routes: tuple[Route, ...]
+    destinations: dict[str, Destination]
+
+
+# -- loading -------------------------------------------------------------
+
+_VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+Path = tuple[str | int, ...]
+
+
+def _dotted(path: Path) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+class _Loader:
+    """Turns YAML nodes into plain values, remembering the line of each path,
+    refusing duplicate keys and substituting ${VAR} in strings."""
+
+    def __init__(self, file: str, env: dict[str, str]) -> None:
+        self.file = file
+        self.env = env
+        self.lines: dict[Path, int] = {}
+        self.constructor = yaml.SafeLoader("")
+
+    def error(self, path: Path, message: str) -> ConfigError:
+        line = self.line(path)
+        where = f"{self.file}:{line}" if line else self.file
+        return ConfigError(f"{where}: {_dotted(path)}: {message}")
+
+    def line(self, path: Path) -> int | None:
+        while path:
+            if path in self.lines:
+                return self.lines[path]
+            path = path[:-1]
+        return self.lines.get(())
+
+    def load(self, text: str) -> Any:
+        try:
+            node = yaml.compose(text, Loader=yaml.SafeLoader)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"{self.file}:{mark.line + 1}" if mark else self.file
+            problem = getattr(exc, "problem", None) or str(exc)
+            raise ConfigError(
+                f"{where}: YAML syntax error: {problem}; fix the YAML there"
+            ) from None
+        if node is None:
+            raise ConfigError(
+                f"{self.file}: the file is empty; declare `routes:` and `destinations:`"
+            )
+        return self.value(node, ())
+
+    def value(self, node: yaml.Node, path: Path) -> Any:
+        self.lines.setdefault(path, node.start_mark.line + 1)
+        if isinstance(node, yaml.MappingNode):
+            out: dict[Any, Any] = {}
+            for key_node, value_node in node.value:
+                key = self.constructor.construct_object(key_node)
+                if not isinstance(key, str | int):
+                    raise self.error(path, f"keys must be strings, got {key!r}")
+                key = str(key)
+                if key in out:
+                    self.lines[(*path, key)] = key_node.start_mark.line + 1
+                    raise self.error((*path, key), "duplicate key: each name may appear once")
+                self.lines[(*path, key)] = key_node.start_mark.line + 1
+                out[key] = self.value(value_node, (*path, key))
+            return out
+        if isinstance(node, yaml.SequenceNode):
+            return [self.value(item, (*path, i)) for i, item in enumerate(node.value)]
+        value = self.constructor.construct_object(node)
+        if isinstance(value, str):
+            value = self.substitute(value, path)
+        return value
+
+    def substitute(self, text: str, path: Path) -> str:
+        def replace(match: re.Match[str]) -> str:
+            if match.group(0) == "$$":
+                return "$"
+            name, default = match.group(1), match.group(2)
+            if name in self.env and (self.env[name] != "" or default is None):
+                return self.env[name]
+            if default is not None:
+                return default
+            raise self.error(
+                path,
+                f"environment variable {name} is not set; set it or write ${{{name}:-default}}",
+            )
+
+        return _VAR.sub(replace, text)
+
+
+_MSGSPEC_PATH = re.compile(r" - at `\$(.*)`$")
+_PATH_PART = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
+
+
+def _convert(loader: _Loader, obj: Any, typ: Any, base: Path) -> Any:
+    try:
+        return msgspec.convert(obj, typ, strict=False, dec_hook=_dec_hook)
+    except msgspec.ValidationError as exc:
+        message = str(exc)
+        path = base
+        match = _MSGSPEC_PATH.search(message)
+        if match:
+            message = message[: match.start()]
+            for key, index in _PATH_PART.findall(match.group(1)):
+                path = (*path, int(index) if index else key)
+        message = message.replace("Object contains unknown field", "unknown field")
+        hint = ""
+        if message.startswith("unknown field"):
+            allowed = getattr(typ, "__struct_fields__", None)
+            if allowed:
+                hint = f"; allowed here: {', '.join(allowed)}"
+        raise loader.error(path, message + hint) from None
+
+
+def load_config(
+    file: str,
+    sink_types: dict[str, SinkType],
+    env: dict[str, str] | None = None,
+) -> Config:
+    """Read and validate routes.yaml; raises ConfigError with a one-line message."""
+    try:
+        with open(file, encoding="utf-8") as fh:
+            text = fh.read()
+    except OSError as exc:
+        raise ConfigError(f"{file}: cannot read the routes file: {exc.strerror}") from None
+    loader = _Loader(file, dict(os.environ) if env is None else env)
+    data = loader.load(text)
+    if not isinstance(data, dict):
+        raise loader.error((), "the top level must be a mapping with `routes:` and `destinations:`")
+    raw: RawConfig = _convert(loader, data, RawConfig, ())
+
+    destinations: dict[str, Destination] = {}
+    for name, fields in raw.destinations.items():
+        path: Path = ("destinations", name)
+        if not re.match(_NAME, name):
+            raise loader.error(
+                path, "a destination name uses letters, digits, '_', '.', '-' (max 64)"
+            )
+        if not isinstance(fields, dict):
+            raise loader.error(path, "a destination is a mapping with at least `plugin:`")
+        own = {k: v for k, v in fields.items() if k in ROUTER_DESTINATION_FIELDS}
+        settings: DestinationSettings = _convert(loader, own, DestinationSettings, path)
+        _check_destination(loader, path, settings)
+        sink_type = sink_types.get(settings.plugin)
+        if sink_type is None:
+            installed = ", ".join(sorted(sink_types)) or "none"
+            raise loader.error(
+                (*path, "plugin"),
+                f"plugin {settings.plugin!r} is not installed; installed: {installed}",
+            )
+        rest = {k: v for k, v in fields.items() if k not in ROUTER_DESTINATION_FIELDS}
+        options = _convert(loader, rest, sink_type.options, path)
+        destinations[name] = Destination(name, settings, sink_type, options)
+
+    routes: list[Route] = []
+    seen_paths: set[str] = set()
+    for i, route in enumerate(raw.routes):
+        path = ("routes", i)
+        if not route.path.startswith("/"):
+            raise loader.error((*path, "path"), f"a route path starts with '/', got {route.path!r}")
+        if route.path in seen_paths or route.path in RESERVED_PATHS:
+            raise loader.error((*path, "path"), f"duplicate path {route.path!r}: each path once")
+        seen_paths.add(route.path)
+        if not route.destinations:
+            raise loader.error((*path, "destinations"), "name at least one destination")
+        if len(set(route.destinations)) != len(route.destinations):
+            raise loader.error((*path, "destinations"), "a destination is listed twice")
+        for j, dest in enumerate(route.destinations):
+            if dest not in destinations:
+                defined = ", ".join(sorted(destinations)) or "none"
+                raise loader.error(
+                    (*path, "destinations", j),
+                    f"destination {dest!r} is not defined under `destinations:`; "
+                    f"defined: {defined}",
+                )
+        if route.max_depth < 1:
+            raise loader.error((*path, "max_depth"), "must be at least 1")
+        routes.append(Route(route, tuple(destinations[d] for d in route.destinations)))
+    if not routes:
+        raise loader.error(("routes",), "declare at least one route")
+    return Config(file=file, routes=tuple(routes), destinations=destinations)
+
+
+RESERVED_PATHS = {"/healthz", "/readyz", "/schema"}
+
+
+def _check_destination(loader: _Loader, path: Path, s: DestinationSettings) -> None:
+    checks: list[tuple[str | tuple[str, str], bool, str]] = [
+        ("max_in_flight", s.max_in_flight >= 1, "must be at least 1"),
+        ("timeout", s.timeout > 0, "must be more than 0"),
+        ("lease", s.lease >= 1, "must be at least 1s"),
+        ("lease", s.lease > s.timeout, "must be longer than `timeout`"),
+        (("retry", "initial"), s.retry.initial > 0, "must be more than 0"),
+        (("retry", "factor"), s.retry.factor >= 1, "must be at least 1"),
+        (("retry", "max_delay"), s.retry.max_delay >= s.retry.initial, "must be >= retry.initial"),
+        (("retry", "jitter"), 0 <= s.retry.jitter <= 1, "must be between 0 and 1"),
+        (
+            ("retry", "max_attempts"),
+            s.retry.max_attempts is None or s.retry.max_attempts >= 1,
+            "must be at least 1, or null to retry forever",
+        ),
+    ]
+    for where, ok, message in checks:
+        if not ok:
+            sub = where if isinstance(where, tuple) else (where,)
+            raise loader.error((*path, *sub), message)

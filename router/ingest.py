@@ -1,0 +1,154 @@
+"""Ingest: turn a POSTed body into a stored message, or a clear refusal."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from router import envelope
+from router.config import Route
+from router.errors import ApiError, BadRequest
+from router.keys import DestinationKeys
+from router.queue import EnqueueResult, Scripts, Target, enqueue
+
+GLOBAL_KEY = "*"
+MAX_KEY_LENGTH = 256
+MAX_ID_LENGTH = 256
+IDEMPOTENCY_HEADER = "idempotency-key"
+
+_TYPE_CHECKS: dict[str, tuple[type | tuple[type, ...], str]] = {
+    "string": (str, "a string"),
+    "number": ((int, float), "a number"),
+    "integer": (int, "an integer"),
+    "boolean": (bool, "true or false"),
+    "object": (dict, "an object"),
+    "array": (list, "an array"),
+}
+
+
+def _too_deep(value: Any, limit: int) -> bool:
+    """True if `value` nests containers deeper than `limit` levels."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values() if isinstance(v, dict | list))
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item if isinstance(v, dict | list))
+    return False
+
+
+def _key_text(value: Any, what: str) -> str:
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise BadRequest(f"{what} must be a non-empty string")
+    text = str(value)
+    if not text:
+        raise BadRequest(f"{what} must not be empty")
+    if len(text) > MAX_KEY_LENGTH:
+        raise BadRequest(f"{what} is longer than {MAX_KEY_LENGTH} characters")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadRequest(f"{what} is not valid unicode (lone surrogate)") from None
+    return text
+
+
+@dataclass(frozen=True)
+class IngestRoute:
+    """A route prepared for the hot path."""
+
+    route: Route
+    keys: tuple[DestinationKeys, ...]
+
+    @classmethod
+    def of(cls, route: Route) -> IngestRoute:
+        return cls(route, tuple(DestinationKeys(d.name) for d in route.destinations))
+
+    def parse(self, body: bytes) -> dict[str, Any]:
+        settings = self.route.settings
+        if len(body) > settings.max_body:
+            raise ApiError(413, f"request body too large: the limit is {settings.max_body} bytes")
+        if not body.strip():
+            raise BadRequest("empty body: send a JSON object")
+        try:
+            message = msgspec.json.decode(body)
+        except msgspec.DecodeError as exc:
+            raise BadRequest(f"invalid JSON: {exc}") from None
+        except RecursionError:
+            raise BadRequest(f"JSON nested deeper than {settings.max_depth} levels") from None
+        if not isinstance(message, dict):
+            raise BadRequest(f"body must be a JSON object, got {type(message).__name__}")
+        if _too_deep(message, settings.max_depth):
+            raise BadRequest(f"JSON nested deeper than {settings.max_depth} levels")
+        for name, kind in settings.fields.items():
+            if name not in message:
+                raise BadRequest(f"missing field `{name}`")
+            if kind == "any":
+                continue
+            typ, label = _TYPE_CHECKS[kind]
+            value = message[name]
+            if not isinstance(value, typ) or (isinstance(value, bool) and kind != "boolean"):
+                raise BadRequest(f"field `{name}` must be {label}, got {_json_type(value)}")
+        return message
+
+    def targets(self, message: dict[str, Any]) -> list[Target]:
+        out = []
+        for dest, keys in zip(self.route.destinations, self.keys, strict=True):
+            field = dest.ordering_key
+            if field is None:
+                key = GLOBAL_KEY
+            elif field not in message:
+                raise BadRequest(f"missing field `{field}` (ordering key of {dest.name})")
+            else:
+                key = _key_text(message[field], f"field `{field}`")
+            out.append(Target(keys, key))
+        return out
+
+    def dedup_id(self, message: dict[str, Any], header: str | None) -> str | None:
+        if header is not None:
+            value: Any = header.strip()
+            what = "header Idempotency-Key"
+        elif self.route.settings.id_field is not None:
+            value = message.get(self.route.settings.id_field)
+            if value is None:
+                return None
+            what = f"field `{self.route.settings.id_field}`"
+        else:
+            return None
+        text = _key_text(value, what)
+        if len(text) > MAX_ID_LENGTH:
+            raise BadRequest(f"{what} is longer than {MAX_ID_LENGTH} characters")
+        return text
+
+    async def store(
+        self, scripts: Scripts, body: bytes, idempotency_key: str | None
+    ) -> EnqueueResult:
+        message = self.parse(body)
+        targets = self.targets(message)
+        dedup = self.dedup_id(message, idempotency_key)
+        now_ms = int(time.time() * 1000)
+        message_id = envelope.new_message_id(now_ms)
+        return await enqueue(
+            scripts,
+            targets,
+            envelope.encode(message_id, now_ms, body),
+            message_id,
+            dedup,
+            int(self.route.settings.dedup_ttl),
+        )
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    for _, (typ, label) in _TYPE_CHECKS.items():
+        if isinstance(value, typ):
+            return label
+    return type(value).__name__

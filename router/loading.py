@@ -1,0 +1,14 @@
+"""Load plugins and routes.yaml together: the start-up check."""
+
+from __future__ import annotations
+
+from router.config import Config, ConfigError, load_config
+from router.plugins import PluginError, plugin_manager, sink_types
+
+
+def load(routes_file: str, env: dict[str, str] | None = None) -> Config:
+    try:
+        types = sink_types(plugin_manager())
+    except PluginError as exc:
+        raise ConfigError(f"{routes_file}: {exc}") from None
+    return load_config(routes_file, types, env)

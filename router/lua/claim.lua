@@ -1,0 +1,49 @@
+-- Claim up to `want` ordering keys whose head message can be attempted now.
+-- KEYS: ready, leases, owner, delayed, attempts
+-- ARGV: lane prefix, lease ms, max in flight (all processes), token, want
+-- Returns {ready left, next deadline ms or -1, now ms, key, head, attempts, ...}
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local lane, lease, cap, token, want = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
+
+-- A lease that ran out means its worker died or stalled: the key goes back to
+-- the front of the line (it was first) and the lost try counts as an attempt,
+-- so a message that kills its worker is caught by max_attempts too.
+local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, 100)
+for _, k in ipairs(expired) do
+  redis.call('ZREM', KEYS[2], k)
+  redis.call('HDEL', KEYS[3], k)
+  redis.call('HINCRBY', KEYS[5], k, 1)
+  redis.call('LPUSH', KEYS[1], k)
+end
+local due = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, 100)
+for _, k in ipairs(due) do
+  redis.call('ZREM', KEYS[4], k)
+  redis.call('RPUSH', KEYS[1], k)
+end
+
+local out = {0, -1, now}
+local room = cap - redis.call('ZCARD', KEYS[2])
+if room > want then room = want end
+while room > 0 do
+  local k = redis.call('LPOP', KEYS[1])
+  if not k then break end
+  local head = redis.call('LINDEX', lane .. k, 0)
+  if head then
+    redis.call('ZADD', KEYS[2], now + lease, k)
+    redis.call('HSET', KEYS[3], k, token)
+    out[#out + 1] = k
+    out[#out + 1] = head
+    out[#out + 1] = tonumber(redis.call('HGET', KEYS[5], k) or '0')
+    room = room - 1
+  end
+end
+out[1] = redis.call('LLEN', KEYS[1])
+-- When to look again even if nobody nudges: the next backoff or lease deadline.
+local nxt = -1
+local d = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')
+if d[2] then nxt = tonumber(d[2]) end
+local l = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+if l[2] and (nxt < 0 or tonumber(l[2]) < nxt) then nxt = tonumber(l[2]) end
+out[2] = nxt
+return out

@@ -1,0 +1,26 @@
+-- An attempt at the head of a lane failed: back off, or dead-letter it.
+-- KEYS: lane, ready, leases, owner, delayed, attempts, lasterr, wake, dead
+-- ARGV: ordering key, token, delay ms, error, give up ('1' or '0')
+-- Returns -1 when the lease was lost, else the attempts made so far.
+local k, token = ARGV[1], ARGV[2]
+if redis.call('HGET', KEYS[4], k) ~= token then return -1 end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREM', KEYS[3], k)
+redis.call('HDEL', KEYS[4], k)
+local attempts = redis.call('HINCRBY', KEYS[6], k, 1)
+if ARGV[5] == '1' then
+  local envelope = redis.call('LPOP', KEYS[1])
+  redis.call('RPUSH', KEYS[9], cjson.encode({
+    key = k, envelope = envelope, error = ARGV[4], attempts = attempts, dead_at = now}))
+  redis.call('HDEL', KEYS[6], k)
+  redis.call('HDEL', KEYS[7], k)
+  if redis.call('LLEN', KEYS[1]) > 0 then redis.call('RPUSH', KEYS[2], k) end
+else
+  redis.call('HSET', KEYS[7], k, ARGV[4])
+  redis.call('ZADD', KEYS[5], now + tonumber(ARGV[3]), k)
+end
+-- Nudge a blocked worker so it recomputes how long it may sleep.
+redis.call('LPUSH', KEYS[8], '1')
+redis.call('LTRIM', KEYS[8], 0, 0)
+return attempts

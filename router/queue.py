@@ -1,0 +1,236 @@
+"""A destination's queue in Redis: per-key lanes moved by atomic Lua scripts.
+
+Each transition of the design in the README ("Redis layout") is one script,
+so a message is never in two states or in none. Scripts use the server's
+clock (TIME), so instances with skewed clocks agree on lease deadlines.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import msgspec
+from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
+
+from router.keys import DestinationKeys
+
+
+def _script(redis: Redis, name: str) -> AsyncScript:
+    text = resources.files("router").joinpath(f"lua/{name}.lua").read_text()
+    return redis.register_script(text)
+
+
+class Scripts:
+    """The Lua scripts, registered once per Redis client (EVALSHA after the
+    first call; redis-py reloads them by itself after a server restart)."""
+
+    def __init__(self, redis: Redis) -> None:
+        self.enqueue = _script(redis, "enqueue")
+        self.claim = _script(redis, "claim")
+        self.ack = _script(redis, "ack")
+        self.fail = _script(redis, "fail")
+        self.renew = _script(redis, "renew")
+        self.release = _script(redis, "release")
+        self.replay = _script(redis, "replay")
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One destination a message is written to, and its ordering-key value."""
+
+    keys: DestinationKeys
+    ordering_key: str
+
+
+@dataclass(frozen=True, slots=True)
+class EnqueueResult:
+    id: str
+    duplicate: bool
+
+
+async def enqueue(
+    scripts: Scripts,
+    targets: list[Target],
+    envelope: bytes,
+    message_id: str,
+    dedup_id: str | None,
+    dedup_ttl: int,
+) -> EnqueueResult:
+    """Append a message to the lanes of all targets in one atomic step."""
+    keys: list[str] = []
+    for t in targets:
+        seen = t.keys.seen(dedup_id) if dedup_id else t.keys.tag + ":seen:"
+        keys += [t.keys.lane(t.ordering_key), t.keys.ready, t.keys.wake, seen]
+    args: list[Any] = [envelope, message_id, dedup_id or "", dedup_ttl]
+    args += [t.ordering_key for t in targets]
+    written, stored_id = await scripts.enqueue(keys=keys, args=args)
+    return EnqueueResult(id=_text(stored_id), duplicate=written == 0)
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    key: str
+    head: bytes
+    attempts: int
+    token: str
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimResult:
+    claims: list[Claim]
+    ready_left: int
+    next_deadline_ms: int  # -1: none
+    now_ms: int
+
+
+class DeadLetter(msgspec.Struct, frozen=True):
+    key: str
+    envelope: str
+    error: str
+    attempts: int
+    dead_at: int
+
+
+_dead_decoder = msgspec.json.Decoder(DeadLetter)
+
+
+class DestinationQueue:
+    """The transitions of one destination's lanes."""
+
+    def __init__(self, redis: Redis, scripts: Scripts, destination: str) -> None:
+        self.redis = redis
+        self.scripts = scripts
+        self.keys = DestinationKeys(destination)
+
+    async def claim(self, token: str, want: int, lease_ms: int, max_in_flight: int) -> ClaimResult:
+        k = self.keys
+        raw = await self.scripts.claim(
+            keys=[k.ready, k.leases, k.owner, k.delayed, k.attempts],
+            args=[k.lane_prefix, lease_ms, max_in_flight, token, want],
+        )
+        claims = [
+            Claim(key=_text(raw[i]), head=raw[i + 1], attempts=int(raw[i + 2]), token=token)
+            for i in range(3, len(raw), 3)
+        ]
+        return ClaimResult(claims, int(raw[0]), int(raw[1]), int(raw[2]))
+
+    async def ack(self, claim: Claim, lease_ms: int, keep: bool) -> bytes | bool | None:
+        """Remove the acknowledged head. Returns False if the lease was lost,
+        the next head if the claim is kept for it, else None."""
+        k = self.keys
+        raw = await self.scripts.ack(
+            keys=[
+                k.lane(claim.key),
+                k.ready,
+                k.leases,
+                k.owner,
+                k.attempts,
+                k.last_error,
+                k.wake,
+            ],
+            args=[claim.key, claim.token, lease_ms, "1" if keep else "0"],
+        )
+        if raw == -1:
+            return False
+        return raw[1] or None
+
+    async def fail(self, claim: Claim, delay_ms: int, error: str, give_up: bool) -> int:
+        """Record a failed attempt. Returns the attempts so far, -1 if the lease was lost."""
+        k = self.keys
+        return int(
+            await self.scripts.fail(
+                keys=[
+                    k.lane(claim.key),
+                    k.ready,
+                    k.leases,
+                    k.owner,
+                    k.delayed,
+                    k.attempts,
+                    k.last_error,
+                    k.wake,
+                    k.dead,
+                ],
+                args=[claim.key, claim.token, max(0, delay_ms), error, "1" if give_up else "0"],
+            )
+        )
+
+    async def renew(self, claim: Claim, lease_ms: int) -> bool:
+        k = self.keys
+        return bool(
+            await self.scripts.renew(
+                keys=[k.leases, k.owner], args=[claim.key, claim.token, lease_ms]
+            )
+        )
+
+    async def release(self, claim: Claim) -> bool:
+        k = self.keys
+        return bool(
+            await self.scripts.release(
+                keys=[k.ready, k.leases, k.owner, k.wake], args=[claim.key, claim.token]
+            )
+        )
+
+    async def wait(self, timeout: float) -> None:
+        """Block until nudged or `timeout` seconds pass."""
+        await self.redis.blpop([self.keys.wake], timeout=timeout)
+
+    async def nudge(self) -> None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.lpush(self.keys.wake, "1")
+            pipe.ltrim(self.keys.wake, 0, 0)
+            await pipe.execute()
+
+    # -- inspection and dead letters (CLI and admin API, not the hot path) --
+
+    async def stats(self) -> dict[str, int]:
+        k = self.keys
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.llen(k.ready)
+            pipe.zcard(k.leases)
+            pipe.zcard(k.delayed)
+            pipe.llen(k.dead)
+            ready, in_flight, delayed, dead = await pipe.execute()
+        return {"ready": ready, "in_flight": in_flight, "delayed": delayed, "dead": dead}
+
+    async def lane_length(self, key: str) -> int:
+        return int(await self.redis.llen(self.keys.lane(key)))
+
+    async def dead_letters(
+        self, start: int = 0, count: int = 100
+    ) -> list[tuple[bytes, DeadLetter]]:
+        raw = await self.redis.lrange(self.keys.dead, start, start + count - 1)
+        return [(_bytes(item), _dead_decoder.decode(item)) for item in raw]
+
+    async def replay(self, raw_entry: bytes) -> bool:
+        """Put one dead letter back at the head of its key's lane."""
+        entry = _dead_decoder.decode(raw_entry)
+        k = self.keys
+        return bool(
+            await self.scripts.replay(
+                keys=[k.dead, k.lane(entry.key), k.ready, k.wake, k.leases, k.delayed],
+                args=[raw_entry, entry.key, entry.envelope],
+            )
+        )
+
+
+async def replay_oldest(queue: DestinationQueue, count: int | None = None) -> int:
+    """Replay up to `count` dead letters (all when None), oldest first."""
+    replayed = 0
+    while count is None or replayed < count:
+        batch = await queue.dead_letters(0, 100 if count is None else min(100, count - replayed))
+        if not batch:
+            break
+        for raw, _ in batch:
+            replayed += await queue.replay(raw)
+    return replayed
+
+
+def _bytes(value: bytes | str) -> bytes:
+    return value.encode() if isinstance(value, str) else value
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,0 +1,35 @@
+"""When to retry a failed attempt, and when to give up."""
+
+from __future__ import annotations
+
+import random
+
+from router.config import RetryPolicy
+
+# A Retry-After longer than this is taken as this: a bot that asks for a day
+# off should not park a conversation for a day without anyone noticing.
+MAX_RETRY_AFTER = 3600.0
+
+
+def backoff_seconds(
+    policy: RetryPolicy,
+    attempts: int,
+    retry_after: float | None = None,
+    rand: random.Random | None = None,
+) -> float:
+    """Delay before attempt `attempts + 1`: exponential from `initial`, capped
+    at `max_delay`, spread by ±`jitter`; a Retry-After from the destination
+    replaces it."""
+    if retry_after is not None:
+        return min(max(retry_after, 0.0), MAX_RETRY_AFTER)
+    base = policy.initial * policy.factor ** max(0, attempts - 1)
+    base = min(base, policy.max_delay)
+    spread = (rand or random).uniform(-policy.jitter, policy.jitter)
+    return max(0.0, min(policy.max_delay, base * (1 + spread)))
+
+
+def exhausted(policy: RetryPolicy, attempts: int, age_seconds: float) -> bool:
+    """True when a message that failed `attempts` times should be dead-lettered."""
+    if policy.max_attempts is not None and attempts >= policy.max_attempts:
+        return True
+    return policy.max_age is not None and age_seconds >= policy.max_age

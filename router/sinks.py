@@ -1,0 +1,69 @@
+"""What a delivery plugin implements and receives: the sink protocol."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import httpx
+import msgspec
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One attempt to hand one message to a destination."""
+
+    id: str  # stable across every retry of this message
+    body: bytes  # the JSON body exactly as the sender posted it
+    key: str  # the ordering-key value ("*" for a global order)
+    attempt: int  # 1 for the first try
+    received_at_ms: int
+    destination: str
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+class DeliveryFailed(Exception):
+    """Raised by a sink when the destination did not accept the message.
+
+    ``retry_after`` (seconds) is honoured in place of the computed backoff,
+    e.g. from an HTTP ``Retry-After`` header. Any other exception a sink
+    raises counts as a failed attempt too, and is logged with its traceback.
+    """
+
+    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after = retry_after
+
+
+class Sink(Protocol):
+    async def deliver(self, delivery: Delivery) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SinkContext:
+    """What the router gives a sink factory."""
+
+    destination: str
+    timeout: float  # seconds one attempt may take
+    max_in_flight: int
+    # Shared HTTP client, sized for max_in_flight and closed by the router.
+    http: httpx.AsyncClient = field(repr=False)
+
+
+class NoOptions(msgspec.Struct, forbid_unknown_fields=True):
+    """Options type of a sink that takes none."""
+
+
+@dataclass(frozen=True, slots=True)
+class SinkType:
+    name: str
+    factory: Callable[[Any, SinkContext], Sink]
+    options: type[msgspec.Struct] = NoOptions
+    description: str = ""

@@ -1,0 +1,364 @@
+"""Delivery workers: one loop per destination claims keys and delivers them.
+
+A loop keeps up to `max_in_flight` deliveries running, each for a different
+ordering key; the lanes in Redis make sure no two deliveries of one key run
+at once anywhere. A key waiting out a backoff holds no task: it sits in the
+`delayed` set until due, and the loop serves other keys meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Iterable
+
+import httpx
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from router import envelope, retry
+from router.config import Destination
+from router.queue import Claim, DestinationQueue, Scripts
+from router.sinks import Delivery, DeliveryFailed, Sink, SinkContext
+
+log = logging.getLogger("router.worker")
+
+# Longest a loop sleeps without looking at Redis (also bounds how late a
+# backoff or an expired lease of a dead instance is noticed).
+MAX_IDLE = 1.0
+
+
+class LeaseLost(Exception):
+    pass
+
+
+class DestinationWorker:
+    def __init__(self, redis: Redis, scripts: Scripts, destination: Destination, sink: Sink):
+        self.destination = destination
+        self.settings = destination.settings
+        self.queue = DestinationQueue(redis, scripts, destination.name)
+        self.sink = sink
+        self.lease_ms = int(self.settings.lease * 1000)
+        self._tasks: dict[asyncio.Task[None], Claim] = {}
+        self._slot_freed = asyncio.Event()
+        self._stopping = False
+        self._worker_id = f"{os.uname().nodename}:{os.getpid()}:{id(self):x}"
+        self._claims = 0
+        self.delivered = 0
+        self.failed = 0
+        self.running = False
+
+    # -- the loop ----------------------------------------------------------
+
+    async def run(self, burst: bool = False) -> None:
+        """Deliver until stopped; with `burst`, return once nothing is left
+        that could be attempted now (nothing ready, in flight or due)."""
+        self.running = True
+        errors = 0
+        try:
+            while not self._stopping:
+                free = self.settings.max_in_flight - len(self._tasks)
+                if free <= 0:
+                    self._slot_freed.clear()
+                    await self._slot_freed.wait()
+                    continue
+                try:
+                    result = await self.queue.claim(
+                        self._new_token(), free, self.lease_ms, self.settings.max_in_flight
+                    )
+                    errors = 0
+                except RedisError as exc:
+                    errors += 1
+                    await self._redis_down(exc, errors)
+                    continue
+                for claim in result.claims:
+                    task = asyncio.create_task(self._deliver(claim))
+                    self._tasks[task] = claim
+                    task.add_done_callback(self._task_done)
+                if result.claims:
+                    if result.ready_left and len(result.claims) == free:
+                        # We are full and keys are still waiting: pass the
+                        # nudge on to another worker.
+                        with contextlib.suppress(RedisError):
+                            await self.queue.nudge()
+                    continue
+                if burst and not self._tasks and result.ready_left == 0:
+                    if result.next_deadline_ms < 0:
+                        return
+                if burst and self._tasks:
+                    self._slot_freed.clear()
+                    await self._wait_slot(MAX_IDLE)
+                    continue
+                timeout = MAX_IDLE
+                if result.next_deadline_ms >= 0:
+                    timeout = (result.next_deadline_ms - result.now_ms) / 1000 + 0.002
+                    timeout = min(MAX_IDLE, max(0.01, timeout))
+                try:
+                    await self.queue.wait(timeout)
+                except RedisError as exc:
+                    errors += 1
+                    await self._redis_down(exc, errors)
+        finally:
+            self.running = False
+
+    async def _wait_slot(self, timeout: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._slot_freed.wait(), timeout)
+
+    async def _redis_down(self, exc: Exception, errors: int) -> None:
+        delay = min(5.0, 0.1 * 2 ** min(errors, 6))
+        if errors == 1 or errors % 20 == 0:
+            log.warning(
+                "destination %s: Redis unavailable (%s); retrying in %.1fs",
+                self.destination.name,
+                exc,
+                delay,
+            )
+        await asyncio.sleep(delay)
+
+    def _new_token(self) -> str:
+        self._claims += 1
+        return f"{self._worker_id}:{self._claims}"
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.pop(task, None)
+        self._slot_freed.set()
+        if not task.cancelled() and task.exception() is not None:
+            log.error(
+                "destination %s: delivery task crashed",
+                self.destination.name,
+                exc_info=task.exception(),
+            )
+
+    # -- one key -----------------------------------------------------------
+
+    async def _deliver(self, claim: Claim) -> None:
+        """Deliver the head of a claimed key, and its successors while the
+        claim is kept (see ack.lua)."""
+        head: bytes | None = claim.head
+        attempts = claim.attempts
+        while head is not None and not self._stopping:
+            env = envelope.decode(head)
+            age = time.time() - env.ts / 1000
+            if retry.exhausted(self.settings.retry, attempts, age):
+                # Lease expiries count as attempts: a message that kills its
+                # worker ends here instead of killing workers forever.
+                await self._settle_failure(claim, attempts, "gave up before trying", None, True)
+                return
+            delivery = Delivery(
+                id=env.id,
+                body=bytes(env.body),
+                key=claim.key,
+                attempt=attempts + 1,
+                received_at_ms=env.ts,
+                destination=self.destination.name,
+            )
+            try:
+                await self._attempt(claim, delivery)
+            except LeaseLost:
+                log.warning(
+                    "destination %s key %s: lease lost during delivery of %s; another "
+                    "worker owns the key now",
+                    self.destination.name,
+                    claim.key,
+                    env.id,
+                )
+                return
+            except DeliveryFailed as exc:
+                await self._failed(claim, env.ts, attempts, exc.reason, exc.retry_after)
+                return
+            except Exception as exc:
+                # A plugin bug is a failed attempt, never a dead worker.
+                log.exception(
+                    "destination %s: plugin %s raised on message %s",
+                    self.destination.name,
+                    self.settings.plugin,
+                    env.id,
+                )
+                await self._failed(claim, env.ts, attempts, f"{type(exc).__name__}: {exc}", None)
+                return
+            self.delivered += 1
+            nxt = await self._settle(
+                lambda: self.queue.ack(claim, self.lease_ms, keep=not self._stopping)
+            )
+            if nxt is False:
+                log.warning(
+                    "destination %s key %s: lease lost before ack of %s; it will be "
+                    "delivered again",
+                    self.destination.name,
+                    claim.key,
+                    env.id,
+                )
+                return
+            head = nxt if isinstance(nxt, bytes) else None
+            attempts = 0
+
+    async def _attempt(self, claim: Claim, delivery: Delivery) -> None:
+        """Run one attempt while renewing the lease; a lost lease aborts it."""
+        attempt = asyncio.create_task(
+            asyncio.wait_for(self.sink.deliver(delivery), self.settings.timeout)
+        )
+        interval = self.settings.lease / 3
+        try:
+            while True:
+                done, _ = await asyncio.wait({attempt}, timeout=interval)
+                if done:
+                    try:
+                        attempt.result()
+                    except TimeoutError:
+                        raise DeliveryFailed(
+                            f"timed out after {self.settings.timeout:g}s"
+                        ) from None
+                    return
+                try:
+                    renewed = await self.queue.renew(claim, self.lease_ms)
+                except RedisError:
+                    continue  # the lease may still hold; try again next interval
+                if not renewed:
+                    raise LeaseLost()
+        finally:
+            if not attempt.done():
+                attempt.cancel()
+                with contextlib.suppress(BaseException):
+                    await attempt
+
+    async def _failed(
+        self, claim: Claim, ts_ms: int, attempts: int, reason: str, retry_after: float | None
+    ) -> None:
+        self.failed += 1
+        attempts += 1
+        give_up = retry.exhausted(self.settings.retry, attempts, time.time() - ts_ms / 1000)
+        await self._settle_failure(claim, attempts, reason, retry_after, give_up)
+
+    async def _settle_failure(
+        self, claim: Claim, attempts: int, reason: str, retry_after: float | None, give_up: bool
+    ) -> None:
+        delay = retry.backoff_seconds(self.settings.retry, attempts, retry_after)
+        if give_up:
+            log.error(
+                "destination %s key %s: dead-lettered after %d attempts: %s",
+                self.destination.name,
+                claim.key,
+                attempts,
+                reason,
+            )
+        else:
+            log.warning(
+                "destination %s key %s: attempt %d failed (%s); retrying in %.2fs",
+                self.destination.name,
+                claim.key,
+                attempts,
+                reason,
+                delay,
+            )
+        await self._settle(
+            lambda: self.queue.fail(claim, int(delay * 1000), reason[:1000], give_up)
+        )
+
+    async def _settle(self, op):  # type: ignore[no-untyped-def]
+        """Record an outcome in Redis, retrying through a short outage. If
+        Redis stays away past the lease, give up: the lease expires and the
+        message is attempted again (at-least-once, never lost)."""
+        deadline = time.monotonic() + self.settings.lease
+        delay = 0.05
+        while True:
+            try:
+                return await op()
+            except RedisError as exc:
+                if time.monotonic() + delay > deadline:
+                    log.error(
+                        "destination %s: could not record an outcome in Redis (%s); the "
+                        "message will be attempted again",
+                        self.destination.name,
+                        exc,
+                    )
+                    return False
+                await asyncio.sleep(delay)
+                delay = min(1.0, delay * 2)
+
+    # -- stopping ------------------------------------------------------------
+
+    async def stop(self, grace: float) -> None:
+        """Stop claiming; let deliveries finish for up to `grace` seconds, then
+        cancel the rest and hand their keys back, untried, to the queue."""
+        self._stopping = True
+        self._slot_freed.set()
+        tasks = list(self._tasks)
+        if tasks:
+            await asyncio.wait(tasks, timeout=grace)
+        left = {t: c for t, c in self._tasks.items() if not t.done()}
+        for task in left:
+            task.cancel()
+        for task, claim in left.items():
+            with contextlib.suppress(BaseException):
+                await task
+            with contextlib.suppress(RedisError):
+                await self.queue.release(claim)
+        if left:
+            log.warning(
+                "destination %s: handed %d in-flight deliveries back to the queue",
+                self.destination.name,
+                len(left),
+            )
+
+
+class Workers:
+    """The delivery workers of a set of destinations, with their sinks."""
+
+    def __init__(self, redis: Redis, destinations: Iterable[Destination]) -> None:
+        self.redis = redis
+        self.scripts = Scripts(redis)
+        self.destinations = list(destinations)
+        self.workers: list[DestinationWorker] = []
+        self._clients: list[httpx.AsyncClient] = []
+        self._loops: list[asyncio.Task[None]] = []
+
+    def start_sinks(self) -> None:
+        for dest in self.destinations:
+            s = dest.settings
+            limits = httpx.Limits(
+                max_connections=s.max_in_flight, max_keepalive_connections=s.max_in_flight
+            )
+            client = httpx.AsyncClient(limits=limits, timeout=s.timeout)
+            self._clients.append(client)
+            context = SinkContext(
+                destination=dest.name,
+                timeout=s.timeout,
+                max_in_flight=s.max_in_flight,
+                http=client,
+            )
+            sink = dest.sink_type.factory(dest.options, context)
+            self.workers.append(DestinationWorker(self.redis, self.scripts, dest, sink))
+
+    def start(self) -> None:
+        self.start_sinks()
+        for w in self.workers:
+            self._loops.append(asyncio.create_task(w.run(), name=f"worker:{w.destination.name}"))
+
+    async def run_burst(self) -> None:
+        """Drain every destination once and return (tests, cron jobs)."""
+        self.start_sinks()
+        try:
+            await asyncio.gather(*(w.run(burst=True) for w in self.workers))
+        finally:
+            await self.stop(grace=0)
+
+    @property
+    def running(self) -> bool:
+        return bool(self._loops) and all(not t.done() for t in self._loops)
+
+    async def stop(self, grace: float) -> None:
+        await asyncio.gather(*(w.stop(grace) for w in self.workers))
+        for loop in self._loops:
+            loop.cancel()
+        for loop in self._loops:
+            with contextlib.suppress(BaseException):
+                await loop
+        for w in self.workers:
+            with contextlib.suppress(Exception):
+                await w.sink.aclose()
+        for client in self._clients:
+            await client.aclose()
