@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from litestar import Request, get, post
 from litestar.handlers import HTTPRouteHandler
+from litestar.params import FromPath, FromQuery
 
 from router.errors import ApiError
 from router.queue import DestinationQueue, replay_oldest
@@ -48,7 +49,10 @@ def admin_handlers(state: RouterState) -> list[HTTPRouteHandler]:
 
     @get("/admin/destinations/{name:str}/dead")
     async def dead(
-        request: Request[Any, Any, Any], name: str, start: int = 0, count: int = 100
+        request: Request[Any, Any, Any],
+        name: FromPath[str],
+        start: FromQuery[int] = 0,
+        count: FromQuery[int] = 100,
     ) -> dict[str, Any]:
         """Dead letters of a destination, oldest first."""
         authorize(request)
@@ -68,10 +72,26 @@ def admin_handlers(state: RouterState) -> list[HTTPRouteHandler]:
 
     @post("/admin/destinations/{name:str}/dead/replay", status_code=200)
     async def replay(
-        request: Request[Any, Any, Any], name: str, count: int | None = None
+        request: Request[Any, Any, Any], name: FromPath[str], count: FromQuery[int | None] = None
     ) -> dict[str, Any]:
         """Put dead letters back at the head of their keys' lanes (all, or the oldest `count`)."""
         authorize(request)
         return {"status": "ok", "replayed": await replay_oldest(queue(name), count)}
 
-    return [destinations, dead, replay]
+    @get("/admin/destinations/{name:str}/blocked")
+    async def blocked(request: Request[Any, Any, Any], name: FromPath[str]) -> dict[str, Any]:
+        """Keys stopped by retry.on_exhausted: block, with their last error."""
+        authorize(request)
+        return {"blocked": await queue(name).blocked_keys()}
+
+    @post("/admin/destinations/{name:str}/blocked/{key:str}/unblock", status_code=200)
+    async def unblock(
+        request: Request[Any, Any, Any], name: FromPath[str], key: FromPath[str]
+    ) -> dict[str, Any]:
+        """Put a blocked key back in line: its head message is attempted again."""
+        authorize(request)
+        if not await queue(name).unblock(key):
+            raise ApiError(404, f"key {key!r} of {name} is not blocked")
+        return {"status": "ok"}
+
+    return [destinations, dead, replay, blocked, unblock]

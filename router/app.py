@@ -19,9 +19,10 @@ from router import redis_client
 from router.admin import admin_handlers
 from router.config import Config
 from router.errors import EXCEPTION_HANDLERS, ApiError
-from router.ingest import IDEMPOTENCY_HEADER, IngestRoute
+from router.ingest import IngestRoute
 from router.loading import load
 from router.queue import Scripts
+from router.ratelimit import RateLimiter
 from router.settings import Settings
 from router.worker import Workers
 
@@ -39,6 +40,7 @@ class RouterState:
         self.redis: Redis | None = None
         self.scripts: Scripts | None = None
         self.workers: Workers | None = None
+        self.limiters: dict[str, RateLimiter] = {}
 
     def require_redis(self) -> tuple[Redis, Scripts]:
         if self.redis is None or self.scripts is None:
@@ -54,7 +56,10 @@ def _ingest_handler(state: RouterState, ingest: IngestRoute) -> HTTPRouteHandler
         except InternalServerException:
             # The client went away mid-body: nothing to store, nobody to answer.
             raise ApiError(400, "incomplete request body") from None
-        result = await ingest.store(scripts, body, request.headers.get(IDEMPOTENCY_HEADER))
+        client = request.client.host if request.client else "unknown"
+        result = await ingest.store(
+            scripts, body, request.headers, client, state.limiters.get(ingest.route.path)
+        )
         return Response(
             _json.encode({"status": "ok", "id": result.id, "duplicate": result.duplicate}),
             media_type="application/json",
@@ -120,6 +125,11 @@ def create_app(
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         state.redis = redis_client.connect(redis_url)
         state.scripts = Scripts(state.redis)
+        state.limiters = {
+            r.path: RateLimiter(state.redis, r.path, r.settings.rate_limit)
+            for r in config.routes
+            if r.settings.rate_limit is not None
+        }
         if settings.run_workers:
             state.workers = Workers(state.redis, config.destinations.values())
             state.workers.start()

@@ -178,7 +178,14 @@ def _dead(settings: Settings, args: argparse.Namespace) -> int:
         redis = redis_client.connect(url)
         try:
             queue = DestinationQueue(redis, Scripts(redis), args.destination)
-            if args.action == "list":
+            if args.action == "blocked":
+                for key, info in (await queue.blocked_keys()).items():
+                    print(json.dumps({"key": key, **info}))
+            elif args.action == "unblock":
+                keys = args.key or list(await queue.blocked_keys())
+                done = sum([await queue.unblock(k) for k in keys])
+                print(f"unblocked {done} key(s) of {args.destination}")
+            elif args.action == "list":
                 for _, d in await queue.dead_letters(0, args.count):
                     print(
                         json.dumps(
@@ -226,9 +233,10 @@ def main(argv: list[str] | None = None) -> int:
         run=_check
     )
     sub.add_parser("plugins", help="list installed delivery plugins").set_defaults(run=_plugins)
-    p = sub.add_parser("dead", help="list or replay a destination's dead letters")
-    p.add_argument("action", choices=["list", "replay"])
+    p = sub.add_parser("dead", help="dead letters and blocked keys: list, replay, blocked, unblock")
+    p.add_argument("action", choices=["list", "replay", "blocked", "unblock"])
     p.add_argument("destination")
+    p.add_argument("key", nargs="*", help="unblock: the ordering keys (default: all blocked)")
     p.add_argument(
         "--count", type=int, default=None, help="how many (list: default 100; replay: all)"
     )

@@ -7,6 +7,8 @@ the start with a message an operator can act on.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 import re
 from dataclasses import dataclass
@@ -86,6 +88,24 @@ FieldType = Literal["string", "number", "integer", "boolean", "object", "array",
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
 
+class AuthSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    # header: the request carries `secret` in `header` (default X-Router-Token).
+    # hmac-sha256: `header` (default X-Hub-Signature-256) is "sha256=<hex>" of
+    #   HMAC-SHA256(secret, raw body), as Meta (WhatsApp) and GitHub send it.
+    # standard-webhooks: webhook-id / webhook-timestamp / webhook-signature
+    #   headers per standardwebhooks.com; secret "whsec_<base64>".
+    type: Literal["header", "hmac-sha256", "standard-webhooks"]
+    secret: str
+    header: str | None = None
+
+
+class RateLimitSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    requests: int  # allowed per period and sender
+    period: Duration = Duration(1.0)
+    # Who a sender is: a body field (e.g. wa_id), or the client's address.
+    per: str = "client"
+
+
 class RetryPolicy(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     initial: Duration = Duration(1.0)
     factor: float = 2.0
@@ -93,6 +113,10 @@ class RetryPolicy(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     jitter: float = 0.2  # each delay is drawn from ±jitter around its value
     max_attempts: int | None = None  # None: retry forever
     max_age: Duration | None = None  # None: retry forever
+    # What happens when max_attempts/max_age run out: the message moves to
+    # the dead-letter list and its key goes on (dead_letter), or it stays at
+    # the head and only its own key stops until an operator unblocks it (block).
+    on_exhausted: Literal["dead_letter", "block"] = "dead_letter"
 
 
 class DestinationSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -120,11 +144,16 @@ class RouteSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     # Idempotency-Key header is always honoured too), and how long ids are kept.
     id_field: str | None = None
     dedup_ttl: Duration = Duration(24 * 3600)
+    # Longest string value anywhere in the body (characters); None: no limit
+    # beyond max_body.
+    max_string_length: int | None = None
+    auth: AuthSettings | None = None
+    rate_limit: RateLimitSettings | None = None
 
 
 class RawConfig(msgspec.Struct, forbid_unknown_fields=True):
     routes: list[RouteSettings]
-    destinations: dict[str, dict[str, Any]]
+    destinations: dict[str, Any]  # each checked below, naming the destination
 
 
 @dataclass(frozen=True)
@@ -183,7 +212,8 @@ class _Loader:
     def error(self, path: Path, message: str) -> ConfigError:
         line = self.line(path)
         where = f"{self.file}:{line}" if line else self.file
-        return ConfigError(f"{where}: {_dotted(path)}: {message}")
+        text = f"{where}: {_dotted(path)}: {message}"
+        return ConfigError(" ".join(text.splitlines()))  # one line, always
 
     def line(self, path: Path) -> int | None:
         while path:
@@ -206,7 +236,13 @@ class _Loader:
             raise ConfigError(
                 f"{self.file}: the file is empty; declare `routes:` and `destinations:`"
             )
-        return self.value(node, ())
+        try:
+            return self.value(node, ())
+        except yaml.YAMLError as exc:  # e.g. a tag the safe loader refuses
+            mark = getattr(exc, "problem_mark", None)
+            where = f"{self.file}:{mark.line + 1}" if mark else self.file
+            problem = " ".join(str(getattr(exc, "problem", None) or exc).splitlines())
+            raise ConfigError(f"{where}: YAML error: {problem}; fix the YAML there") from None
 
     def value(self, node: yaml.Node, path: Path) -> Any:
         self.lines.setdefault(path, node.start_mark.line + 1)
@@ -251,24 +287,57 @@ _MSGSPEC_PATH = re.compile(r" - at `\$(.*)`$")
 _PATH_PART = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
 
 
-def _convert(loader: _Loader, obj: Any, typ: Any, base: Path) -> Any:
+_UNKNOWN_FIELD = re.compile(r"^Object contains unknown field `(.*)`$")
+
+
+def _type_at(typ: Any, parts: Path) -> Any:
+    """The msgspec type info of the value at `parts` below `typ` (None if unknown)."""
+    info: Any = msgspec.inspect.type_info(typ)
+    for part in (*parts, None):
+        if isinstance(info, msgspec.inspect.UnionType):  # X | None
+            info = next(t for t in info.types if not isinstance(t, msgspec.inspect.NoneType))
+        if part is None:
+            return info
+        if isinstance(info, msgspec.inspect.StructType):
+            info = next((f.type for f in info.fields if f.name == part), None)
+        elif isinstance(info, msgspec.inspect.ListType | msgspec.inspect.DictType):
+            info = getattr(info, "item_type", None) or getattr(info, "value_type", None)
+        else:
+            return None
+    return info
+
+
+def _convert(
+    loader: _Loader, obj: Any, typ: Any, base: Path, also_allowed: tuple[str, ...] = ()
+) -> Any:
     try:
         return msgspec.convert(obj, typ, strict=False, dec_hook=_dec_hook)
     except msgspec.ValidationError as exc:
         message = str(exc)
-        path = base
+        parts: Path = ()
+        in_mapping = False
         match = _MSGSPEC_PATH.search(message)
         if match:
             message = message[: match.start()]
-            for key, index in _PATH_PART.findall(match.group(1)):
-                path = (*path, int(index) if index else key)
-        message = message.replace("Object contains unknown field", "unknown field")
+            # msgspec writes a mapping's key as [...]: the path stops there.
+            text, mapped, rest = match.group(1).partition("[...]")
+            for key, index in _PATH_PART.findall(text):
+                parts = (*parts, int(index) if index else key)
+            in_mapping = bool(mapped) and not rest
+        info = _type_at(typ, parts)
+        if in_mapping and isinstance(info, msgspec.inspect.DictType):
+            info = info.value_type
         hint = ""
-        if message.startswith("unknown field"):
-            allowed = getattr(typ, "__struct_fields__", None)
-            if allowed:
+        unknown = _UNKNOWN_FIELD.match(message)
+        if unknown:
+            message = f"unknown field `{unknown.group(1)}`"
+            parts = (*parts, unknown.group(1))
+            if isinstance(info, msgspec.inspect.StructType):
+                allowed = [f.name for f in info.fields] + list(also_allowed)
                 hint = f"; allowed here: {', '.join(allowed)}"
-        raise loader.error(path, message + hint) from None
+        elif isinstance(info, msgspec.inspect.LiteralType):
+            hint = f"; allowed: {', '.join(map(str, info.values))}"
+        raise loader.error((*base, *parts), message + hint) from None
 
 
 def load_config(
@@ -282,6 +351,10 @@ def load_config(
             text = fh.read()
     except OSError as exc:
         raise ConfigError(f"{file}: cannot read the routes file: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{file}: the routes file is not UTF-8 (byte {exc.start}); save it as UTF-8"
+        ) from None
     loader = _Loader(file, dict(os.environ) if env is None else env)
     data = loader.load(text)
     if not isinstance(data, dict):
@@ -308,7 +381,9 @@ def load_config(
                 f"plugin {settings.plugin!r} is not installed; installed: {installed}",
             )
         rest = {k: v for k, v in fields.items() if k not in ROUTER_DESTINATION_FIELDS}
-        options = _convert(loader, rest, sink_type.options, path)
+        options = _convert(
+            loader, rest, sink_type.options, path, tuple(DestinationSettings.__struct_fields__)
+        )
         destinations[name] = Destination(name, settings, sink_type, options)
 
     routes: list[Route] = []
@@ -317,7 +392,11 @@ def load_config(
         path = ("routes", i)
         if not route.path.startswith("/"):
             raise loader.error((*path, "path"), f"a route path starts with '/', got {route.path!r}")
-        if route.path in seen_paths or route.path in RESERVED_PATHS:
+        if route.path in RESERVED_PATHS:
+            raise loader.error(
+                (*path, "path"), f"path {route.path!r} is the router's own; choose another"
+            )
+        if route.path in seen_paths:
             raise loader.error((*path, "path"), f"duplicate path {route.path!r}: each path once")
         seen_paths.add(route.path)
         if not route.destinations:
@@ -332,6 +411,7 @@ def load_config(
                     f"destination {dest!r} is not defined under `destinations:`; "
                     f"defined: {defined}",
                 )
+        _check_route_security(loader, path, route)
         if route.max_depth < 1:
             raise loader.error((*path, "max_depth"), "must be at least 1")
         routes.append(Route(route, tuple(destinations[d] for d in route.destinations)))
@@ -341,6 +421,26 @@ def load_config(
 
 
 RESERVED_PATHS = {"/healthz", "/readyz", "/schema"}
+
+
+def _check_route_security(loader: _Loader, path: Path, route: RouteSettings) -> None:
+    if route.auth is not None:
+        if not route.auth.secret:
+            raise loader.error((*path, "auth", "secret"), "the secret is empty; set it from ${VAR}")
+        if route.auth.type == "standard-webhooks":
+            try:
+                base64.b64decode(route.auth.secret.removeprefix("whsec_"), validate=True)
+            except (binascii.Error, ValueError):
+                raise loader.error(
+                    (*path, "auth", "secret"), "a Standard Webhooks secret is whsec_<base64>"
+                ) from None
+    if route.rate_limit is not None:
+        if route.rate_limit.requests < 1:
+            raise loader.error((*path, "rate_limit", "requests"), "must be at least 1")
+        if route.rate_limit.period <= 0:
+            raise loader.error((*path, "rate_limit", "period"), "must be more than 0")
+    if route.max_string_length is not None and route.max_string_length < 1:
+        raise loader.error((*path, "max_string_length"), "must be at least 1")
 
 
 def _check_destination(loader: _Loader, path: Path, s: DestinationSettings) -> None:

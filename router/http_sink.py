@@ -19,6 +19,12 @@ class HttpOptions(msgspec.Struct, forbid_unknown_fields=True):
     # destination can drop redeliveries (the IETF Idempotency-Key draft).
     id_header: str = "Idempotency-Key"
 
+    def __post_init__(self) -> None:
+        # Checked when routes.yaml loads (msgspec reports it as a config
+        # error), not first when a worker builds the sink.
+        if not self.url.startswith(("http://", "https://")):
+            raise ValueError(f"url must start with http:// or https://, got {self.url!r}")
+
 
 def parse_retry_after(value: str | None) -> float | None:
     """Seconds to wait from a Retry-After header (delta-seconds or HTTP date)."""

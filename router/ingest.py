@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 
 from router import envelope
+from router.auth import Authenticator
 from router.config import Route
 from router.errors import ApiError, BadRequest
 from router.keys import DestinationKeys
 from router.queue import EnqueueResult, Scripts, Target, enqueue
+from router.ratelimit import RateLimiter
 
 GLOBAL_KEY = "*"
 MAX_KEY_LENGTH = 256
@@ -29,18 +32,22 @@ _TYPE_CHECKS: dict[str, tuple[type | tuple[type, ...], str]] = {
 }
 
 
-def _too_deep(value: Any, limit: int) -> bool:
-    """True if `value` nests containers deeper than `limit` levels."""
+def check_shape(value: Any, max_depth: int, max_string: int | None) -> None:
+    """Refuse JSON nested deeper than `max_depth` or with a string longer
+    than `max_string` characters (keys included)."""
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()
-        if depth > limit:
-            return True
-        if isinstance(item, dict):
-            stack.extend((v, depth + 1) for v in item.values() if isinstance(v, dict | list))
-        elif isinstance(item, list):
-            stack.extend((v, depth + 1) for v in item if isinstance(v, dict | list))
-    return False
+        if depth > max_depth:
+            raise BadRequest(f"JSON nested deeper than {max_depth} levels")
+        values = item.values() if isinstance(item, dict) else item
+        if max_string is not None:
+            texts = [v for v in values if isinstance(v, str)]
+            if isinstance(item, dict):
+                texts += list(item)
+            if any(len(t) > max_string for t in texts):
+                raise BadRequest(f"a string in the body is longer than {max_string} characters")
+        stack.extend((v, depth + 1) for v in values if isinstance(v, dict | list))
 
 
 def _key_text(value: Any, what: str) -> str:
@@ -64,10 +71,20 @@ class IngestRoute:
 
     route: Route
     keys: tuple[DestinationKeys, ...]
+    auth: Authenticator | None
 
     @classmethod
     def of(cls, route: Route) -> IngestRoute:
-        return cls(route, tuple(DestinationKeys(d.name) for d in route.destinations))
+        auth = Authenticator(route.settings.auth) if route.settings.auth else None
+        return cls(route, tuple(DestinationKeys(d.name) for d in route.destinations), auth)
+
+    def sender(self, message: dict[str, Any], client: str) -> str:
+        """Who counts against the rate limit: a body field, or the client address."""
+        limit = self.route.settings.rate_limit
+        if limit is None or limit.per == "client":
+            return client
+        value = message.get(limit.per)
+        return str(value) if isinstance(value, str | int) and value != "" else client
 
     def parse(self, body: bytes) -> dict[str, Any]:
         settings = self.route.settings
@@ -79,12 +96,13 @@ class IngestRoute:
             message = msgspec.json.decode(body)
         except msgspec.DecodeError as exc:
             raise BadRequest(f"invalid JSON: {exc}") from None
+        except UnicodeDecodeError as exc:
+            raise BadRequest(f"body is not valid UTF-8 (byte {exc.start})") from None
         except RecursionError:
             raise BadRequest(f"JSON nested deeper than {settings.max_depth} levels") from None
         if not isinstance(message, dict):
-            raise BadRequest(f"body must be a JSON object, got {type(message).__name__}")
-        if _too_deep(message, settings.max_depth):
-            raise BadRequest(f"JSON nested deeper than {settings.max_depth} levels")
+            raise BadRequest(f"body must be a JSON object, got {_json_type(message)}")
+        check_shape(message, settings.max_depth, settings.max_string_length)
         for name, kind in settings.fields.items():
             if name not in message:
                 raise BadRequest(f"missing field `{name}`")
@@ -126,9 +144,21 @@ class IngestRoute:
         return text
 
     async def store(
-        self, scripts: Scripts, body: bytes, idempotency_key: str | None
+        self,
+        scripts: Scripts,
+        body: bytes,
+        headers: Mapping[str, str],
+        client: str,
+        limiter: RateLimiter | None = None,
     ) -> EnqueueResult:
+        """Authenticate, validate, rate-limit and store; each step refuses
+        before anything is written."""
+        if self.auth is not None:
+            self.auth.check(headers, body)
         message = self.parse(body)
+        if limiter is not None:
+            await limiter.check(self.sender(message, client))
+        idempotency_key = headers.get(IDEMPOTENCY_HEADER)
         targets = self.targets(message)
         dedup = self.dedup_id(message, idempotency_key)
         now_ms = int(time.time() * 1000)

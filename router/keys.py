@@ -66,6 +66,11 @@ class DestinationKeys:
         return f"{self.tag}:dead"
 
     @property
+    def blocked(self) -> str:
+        """Hash: ordering key stopped by on_exhausted: block -> JSON (error, attempts)."""
+        return f"{self.tag}:blocked"
+
+    @property
     def wake(self) -> str:
         """List of at most one element: a nudge for workers blocked in BLPOP."""
         return f"{self.tag}:wake"
@@ -73,3 +78,8 @@ class DestinationKeys:
     def seen(self, message_id: str) -> str:
         """Dedup marker of a message id (string with TTL; value = stored message id)."""
         return f"{self.tag}:seen:{message_id}"
+
+
+def rate_limit_key(route_path: str, sender: str) -> str:
+    """Counter of one sender's requests to a route in the current window."""
+    return f"{PREFIX}:ratelimit:{route_path}:{sender}"

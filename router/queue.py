@@ -7,6 +7,7 @@ clock (TIME), so instances with skewed clocks agree on lease deadlines.
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -35,6 +36,7 @@ class Scripts:
         self.renew = _script(redis, "renew")
         self.release = _script(redis, "release")
         self.replay = _script(redis, "replay")
+        self.unblock = _script(redis, "unblock")
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +72,14 @@ async def enqueue(
     return EnqueueResult(id=_text(stored_id), duplicate=written == 0)
 
 
+class Outcome(enum.Enum):
+    """What a failed attempt leads to (see fail.lua)."""
+
+    RETRY = "0"
+    DEAD_LETTER = "1"
+    BLOCK = "2"
+
+
 @dataclass(frozen=True, slots=True)
 class Claim:
     key: str
@@ -101,7 +111,9 @@ class DestinationQueue:
     """The transitions of one destination's lanes."""
 
     def __init__(self, redis: Redis, scripts: Scripts, destination: str) -> None:
-        self.redis = redis
+        # Any: redis-py types its commands as "Awaitable[T] | T" for both
+        # clients, which mypy cannot await.
+        self.redis: Any = redis
         self.scripts = scripts
         self.keys = DestinationKeys(destination)
 
@@ -137,7 +149,7 @@ class DestinationQueue:
             return False
         return raw[1] or None
 
-    async def fail(self, claim: Claim, delay_ms: int, error: str, give_up: bool) -> int:
+    async def fail(self, claim: Claim, delay_ms: int, error: str, outcome: Outcome) -> int:
         """Record a failed attempt. Returns the attempts so far, -1 if the lease was lost."""
         k = self.keys
         return int(
@@ -152,8 +164,9 @@ class DestinationQueue:
                     k.last_error,
                     k.wake,
                     k.dead,
+                    k.blocked,
                 ],
-                args=[claim.key, claim.token, max(0, delay_ms), error, "1" if give_up else "0"],
+                args=[claim.key, claim.token, max(0, delay_ms), error, outcome.value],
             )
         )
 
@@ -213,6 +226,17 @@ class DestinationQueue:
                 keys=[k.dead, k.lane(entry.key), k.ready, k.wake, k.leases, k.delayed],
                 args=[raw_entry, entry.key, entry.envelope],
             )
+        )
+
+    async def blocked_keys(self) -> dict[str, dict[str, Any]]:
+        """Keys stopped by on_exhausted: block, with their last error (admin, not hot path)."""
+        raw = await self.redis.hgetall(self.keys.blocked)
+        return {_text(k): msgspec.json.decode(v) for k, v in raw.items()}
+
+    async def unblock(self, key: str) -> bool:
+        k = self.keys
+        return bool(
+            await self.scripts.unblock(keys=[k.blocked, k.ready, k.attempts, k.wake], args=[key])
         )
 
 

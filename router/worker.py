@@ -21,7 +21,7 @@ from redis.exceptions import RedisError
 
 from router import envelope, retry
 from router.config import Destination
-from router.queue import Claim, DestinationQueue, Scripts
+from router.queue import Claim, DestinationQueue, Outcome, Scripts
 from router.sinks import Delivery, DeliveryFailed, Sink, SinkContext
 
 log = logging.getLogger("router.worker")
@@ -146,7 +146,9 @@ class DestinationWorker:
             if retry.exhausted(self.settings.retry, attempts, age):
                 # Lease expiries count as attempts: a message that kills its
                 # worker ends here instead of killing workers forever.
-                await self._settle_failure(claim, attempts, "gave up before trying", None, True)
+                await self._settle_failure(
+                    claim, attempts, "lease expired on every attempt (worker crashes?)", None, True
+                )
                 return
             delivery = Delivery(
                 id=env.id,
@@ -237,11 +239,15 @@ class DestinationWorker:
         self, claim: Claim, attempts: int, reason: str, retry_after: float | None, give_up: bool
     ) -> None:
         delay = retry.backoff_seconds(self.settings.retry, attempts, retry_after)
+        outcome = Outcome.RETRY
         if give_up:
+            block = self.settings.retry.on_exhausted == "block"
+            outcome = Outcome.BLOCK if block else Outcome.DEAD_LETTER
             log.error(
-                "destination %s key %s: dead-lettered after %d attempts: %s",
+                "destination %s key %s: %s after %d attempts: %s",
                 self.destination.name,
                 claim.key,
+                "blocked (see `router dead unblock`)" if block else "dead-lettered",
                 attempts,
                 reason,
             )
@@ -255,7 +261,7 @@ class DestinationWorker:
                 delay,
             )
         await self._settle(
-            lambda: self.queue.fail(claim, int(delay * 1000), reason[:1000], give_up)
+            lambda: self.queue.fail(claim, int(delay * 1000), reason[:1000], outcome)
         )
 
     async def _settle(self, op):  # type: ignore[no-untyped-def]

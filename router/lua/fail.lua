@@ -1,6 +1,7 @@
 -- An attempt at the head of a lane failed: back off, or dead-letter it.
--- KEYS: lane, ready, leases, owner, delayed, attempts, lasterr, wake, dead
--- ARGV: ordering key, token, delay ms, error, give up ('1' or '0')
+-- KEYS: lane, ready, leases, owner, delayed, attempts, lasterr, wake, dead, blocked
+-- ARGV: ordering key, token, delay ms, error, outcome: '0' retry after the
+--       delay, '1' dead-letter the head, '2' block the key (the head stays)
 -- Returns -1 when the lease was lost, else the attempts made so far.
 local k, token = ARGV[1], ARGV[2]
 if redis.call('HGET', KEYS[4], k) ~= token then return -1 end
@@ -16,6 +17,10 @@ if ARGV[5] == '1' then
   redis.call('HDEL', KEYS[6], k)
   redis.call('HDEL', KEYS[7], k)
   if redis.call('LLEN', KEYS[1]) > 0 then redis.call('RPUSH', KEYS[2], k) end
+elseif ARGV[5] == '2' then
+  -- The key leaves the scheduling sets until an operator unblocks it.
+  redis.call('HSET', KEYS[7], k, ARGV[4])
+  redis.call('HSET', KEYS[10], k, cjson.encode({error = ARGV[4], attempts = attempts, blocked_at = now}))
 else
   redis.call('HSET', KEYS[7], k, ARGV[4])
   redis.call('ZADD', KEYS[5], now + tonumber(ARGV[3]), k)

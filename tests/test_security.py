@@ -1,0 +1,207 @@
+"""Route authentication, per-sender rate limits, string limits, blocked keys."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from redis import Redis
+
+from router.keys import DestinationKeys
+from tests.support import Answer, Bot, wait_until
+
+SECRET = "s3cr3t-from-env"
+KEYS = DestinationKeys("chatbot")
+
+
+def routes(tmp_path: Path, bot_url: str, route: dict[str, Any], **dest: Any) -> Path:
+    config = {
+        "routes": [
+            {
+                "path": "/v1/store_message",
+                "destinations": ["chatbot"],
+                "fields": {"mensaje": "string", "wa_id": "string"},
+                **route,
+            }
+        ],
+        "destinations": {
+            "chatbot": {
+                "plugin": "chatbot",
+                "url": bot_url,
+                "ordering_key": "wa_id",
+                "timeout": "2s",
+                "lease": "5s",
+                "retry": {"initial": "50ms", "max_delay": "200ms"},
+                **dest,
+            }
+        },
+    }
+    path = tmp_path / "routes.yaml"
+    path.write_text(json.dumps(config))
+    return path
+
+
+def stored(redis: Redis) -> int:
+    return sum(redis.llen(k) for k in redis.scan_iter(match=KEYS.lane("*")))
+
+
+BODY = b'{"mensaje":"Hola!","wa_id":"44912345678"}'
+
+
+def test_hmac_signature_is_required_and_checked(start_router, bot: Bot, redis: Redis, tmp_path):
+    path = routes(tmp_path, bot.url, {"auth": {"type": "hmac-sha256", "secret": SECRET}})
+    router = start_router(bot.url, routes_file=path, workers=False)
+    good = "sha256=" + hmac.new(SECRET.encode(), BODY, hashlib.sha256).hexdigest()
+    bad = "sha256=" + hmac.new(b"wrong", BODY, hashlib.sha256).hexdigest()
+
+    missing = router.post(BODY)
+    assert missing.status_code == 401
+    assert "X-Hub-Signature-256" in missing.json()["error"]
+    wrong = router.post(BODY, headers={"X-Hub-Signature-256": bad})
+    assert wrong.status_code == 401
+    assert SECRET not in wrong.text
+    tampered = router.post(BODY.replace(b"Hola", b"Hack"), headers={"X-Hub-Signature-256": good})
+    assert tampered.status_code == 401
+    assert stored(redis) == 0
+
+    ok = router.post(BODY, headers={"X-Hub-Signature-256": good})
+    assert ok.status_code == 200, ok.text
+    assert stored(redis) == 1
+
+
+def test_shared_secret_header(start_router, bot: Bot, redis: Redis, tmp_path, monkeypatch):
+    monkeypatch.setenv("INGEST_TOKEN", SECRET)
+    path = routes(
+        tmp_path,
+        bot.url,
+        {"auth": {"type": "header", "header": "X-Token", "secret": "${INGEST_TOKEN}"}},
+    )
+    router = start_router(bot.url, routes_file=path, workers=False)
+    assert router.post(BODY).status_code == 401
+    assert router.post(BODY, headers={"X-Token": "nope"}).status_code == 401
+    assert stored(redis) == 0
+    assert router.post(BODY, headers={"X-Token": SECRET}).status_code == 200
+    assert stored(redis) == 1
+
+
+def test_standard_webhooks_signature(start_router, bot: Bot, redis: Redis, tmp_path):
+    key = b"0123456789abcdef0123456789abcdef"
+    secret = "whsec_" + base64.b64encode(key).decode()
+    path = routes(tmp_path, bot.url, {"auth": {"type": "standard-webhooks", "secret": secret}})
+    router = start_router(bot.url, routes_file=path, workers=False)
+
+    def signed(ts: int, body: bytes = BODY) -> dict[str, str]:
+        mac = hmac.new(key, b"msg_1." + str(ts).encode() + b"." + body, hashlib.sha256).digest()
+        return {
+            "webhook-id": "msg_1",
+            "webhook-timestamp": str(ts),
+            "webhook-signature": "v1," + base64.b64encode(mac).decode(),
+        }
+
+    now = int(time.time())
+    assert router.post(BODY).status_code == 401
+    assert router.post(BODY, headers=signed(now - 3600)).status_code == 401  # replayed later
+    assert router.post(b'{"mensaje":"x","wa_id":"1"}', headers=signed(now)).status_code == 401
+    assert stored(redis) == 0
+    assert router.post(BODY, headers=signed(now)).status_code == 200
+    assert stored(redis) == 1
+
+
+def test_rate_limit_per_sender_answers_429(start_router, bot: Bot, redis: Redis, tmp_path):
+    path = routes(
+        tmp_path, bot.url, {"rate_limit": {"requests": 3, "period": "10s", "per": "wa_id"}}
+    )
+    router = start_router(bot.url, routes_file=path, workers=False)
+    answers = [router.post({"mensaje": f"m{i}", "wa_id": "A"}).status_code for i in range(5)]
+    assert answers == [200, 200, 200, 429, 429]
+    limited = router.post({"mensaje": "again", "wa_id": "A"})
+    assert 1 <= int(limited.headers["retry-after"]) <= 10
+    assert "rate limit" in limited.json()["error"]
+    assert router.post({"mensaje": "other sender", "wa_id": "B"}).status_code == 200
+    assert redis.llen(KEYS.lane("A")) == 3
+
+
+def test_long_strings_are_refused_when_limited(start_router, bot: Bot, redis: Redis, tmp_path):
+    path = routes(tmp_path, bot.url, {"max_string_length": 100})
+    router = start_router(bot.url, routes_file=path, workers=False)
+    r = router.post({"mensaje": "x" * 101, "wa_id": "1"})
+    assert r.status_code == 400
+    assert "longer than 100" in r.json()["error"]
+    assert router.post({"mensaje": "ok", "wa_id": "1", "extra": {"k" * 200: 1}}).status_code == 400
+    assert stored(redis) == 0
+    assert router.post({"mensaje": "x" * 100, "wa_id": "1"}).status_code == 200
+
+
+def test_block_on_exhausted_stops_only_its_own_key(
+    start_router, bot: Bot, redis: Redis, tmp_path, clean_redis
+):
+    bot.decide = lambda m, n: Answer(status=500) if m["mensaje"] == "poison" else Answer()
+    path = routes(
+        tmp_path,
+        bot.url,
+        {},
+        retry={"initial": "20ms", "max_delay": "50ms", "max_attempts": 3, "on_exhausted": "block"},
+    )
+    router = start_router(bot.url, routes_file=path)
+    for body in [("poison", "P"), ("after", "P"), ("a1", "Q"), ("a2", "Q")]:
+        assert router.post({"mensaje": body[0], "wa_id": body[1]}).status_code == 200
+    wait_until(lambda: redis.hexists(KEYS.blocked, "P"), what="key P blocked")
+    wait_until(lambda: bot.acked_messages("Q") == ["a1", "a2"], what="key Q flows")
+    assert len(bot.attempts_of("poison")) == 3
+    assert bot.attempts_of("after") == []  # blocked behind the poison message
+    assert redis.llen(KEYS.lane("P")) == 2
+    assert redis.llen(KEYS.dead) == 0
+    info = json.loads(redis.hget(KEYS.blocked, "P"))
+    assert info["attempts"] == 3 and "HTTP 500" in info["error"]
+
+    # The operator fixes the bot and unblocks the key: the same message goes first.
+    bot.decide = lambda m, n: Answer()
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "router", "--routes", str(path), "dead", "unblock", "chatbot", "P"],
+        env={"REDIS_URL": clean_redis, "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "unblocked 1" in done.stdout
+    wait_until(lambda: bot.acked_messages("P") == ["poison", "after"], what="P delivered")
+    assert not redis.exists(KEYS.blocked)
+
+
+@pytest.mark.parametrize("token", [None, "admin-secret"])
+def test_admin_endpoints_need_a_configured_token(clean_redis, bot: Bot, tmp_path, token):
+    from router.app import create_app
+    from router.loading import load
+    from router.settings import Settings
+    from tests.support import ServerThread
+
+    path = routes(tmp_path, bot.url, {})
+    settings = Settings(
+        routes_file=str(path), redis_url=clean_redis, run_workers=False, admin_token=token
+    )
+    server = ServerThread(create_app(settings, load(str(path)))).start()
+    try:
+        url = server.url + "/admin/destinations"
+        if token is None:
+            assert httpx.get(url).status_code == 404
+            return
+        denied = httpx.get(url)
+        assert denied.status_code == 401
+        assert token not in denied.text
+        assert httpx.get(url, headers={"Authorization": "Bearer wrong"}).status_code == 401
+        ok = httpx.get(url, headers={"Authorization": f"Bearer {token}"})
+        assert ok.status_code == 200
+        assert ok.json() == {"chatbot": {"ready": 0, "in_flight": 0, "delayed": 0, "dead": 0}}
+    finally:
+        server.stop()
