@@ -92,6 +92,12 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         access_log=args.access_log,
         timeout_graceful_shutdown=int(settings.shutdown_grace) + 5,
     )
+    # uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown, which
+    # would end the process "killed by signal". The spec asks for exit 0 once
+    # in-flight work is finished or handed back, so those signals land in a
+    # handler that does nothing at that point.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
     try:
         if args.reload:
             os.environ["REDIS_URL"] = settings.redis_url or ""

@@ -1,0 +1,32 @@
+# The router as one container: ingest + delivery workers (`router serve`) on
+# port 3000. Point REDIS_URL at your Redis; without it the embedded Valkey
+# keeps its append-only file in /app/data (mount a volume there).
+
+FROM python:3.11-slim AS build
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY router ./router
+COPY plugins ./plugins
+# Wheels of the router, the chatbot plugin and their runtime dependencies
+# only: no dev extras reach the image.
+RUN pip wheel --no-cache-dir --wheel-dir /wheels . ./plugins/chatbot
+
+FROM python:3.11-slim
+RUN useradd --create-home --uid 10001 router
+COPY --from=build /wheels /wheels
+RUN pip install --no-cache-dir --no-index --find-links /wheels message-router router-chatbot \
+    && rm -rf /wheels
+WORKDIR /app
+COPY routes.yaml ./
+RUN mkdir -p /app/data && chown router:router /app/data
+ENV PORT=3000 \
+    ROUTES_FILE=/app/routes.yaml \
+    ROUTER_DATA_DIR=/app/data \
+    PYTHONUNBUFFERED=1
+USER router
+EXPOSE 3000
+HEALTHCHECK --interval=10s --timeout=3s --start-period=15s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('PORT', '3000'), timeout=2)"]
+# SIGTERM: stop taking work, let in-flight deliveries finish (ROUTER_SHUTDOWN_GRACE), exit 0.
+STOPSIGNAL SIGTERM
+CMD ["router", "serve"]
