@@ -159,4 +159,8 @@ def create_app(
 
 def app_from_env() -> Litestar:
     """Factory for `uvicorn --factory` (used by `router serve --reload`)."""
-    return create_app(Settings.from_env())
+    from router.cli import setup_logging
+
+    settings = Settings.from_env()
+    setup_logging(settings.log_level)
+    return create_app(settings)

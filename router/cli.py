@@ -25,7 +25,7 @@ log = logging.getLogger("router")
 EMBEDDED_URL_FILE = "redis.url"
 
 
-def _setup_logging(level: str) -> None:
+def setup_logging(level: str) -> None:
     logging.basicConfig(
         level=getattr(logging, level.upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -102,7 +102,13 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         if args.reload:
             os.environ["REDIS_URL"] = settings.redis_url or ""
             os.environ["ROUTES_FILE"] = settings.routes_file
-            uvicorn.run("router.app:app_from_env", factory=True, reload=True, **common)
+            uvicorn.run(
+                "router.app:app_from_env",
+                factory=True,
+                reload=True,
+                reload_dirs=[str(Path(__file__).parent), str(Path(settings.routes_file).parent)],
+                **common,
+            )
         else:
             uvicorn.run(create_app(settings, config), **common)
     finally:
@@ -262,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = dataclasses.replace(settings, **overrides)  # type: ignore[arg-type]
     if args.command == "dead" and args.action == "list" and args.count is None:
         args.count = 100
-    _setup_logging(settings.log_level)
+    setup_logging(settings.log_level)
     return int(args.run(settings, args))
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -55,6 +56,8 @@ def parse_duration(value: object) -> Duration:
     if isinstance(value, int | float):
         if value < 0:
             raise ValueError(f"invalid duration {value!r}: must not be negative")
+        if not math.isfinite(value):  # YAML .nan / .inf
+            raise ValueError(f"invalid duration {value!r}: must be a finite number")
         return Duration(value)
     match = _DURATION.match(str(value))
     if not match:
@@ -287,7 +290,7 @@ _MSGSPEC_PATH = re.compile(r" - at `\$(.*)`$")
 _PATH_PART = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
 
 
-_UNKNOWN_FIELD = re.compile(r"^Object contains unknown field `(.*)`$")
+_UNKNOWN_FIELD = re.compile(r"^Object contains unknown field `(.*)`$", re.DOTALL)
 
 
 def _type_at(typ: Any, parts: Path) -> Any:

@@ -102,6 +102,10 @@ class EmbeddedRedis:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             preexec_fn=_die_with_parent if self.die_with_parent else None,
+            # Its own process group: a Ctrl-C or a group SIGTERM meant for the
+            # router must not stop Redis before the router has handed back
+            # its in-flight work; the router stops it last.
+            start_new_session=True,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

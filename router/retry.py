@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 
 from router.config import RetryPolicy
@@ -20,9 +21,12 @@ def backoff_seconds(
     """Delay before attempt `attempts + 1`: exponential from `initial`, capped
     at `max_delay`, spread by ±`jitter`; a Retry-After from the destination
     replaces it."""
-    if retry_after is not None:
+    if retry_after is not None and not math.isnan(retry_after):
         return min(max(retry_after, 0.0), MAX_RETRY_AFTER)
-    base = policy.initial * policy.factor ** max(0, attempts - 1)
+    try:
+        base = policy.initial * policy.factor ** max(0, attempts - 1)
+    except OverflowError:  # ~1000 attempts of a message retried forever
+        base = policy.max_delay
     base = min(base, policy.max_delay)
     spread = (rand or random).uniform(-policy.jitter, policy.jitter)
     return max(0.0, min(policy.max_delay, base * (1 + spread)))
