@@ -22,6 +22,7 @@ from redis.exceptions import RedisError
 from router import envelope, retry
 from router.config import Destination
 from router.queue import Claim, DestinationQueue, Outcome, Scripts
+from router.redis_client import SOCKET_TIMEOUT
 from router.sinks import Delivery, DeliveryFailed, Sink, SinkContext
 
 log = logging.getLogger("router.worker")
@@ -50,6 +51,7 @@ class DestinationWorker:
         self.delivered = 0
         self.failed = 0
         self.running = False
+        self._loop_exited = asyncio.Event()
 
     # -- the loop ----------------------------------------------------------
 
@@ -57,6 +59,7 @@ class DestinationWorker:
         """Deliver until stopped; with `burst`, return once nothing is left
         that could be attempted now (nothing ready, in flight or due)."""
         self.running = True
+        self._loop_exited.clear()
         errors = 0
         try:
             while not self._stopping:
@@ -103,6 +106,7 @@ class DestinationWorker:
                     await self._redis_down(exc, errors)
         finally:
             self.running = False
+            self._loop_exited.set()
 
     async def _wait_slot(self, timeout: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -197,6 +201,12 @@ class DestinationWorker:
                 return
             head = nxt if isinstance(nxt, bytes) else None
             attempts = 0
+        if head is not None:
+            # Stopping while the key is still ours (an ack that raced stop()
+            # kept it, or the claim came back after stop began): hand it back
+            # untried instead of leaving it leased until the lease runs out.
+            with contextlib.suppress(RedisError):
+                await self.queue.release(claim)
 
     async def _attempt(self, claim: Claim, delivery: Delivery) -> None:
         """Run one attempt while renewing the lease; a lost lease aborts it."""
@@ -292,6 +302,12 @@ class DestinationWorker:
         cancel the rest and hand their keys back, untried, to the queue."""
         self._stopping = True
         self._slot_freed.set()
+        if self.running:
+            # Let the loop finish the claim or wait it is in (at most
+            # MAX_IDLE, or a Redis timeout), so every key it claimed has a
+            # task here to finish or hand back, and none is left leased.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._loop_exited.wait(), MAX_IDLE + SOCKET_TIMEOUT + 1)
         tasks = list(self._tasks)
         if tasks:
             await asyncio.wait(tasks, timeout=grace)
