@@ -112,6 +112,8 @@ class Bot:
         more = True
         while more:
             msg = await receive()
+            if msg["type"] == "http.disconnect":
+                return  # the router went away mid-request: nothing was delivered
             chunks.append(msg.get("body", b""))
             more = msg.get("more_body", False)
         message = json.loads(b"".join(chunks) or b"{}")
