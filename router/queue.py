@@ -223,7 +223,15 @@ class DestinationQueue:
         k = self.keys
         return bool(
             await self.scripts.replay(
-                keys=[k.dead, k.lane(entry.key), k.ready, k.wake, k.leases, k.delayed],
+                keys=[
+                    k.dead,
+                    k.lane(entry.key),
+                    k.ready,
+                    k.wake,
+                    k.leases,
+                    k.attempts,
+                    k.last_error,
+                ],
                 args=[raw_entry, entry.key, entry.envelope],
             )
         )
