@@ -120,7 +120,7 @@ class DestinationQueue:
     async def claim(self, token: str, want: int, lease_ms: int, max_in_flight: int) -> ClaimResult:
         k = self.keys
         raw = await self.scripts.claim(
-            keys=[k.ready, k.leases, k.owner, k.delayed, k.attempts],
+            keys=[k.ready, k.leases, k.owner, k.delayed, k.attempts, k.wake],
             args=[k.lane_prefix, lease_ms, max_in_flight, token, want],
         )
         claims = [
@@ -189,12 +189,6 @@ class DestinationQueue:
     async def wait(self, timeout: float) -> None:
         """Block until nudged or `timeout` seconds pass."""
         await self.redis.blpop([self.keys.wake], timeout=timeout)
-
-    async def nudge(self) -> None:
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.lpush(self.keys.wake, "1")
-            pipe.ltrim(self.keys.wake, 0, 0)
-            await pipe.execute()
 
     # -- inspection and dead letters (CLI and admin API, not the hot path) --
 

@@ -82,11 +82,6 @@ class DestinationWorker:
                     self._tasks[task] = claim
                     task.add_done_callback(self._task_done)
                 if result.claims:
-                    if result.ready_left and len(result.claims) == free:
-                        # We are full and keys are still waiting: pass the
-                        # nudge on to another worker.
-                        with contextlib.suppress(RedisError):
-                            await self.queue.nudge()
                     continue
                 if burst and not self._tasks and result.ready_left == 0:
                     if result.next_deadline_ms < 0:
@@ -302,6 +297,9 @@ class DestinationWorker:
         cancel the rest and hand their keys back, untried, to the queue."""
         self._stopping = True
         self._slot_freed.set()
+        # The grace period counts from now: deliveries run on while the loop
+        # below is awaited, so waiting for it must not extend their time.
+        deadline = time.monotonic() + grace
         if self.running:
             # Let the loop finish the claim or wait it is in (at most
             # MAX_IDLE, or a Redis timeout), so every key it claimed has a
@@ -310,7 +308,7 @@ class DestinationWorker:
                 await asyncio.wait_for(self._loop_exited.wait(), MAX_IDLE + SOCKET_TIMEOUT + 1)
         tasks = list(self._tasks)
         if tasks:
-            await asyncio.wait(tasks, timeout=grace)
+            await asyncio.wait(tasks, timeout=max(0.0, deadline - time.monotonic()))
         left = {t: c for t, c in self._tasks.items() if not t.done()}
         for task in left:
             task.cancel()

@@ -73,6 +73,7 @@ class Received:
     headers: dict[str, str]
     at: float
     status: int  # what the bot answered
+    answer_body: dict[str, Any] | str = ""
 
 
 @dataclass
@@ -122,7 +123,9 @@ class Bot:
         with self.lock:
             n = len(self.received)
             answer = self.decide(message, n)
-            self.received.append(Received(message, headers, time.monotonic(), answer.status))
+            self.received.append(
+                Received(message, headers, time.monotonic(), answer.status, answer.body)
+            )
             self.in_flight[key] = self.in_flight.get(key, 0) + 1
             self.max_in_flight_per_key = max(self.max_in_flight_per_key, self.in_flight[key])
             self._active += 1
@@ -171,7 +174,8 @@ class Bot:
 
 
 def _ok_body(r: Received) -> bool:
-    return True
+    """A 2xx whose body says {"status": "error"} is the bot refusing."""
+    return not (isinstance(r.answer_body, dict) and r.answer_body.get("status") == "error")
 
 
 def write_routes(path: Path, bot_url: str, **dest: Any) -> Path:

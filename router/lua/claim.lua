@@ -1,5 +1,5 @@
 -- Claim up to `want` ordering keys whose head message can be attempted now.
--- KEYS: ready, leases, owner, delayed, attempts
+-- KEYS: ready, leases, owner, delayed, attempts, wake
 -- ARGV: lane prefix, lease ms, max in flight (all processes), token, want
 -- Returns {ready left, next deadline ms or -1, now ms, key, head, attempts, ...}
 local t = redis.call('TIME')
@@ -39,6 +39,12 @@ while room > 0 do
   end
 end
 out[1] = redis.call('LLEN', KEYS[1])
+if out[1] > 0 and #out > 3 then
+  -- Keys are still waiting after this claim: pass the nudge on to another
+  -- worker (here, not in a second round trip from the caller).
+  redis.call('LPUSH', KEYS[6], '1')
+  redis.call('LTRIM', KEYS[6], 0, 0)
+end
 -- When to look again even if nobody nudges: the next backoff or lease deadline.
 local nxt = -1
 local d = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')
