@@ -149,7 +149,9 @@ class DestinationQueue:
             return False
         return raw[1] or None
 
-    async def fail(self, claim: Claim, delay_ms: int, error: str, outcome: Outcome) -> int:
+    async def fail(
+        self, claim: Claim, delay_ms: int, error: str, outcome: Outcome, counted: bool = True
+    ) -> int:
         """Record a failed attempt. Returns the attempts so far, -1 if the lease was lost."""
         k = self.keys
         return int(
@@ -166,7 +168,14 @@ class DestinationQueue:
                     k.dead,
                     k.blocked,
                 ],
-                args=[claim.key, claim.token, max(0, delay_ms), error, outcome.value],
+                args=[
+                    claim.key,
+                    claim.token,
+                    max(0, delay_ms),
+                    error,
+                    outcome.value,
+                    "1" if counted else "0",
+                ],
             )
         )
 

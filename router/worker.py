@@ -108,7 +108,8 @@ class DestinationWorker:
             await asyncio.wait_for(self._slot_freed.wait(), timeout)
 
     async def _redis_down(self, exc: Exception, errors: int) -> None:
-        delay = min(5.0, 0.1 * 2 ** min(errors, 6))
+        # Capped at 1 s: delivery resumes within a second of Redis coming back.
+        delay = min(1.0, 0.1 * 2 ** min(errors, 6))
         if errors == 1 or errors % 20 == 0:
             log.warning(
                 "destination %s: Redis unavailable (%s); retrying in %.1fs",
@@ -144,10 +145,14 @@ class DestinationWorker:
             age = time.time() - env.ts / 1000
             if retry.exhausted(self.settings.retry, attempts, age):
                 # Lease expiries count as attempts: a message that kills its
-                # worker ends here instead of killing workers forever.
-                await self._settle_failure(
-                    claim, attempts, "lease expired on every attempt (worker crashes?)", None, True
+                # worker ends here instead of killing workers forever. So
+                # does a message older than max_age before it was tried.
+                reason = (
+                    f"older than retry.max_age ({age:.0f}s)"
+                    if attempts < (self.settings.retry.max_attempts or attempts + 1)
+                    else "its lease expired on every attempt (worker crashes?)"
                 )
+                await self._settle_failure(claim, attempts, reason, None, True, counted=False)
                 return
             delivery = Delivery(
                 id=env.id,
@@ -241,7 +246,13 @@ class DestinationWorker:
         await self._settle_failure(claim, attempts, reason, retry_after, give_up)
 
     async def _settle_failure(
-        self, claim: Claim, attempts: int, reason: str, retry_after: float | None, give_up: bool
+        self,
+        claim: Claim,
+        attempts: int,
+        reason: str,
+        retry_after: float | None,
+        give_up: bool,
+        counted: bool = True,
     ) -> None:
         delay = retry.backoff_seconds(self.settings.retry, attempts, retry_after)
         outcome = Outcome.RETRY
@@ -266,7 +277,7 @@ class DestinationWorker:
                 delay,
             )
         await self._settle(
-            lambda: self.queue.fail(claim, int(delay * 1000), reason[:1000], outcome)
+            lambda: self.queue.fail(claim, int(delay * 1000), reason[:1000], outcome, counted)
         )
 
     async def _settle(self, op):  # type: ignore[no-untyped-def]

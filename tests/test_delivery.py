@@ -417,3 +417,28 @@ async def test_max_in_flight_caps_claims_across_claimers(aredis: AsyncRedis) -> 
     assert await queue.ack(a.claims[0], 30_000, keep=False) is None
     b = await queue.claim("B:2", 10, 30_000, 3)
     assert [c.key for c in b.claims] == ["k3"]
+
+
+async def test_message_whose_lease_keeps_expiring_is_dead_lettered_untried(
+    aredis: AsyncRedis, start_router, bot: Bot
+) -> None:
+    """A message that kills its worker every time (here: three claims whose
+    leases run out) reaches max_attempts through the expiries alone; the
+    next worker dead-letters it without a fourth try, with the true count."""
+    scripts = Scripts(aredis)
+    keys = DestinationKeys("chatbot")
+    queue = DestinationQueue(aredis, scripts, "chatbot")
+    await _store(scripts, keys, "k", {"mensaje": "kills workers", "wa_id": "k"})
+    await _store(scripts, keys, "k", {"mensaje": "next", "wa_id": "k"})
+    for i in range(3):
+        claimed = await queue.claim(f"crashing:{i}", want=1, lease_ms=50, max_in_flight=10)
+        assert [c.key for c in claimed.claims] == ["k"]
+        await asyncio.sleep(0.1)
+
+    start_router(bot.url, retry={"initial": "50ms", "max_delay": "100ms", "max_attempts": 3})
+    await asyncio.to_thread(wait_until, lambda: bot.acked_messages("k") == ["next"])
+    assert bot.attempts_of("kills workers") == []
+    dead = [json.loads(raw) for raw in await aredis.lrange(keys.dead, 0, -1)]
+    assert len(dead) == 1
+    assert dead[0]["attempts"] == 3
+    assert "lease expired" in dead[0]["error"]

@@ -1,7 +1,9 @@
 -- An attempt at the head of a lane failed: back off, or dead-letter it.
 -- KEYS: lane, ready, leases, owner, delayed, attempts, lasterr, wake, dead, blocked
 -- ARGV: ordering key, token, delay ms, error, outcome: '0' retry after the
---       delay, '1' dead-letter the head, '2' block the key (the head stays)
+--       delay, '1' dead-letter the head, '2' block the key (the head stays);
+--       counted: '1' when an attempt was made, '0' when the worker gave up
+--       before trying (the count is already the attempts made)
 -- Returns -1 when the lease was lost, else the attempts made so far.
 local k, token = ARGV[1], ARGV[2]
 if redis.call('HGET', KEYS[4], k) ~= token then return -1 end
@@ -9,7 +11,12 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZREM', KEYS[3], k)
 redis.call('HDEL', KEYS[4], k)
-local attempts = redis.call('HINCRBY', KEYS[6], k, 1)
+local attempts
+if ARGV[6] == '1' then
+  attempts = redis.call('HINCRBY', KEYS[6], k, 1)
+else
+  attempts = tonumber(redis.call('HGET', KEYS[6], k) or '0')
+end
 if ARGV[5] == '1' then
   local envelope = redis.call('LPOP', KEYS[1])
   redis.call('RPUSH', KEYS[9], cjson.encode({
