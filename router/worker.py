@@ -210,10 +210,19 @@ class DestinationWorker:
 
     async def _attempt(self, claim: Claim, delivery: Delivery) -> None:
         """Run one attempt while renewing the lease; a lost lease aborts it."""
+        interval = self.settings.lease / 3
+        if self.settings.timeout <= interval:
+            # The attempt times out before the lease needs renewing (the
+            # default: timeout 10s, lease 30s): no renewal task per message.
+            try:
+                async with asyncio.timeout(self.settings.timeout):
+                    await self.sink.deliver(delivery)
+            except TimeoutError:
+                raise DeliveryFailed(f"timed out after {self.settings.timeout:g}s") from None
+            return
         attempt = asyncio.create_task(
             asyncio.wait_for(self.sink.deliver(delivery), self.settings.timeout)
         )
-        interval = self.settings.lease / 3
         try:
             while True:
                 done, _ = await asyncio.wait({attempt}, timeout=interval)

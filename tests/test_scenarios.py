@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import httpx
+import pytest
 from redis import Redis
 
 from router.envelope import decode
@@ -51,8 +52,11 @@ def test_deliver_waits_for_each_answer_before_the_next(start_router, bot: Bot) -
     assert first.headers["idempotency-key"].startswith("msg_")
 
 
+# lease 5s: attempts (timeout 2s) run beside a lease-renewing task;
+# lease 7s: an attempt always ends before the lease needs renewing (no task).
+@pytest.mark.parametrize("lease", ["5s", "7s"])
 def test_bot_error_is_retried_with_backoff_and_order_kept(
-    start_router, bot: Bot, redis: Redis
+    start_router, bot: Bot, redis: Redis, lease: str
 ) -> None:
     """Scenario 3: every kind of bot error delays and retries the same message;
     the next message of the conversation waits for it."""
@@ -63,7 +67,7 @@ def test_bot_error_is_retried_with_backoff_and_order_kept(
         3: Answer(status=200, delay=3.0),  # longer than the 2s timeout
     }
     bot.decide = lambda m, n: failures.get(n, Answer())
-    router = start_router(bot.url)
+    router = start_router(bot.url, lease=lease)
     for i in range(3):
         router.post({"mensaje": f"m{i}", "wa_id": "1"})
     wait_until(lambda: "m2" in bot.acked_messages("1"), timeout=30, what="recovery")
