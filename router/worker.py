@@ -13,7 +13,8 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Literal, TypeVar
 
 import httpx
 from redis.asyncio import Redis
@@ -26,6 +27,8 @@ from router.redis_client import SOCKET_TIMEOUT
 from router.sinks import Delivery, DeliveryFailed, Sink, SinkContext
 
 log = logging.getLogger("router.worker")
+
+T = TypeVar("T")
 
 # Longest a loop sleeps without looking at Redis (also bounds how late a
 # backoff or an expired lease of a dead instance is noticed).
@@ -289,7 +292,7 @@ class DestinationWorker:
             lambda: self.queue.fail(claim, int(delay * 1000), reason[:1000], outcome, counted)
         )
 
-    async def _settle(self, op):  # type: ignore[no-untyped-def]
+    async def _settle(self, op: Callable[[], Awaitable[T]]) -> T | Literal[False]:
         """Record an outcome in Redis, retrying through a short outage. If
         Redis stays away past the lease, give up: the lease expires and the
         message is attempted again (at-least-once, never lost)."""
