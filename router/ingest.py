@@ -156,11 +156,12 @@ class IngestRoute:
         if self.auth is not None:
             self.auth.check(headers, body)
         message = self.parse(body)
-        if limiter is not None:
-            await limiter.check(self.sender(message, client))
-        idempotency_key = headers.get(IDEMPOTENCY_HEADER)
         targets = self.targets(message)
-        dedup = self.dedup_id(message, idempotency_key)
+        dedup = self.dedup_id(message, headers.get(IDEMPOTENCY_HEADER))
+        if limiter is not None:
+            # Last check before the write, so an invalid request does not
+            # use up the sender's allowance.
+            await limiter.check(self.sender(message, client))
         now_ms = int(time.time() * 1000)
         message_id = envelope.new_message_id(now_ms)
         return await enqueue(
