@@ -28,8 +28,12 @@ test: lint
 faults: $(STAMP)
 	$(VENV)/bin/pytest -q -m faults tests/faults
 
+# The router beside its peers (../shared/peers) in one run, as ratios; see
+# docs/benchmarks.md. Needs wrk: apt-get update && apt-get install -y wrk.
+# Options: make bench BENCH_ARGS="--rounds 3 --profile --docs"
 bench: $(STAMP)
-	$(PY) bench/run.py
+	$(PIP) install -q -r bench/requirements.txt
+	$(PY) bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache
