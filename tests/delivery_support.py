@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 
-from tests.support import free_port, wait_until
+from tests.support import free_port, wait_until, write_routes
 
 ROOT = Path(__file__).resolve().parent.parent
 THIRDPARTY_PLUGIN = Path(__file__).resolve().parent / "thirdparty_plugin"
@@ -196,26 +196,5 @@ def install_thirdparty_plugin() -> str:
 
 def write_recorder_routes(path: Path, **dest: Any) -> Path:
     """A routes.yaml sending /v1/store_message to one `recorder` destination."""
-    import json
-
-    settings: dict[str, Any] = {
-        "plugin": "recorder",
-        "ordering_key": "wa_id",
-        "max_in_flight": 4,
-        "timeout": "2s",
-        "lease": "5s",
-        "retry": {"initial": "50ms", "factor": 2, "max_delay": "200ms", "jitter": 0.1},
-        **dest,
-    }
-    config = {
-        "routes": [
-            {
-                "path": "/v1/store_message",
-                "destinations": ["recorded"],
-                "fields": {"mensaje": "string", "wa_id": "string"},
-            }
-        ],
-        "destinations": {"recorded": settings},
-    }
-    path.write_text(json.dumps(config, indent=2))
-    return path
+    settings: dict[str, Any] = {"plugin": "recorder", "url": None, "max_in_flight": 4}
+    return write_routes(path, None, destination="recorded", **{**settings, **dest})

@@ -178,9 +178,18 @@ def _ok_body(r: Received) -> bool:
     return not (isinstance(r.answer_body, dict) and r.answer_body.get("status") == "error")
 
 
-def write_routes(path: Path, bot_url: str, **dest: Any) -> Path:
-    """A routes.yaml with one route to a chatbot destination at `bot_url`."""
-    settings = {
+def write_routes(
+    path: Path,
+    bot_url: str | None,
+    *,
+    destination: str = "chatbot",
+    route: dict[str, Any] | None = None,
+    **dest: Any,
+) -> Path:
+    """A routes.yaml with one route, /v1/store_message, to one destination
+    (plugin chatbot at `bot_url` unless `dest` says otherwise). `route` adds
+    route settings; a `dest` value of None removes that setting."""
+    settings: dict[str, Any] = {
         "plugin": "chatbot",
         "url": bot_url,
         "ordering_key": "wa_id",
@@ -190,19 +199,18 @@ def write_routes(path: Path, bot_url: str, **dest: Any) -> Path:
         "retry": {"initial": "50ms", "factor": 2, "max_delay": "400ms", "jitter": 0.1},
     }
     for k, v in dest.items():
-        if v is None:
-            settings.pop(k, None)
-        else:
-            settings[k] = v
+        settings[k] = v
+    settings = {k: v for k, v in settings.items() if v is not None}
     config = {
         "routes": [
             {
                 "path": "/v1/store_message",
-                "destinations": ["chatbot"],
+                "destinations": [destination],
                 "fields": {"mensaje": "string", "wa_id": "string"},
+                **(route or {}),
             }
         ],
-        "destinations": {"chatbot": settings},
+        "destinations": {destination: settings},
     }
     path.write_text(json.dumps(config, indent=2))  # JSON is YAML
     return path

@@ -286,28 +286,31 @@ def test_worker_burst_drains_and_exits(start_router, bot: Bot, clean_redis: str)
     post_round_robin(router.url, sent)
     assert bot.received == []
 
-    done = subprocess.run(
-        [sys.executable, "-m", "router", "--routes", str(router.routes_file), "worker", "--burst"],
-        env=router_env(REDIS_URL=clean_redis),
-        capture_output=True,
-        text=True,
-        timeout=30,
-        cwd=ROOT,
-    )
-    assert done.returncode == 0, done.stderr
+    def burst() -> None:
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "router",
+                "--routes",
+                str(router.routes_file),
+                "worker",
+                "--burst",
+            ],
+            env=router_env(REDIS_URL=clean_redis),
+            capture_output=True,
+            text=True,
+            timeout=30,
+            cwd=ROOT,
+        )
+        assert done.returncode == 0, done.stderr
+
+    burst()
     assert check_order(sent, bot.acknowledged()) == (0, 0)
     assert len(bot.received) == 30
 
     # Nothing left: a second burst exits at once without delivering anything.
-    again = subprocess.run(
-        [sys.executable, "-m", "router", "--routes", str(router.routes_file), "worker", "--burst"],
-        env=router_env(REDIS_URL=clean_redis),
-        capture_output=True,
-        text=True,
-        timeout=30,
-        cwd=ROOT,
-    )
-    assert again.returncode == 0, again.stderr
+    burst()
     assert len(bot.received) == 30
 
 

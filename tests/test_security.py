@@ -15,37 +15,14 @@ import pytest
 from redis import Redis
 
 from router.keys import DestinationKeys
-from tests.support import Answer, Bot, wait_until
+from tests.support import Answer, Bot, wait_until, write_routes
 
 SECRET = "s3cr3t-from-env"
 KEYS = DestinationKeys("chatbot")
 
 
 def routes(tmp_path: Path, bot_url: str, route: dict[str, Any], **dest: Any) -> Path:
-    config = {
-        "routes": [
-            {
-                "path": "/v1/store_message",
-                "destinations": ["chatbot"],
-                "fields": {"mensaje": "string", "wa_id": "string"},
-                **route,
-            }
-        ],
-        "destinations": {
-            "chatbot": {
-                "plugin": "chatbot",
-                "url": bot_url,
-                "ordering_key": "wa_id",
-                "timeout": "2s",
-                "lease": "5s",
-                "retry": {"initial": "50ms", "max_delay": "200ms"},
-                **dest,
-            }
-        },
-    }
-    path = tmp_path / "routes.yaml"
-    path.write_text(json.dumps(config))
-    return path
+    return write_routes(tmp_path / "routes.yaml", bot_url, route=route, **dest)
 
 
 def stored(redis: Redis) -> int:
