@@ -65,7 +65,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     config = _load_or_exit(settings)
     embedded = None
     url_file = Path(settings.data_dir) / EMBEDDED_URL_FILE
-    if settings.redis_url is None and settings.run_workers and args.command == "serve":
+    if settings.redis_url is None and args.command == "serve":
         embedded = EmbeddedRedis(settings.data_dir, appendfsync=settings.embedded_fsync)
         embedded.start()
         url_file.write_text(embedded.url + "\n")
@@ -102,6 +102,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         if args.reload:
             os.environ["REDIS_URL"] = settings.redis_url or ""
             os.environ["ROUTES_FILE"] = settings.routes_file
+            os.environ["ROUTER_WORKERS"] = "1" if settings.run_workers else "0"
             uvicorn.run(
                 "router.app:app_from_env",
                 factory=True,

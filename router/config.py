@@ -442,6 +442,8 @@ def _check_route_security(loader: _Loader, path: Path, route: RouteSettings) -> 
             raise loader.error((*path, "rate_limit", "requests"), "must be at least 1")
         if route.rate_limit.period <= 0:
             raise loader.error((*path, "rate_limit", "period"), "must be more than 0")
+    if route.dedup_ttl < 1:
+        raise loader.error((*path, "dedup_ttl"), "must be at least 1s")
     if route.max_string_length is not None and route.max_string_length < 1:
         raise loader.error((*path, "max_string_length"), "must be at least 1")
 

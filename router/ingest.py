@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -170,7 +171,7 @@ class IngestRoute:
             envelope.encode(message_id, now_ms, body),
             message_id,
             dedup,
-            int(self.route.settings.dedup_ttl),
+            math.ceil(self.route.settings.dedup_ttl),
         )
 
 

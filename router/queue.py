@@ -129,9 +129,12 @@ class DestinationQueue:
         ]
         return ClaimResult(claims, int(raw[0]), int(raw[1]), int(raw[2]))
 
-    async def ack(self, claim: Claim, lease_ms: int, keep: bool) -> bytes | bool | None:
-        """Remove the acknowledged head. Returns False if the lease was lost,
-        the next head if the claim is kept for it, else None."""
+    async def ack(
+        self, claim: Claim, head: bytes, lease_ms: int, keep: bool
+    ) -> bytes | bool | None:
+        """Remove the acknowledged `head` (a no-op if a retried ack already
+        did). Returns False if the lease was lost, the next head if the claim
+        is kept for it, else None."""
         k = self.keys
         raw = await self.scripts.ack(
             keys=[
@@ -142,8 +145,9 @@ class DestinationQueue:
                 k.attempts,
                 k.last_error,
                 k.wake,
+                k.delayed,
             ],
-            args=[claim.key, claim.token, lease_ms, "1" if keep else "0"],
+            args=[claim.key, claim.token, lease_ms, "1" if keep else "0", head],
         )
         if raw == -1:
             return False
@@ -252,14 +256,19 @@ class DestinationQueue:
 
 
 async def replay_oldest(queue: DestinationQueue, count: int | None = None) -> int:
-    """Replay up to `count` dead letters (all when None), oldest first."""
+    """Replay the oldest `count` dead letters (all when None).
+
+    Each replay puts its message at the head of its key's lane, so they are
+    replayed newest first: per key, the messages come back in their original
+    order, ahead of what arrived since."""
+    if count is None:
+        count = int(await queue.redis.llen(queue.keys.dead))
+    if count <= 0:
+        return 0
+    entries = await queue.dead_letters(0, count)
     replayed = 0
-    while count is None or replayed < count:
-        batch = await queue.dead_letters(0, 100 if count is None else min(100, count - replayed))
-        if not batch:
-            break
-        for raw, _ in batch:
-            replayed += await queue.replay(raw)
+    for raw, _ in reversed(entries):
+        replayed += await queue.replay(raw)
     return replayed
 
 

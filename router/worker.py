@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import time
@@ -87,8 +88,9 @@ class DestinationWorker:
                 if result.claims:
                     continue
                 if burst and not self._tasks and result.ready_left == 0:
-                    if result.next_deadline_ms < 0:
-                        return
+                    # Nothing can be attempted now; keys waiting out a
+                    # backoff stay queued for the next run.
+                    return
                 if burst and self._tasks:
                     self._slot_freed.clear()
                     await self._wait_slot(MAX_IDLE)
@@ -146,7 +148,9 @@ class DestinationWorker:
         while head is not None and not self._stopping:
             env = envelope.decode(head)
             age = time.time() - env.ts / 1000
-            if retry.exhausted(self.settings.retry, attempts, age):
+            # max_age is judged after a try, never before the first one: a
+            # message just unblocked or replayed by an operator gets its try.
+            if retry.exhausted(self.settings.retry, attempts, age if attempts else 0.0):
                 # Lease expiries count as attempts: a message that kills its
                 # worker ends here instead of killing workers forever. So
                 # does a message older than max_age before it was tried.
@@ -191,7 +195,9 @@ class DestinationWorker:
                 return
             self.delivered += 1
             nxt = await self._settle(
-                lambda: self.queue.ack(claim, self.lease_ms, keep=not self._stopping)
+                functools.partial(
+                    self.queue.ack, claim, head, self.lease_ms, keep=not self._stopping
+                )
             )
             if nxt is False:
                 log.warning(

@@ -6,6 +6,15 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local lane, lease, cap, token, want = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
 
+-- A key whose backoff is due was in line before it failed: it goes to the
+-- front too (earliest due first), so busy keys cycling through ready cannot
+-- keep pushing it back.
+local due = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, 100)
+for i = #due, 1, -1 do
+  redis.call('ZREM', KEYS[4], due[i])
+  redis.call('LPUSH', KEYS[1], due[i])
+end
+
 -- A lease that ran out means its worker died or stalled: the key goes back to
 -- the front of the line (it was first) and the lost try counts as an attempt,
 -- so a message that kills its worker is caught by max_attempts too.
@@ -16,12 +25,6 @@ for _, k in ipairs(expired) do
   redis.call('HINCRBY', KEYS[5], k, 1)
   redis.call('LPUSH', KEYS[1], k)
 end
-local due = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, 100)
-for _, k in ipairs(due) do
-  redis.call('ZREM', KEYS[4], k)
-  redis.call('RPUSH', KEYS[1], k)
-end
-
 local out = {0, -1, now}
 local room = cap - redis.call('ZCARD', KEYS[2])
 if room > want then room = want end

@@ -28,8 +28,8 @@ def error_in_body(payload: Any) -> str | None:
     status = payload.get("status")
     if isinstance(status, str) and status.strip().lower() in _ERROR_WORDS:
         return f"bot answered status {status!r}"
-    if isinstance(status, int) and not isinstance(status, bool) and status >= 400:
-        return f"bot answered status {status}"
+    if isinstance(status, int | float) and not isinstance(status, bool) and status >= 400:
+        return f"bot answered status {status:g}"
     if payload.get("ok") is False:
         return "bot answered ok: false"
     return None
