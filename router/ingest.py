@@ -20,7 +20,6 @@ from router.ratelimit import RateLimiter
 
 GLOBAL_KEY = "*"
 MAX_KEY_LENGTH = 256
-MAX_ID_LENGTH = 256
 IDEMPOTENCY_HEADER = "idempotency-key"
 
 _TYPE_CHECKS: dict[str, tuple[type | tuple[type, ...], str]] = {
@@ -139,10 +138,7 @@ class IngestRoute:
             what = f"field `{self.route.settings.id_field}`"
         else:
             return None
-        text = _key_text(value, what)
-        if len(text) > MAX_ID_LENGTH:
-            raise BadRequest(f"{what} is longer than {MAX_ID_LENGTH} characters")
-        return text
+        return _key_text(value, what)  # ids share the ordering keys' limits
 
     async def store(
         self,

@@ -52,8 +52,6 @@ class DestinationWorker:
         self._stopping = False
         self._worker_id = f"{os.uname().nodename}:{os.getpid()}:{id(self):x}"
         self._claims = 0
-        self.delivered = 0
-        self.failed = 0
         self.running = False
         self._loop_exited = asyncio.Event()
 
@@ -193,7 +191,6 @@ class DestinationWorker:
                 )
                 await self._failed(claim, env.ts, attempts, f"{type(exc).__name__}: {exc}", None)
                 return
-            self.delivered += 1
             nxt = await self._settle(
                 functools.partial(
                     self.queue.ack, claim, head, self.lease_ms, keep=not self._stopping
@@ -258,7 +255,6 @@ class DestinationWorker:
     async def _failed(
         self, claim: Claim, ts_ms: int, attempts: int, reason: str, retry_after: float | None
     ) -> None:
-        self.failed += 1
         attempts += 1
         give_up = retry.exhausted(self.settings.retry, attempts, time.time() - ts_ms / 1000)
         await self._settle_failure(claim, attempts, reason, retry_after, give_up)
