@@ -152,10 +152,11 @@ class DestinationWorker:
                 # Lease expiries count as attempts: a message that kills its
                 # worker ends here instead of killing workers forever. So
                 # does a message older than max_age before it was tried.
+                max_attempts = self.settings.retry.max_attempts
                 reason = (
-                    f"older than retry.max_age ({age:.0f}s)"
-                    if attempts < (self.settings.retry.max_attempts or attempts + 1)
-                    else "its lease expired on every attempt (worker crashes?)"
+                    "its lease expired on every attempt (worker crashes?)"
+                    if max_attempts is not None and attempts >= max_attempts
+                    else f"older than retry.max_age ({age:.0f}s)"
                 )
                 await self._settle_failure(claim, attempts, reason, None, True, counted=False)
                 return
@@ -198,8 +199,8 @@ class DestinationWorker:
             )
             if nxt is False:
                 log.warning(
-                    "destination %s key %s: lease lost before ack of %s; it will be "
-                    "delivered again",
+                    "destination %s key %s: ack of %s refused: the lease was lost (it "
+                    "will be delivered again), or a retried ack had already landed",
                     self.destination.name,
                     claim.key,
                     env.id,
