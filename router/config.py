@@ -414,9 +414,7 @@ def load_config(
                     f"destination {dest!r} is not defined under `destinations:`; "
                     f"defined: {defined}",
                 )
-        _check_route_security(loader, path, route)
-        if route.max_depth < 1:
-            raise loader.error((*path, "max_depth"), "must be at least 1")
+        _check_route(loader, path, route)
         routes.append(Route(route, tuple(destinations[d] for d in route.destinations)))
     if not routes:
         raise loader.error(("routes",), "declare at least one route")
@@ -426,30 +424,53 @@ def load_config(
 RESERVED_PATHS = {"/healthz", "/readyz", "/schema"}
 
 
-def _check_route_security(loader: _Loader, path: Path, route: RouteSettings) -> None:
-    if route.auth is not None:
-        if not route.auth.secret:
-            raise loader.error((*path, "auth", "secret"), "the secret is empty; set it from ${VAR}")
-        if route.auth.type == "standard-webhooks":
-            try:
-                base64.b64decode(route.auth.secret.removeprefix("whsec_"), validate=True)
-            except (binascii.Error, ValueError):
-                raise loader.error(
-                    (*path, "auth", "secret"), "a Standard Webhooks secret is whsec_<base64>"
-                ) from None
-    if route.rate_limit is not None:
-        if route.rate_limit.requests < 1:
-            raise loader.error((*path, "rate_limit", "requests"), "must be at least 1")
-        if route.rate_limit.period <= 0:
-            raise loader.error((*path, "rate_limit", "period"), "must be more than 0")
-    if route.dedup_ttl < 1:
-        raise loader.error((*path, "dedup_ttl"), "must be at least 1s")
-    if route.max_string_length is not None and route.max_string_length < 1:
-        raise loader.error((*path, "max_string_length"), "must be at least 1")
+Check = tuple[str | tuple[str, ...], bool, str]  # where, holds, what to fix
+
+
+def _require(loader: _Loader, path: Path, checks: list[Check]) -> None:
+    """Raise the first failed check as a config error at its place."""
+    for where, ok, message in checks:
+        if not ok:
+            sub = where if isinstance(where, tuple) else (where,)
+            raise loader.error((*path, *sub), message)
+
+
+def _check_route(loader: _Loader, path: Path, route: RouteSettings) -> None:
+    auth, limit = route.auth, route.rate_limit
+    checks: list[Check] = [
+        ("max_depth", route.max_depth >= 1, "must be at least 1"),
+        ("dedup_ttl", route.dedup_ttl >= 1, "must be at least 1s"),
+        (
+            "max_string_length",
+            route.max_string_length is None or route.max_string_length >= 1,
+            "must be at least 1",
+        ),
+        (
+            ("auth", "secret"),
+            auth is None or bool(auth.secret),
+            "the secret is empty; set it from ${VAR}",
+        ),
+        (
+            ("auth", "secret"),
+            auth is None or auth.type != "standard-webhooks" or _is_base64(auth.secret),
+            "a Standard Webhooks secret is whsec_<base64>",
+        ),
+        (("rate_limit", "requests"), limit is None or limit.requests >= 1, "must be at least 1"),
+        (("rate_limit", "period"), limit is None or limit.period > 0, "must be more than 0"),
+    ]
+    _require(loader, path, checks)
+
+
+def _is_base64(secret: str) -> bool:
+    try:
+        base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    return True
 
 
 def _check_destination(loader: _Loader, path: Path, s: DestinationSettings) -> None:
-    checks: list[tuple[str | tuple[str, str], bool, str]] = [
+    checks: list[Check] = [
         ("max_in_flight", s.max_in_flight >= 1, "must be at least 1"),
         ("timeout", s.timeout > 0, "must be more than 0"),
         ("lease", s.lease >= 1, "must be at least 1s"),
@@ -464,7 +485,4 @@ def _check_destination(loader: _Loader, path: Path, s: DestinationSettings) -> N
             "must be at least 1, or null to retry forever",
         ),
     ]
-    for where, ok, message in checks:
-        if not ok:
-            sub = where if isinstance(where, tuple) else (where,)
-            raise loader.error((*path, *sub), message)
+    _require(loader, path, checks)
