@@ -9,11 +9,12 @@ from __future__ import annotations
 import hmac
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 from litestar import Request, get, post
 from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath, FromQuery
 
-from router.errors import ApiError
+from router.errors import ApiError, BadRequest
 from router.queue import DestinationQueue, replay_oldest
 
 if TYPE_CHECKING:
@@ -84,14 +85,34 @@ def admin_handlers(state: RouterState) -> list[HTTPRouteHandler]:
         authorize(request)
         return {"blocked": await queue(name).blocked_keys()}
 
-    @post("/admin/destinations/{name:str}/blocked/{key:str}/unblock", status_code=200)
-    async def unblock(
-        request: Request[Any, Any, Any], name: FromPath[str], key: FromPath[str]
-    ) -> dict[str, Any]:
-        """Put a blocked key back in line: its head message is attempted again."""
-        authorize(request)
+    async def unblock_key(name: str, key: str) -> dict[str, Any]:
         if not await queue(name).unblock(key):
             raise ApiError(404, f"key {key!r} of {name} is not blocked")
         return {"status": "ok"}
 
-    return [destinations, dead, replay, blocked, unblock]
+    @post("/admin/destinations/{name:str}/blocked/unblock", status_code=200)
+    async def unblock(request: Request[Any, Any, Any], name: FromPath[str]) -> dict[str, Any]:
+        """Put a blocked key back in line: its head message is attempted again.
+        The key is in the JSON body, `{"key": "..."}`, so every key is
+        reachable: `/`, `%`, spaces, any unicode."""
+        authorize(request)
+        try:
+            data = msgspec.json.decode(await request.body(), type=UnblockRequest)
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+            raise BadRequest(f'send a JSON body {{"key": "<ordering key>"}}: {exc}') from None
+        return await unblock_key(name, data.key)
+
+    @post("/admin/destinations/{name:str}/blocked/{key:str}/unblock", status_code=200)
+    async def unblock_in_path(
+        request: Request[Any, Any, Any], name: FromPath[str], key: FromPath[str]
+    ) -> dict[str, Any]:
+        """The same for a key without `/` in the path (URL-encoded); a `%2F`
+        is decoded before routing, so keys with `/` need the body form."""
+        authorize(request)
+        return await unblock_key(name, key)
+
+    return [destinations, dead, replay, blocked, unblock, unblock_in_path]
+
+
+class UnblockRequest(msgspec.Struct, forbid_unknown_fields=True):
+    key: str

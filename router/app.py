@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
@@ -15,10 +16,10 @@ from litestar.openapi import OpenAPIConfig
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from router import redis_client
+from router import logs, redis_client, redis_memory
 from router.admin import admin_handlers
 from router.config import Config
-from router.errors import EXCEPTION_HANDLERS, ApiError
+from router.errors import EXCEPTION_HANDLERS, ApiError, outage_log, redis_cause
 from router.ingest import IngestRoute
 from router.loading import load
 from router.queue import Scripts
@@ -49,17 +50,33 @@ class RouterState:
 
 
 def _ingest_handler(state: RouterState, ingest: IngestRoute) -> HTTPRouteHandler:
+    read_timeout = state.settings.header_timeout
+    deadline = state.settings.ingest_deadline
+
     async def store_message(request: Request[Any, Any, Any]) -> Response[bytes]:
         _, scripts = state.require_redis()
         try:
-            body = await request.body()
+            # A client trickling its body must not hold the request forever.
+            async with asyncio.timeout(read_timeout):
+                body = await request.body()
         except InternalServerException:
             # The client went away mid-body: nothing to store, nobody to answer.
             raise ApiError(400, "incomplete request body") from None
+        except TimeoutError:
+            raise ApiError(408, f"request body not received within {read_timeout:g}s") from None
         client = request.client.host if request.client else "unknown"
-        result = await ingest.store(
-            scripts, body, request.headers, client, state.limiters.get(ingest.route.path)
-        )
+        try:
+            # One deadline over every Redis step of the request, whatever the
+            # pool or the connection does (a frozen Redis accepts connections
+            # and never answers).
+            async with asyncio.timeout(deadline):
+                result = await ingest.store(
+                    scripts, body, request.headers, client, state.limiters.get(ingest.route.path)
+                )
+        except (RedisError, TimeoutError) as exc:
+            error = ingest.unavailable(exc, deadline)
+            outage_log.warning(error.cause, f"ingest {ingest.route.path}")
+            raise error from None
         return Response(
             _json.encode({"status": "ok", "id": result.id, "duplicate": result.duplicate}),
             media_type="application/json",
@@ -87,16 +104,19 @@ def _health_handlers(state: RouterState) -> list[HTTPRouteHandler]:
 
     @get("/readyz")
     async def readyz() -> Response[dict[str, Any]]:
-        """Ready: Redis answers, and the delivery workers run (when this process runs them)."""
+        """Ready: Redis answers, is not out of memory and does not evict queued
+        messages, and the delivery workers run (when this process runs them)."""
         checks: dict[str, Any] = {}
-        ok = True
         try:
             redis, _ = state.require_redis()
-            await redis.ping()
-            checks["redis"] = "ok"
-        except (RedisError, ApiError, OSError) as exc:
-            checks["redis"] = f"unavailable: {exc}"
-            ok = False
+            async with asyncio.timeout(state.settings.ingest_deadline):
+                problem = await _redis_problem(redis, state.settings.allow_eviction)
+        except ApiError as exc:
+            problem = exc.message
+        except (RedisError, OSError, TimeoutError) as exc:
+            problem = redis_cause(exc, state.settings.ingest_deadline)
+        checks["redis"] = problem or "ok"
+        ok = problem is None
         if state.settings.run_workers:
             running = state.workers is not None and state.workers.running
             checks["workers"] = "running" if running else "stopped"
@@ -106,6 +126,18 @@ def _health_handlers(state: RouterState) -> list[HTTPRouteHandler]:
         )
 
     return [healthz, readyz]
+
+
+async def _redis_problem(redis: Redis, allow_eviction: bool) -> str | None:
+    """Why Redis cannot take messages now, or None."""
+    memory = await redis_memory.read(redis)  # doubles as the ping
+    if memory is None:
+        await redis.ping()
+        return None
+    refusal = redis_memory.refusal(memory, allow_eviction)
+    if refusal is not None:
+        return refusal
+    return redis_memory.out_of_memory(memory) if memory.full else None
 
 
 def create_app(
@@ -159,8 +191,6 @@ def create_app(
 
 def app_from_env() -> Litestar:
     """Factory for `uvicorn --factory` (used by `router serve --reload`)."""
-    from router.cli import setup_logging
-
     settings = Settings.from_env()
-    setup_logging(settings.log_level)
+    logs.setup(settings.log_level)
     return create_app(settings)

@@ -13,10 +13,13 @@ import signal
 import sys
 from pathlib import Path
 
+from redis.exceptions import RedisError
+
+from router import logs
 from router.config import Config, ConfigError
 from router.embedded import EmbeddedRedis
 from router.loading import load
-from router.settings import Settings
+from router.settings import Settings, SettingsError
 
 log = logging.getLogger("router")
 
@@ -24,23 +27,49 @@ log = logging.getLogger("router")
 # `router dead ...`, `router api` and `router worker` can find it.
 EMBEDDED_URL_FILE = "redis.url"
 
-
-def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # One line per delivery from httpx would drown the router's own log.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+# How long the start-up look at Redis waits before starting anyway.
+PREFLIGHT_TIMEOUT = 3.0
 
 
 def _load_or_exit(settings: Settings) -> Config:
     try:
-        return load(settings.routes_file)
+        config = load(settings.routes_file)
     except ConfigError as exc:
         print(f"router: config error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    for warning in getattr(config, "warnings", ()):  # TODO(helper)
+        log.warning("config: %s", warning)
+    return config
+
+
+def _check_redis_or_exit(settings: Settings, url: str) -> None:
+    """Refuse to start on a Redis that would lose queued messages; a Redis
+    that does not answer yet is not a reason to refuse (it may come later:
+    /readyz says not ready until it does)."""
+    from router import redis_client, redis_memory
+
+    async def look() -> redis_memory.MemoryState | None:
+        redis = redis_client.connect(url)
+        try:
+            async with asyncio.timeout(PREFLIGHT_TIMEOUT):
+                return await redis_memory.read(redis)
+        finally:
+            await redis.aclose()
+
+    try:
+        memory = asyncio.run(look())
+    except (OSError, TimeoutError, RedisError) as exc:
+        log.warning("Redis does not answer at start (%s); starting anyway", exc or "timeout")
+        return
+    if memory is None:
+        return
+    refusal = redis_memory.refusal(memory, settings.allow_eviction)
+    if refusal is not None:
+        print(f"router: {refusal}", file=sys.stderr)
+        raise SystemExit(2)
+    warning = redis_memory.warning(memory, settings.allow_eviction)
+    if warning is not None:
+        log.warning("%s", warning)
 
 
 def _redis_url_or_exit(settings: Settings, command: str) -> str:
@@ -79,6 +108,8 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         settings = dataclasses.replace(settings, redis_url=embedded.url)
     elif settings.redis_url is None:
         settings = dataclasses.replace(settings, redis_url=_redis_url_or_exit(settings, "api"))
+    assert settings.redis_url is not None
+    _check_redis_or_exit(settings, settings.redis_url)
     log.info(
         "routes: %s",
         "; ".join(
@@ -91,6 +122,9 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         log_level=settings.log_level,
         access_log=args.access_log,
         timeout_graceful_shutdown=int(settings.shutdown_grace) + 5,
+        # The router's own log format (control characters escaped) for
+        # uvicorn's lines too: they propagate to the root logger.
+        log_config=None,
     )
     # uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown, which
     # would end the process "killed by signal". The spec asks for exit 0 once
@@ -147,6 +181,8 @@ async def _run_workers(settings: Settings, config: Config, burst: bool) -> None:
 def _worker(settings: Settings, args: argparse.Namespace) -> int:
     config = _load_or_exit(settings)
     settings = dataclasses.replace(settings, redis_url=_redis_url_or_exit(settings, "worker"))
+    assert settings.redis_url is not None
+    _check_redis_or_exit(settings, settings.redis_url)
     asyncio.run(_run_workers(settings, config, args.burst))
     return 0
 
@@ -256,7 +292,11 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(run=_dead)
     args = parser.parse_args(argv)
 
-    settings = Settings.from_env()
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"router: environment error: {exc}", file=sys.stderr)
+        return 2
     overrides: dict[str, object] = {}
     if args.routes:
         overrides["routes_file"] = args.routes
@@ -269,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = dataclasses.replace(settings, **overrides)  # type: ignore[arg-type]
     if args.command == "dead" and args.action == "list" and args.count is None:
         args.count = 100
-    setup_logging(settings.log_level)
+    logs.setup(settings.log_level)
     return int(args.run(settings, args))
 
 

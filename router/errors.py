@@ -1,30 +1,110 @@
 """Every error the HTTP API answers, mapped to a status in one place.
 
-Bodies are always JSON: {"status": "error", "error": "<what is wrong>"}.
+Bodies are always JSON: {"status": "error", "error": "<what is wrong>"},
+plus "stored" on a 503 of an ingest route.
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from typing import Any, Literal
 
 from litestar import Request, Response
 from litestar.exceptions import HTTPException
-from redis.exceptions import RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import OutOfMemoryError, RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 log = logging.getLogger("router.api")
 
 # How long a client should wait before retrying while Redis is away.
 REDIS_RETRY_AFTER = "1"
 
+# During an outage every request fails the same way: one log line per cause
+# at most this often (with how many were not logged), not one per request.
+OUTAGE_LOG_INTERVAL = 10.0
+
 
 class ApiError(Exception):
     """A request the router refuses, with the status and the reason."""
 
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        headers: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
+    ):
         super().__init__(message)
         self.status = status
         self.message = message
         self.headers = headers or {}
+        self.extra = extra or {}
+
+
+Stored = Literal["no", "unknown"]
+
+
+class StorageUnavailable(ApiError):
+    """Redis did not store the message. `stored` says whether that is certain
+    ("no": the write never reached Redis, or Redis refused it whole) or not
+    ("unknown": Redis may have run it and the answer was lost)."""
+
+    def __init__(self, cause: str, stored: Stored) -> None:
+        if stored == "no":
+            advice = "the message was not stored; retry later"
+        else:
+            advice = (
+                "the message may have been stored; retry with the same Idempotency-Key "
+                "header so that it is not stored twice"
+            )
+        super().__init__(
+            503, f"{cause}: {advice}", {"Retry-After": REDIS_RETRY_AFTER}, {"stored": stored}
+        )
+        self.cause = cause
+
+
+def redis_cause(exc: BaseException, deadline: float | None = None) -> str:
+    """What went wrong with Redis, in words an operator can act on."""
+    if isinstance(exc, OutOfMemoryError):
+        return "Redis is out of memory (maxmemory reached, policy noeviction)"
+    if isinstance(exc, RedisTimeoutError):  # the client's socket timeout
+        return "Redis did not answer in time"
+    if isinstance(exc, TimeoutError):  # the request's own deadline
+        return f"Redis did not answer within {deadline:g}s" if deadline else "Redis timed out"
+    if isinstance(exc, RedisConnectionError):
+        return f"Redis unreachable ({_one_line(exc)})"
+    if isinstance(exc, ResponseError):
+        return f"Redis refused the write ({_one_line(exc)})"
+    return f"Redis error ({_one_line(exc)})"
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:300]
+
+
+class OutageLog:
+    """Logs each cause at once, then at most every OUTAGE_LOG_INTERVAL s."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self.logger = logger
+        self._last: dict[str, tuple[float, int]] = {}  # cause -> (logged at, not logged since)
+
+    def warning(self, cause: str, what: str) -> None:
+        now = time.monotonic()
+        logged_at, skipped = self._last.get(cause, (-OUTAGE_LOG_INTERVAL, 0))
+        if now - logged_at < OUTAGE_LOG_INTERVAL:
+            self._last[cause] = (logged_at, skipped + 1)
+            return
+        more = f" ({skipped} more like it in the last {now - logged_at:.0f}s)" if skipped else ""
+        self.logger.warning("%s: %s%s", what, cause, more)
+        if len(self._last) > 100:  # causes carry exception texts: keep it bounded
+            self._last.clear()
+        self._last[cause] = (now, 0)
+
+
+outage_log = OutageLog(log)
 
 
 class BadRequest(ApiError):
@@ -32,9 +112,14 @@ class BadRequest(ApiError):
         super().__init__(400, message)
 
 
-def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+def error_response(
+    status: int,
+    message: str,
+    headers: dict[str, str] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Response:
     return Response(
-        {"status": "error", "error": message},
+        {"status": "error", "error": message, **(extra or {})},
         status_code=status,
         headers=headers,
         media_type="application/json",
@@ -42,7 +127,7 @@ def error_response(status: int, message: str, headers: dict[str, str] | None = N
 
 
 def _api_error(_: Request, exc: ApiError) -> Response:
-    return error_response(exc.status, exc.message, exc.headers)
+    return error_response(exc.status, exc.message, exc.headers, exc.extra)
 
 
 def _http_error(_: Request, exc: HTTPException) -> Response:
@@ -59,12 +144,11 @@ def _http_error(_: Request, exc: HTTPException) -> Response:
 
 
 def _redis_error(_: Request, exc: RedisError) -> Response:
-    log.warning("Redis unavailable: %s", exc)
-    return error_response(
-        503,
-        "storage unavailable, nothing was stored; retry later",
-        {"Retry-After": REDIS_RETRY_AFTER},
-    )
+    # Ingest turns its own Redis errors into StorageUnavailable; this is
+    # every other endpoint (admin), which only reads or changes queues.
+    cause = redis_cause(exc)
+    outage_log.warning(cause, "request failed")
+    return error_response(503, f"{cause}; retry later", {"Retry-After": REDIS_RETRY_AFTER})
 
 
 def _unexpected(_: Request, exc: Exception) -> Response:

@@ -3,24 +3,28 @@
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import msgspec
+from redis.exceptions import ResponseError
 
 from router import envelope
 from router.auth import Authenticator
 from router.config import Route
-from router.errors import ApiError, BadRequest
+from router.errors import ApiError, BadRequest, StorageUnavailable, Stored, redis_cause
 from router.keys import DestinationKeys
 from router.queue import EnqueueResult, Scripts, Target, enqueue
 from router.ratelimit import RateLimiter
+from router.redis_client import command_written
 
 GLOBAL_KEY = "*"
 MAX_KEY_LENGTH = 256
 IDEMPOTENCY_HEADER = "idempotency-key"
+WEBHOOK_ID_HEADER = "webhook-id"
 
 _TYPE_CHECKS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "string": (str, "a string"),
@@ -95,9 +99,9 @@ class IngestRoute:
         try:
             message = msgspec.json.decode(body)
         except msgspec.DecodeError as exc:
-            raise BadRequest(f"invalid JSON: {exc}") from None
-        except UnicodeDecodeError as exc:
-            raise BadRequest(f"body is not valid UTF-8 (byte {exc.start})") from None
+            raise BadRequest(_invalid_json(body, exc)) from None
+        except UnicodeDecodeError:
+            raise BadRequest(_invalid_utf8(body)) from None
         except RecursionError:
             raise BadRequest(f"JSON nested deeper than {settings.max_depth} levels") from None
         if not isinstance(message, dict):
@@ -127,10 +131,18 @@ class IngestRoute:
             out.append(Target(keys, key))
         return out
 
-    def dedup_id(self, message: dict[str, Any], header: str | None) -> str | None:
-        if header is not None:
-            value: Any = header.strip()
-            what = "header Idempotency-Key"
+    def dedup_id(self, message: dict[str, Any], headers: Mapping[str, str]) -> str | None:
+        """The id that makes a repeat of this message a duplicate: on a
+        standard-webhooks route the signed `webhook-id` (the spec's
+        idempotency key: a replayed delivery is the same message), else the
+        Idempotency-Key header, else the route's `id_field`."""
+        value: Any
+        if self.auth is not None and self.auth.type == "standard-webhooks":
+            value, what = headers.get(WEBHOOK_ID_HEADER), "header webhook-id"
+        else:
+            value, what = headers.get(IDEMPOTENCY_HEADER), "header Idempotency-Key"
+        if value is not None:
+            value = value.strip()
         elif self.route.settings.id_field is not None:
             value = message.get(self.route.settings.id_field)
             if value is None:
@@ -139,6 +151,19 @@ class IngestRoute:
         else:
             return None
         return _key_text(value, what)  # ids share the ordering keys' limits
+
+    def unavailable(self, exc: BaseException, deadline: float) -> StorageUnavailable:
+        """The 503 for a Redis failure while storing, saying whether the
+        message is certainly not stored."""
+        stored: Stored
+        if isinstance(exc, ResponseError):
+            # Redis answered with an error: it refused the script before it
+            # wrote anything (out of memory, read-only replica, ...); an OOM
+            # refusal is only ever at a script's first write.
+            stored = "no"
+        else:
+            stored = "unknown" if command_written.get() else "no"
+        return StorageUnavailable(redis_cause(exc, deadline), stored)
 
     async def store(
         self,
@@ -154,11 +179,16 @@ class IngestRoute:
             self.auth.check(headers, body)
         message = self.parse(body)
         targets = self.targets(message)
-        dedup = self.dedup_id(message, headers.get(IDEMPOTENCY_HEADER))
+        dedup = self.dedup_id(message, headers)
+        command_written.set(False)
         if limiter is not None:
             # Last check before the write, so an invalid request does not
             # use up the sender's allowance.
-            await limiter.check(self.sender(message, client))
+            try:
+                await limiter.check(self.sender(message, client))
+            finally:
+                # A failure up to here stored nothing, whatever the limiter sent.
+                command_written.set(False)
         now_ms = int(time.time() * 1000)
         message_id = envelope.new_message_id(now_ms)
         return await enqueue(
@@ -169,6 +199,35 @@ class IngestRoute:
             dedup,
             math.ceil(self.route.settings.dedup_ttl),
         )
+
+
+# A \uD800-\uDFFF escape that is not half of a high+low pair.
+_LONE_SURROGATE = re.compile(
+    rb"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})"
+    rb"|(?<![0-9a-fA-F]{4})\\u[dD][c-fC-F][0-9a-fA-F]{2}"
+)
+
+
+def _invalid_json(body: bytes, exc: msgspec.DecodeError) -> str:
+    # msgspec reports a lone surrogate escape as "truncated" (at the end) or
+    # as a bad pair: name the real problem and where it is.
+    lone = _LONE_SURROGATE.search(body)
+    if lone is not None and ("truncated" in str(exc) or "surrogate" in str(exc)):
+        return (
+            f"invalid JSON: lone UTF-16 surrogate escape {lone.group().decode()} at byte "
+            f"{lone.start()}; escape a character outside the BMP as a \\uD8xx\\uDCxx pair"
+        )
+    return f"invalid JSON: {exc}"
+
+
+def _invalid_utf8(body: bytes) -> str:
+    # msgspec's offset is inside the string it was decoding; the body's own
+    # decode gives the offset from the start of the body.
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"body is not valid UTF-8 (byte {exc.start}: {exc.reason})"
+    return "body is not valid UTF-8"
 
 
 def _json_type(value: Any) -> str:

@@ -120,7 +120,7 @@ class DestinationQueue:
     async def claim(self, token: str, want: int, lease_ms: int, max_in_flight: int) -> ClaimResult:
         k = self.keys
         raw = await self.scripts.claim(
-            keys=[k.ready, k.leases, k.owner, k.delayed, k.attempts, k.wake],
+            keys=[k.ready, k.leases, k.owner, k.delayed, k.attempts, k.wake, k.blocked],
             args=[k.lane_prefix, lease_ms, max_in_flight, token, want],
         )
         claims = [

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import random
 
 from router.config import RetryPolicy
@@ -19,10 +18,20 @@ def backoff_seconds(
     rand: random.Random | None = None,
 ) -> float:
     """Delay before attempt `attempts + 1`: exponential from `initial`, capped
-    at `max_delay`, spread by ±`jitter`; a Retry-After from the destination
-    replaces it."""
-    if retry_after is not None and not math.isnan(retry_after):
-        return min(max(retry_after, 0.0), MAX_RETRY_AFTER)
+    at `max_delay`, spread by ±`jitter`.
+
+    A Retry-After from the destination may lengthen that delay (up to
+    MAX_RETRY_AFTER) but never shorten it: a destination answering 429 with
+    `Retry-After: 0` (or a date in the past) would otherwise be hammered in a
+    tight loop. Negative, NaN or missing values change nothing."""
+    delay = _policy_delay(policy, attempts, rand)
+    # NaN compares false, a negative value is below any delay: both ignored.
+    if retry_after is not None and retry_after > delay:
+        return max(delay, min(retry_after, MAX_RETRY_AFTER))
+    return delay
+
+
+def _policy_delay(policy: RetryPolicy, attempts: int, rand: random.Random | None) -> float:
     try:
         base = policy.initial * policy.factor ** max(0, attempts - 1)
     except OverflowError:  # ~1000 attempts of a message retried forever

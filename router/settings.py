@@ -1,36 +1,180 @@
-"""Process settings from the environment, read once by the CLI and passed in."""
+"""Process settings from the environment: each declared once, with its
+variable, default and meaning, and validated at start like routes.yaml.
+
+A bad value refuses to start (and makes `router check` fail) with one line
+naming the variable, the value and what is allowed, never a traceback.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
+
+
+class SettingsError(Exception):
+    """A variable of the environment has a value the router cannot use."""
+
+
+# -- parsers: text of the variable -> value, or ValueError("what is allowed") --
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+_SECONDS = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m)?\s*$")
+_SECONDS_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, None: 1.0}
+
+
+def _text(value: str) -> str:
+    return value
+
+
+def _optional_text(value: str) -> str | None:
+    return value or None
+
+
+def _flag(value: str) -> bool:
+    text = value.strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ValueError("write 1/true/yes/on or 0/false/no/off")
+
+
+def _port(value: str) -> int:
+    try:
+        port = int(value.strip())
+    except ValueError:
+        port = -1
+    if not 1 <= port <= 65535:
+        raise ValueError("a port is a whole number from 1 to 65535")
+    return port
+
+
+def _count(value: str) -> int:
+    try:
+        n = int(value.strip())
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise ValueError("a whole number of at least 1")
+    return n
+
+
+def _seconds(value: str) -> float:
+    match = _SECONDS.match(value)
+    if not match:
+        raise ValueError("seconds as a number or like 500ms, 10s, 1m")
+    return float(match.group(1)) * _SECONDS_UNITS[match.group(2)]
+
+
+def _positive_seconds(value: str) -> float:
+    seconds = _seconds(value)
+    if seconds <= 0:
+        raise ValueError("more than 0 seconds, as a number or like 500ms, 10s, 1m")
+    return seconds
+
+
+def _choice(*allowed: str) -> Callable[[str], str]:
+    def parse(value: str) -> str:
+        text = value.strip().lower()
+        if text not in allowed:
+            raise ValueError(f"one of {', '.join(allowed)}")
+        return text
+
+    return parse
+
+
+def _redis_url(value: str) -> str | None:
+    if not value:
+        return None
+    if not value.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError("a URL starting with redis://, rediss:// or unix://")
+    return value
+
+
+def _env(name: str, parse: Callable[[str], Any], doc: str, default: Any) -> Any:
+    """A field read from environment variable `name`; `doc` is its meaning
+    (the README's Environment table says the same)."""
+    return field(default=default, metadata={"env": name, "parse": parse, "doc": doc})
 
 
 @dataclass(frozen=True)
 class Settings:
-    routes_file: str = "routes.yaml"
-    redis_url: str | None = None  # None: start the embedded server (router serve)
-    data_dir: str = "data"
-    host: str = "0.0.0.0"
-    port: int = 3000
-    log_level: str = "info"
-    shutdown_grace: float = 10.0  # seconds in-flight deliveries get on SIGTERM
-    embedded_fsync: str = "everysec"  # appendfsync of the embedded server
-    admin_token: str | None = field(default=None, repr=False)
-    run_workers: bool = True
+    routes_file: str = _env("ROUTES_FILE", _text, "the routes file", "routes.yaml")
+    redis_url: str | None = _env(
+        "REDIS_URL", _redis_url, "Redis to use; unset: `router serve` embeds one", None
+    )
+    data_dir: str = _env("ROUTER_DATA_DIR", _text, "data directory of the embedded server", "data")
+    host: str = _env("HOST", _text, "address the API listens on", "0.0.0.0")
+    port: int = _env("PORT", _port, "port the API listens on", 3000)
+    log_level: str = _env(
+        "LOG_LEVEL", _choice("debug", "info", "warning", "error"), "log level", "info"
+    )
+    shutdown_grace: float = _env(
+        "ROUTER_SHUTDOWN_GRACE",
+        _seconds,
+        "seconds in-flight deliveries get on SIGTERM before they are handed back",
+        10.0,
+    )
+    embedded_fsync: str = _env(
+        "ROUTER_APPENDFSYNC",
+        _choice("always", "everysec", "no"),
+        "appendfsync of the embedded server",
+        "everysec",
+    )
+    admin_token: str | None = _env(
+        "ROUTER_ADMIN_TOKEN", _optional_text, "bearer token of the admin API; unset: off", None
+    )
+    run_workers: bool = _env("ROUTER_WORKERS", _flag, "0 runs `serve` without workers", True)
+    allow_eviction: bool = _env(
+        "ROUTER_ALLOW_EVICTION",
+        _flag,
+        "1 starts even on a Redis whose maxmemory-policy evicts any key (allkeys-*), "
+        "accepting that queued messages can vanish",
+        False,
+    )
+    ingest_deadline: float = _env(
+        "ROUTER_INGEST_DEADLINE",
+        _positive_seconds,
+        "longest an ingest request waits for Redis before answering 503",
+        2.0,
+    )
+    header_timeout: float = _env(
+        "ROUTER_HEADER_TIMEOUT",
+        _positive_seconds,
+        "a client must send a request's headers (and its body) within this",
+        10.0,
+    )
+    max_pending_connections: int = _env(
+        "ROUTER_MAX_PENDING_CONNECTIONS",
+        _count,
+        "connections still sending their headers beyond this are closed at once",
+        2000,
+    )
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
-        env = dict(os.environ) if env is None else env
-        return cls(
-            routes_file=env.get("ROUTES_FILE", "routes.yaml"),
-            redis_url=env.get("REDIS_URL") or None,
-            data_dir=env.get("ROUTER_DATA_DIR", "data"),
-            host=env.get("HOST", "0.0.0.0"),
-            port=int(env.get("PORT", "3000")),
-            log_level=env.get("LOG_LEVEL", "info").lower(),
-            shutdown_grace=float(env.get("ROUTER_SHUTDOWN_GRACE", "10")),
-            embedded_fsync=env.get("ROUTER_APPENDFSYNC", "everysec"),
-            admin_token=env.get("ROUTER_ADMIN_TOKEN") or None,
-            run_workers=env.get("ROUTER_WORKERS", "1") not in ("0", "false", "no"),
-        )
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read every declared variable; raise SettingsError (one line) on a
+        value that cannot be used."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            name = f.metadata["env"]
+            if name not in env:
+                continue
+            raw = env[name]
+            try:
+                values[f.name] = f.metadata["parse"](raw)
+            except ValueError as exc:
+                shown = " ".join(repr(raw)[:80].splitlines())
+                raise SettingsError(f"{name}={shown}: allowed: {exc}") from None
+        return cls(**values)
+
+
+def documented_variables() -> dict[str, str]:
+    """Every variable the router reads -> its meaning."""
+    return {f.metadata["env"]: f.metadata["doc"] for f in dataclasses.fields(Settings)}

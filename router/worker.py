@@ -252,6 +252,11 @@ class DestinationWorker:
                 attempt.cancel()
                 with contextlib.suppress(BaseException):
                     await attempt
+            elif not attempt.cancelled():
+                # It ended (e.g. timed out) while the lease was being lost:
+                # its outcome no longer counts, and retrieving it keeps
+                # asyncio from logging "Task exception was never retrieved".
+                attempt.exception()
 
     async def _failed(
         self, claim: Claim, ts_ms: int, attempts: int, reason: str, retry_after: float | None
@@ -270,14 +275,30 @@ class DestinationWorker:
         counted: bool = True,
     ) -> None:
         delay = retry.backoff_seconds(self.settings.retry, attempts, retry_after)
+        block = self.settings.retry.on_exhausted == "block"
         outcome = Outcome.RETRY
         if give_up:
-            block = self.settings.retry.on_exhausted == "block"
             outcome = Outcome.BLOCK if block else Outcome.DEAD_LETTER
+        recorded = await self._settle(
+            lambda: self.queue.fail(claim, int(delay * 1000), reason[:1000], outcome, counted)
+        )
+        name, key = self.destination.name, claim.key
+        if recorded == -1:
+            # Logged once, instead of a "retrying" line for an attempt whose
+            # outcome no longer counts (e.g. a process paused past its lease).
+            log.warning(
+                "destination %s key %s: attempt %d failed (%s) after the lease was lost: "
+                "another worker owns the key now (or a retried write had already landed)",
+                name,
+                key,
+                attempts,
+                reason,
+            )
+        elif give_up:
             log.error(
                 "destination %s key %s: %s after %d attempts: %s",
-                self.destination.name,
-                claim.key,
+                name,
+                key,
                 "blocked (see `router dead unblock`)" if block else "dead-lettered",
                 attempts,
                 reason,
@@ -285,15 +306,12 @@ class DestinationWorker:
         else:
             log.warning(
                 "destination %s key %s: attempt %d failed (%s); retrying in %.2fs",
-                self.destination.name,
-                claim.key,
+                name,
+                key,
                 attempts,
                 reason,
                 delay,
             )
-        await self._settle(
-            lambda: self.queue.fail(claim, int(delay * 1000), reason[:1000], outcome, counted)
-        )
 
     async def _settle(self, op: Callable[[], Awaitable[T]]) -> T | Literal[False]:
         """Record an outcome in Redis, retrying through a short outage. If

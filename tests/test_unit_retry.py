@@ -75,23 +75,27 @@ def test_backoff_same_seed_same_delays() -> None:
     assert a == b
 
 
-def test_retry_after_replaces_the_backoff() -> None:
-    assert backoff_seconds(EXACT, 1, retry_after=0.3) == 0.3
-    assert backoff_seconds(EXACT, 7, retry_after=0.3) == 0.3  # shorter than the cap too
+def test_retry_after_lengthens_the_backoff() -> None:
     assert backoff_seconds(EXACT, 1, retry_after=120) == 120  # longer than max_delay
     assert backoff_seconds(policy(jitter=0.5), 2, retry_after=5) == 5  # no jitter on it
-    assert backoff_seconds(EXACT, 1, retry_after=0) == 0
+    assert backoff_seconds(EXACT, 3, retry_after=4.5) == 4.5
 
 
-def test_retry_after_is_clamped() -> None:
-    assert backoff_seconds(EXACT, 1, retry_after=-5) == 0.0
+@pytest.mark.parametrize("retry_after", [0.0, 0.3, -5.0, -math.inf, math.nan])
+def test_retry_after_never_shortens_the_backoff(retry_after: float) -> None:
+    """Retry-After: 0, a negative or NaN value, or a date in the past (parsed
+    as 0) leave the policy's delay: a destination answering 429 with
+    `Retry-After: 0` is not hammered in a loop."""
+    for attempts, delay in [(1, 1.0), (3, 4.0), (9, 60.0)]:
+        assert backoff_seconds(EXACT, attempts, retry_after=retry_after) == delay
+
+
+def test_retry_after_is_capped() -> None:
     assert backoff_seconds(EXACT, 1, retry_after=86_400) == MAX_RETRY_AFTER
     assert backoff_seconds(EXACT, 1, retry_after=math.inf) == MAX_RETRY_AFTER
     assert MAX_RETRY_AFTER == 3600.0
-
-
-def test_retry_after_nan_falls_back_to_the_policy() -> None:
-    assert backoff_seconds(EXACT, 3, retry_after=math.nan) == 4.0
+    long_policy = policy(initial=7200, max_delay=7200, jitter=0)
+    assert backoff_seconds(long_policy, 1, retry_after=86_400) == 7200  # the policy's own
 
 
 # -- exhausted -----------------------------------------------------------
@@ -253,13 +257,15 @@ def test_error_in_body_names_the_status() -> None:
 
 @pytest.mark.parametrize(
     ("header", "seconds"),
-    [("5", 5.0), ("0", 0.0), (" 2.5 ", 2.5), ("120", 120.0), ("-3", 0.0)],
+    [("5", 5.0), ("0", 0.0), (" 2.5 ", 2.5), ("120", 120.0)],
 )
 def test_parse_retry_after_seconds(header: str, seconds: float) -> None:
     assert parse_retry_after(header) == seconds
 
 
-@pytest.mark.parametrize("header", [None, "", "soon", "5 seconds", "Thursday", "1,5"])
+@pytest.mark.parametrize(
+    "header", [None, "", "soon", "5 seconds", "Thursday", "1,5", "-3", "-5", "nan", "-inf", "inf"]
+)
 def test_parse_retry_after_garbage_is_none(header: str | None) -> None:
     assert parse_retry_after(header) is None
 
@@ -278,13 +284,15 @@ def test_parse_retry_after_never_gives_a_negative_or_nan_wait() -> None:
         wait = parse_retry_after(header)
         assert wait is None or (wait == wait and wait >= 0), (header, wait)
     # A huge value is honoured by the parser and capped by the backoff.
-    huge = parse_retry_after("1e400")
+    huge = parse_retry_after("999999999999")
     assert huge is not None and backoff_seconds(EXACT, 1, retry_after=huge) == MAX_RETRY_AFTER
 
 
 def test_parse_retry_after_feeds_backoff() -> None:
     delay = backoff_seconds(EXACT, 1, retry_after=parse_retry_after("7"))
     assert delay == 7.0
+    past = email.utils.formatdate(time.time() - 600, usegmt=True)
+    assert backoff_seconds(EXACT, 3, retry_after=parse_retry_after(past)) == 4.0
     started = time.time()
     date = email.utils.formatdate(started + 10, usegmt=True)
     delay = backoff_seconds(EXACT, 1, retry_after=parse_retry_after(date))

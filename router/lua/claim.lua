@@ -1,5 +1,5 @@
 -- Claim up to `want` ordering keys whose head message can be attempted now.
--- KEYS: ready, leases, owner, delayed, attempts, wake
+-- KEYS: ready, leases, owner, delayed, attempts, wake, blocked
 -- ARGV: lane prefix, lease ms, max in flight (all processes), token, want
 -- Returns {ready left, next deadline ms or -1, now ms, key, head, attempts, ...}
 local t = redis.call('TIME')
@@ -31,7 +31,13 @@ if room > want then room = want end
 while room > 0 do
   local k = redis.call('LPOP', KEYS[1])
   if not k then break end
-  local head = redis.call('LINDEX', lane .. k, 0)
+  -- A key is in exactly one of ready/leases/delayed/blocked. Should a key
+  -- ever be in ready twice (a Redis that evicted or lost part of the
+  -- state), a copy whose key is already leased, waiting or blocked is
+  -- dropped: never two leases of one key.
+  local elsewhere = redis.call('ZSCORE', KEYS[2], k) or redis.call('ZSCORE', KEYS[4], k)
+    or redis.call('HEXISTS', KEYS[7], k) == 1
+  local head = (not elsewhere) and redis.call('LINDEX', lane .. k, 0)
   if head then
     redis.call('ZADD', KEYS[2], now + lease, k)
     redis.call('HSET', KEYS[3], k, token)

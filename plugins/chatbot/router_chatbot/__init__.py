@@ -5,11 +5,17 @@ fails an attempt with a non-2xx status, or with a 2xx whose JSON body says
 so: ``{"status": "error"}`` (also "fail"/"failed"), a numeric ``status`` of
 400 or more, or ``{"ok": false}``. A timeout or refused connection fails
 the attempt too; the router then backs off and retries the same message.
+
+The router reads at most the first 64 KiB of an answer
+(``router.http_sink.MAX_ANSWER_BYTES``). A longer answer is judged on the
+top-level fields with plain values that come before anything nested in
+that prefix (``{"status": "error", "detail": {...huge...}}`` still fails).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import httpx
@@ -35,6 +41,30 @@ def error_in_body(payload: Any) -> str | None:
     return None
 
 
+# One top-level member with a plain value: "name": "text" | number | true | false | null
+_MEMBER = re.compile(
+    r'\s*"((?:[^"\\]|\\.)*)"\s*:\s*'
+    r'("(?:[^"\\]|\\.)*"|-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?|true|false|null)\s*([,}])?'
+)
+
+
+def leading_fields(text: str) -> dict[str, Any]:
+    """The top-level members with plain values at the start of a JSON object,
+    as far as they can be read: all an answer cut short can tell."""
+    start = re.match(r"\s*\{", text)
+    fields: dict[str, Any] = {}
+    pos = start.end() if start else len(text)
+    while (member := _MEMBER.match(text, pos)) is not None:
+        try:
+            fields[json.loads(f'"{member.group(1)}"')] = json.loads(member.group(2))
+        except ValueError:
+            break
+        if member.group(3) != ",":
+            break
+        pos = member.end()
+    return fields
+
+
 class ChatbotSink(HttpSink):
     def check(self, response: httpx.Response) -> None:
         super().check(response)
@@ -43,7 +73,9 @@ class ChatbotSink(HttpSink):
         try:
             payload = json.loads(response.content)
         except ValueError:
-            return  # a 2xx with a body that is not JSON is still an acknowledgement
+            # Cut at the router's read limit, or not JSON at all (then no
+            # fields are found and the 2xx acknowledges the message).
+            payload = leading_fields(response.content.decode("utf-8", "replace"))
         error = error_in_body(payload)
         if error:
             detail = payload.get("error") or payload.get("message")

@@ -1,0 +1,46 @@
+"""Logging for every router process: one format, one line per record.
+
+Values from outside (ordering keys, ids, error texts of destinations, paths)
+reach log messages. A newline in a `wa_id` must not start a forged log line
+with its own timestamp and level, and ANSI escapes must not reach an
+operator's terminal: control characters in the message are written as
+escapes (\\n, \\x1b, \\u2028). Tracebacks keep their own lines.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+# C0 and C1 controls, DEL, and the Unicode line and paragraph separators.
+_CONTROLS = [*range(0x00, 0x20), *range(0x7F, 0xA0), 0x2028, 0x2029]
+_ESCAPES = {c: ascii(chr(c))[1:-1] for c in _CONTROLS}
+
+
+def escape(text: str) -> str:
+    r"""`text` with every control character written as its escape (\n, \x1b)."""
+    return text.translate(_ESCAPES)
+
+
+class OneLineFormatter(logging.Formatter):
+    """Formats the message with its control characters escaped."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = escape(record.message)
+        return super().formatMessage(record)
+
+
+def setup(level: str) -> None:
+    """Configure the root logger once per process; uvicorn's own loggers
+    propagate to it (the CLI passes uvicorn log_config=None)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(OneLineFormatter(FORMAT))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(getattr(logging, level.upper(), logging.INFO))
+    # One line per delivery from httpx would drown the router's own log.
+    logging.getLogger("httpx").setLevel(logging.WARNING)

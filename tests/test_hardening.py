@@ -1,0 +1,500 @@
+"""What probing the router as an attacker and as an unlucky operator found
+(issue 6): each test failed before its fix. Real servers on loopback: the
+router's own app under uvicorn, real valkey-servers (one per test where the
+test changes the server's settings or freezes it), a real HTTP bot."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import os
+import re
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis as redis_sync
+from redis.asyncio import Redis as AsyncRedis
+
+from router import envelope
+from router.app import create_app
+from router.embedded import EmbeddedRedis
+from router.keys import DestinationKeys
+from router.loading import load
+from router.queue import DestinationQueue, Scripts, Target, enqueue
+from router.settings import Settings
+from tests.delivery_support import RouterProcess, run_cli
+from tests.ingest_support import STORE, routes_file, stored_count
+from tests.support import Answer, Bot, ServerThread, wait_until, write_routes
+
+KEYS = DestinationKeys("chatbot")
+
+
+@pytest.fixture()
+def own_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
+    """A server of this test's own, for settings the shared one must not get."""
+    server = EmbeddedRedis(tmp_path / "own-valkey", appendonly=False)
+    server.start()
+    try:
+        yield server
+    finally:
+        if server.process is not None and server.process.poll() is None:
+            os.kill(server.process.pid, signal.SIGCONT)  # in case a test froze it
+        server.stop()
+
+
+def serve_app(routes: Path, redis_url: str, **settings: Any) -> ServerThread:
+    base: dict[str, Any] = {"run_workers": False}
+    config = Settings(routes_file=str(routes), redis_url=redis_url, **{**base, **settings})
+    return ServerThread(create_app(config, load(str(routes)))).start()
+
+
+# -- 1. Retry-After never shortens the backoff -----------------------------
+
+
+@pytest.mark.parametrize("retry_after", ["0", "-5", "nan", "Wed, 21 Oct 2015 07:28:00 GMT"])
+def test_a_zero_or_past_retry_after_does_not_cause_a_retry_storm(
+    start_router, bot: Bot, retry_after: str
+) -> None:
+    bot.decide = lambda m, n: Answer(
+        status=429, body="slow down", headers={"Retry-After": retry_after}
+    )
+    router = start_router(
+        bot.url, retry={"initial": "200ms", "factor": 2, "max_delay": "400ms", "jitter": 0}
+    )
+    assert router.post({"mensaje": "m", "wa_id": "1"}).status_code == 200
+    time.sleep(2.0)
+    # The policy allows attempts at 0, 0.2, 0.6, 1.0, 1.4, 1.8 s: at most 6
+    # (before the fix: hundreds, one every few milliseconds).
+    assert 2 <= len(bot.received) <= 7, len(bot.received)
+
+
+# -- 2. A Redis that evicts keys -------------------------------------------
+
+
+def test_an_evicting_redis_refuses_to_start_with_one_line(own_redis: EmbeddedRedis, tmp_path):
+    redis_sync.Redis.from_url(own_redis.url).config_set("maxmemory-policy", "allkeys-lru")
+    routes = routes_file(tmp_path / "routes.yaml")
+    for command in ("api", "worker"):
+        done = run_cli("--routes", str(routes), command, REDIS_URL=own_redis.url, timeout=60)
+        assert done.returncode == 2, done.stderr
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1, done.stderr
+        assert "allkeys-lru" in lines[0] and "noeviction" in lines[0]
+        assert "ROUTER_ALLOW_EVICTION" in lines[0]
+
+
+def test_an_evicting_redis_is_accepted_only_when_the_risk_is_accepted(
+    own_redis: EmbeddedRedis, tmp_path: Path, bot: Bot
+) -> None:
+    redis_sync.Redis.from_url(own_redis.url).config_set("maxmemory-policy", "allkeys-lru")
+    routes = write_routes(tmp_path / "routes.yaml", bot.url)
+    process = RouterProcess(
+        tmp_path / "router.log",
+        REDIS_URL=own_redis.url,
+        ROUTES_FILE=str(routes),
+        ROUTER_ALLOW_EVICTION="1",
+    )
+    try:
+        process.start()
+        assert "allkeys-lru" in process.log() and "WARNING" in process.log()
+    finally:
+        process.kill()
+    # /readyz of a router that does not accept the risk says why it is not ready.
+    server = serve_app(routes, own_redis.url)
+    try:
+        ready = httpx.get(server.url + "/readyz")
+        assert ready.status_code == 503
+        assert "allkeys-lru" in ready.json()["redis"]
+    finally:
+        server.stop()
+
+
+def test_a_volatile_policy_starts_with_a_warning(own_redis: EmbeddedRedis, tmp_path, bot: Bot):
+    redis_sync.Redis.from_url(own_redis.url).config_set("maxmemory-policy", "volatile-lru")
+    routes = write_routes(tmp_path / "routes.yaml", bot.url)
+    process = RouterProcess(
+        tmp_path / "router.log", REDIS_URL=own_redis.url, ROUTES_FILE=str(routes)
+    )
+    try:
+        process.start()
+        warning = [line for line in process.log().splitlines() if "volatile-lru" in line]
+        assert warning and "WARNING" in warning[0] and "dedup" in warning[0]
+    finally:
+        process.kill()
+
+
+async def test_a_key_in_ready_twice_is_never_leased_twice(clean_redis: str) -> None:
+    client = AsyncRedis.from_url(clean_redis)
+    try:
+        queue = DestinationQueue(client, Scripts(client), "edge")
+        for name in ("m0", "m1"):
+            message_id = envelope.new_message_id()
+            raw = envelope.encode(message_id, int(time.time() * 1000), json.dumps(name).encode())
+            await enqueue(queue.scripts, [Target(queue.keys, "k")], raw, message_id, None, 60)
+        await client.rpush(queue.keys.ready, "k", "k")  # what a lossy Redis left behind
+        first = await queue.claim("t1", 5, 30_000, 10)
+        assert [c.key for c in first.claims] == ["k"]
+        # The stray copies are dropped, not handed to another worker.
+        second = await queue.claim("t2", 5, 30_000, 10)
+        assert second.claims == [] and second.ready_left == 0
+        assert await client.hget(queue.keys.owner, "k") == b"t1"
+    finally:
+        await client.aclose()
+
+
+# -- 3. A frozen Redis -----------------------------------------------------
+
+
+def test_a_frozen_redis_gets_503_within_the_deadline_and_says_what_is_certain(
+    own_redis: EmbeddedRedis, tmp_path: Path
+) -> None:
+    db_url = own_redis.url.rsplit("/", 1)[0] + "/3"
+    routes = routes_file(tmp_path / "routes.yaml")
+    server = serve_app(routes, db_url, ingest_deadline=1.0)
+    client = redis_sync.Redis.from_url(db_url)
+    assert own_redis.process is not None
+    try:
+        assert httpx.post(server.url + STORE, json={"mensaje": "warm", "wa_id": "1"}).is_success
+
+        async def post(i: int) -> tuple[str, float, httpx.Response]:
+            key = f"frozen-{i}"
+            async with httpx.AsyncClient(timeout=30) as http:
+                started = time.monotonic()
+                r = await http.post(
+                    server.url + STORE,
+                    json={"mensaje": key, "wa_id": "1"},
+                    headers={"Idempotency-Key": key},
+                )
+                return key, time.monotonic() - started, r
+
+        async def burst() -> list[tuple[str, float, httpx.Response]]:
+            return await asyncio.gather(*(post(i) for i in range(20)))
+
+        os.kill(own_redis.process.pid, signal.SIGSTOP)
+        try:
+            answers = asyncio.run(burst())
+        finally:
+            os.kill(own_redis.process.pid, signal.SIGCONT)
+        for _, took, r in answers:
+            assert r.status_code == 503, r.text
+            assert r.headers["retry-after"] == "1"
+            assert took < 2.5, took  # the 1 s deadline, not the socket timeouts
+            body = r.json()
+            assert body["stored"] in ("no", "unknown")
+            assert "did not answer within 1s" in body["error"]
+        certain = [key for key, _, r in answers if r.json()["stored"] == "no"]
+        assert certain, "connections opened while Redis was frozen never sent the write"
+        # Redis runs again: what the router called "not stored" is not stored.
+        time.sleep(1.0)
+        wait_until(
+            lambda: (
+                httpx.post(server.url + STORE, json={"mensaje": "after", "wa_id": "1"}).is_success
+            ),
+            what="ingest after the thaw",
+        )
+        stored = {
+            json.loads(bytes(envelope.decode(raw).body))["mensaje"]
+            for raw in client.lrange(KEYS.lane("1"), 0, -1)
+        }
+        assert not stored & set(certain)
+        assert {"warm", "after"} <= stored  # and it writes to the configured database
+    finally:
+        server.stop()
+        client.close()
+
+
+# -- 4. Replayed Standard Webhooks ------------------------------------------
+
+
+def test_a_replayed_standard_webhooks_request_is_stored_once(
+    start_router, bot: Bot, redis: redis_sync.Redis, tmp_path: Path
+) -> None:
+    key = b"0123456789abcdef0123456789abcdef"
+    secret = "whsec_" + base64.b64encode(key).decode()
+    routes = write_routes(
+        tmp_path / "routes.yaml",
+        bot.url,
+        route={"auth": {"type": "standard-webhooks", "secret": secret}},
+    )
+    router = start_router(bot.url, routes_file=routes)
+    body = b'{"mensaje": "hola", "wa_id": "1"}'
+    ts = str(int(time.time()))
+    mac = hmac.new(key, b"wh_1." + ts.encode() + b"." + body, hashlib.sha256).digest()
+    headers = {
+        "webhook-id": "wh_1",
+        "webhook-timestamp": ts,
+        "webhook-signature": "v1," + base64.b64encode(mac).decode(),
+    }
+    answers = [router.post(body, headers=headers).json() for _ in range(3)]
+    assert [a["duplicate"] for a in answers] == [False, True, True]
+    assert len({a["id"] for a in answers}) == 1
+    wait_until(lambda: len(bot.acknowledged()) == 1, what="the one delivery")
+    time.sleep(0.5)
+    assert len(bot.received) == 1
+
+
+def test_an_idempotency_key_dedups_on_any_route(start_router, bot: Bot, redis: redis_sync.Redis):
+    router = start_router(bot.url, workers=False)
+    headers = {"Idempotency-Key": "k-1"}
+    first = router.post({"mensaje": "a", "wa_id": "1"}, headers=headers).json()
+    again = router.post({"mensaje": "a", "wa_id": "1"}, headers=headers).json()
+    assert (first["duplicate"], again["duplicate"]) == (False, True)
+    assert stored_count(redis) == 1
+
+
+# -- 6. Log forging ----------------------------------------------------------
+
+
+def test_control_characters_from_outside_cannot_forge_log_lines(
+    tmp_path: Path, bot: Bot, clean_redis: str
+):
+    bot.decide = lambda m, n: Answer(status=500, body="x\n\x1b[31mred")
+    routes = write_routes(tmp_path / "routes.yaml", bot.url, retry={"initial": "5s"})
+    process = RouterProcess(tmp_path / "router.log", REDIS_URL=clean_redis, ROUTES_FILE=str(routes))
+    try:
+        process.start()
+        forged = "1\n2026-01-01 00:00:00,000 ERROR router: forged\u2028line"
+        r = httpx.post(process.url + STORE, json={"mensaje": "m", "wa_id": forged})
+        assert r.status_code == 200
+        wait_until(lambda: "attempt 1 failed" in process.log(), what="the failure line")
+    finally:
+        process.kill()
+    log = process.log()
+    assert not any(line.startswith("2026-01-01") for line in log.splitlines())
+    assert "\x1b" not in log and "\u2028" not in log
+    failure = next(line for line in log.splitlines() if "attempt 1 failed" in line)
+    assert "key 1\\n2026-01-01 00:00:00,000 ERROR router: forged\\u2028line" in failure
+    assert "\\x1b[31mred" in failure
+
+
+# -- 7. Admin API and keys with `/` ------------------------------------------
+
+
+def test_every_blocked_key_can_be_unblocked_through_the_admin_api(
+    start_router, bot: Bot, redis: redis_sync.Redis, tmp_path: Path, clean_redis: str
+) -> None:
+    keys = ["a/b", "100%", "with space", "ünï/cödé ☃", "/", "..", "%2F"]
+    healthy = False
+    bot.decide = lambda m, n: Answer() if healthy else Answer(status=500)
+    routes = write_routes(
+        tmp_path / "routes.yaml",
+        bot.url,
+        retry={"initial": "20ms", "max_attempts": 1, "on_exhausted": "block"},
+    )
+    router = start_router(bot.url, routes_file=routes, workers=False)
+    admin = serve_app(routes, clean_redis, admin_token="t0ken", run_workers=True)
+    auth = {"Authorization": "Bearer t0ken"}
+    try:
+        for key in keys:
+            assert router.post({"mensaje": f"m {key}", "wa_id": key}).status_code == 200
+        wait_until(lambda: redis.hlen(KEYS.blocked) == len(keys), what="all keys blocked")
+        listed = httpx.get(admin.url + "/admin/destinations/chatbot/blocked", headers=auth).json()
+        assert set(listed["blocked"]) == set(keys)
+        healthy = True
+        for key in keys:
+            r = httpx.post(
+                admin.url + "/admin/destinations/chatbot/blocked/unblock",
+                json={"key": key},
+                headers=auth,
+            )
+            assert r.status_code == 200, (key, r.text)
+        wait_until(lambda: len(bot.acknowledged()) == len(keys), what="every key delivered")
+        missing = httpx.post(
+            admin.url + "/admin/destinations/chatbot/blocked/unblock",
+            json={"key": "a/b"},
+            headers=auth,
+        )
+        assert missing.status_code == 404 and "not blocked" in missing.json()["error"]
+        bad = httpx.post(
+            admin.url + "/admin/destinations/chatbot/blocked/unblock", content=b"a/b", headers=auth
+        )
+        assert bad.status_code == 400 and bad.json()["status"] == "error"
+    finally:
+        admin.stop()
+
+
+# -- 9. A Redis out of memory -------------------------------------------------
+
+
+def test_a_full_redis_is_reported_as_out_of_memory(
+    own_redis: EmbeddedRedis, tmp_path: Path, caplog
+):
+    client = redis_sync.Redis.from_url(own_redis.url)
+    client.config_set("maxmemory", "2mb")  # noeviction, the default
+    for i in range(2000):
+        try:
+            client.set(f"filler:{i}", "x" * 1000)
+        except redis_sync.exceptions.OutOfMemoryError:
+            break
+    else:
+        pytest.fail("the server never ran out of memory")
+    routes = routes_file(tmp_path / "routes.yaml")
+    server = serve_app(routes, own_redis.url)
+    try:
+        with caplog.at_level("WARNING", logger="router.api"):
+            r = httpx.post(server.url + STORE, json={"mensaje": "m", "wa_id": "1"})
+        assert r.status_code == 503
+        assert "out of memory" in r.json()["error"] and r.json()["stored"] == "no"
+        assert any("out of memory" in rec.getMessage() for rec in caplog.records)
+        ready = httpx.get(server.url + "/readyz")
+        assert ready.status_code == 503 and "out of memory" in ready.json()["redis"]
+        client.config_set("maxmemory", "0")
+        assert httpx.get(server.url + "/readyz").status_code == 200
+        assert (
+            httpx.post(server.url + STORE, json={"mensaje": "m", "wa_id": "1"}).status_code == 200
+        )
+    finally:
+        server.stop()
+        client.close()
+
+
+# -- 11. A process paused past its leases -------------------------------------
+
+
+def test_a_process_resumed_after_losing_its_lease_logs_one_line(
+    tmp_path: Path, bot: Bot, clean_redis: str
+):
+    """SIGSTOP a router mid-attempt past its lease; another takes the key
+    over; after SIGCONT the first logs one clear line, no traceback."""
+    bot.decide = lambda m, n: Answer(delay=8.0) if n == 0 else Answer()
+    # timeout 1.5 s > lease/3: the attempt runs beside a lease-renewing task.
+    routes = write_routes(tmp_path / "routes.yaml", bot.url, timeout="1500ms", lease="2s")
+    first = RouterProcess(tmp_path / "first.log", REDIS_URL=clean_redis, ROUTES_FILE=str(routes))
+    second = RouterProcess(tmp_path / "second.log", REDIS_URL=clean_redis, ROUTES_FILE=str(routes))
+    try:
+        first.start()
+        assert httpx.post(first.url + STORE, json={"mensaje": "m", "wa_id": "1"}).is_success
+        wait_until(lambda: len(bot.received) == 1, what="the first attempt")
+        first.signal(signal.SIGSTOP)
+        try:
+            second.start()  # sweeps the expired lease and takes the key over
+            # (the bot records a request when it arrives)
+            wait_until(lambda: len(bot.received) == 2, timeout=30, what="the takeover")
+        finally:
+            first.signal(signal.SIGCONT)
+        wait_until(
+            lambda: "lease" in first.log().split("delivery workers started")[-1],
+            timeout=15,
+            what="the lease line",
+        )
+        time.sleep(1.0)
+    finally:
+        first.kill()
+        second.kill()
+    log = first.log()
+    assert "Traceback" not in log and "never retrieved" not in log, log
+    lines = [line for line in log.splitlines() if "lease" in line and "key 1" in line]
+    assert len(lines) == 1, log
+
+
+# -- 13. Smaller wrong answers -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (b'{"mensaje": "hola\xff", "wa_id": "1"}', "not valid UTF-8 (byte 17"),
+        (
+            b'{"mensaje": "\\ud800", "wa_id": "1"}',
+            "lone UTF-16 surrogate escape \\ud800 at byte 13",
+        ),
+        (
+            b'{"mensaje": "\\udc00 x", "wa_id": "1"}',
+            "lone UTF-16 surrogate escape \\udc00 at byte 13",
+        ),
+    ],
+)
+def test_bad_bytes_are_named_where_they_are(start_router, bot: Bot, body: bytes, expected: str):
+    router = start_router(bot.url, workers=False)
+    r = router.post(body)
+    assert r.status_code == 400 and expected in r.json()["error"], r.text
+
+
+# -- 5. Unbounded answers from a destination ----------------------------------
+
+
+class HugeAnswerBot:
+    """A raw HTTP/1.1 server answering every POST with a 50 MB body that
+    starts with `prefix`; it counts how many bytes it could send before the
+    router hung up."""
+
+    TOTAL = 50 * 1024 * 1024
+
+    def __init__(self, prefix: bytes) -> None:
+        self.prefix = prefix
+        self.requests: list[bytes] = []
+        self.sent: list[int] = []
+        self.loop = asyncio.new_event_loop()
+        self.server = self.loop.run_until_complete(
+            asyncio.start_server(self.handle, "127.0.0.1", 0)
+        )
+        self.port = self.server.sockets[0].getsockname()[1]
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/bot"
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        written = 0
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = re.search(rb"(?i)content-length: *(\d+)", head)
+            self.requests.append(await reader.readexactly(int(length.group(1)) if length else 0))
+            writer.write(
+                b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                b"content-length: %d\r\n\r\n" % self.TOTAL + self.prefix
+            )
+            written = len(self.prefix)
+            block = b"x" * 65536
+            while written < self.TOTAL:
+                writer.write(block[: self.TOTAL - written])
+                await writer.drain()
+                written += min(len(block), self.TOTAL - written)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            self.sent.append(written)
+            writer.close()
+
+    def stop(self) -> None:
+        self.server.close()
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+@pytest.mark.parametrize(
+    ("prefix", "acknowledged"),
+    [(b'{"status": "ok", "pad": "', True), (b'{"status": "error", "detail": {"pad": "', False)],
+)
+def test_a_huge_answer_is_judged_on_its_first_bytes_and_never_read_whole(
+    start_router, redis: redis_sync.Redis, prefix: bytes, acknowledged: bool
+) -> None:
+    bot = HugeAnswerBot(prefix)
+    try:
+        router = start_router(bot.url, retry={"initial": "10s"})
+        assert router.post({"mensaje": "m", "wa_id": "1"}).status_code == 200
+        wait_until(lambda: len(bot.sent) == 1, what="the answer cut short")
+        # The router hung up after the first bytes (the rest of the 50 MB
+        # was never read; what the kernel buffered on loopback is far less).
+        assert bot.sent[0] < 16 * 1024 * 1024, bot.sent
+        if acknowledged:
+            wait_until(lambda: redis.llen(KEYS.lane("1")) == 0, what="the acknowledgement")
+        else:
+            wait_until(lambda: redis.hexists(KEYS.last_error, "1"), what="the failed attempt")
+            assert "HTTP" not in redis.hget(KEYS.last_error, "1").decode()  # a 200 ...
+            assert "status 'error'" in redis.hget(KEYS.last_error, "1").decode()  # ... saying error
+        time.sleep(0.3)
+        assert len(bot.requests) == 1  # no timeout, no redelivery
+    finally:
+        bot.stop()
