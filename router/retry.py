@@ -1,10 +1,13 @@
-"""When to retry a failed attempt, and when to give up."""
+"""When to retry a failed attempt, and when to give up: one decision."""
 
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
+from typing import Literal
 
 from router.config import RetryPolicy
+from router.queue import Outcome
 
 # A Retry-After longer than this is taken as this: a bot that asks for a day
 # off should not park a conversation for a day without anyone noticing.
@@ -41,8 +44,39 @@ def _policy_delay(policy: RetryPolicy, attempts: int, rand: random.Random | None
     return max(0.0, min(policy.max_delay, base * (1 + spread)))
 
 
-def exhausted(policy: RetryPolicy, attempts: int, age_seconds: float) -> bool:
-    """True when a message that failed `attempts` times should be dead-lettered."""
-    if policy.max_attempts is not None and attempts >= policy.max_attempts:
-        return True
-    return policy.max_age is not None and age_seconds >= policy.max_age
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What happens to a message after a failure."""
+
+    outcome: Outcome  # RETRY after `delay`, DEAD_LETTER or BLOCK
+    delay: float  # seconds before the next attempt (RETRY only)
+    reason: str  # the rule that decided, in words for the log
+    rule: Literal["backoff", "max_attempts", "max_age"] = "backoff"
+
+    @property
+    def gives_up(self) -> bool:
+        return self.outcome is not Outcome.RETRY
+
+
+def decide(
+    policy: RetryPolicy,
+    attempts: int,
+    age_seconds: float,
+    retry_after: float | None = None,
+    rand: random.Random | None = None,
+) -> Decision:
+    """The next step for a message that has failed `attempts` times (the
+    count fail.lua and claim.lua keep; lease expiries included) and arrived
+    `age_seconds` ago: retry after the backoff (lengthened by a Retry-After),
+    or give up as `on_exhausted` says, once `max_attempts` or `max_age` is
+    reached. A message never tried (attempts 0) always gets its try, however
+    old: one just unblocked or replayed by an operator included."""
+    give_up = Outcome.BLOCK if policy.on_exhausted == "block" else Outcome.DEAD_LETTER
+    if attempts > 0 and policy.max_attempts is not None and attempts >= policy.max_attempts:
+        reason = f"retry.max_attempts ({policy.max_attempts}) reached"
+        return Decision(give_up, 0.0, reason, "max_attempts")
+    if attempts > 0 and policy.max_age is not None and age_seconds >= policy.max_age:
+        reason = f"older than retry.max_age ({age_seconds:.0f}s)"
+        return Decision(give_up, 0.0, reason, "max_age")
+    delay = backoff_seconds(policy, attempts, retry_after, rand)
+    return Decision(Outcome.RETRY, delay, f"retrying in {delay:.2f}s")

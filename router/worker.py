@@ -40,6 +40,11 @@ class LeaseLost(Exception):
     pass
 
 
+def _age(env: envelope.Envelope) -> float:
+    """Seconds since the message arrived."""
+    return time.time() - env.ts / 1000
+
+
 class DestinationWorker:
     def __init__(self, redis: Redis, scripts: Scripts, destination: Destination, sink: Sink):
         self.destination = destination
@@ -145,21 +150,20 @@ class DestinationWorker:
         attempts = claim.attempts
         while head is not None and not self._stopping:
             env = envelope.decode(head)
-            age = time.time() - env.ts / 1000
-            # max_age is judged after a try, never before the first one: a
-            # message just unblocked or replayed by an operator gets its try.
-            if retry.exhausted(self.settings.retry, attempts, age if attempts else 0.0):
-                # Lease expiries count as attempts: a message that kills its
-                # worker ends here instead of killing workers forever. So
-                # does a message older than max_age before it was tried.
-                max_attempts = self.settings.retry.max_attempts
-                reason = (
-                    "its lease expired on every attempt (worker crashes?)"
-                    if max_attempts is not None and attempts >= max_attempts
-                    else f"older than retry.max_age ({age:.0f}s)"
-                )
-                await self._settle_failure(claim, attempts, reason, None, True, counted=False)
-                return
+            if attempts:
+                # Failures counted without an answer (a lease that ran out:
+                # claim.lua counts it) and a max_age that passed during the
+                # backoff are decided here, before trying again: a message
+                # that kills its worker ends instead of killing workers forever.
+                decision = retry.decide(self.settings.retry, attempts, _age(env))
+                if decision.gives_up:
+                    error = (
+                        "the last attempt's lease expired (its worker crashed or stalled?)"
+                        if decision.rule == "max_attempts"
+                        else "not tried again: too old"
+                    )
+                    await self._record_failure(claim, attempts, decision, error, counted=False)
+                    return
             delivery = Delivery(
                 id=env.id,
                 body=bytes(env.body),
@@ -180,7 +184,7 @@ class DestinationWorker:
                 )
                 return
             except DeliveryFailed as exc:
-                await self._failed(claim, env.ts, attempts, exc.reason, exc.retry_after)
+                await self._failed(claim, env, attempts + 1, exc.reason, exc.retry_after)
                 return
             except Exception as exc:
                 # A plugin bug is a failed attempt, never a dead worker.
@@ -190,7 +194,7 @@ class DestinationWorker:
                     self.settings.plugin,
                     env.id,
                 )
-                await self._failed(claim, env.ts, attempts, f"{type(exc).__name__}: {exc}", None)
+                await self._failed(claim, env, attempts + 1, f"{type(exc).__name__}: {exc}", None)
                 return
             nxt = await self._settle(
                 functools.partial(
@@ -259,28 +263,31 @@ class DestinationWorker:
                 attempt.exception()
 
     async def _failed(
-        self, claim: Claim, ts_ms: int, attempts: int, reason: str, retry_after: float | None
+        self,
+        claim: Claim,
+        env: envelope.Envelope,
+        attempts: int,
+        error: str,
+        retry_after: float | None,
     ) -> None:
-        attempts += 1
-        give_up = retry.exhausted(self.settings.retry, attempts, time.time() - ts_ms / 1000)
-        await self._settle_failure(claim, attempts, reason, retry_after, give_up)
+        """Attempt number `attempts` failed with `error`: decide and record."""
+        decision = retry.decide(self.settings.retry, attempts, _age(env), retry_after)
+        await self._record_failure(claim, attempts, decision, error)
 
-    async def _settle_failure(
+    async def _record_failure(
         self,
         claim: Claim,
         attempts: int,
-        reason: str,
-        retry_after: float | None,
-        give_up: bool,
+        decision: retry.Decision,
+        error: str,
         counted: bool = True,
     ) -> None:
-        delay = retry.backoff_seconds(self.settings.retry, attempts, retry_after)
-        block = self.settings.retry.on_exhausted == "block"
-        outcome = Outcome.RETRY
-        if give_up:
-            outcome = Outcome.BLOCK if block else Outcome.DEAD_LETTER
+        """Record the decision in Redis (fail.lua counts the attempt), then
+        log it once."""
         recorded = await self._settle(
-            lambda: self.queue.fail(claim, int(delay * 1000), reason[:1000], outcome, counted)
+            lambda: self.queue.fail(
+                claim, int(decision.delay * 1000), error[:1000], decision.outcome, counted
+            )
         )
         name, key = self.destination.name, claim.key
         if recorded == -1:
@@ -292,25 +299,28 @@ class DestinationWorker:
                 name,
                 key,
                 attempts,
-                reason,
+                error,
             )
-        elif give_up:
+        elif decision.gives_up:
             log.error(
-                "destination %s key %s: %s after %d attempts: %s",
+                "destination %s key %s: %s after %d attempts (%s): %s",
                 name,
                 key,
-                "blocked (see `router dead unblock`)" if block else "dead-lettered",
+                "blocked (see `router dead unblock`)"
+                if decision.outcome is Outcome.BLOCK
+                else "dead-lettered",
                 attempts,
-                reason,
+                decision.reason,
+                error,
             )
         else:
             log.warning(
-                "destination %s key %s: attempt %d failed (%s); retrying in %.2fs",
+                "destination %s key %s: attempt %d failed (%s); %s",
                 name,
                 key,
                 attempts,
-                reason,
-                delay,
+                error,
+                decision.reason,
             )
 
     async def _settle(self, op: Callable[[], Awaitable[T]]) -> T | Literal[False]:

@@ -14,12 +14,13 @@ from router_chatbot import error_in_body
 
 from router.config import RetryPolicy, parse_duration, parse_size
 from router.http_sink import parse_retry_after
-from router.retry import MAX_RETRY_AFTER, backoff_seconds, exhausted
+from router.queue import Outcome
+from router.retry import MAX_RETRY_AFTER, Decision, backoff_seconds, decide
 
 EXACT = RetryPolicy(initial=1.0, factor=2.0, max_delay=60.0, jitter=0.0)  # type: ignore[arg-type]
 
 
-def policy(**kwargs: float | int | None) -> RetryPolicy:
+def policy(**kwargs: float | int | str | None) -> RetryPolicy:
     return RetryPolicy(**{"initial": 1.0, "factor": 2.0, "max_delay": 60.0, **kwargs})  # type: ignore[arg-type]
 
 
@@ -98,7 +99,11 @@ def test_retry_after_is_capped() -> None:
     assert backoff_seconds(long_policy, 1, retry_after=86_400) == 7200  # the policy's own
 
 
-# -- exhausted -----------------------------------------------------------
+# -- decide: the one retry decision ----------------------------------------
+
+
+def exhausted(p: RetryPolicy, attempts: int, age: float) -> bool:
+    return decide(p, attempts, age).gives_up
 
 
 def test_default_policy_retries_forever() -> None:
@@ -124,6 +129,22 @@ def test_exhausted_by_whichever_comes_first() -> None:
     assert not exhausted(p, 4, 59.0)
     assert exhausted(p, 5, 1.0)
     assert exhausted(p, 1, 60.0)
+
+
+def test_a_message_never_tried_gets_its_try_however_old() -> None:
+    assert not exhausted(policy(max_age=10.0, max_attempts=1), 0, 10**6)
+
+
+def test_the_decision_names_the_rule_and_the_outcome() -> None:
+    p = policy(max_attempts=3, max_age=60.0, jitter=0)
+    assert decide(p, 1, 0.0) == Decision(Outcome.RETRY, 1.0, "retrying in 1.00s")
+    assert decide(p, 1, 0.0, retry_after=30) == Decision(Outcome.RETRY, 30, "retrying in 30.00s")
+    dead = decide(p, 3, 0.0)
+    assert dead.outcome is Outcome.DEAD_LETTER and "max_attempts (3)" in dead.reason
+    old = decide(p, 1, 61.0)
+    assert old.gives_up and "max_age" in old.reason
+    blocked = decide(policy(max_attempts=1, on_exhausted="block"), 1, 0.0)  # type: ignore[arg-type]
+    assert blocked.outcome is Outcome.BLOCK
 
 
 # -- parse_duration / parse_size -----------------------------------------
