@@ -9,34 +9,15 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any
 
 import msgspec
 from redis.asyncio import Redis
-from redis.commands.core import AsyncScript
 
 from router.keys import DestinationKeys
+from router.scripts import LEASE_LOST, Scripts, keys_for
 
-
-def _script(redis: Redis, name: str) -> AsyncScript:
-    text = resources.files("router").joinpath(f"lua/{name}.lua").read_text()
-    return redis.register_script(text)
-
-
-class Scripts:
-    """The Lua scripts, registered once per Redis client (EVALSHA after the
-    first call; redis-py reloads them by itself after a server restart)."""
-
-    def __init__(self, redis: Redis) -> None:
-        self.enqueue = _script(redis, "enqueue")
-        self.claim = _script(redis, "claim")
-        self.ack = _script(redis, "ack")
-        self.fail = _script(redis, "fail")
-        self.renew = _script(redis, "renew")
-        self.release = _script(redis, "release")
-        self.replay = _script(redis, "replay")
-        self.unblock = _script(redis, "unblock")
+__all__ = ["LEASE_LOST", "Scripts"]  # re-exported: callers build queues from these
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,8 +45,10 @@ async def enqueue(
     """Append a message to the lanes of all targets in one atomic step."""
     keys: list[str] = []
     for t in targets:
+        # Without a dedup id the script never reads `seen`; the name keeps
+        # the destination's hash tag so all KEYS stay in one Cluster slot.
         seen = t.keys.seen(dedup_id) if dedup_id else t.keys.tag + ":seen:"
-        keys += [t.keys.lane(t.ordering_key), t.keys.ready, t.keys.wake, seen]
+        keys += keys_for("enqueue", t.keys, t.ordering_key, seen=seen)
     args: list[Any] = [envelope, message_id, dedup_id or "", dedup_ttl]
     args += [t.ordering_key for t in targets]
     written, stored_id = await scripts.enqueue(keys=keys, args=args)
@@ -86,6 +69,14 @@ class Claim:
     head: bytes
     attempts: int
     token: str
+
+
+@dataclass(frozen=True, slots=True)
+class Acked:
+    """What an ack did."""
+
+    lease_lost: bool  # another claim owns the key now: nothing changed
+    next_head: bytes | None = None  # the claim is kept for this next message of the key
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,8 +111,7 @@ class DestinationQueue:
     async def claim(self, token: str, want: int, lease_ms: int, max_in_flight: int) -> ClaimResult:
         k = self.keys
         raw = await self.scripts.claim(
-            keys=[k.ready, k.leases, k.owner, k.delayed, k.attempts, k.wake, k.blocked],
-            args=[k.lane_prefix, lease_ms, max_in_flight, token, want],
+            keys=keys_for("claim", k), args=[k.lane_prefix, lease_ms, max_in_flight, token, want]
         )
         claims = [
             Claim(key=_text(raw[i]), head=raw[i + 1], attempts=int(raw[i + 2]), token=token)
@@ -129,49 +119,24 @@ class DestinationQueue:
         ]
         return ClaimResult(claims, int(raw[0]), int(raw[1]), int(raw[2]))
 
-    async def ack(
-        self, claim: Claim, head: bytes, lease_ms: int, keep: bool
-    ) -> bytes | bool | None:
+    async def ack(self, claim: Claim, head: bytes, lease_ms: int, keep: bool) -> Acked:
         """Remove the acknowledged `head` (a no-op if a retried ack already
-        did). Returns False if the lease was lost, the next head if the claim
-        is kept for it, else None."""
-        k = self.keys
+        did); with `keep`, the claim may go on to the key's next message."""
         raw = await self.scripts.ack(
-            keys=[
-                k.lane(claim.key),
-                k.ready,
-                k.leases,
-                k.owner,
-                k.attempts,
-                k.last_error,
-                k.wake,
-                k.delayed,
-            ],
+            keys=keys_for("ack", self.keys, claim.key),
             args=[claim.key, claim.token, lease_ms, "1" if keep else "0", head],
         )
-        if raw == -1:
-            return False
-        return raw[1] or None
+        if raw == LEASE_LOST:
+            return Acked(lease_lost=True)
+        return Acked(lease_lost=False, next_head=raw[1] or None)
 
     async def fail(
         self, claim: Claim, delay_ms: int, error: str, outcome: Outcome, counted: bool = True
     ) -> int:
-        """Record a failed attempt. Returns the attempts so far, -1 if the lease was lost."""
-        k = self.keys
+        """Record a failed attempt. Returns the attempts so far, or LEASE_LOST."""
         return int(
             await self.scripts.fail(
-                keys=[
-                    k.lane(claim.key),
-                    k.ready,
-                    k.leases,
-                    k.owner,
-                    k.delayed,
-                    k.attempts,
-                    k.last_error,
-                    k.wake,
-                    k.dead,
-                    k.blocked,
-                ],
+                keys=keys_for("fail", self.keys, claim.key),
                 args=[
                     claim.key,
                     claim.token,
@@ -184,20 +149,18 @@ class DestinationQueue:
         )
 
     async def renew(self, claim: Claim, lease_ms: int) -> bool:
-        k = self.keys
-        return bool(
-            await self.scripts.renew(
-                keys=[k.leases, k.owner], args=[claim.key, claim.token, lease_ms]
-            )
+        """Extend the lease; False when it was lost."""
+        raw = await self.scripts.renew(
+            keys=keys_for("renew", self.keys), args=[claim.key, claim.token, lease_ms]
         )
+        return int(raw) != LEASE_LOST
 
     async def release(self, claim: Claim) -> bool:
-        k = self.keys
-        return bool(
-            await self.scripts.release(
-                keys=[k.ready, k.leases, k.owner, k.wake], args=[claim.key, claim.token]
-            )
+        """Hand the key back untried; False when the lease was already lost."""
+        raw = await self.scripts.release(
+            keys=keys_for("release", self.keys), args=[claim.key, claim.token]
         )
+        return int(raw) != LEASE_LOST
 
     async def wait(self, timeout: float) -> None:
         """Block until nudged or `timeout` seconds pass."""
@@ -227,18 +190,9 @@ class DestinationQueue:
     async def replay(self, raw_entry: bytes) -> bool:
         """Put one dead letter back at the head of its key's lane."""
         entry = _dead_decoder.decode(raw_entry)
-        k = self.keys
         return bool(
             await self.scripts.replay(
-                keys=[
-                    k.dead,
-                    k.lane(entry.key),
-                    k.ready,
-                    k.wake,
-                    k.leases,
-                    k.attempts,
-                    k.last_error,
-                ],
+                keys=keys_for("replay", self.keys, entry.key),
                 args=[raw_entry, entry.key, entry.envelope],
             )
         )
@@ -249,10 +203,7 @@ class DestinationQueue:
         return {_text(k): msgspec.json.decode(v) for k, v in raw.items()}
 
     async def unblock(self, key: str) -> bool:
-        k = self.keys
-        return bool(
-            await self.scripts.unblock(keys=[k.blocked, k.ready, k.attempts, k.wake], args=[key])
-        )
+        return bool(await self.scripts.unblock(keys=keys_for("unblock", self.keys), args=[key]))
 
 
 async def replay_oldest(queue: DestinationQueue, count: int | None = None) -> int:

@@ -10,20 +10,15 @@ from __future__ import annotations
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
+from router import scripts
 from router.config import RateLimitSettings
 from router.errors import ApiError
 from router.keys import rate_limit_key
 
-_SCRIPT = """
-local n = redis.call('INCR', KEYS[1])
-if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
-return {n, redis.call('PTTL', KEYS[1])}
-"""
-
 
 class RateLimiter:
     def __init__(self, redis: Redis, route_path: str, settings: RateLimitSettings) -> None:
-        self.script: AsyncScript = redis.register_script(_SCRIPT)
+        self.script: AsyncScript = scripts.load(redis, "ratelimit")
         self.route_path = route_path
         self.settings = settings
         self.period_ms = max(1, int(settings.period * 1000))

@@ -23,7 +23,7 @@ from redis.exceptions import RedisError
 
 from router import envelope, retry
 from router.config import Destination
-from router.queue import Claim, DestinationQueue, Outcome, Scripts
+from router.queue import LEASE_LOST, Claim, DestinationQueue, Outcome, Scripts
 from router.redis_client import SOCKET_TIMEOUT
 from router.sinks import Delivery, DeliveryFailed, Sink, SinkContext
 
@@ -196,12 +196,14 @@ class DestinationWorker:
                 )
                 await self._failed(claim, env, attempts + 1, f"{type(exc).__name__}: {exc}", None)
                 return
-            nxt = await self._settle(
+            acked = await self._settle(
                 functools.partial(
                     self.queue.ack, claim, head, self.lease_ms, keep=not self._stopping
                 )
             )
-            if nxt is False:
+            if acked is False:
+                return  # not recorded (Redis away past the lease): logged by _settle
+            if acked.lease_lost:
                 log.warning(
                     "destination %s key %s: ack of %s refused: the lease was lost (it "
                     "will be delivered again), or a retried ack had already landed",
@@ -210,7 +212,7 @@ class DestinationWorker:
                     env.id,
                 )
                 return
-            head = nxt if isinstance(nxt, bytes) else None
+            head = acked.next_head
             attempts = 0
         if head is not None:
             # Stopping while the key is still ours (an ack that raced stop()
@@ -290,7 +292,7 @@ class DestinationWorker:
             )
         )
         name, key = self.destination.name, claim.key
-        if recorded == -1:
+        if recorded == LEASE_LOST:
             # Logged once, instead of a "retrying" line for an attempt whose
             # outcome no longer counts (e.g. a process paused past its lease).
             log.warning(

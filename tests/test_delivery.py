@@ -22,7 +22,7 @@ from router import envelope
 from router.app import create_app
 from router.keys import DestinationKeys
 from router.loading import load
-from router.queue import DestinationQueue, Outcome, Scripts, Target, enqueue
+from router.queue import LEASE_LOST, Acked, DestinationQueue, Outcome, Scripts, Target, enqueue
 from router.settings import Settings
 from tests.delivery_support import (
     ROOT,
@@ -356,11 +356,11 @@ async def test_expired_lease_fences_out_the_first_claimer(aredis: AsyncRedis) ->
     assert b.attempts == 1  # the lost lease counts as an attempt
 
     # The first claimer wakes up: all its writes are refused and change nothing.
-    assert await queue.ack(a, a.head, 5000, keep=True) is False
-    assert await queue.ack(a, a.head, 5000, keep=False) is False
+    assert await queue.ack(a, a.head, 5000, keep=True) == Acked(lease_lost=True)
+    assert await queue.ack(a, a.head, 5000, keep=False) == Acked(lease_lost=True)
     assert await queue.renew(a, 5000) is False
     assert await queue.release(a) is False
-    assert await queue.fail(a, 0, "late", Outcome.RETRY) == -1
+    assert await queue.fail(a, 0, "late", Outcome.RETRY) == LEASE_LOST
     assert await queue.lane_length("k") == 2
     assert await aredis.hget(queue.keys.owner, "k") == b"worker-B:2"
     assert await aredis.zscore(queue.keys.leases, "k") is not None
@@ -369,15 +369,15 @@ async def test_expired_lease_fences_out_the_first_claimer(aredis: AsyncRedis) ->
     assert await aredis.llen(queue.keys.dead) == 0
 
     # The owner's ack works, and with keep it goes straight on to the next.
-    nxt = await queue.ack(b, b.head, 5000, keep=True)
-    assert isinstance(nxt, bytes) and envelope.decode(nxt).id == ids[1]
+    nxt = (await queue.ack(b, b.head, 5000, keep=True)).next_head
+    assert nxt is not None and envelope.decode(nxt).id == ids[1]
     assert await queue.lane_length("k") == 1
     assert await aredis.hget(queue.keys.attempts, "k") is None
     # The same ack again (its reply lost, the worker retries): a no-op that
     # hands out the same next message, never a second pop.
-    assert await queue.ack(b, b.head, 5000, keep=True) == nxt
+    assert (await queue.ack(b, b.head, 5000, keep=True)).next_head == nxt
     assert await queue.lane_length("k") == 1
-    assert await queue.ack(b, nxt, 5000, keep=False) is None
+    assert await queue.ack(b, nxt, 5000, keep=False) == Acked(lease_lost=False)
     assert await queue.lane_length("k") == 0
     assert await queue.stats() == {"ready": 0, "in_flight": 0, "delayed": 0, "dead": 0}
 
@@ -408,7 +408,7 @@ async def test_claimed_key_is_not_claimable_by_anyone(aredis: AsyncRedis) -> Non
     assert [(x.key, envelope.decode(x.head).id, x.attempts) for x in c] == [("k", ids[0], 1)]
 
     # Acked without keeping it: k goes back to ready with its next message.
-    assert await queue.ack(c[0], c[0].head, 30_000, keep=False) is None
+    assert await queue.ack(c[0], c[0].head, 30_000, keep=False) == Acked(lease_lost=False)
     d = (await queue.claim("D:1", 10, 30_000, 10)).claims
     assert [(x.key, envelope.decode(x.head).id, x.attempts) for x in d] == [("k", ids[1], 0)]
 
@@ -421,7 +421,7 @@ async def test_max_in_flight_caps_claims_across_claimers(aredis: AsyncRedis) -> 
     a = await queue.claim("A:1", 10, 30_000, 3)
     assert len(a.claims) == 3 and a.ready_left == 2
     assert (await queue.claim("B:1", 10, 30_000, 3)).claims == []
-    assert await queue.ack(a.claims[0], a.claims[0].head, 30_000, keep=False) is None
+    assert await queue.ack(a.claims[0], a.claims[0].head, 30_000, keep=False) == Acked(False)
     b = await queue.claim("B:2", 10, 30_000, 3)
     assert [c.key for c in b.claims] == ["k3"]
 

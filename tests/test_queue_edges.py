@@ -55,10 +55,10 @@ async def test_a_busy_key_does_not_keep_its_claim_past_a_due_backoff(
     await queue.fail(b, 50, "later", Outcome.RETRY)
     await store(queue, "a", "a0", "a1", "a2")
     (a,) = (await queue.claim("t2", 1, 30_000, 1)).claims
-    nxt = await queue.ack(a, a.head, 30_000, keep=True)
-    assert isinstance(nxt, bytes) and body(nxt) == "a1"  # b not due yet: a keeps going
+    nxt = (await queue.ack(a, a.head, 30_000, keep=True)).next_head
+    assert nxt is not None and body(nxt) == "a1"  # b not due yet: a keeps going
     await asyncio.sleep(0.1)
-    assert await queue.ack(a, nxt, 30_000, keep=True) is None  # b is due: give way
+    assert (await queue.ack(a, nxt, 30_000, keep=True)).next_head is None  # b is due: give way
     claimed = (await queue.claim("t3", 1, 30_000, 1)).claims
     assert [c.key for c in claimed] == ["b"]
 

@@ -1,38 +1,39 @@
--- An attempt at the head of a lane failed: back off, or dead-letter it.
--- KEYS: lane, ready, leases, owner, delayed, attempts, lasterr, wake, dead, blocked
+-- An attempt at the head of a lane failed: back off, dead-letter or block.
+-- KEYS: lane, ready, leases, owner, delayed, attempts, last_error, wake, dead, blocked
+local lane, ready, leases, owner, delayed, attempts, last_error, wake, dead, blocked =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
 -- ARGV: ordering key, token, delay ms, error, outcome: '0' retry after the
 --       delay, '1' dead-letter the head, '2' block the key (the head stays);
 --       counted: '1' when an attempt was made, '0' when the worker gave up
 --       before trying (the count is already the attempts made)
--- Returns -1 when the lease was lost, else the attempts made so far.
+-- Returns LEASE_LOST, else the attempts made so far (the one counter of
+-- attempts, with claim's count of expired leases).
 local k, token = ARGV[1], ARGV[2]
-if redis.call('HGET', KEYS[4], k) ~= token then return -1 end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('ZREM', KEYS[3], k)
-redis.call('HDEL', KEYS[4], k)
-local attempts
+if not holds_lease(owner, k, token) then return LEASE_LOST end
+local now = now_ms()
+redis.call('ZREM', leases, k)
+redis.call('HDEL', owner, k)
+local made
 if ARGV[6] == '1' then
-  attempts = redis.call('HINCRBY', KEYS[6], k, 1)
+  made = redis.call('HINCRBY', attempts, k, 1)
 else
-  attempts = tonumber(redis.call('HGET', KEYS[6], k) or '0')
+  made = tonumber(redis.call('HGET', attempts, k) or '0')
 end
 if ARGV[5] == '1' then
-  local envelope = redis.call('LPOP', KEYS[1])
-  redis.call('RPUSH', KEYS[9], cjson.encode({
-    key = k, envelope = envelope, error = ARGV[4], attempts = attempts, dead_at = now}))
-  redis.call('HDEL', KEYS[6], k)
-  redis.call('HDEL', KEYS[7], k)
-  if redis.call('LLEN', KEYS[1]) > 0 then redis.call('RPUSH', KEYS[2], k) end
+  local envelope = redis.call('LPOP', lane)
+  redis.call('RPUSH', dead, cjson.encode({
+    key = k, envelope = envelope, error = ARGV[4], attempts = made, dead_at = now}))
+  redis.call('HDEL', attempts, k)
+  redis.call('HDEL', last_error, k)
+  if redis.call('LLEN', lane) > 0 then redis.call('RPUSH', ready, k) end
 elseif ARGV[5] == '2' then
   -- The key leaves the scheduling sets until an operator unblocks it.
-  redis.call('HSET', KEYS[7], k, ARGV[4])
-  redis.call('HSET', KEYS[10], k, cjson.encode({error = ARGV[4], attempts = attempts, blocked_at = now}))
+  redis.call('HSET', last_error, k, ARGV[4])
+  redis.call('HSET', blocked, k, cjson.encode({error = ARGV[4], attempts = made, blocked_at = now}))
 else
-  redis.call('HSET', KEYS[7], k, ARGV[4])
-  redis.call('ZADD', KEYS[5], now + tonumber(ARGV[3]), k)
+  redis.call('HSET', last_error, k, ARGV[4])
+  redis.call('ZADD', delayed, now + tonumber(ARGV[3]), k)
 end
 -- Nudge a blocked worker so it recomputes how long it may sleep.
-redis.call('LPUSH', KEYS[8], '1')
-redis.call('LTRIM', KEYS[8], 0, 0)
-return attempts
+nudge(wake)
+return made

@@ -1,10 +1,12 @@
 -- Hand a claimed key back untried (shutdown): it goes to the front of ready.
--- KEYS: ready, leases, owner, wake   ARGV: ordering key, token
--- Returns 1, or 0 when the lease was already lost.
-if redis.call('HGET', KEYS[3], ARGV[1]) ~= ARGV[2] then return 0 end
-redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('HDEL', KEYS[3], ARGV[1])
-redis.call('LPUSH', KEYS[1], ARGV[1])
-redis.call('LPUSH', KEYS[4], '1')
-redis.call('LTRIM', KEYS[4], 0, 0)
+-- KEYS: ready, leases, owner, wake
+local ready, leases, owner, wake = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+-- ARGV: ordering key, token
+-- Returns 1, or LEASE_LOST.
+local k, token = ARGV[1], ARGV[2]
+if not holds_lease(owner, k, token) then return LEASE_LOST end
+redis.call('ZREM', leases, k)
+redis.call('HDEL', owner, k)
+redis.call('LPUSH', ready, k)
+nudge(wake)
 return 1

@@ -1,0 +1,28 @@
+-- Shared by every script: router/queue.py prepends this file when it loads
+-- a script (as BullMQ's `--- @include` does), so each helper is written once.
+--
+-- Return codes: a script that changes a claimed key first checks that the
+-- caller still holds its lease (the fencing token in `owner`), and returns
+-- LEASE_LOST (-1) when it does not, changing nothing. Otherwise it returns 1
+-- (done), 0 (nothing to do), or the data its header describes.
+local LEASE_LOST = -1
+
+-- Milliseconds on the Redis server's clock, so that instances with skewed
+-- clocks agree on leases and backoffs.
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- Wake one worker blocked in BLPOP on `wake`; the list never holds more
+-- than one nudge.
+local function nudge(wake)
+  redis.call('LPUSH', wake, '1')
+  redis.call('LTRIM', wake, 0, 0)
+end
+
+-- True when `token` is the fencing token of the claim of `key`.
+local function holds_lease(owner, key, token)
+  return redis.call('HGET', owner, key) == token
+end
+

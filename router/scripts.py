@@ -1,0 +1,89 @@
+"""The Lua scripts in router/lua/: loading, and the KEYS each one takes.
+
+Every script starts with the shared prelude `_lib.lua` (the server clock, the
+wake nudge, the fencing check and the LEASE_LOST return code, each written
+once). Each script names its keys at the top (`local ready, leases = KEYS[1],
+KEYS[2]`); SCRIPT_KEYS below is the Python side of the same list, and
+tests/test_scripts.py checks that the two agree by name and position.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib import resources
+
+from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
+
+from router.keys import DestinationKeys
+
+# What a script returns when the caller no longer holds the lease of the key
+# it works on (_lib.lua's LEASE_LOST).
+LEASE_LOST = -1
+
+# Script -> its KEYS in order, as DestinationKeys names ("lane" is the lane of
+# the call's ordering key). enqueue takes its group once per destination.
+SCRIPT_KEYS: dict[str, tuple[str, ...]] = {
+    "enqueue": ("lane", "ready", "wake", "seen"),
+    "claim": ("ready", "leases", "owner", "delayed", "attempts", "wake", "blocked"),
+    "ack": ("lane", "ready", "leases", "owner", "attempts", "last_error", "wake", "delayed"),
+    "fail": (
+        "lane",
+        "ready",
+        "leases",
+        "owner",
+        "delayed",
+        "attempts",
+        "last_error",
+        "wake",
+        "dead",
+        "blocked",
+    ),
+    "renew": ("leases", "owner"),
+    "release": ("ready", "leases", "owner", "wake"),
+    "replay": ("dead", "lane", "ready", "wake", "leases", "attempts", "last_error"),
+    "unblock": ("blocked", "ready", "attempts", "wake"),
+    "ratelimit": ("counter",),  # not a destination's: see router.keys.rate_limit_key
+}
+PER_DESTINATION = {"enqueue"}
+
+
+@cache
+def source(name: str) -> str:
+    """The script as sent to Redis: the prelude, then the script itself."""
+    lua = resources.files("router").joinpath("lua")
+    return lua.joinpath("_lib.lua").read_text() + lua.joinpath(f"{name}.lua").read_text()
+
+
+def load(redis: Redis, name: str) -> AsyncScript:
+    """Register a script with a client (EVALSHA after the first call;
+    redis-py reloads it by itself after a server restart)."""
+    return redis.register_script(source(name))
+
+
+def keys_for(name: str, keys: DestinationKeys, ordering_key: str = "", **given: str) -> list[str]:
+    """The KEYS of script `name` for one destination and ordering key;
+    `given` names keys that depend on the call (enqueue's `seen`)."""
+    out = []
+    for part in SCRIPT_KEYS[name]:
+        if part in given:
+            out.append(given[part])
+        elif part == "lane":
+            out.append(keys.lane(ordering_key))
+        else:
+            out.append(getattr(keys, part))
+    return out
+
+
+class Scripts:
+    """The destination scripts, registered once per Redis client."""
+
+    def __init__(self, redis: Redis) -> None:
+        self.enqueue = load(redis, "enqueue")
+        self.claim = load(redis, "claim")
+        self.ack = load(redis, "ack")
+        self.fail = load(redis, "fail")
+        self.renew = load(redis, "renew")
+        self.release = load(redis, "release")
+        self.replay = load(redis, "replay")
+        self.unblock = load(redis, "unblock")

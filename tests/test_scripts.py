@@ -1,0 +1,53 @@
+"""The Lua scripts: each names its KEYS at the top, and the Python side's
+list (router.scripts.SCRIPT_KEYS) agrees with it by name and position."""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+
+import pytest
+
+from router.scripts import PER_DESTINATION, SCRIPT_KEYS, source
+
+LUA = resources.files("router").joinpath("lua")
+SCRIPTS = sorted(p.name.removesuffix(".lua") for p in LUA.iterdir() if p.name.endswith(".lua"))
+
+
+def test_every_script_has_a_key_list_and_every_list_a_script() -> None:
+    assert set(SCRIPTS) - {"_lib"} == set(SCRIPT_KEYS)
+
+
+@pytest.mark.parametrize("name", sorted(SCRIPT_KEYS))
+def test_the_header_names_the_keys_the_python_side_passes(name: str) -> None:
+    text = LUA.joinpath(f"{name}.lua").read_text()
+    header = re.search(r"^-- KEYS(?:, per destination)?: (.+)$", text, re.MULTILINE)
+    assert header, f"{name}.lua has no `-- KEYS: ...` line"
+    assert tuple(header.group(1).split(", ")) == SCRIPT_KEYS[name]
+    if name in PER_DESTINATION:
+        # Named offsets into each destination's group of keys.
+        offsets = re.search(r"^local ([\w, ]+) = ([\d, ]+)", text, re.MULTILINE)
+        assert offsets
+        names = [n.lower() for n in offsets.group(1).split(", ")]
+        places = [int(i) for i in offsets.group(2).split(", ")]
+        assert names == list(SCRIPT_KEYS[name]) and places == list(range(1, len(names) + 1))
+        return
+    # `local a, b = KEYS[1], KEYS[2]`, possibly over two lines.
+    assign = re.search(r"^local ([\w, ]+) =\s*((?:KEYS\[\d+\],?\s*)+)", text, re.MULTILINE)
+    assert assign, f"{name}.lua does not name its keys with `local ... = KEYS[1], ...`"
+    names = assign.group(1).split(", ")
+    places = [int(i) for i in re.findall(r"KEYS\[(\d+)\]", assign.group(2))]
+    assert tuple(names) == SCRIPT_KEYS[name]
+    assert places == list(range(1, len(names) + 1))
+    body = text[assign.end() :]
+    assert not re.search(r"KEYS\[", body), f"{name}.lua uses KEYS[n] past its header"
+
+
+@pytest.mark.parametrize("name", sorted(SCRIPT_KEYS))
+def test_shared_helpers_are_written_once(name: str) -> None:
+    """The clock, the nudge and the fencing check live in _lib.lua only."""
+    text = LUA.joinpath(f"{name}.lua").read_text()
+    assert "redis.call('TIME')" not in text
+    assert "'LTRIM'" not in text
+    assert "redis.call('HGET', owner" not in text
+    assert source(name).startswith(LUA.joinpath("_lib.lua").read_text())
