@@ -7,7 +7,7 @@ set, and every call must carry `Authorization: Bearer <token>`.
 from __future__ import annotations
 
 import hmac
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 from litestar import Request, get, post
@@ -16,9 +16,7 @@ from litestar.params import FromPath, FromQuery
 
 from router.errors import ApiError, BadRequest
 from router.queue import DestinationQueue, replay_oldest
-
-if TYPE_CHECKING:
-    from router.app import RouterState
+from router.state import RouterState
 
 
 def admin_handlers(state: RouterState) -> list[HTTPRouteHandler]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
@@ -25,28 +26,12 @@ from router.loading import load
 from router.queue import Scripts
 from router.ratelimit import RateLimiter
 from router.settings import Settings
-from router.worker import Workers
+from router.state import RouterState
+from router.worker import running_workers
 
 log = logging.getLogger("router.api")
 
 _json = msgspec.json.Encoder()
-
-
-class RouterState:
-    """What the handlers share; filled in by the lifespan."""
-
-    def __init__(self, settings: Settings, config: Config) -> None:
-        self.settings = settings
-        self.config = config
-        self.redis: Redis | None = None
-        self.scripts: Scripts | None = None
-        self.workers: Workers | None = None
-        self.limiters: dict[str, RateLimiter] = {}
-
-    def require_redis(self) -> tuple[Redis, Scripts]:
-        if self.redis is None or self.scripts is None:
-            raise ApiError(503, "starting up", {"Retry-After": "1"})
-        return self.redis, self.scripts
 
 
 def _ingest_handler(state: RouterState, ingest: IngestRoute) -> HTTPRouteHandler:
@@ -162,18 +147,18 @@ def create_app(
             for r in config.routes
             if r.settings.rate_limit is not None
         }
-        if settings.run_workers:
-            state.workers = Workers(state.redis, config.destinations.values())
-            state.workers.start()
-            log.info("delivery workers started for %s", ", ".join(config.destinations) or "nothing")
-        if on_started is not None:
-            await on_started(state)
         try:
-            yield
+            async with contextlib.AsyncExitStack() as stack:
+                if settings.run_workers:
+                    state.workers = await stack.enter_async_context(
+                        running_workers(
+                            state.redis, config.destinations.values(), settings.shutdown_grace
+                        )
+                    )
+                if on_started is not None:
+                    await on_started(state)
+                yield
         finally:
-            if state.workers is not None:
-                log.info("stopping workers (grace %.0fs)", settings.shutdown_grace)
-                await state.workers.stop(settings.shutdown_grace)
             await state.redis.aclose()
 
     handlers = [_ingest_handler(state, IngestRoute.of(r)) for r in config.routes]

@@ -156,24 +156,20 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
 async def _run_workers(settings: Settings, config: Config, burst: bool) -> None:
     from router import redis_client
-    from router.worker import Workers
+    from router.worker import Workers, running_workers
 
     assert settings.redis_url
     redis = redis_client.connect(settings.redis_url)
-    workers = Workers(redis, config.destinations.values())
     try:
         if burst:
-            await workers.run_burst()
+            await Workers(redis, config.destinations.values()).run_burst()
             return
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        workers.start()
-        log.info("delivery workers started for %s", ", ".join(config.destinations))
-        await stop.wait()
-        log.info("stopping workers (grace %.0fs)", settings.shutdown_grace)
-        await workers.stop(settings.shutdown_grace)
+        async with running_workers(redis, config.destinations.values(), settings.shutdown_grace):
+            await stop.wait()
     finally:
         await redis.aclose()
 

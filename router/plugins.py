@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from dataclasses import dataclass
 
+import httpx
 import pluggy
 
 from router import hookspecs
-from router.sinks import SinkType
+from router.config import Destination
+from router.sinks import Sink, SinkContext, SinkType
 
 log = logging.getLogger("router.plugins")
 
@@ -43,3 +47,30 @@ def sink_types(pm: pluggy.PluginManager) -> dict[str, SinkType]:
             found[st.name] = st
             owners[st.name] = impl.plugin_name
     return found
+
+
+@dataclass(frozen=True)
+class OpenSink:
+    """A destination's sink with the HTTP client the router lent it."""
+
+    sink: Sink
+    http: httpx.AsyncClient
+
+    async def aclose(self) -> None:
+        with contextlib.suppress(Exception):  # a plugin's close must not stop the others
+            await self.sink.aclose()
+        await self.http.aclose()
+
+
+def open_sink(destination: Destination) -> OpenSink:
+    """Build a destination's sink through its plugin's factory, with a shared
+    HTTP client sized for its max_in_flight."""
+    s = destination.settings
+    limits = httpx.Limits(
+        max_connections=s.max_in_flight, max_keepalive_connections=s.max_in_flight
+    )
+    http = httpx.AsyncClient(limits=limits, timeout=s.timeout)
+    context = SinkContext(
+        destination=destination.name, timeout=s.timeout, max_in_flight=s.max_in_flight, http=http
+    )
+    return OpenSink(destination.sink_type.factory(destination.options, context), http)

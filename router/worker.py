@@ -14,18 +14,18 @@ import functools
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Literal, TypeVar
 
-import httpx
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from router import envelope, retry
 from router.config import Destination
+from router.plugins import OpenSink, open_sink
 from router.queue import LEASE_LOST, Claim, DestinationQueue, Outcome, Scripts
 from router.redis_client import SOCKET_TIMEOUT
-from router.sinks import Delivery, DeliveryFailed, Sink, SinkContext
+from router.sinks import Delivery, DeliveryFailed, Sink
 
 log = logging.getLogger("router.worker")
 
@@ -389,34 +389,23 @@ class Workers:
         self.scripts = Scripts(redis)
         self.destinations = list(destinations)
         self.workers: list[DestinationWorker] = []
-        self._clients: list[httpx.AsyncClient] = []
+        self._sinks: list[OpenSink] = []
         self._loops: list[asyncio.Task[None]] = []
 
-    def start_sinks(self) -> None:
+    def _open_sinks(self) -> None:
         for dest in self.destinations:
-            s = dest.settings
-            limits = httpx.Limits(
-                max_connections=s.max_in_flight, max_keepalive_connections=s.max_in_flight
-            )
-            client = httpx.AsyncClient(limits=limits, timeout=s.timeout)
-            self._clients.append(client)
-            context = SinkContext(
-                destination=dest.name,
-                timeout=s.timeout,
-                max_in_flight=s.max_in_flight,
-                http=client,
-            )
-            sink = dest.sink_type.factory(dest.options, context)
-            self.workers.append(DestinationWorker(self.redis, self.scripts, dest, sink))
+            opened = open_sink(dest)
+            self._sinks.append(opened)
+            self.workers.append(DestinationWorker(self.redis, self.scripts, dest, opened.sink))
 
     def start(self) -> None:
-        self.start_sinks()
+        self._open_sinks()
         for w in self.workers:
             self._loops.append(asyncio.create_task(w.run(), name=f"worker:{w.destination.name}"))
 
     async def run_burst(self) -> None:
         """Drain every destination once and return (tests, cron jobs)."""
-        self.start_sinks()
+        self._open_sinks()
         try:
             await asyncio.gather(*(w.run(burst=True) for w in self.workers))
         finally:
@@ -433,8 +422,25 @@ class Workers:
         for loop in self._loops:
             with contextlib.suppress(BaseException):
                 await loop
-        for w in self.workers:
-            with contextlib.suppress(Exception):
-                await w.sink.aclose()
-        for client in self._clients:
-            await client.aclose()
+        for opened in self._sinks:
+            await opened.aclose()
+
+
+@contextlib.asynccontextmanager
+async def running_workers(
+    redis: Redis, destinations: Iterable[Destination], grace: float
+) -> AsyncIterator[Workers]:
+    """The one lifecycle of a process's workers (`router serve`'s lifespan
+    and `router worker` alike): started on entry; on exit, in-flight
+    deliveries get `grace` seconds, then are handed back to the queue."""
+    workers = Workers(redis, destinations)
+    workers.start()
+    log.info(
+        "delivery workers started for %s",
+        ", ".join(d.name for d in workers.destinations) or "nothing",
+    )
+    try:
+        yield workers
+    finally:
+        log.info("stopping workers (grace %.0fs)", grace)
+        await workers.stop(grace)

@@ -460,7 +460,7 @@ def test_sigterm_during_delivery(lab: Lab, record: Recorder, size: str) -> None:
     slow.clear()
     log = router.log_text()
     released = sum(int(n) for n in re.findall(r"handed (\d+) in-flight deliveries back", log))
-    stopping = re.search(r"^(\S+ \S+) INFO router.api: stopping workers", log, re.M)
+    stopping = re.search(r"^(\S+ \S+) INFO router\.\w+: stopping workers", log, re.M)
     workers_told = (
         datetime.datetime.strptime(stopping.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
         - wall_term
