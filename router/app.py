@@ -72,6 +72,9 @@ def _ingest_handler(state: RouterState, ingest: IngestRoute) -> HTTPRouteHandler
         status_code=200,
         request_max_body_size=ingest.route.settings.max_body,
         name=f"ingest:{ingest.route.path}",
+        # Unique per route (paths are): Litestar's generated ids collide for
+        # paths like /a-b and /a/b, which broke /schema.
+        operation_id=f"store_message {ingest.route.path}",
         summary=f"Store a message for {', '.join(d.name for d in ingest.route.destinations)}",
         description=(
             "Stores the JSON object in the queue of every destination of this route and "

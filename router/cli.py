@@ -37,7 +37,7 @@ def _load_or_exit(settings: Settings) -> Config:
     except ConfigError as exc:
         print(f"router: config error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    for warning in getattr(config, "warnings", ()):  # TODO(helper)
+    for warning in config.warnings:
         log.warning("config: %s", warning)
     return config
 
@@ -90,6 +90,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
     from router.app import create_app
+    from router.http_server import protocol_class
 
     config = _load_or_exit(settings)
     embedded = None
@@ -125,6 +126,9 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         # The router's own log format (control characters escaped) for
         # uvicorn's lines too: they propagate to the root logger.
         log_config=None,
+        # A deadline for request headers, a cap on connections still sending
+        # them, and JSON bodies on the server's own errors.
+        http=protocol_class(settings.header_timeout, settings.max_pending_connections),
     )
     # uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown, which
     # would end the process "killed by signal". The spec asks for exit 0 once
@@ -259,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     for name, text in [
         ("serve", "ingest API and delivery workers in one process"),
-        ("api", "ingest API only (needs REDIS_URL)"),
+        ("api", "ingest API only (REDIS_URL, or the data/redis.url of a running serve)"),
     ]:
         p = sub.add_parser(name, help=text)
         p.add_argument("--host")
@@ -269,7 +273,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         p.add_argument("--access-log", action="store_true", help="log every request")
         p.set_defaults(run=_serve)
-    p = sub.add_parser("worker", help="delivery workers only (needs REDIS_URL)")
+    p = sub.add_parser(
+        "worker", help="delivery workers only (REDIS_URL, or the data/redis.url of a running serve)"
+    )
     p.add_argument(
         "--burst", action="store_true", help="deliver what can be delivered now, then exit"
     )

@@ -186,6 +186,8 @@ class Config:
     file: str
     routes: tuple[Route, ...]
     destinations: dict[str, Destination]
+    # Accepted but worth an operator's look; one line each, like errors.
+    warnings: tuple[str, ...] = ()
 
 
 # -- loading -------------------------------------------------------------
@@ -202,6 +204,52 @@ def _dotted(path: Path) -> str:
     return out or "(top level)"
 
 
+# A YAML alias repeats its anchor's whole subtree, so nested aliases grow
+# exponentially ("billion laughs": 9 levels of 9 make 387 million values from
+# a 1 KB file). Values repeated through aliases are counted and refused past
+# this bound: a real routes.yaml repeats a retry policy or a header block,
+# tens of values, never thousands. Values written out are not counted: their
+# cost is the size of the file.
+MAX_ALIAS_EXPANSION = 10_000
+
+# How deep mappings and lists may nest. A real routes.yaml nests about 5
+# deep; past a few hundred the YAML composer and the walk below run out of
+# Python stack (a traceback), and an alias inside itself nests forever.
+MAX_NESTING = 64
+
+
+class _TooDeep(Exception):
+    """Raised by _BoundedYamlLoader at the line nesting too deep."""
+
+    def __init__(self, line: int) -> None:
+        self.line = line
+
+
+class _BoundedYamlLoader(yaml.SafeLoader):
+    """The safe loader, refusing nesting deeper than MAX_NESTING while it
+    composes (its composer is recursive: deep nesting ends in RecursionError)."""
+
+    depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        self.depth += 1
+        try:
+            if self.depth > MAX_NESTING:
+                raise _TooDeep(self.peek_event().start_mark.line + 1)
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
+def _leading_keys(path: Path) -> Path:
+    """The named part of a path, up to the first list index: where to look
+    for a problem found deep inside repeated or nested values."""
+    for i, part in enumerate(path):
+        if isinstance(part, int):
+            return path[:i]
+    return path
+
+
 class _Loader:
     """Turns YAML nodes into plain values, remembering the line of each path,
     refusing duplicate keys and substituting ${VAR} in strings."""
@@ -211,12 +259,18 @@ class _Loader:
         self.env = env
         self.lines: dict[Path, int] = {}
         self.constructor = yaml.SafeLoader("")
+        self.walked: set[yaml.Node] = set()  # mappings and lists seen once
+        self.repeated = 0  # values materialized again through aliases
 
     def error(self, path: Path, message: str) -> ConfigError:
+        return ConfigError(self.place(path, message))
+
+    def place(self, path: Path, message: str) -> str:
+        """`file:line: key.path: message` on one line, for errors and warnings."""
         line = self.line(path)
         where = f"{self.file}:{line}" if line else self.file
         text = f"{where}: {_dotted(path)}: {message}"
-        return ConfigError(" ".join(text.splitlines()))  # one line, always
+        return " ".join(text.splitlines())  # one line, always
 
     def line(self, path: Path) -> int | None:
         while path:
@@ -227,7 +281,12 @@ class _Loader:
 
     def load(self, text: str) -> Any:
         try:
-            node = yaml.compose(text, Loader=yaml.SafeLoader)
+            node = yaml.compose(text, Loader=_BoundedYamlLoader)
+        except _TooDeep as exc:
+            raise ConfigError(
+                f"{self.file}:{exc.line}: mappings and lists nest deeper than "
+                f"{MAX_NESTING} levels; no routes.yaml needs that, write it flatter"
+            ) from None
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f"{self.file}:{mark.line + 1}" if mark else self.file
@@ -247,12 +306,14 @@ class _Loader:
             problem = " ".join(str(getattr(exc, "problem", None) or exc).splitlines())
             raise ConfigError(f"{where}: YAML error: {problem}; fix the YAML there") from None
 
-    def value(self, node: yaml.Node, path: Path) -> Any:
+    def value(self, node: yaml.Node, path: Path, repeated: bool = False) -> Any:
+        """The plain value of `node` at `path`; `repeated`: inside an alias."""
         self.lines.setdefault(path, node.start_mark.line + 1)
+        repeated = self.count(node, path, repeated)
         if isinstance(node, yaml.MappingNode):
             out: dict[Any, Any] = {}
             for key_node, value_node in node.value:
-                key = self.constructor.construct_object(key_node)
+                key = self.scalar(key_node, path)
                 if not isinstance(key, str | int):
                     raise self.error(path, f"keys must be strings, got {key!r}")
                 key = str(key)
@@ -260,14 +321,49 @@ class _Loader:
                     self.lines[(*path, key)] = key_node.start_mark.line + 1
                     raise self.error((*path, key), "duplicate key: each name may appear once")
                 self.lines[(*path, key)] = key_node.start_mark.line + 1
-                out[key] = self.value(value_node, (*path, key))
+                out[key] = self.value(value_node, (*path, key), repeated)
             return out
         if isinstance(node, yaml.SequenceNode):
-            return [self.value(item, (*path, i)) for i, item in enumerate(node.value)]
-        value = self.constructor.construct_object(node)
+            return [self.value(item, (*path, i), repeated) for i, item in enumerate(node.value)]
+        value = self.scalar(node, path)
         if isinstance(value, str):
             value = self.substitute(value, path)
         return value
+
+    def count(self, node: yaml.Node, path: Path, repeated: bool) -> bool:
+        """Whether `node` is materialized again (an alias of a mapping or list
+        already walked, or inside one); refuses too many such values and
+        nesting too deep (an alias inside itself nests forever)."""
+        if isinstance(node, yaml.MappingNode | yaml.SequenceNode):
+            repeated = repeated or node in self.walked
+            self.walked.add(node)
+        if repeated:
+            self.repeated += 1
+        if self.repeated > MAX_ALIAS_EXPANSION:
+            raise self.error(
+                _leading_keys(path),
+                f"YAML aliases repeat more than {MAX_ALIAS_EXPANSION} values "
+                "(nested aliases?); write it out without aliases",
+            )
+        if len(path) > MAX_NESTING:
+            raise self.error(
+                _leading_keys(path),
+                f"the values nest deeper than {MAX_NESTING} levels (a YAML alias "
+                "inside its own anchor?); write it out without aliases",
+            )
+        return repeated
+
+    def scalar(self, node: yaml.Node, path: Path) -> Any:
+        """The value of a scalar (or a key) as YAML reads it."""
+        try:
+            return self.constructor.construct_object(node)
+        except (ValueError, OverflowError) as exc:  # 2001-13-45, a 5000-digit int
+            text = str(node.value)
+            shown = text if len(text) <= 40 else text[:40] + "..."
+            reason = " ".join(str(exc).splitlines()).split(";")[0]  # not Python's advice
+            raise self.error(
+                path, f"YAML cannot read {shown!r} ({reason}); quote it if it is text"
+            ) from None
 
     def substitute(self, text: str, path: Path) -> str:
         def replace(match: re.Match[str]) -> str:
@@ -365,6 +461,7 @@ def load_config(
     raw: RawConfig = _convert(loader, data, RawConfig, ())
 
     destinations: dict[str, Destination] = {}
+    warnings: list[str] = []
     for name, fields in raw.destinations.items():
         path: Path = ("destinations", name)
         if not re.match(_NAME, name):
@@ -387,21 +484,15 @@ def load_config(
         options = _convert(
             loader, rest, sink_type.options, path, tuple(DestinationSettings.__struct_fields__)
         )
+        warnings += _option_warnings(loader, path, options, rest)
         destinations[name] = Destination(name, settings, sink_type, options)
 
     routes: list[Route] = []
-    seen_paths: set[str] = set()
+    seen_paths: dict[str, str] = {}  # route key -> the path as written
     for i, route in enumerate(raw.routes):
         path = ("routes", i)
-        if not route.path.startswith("/"):
-            raise loader.error((*path, "path"), f"a route path starts with '/', got {route.path!r}")
-        if route.path in RESERVED_PATHS:
-            raise loader.error(
-                (*path, "path"), f"path {route.path!r} is the router's own; choose another"
-            )
-        if route.path in seen_paths:
-            raise loader.error((*path, "path"), f"duplicate path {route.path!r}: each path once")
-        seen_paths.add(route.path)
+        _check_path(loader, (*path, "path"), route.path)
+        _check_unique_path(loader, (*path, "path"), route.path, seen_paths)
         if not route.destinations:
             raise loader.error((*path, "destinations"), "name at least one destination")
         if len(set(route.destinations)) != len(route.destinations):
@@ -418,10 +509,99 @@ def load_config(
         routes.append(Route(route, tuple(destinations[d] for d in route.destinations)))
     if not routes:
         raise loader.error(("routes",), "declare at least one route")
-    return Config(file=file, routes=tuple(routes), destinations=destinations)
+    return Config(
+        file=file, routes=tuple(routes), destinations=destinations, warnings=tuple(warnings)
+    )
 
 
-RESERVED_PATHS = {"/healthz", "/readyz", "/schema"}
+def _option_warnings(
+    loader: _Loader, path: Path, options: Any, written: dict[str, Any]
+) -> list[str]:
+    """A plugin's warnings about its options (`config_warnings()`, if it has
+    one), placed like errors. A warning "url: ..." names the option `url`."""
+    config_warnings = getattr(options, "config_warnings", None)
+    if config_warnings is None:
+        return []
+    placed = []
+    for warning in config_warnings():
+        option, sep, message = str(warning).partition(": ")
+        if sep and option in written:
+            placed.append(loader.place((*path, option), message))
+        else:
+            placed.append(loader.place(path, str(warning)))
+    return placed
+
+
+# The router's own paths (app.py, admin.py, Litestar's OpenAPI under
+# /schema); a route may be neither one of them nor below one. /metrics is
+# kept free for the metrics endpoint to come.
+RESERVED_PATHS = ("/healthz", "/readyz", "/schema", "/admin", "/metrics")
+
+# A character of a route path segment: RFC 3986 pchar without %-escapes
+# (Litestar matches the decoded path, so an escape in a route never matches),
+# and so without { } (Litestar reads {name:type} as a path parameter).
+_PCHAR = re.compile(r"[A-Za-z0-9._~!$&'()*+,;=:@-]")
+_PATH_RULE = (
+    "a route path is / or /segment/segment..., optionally ending in /, where a segment "
+    "is letters, digits and - . _ ~ ! $ & ' ( ) * + , ; = : @ and is not . or .."
+)
+
+
+def _route_key(route_path: str) -> str:
+    """The path as Litestar routes it: a trailing '/' makes no difference."""
+    return route_path[:-1] if len(route_path) > 1 and route_path.endswith("/") else route_path
+
+
+def _path_problem(route_path: str) -> str | None:
+    """What in a path (starting with '/') Litestar or HTTP clients would read
+    otherwise than as written, or None."""
+    if route_path == "/":
+        return None
+    segments = route_path.split("/")[1:]
+    if segments[-1] == "":
+        segments.pop()  # the trailing '/'
+    for segment in segments:
+        if segment == "":
+            return "an empty segment (//)"
+        if segment in (".", ".."):
+            return f"a {segment!r} segment (HTTP clients resolve it away)"
+        if "{" in segment or "}" in segment:
+            return "a {parameter} (Litestar would read it as a path parameter)"
+        if "%" in segment:
+            return "a %-escape (Litestar matches the decoded path, so it never matches)"
+        bad = next((c for c in segment if not _PCHAR.fullmatch(c)), None)
+        if bad is not None:
+            return f"the character {bad!r}"
+    return None
+
+
+def _check_unique_path(
+    loader: _Loader, where: Path, route_path: str, seen_paths: dict[str, str]
+) -> None:
+    """Refuse a path routed like an earlier one; `seen_paths` maps each
+    route key seen so far to the path as written."""
+    key = _route_key(route_path)
+    earlier = seen_paths.get(key)
+    if earlier is None:
+        seen_paths[key] = route_path
+        return
+    same = "" if earlier == route_path else f" ({earlier!r} is the same: a trailing '/' is ignored)"
+    raise loader.error(where, f"duplicate path {route_path!r}: each path once{same}")
+
+
+def _check_path(loader: _Loader, where: Path, route_path: str) -> None:
+    if not route_path.startswith("/"):
+        raise loader.error(where, f"a route path starts with '/', got {route_path!r}")
+    problem = _path_problem(route_path)
+    if problem is not None:
+        raise loader.error(where, f"path {route_path!r} has {problem}; {_PATH_RULE}")
+    key = _route_key(route_path)
+    for own in RESERVED_PATHS:
+        if key == own or key.startswith(own + "/"):
+            raise loader.error(
+                where,
+                f"path {route_path!r} is the router's own ({own} and below); choose another",
+            )
 
 
 Check = tuple[str | tuple[str, ...], bool, str]  # where, holds, what to fix

@@ -4,8 +4,11 @@ the base the chatbot plugin (and any HTTP plugin) builds on."""
 from __future__ import annotations
 
 import email.utils
+import ipaddress
 import re
+import socket
 import time
+from typing import ClassVar
 
 import httpx
 import msgspec
@@ -20,11 +23,67 @@ class HttpOptions(msgspec.Struct, forbid_unknown_fields=True):
     # destination can drop redeliveries (the IETF Idempotency-Key draft).
     id_header: str = "Idempotency-Key"
 
+    # Spaces and control characters: httpx would quietly percent-encode some
+    # (even in the host) and refuse others only at the first delivery.
+    _UNSAFE_CHARACTERS: ClassVar[re.Pattern[str]] = re.compile(r"[\s\x00-\x1f\x7f-\x9f]")
+    # Where cloud machines answer with their credentials (AWS, GCP, Azure,
+    # ...): a destination there sends messages to the machine's metadata
+    # service, the usual aim of server-side request forgery.
+    _METADATA_HOSTS: ClassVar[frozenset[str]] = frozenset({"metadata.google.internal", "metadata"})
+    _METADATA_ADDRESSES: ClassVar[frozenset[ipaddress.IPv6Address]] = frozenset(
+        {ipaddress.IPv6Address("fd00:ec2::254")}  # AWS's IPv6 metadata address
+    )
+
     def __post_init__(self) -> None:
         # Checked when routes.yaml loads (msgspec reports it as a config
         # error), not first when a worker builds the sink.
         if not self.url.startswith(("http://", "https://")):
             raise ValueError(f"url must start with http:// or https://, got {self.url!r}")
+        if self._UNSAFE_CHARACTERS.search(self.url):
+            raise ValueError(
+                f"url {self.url!r} contains a space or control character; "
+                "percent-encode it (a space is %20)"
+            )
+        try:
+            url = httpx.URL(self.url)
+        except httpx.InvalidURL as exc:
+            raise ValueError(f"url {self.url!r} is not a valid URL: {exc}") from None
+        if not url.host:
+            raise ValueError(f"url {self.url!r} names no host; write http://host[:port]/path")
+        if url.port is not None and not 1 <= url.port <= 65535:
+            raise ValueError(f"url {self.url!r}: a port is a number from 1 to 65535")
+
+    def config_warnings(self) -> list[str]:
+        """What routes.yaml should know about these options: each "option: what"."""
+        address = self._metadata_address(httpx.URL(self.url).host)
+        if address is None:
+            return []
+        return [
+            f"url: {self.url!r} points at {address}, a link-local or cloud metadata "
+            "address (where a cloud machine serves its own credentials); "
+            "make sure this destination is meant"
+        ]
+
+    @classmethod
+    def _metadata_address(cls, host: str) -> str | None:
+        """`host` named as it connects when it is a link-local or cloud
+        metadata address (numeric forms as the resolver reads them:
+        2852039166 and 0xa9fea9fe are 169.254.169.254), else None."""
+        name = host.lower().rstrip(".")
+        if name in cls._METADATA_HOSTS:
+            return name
+        try:
+            ip = ipaddress.ip_address(name.partition("%")[0])  # without an IPv6 zone
+        except ValueError:
+            try:  # the forms inet_aton (and so getaddrinfo) accepts
+                ip = ipaddress.IPv4Address(socket.inet_aton(name))
+            except OSError:
+                return None  # a DNS name: what it resolves to is not known here
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        if ip.is_link_local or ip in cls._METADATA_ADDRESSES:
+            return str(ip)
+        return None
 
 
 # delta-seconds (RFC 9110: digits; a decimal fraction is tolerated).

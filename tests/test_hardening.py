@@ -13,6 +13,7 @@ import json
 import os
 import re
 import signal
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -498,3 +499,42 @@ def test_a_huge_answer_is_judged_on_its_first_bytes_and_never_read_whole(
         assert len(bot.requests) == 1  # no timeout, no redelivery
     finally:
         bot.stop()
+
+
+# -- 12. Slow clients, through `router serve` -------------------------------------
+
+
+def test_router_serve_closes_connections_that_trickle_their_headers(
+    tmp_path: Path, bot: Bot, clean_redis: str
+) -> None:
+    """The protocol of router/http_server.py (tested in depth in
+    test_slow_clients.py) is the one `router serve` runs."""
+    routes = write_routes(tmp_path / "routes.yaml", bot.url)
+    process = RouterProcess(
+        tmp_path / "router.log",
+        REDIS_URL=clean_redis,
+        ROUTES_FILE=str(routes),
+        ROUTER_HEADER_TIMEOUT="1",
+    )
+    try:
+        process.start()
+        with socket.create_connection(("127.0.0.1", process.port), timeout=10) as slow:
+            slow.sendall(b"POST /v1/store_message HTTP/1.1\r\nHost: x\r\n")
+            started = time.monotonic()
+            answer = b""
+            while chunk := slow.recv(4096):
+                answer += chunk
+            assert time.monotonic() - started < 8
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 408")
+        assert json.loads(body)["status"] == "error"
+        with socket.create_connection(("127.0.0.1", process.port), timeout=10) as bad:
+            bad.sendall(b"POST /v1/store_message HTTP/1.1\r\nHost: x\r\nContent-Length: x\r\n\r\n")
+            answer = b""
+            while chunk := bad.recv(4096):
+                answer += chunk
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 400") and b"application/json" in head
+        assert json.loads(body)["status"] == "error"
+    finally:
+        process.kill()

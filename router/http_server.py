@@ -1,0 +1,246 @@
+"""uvicorn HTTP protocol classes hardened against slow clients.
+
+uvicorn has no deadline for reading request headers: its keep-alive timeout
+only runs between a response and the next byte, so a client that trickles
+its headers (or connects and sends nothing) holds a connection forever.
+`protocol_class()` builds a subclass of uvicorn's own h11 (or httptools)
+protocol that adds:
+
+- A header deadline. A connection is *waiting* from `connection_made`, and
+  again from the completion of each response on a keep-alive connection,
+  until the headers of its next request are complete. If that takes longer
+  than `header_timeout` seconds, the server answers `408` with
+  `{"status": "error", "error": "request headers not received within 10s"}`
+  and `Connection: close`, then closes; a connection that has sent no byte
+  of that request is closed silently instead. Once the headers are in, the
+  request proceeds normally however slow its body or the app is (the body
+  has its own deadline elsewhere). One edge: when the app answers before
+  reading the whole request body, the clock starts at that answer while
+  the rest of the body may still be arriving (uvicorn has no hook for the
+  end of an unread body); the client already has its answer then.
+- A cap on waiting connections. When a new connection arrives while
+  `max_pending` connections of the same server are waiting, it gets
+  `503 {"status": "error", "error": "too many connections waiting to send
+  request headers"}` with `Connection: close` and `Retry-After: 1`, written
+  at once (before the client has sent anything, which HTTP/1.1 clients
+  handle as the answer to the request they then send), and is closed. A
+  few bytes per rejected connection cost nothing next to what the cap
+  protects, and a real client learns why instead of seeing a bare reset.
+  Nothing is logged per rejection: under attack that would flood the log.
+  Keep-alive connections that become waiting again after a response are
+  never rejected (they are already admitted); they only count.
+- JSON error bodies for uvicorn's own 400 answers to malformed HTTP:
+  `{"status": "error", "error": "Invalid HTTP request received."}`
+  (uvicorn's text), `application/json`, `Connection: close`.
+
+The count of waiting connections belongs to the class `protocol_class()`
+returns (one per server), and only the server's event loop touches it.
+
+uvicorn internals relied on (uvicorn 0.54, both protocol classes):
+`connection_made`, `data_received`, `connection_lost`,
+`on_response_complete`, `send_400_response(msg)`, `self.transport`,
+`self.loop`, `self.server_state.default_headers`, `self.cycle` (replaced by
+a new `RequestResponseCycle` exactly when a request's headers are parsed;
+`cycle.response_started` / `cycle.response_complete`), and per parser:
+h11's `self.conn.trailing_data`, httptools' `on_message_begin` /
+`on_headers_complete` callbacks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Any, ClassVar, cast
+
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+if TYPE_CHECKING:
+    from uvicorn.server import ServerState
+
+    class _UvicornProtocol(asyncio.Protocol):
+        """What the mixin uses of uvicorn's protocol classes (for mypy only:
+        at run time the mixin's next class in the MRO is the real one)."""
+
+        transport: asyncio.Transport
+        loop: asyncio.AbstractEventLoop
+        server_state: ServerState
+        cycle: Any  # h11_impl's or httptools_impl's RequestResponseCycle
+
+        def on_response_complete(self) -> None: ...
+        def send_400_response(self, msg: str) -> None: ...
+
+else:
+    _UvicornProtocol = object
+
+
+class _HeaderDeadlineMixin(_UvicornProtocol):
+    """Header deadline, waiting-connection cap and JSON 400s for an uvicorn
+    protocol class; put it before that class in the bases."""
+
+    # Set per server by protocol_class().
+    header_timeout: ClassVar[float]
+    max_pending: ClassVar[int]
+    _waiting: ClassVar[set[_HeaderDeadlineMixin]]
+
+    # The deadline of the request we wait for; None when not waiting.
+    # A class default, so uvicorn's __init__ needs no override.
+    _deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvicorn's setup first: connection_lost (which asyncio calls even
+        # for a connection we refuse) needs self.transport and friends.
+        super().connection_made(transport)
+        if len(self._waiting) >= self.max_pending:
+            self._write_json_error(
+                503,
+                "too many connections waiting to send request headers",
+                b"retry-after: 1\r\n",
+            )
+            self.transport.close()
+            return
+        self._start_waiting()
+
+    def data_received(self, data: bytes) -> None:
+        if self._deadline is None:
+            # Headers already in: body bytes or pipelined requests, which
+            # on_response_complete deals with. No extra work per chunk.
+            super().data_received(data)
+            return
+        before = self.cycle
+        super().data_received(data)
+        # uvicorn makes a new cycle as soon as a request's headers are
+        # parsed; a protocol switch (WebSocket upgrade) means connection_lost
+        # will go to the new protocol, so stop tracking here too.
+        if self.cycle is not before or self.transport.get_protocol() is not self:
+            self._stop_waiting()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        # uvicorn has now started any pipelined request it had buffered (a
+        # new, unfinished cycle); if not, and the connection stays open, the
+        # client owes us the next request's headers within the deadline.
+        if (
+            not self.transport.is_closing()
+            and self.transport.get_protocol() is self
+            and self.cycle.response_complete
+        ):
+            self._start_waiting()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_waiting()
+        super().connection_lost(exc)
+
+    def send_400_response(self, msg: str) -> None:
+        # uvicorn's version answers text/plain; the API promises JSON errors.
+        # When the current request already has (part of) its response on the
+        # wire, a second answer would corrupt the stream: just close then.
+        if self._deadline is not None or not self.cycle or not self.cycle.response_started:
+            self._write_json_error(400, msg)
+        self.transport.close()
+
+    # -- internals --
+
+    def _start_waiting(self) -> None:
+        self._stop_waiting()
+        self._waiting.add(self)
+        self._deadline = self.loop.call_later(self.header_timeout, self._headers_overdue)
+
+    def _stop_waiting(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        self._waiting.discard(self)
+
+    def _headers_overdue(self) -> None:
+        self._deadline = None
+        self._waiting.discard(self)
+        if self.transport.is_closing():
+            return
+        if self._request_bytes_buffered():
+            self._write_json_error(
+                408, f"request headers not received within {self.header_timeout:g}s"
+            )
+        self.transport.close()
+
+    def _request_bytes_buffered(self) -> bool:
+        """Has the client sent any byte of the request we wait for? Asked
+        only when the deadline fires, so nothing is counted per chunk."""
+        raise NotImplementedError
+
+    def _write_json_error(self, status: int, message: str, extra_headers: bytes = b"") -> None:
+        """Write a complete `Connection: close` JSON error response, raw:
+        the caller closes the transport right after, so the parser's state
+        (h11 or httptools) does not need to know about it."""
+        body = json.dumps({"status": "error", "error": message}).encode()
+        head = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n".encode()]
+        head += [
+            name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers
+        ]
+        head += [
+            b"content-type: application/json\r\n",
+            b"content-length: %d\r\n" % len(body),
+            b"connection: close\r\n",
+            extra_headers,
+            b"\r\n",
+        ]
+        self.transport.write(b"".join(head) + body)
+
+
+class _H11(_HeaderDeadlineMixin, H11Protocol):
+    def _request_bytes_buffered(self) -> bool:
+        # h11 keeps an incomplete request head in its receive buffer
+        # unparsed, so while we wait that buffer holds exactly what the
+        # client sent of the next request.
+        return bool(self.conn.trailing_data[0])
+
+
+_BASES: dict[str, type[_HeaderDeadlineMixin]] = {"h11": _H11}
+
+try:
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+except ImportError:  # httptools not installed (uvicorn without [standard])
+    pass
+else:
+
+    class _HttpTools(_HeaderDeadlineMixin, HttpToolsProtocol):
+        # httptools parses eagerly and keeps no buffer we can look at: a
+        # message has begun (first byte parsed) but its headers are not done.
+        _message_begun = False
+
+        def on_message_begin(self) -> None:
+            self._message_begun = True
+            super().on_message_begin()
+
+        def on_headers_complete(self) -> None:
+            self._message_begun = False
+            super().on_headers_complete()
+
+        def _request_bytes_buffered(self) -> bool:
+            return self._message_begun
+
+    _BASES["httptools"] = _HttpTools
+
+
+def protocol_class(
+    header_timeout: float, max_pending: int, http: str = "h11"
+) -> type[asyncio.Protocol]:
+    """An uvicorn HTTP protocol class (pass as uvicorn.Config(http=...)) with
+    the header deadline, the pending-connection cap and JSON error bodies."""
+    if header_timeout <= 0:
+        raise ValueError(f"header_timeout must be > 0, got {header_timeout}")
+    if max_pending < 1:
+        raise ValueError(f"max_pending must be >= 1, got {max_pending}")
+    base = _BASES.get(http)
+    if base is None:
+        if http == "httptools":
+            raise ValueError("http='httptools' needs the httptools package (uvicorn[standard])")
+        raise ValueError(f"http must be 'h11' or 'httptools', got {http!r}")
+    # A fresh class per server: its own settings and its own waiting set.
+    namespace = {
+        "header_timeout": float(header_timeout),
+        "max_pending": max_pending,
+        "_waiting": set(),
+    }
+    name = f"Guarded{base.__name__.strip('_')}Protocol"
+    return cast("type[asyncio.Protocol]", type(name, (base,), namespace))

@@ -1,0 +1,348 @@
+"""Slow and broken clients against a real uvicorn server using
+router.http_server.protocol_class: header deadline, pending-connection cap,
+JSON bodies for uvicorn's own 400s.
+
+Each test talks raw TCP to a real server on loopback. Timings have wide
+margins (the deadline is 1-2 s, the tests allow several seconds): they show
+that the server cuts connections at all, not how precisely.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import uvicorn
+
+from router.http_server import protocol_class
+from tests.support import free_port, wait_until
+
+# The httptools variant is tested too wherever httptools is installed
+# (uvicorn[standard]); it is not a dependency today.
+HTTP_IMPLS = ["h11"] + (["httptools"] if importlib.util.find_spec("httptools") else [])
+
+
+async def app(scope: Any, receive: Any, send: Any) -> None:
+    """Reads the whole body, answers {"status": "ok", "received": <bytes>};
+    /sleep takes 1.5 s to answer."""
+    assert scope["type"] == "http"
+    size = 0
+    more = True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+        size += len(message.get("body", b""))
+        more = message.get("more_body", False)
+    if scope["path"] == "/sleep":
+        await asyncio.sleep(1.5)
+    body = json.dumps({"status": "ok", "received": size}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class GuardedServer:
+    """Like tests.support.ServerThread, with the hardened protocol class."""
+
+    def __init__(self, header_timeout: float, max_pending: int, http: str) -> None:
+        self.port = free_port()
+        config = uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=self.port,
+            http=protocol_class(header_timeout, max_pending, http),
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=5,
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 15
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("server thread did not start")
+            time.sleep(0.01)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(20)
+        assert not self.thread.is_alive(), "server thread did not stop"
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def parse_reply(data: bytes) -> Reply:
+    head, sep, body = data.partition(b"\r\n\r\n")
+    assert sep, f"no complete response head in {data!r}"
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {}
+    for line in lines:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    length = int(headers.get("content-length", len(body)))
+    return Reply(int(status_line.split()[1]), headers, body[:length])
+
+
+def read_reply(sock: socket.socket, timeout: float = 10) -> Reply:
+    """One complete response (by content-length) from a blocking socket."""
+    sock.settimeout(timeout)
+    data = b""
+    while True:
+        _, sep, body = data.partition(b"\r\n\r\n")
+        if sep and len(body) >= int(parse_reply(data).headers.get("content-length", 0)):
+            return parse_reply(data)
+        chunk = sock.recv(65536)
+        if not chunk:
+            return parse_reply(data)
+        data += chunk
+
+
+def wait_closed(sock: socket.socket, timeout: float) -> bytes | None:
+    """Everything the server sends until it closes; None if still open
+    after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    data = b""
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return None
+        sock.settimeout(remaining)
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            return None
+        except ConnectionResetError:
+            return data
+        if not chunk:
+            return data
+        data += chunk
+
+
+def trickle(
+    socks: list[socket.socket],
+    data: bytes,
+    interval: float,
+    limit: float,
+    on_tick: Callable[[float], None] = lambda elapsed: None,
+    enough: int | None = None,
+) -> tuple[dict[int, bytes], float]:
+    """Send `data` one byte per `interval` on every socket, until the server
+    has closed them all (or `enough` of them) or `limit` seconds passed.
+    Returns what each closed socket (by index) received before the close,
+    and the time taken."""
+    enough = len(socks) if enough is None else enough
+    for s in socks:
+        s.setblocking(False)
+    received = [b""] * len(socks)
+    closed: dict[int, bytes] = {}
+    start = time.monotonic()
+    position = 0
+    while len(closed) < enough and time.monotonic() - start < limit:
+        for i, s in enumerate(socks):
+            if i in closed:
+                continue
+            # Read first: an answer that came must be seen before a later
+            # byte of ours can make the server's kernel reset the socket.
+            try:
+                while chunk := s.recv(65536):
+                    received[i] += chunk
+                closed[i] = received[i]  # recv returned b"": end of stream
+                continue
+            except BlockingIOError:
+                pass
+            except ConnectionResetError:
+                closed[i] = received[i]
+                continue
+            if position < len(data):
+                try:
+                    s.send(data[position : position + 1])
+                except OSError:
+                    pass  # closed by the server: the next read sees it
+        position += 1
+        on_tick(time.monotonic() - start)
+        time.sleep(interval)
+    return closed, time.monotonic() - start
+
+
+@dataclass
+class Net:
+    start: Callable[..., GuardedServer]
+    connect: Callable[[int], socket.socket]
+
+
+@pytest.fixture(params=HTTP_IMPLS)
+def net(request: pytest.FixtureRequest) -> Iterator[Net]:
+    """Start guarded servers and open client sockets; all are closed after
+    the test (sockets first, so the servers stop at once)."""
+    servers: list[GuardedServer] = []
+    sockets: list[socket.socket] = []
+
+    def start(header_timeout: float, max_pending: int = 1000) -> GuardedServer:
+        servers.append(GuardedServer(header_timeout, max_pending, request.param))
+        return servers[-1]
+
+    def connect(port: int) -> socket.socket:
+        s = socket.create_connection(("127.0.0.1", port), timeout=10)
+        sockets.append(s)
+        return s
+
+    try:
+        yield Net(start, connect)
+    finally:
+        for s in sockets:
+            s.close()
+        for server in servers:
+            server.stop()
+
+
+def request(path: str = "/", method: str = "GET", extra: str = "") -> bytes:
+    return f"{method} {path} HTTP/1.1\r\nHost: test\r\n{extra}\r\n".encode()
+
+
+def get_ok(net: Net, port: int) -> bool:
+    """A normal request on a fresh connection gets 200."""
+    s = net.connect(port)
+    try:
+        s.sendall(request(extra="Connection: close\r\n"))
+        return read_reply(s).status == 200
+    except (OSError, AssertionError):  # refused or cut: no complete answer
+        return False
+    finally:
+        s.close()
+
+
+def assert_json_error(reply: Reply, status: int) -> dict[str, Any]:
+    assert reply.status == status, reply
+    assert reply.headers.get("content-type") == "application/json", reply.headers
+    assert reply.headers.get("connection") == "close", reply.headers
+    body = reply.json()
+    assert body["status"] == "error"
+    assert isinstance(body["error"], str) and body["error"]
+    return dict(body)
+
+
+def test_slow_headers_get_408_and_the_server_keeps_serving(net: Net) -> None:
+    server = net.start(header_timeout=1)
+    attackers = [net.connect(server.port) for _ in range(50)]
+    normal: list[bool] = []
+
+    def during_attack(elapsed: float) -> None:
+        # All 50 attackers are connected and trickling, none cut yet.
+        if not normal and elapsed > 0.3:
+            normal.append(get_ok(net, server.port))
+
+    partial = b"GET /slow HTTP/1.1\r\nHost: test\r\nX-Padding: " + b"a" * 40
+    closed, elapsed = trickle(attackers, partial, 0.3, limit=12, on_tick=during_attack)
+
+    assert normal == [True], "a normal request during the attack did not get 200"
+    assert len(closed) == 50, f"{50 - len(closed)} slow connections still open after {elapsed:.1f}s"
+    assert elapsed < 6, f"slow connections were cut only after {elapsed:.1f}s"
+    for data in closed.values():
+        body = assert_json_error(parse_reply(data), 408)
+        assert body["error"] == "request headers not received within 1s"
+    assert get_ok(net, server.port)
+
+
+def test_silent_connection_is_closed_without_an_answer(net: Net) -> None:
+    server = net.start(header_timeout=1)
+    s = net.connect(server.port)
+    assert wait_closed(s, timeout=8) == b""
+
+
+def test_keep_alive_deadline_restarts_after_each_response(net: Net) -> None:
+    server = net.start(header_timeout=2)
+    s = net.connect(server.port)
+    # Five prompt requests on one connection, 0.7 s apart: together longer
+    # than the deadline, each well within it counted from the last answer.
+    for n in range(5):
+        if n:
+            time.sleep(0.7)
+        s.sendall(request())
+        reply = read_reply(s)
+        assert reply.status == 200, f"request {n + 1}: {reply}"
+        assert reply.json() == {"status": "ok", "received": 0}
+    # The next request's headers trickle in: cut with a 408.
+    closed, _ = trickle([s], request() + b"X-Slow: yes", 0.3, limit=12)
+    assert 0 in closed, "a keep-alive connection trickling its next request stayed open"
+    body = assert_json_error(parse_reply(closed[0]), 408)
+    assert body["error"] == "request headers not received within 2s"
+
+
+def test_slow_body_and_slow_app_do_not_trip_the_header_deadline(net: Net) -> None:
+    server = net.start(header_timeout=1)
+    idle = net.connect(server.port)  # shows the deadline is in force
+    s = net.connect(server.port)
+    s.sendall(request("/echo", "POST", "Content-Length: 10\r\n"))
+    for _ in range(10):  # the body takes 2 s, twice the header deadline
+        time.sleep(0.2)
+        s.sendall(b"x")
+    reply = read_reply(s)
+    assert reply.status == 200, reply
+    assert reply.json() == {"status": "ok", "received": 10}
+    # Same connection: an app that takes 1.5 s to answer is fine too.
+    s.sendall(request("/sleep"))
+    reply = read_reply(s)
+    assert reply.status == 200, reply
+    # Meanwhile the idle connection was cut.
+    assert wait_closed(idle, timeout=5) == b""
+
+
+def test_cap_on_connections_waiting_for_headers(net: Net) -> None:
+    server = net.start(header_timeout=30, max_pending=5)
+    idle = [net.connect(server.port) for _ in range(10)]
+    refused, elapsed = trickle(idle, b"", 0.05, limit=10, enough=5)
+    assert len(refused) >= 5, (
+        f"only {len(refused)} of 10 idle connections refused in {elapsed:.1f}s"
+    )
+    for data in refused.values():
+        assert_json_error(parse_reply(data), 503)
+    # Five still wait for headers: a newcomer is refused too.
+    extra = net.connect(server.port)
+    data = wait_closed(extra, timeout=5)
+    assert data is not None, "a connection over the cap was not refused"
+    assert_json_error(parse_reply(data), 503)
+    # Once the waiting ones go away, normal requests are served again.
+    for s in idle:
+        s.close()
+    wait_until(lambda: get_ok(net, server.port), timeout=10, what="a 200 after the idle ones left")
+
+
+def test_malformed_request_gets_a_json_400(net: Net) -> None:
+    server = net.start(header_timeout=5)
+    s = net.connect(server.port)
+    s.sendall(b"GARBAGE\r\n\r\n")
+    data = wait_closed(s, timeout=5)
+    assert data is not None, "the server kept a malformed request's connection open"
+    body = assert_json_error(parse_reply(data), 400)
+    assert body["error"] == "Invalid HTTP request received."
+
+
+def test_protocol_class_rejects_bad_arguments() -> None:
+    with pytest.raises(ValueError):
+        protocol_class(1, 10, "h2")
+    with pytest.raises(ValueError):
+        protocol_class(0, 10)
+    with pytest.raises(ValueError):
+        protocol_class(1, 0)
+    if importlib.util.find_spec("httptools") is None:
+        with pytest.raises(ValueError, match="httptools"):
+            protocol_class(1, 10, "httptools")
