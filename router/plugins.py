@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from dataclasses import dataclass
 
@@ -22,7 +23,10 @@ class PluginError(Exception):
     pass
 
 
+@functools.cache
 def plugin_manager() -> pluggy.PluginManager:
+    """The process's plugin manager (one, as datasette's `pm`): built-ins and
+    installed plugins from the entry points; tests may `register` more."""
     pm = pluggy.PluginManager("router")
     pm.add_hookspecs(hookspecs)
     # The router's own built-ins are an entry point of this package, so

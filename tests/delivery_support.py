@@ -1,12 +1,12 @@
 """Helpers of the delivery, plugin and process tests: concurrent posting, the
-router CLI as a subprocess, the third-party test plugin's installation."""
+router CLI as a subprocess, the third-party test plugin (registered
+in-process, or installed into a throwaway directory)."""
 
 from __future__ import annotations
 
 import asyncio
-import functools
-import importlib
-import importlib.metadata
+import contextlib
+import importlib.util
 import os
 import shutil
 import signal
@@ -14,12 +14,13 @@ import socket
 import subprocess
 import sys
 import tempfile
-import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from router.plugins import plugin_manager
 from tests.support import free_port, wait_until, write_routes
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -162,36 +163,52 @@ def port_open(port: int) -> bool:
 # -- the third-party test plugin --------------------------------------------------
 
 
-def _plugin_version(project: Path) -> str:
-    with open(project / "pyproject.toml", "rb") as fh:
-        return str(tomllib.load(fh)["project"]["version"])
-
-
-@functools.cache
-def install_thirdparty_plugin() -> str:
-    """pip-install tests/thirdparty_plugin (once per session, and not at all
-    when that version is installed already); returns its version."""
-    wanted = _plugin_version(THIRDPARTY_PLUGIN)
+@contextlib.contextmanager
+def recorder_registered() -> Iterator[None]:
+    """The test plugin registered in-process with the router's plugin manager
+    (as datasette's tests do), and unregistered after: nothing installed."""
+    spec = importlib.util.spec_from_file_location(
+        "router_recorder", THIRDPARTY_PLUGIN / "router_recorder.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    pm = plugin_manager()
+    pm.register(module, name="recorder")
     try:
-        installed: str | None = importlib.metadata.version("router-recorder")
-    except importlib.metadata.PackageNotFoundError:
-        installed = None
-    if installed != wanted:
+        yield
+    finally:
+        pm.unregister(name="recorder")
+
+
+def install_into(target: Path) -> dict[str, str]:
+    """pip-install tests/thirdparty_plugin into `target` only (a throwaway
+    directory, nothing in the venv); returns the environment that lets a
+    router subprocess find it through its entry point."""
+    with tempfile.TemporaryDirectory() as tmp:
         # Build from a copy so the build leaves nothing in the source tree.
-        with tempfile.TemporaryDirectory() as tmp:
-            src = Path(tmp) / "thirdparty_plugin"
-            shutil.copytree(
-                THIRDPARTY_PLUGIN,
-                src,
-                ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"),
-            )
-            subprocess.run(
-                [sys.executable, "-m", "pip", "install", "-q", "--no-deps", str(src)],
-                check=True,
-                timeout=300,
-            )
-        importlib.invalidate_caches()
-    return wanted
+        src = Path(tmp) / "thirdparty_plugin"
+        shutil.copytree(
+            THIRDPARTY_PLUGIN,
+            src,
+            ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"),
+        )
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "--no-deps",
+                "--target",
+                str(target),
+                str(src),
+            ],
+            check=True,
+            timeout=300,
+        )
+    return {"PYTHONPATH": str(target)}
 
 
 def write_recorder_routes(path: Path, **dest: Any) -> Path:

@@ -26,10 +26,10 @@ from router.queue import LEASE_LOST, Acked, DestinationQueue, Outcome, Scripts, 
 from router.settings import Settings
 from tests.delivery_support import (
     ROOT,
-    install_thirdparty_plugin,
     interleaved,
     post_concurrently,
     post_round_robin,
+    recorder_registered,
     router_env,
     run_cli,
     write_recorder_routes,
@@ -258,7 +258,11 @@ def test_admin_dead_letters_list_and_replay(
 
 
 def test_plugin_exception_is_a_failed_attempt(start_router, bot: Bot, tmp_path: Path) -> None:
-    install_thirdparty_plugin()
+    with recorder_registered():
+        _plugin_exception_is_a_failed_attempt(start_router, bot, tmp_path)
+
+
+def _plugin_exception_is_a_failed_attempt(start_router, bot: Bot, tmp_path: Path) -> None:
     routes = write_recorder_routes(
         tmp_path / "routes.yaml", url=bot.url, fail_first=1, max_in_flight=1
     )

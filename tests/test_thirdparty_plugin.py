@@ -1,27 +1,34 @@
-"""A third-party plugin, installed with pip like any other, is found through
-the `router` entry-point group and delivers without any router change."""
+"""A third-party plugin delivers without any router change: registered
+in-process with the router's plugin manager (datasette's way; nothing is
+installed), and once through the real path, pip-installed into a throwaway
+directory and found through the `router` entry-point group."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from router.loading import load
+from router.plugins import plugin_manager, sink_types
 from tests.delivery_support import (
-    install_thirdparty_plugin,
+    install_into,
     interleaved,
     post_round_robin,
+    recorder_registered,
     run_cli,
     write_recorder_routes,
 )
 from tests.support import Bot, check_order, wait_until
 
 
-@pytest.fixture(scope="session")
-def recorder_plugin() -> str:
-    return install_thirdparty_plugin()
+@pytest.fixture()
+def recorder_plugin() -> Iterator[None]:
+    with recorder_registered():
+        yield
 
 
 def _records(path: Path) -> list[dict[str, Any]]:
@@ -30,22 +37,36 @@ def _records(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def test_installed_plugin_is_listed(recorder_plugin: str) -> None:
-    done = run_cli("plugins")
-    assert done.returncode == 0, done.stderr
-    lines = done.stdout.splitlines()
-    assert any(line.startswith("recorder: ") for line in lines), done.stdout
-    assert any(line.startswith("chatbot: ") for line in lines), done.stdout  # still there
+def test_the_entry_point_path_finds_an_installed_plugin(tmp_path: Path, clean_redis: str) -> None:
+    """pip install (into a directory of its own), and the router finds it:
+    listed, validated, and delivering from a separate process."""
+    env = install_into(tmp_path / "site")
+    listed = run_cli("plugins", **env)
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    assert any(line.startswith("recorder: ") for line in lines), listed.stdout
+    assert any(line.startswith("chatbot: ") for line in lines), listed.stdout  # still there
+
+    out = tmp_path / "recorded.jsonl"
+    routes = write_recorder_routes(tmp_path / "routes.yaml", file=str(out))
+    check = run_cli("--routes", str(routes), "check", **env)
+    assert check.returncode == 0, check.stderr
+    assert "plugin recorder" in check.stdout
+    bad = write_recorder_routes(tmp_path / "bad.yaml", file="x", colour="blue")
+    refused = run_cli("--routes", str(bad), "check", **env)
+    assert refused.returncode == 2 and "colour" in refused.stderr
+
+    # The plugin is nowhere but in that directory.
+    assert "recorder" not in run_cli("plugins").stdout
+    assert "recorder" not in sink_types(plugin_manager())
 
 
-def test_routes_deliver_through_the_installed_plugin(
-    recorder_plugin: str, start_router, bot: Bot, tmp_path: Path
+def test_routes_deliver_through_the_plugin(
+    recorder_plugin: None, start_router, bot: Bot, tmp_path: Path
 ) -> None:
     out = tmp_path / "recorded.jsonl"
     routes = write_recorder_routes(tmp_path / "routes.yaml", file=str(out))
-    check = run_cli("--routes", str(routes), "check")
-    assert check.returncode == 0, check.stderr
-    assert "plugin recorder" in check.stdout
+    assert load(str(routes)).destinations["recorded"].settings.plugin == "recorder"
 
     router = start_router(bot.url, routes_file=routes)
     sent = interleaved(["a", "b", "c"], 5)
@@ -62,7 +83,7 @@ def test_routes_deliver_through_the_installed_plugin(
 
 
 def test_plugin_posting_to_a_url_keeps_order(
-    recorder_plugin: str, start_router, bot: Bot, tmp_path: Path
+    recorder_plugin: None, start_router, bot: Bot, tmp_path: Path
 ) -> None:
     bot.latency = (0.001, 0.005)
     routes = write_recorder_routes(tmp_path / "routes.yaml", url=bot.url)
@@ -75,8 +96,7 @@ def test_plugin_posting_to_a_url_keeps_order(
     assert bot.max_in_flight_per_key == 1
 
 
-def test_bad_plugin_options_are_a_config_error(recorder_plugin: str, tmp_path: Path) -> None:
-    routes = write_recorder_routes(tmp_path / "routes.yaml", file="x", colour="blue")
-    done = run_cli("--routes", str(routes), "check")
-    assert done.returncode == 2
-    assert "colour" in done.stderr
+def test_a_registered_plugin_leaves_when_unregistered(tmp_path: Path) -> None:
+    with recorder_registered():
+        assert "recorder" in sink_types(plugin_manager())
+    assert "recorder" not in sink_types(plugin_manager())
