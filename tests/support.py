@@ -30,9 +30,10 @@ def free_port() -> int:
 class ServerThread:
     """Serve an ASGI app with uvicorn in a thread; stop() closes the port."""
 
-    def __init__(self, app: Any, port: int | None = None) -> None:
+    def __init__(self, app: Any, port: int | None = None, http: Any = "auto") -> None:
         self.app = app
         self.port = port or free_port()
+        self.http = http  # uvicorn's protocol: a name, or a class (router.http_server)
         self.server: uvicorn.Server | None = None
         self.thread: threading.Thread | None = None
 
@@ -45,6 +46,7 @@ class ServerThread:
             access_log=False,
             lifespan="auto",
             timeout_graceful_shutdown=30,
+            http=self.http,
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)

@@ -13,17 +13,15 @@ import asyncio
 import importlib.util
 import json
 import socket
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
-import uvicorn
 
 from router.http_server import protocol_class
-from tests.support import free_port, wait_until
+from tests.support import ServerThread, wait_until
 
 # The httptools variant is tested too wherever httptools is installed
 # (uvicorn[standard]); it is not a dependency today.
@@ -50,34 +48,9 @@ async def app(scope: Any, receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-class GuardedServer:
-    """Like tests.support.ServerThread, with the hardened protocol class."""
-
-    def __init__(self, header_timeout: float, max_pending: int, http: str) -> None:
-        self.port = free_port()
-        config = uvicorn.Config(
-            app,
-            host="127.0.0.1",
-            port=self.port,
-            http=protocol_class(header_timeout, max_pending, http),
-            log_level="warning",
-            access_log=False,
-            lifespan="off",
-            timeout_graceful_shutdown=5,
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 15
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("server thread did not start")
-            time.sleep(0.01)
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(20)
-        assert not self.thread.is_alive(), "server thread did not stop"
+def guarded_server(header_timeout: float, max_pending: int, http: str) -> ServerThread:
+    """The test app under uvicorn with the hardened protocol class."""
+    return ServerThread(app, http=protocol_class(header_timeout, max_pending, http)).start()
 
 
 @dataclass
@@ -185,7 +158,7 @@ def trickle(
 
 @dataclass
 class Net:
-    start: Callable[..., GuardedServer]
+    start: Callable[..., ServerThread]
     connect: Callable[[int], socket.socket]
 
 
@@ -193,11 +166,11 @@ class Net:
 def net(request: pytest.FixtureRequest) -> Iterator[Net]:
     """Start guarded servers and open client sockets; all are closed after
     the test (sockets first, so the servers stop at once)."""
-    servers: list[GuardedServer] = []
+    servers: list[ServerThread] = []
     sockets: list[socket.socket] = []
 
-    def start(header_timeout: float, max_pending: int = 1000) -> GuardedServer:
-        servers.append(GuardedServer(header_timeout, max_pending, request.param))
+    def start(header_timeout: float, max_pending: int = 1000) -> ServerThread:
+        servers.append(guarded_server(header_timeout, max_pending, request.param))
         return servers[-1]
 
     def connect(port: int) -> socket.socket:
