@@ -28,11 +28,18 @@ test: lint
 faults: $(STAMP)
 	$(VENV)/bin/pytest -q -m faults tests/faults
 
-# The router beside its peers (../shared/peers) in one run, as ratios; see
-# docs/benchmarks.md. Needs wrk: apt-get update && apt-get install -y wrk.
+# The router beside its peers and floors (bench/peers) in one run, as ratios;
+# see docs/benchmarks.md. Needs wrk: apt-get update && apt-get install -y wrk.
+# The BullMQ peer needs Node.js and npm; without them its columns are skipped.
 # Options: make bench BENCH_ARGS="--rounds 3 --profile --docs"
 bench: $(STAMP)
 	$(PIP) install -q -r bench/requirements.txt
+	@if command -v node >/dev/null && command -v npm >/dev/null; then \
+		npm ci --prefix bench/peers/bullmq --no-audit --no-fund --loglevel=error \
+		|| echo "bench: npm ci failed: the BullMQ peer will be skipped"; \
+	else \
+		echo "bench: node/npm not found: the BullMQ peer will be skipped"; \
+	fi
 	$(PY) bench/run.py $(BENCH_ARGS)
 
 clean:

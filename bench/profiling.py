@@ -1,0 +1,112 @@
+"""py-spy profiles (--profile) of the router, summarized as text.
+
+(Not named profile.py: bench/ is first on sys.path and would shadow the
+standard library's profile module.)
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from pathlib import Path
+
+RATE = 250  # samples per second
+
+
+def record_pid(pyspy: str, pid: int, seconds: int, out: Path) -> list[str]:
+    """argv: sample a running process for `seconds`."""
+    return [
+        *(pyspy, "record", "--pid", str(pid), "--duration", str(seconds)),
+        *("--rate", str(RATE), "--format", "raw", "--nonblocking", "-o", str(out)),
+    ]
+
+
+def record_command(pyspy: str, out: Path, argv: list[str]) -> list[str]:
+    """argv: run `argv` under py-spy until it exits."""
+    return [
+        *(pyspy, "record", "--rate", str(RATE), "--format", "raw", "-o", str(out)),
+        *("--nonblocking", "--", *argv),
+    ]
+
+
+_FRAME = re.compile(r"^(?P<func>.*) \((?P<path>.*?)(?::\d+)?\)$")
+_REDIS = "redis-py (commands, EVALSHA, replies, its socket writes)"
+_HTTPX = "httpx + httpcore + h11 client (pool, request, its socket writes)"
+_ROUTER = "router's own code (ingest parse, enqueue args, worker loop, envelope)"
+_LIBS = {
+    "redis": _REDIS,
+    "httpx": _HTTPX,
+    "httpcore": _HTTPX,
+    "litestar": "Litestar (routing, signature/DI, request and response)",
+    "uvicorn": "uvicorn + h11 server (HTTP parsing, its socket writes)",
+    "router": _ROUTER,
+    "router_chatbot": _ROUTER,
+}
+_SHARED = ("h11", "anyio")  # used by both sides: charged to their caller
+_LOOP = "asyncio loop itself (epoll, callbacks, task steps, transports)"
+
+
+def _frame_path(frame: str) -> str:
+    m = _FRAME.match(frame)
+    path = m.group("path") if m else frame
+    return re.sub(r"^.*/(site-packages|python3\.\d+)/", "", path).lstrip("/")
+
+
+def _group(frames: list[str]) -> str:
+    """Charge a sample to the nearest library on its stack, from the leaf up.
+
+    Only frames below the event loop's _run_once count (above it is the CLI
+    that started the loop), so a socket write made by redis-py counts as
+    redis-py and a bare epoll wait counts as the loop.
+    """
+    if any("<frozen importlib" in f for f in frames):
+        return "imports and start-up"
+    loop = max((i for i, f in enumerate(frames) if "._run_once (" in f), default=-1)
+    shared = None
+    for frame in reversed(frames[loop + 1 :]):
+        top = _frame_path(frame).split("/", 1)[0].removesuffix(".py")
+        if top in _LIBS:
+            return _LIBS[top]
+        if top in _SHARED and shared is None:
+            shared = f"{top} (no caller on the stack)"
+    return shared or _LOOP
+
+
+def summarize_profile(title: str, path: Path, seconds: float, units: float, unit: str) -> str:
+    """A short text breakdown of a py-spy raw (collapsed stacks) profile."""
+    if not path.exists():
+        return f"### {title}\n\n(py-spy wrote no profile; see bench/results/logs)\n"
+    groups: Counter[str] = Counter()
+    leaves: Counter[str] = Counter()
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = [f for f in stack.split(";") if not f.startswith("process ")]
+        total += count
+        groups[_group(frames)] += count
+        m = _FRAME.match(frames[-1]) if frames else None
+        leaf = f"{m.group('func')} ({_frame_path(frames[-1])})" if m else "?"
+        leaves[leaf] += count
+    if not total:
+        return f"### {title}\n\n(no samples)\n"
+    send = sum(n for leaf, n in leaves.items() if leaf.startswith("_SelectorSocketTransport.write"))
+    epoll = sum(n for leaf, n in leaves.items() if leaf.startswith("EpollSelector.select"))
+    lines = [
+        f"### {title}",
+        "",
+        f"py-spy at {RATE} Hz: {total} samples in {seconds:.1f} s, i.e. the process was on CPU "
+        f"~{total / RATE / seconds:.0%} of the time. {send / total:.0%} of the samples are "
+        f"socket send() calls (asyncio transport writes), {epoll / total:.0%} are in epoll.",
+        "",
+        f"| charged to (nearest library from the leaf) | share | µs per {unit} |",
+        "| --- | ---: | ---: |",
+    ]
+    per = 1e6 / RATE / units  # one sample is 4 ms of wall time on CPU
+    lines += [f"| {name} | {n / total:.0%} | {n * per:.0f} |" for name, n in groups.most_common()]
+    lines.append(f"| total | 100% | {total * per:.0f} |")
+    lines += ["", "| hottest functions (self time) | share |", "| --- | ---: |"]
+    lines += [f"| `{leaf}` | {n / total:.1%} |" for leaf, n in leaves.most_common(12)]
+    return "\n".join(lines) + "\n"

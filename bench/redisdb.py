@@ -1,0 +1,83 @@
+"""The one Redis the router and every peer use, and what it says about its load."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def redis_server(tmp: Path) -> Iterator[tuple[str, str]]:
+    """The system Redis on 127.0.0.1:6379 db 15 if it answers, else an embedded one."""
+    import redis
+
+    url = "redis://127.0.0.1:6379/15"
+    version = None
+    with contextlib.suppress(redis.RedisError, OSError):
+        client = redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
+        version = client.info("server")["redis_version"]
+        client.close()
+    if version is not None:
+        yield url, f"system Redis {version} at 127.0.0.1:6379, db 15"
+        return
+    from router.embedded import EmbeddedRedis
+
+    # No append-only file: the system Redis used otherwise has none either,
+    # and fsync is not what this benchmark measures.
+    server = EmbeddedRedis(tmp / "valkey", appendonly=False)
+    server.start()
+    try:
+        url = f"redis://127.0.0.1:{server.port}/15"
+        client = redis.Redis.from_url(url)
+        version = (
+            client.info("server").get("valkey_version") or client.info("server")["redis_version"]
+        )
+        client.close()
+        yield url, f"embedded valkey-server {version} (router.embedded), db 15"
+    finally:
+        server.stop()
+
+
+def flush(url: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    client.close()
+
+
+def llen(url: str, key: str) -> int:
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        return int(client.llen(key))
+    finally:
+        client.close()
+
+
+# Commands a client sends as one request (a MULTI/EXEC pipeline is one).
+_ROUND_TRIPS = ("evalsha", "eval", "exec", "blpop", "script|load", "script")
+
+
+def command_stats(url: str) -> dict[str, tuple[int, int]]:
+    """INFO commandstats: command -> (calls, server microseconds), server-wide."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    stats = client.info("commandstats")
+    client.close()
+    return {k.removeprefix("cmdstat_"): (v["calls"], v["usec"]) for k, v in stats.items()}
+
+
+def round_trips(
+    before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]]
+) -> tuple[int, int]:
+    """(round trips, server microseconds) between two command_stats snapshots."""
+    calls = usec = 0
+    for name in _ROUND_TRIPS:
+        c0, u0 = before.get(name, (0, 0))
+        c1, u1 = after.get(name, (0, 0))
+        calls, usec = calls + c1 - c0, usec + u1 - u0
+    return calls, usec
