@@ -146,7 +146,9 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
                 factory=True,
                 reload=True,
                 reload_dirs=[str(Path(__file__).parent), str(Path(settings.routes_file).parent)],
-                **common,
+                # The server runs in a spawned child that imports its protocol
+                # by name and reads the same environment.
+                **{**common, "http": "router.http_server:FromEnvironment"},
             )
         else:
             uvicorn.run(create_app(settings, config), **common)

@@ -19,16 +19,20 @@ protocol that adds:
   the rest of the body may still be arriving (uvicorn has no hook for the
   end of an unread body); the client already has its answer then.
 - A cap on waiting connections. When a new connection arrives while
-  `max_pending` connections of the same server are waiting, it gets
-  `503 {"status": "error", "error": "too many connections waiting to send
-  request headers"}` with `Connection: close` and `Retry-After: 1`, written
-  at once (before the client has sent anything, which HTTP/1.1 clients
-  handle as the answer to the request they then send), and is closed. A
-  few bytes per rejected connection cost nothing next to what the cap
-  protects, and a real client learns why instead of seeing a bare reset.
-  Nothing is logged per rejection: under attack that would flood the log.
-  Keep-alive connections that become waiting again after a response are
-  never rejected (they are already admitted); they only count.
+  `max_pending` connections of the same server are waiting, the one that
+  has waited longest is let go to make room: it gets `503 {"status":
+  "error", "error": "too many connections waiting to send request
+  headers"}` with `Connection: close` and `Retry-After: 1` (even if it has
+  sent nothing yet: HTTP/1.1 clients take it as the answer to the request
+  they then send, and an idle keep-alive client sees its connection is
+  gone) and is closed. Evicting the oldest rather than refusing the
+  newcomer is what keeps the server reachable under a slow-loris attack:
+  the attacker's connections are the ones that wait, while a real client
+  sends its headers within milliseconds of connecting and leaves the
+  waiting set long before it could become the oldest. Idle keep-alive
+  connections count as waiting (they hold a file descriptor like any
+  other) and, being the oldest, go first. Nothing is logged per eviction:
+  under attack that would flood the log.
 - JSON error bodies for uvicorn's own 400 answers to malformed HTTP:
   `{"status": "error", "error": "Invalid HTTP request received."}`
   (uvicorn's text), `application/json`, `Connection: close`.
@@ -81,7 +85,9 @@ class _HeaderDeadlineMixin(_UvicornProtocol):
     # Set per server by protocol_class().
     header_timeout: ClassVar[float]
     max_pending: ClassVar[int]
-    _waiting: ClassVar[set[_HeaderDeadlineMixin]]
+    # The connections waiting for request headers, longest-waiting first
+    # (a dict for its insertion order; the values are unused).
+    _waiting: ClassVar[dict[_HeaderDeadlineMixin, None]]
 
     # The deadline of the request we wait for; None when not waiting.
     # A class default, so uvicorn's __init__ needs no override.
@@ -92,13 +98,7 @@ class _HeaderDeadlineMixin(_UvicornProtocol):
         # for a connection we refuse) needs self.transport and friends.
         super().connection_made(transport)
         if len(self._waiting) >= self.max_pending:
-            self._write_json_error(
-                503,
-                "too many connections waiting to send request headers",
-                b"retry-after: 1\r\n",
-            )
-            self.transport.close()
-            return
+            next(iter(self._waiting))._evict()
         self._start_waiting()
 
     def data_received(self, data: bytes) -> None:
@@ -133,9 +133,12 @@ class _HeaderDeadlineMixin(_UvicornProtocol):
 
     def send_400_response(self, msg: str) -> None:
         # uvicorn's version answers text/plain; the API promises JSON errors.
-        # When the current request already has (part of) its response on the
-        # wire, a second answer would corrupt the stream: just close then.
-        if self._deadline is not None or not self.cycle or not self.cycle.response_started:
+        # Only when the current request has part of its response on the wire
+        # would a second answer corrupt the stream: just close then. (A
+        # malformed request pipelined behind a good one arrives while the
+        # good one's cycle is complete: it gets its 400.)
+        cycle = self.cycle
+        if not cycle or not cycle.response_started or cycle.response_complete:
             self._write_json_error(400, msg)
         self.transport.close()
 
@@ -143,18 +146,18 @@ class _HeaderDeadlineMixin(_UvicornProtocol):
 
     def _start_waiting(self) -> None:
         self._stop_waiting()
-        self._waiting.add(self)
+        self._waiting[self] = None
         self._deadline = self.loop.call_later(self.header_timeout, self._headers_overdue)
 
     def _stop_waiting(self) -> None:
         if self._deadline is not None:
             self._deadline.cancel()
             self._deadline = None
-        self._waiting.discard(self)
+        self._waiting.pop(self, None)
 
     def _headers_overdue(self) -> None:
         self._deadline = None
-        self._waiting.discard(self)
+        self._waiting.pop(self, None)
         if self.transport.is_closing():
             return
         if self._request_bytes_buffered():
@@ -162,6 +165,15 @@ class _HeaderDeadlineMixin(_UvicornProtocol):
                 408, f"request headers not received within {self.header_timeout:g}s"
             )
         self.transport.close()
+
+    def _evict(self) -> None:
+        """Let this waiting connection go to make room for a newcomer."""
+        self._stop_waiting()
+        if not self.transport.is_closing():
+            self._write_json_error(
+                503, "too many connections waiting to send request headers", b"retry-after: 1\r\n"
+            )
+            self.transport.close()
 
     def _request_bytes_buffered(self) -> bool:
         """Has the client sent any byte of the request we wait for? Asked
@@ -240,7 +252,24 @@ def protocol_class(
     namespace = {
         "header_timeout": float(header_timeout),
         "max_pending": max_pending,
-        "_waiting": set(),
+        "_waiting": {},
     }
     name = f"Guarded{base.__name__.strip('_')}Protocol"
     return cast("type[asyncio.Protocol]", type(name, (base,), namespace))
+
+
+def __getattr__(name: str) -> type[asyncio.Protocol]:
+    """`router.http_server:FromEnvironment`: the protocol class with the
+    settings of this process's environment, for uvicorn's import string.
+    `router serve --reload` needs one: its server runs in a spawned child,
+    which imports the protocol by name (the class `protocol_class()` builds
+    cannot be pickled). Built on first use, so importing this module never
+    reads the environment."""
+    if name != "FromEnvironment":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from router.settings import Settings
+
+    settings = Settings.from_env()
+    cls = protocol_class(settings.header_timeout, settings.max_pending_connections)
+    globals()[name] = cls  # one class (one waiting set) per process
+    return cls

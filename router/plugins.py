@@ -66,12 +66,22 @@ class OpenSink:
         await self.http.aclose()
 
 
+# How long an idle connection to a destination is kept for reuse. Shorter
+# than the keep-alive timeout of common servers (uvicorn, Node and Apache
+# close idle connections after 5 s; httpx's own default is also 5 s): with
+# equal timeouts a delivery can go out on a connection the destination is
+# closing at that moment, a failed attempt for nothing.
+IDLE_CONNECTION_EXPIRY = 2.0
+
+
 def open_sink(destination: Destination) -> OpenSink:
     """Build a destination's sink through its plugin's factory, with a shared
     HTTP client sized for its max_in_flight."""
     s = destination.settings
     limits = httpx.Limits(
-        max_connections=s.max_in_flight, max_keepalive_connections=s.max_in_flight
+        max_connections=s.max_in_flight,
+        max_keepalive_connections=s.max_in_flight,
+        keepalive_expiry=IDLE_CONNECTION_EXPIRY,
     )
     http = httpx.AsyncClient(limits=limits, timeout=s.timeout)
     context = SinkContext(

@@ -4,7 +4,7 @@ Every script starts with the shared prelude `_lib.lua` (the server clock, the
 wake nudge, the fencing check and the LEASE_LOST return code, each written
 once). Each script names its keys at the top (`local ready, leases = KEYS[1],
 KEYS[2]`); SCRIPT_KEYS below is the Python side of the same list, and
-tests/test_scripts.py checks that the two agree by name and position.
+tests/unit/test_scripts.py checks that the two agree by name and position.
 """
 
 from __future__ import annotations

@@ -152,7 +152,8 @@ class Settings:
     max_pending_connections: int = _env(
         "ROUTER_MAX_PENDING_CONNECTIONS",
         _count,
-        "connections still sending their headers beyond this are closed at once",
+        "connections waiting for request headers (idle keep-alive included) beyond this: "
+        "the longest-waiting one is answered 503 and closed to make room",
         2000,
     )
 

@@ -1,5 +1,10 @@
 """Fixtures: a real Redis-compatible server, a real bot, the real router.
 
+The tests are arranged by what they need: tests/unit (pure logic, no
+server), tests/integration (a real Redis-compatible server and the router's
+app in-process), tests/process (real `router` processes), tests/faults (the
+fault-injection suite). Shared helpers live in tests/support.
+
 Without REDIS_URL the session starts the embedded valkey-server (the same
 binary `router serve` uses) on a free port. With REDIS_URL set, the suite
 runs against that server instead (e.g. the machine's Redis 7); its selected
@@ -10,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,11 +24,10 @@ import httpx
 import pytest
 import redis as redis_sync
 
-from router.app import create_app
 from router.embedded import EmbeddedRedis
-from router.loading import load
-from router.settings import Settings
-from tests.support import Bot, ServerThread, write_routes
+from tests.support.bot import Bot
+from tests.support.routes import STORE, write_routes
+from tests.support.servers import ServerThread, serve
 
 
 @pytest.fixture(scope="session")
@@ -64,6 +69,19 @@ def redis(clean_redis: str) -> Iterator[redis_sync.Redis]:
 
 
 @pytest.fixture()
+def own_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
+    """A server of this test's own, for settings the shared one must not get."""
+    server = EmbeddedRedis(tmp_path / "own-valkey", appendonly=False)
+    server.start()
+    try:
+        yield server
+    finally:
+        if server.process is not None and server.process.poll() is None:
+            os.kill(server.process.pid, signal.SIGCONT)  # in case a test froze it
+        server.stop()
+
+
+@pytest.fixture()
 def bot() -> Iterator[Bot]:
     b = Bot()
     b.server = ServerThread(b).start()
@@ -84,8 +102,8 @@ class RunningRouter:
 
     def post(self, body: Any, **kwargs: Any) -> httpx.Response:
         if isinstance(body, bytes | str):
-            return httpx.post(self.url + "/v1/store_message", content=body, **kwargs)
-        return httpx.post(self.url + "/v1/store_message", json=body, **kwargs)
+            return httpx.post(self.url + STORE, content=body, **kwargs)
+        return httpx.post(self.url + STORE, json=body, **kwargs)
 
     def stop(self) -> None:
         self.server.stop()
@@ -108,14 +126,8 @@ def start_router(clean_redis: str, tmp_path: Path) -> Iterator[Callable[..., Run
         routes = routes_file or write_routes(
             tmp_path / f"routes{len(running)}.yaml", bot_url, **dest
         )
-        settings = Settings(
-            routes_file=str(routes),
-            redis_url=clean_redis,
-            shutdown_grace=grace,
-            run_workers=workers,
-        )
-        app = create_app(settings, load(str(routes)))
-        router = RunningRouter(ServerThread(app).start(), routes)
+        server = serve(clean_redis, routes, shutdown_grace=grace, run_workers=workers)
+        router = RunningRouter(server, routes)
         running.append(router)
         return router
 

@@ -1,4 +1,4 @@
--- Shared by every script: router/queue.py prepends this file when it loads
+-- Shared by every script: router/scripts.py prepends this file when it loads
 -- a script (as BullMQ's `--- @include` does), so each helper is written once.
 --
 -- Return codes: a script that changes a claimed key first checks that the

@@ -1,9 +1,10 @@
 """Fault-injection harness: real processes on loopback, nothing mocked.
 
-- `RouterProcess`: `python -m router serve` (or `api`) started as a
-  subprocess with the environment the README documents (REDIS_URL, PORT,
-  ROUTES_FILE, ROUTER_SHUTDOWN_GRACE, ROUTER_DATA_DIR), killed with SIGKILL or
-  stopped with SIGTERM by the test.
+- `Lab.router`: `python -m router serve` (or `api`) started as a
+  subprocess (tests/support/processes.py's `RouterProcess`) with the
+  environment the README documents (REDIS_URL, PORT, ROUTES_FILE,
+  ROUTER_SHUTDOWN_GRACE, ROUTER_DATA_DIR), killed with SIGKILL or stopped
+  with SIGTERM by the test.
 - A real valkey-server (`router.embedded.EmbeddedRedis`) on a fixed port and
   data directory, so a SIGKILL + restart reloads its append-only file.
 - `FaultBot`: the chatbot, an ASGI app served by uvicorn in a thread. It
@@ -24,11 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import random
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections import defaultdict
@@ -37,30 +34,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import redis as redis_sync
 from router_chatbot import error_in_body
 
 from router.embedded import EmbeddedRedis
-from router.keys import DestinationKeys
-from tests.support import ServerThread, free_port, write_routes
+from tests.support import ROOT
+from tests.support.bot import read_request, send_json
+from tests.support.processes import RouterProcess, router_env
+from tests.support.processes import run_cli as run_cli  # for the fault tests
+from tests.support.routes import KEYS, STORE, write_routes
+from tests.support.servers import ServerThread, free_port
+from tests.support.servers import wait_until as wait_for
 
-REPO = Path(__file__).resolve().parents[2]
-DESTINATION = "chatbot"
-KEYS = DestinationKeys(DESTINATION)
-INGEST_PATH = "/v1/store_message"
+REPO = ROOT
+DESTINATION = KEYS.destination
+INGEST_PATH = STORE
 INSTANCE_HEADER = "X-Router-Instance"
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> float:
-    """Poll until `predicate()`; returns the monotonic time it became true."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if predicate():
-            return time.monotonic()
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(0.02)
 
 
 # -- the bot -------------------------------------------------------------------
@@ -122,26 +111,10 @@ class FaultBot:
             self.server = None
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                else:
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
-        if scope["type"] != "http":
+        received = await read_request(scope, receive, send)
+        if received is None:
             return
-        chunks = []
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body"):
-                break
-        data = json.loads(b"".join(chunks) or b"{}")
-        headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+        data, headers = received
         with self.lock:
             request = BotRequest(
                 index=len(self.requests),
@@ -166,15 +139,7 @@ class FaultBot:
                 request.outcome = "ack" if ok else "error"
                 if ok:
                     self.acks.append(request)
-            body = reply.body if isinstance(reply.body, str) else json.dumps(reply.body)
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": reply.status,
-                    "headers": [(b"content-type", b"application/json")],
-                }
-            )
-            await send({"type": "http.response.body", "body": body.encode()})
+            await send_json(send, reply.status, reply.body)
         finally:
             with self.lock:
                 if request.outcome == "running":
@@ -488,138 +453,6 @@ class LoadGenerator:
             return list(self.posts)
 
 
-# -- processes -------------------------------------------------------------------
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child
-    import ctypes
-
-    with contextlib.suppress(OSError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
-
-
-class RouterProcess:
-    """`python -m router <command>` as a child process, logging to a file."""
-
-    def __init__(
-        self,
-        name: str,
-        routes: Path,
-        redis_url: str,
-        workdir: Path,
-        grace: float = 10.0,
-        command: str = "serve",
-        port: int | None = None,
-        env: dict[str, str] | None = None,
-    ) -> None:
-        self.name = name
-        self.command = command
-        self.port = port or free_port()
-        self.log_path = workdir / f"router-{name}.log"
-        self.env = {
-            **os.environ,
-            "REDIS_URL": redis_url,
-            "PORT": str(self.port),
-            "HOST": "127.0.0.1",
-            "ROUTES_FILE": str(routes),
-            "ROUTER_SHUTDOWN_GRACE": str(grace),
-            "ROUTER_DATA_DIR": str(workdir / f"data-{name}"),
-            "ROUTER_INSTANCE": name,
-            "LOG_LEVEL": "info",
-            "PYTHONUNBUFFERED": "1",
-            **(env or {}),
-        }
-        self.process: subprocess.Popen[bytes] | None = None
-        self.starts = 0
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
-
-    def start(self, wait: bool = True, timeout: float = 60.0) -> RouterProcess:
-        assert self.process is None or self.process.poll() is not None, "already running"
-        self.starts += 1
-        with open(self.log_path, "ab") as log:
-            log.write(f"--- start #{self.starts} ---\n".encode())
-            log.flush()
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "router", self.command],
-                cwd=REPO,
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent,
-            )
-        if wait:
-            self.wait_ready(timeout)
-        return self
-
-    def wait_ready(self, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.process is not None
-            if self.process.poll() is not None:
-                raise AssertionError(
-                    f"router {self.name} exited with {self.process.returncode}:\n{self.log_tail()}"
-                )
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(self.url + "/readyz", timeout=2).status_code == 200:
-                    return
-            time.sleep(0.1)
-        raise AssertionError(f"router {self.name} not ready after {timeout:g}s\n{self.log_tail()}")
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def kill(self) -> None:
-        """SIGKILL, as a crash or the OOM killer would."""
-        if self.alive():
-            assert self.process is not None
-            self.process.kill()
-            self.process.wait()
-
-    def terminate(self, timeout: float = 60.0) -> tuple[int | None, float]:
-        """SIGTERM; returns (exit code or None if still running, seconds taken)."""
-        assert self.process is not None
-        start = time.monotonic()
-        self.process.terminate()
-        try:
-            code: int | None = self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            code = None
-        return code, time.monotonic() - start
-
-    def log_text(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-
-    def log_tail(self, lines: int = 40) -> str:
-        return "\n".join(self.log_text().splitlines()[-lines:])
-
-
-def run_cli(
-    *args: str, env: dict[str, str], timeout: float = 60.0
-) -> subprocess.CompletedProcess[str]:
-    """Run `python -m router ...` to completion (dead list / replay)."""
-    return subprocess.run(
-        [sys.executable, "-m", "router", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
 class Lab:
     """Everything one fault test runs, torn down at the end."""
 
@@ -668,7 +501,20 @@ class Lab:
     def router(
         self, name: str, routes: Path, grace: float = 10.0, command: str = "serve"
     ) -> RouterProcess:
-        process = RouterProcess(name, routes, self.redis_url, self.workdir, grace, command)
+        """`router <command>` as a process of this lab, with the environment
+        the README documents; it dies with the test process."""
+        process = RouterProcess(
+            self.workdir / f"router-{name}.log",
+            command=command,
+            name=name,  # as ROUTER_INSTANCE: what the bot's requests say
+            die_with_parent=True,
+            REDIS_URL=self.redis_url,
+            ROUTES_FILE=str(routes),
+            ROUTER_SHUTDOWN_GRACE=str(grace),
+            ROUTER_DATA_DIR=str(self.workdir / f"data-{name}"),
+            ROUTER_INSTANCE=name,
+            LOG_LEVEL="info",
+        )
         self.routers.append(process)
         return process
 
@@ -680,12 +526,12 @@ class Lab:
         return generator
 
     def cli_env(self, routes: Path) -> dict[str, str]:
-        return {
-            **os.environ,
-            "REDIS_URL": self.redis_url,
-            "ROUTES_FILE": str(routes),
-            "ROUTER_DATA_DIR": str(self.workdir / "data-cli"),
-        }
+        """The environment of `run_cli(..., env=...)` against this lab."""
+        return router_env(
+            REDIS_URL=self.redis_url,
+            ROUTES_FILE=str(routes),
+            ROUTER_DATA_DIR=str(self.workdir / "data-cli"),
+        )
 
     def close(self) -> None:
         for generator in self.generators:

@@ -13,6 +13,7 @@ from redis.asyncio import Redis as AsyncRedis
 from router import envelope
 from router.keys import DestinationKeys
 from router.queue import DestinationQueue, Outcome, Scripts, Target, enqueue, replay_oldest
+from tests.support.messages import enqueue_json
 
 
 @pytest.fixture()
@@ -26,9 +27,7 @@ async def queue(clean_redis: str) -> AsyncIterator[DestinationQueue]:
 
 async def store(queue: DestinationQueue, key: str, *names: str) -> None:
     for name in names:
-        message_id = envelope.new_message_id()
-        raw = envelope.encode(message_id, int(time.time() * 1000), json.dumps(name).encode())
-        await enqueue(queue.scripts, [Target(queue.keys, key)], raw, message_id, None, 60)
+        await enqueue_json(queue.scripts, queue.keys, key, name)
 
 
 def body(raw: bytes) -> str:
@@ -63,46 +62,13 @@ async def test_a_busy_key_does_not_keep_its_claim_past_a_due_backoff(
     assert [c.key for c in claimed] == ["b"]
 
 
-async def test_enqueue_with_short_dedup_ttl_is_refused_by_config(tmp_path) -> None:
-    from router.config import ConfigError
-    from router.loading import load
-
-    path = tmp_path / "routes.yaml"
-    path.write_text(
-        json.dumps(
-            {
-                "routes": [{"path": "/x", "destinations": ["d"], "dedup_ttl": "500ms"}],
-                "destinations": {"d": {"plugin": "http", "url": "http://127.0.0.1:9/"}},
-            }
-        )
-    )
-    with pytest.raises(ConfigError, match="dedup_ttl: must be at least 1s"):
-        load(str(path))
-
-
-def test_absurd_standard_webhooks_timestamp_is_401_not_500() -> None:
-    from router.auth import Authenticator, Unauthorized
-    from router.config import AuthSettings
-
-    auth = Authenticator(AuthSettings(type="standard-webhooks", secret="whsec_c2VjcmV0"))
-    headers = {"webhook-id": "1", "webhook-timestamp": "9" * 400, "webhook-signature": "v1,x"}
-    with pytest.raises(Unauthorized):
-        auth.check(headers, b"{}")
-
-
-def test_float_error_status_fails_the_attempt() -> None:
-    from router_chatbot import error_in_body
-
-    assert error_in_body({"status": 500.0}) == "bot answered status 500"
-    assert error_in_body({"status": 200.0}) is None
-
-
 async def test_max_age_gives_an_unblocked_message_its_try(
     queue: DestinationQueue, start_router, bot
 ) -> None:
     """A message older than max_age is still tried once, and again after an
     operator unblocks it, instead of being blocked again untried."""
-    from tests.support import Answer, wait_until
+    from tests.support.bot import Answer
+    from tests.support.servers import wait_until
 
     keys = DestinationKeys("chatbot")
     real = DestinationQueue(queue.redis, queue.scripts, "chatbot")
@@ -124,28 +90,3 @@ async def test_max_age_gives_an_unblocked_message_its_try(
     assert await real.unblock("k")
     await asyncio.to_thread(wait_until, lambda: bot.acked_messages("k") == ["old"], 10)
     assert len(bot.received) == 2
-
-
-def test_burst_exits_while_a_key_waits_out_a_backoff(start_router, bot, clean_redis, redis):
-    """`router worker --burst` delivers what it can now and leaves a failing
-    key queued for the next run instead of waiting for it forever."""
-    import subprocess
-    import sys
-
-    from tests.support import Answer
-
-    bot.decide = lambda m, n: Answer(status=500) if m["wa_id"] == "bad" else Answer()
-    router = start_router(bot.url, workers=False, retry={"initial": "30s", "max_delay": "60s"})
-    for key in ("bad", "good"):
-        assert router.post({"mensaje": "m", "wa_id": key}).status_code == 200
-    done = subprocess.run(
-        [sys.executable, "-m", "router", "--routes", str(router.routes_file), "worker", "--burst"],
-        env={"REDIS_URL": clean_redis, "PATH": "/usr/bin:/bin"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
-    assert bot.acked_messages("good") == ["m"]
-    assert redis.llen(DestinationKeys("chatbot").lane("bad")) == 1  # still queued
-    assert redis.zcard(DestinationKeys("chatbot").delayed) == 1

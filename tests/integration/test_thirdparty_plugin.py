@@ -1,7 +1,8 @@
 """A third-party plugin delivers without any router change: registered
 in-process with the router's plugin manager (datasette's way; nothing is
-installed), and once through the real path, pip-installed into a throwaway
-directory and found through the `router` entry-point group."""
+installed). (Through the real path, pip-installed into a throwaway
+directory and found through the `router` entry-point group:
+tests/process/test_thirdparty_plugin.py.)"""
 
 from __future__ import annotations
 
@@ -13,16 +14,10 @@ from typing import Any
 import pytest
 
 from router.loading import load
-from router.plugins import plugin_manager, sink_types
-from tests.delivery_support import (
-    install_into,
-    interleaved,
-    post_round_robin,
-    recorder_registered,
-    run_cli,
-    write_recorder_routes,
-)
-from tests.support import Bot, check_order, wait_until
+from tests.support.bot import Bot, check_order
+from tests.support.messages import interleaved, post_round_robin
+from tests.support.plugin import recorder_registered, write_recorder_routes
+from tests.support.servers import wait_until
 
 
 @pytest.fixture()
@@ -35,30 +30,6 @@ def _records(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines()]
-
-
-def test_the_entry_point_path_finds_an_installed_plugin(tmp_path: Path, clean_redis: str) -> None:
-    """pip install (into a directory of its own), and the router finds it:
-    listed, validated, and delivering from a separate process."""
-    env = install_into(tmp_path / "site")
-    listed = run_cli("plugins", **env)
-    assert listed.returncode == 0, listed.stderr
-    lines = listed.stdout.splitlines()
-    assert any(line.startswith("recorder: ") for line in lines), listed.stdout
-    assert any(line.startswith("chatbot: ") for line in lines), listed.stdout  # still there
-
-    out = tmp_path / "recorded.jsonl"
-    routes = write_recorder_routes(tmp_path / "routes.yaml", file=str(out))
-    check = run_cli("--routes", str(routes), "check", **env)
-    assert check.returncode == 0, check.stderr
-    assert "plugin recorder" in check.stdout
-    bad = write_recorder_routes(tmp_path / "bad.yaml", file="x", colour="blue")
-    refused = run_cli("--routes", str(bad), "check", **env)
-    assert refused.returncode == 2 and "colour" in refused.stderr
-
-    # The plugin is nowhere but in that directory.
-    assert "recorder" not in run_cli("plugins").stdout
-    assert "recorder" not in sink_types(plugin_manager())
 
 
 def test_routes_deliver_through_the_plugin(
@@ -94,9 +65,3 @@ def test_plugin_posting_to_a_url_keeps_order(
     assert check_order(sent, bot.acknowledged()) == (0, 0)
     assert all(r.headers["x-recorder"] == "1" for r in bot.received)
     assert bot.max_in_flight_per_key == 1
-
-
-def test_a_registered_plugin_leaves_when_unregistered(tmp_path: Path) -> None:
-    with recorder_registered():
-        assert "recorder" in sink_types(plugin_manager())
-    assert "recorder" not in sink_types(plugin_manager())

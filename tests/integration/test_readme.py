@@ -4,8 +4,6 @@ in-process, a destination using it, a message delivered through it."""
 from __future__ import annotations
 
 import importlib.util
-import re
-import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,20 +12,15 @@ import yaml
 
 from router.loading import load
 from router.plugins import plugin_manager, sink_types
-from tests.support import Bot, wait_until, write_routes
-
-README = Path(__file__).resolve().parent.parent / "README.md"
-
-
-def _blocks(language: str) -> list[str]:
-    text = README.read_text()
-    section = text[text.index("## Writing a delivery plugin") : text.index("## Operating it")]
-    return re.findall(rf"```{language}\n(.*?)```", section, re.DOTALL)
+from tests.support.bot import Bot
+from tests.support.routes import write_routes
+from tests.support.servers import wait_until
+from tests.unit.test_readme import readme_blocks
 
 
 @pytest.fixture()
 def sms_plugin(tmp_path: Path) -> Iterator[None]:
-    (code,) = _blocks("python")
+    (code,) = readme_blocks("python")
     package = tmp_path / "my_sms_plugin"
     package.mkdir()
     (package / "__init__.py").write_text(code)
@@ -45,7 +38,7 @@ def sms_plugin(tmp_path: Path) -> Iterator[None]:
 def test_the_plugin_example_delivers_as_written(sms_plugin: None, start_router, bot: Bot, tmp_path):
     sms = sink_types(plugin_manager())["sms"]
     assert sms.description  # what `router plugins` prints
-    (example,) = _blocks("yaml")[-1:]
+    (example,) = readme_blocks("yaml")[-1:]
     options = yaml.safe_load(example)["destinations"]["sms"]
     assert options["plugin"] == "sms" and set(options) >= {"url", "api_key"}
 
@@ -58,11 +51,3 @@ def test_the_plugin_example_delivers_as_written(sms_plugin: None, start_router, 
     assert got.headers["authorization"] == "Bearer k-1"
     assert got.headers["content-type"] == "application/json"
     assert got.headers["idempotency-key"].startswith("msg_")
-
-
-def test_the_plugin_pyproject_is_complete() -> None:
-    (toml,) = _blocks("toml")
-    project = tomllib.loads(toml)
-    assert project["build-system"]["build-backend"] == "setuptools.build_meta"
-    assert "message-router" in project["project"]["dependencies"]
-    assert project["project"]["entry-points"]["router"] == {"sms": "my_sms_plugin"}

@@ -9,10 +9,9 @@ import pytest
 from redis import Redis
 
 from router.envelope import decode
-from router.keys import DestinationKeys
-from tests.support import Answer, Bot, wait_until
-
-KEYS = DestinationKeys("chatbot")
+from tests.support.bot import Answer, Bot
+from tests.support.routes import KEYS
+from tests.support.servers import wait_until
 
 
 def test_store_writes_to_the_destination_queue_before_answering(
@@ -98,7 +97,7 @@ def test_refused_connection_is_retried_until_the_bot_is_back(start_router, bot: 
     for i in range(5):
         assert router.post({"mensaje": f"m{i}", "wa_id": "7"}).status_code == 200
     time.sleep(1.0)  # several failed attempts against a closed port
-    from tests.support import ServerThread
+    from tests.support.servers import ServerThread
 
     bot.server = ServerThread(bot, port=port).start()
     wait_until(lambda: len(bot.acknowledged()) >= 5, timeout=20, what="delivery after return")

@@ -1,20 +1,17 @@
 """routes.yaml: a bad file refuses to start with ONE line naming the file,
-the place (key path, line) and the fix; ${VAR} substitution."""
+the place (key path, line) and the fix; ${VAR} substitution. (`router
+check` as a process: tests/process/test_config.py.)"""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 
 from router.config import ConfigError
 from router.loading import load
-
-REPO = Path(__file__).resolve().parent.parent
+from tests.support import ROOT
+from tests.support.routes import write_yaml
 
 GOOD = """\
 routes:
@@ -33,12 +30,6 @@ destinations:
 """
 
 
-def write(tmp_path: Path, text: str, name: str = "routes.yaml") -> Path:
-    path = tmp_path / name
-    path.write_text(textwrap.dedent(text))
-    return path
-
-
 def config_error(path: Path, env: dict[str, str] | None = None) -> str:
     """The error loading `path` raises: one line that starts with the file."""
     with pytest.raises(ConfigError) as info:
@@ -50,7 +41,7 @@ def config_error(path: Path, env: dict[str, str] | None = None) -> str:
 
 
 def test_the_good_config_loads(tmp_path: Path) -> None:
-    config = load(str(write(tmp_path, GOOD)), env={})
+    config = load(str(write_yaml(tmp_path, GOOD)), env={})
     assert [r.path for r in config.routes] == ["/v1/store_message"]
     chatbot = config.destinations["chatbot"]
     assert chatbot.ordering_key == "wa_id"
@@ -59,7 +50,7 @@ def test_the_good_config_loads(tmp_path: Path) -> None:
 
 
 def test_the_shipped_routes_yaml_loads() -> None:
-    config = load(str(REPO / "routes.yaml"), env={})
+    config = load(str(ROOT / "routes.yaml"), env={})
     assert config.destinations["chatbot"].options.url == "http://localhost:8080/bot"
     assert config.routes[0].settings.max_body == 1024 * 1024
 
@@ -280,7 +271,7 @@ BAD: list[tuple[str, str, list[str]]] = [
 def test_bad_config_is_one_line_naming_file_place_and_fix(
     tmp_path: Path, text: str, words: list[str]
 ) -> None:
-    message = config_error(write(tmp_path, text))
+    message = config_error(write_yaml(tmp_path, text))
     for word in words:
         assert word in message, f"{word!r} not in {message!r}"
 
@@ -297,14 +288,14 @@ def test_unreadable_files(tmp_path: Path) -> None:
 
 
 def test_env_var_unset_is_an_error_and_set_is_used(tmp_path: Path) -> None:
-    path = write(tmp_path, GOOD.replace("http://127.0.0.1:8080/bot", "${BOT_URL}"))
+    path = write_yaml(tmp_path, GOOD.replace("http://127.0.0.1:8080/bot", "${BOT_URL}"))
     assert "BOT_URL is not set" in config_error(path, env={"OTHER": "x"})
     config = load(str(path), env={"BOT_URL": "http://bot.internal:9000/in"})
     assert config.destinations["chatbot"].options.url == "http://bot.internal:9000/in"
 
 
 def test_env_var_default(tmp_path: Path) -> None:
-    path = write(
+    path = write_yaml(
         tmp_path, GOOD.replace("http://127.0.0.1:8080/bot", "${BOT_URL:-http://fallback:1/bot}")
     )
     url = lambda env: load(str(path), env=env).destinations["chatbot"].options.url  # noqa: E731
@@ -314,7 +305,7 @@ def test_env_var_default(tmp_path: Path) -> None:
 
 
 def test_env_var_in_part_of_a_string_and_escaped_dollar(tmp_path: Path) -> None:
-    path = write(
+    path = write_yaml(
         tmp_path,
         GOOD.replace("http://127.0.0.1:8080/bot", "http://${HOST}:${PORT:-8080}/bot?p=$$x"),
     )
@@ -324,7 +315,7 @@ def test_env_var_in_part_of_a_string_and_escaped_dollar(tmp_path: Path) -> None:
 
 def test_env_var_value_is_not_yaml(tmp_path: Path) -> None:
     """A substituted value stays a string: it cannot inject YAML structure."""
-    path = write(tmp_path, GOOD + "    headers:\n      Authorization: ${TOKEN}\n")
+    path = write_yaml(tmp_path, GOOD + "    headers:\n      Authorization: ${TOKEN}\n")
     config = load(str(path), env={"TOKEN": "Bearer a: b\n- [c]"})
     assert config.destinations["chatbot"].options.headers == {"Authorization": "Bearer a: b\n- [c]"}
 
@@ -332,45 +323,6 @@ def test_env_var_value_is_not_yaml(tmp_path: Path) -> None:
 def test_env_defaults_to_the_process_environment(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    path = write(tmp_path, GOOD.replace("http://127.0.0.1:8080/bot", "${ROUTER_TEST_URL}"))
+    path = write_yaml(tmp_path, GOOD.replace("http://127.0.0.1:8080/bot", "${ROUTER_TEST_URL}"))
     monkeypatch.setenv("ROUTER_TEST_URL", "http://from-env/bot")
     assert load(str(path)).destinations["chatbot"].options.url == "http://from-env/bot"
-
-
-def run_cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("ROUTES_FILE", "BOT_URL")}
-    return subprocess.run(
-        [sys.executable, "-m", "router", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
-def test_cli_check_refuses_a_bad_file_with_one_line_and_exit_2(tmp_path: Path) -> None:
-    files = {
-        "syntax.yaml": "routes: [\n",
-        "plugin.yaml": GOOD.replace("plugin: chatbot", "plugin: telegram"),
-        "unsafe.yaml": "routes: !!python/name:os.system\n",
-    }
-    for name, text in files.items():
-        bad = write(tmp_path, text, name)
-        result = run_cli("--routes", str(bad), "check", cwd=tmp_path)
-        assert result.returncode == 2, (name, result)
-        assert "Traceback" not in result.stderr
-        lines = result.stderr.strip().splitlines()
-        assert len(lines) == 1, (name, result.stderr)
-        assert lines[0].startswith(f"router: config error: {bad}:"), lines
-        assert result.stdout == ""
-    result = run_cli("--routes", str(tmp_path / "nope.yaml"), "check", cwd=tmp_path)
-    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
-    assert "cannot read" in result.stderr and "Traceback" not in result.stderr
-
-
-def test_cli_check_accepts_the_shipped_routes_yaml() -> None:
-    result = run_cli("--routes", str(REPO / "routes.yaml"), "check")
-    assert result.returncode == 0, result.stderr
-    assert "route /v1/store_message -> chatbot" in result.stdout
-    assert result.stdout.rstrip().endswith(": ok")

@@ -16,7 +16,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from redis import Redis
 
-from tests.ingest_support import KEYS, STORE, routes_file, serve, stored_count
+from tests.support.messages import stored_count
+from tests.support.routes import KEYS, STORE
 
 # -- the router under test -------------------------------------------------
 
@@ -28,19 +29,10 @@ class Target:
     stored: int = 0  # messages the router said it stored
 
 
-@pytest.fixture(scope="module")
-def server(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    s = serve(redis_url, routes_file(tmp_path_factory.mktemp("fuzz") / "routes.yaml"))
-    try:
-        yield s.url
-    finally:
-        s.stop()
-
-
 @pytest.fixture()
-def target(server: str, redis: Redis) -> Iterator[Target]:
-    with httpx.Client(base_url=server, timeout=10) as client:
-        yield Target(server, client)
+def target(api: str, redis: Redis) -> Iterator[Target]:
+    with httpx.Client(base_url=api, timeout=10) as client:
+        yield Target(api, client)
 
 
 # -- what gets posted ------------------------------------------------------
@@ -237,16 +229,14 @@ def half_request(url: str, body: bytes, declared: int) -> socket.socket:
     return sock
 
 
-def test_stalled_half_bodies_do_not_block_others_and_store_nothing(
-    server: str, redis: Redis
-) -> None:
+def test_stalled_half_bodies_do_not_block_others_and_store_nothing(api: str, redis: Redis) -> None:
     # Each is a complete, valid message: only the declared length says more is coming.
     stalled = [
-        half_request(server, encode({"mensaje": f"half{i}", "wa_id": "stalled"}), 1000)
+        half_request(api, encode({"mensaje": f"half{i}", "wa_id": "stalled"}), 1000)
         for i in range(10)
     ]
     try:
-        with httpx.Client(base_url=server, timeout=5) as client:
+        with httpx.Client(base_url=api, timeout=5) as client:
             for i in range(20):
                 started = time.monotonic()
                 r = client.post(STORE, json={"mensaje": f"m{i}", "wa_id": "live"})
@@ -271,7 +261,7 @@ def test_stalled_half_bodies_do_not_block_others_and_store_nothing(
     time.sleep(0.2)  # let the router finish with the closed connections
     assert redis.llen(KEYS.lane("stalled")) == 0
     assert stored_count(redis) == 20
-    assert httpx.post(server + STORE, json={"mensaje": "after", "wa_id": "live"}).status_code == 200
+    assert httpx.post(api + STORE, json={"mensaje": "after", "wa_id": "live"}).status_code == 200
 
 
 def _read_all(sock: socket.socket) -> bytes:

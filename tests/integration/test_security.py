@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -14,19 +13,16 @@ import httpx
 import pytest
 from redis import Redis
 
-from router.keys import DestinationKeys
-from tests.support import Answer, Bot, wait_until, write_routes
+from tests.support.bot import Bot
+from tests.support.messages import stored_count
+from tests.support.routes import KEYS, write_routes
+from tests.support.servers import serve
 
 SECRET = "s3cr3t-from-env"
-KEYS = DestinationKeys("chatbot")
 
 
 def routes(tmp_path: Path, bot_url: str, route: dict[str, Any], **dest: Any) -> Path:
     return write_routes(tmp_path / "routes.yaml", bot_url, route=route, **dest)
-
-
-def stored(redis: Redis) -> int:
-    return sum(redis.llen(k) for k in redis.scan_iter(match=KEYS.lane("*")))
 
 
 BODY = b'{"mensaje":"Hola!","wa_id":"44912345678"}'
@@ -46,11 +42,11 @@ def test_hmac_signature_is_required_and_checked(start_router, bot: Bot, redis: R
     assert SECRET not in wrong.text
     tampered = router.post(BODY.replace(b"Hola", b"Hack"), headers={"X-Hub-Signature-256": good})
     assert tampered.status_code == 401
-    assert stored(redis) == 0
+    assert stored_count(redis) == 0
 
     ok = router.post(BODY, headers={"X-Hub-Signature-256": good})
     assert ok.status_code == 200, ok.text
-    assert stored(redis) == 1
+    assert stored_count(redis) == 1
 
 
 def test_shared_secret_header(start_router, bot: Bot, redis: Redis, tmp_path, monkeypatch):
@@ -63,9 +59,9 @@ def test_shared_secret_header(start_router, bot: Bot, redis: Redis, tmp_path, mo
     router = start_router(bot.url, routes_file=path, workers=False)
     assert router.post(BODY).status_code == 401
     assert router.post(BODY, headers={"X-Token": "nope"}).status_code == 401
-    assert stored(redis) == 0
+    assert stored_count(redis) == 0
     assert router.post(BODY, headers={"X-Token": SECRET}).status_code == 200
-    assert stored(redis) == 1
+    assert stored_count(redis) == 1
 
 
 def test_standard_webhooks_signature(start_router, bot: Bot, redis: Redis, tmp_path):
@@ -86,9 +82,9 @@ def test_standard_webhooks_signature(start_router, bot: Bot, redis: Redis, tmp_p
     assert router.post(BODY).status_code == 401
     assert router.post(BODY, headers=signed(now - 3600)).status_code == 401  # replayed later
     assert router.post(b'{"mensaje":"x","wa_id":"1"}', headers=signed(now)).status_code == 401
-    assert stored(redis) == 0
+    assert stored_count(redis) == 0
     assert router.post(BODY, headers=signed(now)).status_code == 200
-    assert stored(redis) == 1
+    assert stored_count(redis) == 1
 
 
 def test_rate_limit_per_sender_answers_429(start_router, bot: Bot, redis: Redis, tmp_path):
@@ -112,62 +108,14 @@ def test_long_strings_are_refused_when_limited(start_router, bot: Bot, redis: Re
     assert r.status_code == 400
     assert "longer than 100" in r.json()["error"]
     assert router.post({"mensaje": "ok", "wa_id": "1", "extra": {"k" * 200: 1}}).status_code == 400
-    assert stored(redis) == 0
+    assert stored_count(redis) == 0
     assert router.post({"mensaje": "x" * 100, "wa_id": "1"}).status_code == 200
-
-
-def test_block_on_exhausted_stops_only_its_own_key(
-    start_router, bot: Bot, redis: Redis, tmp_path, clean_redis
-):
-    bot.decide = lambda m, n: Answer(status=500) if m["mensaje"] == "poison" else Answer()
-    path = routes(
-        tmp_path,
-        bot.url,
-        {},
-        retry={"initial": "20ms", "max_delay": "50ms", "max_attempts": 3, "on_exhausted": "block"},
-    )
-    router = start_router(bot.url, routes_file=path)
-    for body in [("poison", "P"), ("after", "P"), ("a1", "Q"), ("a2", "Q")]:
-        assert router.post({"mensaje": body[0], "wa_id": body[1]}).status_code == 200
-    wait_until(lambda: redis.hexists(KEYS.blocked, "P"), what="key P blocked")
-    wait_until(lambda: bot.acked_messages("Q") == ["a1", "a2"], what="key Q flows")
-    assert len(bot.attempts_of("poison")) == 3
-    assert bot.attempts_of("after") == []  # blocked behind the poison message
-    assert redis.llen(KEYS.lane("P")) == 2
-    assert redis.llen(KEYS.dead) == 0
-    info = json.loads(redis.hget(KEYS.blocked, "P"))
-    assert info["attempts"] == 3 and "HTTP 500" in info["error"]
-
-    # The operator fixes the bot and unblocks the key: the same message goes first.
-    bot.decide = lambda m, n: Answer()
-    import subprocess
-    import sys
-
-    done = subprocess.run(
-        [sys.executable, "-m", "router", "--routes", str(path), "dead", "unblock", "chatbot", "P"],
-        env={"REDIS_URL": clean_redis, "PATH": "/usr/bin:/bin"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
-    assert "unblocked 1" in done.stdout
-    wait_until(lambda: bot.acked_messages("P") == ["poison", "after"], what="P delivered")
-    assert not redis.exists(KEYS.blocked)
 
 
 @pytest.mark.parametrize("token", [None, "admin-secret"])
 def test_admin_endpoints_need_a_configured_token(clean_redis, bot: Bot, tmp_path, token):
-    from router.app import create_app
-    from router.loading import load
-    from router.settings import Settings
-    from tests.support import ServerThread
-
     path = routes(tmp_path, bot.url, {})
-    settings = Settings(
-        routes_file=str(path), redis_url=clean_redis, run_workers=False, admin_token=token
-    )
-    server = ServerThread(create_app(settings, load(str(path)))).start()
+    server = serve(clean_redis, path, admin_token=token)
     try:
         url = server.url + "/admin/destinations"
         if token is None:

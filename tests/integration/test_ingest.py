@@ -14,29 +14,12 @@ import pytest
 from redis import Redis
 
 from router.embedded import EmbeddedRedis
-from tests.ingest_support import (
-    KEYS,
-    STORE,
-    assert_refused,
-    routes_file,
-    serve,
-    stored_bodies,
-    stored_count,
-)
-from tests.support import ServerThread, free_port
+from tests.support.messages import assert_refused, stored_bodies, stored_count
+from tests.support.routes import KEYS, STORE, routes_file
+from tests.support.servers import ServerThread, free_port, serve
 
 OK = {"mensaje": "hola", "wa_id": "44912345678"}
 ONE_MIB = 1024 * 1024
-
-
-@pytest.fixture(scope="module")
-def api(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """One API-only router for the module; each test's `redis` fixture empties the DB."""
-    server = serve(redis_url, routes_file(tmp_path_factory.mktemp("ingest") / "routes.yaml"))
-    try:
-        yield server.url
-    finally:
-        server.stop()
 
 
 def post(url: str, content: bytes | str, **kwargs: object) -> httpx.Response:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -12,11 +13,11 @@ import httpx
 import pytest
 from redis import Redis
 
-from router.keys import DestinationKeys
-from tests.delivery_support import RouterProcess, interleaved, port_open, post_round_robin
-from tests.support import Answer, Bot, Received, check_order, wait_until, write_routes
-
-KEYS = DestinationKeys("chatbot")
+from tests.support.bot import Answer, Bot, Received, check_order
+from tests.support.messages import interleaved, post_round_robin
+from tests.support.processes import RouterProcess
+from tests.support.routes import KEYS, write_routes
+from tests.support.servers import port_open, wait_until
 
 StartProcess = Callable[..., RouterProcess]
 
@@ -95,12 +96,12 @@ def test_sigterm_finishes_in_flight_then_restart_delivers_the_rest(
     wait_until(lambda: len(bot.acknowledged()) >= 10, timeout=20, what="deliveries")
     first.signal(signal.SIGTERM)
     t0 = time.monotonic()
-    assert first.wait(grace + 5) == 0, first.log()
+    assert first.wait(grace + 5) == 0, first.log_text()
     assert time.monotonic() - t0 < grace + 5
     time.sleep(0.4)  # anything still running in the bot would finish now
     delivered = len(bot.acknowledged())
     assert delivered < 50, "the process finished before it was stopped"
-    assert "stopping workers" in first.log()
+    assert "stopping workers" in first.log_text()
     # Whatever was in flight finished within the grace and was acknowledged.
     assert check_order(sent, bot.acknowledged()) == (50 - delivered, 0)
     # Nothing left leased: a restart need not wait for leases to run out.
@@ -137,9 +138,9 @@ def test_sigterm_past_the_grace_hands_deliveries_back(
     wait_until(lambda: len(bot.received) >= 4, timeout=20, what="4 deliveries in flight")
     first.signal(signal.SIGTERM)
     t0 = time.monotonic()
-    assert first.wait(0.5 + 5) == 0, first.log()
+    assert first.wait(0.5 + 5) == 0, first.log_text()
     assert time.monotonic() - t0 < 0.5 + 5
-    assert "handed 4 in-flight deliveries back" in first.log()
+    assert "handed 4 in-flight deliveries back" in first.log_text()
     assert redis.zcard(KEYS.leases) == 0
     assert redis.llen(KEYS.ready) == 4
 
@@ -164,7 +165,7 @@ def test_embedded_server_follows_the_router_and_keeps_the_data(
     env = {"ROUTES_FILE": str(routes), "ROUTER_DATA_DIR": str(data)}
 
     first = router_process(**env)
-    assert "REDIS_URL not set: started embedded Valkey" in first.log()
+    assert "REDIS_URL not set: started embedded Valkey" in first.log_text()
     valkey_port = int((data / "redis.url").read_text().strip().rsplit(":", 1)[1].split("/")[0])
     assert port_open(valkey_port)
     r = httpx.post(first.url + "/v1/store_message", json={"mensaje": "keep me", "wa_id": "1"})
@@ -179,8 +180,40 @@ def test_embedded_server_follows_the_router_and_keeps_the_data(
 
     accept = True
     second = router_process(**env)
-    assert second.log().count("started embedded Valkey") == 1  # its own log file
+    assert second.log_text().count("started embedded Valkey") == 1  # its own log file
     wait_until(lambda: bot.acked_messages() == ["keep me"], timeout=15, what="delivery")
     assert bot.acknowledged()[0].headers["idempotency-key"] == message_id
     time.sleep(0.3)
     assert bot.acked_messages() == ["keep me"]
+
+
+def test_serve_with_reload_serves_with_the_guarded_protocol(
+    bot: Bot, clean_redis: str, tmp_path: Path
+) -> None:
+    # --reload runs the server in a spawned child that imports its protocol
+    # class by name (it crashed once: a built class cannot be pickled).
+    routes = write_routes(tmp_path / "routes.yaml", bot.url)
+    router = RouterProcess(
+        tmp_path / "reload.log",
+        args=("--reload",),
+        own_group=True,
+        REDIS_URL=clean_redis,
+        ROUTES_FILE=str(routes),
+        ROUTER_HEADER_TIMEOUT="1",
+    )
+    try:
+        router.start()
+        r = httpx.post(router.url + "/v1/store_message", json={"mensaje": "hi", "wa_id": "1"})
+        assert r.status_code == 200, r.text
+        wait_until(lambda: len(bot.acknowledged()) == 1, timeout=20, what="the delivery")
+        # The child's protocol has the environment's header deadline.
+        with socket.create_connection(("127.0.0.1", router.port), timeout=10) as conn:
+            conn.sendall(b"POST /v1/store_message HTTP/1.1\r\nHost: x\r\n")
+            answer = conn.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 408 "), answer
+        assert b"request headers not received within 1s" in answer
+        code, _ = router.terminate(timeout=30)
+        assert code == 0, router.log_tail()
+        assert not port_open(router.port)
+    finally:
+        router.kill()

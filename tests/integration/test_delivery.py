@@ -1,14 +1,12 @@
 """Delivery end to end: order under concurrency, isolation of a failing key,
-global order, dead letters (CLI and admin API), a plugin that raises, burst
-mode, and the lease/fencing rules of the queue itself."""
+global order, dead letters (admin API), a plugin that raises, and the
+lease/fencing rules of the queue itself. (Dead letters through the CLI and
+burst mode: tests/process/test_delivery.py.)"""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -19,30 +17,21 @@ from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 
 from router import envelope
-from router.app import create_app
 from router.keys import DestinationKeys
-from router.loading import load
-from router.queue import LEASE_LOST, Acked, DestinationQueue, Outcome, Scripts, Target, enqueue
-from router.settings import Settings
-from tests.delivery_support import (
-    ROOT,
+from router.queue import LEASE_LOST, Acked, DestinationQueue, Outcome, Scripts
+from tests.support.bot import Answer, Bot, check_order
+from tests.support.messages import (
+    enqueue_json,
     interleaved,
     post_concurrently,
+    post_message,
     post_round_robin,
-    recorder_registered,
-    router_env,
-    run_cli,
-    write_recorder_routes,
 )
-from tests.support import Answer, Bot, ServerThread, check_order, wait_until, write_routes
+from tests.support.plugin import recorder_registered, write_recorder_routes
+from tests.support.routes import KEYS, write_routes
+from tests.support.servers import serve, wait_until
 
-KEYS = DestinationKeys("chatbot")
 FAST_RETRY = {"initial": "20ms", "factor": 1, "max_delay": "20ms", "jitter": 0}
-
-
-def _post(url: str, key: str, mensaje: str) -> None:
-    r = httpx.post(url + "/v1/store_message", json={"mensaje": mensaje, "wa_id": key})
-    assert r.status_code == 200, r.text
 
 
 # -- a. order under concurrency ------------------------------------------------
@@ -79,7 +68,7 @@ def test_failing_key_does_not_block_other_keys(start_router, bot: Bot) -> None:
     retry = {"initial": "100ms", "factor": 1, "max_delay": "100ms", "jitter": 0}
     api = start_router(bot.url, workers=False, max_in_flight=1, retry=retry)
     for i in range(3):
-        _post(api.url, "bad", f"bad-{i}")
+        post_message(api.url, "bad", f"bad-{i}")
     others = interleaved(["a", "b", "c", "d", "e"], 10)
     post_round_robin(api.url, others)
     start_router(bot.url, routes_file=api.routes_file)  # the workers
@@ -127,7 +116,7 @@ def test_global_order_delivers_one_at_a_time_in_arrival_order(
 # -- d. dead letters --------------------------------------------------------------
 
 
-def _poison_bot(bot: Bot) -> dict[str, bool]:
+def poison_bot(bot: Bot) -> dict[str, bool]:
     state = {"accept": False}
 
     def decide(message: dict[str, Any], n: int) -> Answer:
@@ -139,75 +128,19 @@ def _poison_bot(bot: Bot) -> dict[str, bool]:
     return state
 
 
-def test_dead_letter_after_max_attempts_then_cli_replay(
-    start_router, bot: Bot, redis: Redis, clean_redis: str
-) -> None:
-    state = _poison_bot(bot)
-    router = start_router(bot.url, retry={**FAST_RETRY, "max_attempts": 3})
-    _post(router.url, "k", "poison")
-    _post(router.url, "k", "k-1")
-    _post(router.url, "k", "k-2")
-
-    wait_until(lambda: redis.llen(KEYS.dead) == 1, timeout=10, what="a dead letter")
-    wait_until(lambda: bot.acked_messages("k") == ["k-1", "k-2"], what="the key goes on")
-    time.sleep(0.2)  # no late 4th attempt
-    assert len(bot.attempts_of("poison")) == 3
-    assert [r.headers["x-router-attempt"] for r in bot.attempts_of("poison")] == ["1", "2", "3"]
-    dead = json.loads(redis.lindex(KEYS.dead, 0))
-    assert dead["key"] == "k"
-    assert dead["attempts"] == 3
-    assert "HTTP 500" in dead["error"]
-    stored = envelope.decode(dead["envelope"].encode())
-    assert json.loads(bytes(stored.body)) == {"mensaje": "poison", "wa_id": "k"}
-    assert redis.hget(KEYS.attempts, "k") is None  # the counter left with the message
-
-    routes = str(router.routes_file)
-    listed = run_cli("--routes", routes, "dead", "list", "chatbot", REDIS_URL=clean_redis)
-    assert listed.returncode == 0, listed.stderr
-    lines = [json.loads(line) for line in listed.stdout.splitlines()]
-    assert len(lines) == 1
-    assert lines[0]["key"] == "k" and lines[0]["attempts"] == 3
-    assert lines[0]["envelope"]["id"] == stored.id
-    assert lines[0]["envelope"]["body"] == {"mensaje": "poison", "wa_id": "k"}
-
-    state["accept"] = True
-    replayed = run_cli("--routes", routes, "dead", "replay", "chatbot", REDIS_URL=clean_redis)
-    assert replayed.returncode == 0, replayed.stderr
-    assert "replayed 1 " in replayed.stdout
-    wait_until(lambda: "poison" in bot.acked_messages(), timeout=10, what="replayed delivery")
-    assert redis.llen(KEYS.dead) == 0
-    poison = bot.attempts_of("poison")
-    assert len(poison) == 4
-    assert poison[-1].headers["idempotency-key"] == stored.id  # same message, same id
-    listed = run_cli("--routes", routes, "dead", "list", "chatbot", REDIS_URL=clean_redis)
-    assert listed.returncode == 0 and listed.stdout.strip() == ""
-
-
-def test_dead_letter_unknown_destination_in_cli(start_router, bot: Bot, clean_redis: str) -> None:
-    router = start_router(bot.url, workers=False)
-    done = run_cli(
-        "--routes", str(router.routes_file), "dead", "list", "nope", REDIS_URL=clean_redis
-    )
-    assert done.returncode == 2
-    assert "no destination named 'nope'" in done.stderr
-
-
 def test_admin_dead_letters_list_and_replay(
     start_router, bot: Bot, redis: Redis, clean_redis: str, tmp_path: Path
 ) -> None:
-    state = _poison_bot(bot)
+    state = poison_bot(bot)
     routes = write_routes(
         tmp_path / "admin-routes.yaml", bot.url, retry={**FAST_RETRY, "max_attempts": 2}
     )
-    settings = Settings(
-        routes_file=str(routes), redis_url=clean_redis, shutdown_grace=2, admin_token="s3cret"
-    )
-    server = ServerThread(create_app(settings, load(str(routes)))).start()
+    server = serve(clean_redis, routes, shutdown_grace=2, admin_token="s3cret", run_workers=True)
     try:
         url = server.url
         auth = {"Authorization": "Bearer s3cret"}
-        _post(url, "k", "poison")
-        _post(url, "k", "after")
+        post_message(url, "k", "poison")
+        post_message(url, "k", "after")
         wait_until(lambda: redis.llen(KEYS.dead) == 1, timeout=10, what="a dead letter")
         wait_until(lambda: bot.acked_messages("k") == ["after"], what="the key goes on")
 
@@ -268,7 +201,7 @@ def _plugin_exception_is_a_failed_attempt(start_router, bot: Bot, tmp_path: Path
     )
     router = start_router(bot.url, routes_file=routes)
     for i in range(3):
-        _post(router.url, "p", f"p{i}")
+        post_message(router.url, "p", f"p{i}")
     wait_until(lambda: len(bot.acknowledged()) >= 3, timeout=10, what="deliveries")
     assert bot.acked_messages() == ["p0", "p1", "p2"]
     # The first call raised before reaching the bot; its retry is attempt 2.
@@ -277,48 +210,11 @@ def _plugin_exception_is_a_failed_attempt(start_router, bot: Bot, tmp_path: Path
     # The worker lives on.
     ready = httpx.get(router.url + "/readyz")
     assert ready.status_code == 200 and ready.json()["workers"] == "running"
-    _post(router.url, "q", "q0")
+    post_message(router.url, "q", "q0")
     wait_until(lambda: "q0" in bot.acked_messages(), what="a later delivery")
 
 
-# -- f. burst mode --------------------------------------------------------------
-
-
-def test_worker_burst_drains_and_exits(start_router, bot: Bot, clean_redis: str) -> None:
-    router = start_router(bot.url, workers=False)
-    sent = interleaved(["x", "y", "z"], 10)
-    post_round_robin(router.url, sent)
-    assert bot.received == []
-
-    def burst() -> None:
-        done = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "router",
-                "--routes",
-                str(router.routes_file),
-                "worker",
-                "--burst",
-            ],
-            env=router_env(REDIS_URL=clean_redis),
-            capture_output=True,
-            text=True,
-            timeout=30,
-            cwd=ROOT,
-        )
-        assert done.returncode == 0, done.stderr
-
-    burst()
-    assert check_order(sent, bot.acknowledged()) == (0, 0)
-    assert len(bot.received) == 30
-
-    # Nothing left: a second burst exits at once without delivering anything.
-    burst()
-    assert len(bot.received) == 30
-
-
-# -- g. leases and fencing tokens, at the queue level --------------------------------
+# -- f. leases and fencing tokens, at the queue level --------------------------------
 
 
 @pytest.fixture()
@@ -331,13 +227,7 @@ async def aredis(clean_redis: str) -> AsyncIterator[AsyncRedis]:
 
 
 async def _store(scripts: Scripts, keys: DestinationKeys, key: str, *bodies: str) -> list[str]:
-    ids = []
-    for body in bodies:
-        message_id = envelope.new_message_id()
-        raw = envelope.encode(message_id, int(time.time() * 1000), json.dumps(body).encode())
-        await enqueue(scripts, [Target(keys, key)], raw, message_id, None, 60)
-        ids.append(message_id)
-    return ids
+    return [await enqueue_json(scripts, keys, key, body) for body in bodies]
 
 
 async def test_expired_lease_fences_out_the_first_claimer(aredis: AsyncRedis) -> None:

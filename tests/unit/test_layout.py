@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import ast
 import re
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support import ROOT
+
 PACKAGE = ROOT / "router"
 
 
@@ -57,3 +57,24 @@ def test_the_readme_layout_table_names_every_module() -> None:
         assert rel in named, f"{rel} is missing from the README's layout table"
     for rel in named:
         assert (ROOT / rel).exists(), f"the README's layout table names {rel}, which is gone"
+
+
+# Written by `make bench`, not tracked (.gitignore).
+GENERATED = "bench/results/"
+
+
+def test_every_path_the_docs_name_exists() -> None:
+    # Docs point readers at tests and modules as proof ("tests/x.py runs
+    # this example"); a rename must not leave them pointing at nothing.
+    docs = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    docs += [ROOT / "router" / "scripts.py", ROOT / "router" / "lua" / "_lib.lua"]
+    named = re.compile(
+        r"\b((?:tests|router|plugins|bench|docs)/[\w./-]*\w\.(?:py|lua|md|yaml|toml))"
+    )
+    missing = sorted(
+        f"{doc.relative_to(ROOT)}: {path}"
+        for doc in docs
+        for path in named.findall(doc.read_text())
+        if not (ROOT / path).exists() and not path.startswith(GENERATED)
+    )
+    assert missing == []

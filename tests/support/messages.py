@@ -1,0 +1,102 @@
+"""Messages: posting them to a router (one, or many keys in a defined order)
+or storing them in a lane directly, and what came of it: the router's
+answer, what sits in Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import httpx
+from redis import Redis
+
+from router import envelope
+from router.envelope import decode
+from router.keys import DestinationKeys
+from router.queue import Scripts, Target, enqueue
+from tests.support.routes import KEYS, STORE
+
+
+def post_message(url: str, key: str, mensaje: str) -> None:
+    """Post one message to the router at `url`; it must be stored (200)."""
+    r = httpx.post(url + STORE, json={"mensaje": mensaje, "wa_id": key})
+    assert r.status_code == 200, r.text
+
+
+def interleaved(keys: list[str], per_key: int) -> dict[str, list[str]]:
+    """The messages each key will send, in order: "<key>-<n>"."""
+    return {k: [f"{k}-{i}" for i in range(per_key)] for k in keys}
+
+
+def post_concurrently(url: str, sent: dict[str, list[str]], path: str = STORE) -> None:
+    """Post every key's messages concurrently across keys, one after the other
+    within a key (each waits for the previous answer), so the per-key order
+    of arrival is the order of `sent`."""
+
+    async def one_key(client: httpx.AsyncClient, key: str, messages: list[str]) -> None:
+        for m in messages:
+            r = await client.post(path, json={"mensaje": m, "wa_id": key})
+            assert r.status_code == 200, r.text
+
+    async def run() -> None:
+        # An idle expiry well under the server's keep-alive timeout (uvicorn:
+        # 5 s): with equal timeouts a request can go out on a connection the
+        # server is closing at that moment (ReadError, seen in CI).
+        limits = httpx.Limits(max_connections=len(sent) or 1, keepalive_expiry=1.0)
+        async with httpx.AsyncClient(base_url=url, limits=limits, timeout=10) as client:
+            await asyncio.gather(*(one_key(client, k, ms) for k, ms in sent.items()))
+
+    asyncio.run(run())
+
+
+def post_round_robin(url: str, sent: dict[str, list[str]]) -> None:
+    """Post sequentially, key after key per round (a defined global order)."""
+    longest = max(len(ms) for ms in sent.values())
+    with httpx.Client(base_url=url, timeout=10) as client:
+        for i in range(longest):
+            for key, messages in sent.items():
+                if i < len(messages):
+                    r = client.post(STORE, json={"mensaje": messages[i], "wa_id": key})
+                    assert r.status_code == 200, r.text
+
+
+async def enqueue_json(scripts: Scripts, keys: DestinationKeys, key: str, value: Any) -> str:
+    """Store `value` (as JSON, received now) at the end of `key`'s lane, as
+    ingest does; returns the message id."""
+    message_id = envelope.new_message_id()
+    raw = envelope.encode(message_id, int(time.time() * 1000), json.dumps(value).encode())
+    await enqueue(scripts, [Target(keys, key)], raw, message_id, None, 60)
+    return message_id
+
+
+# -- what the router answered and stored ---------------------------------------
+
+
+def lane_keys(redis: Redis) -> list[bytes]:
+    return list(redis.scan_iter(match=KEYS.lane_prefix + "*", count=1000))
+
+
+def stored_count(redis: Redis) -> int:
+    """How many messages sit in the chatbot destination's lanes."""
+    return sum(int(redis.llen(k)) for k in lane_keys(redis))
+
+
+def stored_bodies(redis: Redis) -> list[bytes]:
+    out = []
+    for k in lane_keys(redis):
+        out += [bytes(decode(raw).body) for raw in redis.lrange(k, 0, -1)]
+    return out
+
+
+def assert_refused(response: httpx.Response, status: int, *words: str) -> dict[str, Any]:
+    """A JSON error body with the status, naming the problem with `words`."""
+    assert response.status_code == status, (response.status_code, response.text)
+    assert response.headers["content-type"].startswith("application/json"), response.headers
+    body = response.json()
+    assert body["status"] == "error", body
+    assert isinstance(body["error"], str) and body["error"], body
+    for word in words:
+        assert word.lower() in body["error"].lower(), (word, body)
+    return dict(body)

@@ -1,0 +1,101 @@
+"""Servers on loopback: free ports, waiting for a condition, an ASGI app
+served by uvicorn in a background thread, the router's own app in-process."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from router.app import create_app
+from router.loading import load
+from router.settings import Settings
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.3):
+            return True
+    except OSError:
+        return False
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 20.0, what: str = "") -> float:
+    """Poll until `predicate()`; returns the monotonic time it became true."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return time.monotonic()
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what or predicate}")
+        time.sleep(0.02)
+
+
+class ServerThread:
+    """Serve an ASGI app with uvicorn in a thread; stop() closes the port.
+    As a context manager it stops on leaving."""
+
+    def __init__(self, app: Any, port: int | None = None, http: Any = "auto") -> None:
+        self.app = app
+        self.port = port or free_port()
+        self.http = http  # uvicorn's protocol: a name, or a class (router.http_server)
+        self.server: uvicorn.Server | None = None
+        self.thread: threading.Thread | None = None
+
+    def start(self) -> ServerThread:
+        config = uvicorn.Config(
+            self.app,
+            host="127.0.0.1",
+            port=self.port,
+            log_level="warning",
+            access_log=False,
+            lifespan="auto",
+            timeout_graceful_shutdown=30,
+            http=self.http,
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 15
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("server thread did not start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        if self.server is not None and self.thread is not None:
+            self.server.should_exit = True
+            self.thread.join(40)
+        self.server = None
+
+    def __enter__(self) -> ServerThread:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+def serve(redis_url: str, routes_file: Path, **settings: Any) -> ServerThread:
+    """The router's real app (create_app) under uvicorn in a thread, against
+    any Redis URL, even a dead one. API only unless `run_workers=True`;
+    keyword arguments set other Settings fields."""
+    config = Settings(
+        routes_file=str(routes_file), redis_url=redis_url, **{"run_workers": False, **settings}
+    )
+    return ServerThread(create_app(config, load(str(routes_file)))).start()

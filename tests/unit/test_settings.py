@@ -1,0 +1,47 @@
+"""The environment: every variable declared once, documented, and validated
+at start with one line (as routes.yaml is; at the start of a real process:
+tests/process/test_settings.py)."""
+
+from __future__ import annotations
+
+import re
+
+from router.settings import Settings, documented_variables
+from tests.support import ROOT
+
+README = ROOT / "README.md"
+
+
+def _environment_table() -> set[str]:
+    text = README.read_text()
+    table = text[text.index("### Environment") :]
+    table = table[: table.index("\n\n", table.index("| variable"))]
+    names: set[str] = set()
+    for row in table.splitlines()[2:]:
+        names |= set(re.findall(r"`([A-Z][A-Z0-9_]+)`", row.split("|")[1]))
+    return names
+
+
+def test_every_variable_the_router_reads_is_in_the_readme() -> None:
+    documented = _environment_table()
+    assert set(documented_variables()) <= documented
+    # BOT_URL is read by the shipped routes.yaml, not by the code.
+    assert documented - set(documented_variables()) == {"BOT_URL"}
+
+
+def test_no_module_reads_the_environment_behind_settings_back() -> None:
+    router = ROOT / "router"
+    for module in router.glob("*.py"):
+        if module.name == "settings.py":
+            continue
+        text = module.read_text()
+        assert not re.search(r"environ\.get\(|getenv\(|environ\[\"[A-Z_]+\"\](?! =)", text), module
+
+
+def test_defaults() -> None:
+    s = Settings.from_env({})
+    assert (s.port, s.log_level, s.ingest_deadline, s.header_timeout) == (3000, "info", 2.0, 10.0)
+    assert s.redis_url is None and s.run_workers and not s.allow_eviction
+    assert Settings.from_env({"ROUTER_SHUTDOWN_GRACE": "1500ms"}).shutdown_grace == 1.5
+    assert Settings.from_env({"ROUTER_WORKERS": "off"}).run_workers is False
+    assert Settings.from_env({"REDIS_URL": ""}).redis_url is None
