@@ -33,6 +33,9 @@ log = logging.getLogger("router.api")
 
 _json = msgspec.json.Encoder()
 
+# Answers after which the connection cannot carry another request.
+CLOSE = {"connection": "close"}
+
 
 def _ingest_handler(state: RouterState, ingest: IngestRoute) -> HTTPRouteHandler:
     read_timeout = state.settings.header_timeout
@@ -46,9 +49,13 @@ def _ingest_handler(state: RouterState, ingest: IngestRoute) -> HTTPRouteHandler
                 body = await request.body()
         except InternalServerException:
             # The client went away mid-body: nothing to store, nobody to answer.
-            raise ApiError(400, "incomplete request body") from None
+            raise ApiError(400, "incomplete request body", CLOSE) from None
         except TimeoutError:
-            raise ApiError(408, f"request body not received within {read_timeout:g}s") from None
+            # The rest of the body may still come: the connection cannot
+            # carry another request, so say it closes.
+            raise ApiError(
+                408, f"request body not received within {read_timeout:g}s", CLOSE
+            ) from None
         client = request.client.host if request.client else "unknown"
         try:
             # One deadline over every Redis step of the request, whatever the

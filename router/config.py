@@ -218,6 +218,9 @@ MAX_ALIAS_EXPANSION = 10_000
 MAX_NESTING = 64
 
 
+MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
 class _TooDeep(Exception):
     """Raised by _BoundedYamlLoader at the line nesting too deep."""
 
@@ -312,7 +315,11 @@ class _Loader:
         repeated = self.count(node, path, repeated)
         if isinstance(node, yaml.MappingNode):
             out: dict[Any, Any] = {}
+            merged: dict[Any, Any] = {}  # from `<<` merge keys: defaults for `out`
             for key_node, value_node in node.value:
+                if key_node.tag == MERGE_TAG:
+                    self.merge(value_node, path, repeated, merged)
+                    continue
                 key = self.scalar(key_node, path)
                 if not isinstance(key, str | int):
                     raise self.error(path, f"keys must be strings, got {key!r}")
@@ -322,13 +329,24 @@ class _Loader:
                     raise self.error((*path, key), "duplicate key: each name may appear once")
                 self.lines[(*path, key)] = key_node.start_mark.line + 1
                 out[key] = self.value(value_node, (*path, key), repeated)
-            return out
+            return {**merged, **out}
         if isinstance(node, yaml.SequenceNode):
             return [self.value(item, (*path, i), repeated) for i, item in enumerate(node.value)]
         value = self.scalar(node, path)
         if isinstance(value, str):
             value = self.substitute(value, path)
         return value
+
+    def merge(self, node: yaml.Node, path: Path, repeated: bool, into: dict[Any, Any]) -> None:
+        """A `<<` merge key (YAML 1.1, as docker-compose files use it): the
+        keys of the mapping, or of each mapping of a list, earlier ones
+        first, become defaults of the mapping at `path`; its own keys win."""
+        sources = node.value if isinstance(node, yaml.SequenceNode) else [node]
+        for source in sources:
+            if not isinstance(source, yaml.MappingNode):
+                raise self.error(path, "`<<` merges mappings only (an alias of one, or a list)")
+            for key, value in self.value(source, path, repeated).items():
+                into.setdefault(key, value)
 
     def count(self, node: yaml.Node, path: Path, repeated: bool) -> bool:
         """Whether `node` is materialized again (an alias of a mapping or list
@@ -458,6 +476,9 @@ def load_config(
     data = loader.load(text)
     if not isinstance(data, dict):
         raise loader.error((), "the top level must be a mapping with `routes:` and `destinations:`")
+    # Top-level `x-...` keys are extension fields, ignored (as in compose
+    # files): the place for anchors that destinations merge with `<<`.
+    data = {k: v for k, v in data.items() if not (isinstance(k, str) and k.startswith("x-"))}
     raw: RawConfig = _convert(loader, data, RawConfig, ())
 
     destinations: dict[str, Destination] = {}

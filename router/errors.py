@@ -51,13 +51,14 @@ class StorageUnavailable(ApiError):
     ("no": the write never reached Redis, or Redis refused it whole) or not
     ("unknown": Redis may have run it and the answer was lost)."""
 
-    def __init__(self, cause: str, stored: Stored) -> None:
+    def __init__(self, cause: str, stored: Stored, same: str = "Idempotency-Key header") -> None:
+        # `same`: what a retry must repeat to be recognised as a duplicate.
         if stored == "no":
             advice = "the message was not stored; retry later"
         else:
             advice = (
-                "the message may have been stored; retry with the same Idempotency-Key "
-                "header so that it is not stored twice"
+                f"the message may have been stored; retry with the same {same} "
+                "so that it is not stored twice"
             )
         super().__init__(
             503, f"{cause}: {advice}", {"Retry-After": REDIS_RETRY_AFTER}, {"stored": stored}

@@ -131,25 +131,29 @@ class IngestRoute:
             out.append(Target(keys, key))
         return out
 
+    @property
+    def _signed_ids(self) -> bool:
+        """Standard Webhooks: the signed `webhook-id` is the spec's
+        idempotency key (a provider's redelivery is the same message)."""
+        return self.auth is not None and self.auth.type == "standard-webhooks"
+
     def dedup_id(self, message: dict[str, Any], headers: Mapping[str, str]) -> str | None:
-        """The id that makes a repeat of this message a duplicate: on a
-        standard-webhooks route the signed `webhook-id` (the spec's
-        idempotency key: a replayed delivery is the same message), else the
-        Idempotency-Key header, else the route's `id_field`."""
-        value: Any
-        if self.auth is not None and self.auth.type == "standard-webhooks":
+        """The id that makes a repeat of this message a duplicate, first
+        found of: the route's `id_field` in the body (configured on purpose,
+        so it wins); on a standard-webhooks route the signed `webhook-id`,
+        elsewhere the Idempotency-Key header. None: no dedup."""
+        value: Any = None
+        field = self.route.settings.id_field
+        if field is not None and message.get(field) is not None:
+            value, what = message[field], f"field `{field}`"
+        elif self._signed_ids:
             value, what = headers.get(WEBHOOK_ID_HEADER), "header webhook-id"
         else:
             value, what = headers.get(IDEMPOTENCY_HEADER), "header Idempotency-Key"
-        if value is not None:
-            value = value.strip()
-        elif self.route.settings.id_field is not None:
-            value = message.get(self.route.settings.id_field)
-            if value is None:
-                return None
-            what = f"field `{self.route.settings.id_field}`"
-        else:
+        if value is None:
             return None
+        if isinstance(value, str) and what.startswith("header"):
+            value = value.strip()
         return _key_text(value, what)  # ids share the ordering keys' limits
 
     def unavailable(self, exc: BaseException, deadline: float) -> StorageUnavailable:
@@ -163,7 +167,13 @@ class IngestRoute:
             stored = "no"
         else:
             stored = "unknown" if command_written.get() else "no"
-        return StorageUnavailable(redis_cause(exc, deadline), stored)
+        if self.route.settings.id_field is not None:
+            same = f"`{self.route.settings.id_field}` field"
+        elif self._signed_ids:
+            same = "webhook-id (a provider's redelivery repeats it)"
+        else:
+            same = "Idempotency-Key header"
+        return StorageUnavailable(redis_cause(exc, deadline), stored, same)
 
     async def store(
         self,

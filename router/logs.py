@@ -4,15 +4,20 @@ Values from outside (ordering keys, ids, error texts of destinations, paths)
 reach log messages. A newline in a `wa_id` must not start a forged log line
 with its own timestamp and level, and ANSI escapes must not reach an
 operator's terminal: control characters in the message are written as
-escapes (\\n, \\x1b, \\u2028). Tracebacks keep their own lines.
+escapes (\\n, \\x1b, \\u2028). Tracebacks keep their own lines, each
+indented with "  | " and escaped too: an exception's text is outside data
+as often as a message is, and no line of a traceback may look like the
+start of a record.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+from typing import Any
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+TRACEBACK_PREFIX = "  | "
 
 # C0 and C1 controls, DEL, and the Unicode line and paragraph separators.
 _CONTROLS = [*range(0x00, 0x20), *range(0x7F, 0xA0), 0x2028, 0x2029]
@@ -30,6 +35,28 @@ class OneLineFormatter(logging.Formatter):
     def formatMessage(self, record: logging.LogRecord) -> str:
         record.message = escape(record.message)
         return super().formatMessage(record)
+
+    def format(self, record: logging.LogRecord) -> str:
+        # Another handler may have cached its own rendering of the traceback
+        # in exc_text (logging does); render ours, and leave theirs.
+        cached = record.exc_text
+        record.exc_text = None
+        try:
+            return super().format(record)
+        finally:
+            record.exc_text = cached
+
+    def formatException(self, ei: Any) -> str:
+        return _indented(super().formatException(ei))
+
+    def formatStack(self, stack_info: str) -> str:
+        return _indented(super().formatStack(stack_info))
+
+
+def _indented(text: str) -> str:
+    # splitlines() splits on every line break (\u2028 too); what is left of
+    # each line is escaped like a message.
+    return "\n".join(TRACEBACK_PREFIX + escape(line) for line in text.splitlines())
 
 
 def setup(level: str) -> None:

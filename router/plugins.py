@@ -74,7 +74,7 @@ class OpenSink:
 IDLE_CONNECTION_EXPIRY = 2.0
 
 
-def open_sink(destination: Destination) -> OpenSink:
+async def open_sink(destination: Destination) -> OpenSink:
     """Build a destination's sink through its plugin's factory, with a shared
     HTTP client sized for its max_in_flight."""
     s = destination.settings
@@ -87,4 +87,9 @@ def open_sink(destination: Destination) -> OpenSink:
     context = SinkContext(
         destination=destination.name, timeout=s.timeout, max_in_flight=s.max_in_flight, http=http
     )
-    return OpenSink(destination.sink_type.factory(destination.options, context), http)
+    try:
+        sink = destination.sink_type.factory(destination.options, context)
+    except BaseException:
+        await http.aclose()  # a plugin that refuses to start leaks nothing
+        raise
+    return OpenSink(sink, http)

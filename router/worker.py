@@ -157,8 +157,12 @@ class DestinationWorker:
                 # that kills its worker ends instead of killing workers forever.
                 decision = retry.decide(self.settings.retry, attempts, _age(env))
                 if decision.gives_up:
+                    # Which of the two brought the count here is not
+                    # recorded: name both.
                     error = (
-                        "the last attempt's lease expired (its worker crashed or stalled?)"
+                        f"not tried again after {attempts} attempts: the last one's lease "
+                        "expired (its worker crashed or stalled?), or retry.max_attempts "
+                        "was lowered since"
                         if decision.rule == "max_attempts"
                         else "not tried again: too old"
                     )
@@ -291,6 +295,8 @@ class DestinationWorker:
                 claim, int(decision.delay * 1000), error[:1000], decision.outcome, counted
             )
         )
+        if recorded is False:
+            return  # not recorded (Redis away past the lease): logged by _settle
         name, key = self.destination.name, claim.key
         if recorded == LEASE_LOST:
             # Logged once, instead of a "retrying" line for an attempt whose
@@ -392,20 +398,29 @@ class Workers:
         self._sinks: list[OpenSink] = []
         self._loops: list[asyncio.Task[None]] = []
 
-    def _open_sinks(self) -> None:
-        for dest in self.destinations:
-            opened = open_sink(dest)
-            self._sinks.append(opened)
-            self.workers.append(DestinationWorker(self.redis, self.scripts, dest, opened.sink))
+    async def _open_sinks(self) -> None:
+        """Open every destination's sink; if a plugin's factory raises, close
+        the ones already open (their HTTP clients) before re-raising."""
+        try:
+            for dest in self.destinations:
+                opened = await open_sink(dest)
+                self._sinks.append(opened)
+                self.workers.append(DestinationWorker(self.redis, self.scripts, dest, opened.sink))
+        except BaseException:
+            for opened in self._sinks:
+                await opened.aclose()
+            self._sinks.clear()
+            self.workers.clear()
+            raise
 
-    def start(self) -> None:
-        self._open_sinks()
+    async def start(self) -> None:
+        await self._open_sinks()
         for w in self.workers:
             self._loops.append(asyncio.create_task(w.run(), name=f"worker:{w.destination.name}"))
 
     async def run_burst(self) -> None:
         """Drain every destination once and return (tests, cron jobs)."""
-        self._open_sinks()
+        await self._open_sinks()
         try:
             await asyncio.gather(*(w.run(burst=True) for w in self.workers))
         finally:
@@ -434,7 +449,7 @@ async def running_workers(
     and `router worker` alike): started on entry; on exit, in-flight
     deliveries get `grace` seconds, then are handed back to the queue."""
     workers = Workers(redis, destinations)
-    workers.start()
+    await workers.start()
     log.info(
         "delivery workers started for %s",
         ", ".join(d.name for d in workers.destinations) or "nothing",

@@ -171,6 +171,35 @@ def test_an_idempotency_key_dedups_on_any_route(start_router, bot: Bot, redis: r
     assert stored_count(redis) == 1
 
 
+def test_id_field_wins_and_messages_without_it_fall_back_to_the_header(
+    start_router, bot: Bot, redis: redis_sync.Redis, tmp_path: Path
+) -> None:
+    routes = write_routes(tmp_path / "routes.yaml", bot.url, route={"id_field": "message_id"})
+    router = start_router(bot.url, routes_file=routes, workers=False)
+
+    def post(message_id: str | None, header: str | None) -> dict[str, object]:
+        body: dict[str, object] = {"mensaje": "a", "wa_id": "1"}
+        if message_id is not None:
+            body["message_id"] = message_id
+        headers = {"Idempotency-Key": header} if header else {}
+        answer = router.post(body, headers=headers)
+        assert answer.status_code == 200, answer.text
+        return dict(answer.json())
+
+    first = post("m-1", "k-1")
+    # Same field, another header: the configured field decides.
+    assert post("m-1", "k-2") == {**first, "duplicate": True}
+    # Another field, the same header: a new message.
+    assert post("m-2", "k-1")["duplicate"] is False
+    # Without the field, the header is the id.
+    assert post(None, "k-9")["duplicate"] is False
+    assert post(None, "k-9")["duplicate"] is True
+    # Neither: never a duplicate.
+    assert post(None, None)["duplicate"] is False
+    assert post(None, None)["duplicate"] is False
+    assert stored_count(redis) == 5
+
+
 # -- 7. Admin API and keys with `/` ------------------------------------------
 
 

@@ -174,5 +174,17 @@ def test_router_serve_closes_connections_that_trickle_their_headers(
         head, _, body = answer.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 400") and b"application/json" in head
         assert json.loads(body)["status"] == "error"
+        # Complete headers, a body that stalls: 408, and the connection
+        # closes (the rest of the body could not be told from a next request).
+        with socket.create_connection(("127.0.0.1", process.port), timeout=10) as stalled:
+            stalled.sendall(
+                b"POST /v1/store_message HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{"
+            )
+            answer = b""
+            while chunk := stalled.recv(4096):  # returns b"" once the server closes
+                answer += chunk
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 408") and b"connection: close" in head.lower()
+        assert json.loads(body)["error"] == "request body not received within 1s"
     finally:
         process.kill()

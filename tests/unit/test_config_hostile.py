@@ -128,6 +128,61 @@ def test_single_use_aliases_keep_working(tmp_path: Path) -> None:
     assert bot.settings.retry.max_delay == 30.0
 
 
+MERGED = """\
+x-bot: &bot
+  plugin: chatbot
+  url: http://127.0.0.1:8080/bot
+  ordering_key: wa_id
+  max_in_flight: 4
+x-slow: &slow
+  timeout: 20s
+  max_in_flight: 2
+routes:
+  - path: /v1/store_message
+    destinations: [a, b, c]
+destinations:
+  a:
+    <<: *bot
+  b:
+    <<: *bot
+    max_in_flight: 8
+  c:
+    <<: [*slow, *bot]
+"""
+
+
+def test_merge_keys_and_x_fields_share_settings(tmp_path: Path) -> None:
+    """`<<` merges as in compose files: own keys win, then earlier merged
+    mappings; top-level `x-` keys are ignored, a place for anchors."""
+    config = load(str(write_yaml(tmp_path, MERGED)), env={})
+    a, b, c = (config.destinations[n].settings for n in "abc")
+    assert (a.max_in_flight, b.max_in_flight, c.max_in_flight) == (4, 8, 2)
+    assert (a.timeout, c.timeout) == (10.0, 20.0)
+    assert config.destinations["c"].options.url == "http://127.0.0.1:8080/bot"
+
+
+def test_a_merge_of_a_scalar_is_refused_at_its_place(tmp_path: Path) -> None:
+    text = MERGED.replace("    <<: [*slow, *bot]", "    <<: 3")
+    message = config_error(write_yaml(tmp_path, text))
+    assert message.endswith(
+        "destinations.c: `<<` merges mappings only (an alias of one, or a list)"
+    ), message
+
+
+def test_merge_keys_count_against_the_alias_bound(tmp_path: Path) -> None:
+    lines = ["x-l0: &l0 {a: 1, b: 2, c: 3, d: 4, e: 5, f: 6, g: 7, h: 8, i: 9, j: 10}"]
+    for n in range(1, 6):  # each level merges the one below ten times over
+        merges = ", ".join(f"*l{n - 1}" for _ in range(10))
+        lines.append(
+            f"x-l{n}: &l{n} {{k: {{<<: [{merges}]}}, "
+            + ", ".join(f"m{i}: {{<<: *l{n - 1}}}" for i in range(10))
+            + "}"
+        )
+    text = "\n".join(lines) + "\n" + GOOD
+    message = config_error(write_yaml(tmp_path, text))
+    assert "YAML aliases repeat more than 10000 values" in message
+
+
 def test_a_big_file_without_aliases_is_not_bounded(tmp_path: Path) -> None:
     """The bound counts values repeated by aliases, not values written out."""
     routes = [{"path": f"/v1/r{n}", "destinations": ["chatbot"]} for n in range(2000)]

@@ -1,0 +1,48 @@
+"""router.logs: one record, one line (tracebacks: indented lines), whatever
+outside text the record carries."""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Callable
+
+from router.logs import FORMAT, TRACEBACK_PREFIX, OneLineFormatter
+
+FORGED = "1\n2026-01-01 00:00:00,000 ERROR router: forged\u2028line \x1b[31mred"
+
+
+def _logged(emit: Callable[[logging.Logger], None]) -> str:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(OneLineFormatter(FORMAT))
+    log = logging.getLogger("test.logs")
+    log.propagate = False
+    log.addHandler(handler)
+    try:
+        emit(log)
+    finally:
+        log.removeHandler(handler)
+    return stream.getvalue()
+
+
+def test_outside_text_in_a_message_stays_on_its_line() -> None:
+    text = _logged(lambda log: log.warning("key %s failed", FORGED))
+    assert text.count("\n") == 1
+    assert "\x1b" not in text and "\u2028" not in text
+    assert "key 1\\n2026-01-01 00:00:00,000 ERROR router: forged\\u2028line \\x1b[31mred" in text
+
+
+def test_a_traceback_cannot_forge_a_record() -> None:
+    def emit(log: logging.Logger) -> None:
+        try:
+            raise ValueError(FORGED)
+        except ValueError:
+            log.exception("delivery failed")
+
+    first, *rest = _logged(emit).splitlines()
+    assert first.endswith("ERROR test.logs: delivery failed")
+    assert rest and all(line.startswith(TRACEBACK_PREFIX) for line in rest), rest
+    assert rest[0] == TRACEBACK_PREFIX + "Traceback (most recent call last):"
+    assert any("ValueError: 1" in line for line in rest)
+    assert "\x1b" not in "".join(rest)
