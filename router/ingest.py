@@ -131,30 +131,26 @@ class IngestRoute:
             out.append(Target(keys, key))
         return out
 
-    @property
-    def _signed_ids(self) -> bool:
-        """Standard Webhooks: the signed `webhook-id` is the spec's
-        idempotency key (a provider's redelivery is the same message)."""
-        return self.auth is not None and self.auth.type == "standard-webhooks"
+    def _id_header(self) -> tuple[str, str]:
+        """The header carrying a message's dedup id on this route: its
+        lower-case name and its name as written. On a standard-webhooks
+        route the signed `webhook-id` (the spec's idempotency key: a
+        provider's redelivery is the same message)."""
+        if self.auth is not None and self.auth.type == "standard-webhooks":
+            return WEBHOOK_ID_HEADER, "webhook-id"
+        return IDEMPOTENCY_HEADER, "Idempotency-Key"
 
     def dedup_id(self, message: dict[str, Any], headers: Mapping[str, str]) -> str | None:
         """The id that makes a repeat of this message a duplicate, first
         found of: the route's `id_field` in the body (configured on purpose,
-        so it wins); on a standard-webhooks route the signed `webhook-id`,
-        elsewhere the Idempotency-Key header. None: no dedup."""
-        value: Any = None
+        so it wins), the route's id header. None: no dedup. Ids share the
+        ordering keys' limits."""
         field = self.route.settings.id_field
         if field is not None and message.get(field) is not None:
-            value, what = message[field], f"field `{field}`"
-        elif self._signed_ids:
-            value, what = headers.get(WEBHOOK_ID_HEADER), "header webhook-id"
-        else:
-            value, what = headers.get(IDEMPOTENCY_HEADER), "header Idempotency-Key"
-        if value is None:
-            return None
-        if isinstance(value, str) and what.startswith("header"):
-            value = value.strip()
-        return _key_text(value, what)  # ids share the ordering keys' limits
+            return _key_text(message[field], f"field `{field}`")
+        header, written = self._id_header()
+        value = headers.get(header)
+        return None if value is None else _key_text(value.strip(), f"header {written}")
 
     def unavailable(self, exc: BaseException, deadline: float) -> StorageUnavailable:
         """The 503 for a Redis failure while storing, saying whether the
@@ -167,12 +163,8 @@ class IngestRoute:
             stored = "no"
         else:
             stored = "unknown" if command_written.get() else "no"
-        if self.route.settings.id_field is not None:
-            same = f"`{self.route.settings.id_field}` field"
-        elif self._signed_ids:
-            same = "webhook-id (a provider's redelivery repeats it)"
-        else:
-            same = "Idempotency-Key header"
+        field = self.route.settings.id_field
+        same = f"`{field}` field" if field is not None else f"{self._id_header()[1]} header"
         return StorageUnavailable(redis_cause(exc, deadline), stored, same)
 
     async def store(

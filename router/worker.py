@@ -407,11 +407,14 @@ class Workers:
                 self._sinks.append(opened)
                 self.workers.append(DestinationWorker(self.redis, self.scripts, dest, opened.sink))
         except BaseException:
-            for opened in self._sinks:
-                await opened.aclose()
-            self._sinks.clear()
+            await self._close_sinks()
             self.workers.clear()
             raise
+
+    async def _close_sinks(self) -> None:
+        for opened in self._sinks:
+            await opened.aclose()
+        self._sinks.clear()
 
     async def start(self) -> None:
         await self._open_sinks()
@@ -437,8 +440,7 @@ class Workers:
         for loop in self._loops:
             with contextlib.suppress(BaseException):
                 await loop
-        for opened in self._sinks:
-            await opened.aclose()
+        await self._close_sinks()
 
 
 @contextlib.asynccontextmanager
