@@ -3,23 +3,26 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 
 @contextlib.contextmanager
 def redis_server(tmp: Path) -> Iterator[tuple[str, str]]:
-    """The system Redis on 127.0.0.1:6379 db 15 if it answers, else an embedded one."""
+    """The system Redis on 127.0.0.1:6379 db BENCH_REDIS_DB (default 15) if it
+    answers, else an embedded one."""
     import redis
 
-    url = "redis://127.0.0.1:6379/15"
+    db = int(os.environ.get("BENCH_REDIS_DB", "15"))
+    url = f"redis://127.0.0.1:6379/{db}"
     version = None
     with contextlib.suppress(redis.RedisError, OSError):
         client = redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
         version = client.info("server")["redis_version"]
         client.close()
     if version is not None:
-        yield url, f"system Redis {version} at 127.0.0.1:6379, db 15"
+        yield url, f"system Redis {version} at 127.0.0.1:6379, db {db}"
         return
     from router.embedded import EmbeddedRedis
 
@@ -28,13 +31,13 @@ def redis_server(tmp: Path) -> Iterator[tuple[str, str]]:
     server = EmbeddedRedis(tmp / "valkey", appendonly=False)
     server.start()
     try:
-        url = f"redis://127.0.0.1:{server.port}/15"
+        url = f"redis://127.0.0.1:{server.port}/{db}"
         client = redis.Redis.from_url(url)
         version = (
             client.info("server").get("valkey_version") or client.info("server")["redis_version"]
         )
         client.close()
-        yield url, f"embedded valkey-server {version} (router.embedded), db 15"
+        yield url, f"embedded valkey-server {version} (router.embedded), db {db}"
     finally:
         server.stop()
 

@@ -150,7 +150,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        state.redis = redis_client.connect(redis_url)
+        state.redis = redis_client.connect(redis_url, settings.redis_connections)
         state.scripts = Scripts(state.redis)
         state.limiters = {
             r.path: RateLimiter(state.redis, r.path, r.settings.rate_limit)
@@ -162,7 +162,10 @@ def create_app(
                 if settings.run_workers:
                     state.workers = await stack.enter_async_context(
                         running_workers(
-                            state.redis, config.destinations.values(), settings.shutdown_grace
+                            state.redis,
+                            config.destinations.values(),
+                            settings.shutdown_grace,
+                            settings.delivery_transport,
                         )
                     )
                 if on_started is not None:

@@ -11,7 +11,9 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 from redis.exceptions import RedisError
 
@@ -126,9 +128,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         # The router's own log format (control characters escaped) for
         # uvicorn's lines too: they propagate to the root logger.
         log_config=None,
-        # A deadline for request headers, a cap on connections still sending
-        # them, and JSON bodies on the server's own errors.
-        http=protocol_class(settings.header_timeout, settings.max_pending_connections),
+        loop=settings.event_loop,
     )
     # uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown, which
     # would end the process "killed by signal". The spec asks for exit 0 once
@@ -137,21 +137,41 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: None)
     try:
-        if args.reload:
+        if args.reload or settings.processes > 1:
+            # The server runs in spawned children (uvicorn's reloader or its
+            # process supervisor), which import the app and the protocol
+            # class by name and read the same environment.
             os.environ["REDIS_URL"] = settings.redis_url or ""
             os.environ["ROUTES_FILE"] = settings.routes_file
             os.environ["ROUTER_WORKERS"] = "1" if settings.run_workers else "0"
+            children: dict[str, Any] = (
+                {
+                    "reload": True,
+                    "reload_dirs": [
+                        str(Path(__file__).parent),
+                        str(Path(settings.routes_file).parent),
+                    ],
+                }
+                if args.reload
+                else {"workers": settings.processes}
+            )
             uvicorn.run(
                 "router.app:app_from_env",
                 factory=True,
-                reload=True,
-                reload_dirs=[str(Path(__file__).parent), str(Path(settings.routes_file).parent)],
-                # The server runs in a spawned child that imports its protocol
-                # by name and reads the same environment.
-                **{**common, "http": "router.http_server:FromEnvironment"},
+                http="router.http_server:FromEnvironment",
+                **children,
+                **common,
             )
         else:
-            uvicorn.run(create_app(settings, config), **common)
+            uvicorn.run(
+                create_app(settings, config),
+                # A deadline for request headers, a cap on connections still
+                # sending them, and JSON bodies on the server's own errors.
+                http=protocol_class(
+                    settings.header_timeout, settings.max_pending_connections, settings.http_parser
+                ),
+                **common,
+            )
     finally:
         if embedded is not None:
             with contextlib.suppress(OSError):
@@ -165,19 +185,41 @@ async def _run_workers(settings: Settings, config: Config, burst: bool) -> None:
     from router.worker import Workers, running_workers
 
     assert settings.redis_url
-    redis = redis_client.connect(settings.redis_url)
+    redis = redis_client.connect(settings.redis_url, settings.redis_connections)
     try:
         if burst:
-            await Workers(redis, config.destinations.values()).run_burst()
+            await Workers(
+                redis, config.destinations.values(), settings.delivery_transport
+            ).run_burst()
             return
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        async with running_workers(redis, config.destinations.values(), settings.shutdown_grace):
+        async with running_workers(
+            redis,
+            config.destinations.values(),
+            settings.shutdown_grace,
+            settings.delivery_transport,
+        ):
             await stop.wait()
     finally:
         await redis.aclose()
+
+
+def _run_on_loop(main: Coroutine[Any, Any, None], event_loop: str) -> None:
+    """asyncio.run on ROUTER_LOOP's loop, chosen as uvicorn chooses for
+    `router serve` and `router api` ("auto": uvloop when installed)."""
+    if event_loop != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            if event_loop == "uvloop":
+                raise SystemExit("router: ROUTER_LOOP=uvloop: uvloop is not installed") from None
+        else:
+            uvloop.run(main)
+            return
+    asyncio.run(main)
 
 
 def _worker(settings: Settings, args: argparse.Namespace) -> int:
@@ -185,7 +227,7 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
     settings = dataclasses.replace(settings, redis_url=_redis_url_or_exit(settings, "worker"))
     assert settings.redis_url is not None
     _check_redis_or_exit(settings, settings.redis_url)
-    asyncio.run(_run_workers(settings, config, args.burst))
+    _run_on_loop(_run_workers(settings, config, args.burst), settings.event_loop)
     return 0
 
 

@@ -16,6 +16,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import OutOfMemoryError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from router.redis_client import PoolExhausted, pool_busy_cause, waiting_for_connection
+
 log = logging.getLogger("router.api")
 
 # How long a client should wait before retrying while Redis is away.
@@ -68,6 +70,10 @@ class StorageUnavailable(ApiError):
 
 def redis_cause(exc: BaseException, deadline: float | None = None) -> str:
     """What went wrong with Redis, in words an operator can act on."""
+    if isinstance(exc, PoolExhausted):
+        return str(exc)
+    if isinstance(exc, TimeoutError) and waiting_for_connection.get():
+        return pool_busy_cause(waiting_for_connection.get(), deadline or 0)
     if isinstance(exc, OutOfMemoryError):
         return "Redis is out of memory (maxmemory reached, policy noeviction)"
     if isinstance(exc, RedisTimeoutError):  # the client's socket timeout

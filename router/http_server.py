@@ -35,7 +35,8 @@ protocol that adds:
   under attack that would flood the log.
 - JSON error bodies for uvicorn's own 400 answers to malformed HTTP:
   `{"status": "error", "error": "Invalid HTTP request received."}`
-  (uvicorn's text), `application/json`, `Connection: close`.
+  (uvicorn's text), `application/json`, `Connection: close`; a malformed
+  request pipelined behind good ones gets its 400 after their answers.
 
 The count of waiting connections belongs to the class `protocol_class()`
 returns (one per server), and only the server's event loop touches it.
@@ -92,6 +93,8 @@ class _HeaderDeadlineMixin(_UvicornProtocol):
     # The deadline of the request we wait for; None when not waiting.
     # A class default, so uvicorn's __init__ needs no override.
     _deadline: asyncio.TimerHandle | None = None
+    # A malformed request's 400, held until the answers before it are out.
+    _deferred_400: str | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvicorn's setup first: connection_lost (which asyncio calls even
@@ -119,12 +122,17 @@ class _HeaderDeadlineMixin(_UvicornProtocol):
         super().on_response_complete()
         # uvicorn has now started any pipelined request it had buffered (a
         # new, unfinished cycle); if not, and the connection stays open, the
-        # client owes us the next request's headers within the deadline.
+        # client owes us the next request's headers within the deadline,
+        # unless what it sent next was malformed.
         if (
             not self.transport.is_closing()
             and self.transport.get_protocol() is self
             and self.cycle.response_complete
         ):
+            if self._deferred_400 is not None:
+                self._write_json_error(400, self._deferred_400)
+                self.transport.close()
+                return
             self._start_waiting()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -133,13 +141,16 @@ class _HeaderDeadlineMixin(_UvicornProtocol):
 
     def send_400_response(self, msg: str) -> None:
         # uvicorn's version answers text/plain; the API promises JSON errors.
-        # Only when the current request has part of its response on the wire
-        # would a second answer corrupt the stream: just close then. (A
-        # malformed request pipelined behind a good one arrives while the
-        # good one's cycle is complete: it gets its 400.)
+        # A malformed request pipelined behind good ones gets its 400 after
+        # their answers, in order: httptools parses everything that arrived
+        # at once, so the error can come while an earlier request is still
+        # being answered (h11 parses the next request only after).
         cycle = self.cycle
-        if not cycle or not cycle.response_started or cycle.response_complete:
-            self._write_json_error(400, msg)
+        if cycle and not cycle.response_complete:
+            self._deferred_400 = msg
+            self.transport.pause_reading()  # the rest cannot be parsed anyway
+            return
+        self._write_json_error(400, msg)
         self.transport.close()
 
     # -- internals --
@@ -235,10 +246,14 @@ else:
 
 
 def protocol_class(
-    header_timeout: float, max_pending: int, http: str = "h11"
+    header_timeout: float, max_pending: int, http: str = "auto"
 ) -> type[asyncio.Protocol]:
     """An uvicorn HTTP protocol class (pass as uvicorn.Config(http=...)) with
-    the header deadline, the pending-connection cap and JSON error bodies."""
+    the header deadline, the pending-connection cap and JSON error bodies.
+    `http`: "httptools" (C parser, measured faster: docs/benchmarks.md),
+    "h11", or "auto" (httptools when installed, as uvicorn's own "auto")."""
+    if http == "auto":
+        http = "httptools" if "httptools" in _BASES else "h11"
     if header_timeout <= 0:
         raise ValueError(f"header_timeout must be > 0, got {header_timeout}")
     if max_pending < 1:
@@ -247,7 +262,7 @@ def protocol_class(
     if base is None:
         if http == "httptools":
             raise ValueError("http='httptools' needs the httptools package (uvicorn[standard])")
-        raise ValueError(f"http must be 'h11' or 'httptools', got {http!r}")
+        raise ValueError(f"http must be 'auto', 'h11' or 'httptools', got {http!r}")
     # A fresh class per server: its own settings and its own waiting set.
     namespace = {
         "header_timeout": float(header_timeout),
@@ -261,15 +276,17 @@ def protocol_class(
 def __getattr__(name: str) -> type[asyncio.Protocol]:
     """`router.http_server:FromEnvironment`: the protocol class with the
     settings of this process's environment, for uvicorn's import string.
-    `router serve --reload` needs one: its server runs in a spawned child,
-    which imports the protocol by name (the class `protocol_class()` builds
-    cannot be pickled). Built on first use, so importing this module never
+    `router serve --reload` and ROUTER_PROCESSES > 1 need one: the server
+    runs in spawned children, which import the protocol by name (the class
+    `protocol_class()` builds cannot be pickled). Built on first use, so importing this module never
     reads the environment."""
     if name != "FromEnvironment":
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     from router.settings import Settings
 
     settings = Settings.from_env()
-    cls = protocol_class(settings.header_timeout, settings.max_pending_connections)
+    cls = protocol_class(
+        settings.header_timeout, settings.max_pending_connections, settings.http_parser
+    )
     globals()[name] = cls  # one class (one waiting set) per process
     return cls

@@ -19,7 +19,7 @@ from router.errors import ApiError, BadRequest, StorageUnavailable, Stored, redi
 from router.keys import DestinationKeys
 from router.queue import EnqueueResult, Scripts, Target, enqueue
 from router.ratelimit import RateLimiter
-from router.redis_client import command_written
+from router.redis_client import command_written, waiting_for_connection
 
 GLOBAL_KEY = "*"
 MAX_KEY_LENGTH = 256
@@ -183,6 +183,7 @@ class IngestRoute:
         targets = self.targets(message)
         dedup = self.dedup_id(message, headers)
         command_written.set(False)
+        waiting_for_connection.set(0)
         if limiter is not None:
             # Last check before the write, so an invalid request does not
             # use up the sender's allowance.

@@ -12,6 +12,8 @@ import pluggy
 
 from router import hookspecs
 from router.config import Destination
+from router.delivery_http import delivery_client
+from router.settings import DeliveryTransport
 from router.sinks import Sink, SinkContext, SinkType
 
 log = logging.getLogger("router.plugins")
@@ -66,24 +68,11 @@ class OpenSink:
         await self.http.aclose()
 
 
-# How long an idle connection to a destination is kept for reuse. Shorter
-# than the keep-alive timeout of common servers (uvicorn, Node and Apache
-# close idle connections after 5 s; httpx's own default is also 5 s): with
-# equal timeouts a delivery can go out on a connection the destination is
-# closing at that moment, a failed attempt for nothing.
-IDLE_CONNECTION_EXPIRY = 2.0
-
-
-async def open_sink(destination: Destination) -> OpenSink:
+async def open_sink(destination: Destination, transport: DeliveryTransport = "aiohttp") -> OpenSink:
     """Build a destination's sink through its plugin's factory, with a shared
-    HTTP client sized for its max_in_flight."""
+    HTTP client sized for its max_in_flight (router.delivery_http)."""
     s = destination.settings
-    limits = httpx.Limits(
-        max_connections=s.max_in_flight,
-        max_keepalive_connections=s.max_in_flight,
-        keepalive_expiry=IDLE_CONNECTION_EXPIRY,
-    )
-    http = httpx.AsyncClient(limits=limits, timeout=s.timeout)
+    http = delivery_client(s.max_in_flight, s.timeout, transport)
     context = SinkContext(
         destination=destination.name, timeout=s.timeout, max_in_flight=s.max_in_flight, http=http
     )

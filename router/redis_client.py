@@ -7,6 +7,13 @@ store a message twice or lease keys nobody works on. The callers decide:
 ingest answers 503 (the sender retries, deduplicated by Idempotency-Key),
 workers repeat only idempotent steps (ack, fail, renew, release are fenced).
 
+The pool waits for a free connection when all `max_connections` are busy
+(redis-py's default pool raises "Too many connections" instead, which a
+burst of requests against a healthy Redis would turn into 503s blaming
+Redis). How long is bounded by the caller (ingest's deadline) and by the
+pool's own POOL_TIMEOUT; either way the cause is named as what it is, a
+busy pool, not an unreachable Redis.
+
 To tell a sender whether a failed request stored nothing *for certain*,
 the connections note in a context variable when a command's bytes were
 handed to the socket (connecting, the handshake and health-check PINGs do
@@ -18,19 +25,59 @@ from __future__ import annotations
 import contextvars
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 # Must stay above the longest BLPOP the workers issue (worker.MAX_IDLE).
 SOCKET_TIMEOUT = 3.0
 CONNECT_TIMEOUT = 1.0
+# Longest a command waits for a free pooled connection when no deadline of
+# its caller ends the wait first: a connection busy longer is a stuck one.
+POOL_TIMEOUT = SOCKET_TIMEOUT + CONNECT_TIMEOUT
 
 # True once a command of the current task may have reached the server.
 command_written: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "command_written", default=False
 )
+
+# The pool's size while the current task waits for one of its connections
+# (0 when not waiting): a deadline that ends the wait is a busy pool, not a
+# slow Redis. Left set when the wait is cancelled, for the caller to read.
+waiting_for_connection: contextvars.ContextVar[int] = contextvars.ContextVar(
+    "waiting_for_connection", default=0
+)
+
+
+class PoolExhausted(RedisConnectionError):
+    """No pooled connection came free within POOL_TIMEOUT."""
+
+
+def pool_busy_cause(size: int, waited: float) -> str:
+    return (
+        f"no free Redis connection within {waited:g}s: all {size} in use "
+        "(Redis is up; raise ROUTER_REDIS_CONNECTIONS or run more processes)"
+    )
+
+
+class _WaitingPool(BlockingConnectionPool):
+    """redis-py's blocking pool, noting when a command waits for a connection."""
+
+    async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        if self.can_get_connection():
+            return await super().get_connection(*args, **kwargs)
+        waiting_for_connection.set(self.max_connections)
+        try:
+            connection = await super().get_connection(*args, **kwargs)
+        except RedisConnectionError as exc:
+            waiting_for_connection.set(0)
+            if isinstance(exc.__cause__, TimeoutError):  # the pool's own timeout
+                raise PoolExhausted(pool_busy_cause(self.max_connections, POOL_TIMEOUT)) from exc
+            raise
+        waiting_for_connection.set(0)
+        return connection
 
 
 class _NotesWrites:
@@ -85,15 +132,18 @@ _NOTING = {
 }
 
 
-def connect(url: str) -> Redis:
-    client = Redis.from_url(
+def connect(url: str, max_connections: int = 100) -> Redis:
+    """A client on `url` with at most `max_connections` connections."""
+    pool = _WaitingPool.from_url(
         url,
+        max_connections=max_connections,
+        timeout=POOL_TIMEOUT,
         socket_timeout=SOCKET_TIMEOUT,
         socket_connect_timeout=CONNECT_TIMEOUT,
         retry=Retry(NoBackoff(), retries=0),
         health_check_interval=30,
         client_name="router",
     )
-    pool = client.connection_pool
     pool.connection_class = _NOTING.get(pool.connection_class, pool.connection_class)
-    return client
+    # The client owns the pool: closing it closes the connections.
+    return Redis.from_pool(pool)

@@ -12,7 +12,7 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 
 class SettingsError(Exception):
@@ -102,6 +102,10 @@ def _env(name: str, parse: Callable[[str], Any], doc: str, default: Any) -> Any:
     return field(default=default, metadata={"env": name, "parse": parse, "doc": doc})
 
 
+# What sends deliveries under the httpx client plugins get (router.delivery_http).
+DeliveryTransport = Literal["aiohttp", "httpx"]
+
+
 @dataclass(frozen=True)
 class Settings:
     routes_file: str = _env("ROUTES_FILE", _text, "the routes file", "routes.yaml")
@@ -155,6 +159,41 @@ class Settings:
         "connections waiting for request headers (idle keep-alive included) beyond this: "
         "the longest-waiting one is answered 503 and closed to make room",
         2000,
+    )
+
+    processes: int = _env(
+        "ROUTER_PROCESSES",
+        _count,
+        "server processes of `router serve` / `router api` on one port (uvicorn workers); "
+        "under `serve` each also runs delivery workers",
+        1,
+    )
+    http_parser: str = _env(
+        "ROUTER_HTTP",
+        _choice("auto", "httptools", "h11"),
+        "uvicorn's HTTP parser; auto: httptools (measured fastest) when installed",
+        "auto",
+    )
+    event_loop: str = _env(
+        "ROUTER_LOOP",
+        _choice("auto", "uvloop", "asyncio"),
+        "event loop of every router process; auto: uvloop (measured fastest) when installed",
+        "auto",
+    )
+    redis_connections: int = _env(
+        "ROUTER_REDIS_CONNECTIONS",
+        _count,
+        "most connections a process opens to Redis; a command past them waits for a free "
+        "one (an ingest request within ROUTER_INGEST_DEADLINE)",
+        100,
+    )
+    # (ruff cannot tell the Literal alias is an immutable str)
+    delivery_transport: DeliveryTransport = _env(  # noqa: RUF009
+        "ROUTER_DELIVERY_TRANSPORT",
+        _choice(*get_args(DeliveryTransport)),
+        "what moves the bytes under the httpx client delivery plugins get: aiohttp "
+        "(measured fastest) or httpx's own",
+        "aiohttp",
     )
 
     @classmethod

@@ -25,6 +25,7 @@ from router.config import Destination
 from router.plugins import OpenSink, open_sink
 from router.queue import LEASE_LOST, Claim, DestinationQueue, Outcome, Scripts
 from router.redis_client import SOCKET_TIMEOUT
+from router.settings import DeliveryTransport
 from router.sinks import Delivery, DeliveryFailed, Sink
 
 log = logging.getLogger("router.worker")
@@ -390,8 +391,14 @@ class DestinationWorker:
 class Workers:
     """The delivery workers of a set of destinations, with their sinks."""
 
-    def __init__(self, redis: Redis, destinations: Iterable[Destination]) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        destinations: Iterable[Destination],
+        transport: DeliveryTransport = "aiohttp",
+    ) -> None:
         self.redis = redis
+        self.transport = transport
         self.scripts = Scripts(redis)
         self.destinations = list(destinations)
         self.workers: list[DestinationWorker] = []
@@ -403,7 +410,7 @@ class Workers:
         the ones already open (their HTTP clients) before re-raising."""
         try:
             for dest in self.destinations:
-                opened = await open_sink(dest)
+                opened = await open_sink(dest, self.transport)
                 self._sinks.append(opened)
                 self.workers.append(DestinationWorker(self.redis, self.scripts, dest, opened.sink))
         except BaseException:
@@ -445,12 +452,15 @@ class Workers:
 
 @contextlib.asynccontextmanager
 async def running_workers(
-    redis: Redis, destinations: Iterable[Destination], grace: float
+    redis: Redis,
+    destinations: Iterable[Destination],
+    grace: float,
+    transport: DeliveryTransport = "aiohttp",
 ) -> AsyncIterator[Workers]:
     """The one lifecycle of a process's workers (`router serve`'s lifespan
     and `router worker` alike): started on entry; on exit, in-flight
     deliveries get `grace` seconds, then are handed back to the queue."""
-    workers = Workers(redis, destinations)
+    workers = Workers(redis, destinations, transport)
     await workers.start()
     log.info(
         "delivery workers started for %s",

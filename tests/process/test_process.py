@@ -217,3 +217,41 @@ def test_serve_with_reload_serves_with_the_guarded_protocol(
         assert not port_open(router.port)
     finally:
         router.kill()
+
+
+def test_several_processes_on_one_port_keep_order_and_stop_cleanly(
+    bot: Bot, clean_redis: str, tmp_path: Path
+) -> None:
+    """ROUTER_PROCESSES=2: two server processes, each with delivery workers,
+    share the port and the queue; per-key order and max_in_flight hold
+    across them; SIGTERM stops them all with exit 0."""
+    bot.latency = (0.0, 0.01)
+    routes = write_routes(tmp_path / "routes.yaml", bot.url, max_in_flight=4)
+    router = RouterProcess(
+        tmp_path / "processes.log",
+        own_group=True,
+        REDIS_URL=clean_redis,
+        ROUTES_FILE=str(routes),
+        ROUTER_PROCESSES="2",
+        ROUTER_HEADER_TIMEOUT="1",
+    )
+    try:
+        router.start()
+        sent = interleaved([f"k{i}" for i in range(8)], per_key=15)
+        post_round_robin(router.url, sent)
+        total = sum(len(m) for m in sent.values())
+        wait_until(lambda: len(bot.acknowledged()) >= total, timeout=60, what="all delivered")
+        assert check_order(sent, bot.acknowledged()) == (0, 0)
+        assert bot.max_in_flight_per_key == 1
+        assert bot.max_in_flight <= 4  # the destination's cap, across both processes
+        log = router.log_text()
+        assert log.count("delivery workers started") == 2, router.log_tail()
+        # Each child runs the guarded protocol with the environment's settings.
+        with socket.create_connection(("127.0.0.1", router.port), timeout=10) as conn:
+            conn.sendall(b"POST /v1/store_message HTTP/1.1\r\nHost: x\r\n")
+            assert b"request headers not received within 1s" in conn.recv(4096)
+        code, _ = router.terminate(timeout=60)
+        assert code == 0, router.log_tail()
+        assert not port_open(router.port)
+    finally:
+        router.kill()

@@ -1,0 +1,181 @@
+"""The HTTP client the router lends to delivery plugins.
+
+Plugins get an `httpx.AsyncClient` (SinkContext.http), so a plugin written
+against httpx works unchanged. What moves the bytes under it is chosen by
+measurement (docs/benchmarks.md): httpx's own transport (httpcore) spends
+several times more CPU per request than aiohttp's connection pool, which
+on a delivery worker is most of the cost of a message. So by default the
+client's transport is `AiohttpTransport` below: httpx builds the request
+and reads the response, aiohttp sends and receives it.
+`ROUTER_DELIVERY_TRANSPORT=httpx` puts httpx's own transport back.
+
+Written here rather than taken from httpx-aiohttp (whose transport this
+follows) for the behaviours the router relies on: a failed connection is
+reported as what it was (httpx-aiohttp 0.2 reports a refused or reset
+connection as a `ConnectTimeout`, which a delivery would log as "timed
+out"), and the proxy variables (`HTTPS_PROXY`, `NO_PROXY`, ...) are
+honoured as httpx honours them. Cookies are never kept between deliveries
+(each message stands alone, as a fresh request would), whatever the
+transport.
+
+Differences from httpx's transport a plugin may notice: HTTP/1.1 only (so
+is httpx without its `http2` extra), and no separate write timeout (the
+worker bounds each attempt by the destination's `timeout` anyway).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http.cookiejar
+from collections.abc import AsyncIterator, Iterator
+
+import aiohttp
+import httpx
+
+from router.settings import DeliveryTransport
+
+# How long an idle connection to a destination is kept for reuse. Shorter
+# than the keep-alive timeout of common servers (uvicorn, Node and Apache
+# close idle connections after 5 s; httpx's own default is also 5 s): with
+# equal timeouts a delivery can go out on a connection the destination is
+# closing at that moment, a failed attempt for nothing.
+IDLE_CONNECTION_EXPIRY = 2.0
+
+# aiohttp's errors as httpx's, most specific first: the first match wins.
+_ERRORS: tuple[tuple[type[BaseException], type[httpx.TransportError]], ...] = (
+    (aiohttp.ConnectionTimeoutError, httpx.ConnectTimeout),
+    (aiohttp.ServerTimeoutError, httpx.ReadTimeout),  # includes SocketTimeoutError
+    (asyncio.TimeoutError, httpx.PoolTimeout),  # waiting for a free connection
+    (aiohttp.ClientConnectorError, httpx.ConnectError),  # refused, DNS, TLS handshake
+    (aiohttp.ServerDisconnectedError, httpx.RemoteProtocolError),
+    (aiohttp.ClientPayloadError, httpx.ReadError),
+    (aiohttp.ClientResponseError, httpx.RemoteProtocolError),  # not HTTP, bad header, ...
+    (aiohttp.InvalidURL, httpx.UnsupportedProtocol),
+    (aiohttp.ClientConnectionError, httpx.ReadError),  # reset, broken pipe, ...
+    (aiohttp.ClientError, httpx.NetworkError),
+)
+
+
+@contextlib.contextmanager
+def _as_httpx_errors(request: httpx.Request) -> Iterator[None]:
+    try:
+        yield
+    except (TimeoutError, aiohttp.ClientError) as exc:
+        for theirs, ours in _ERRORS:
+            if isinstance(exc, theirs):
+                raise ours(str(exc) or type(exc).__name__, request=request) from exc
+        raise  # pragma: no cover - _ERRORS ends with ClientError's base
+
+
+class _ResponseBody(httpx.AsyncByteStream):
+    """The body of an aiohttp response, as httpx reads a stream."""
+
+    def __init__(self, response: aiohttp.ClientResponse, request: httpx.Request) -> None:
+        self._response = response
+        self._request = request
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        with _as_httpx_errors(self._request):
+            async for chunk in self._response.content.iter_any():
+                yield chunk
+
+    async def aclose(self) -> None:
+        # A body not read to its end closes the connection instead of
+        # returning it to the pool (aiohttp decides; see HttpSink's cap).
+        self._response.release()
+
+
+class AiohttpTransport(httpx.AsyncBaseTransport):
+    """An httpx transport over one aiohttp session (made on first use,
+    inside the event loop that uses it)."""
+
+    def __init__(self, max_connections: int, keepalive_expiry: float = IDLE_CONNECTION_EXPIRY):
+        self._max_connections = max_connections
+        self._keepalive_expiry = keepalive_expiry
+        self._session: aiohttp.ClientSession | None = None
+
+    def _open(self) -> aiohttp.ClientSession:
+        connector = aiohttp.TCPConnector(
+            limit=self._max_connections,
+            limit_per_host=0,
+            keepalive_timeout=self._keepalive_expiry,
+            ssl=httpx.create_ssl_context(),  # httpx's defaults: certifi, verified
+        )
+        return aiohttp.ClientSession(
+            connector=connector,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            trust_env=True,  # proxy variables, as httpx's default transport
+            auto_decompress=False,  # httpx decodes (or, for aiter_raw, does not)
+            timeout=aiohttp.ClientTimeout(total=None),
+        )
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if self._session is None:
+            self._session = self._open()
+        timeout = request.extensions.get("timeout", {})
+        try:
+            data: bytes | AsyncIterator[bytes] | None = request.content or None
+        except httpx.RequestNotRead:  # a streamed request body
+            data = _chunks(request)
+        headers = [(k, v) for k, v in request.headers.multi_items() if k != "transfer-encoding"]
+        with _as_httpx_errors(request):
+            response = await self._session.request(
+                request.method,
+                str(request.url),
+                headers=headers,
+                data=data,
+                allow_redirects=False,
+                compress=False,
+                timeout=aiohttp.ClientTimeout(
+                    total=None,
+                    connect=timeout.get("pool"),
+                    sock_connect=timeout.get("connect"),
+                    sock_read=timeout.get("read"),
+                ),
+            )
+        extensions = {"http_version": b"HTTP/1.1"}
+        if response.reason:
+            extensions["reason_phrase"] = response.reason.encode()
+        return httpx.Response(
+            response.status,
+            headers=response.raw_headers,
+            stream=_ResponseBody(response, request),
+            request=request,
+            extensions=extensions,
+        )
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+async def _chunks(request: httpx.Request) -> AsyncIterator[bytes]:
+    assert isinstance(request.stream, httpx.AsyncByteStream)
+    async for chunk in request.stream:
+        yield chunk
+
+
+def delivery_client(
+    max_in_flight: int, timeout: float, transport: DeliveryTransport = "aiohttp"
+) -> httpx.AsyncClient:
+    """The client one destination's sink delivers with: at most
+    `max_in_flight` connections, idle ones dropped after
+    IDLE_CONNECTION_EXPIRY, `timeout` per request."""
+    limits = httpx.Limits(
+        max_connections=max_in_flight,
+        max_keepalive_connections=max_in_flight,
+        keepalive_expiry=IDLE_CONNECTION_EXPIRY,
+    )
+    # httpx keeps the cookies of every answer and sends them with every later
+    # request, whatever the transport: a jar that accepts none keeps each
+    # delivery standing alone (a plugin may still pass cookies= per request).
+    cookies = http.cookiejar.CookieJar(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+    if transport == "httpx":
+        return httpx.AsyncClient(limits=limits, timeout=timeout, cookies=cookies)
+    return httpx.AsyncClient(
+        transport=AiohttpTransport(max_in_flight, IDLE_CONNECTION_EXPIRY),
+        timeout=timeout,
+        cookies=cookies,
+    )
