@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import http.cookiejar
+import urllib.request
 from collections.abc import AsyncIterator, Iterator
 
 import aiohttp
@@ -94,6 +95,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._max_connections = max_connections
         self._keepalive_expiry = keepalive_expiry
         self._session: aiohttp.ClientSession | None = None
+        self._proxy_env = urllib.request.getproxies_environment()
+        self._proxies: dict[tuple[str, str, int | None], str | None] = {}
 
     def _open(self) -> aiohttp.ClientSession:
         connector = aiohttp.TCPConnector(
@@ -105,10 +108,27 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         return aiohttp.ClientSession(
             connector=connector,
             cookie_jar=aiohttp.DummyCookieJar(),
-            trust_env=True,  # proxy variables, as httpx's default transport
+            # Not trust_env: aiohttp would then read ~/.netrc in a thread on
+            # every request (measured: half the worker's CPU). The proxy
+            # variables are read once, in _proxy_for.
+            trust_env=False,
             auto_decompress=False,  # httpx decodes (or, for aiter_raw, does not)
             timeout=aiohttp.ClientTimeout(total=None),
         )
+
+    def _proxy_for(self, url: httpx.URL) -> str | None:
+        """The proxy the environment names for `url` (HTTP_PROXY,
+        HTTPS_PROXY, ALL_PROXY, NO_PROXY), as httpx's own transport would use."""
+        origin = (url.scheme, url.host, url.port)
+        if origin not in self._proxies:
+            env = self._proxy_env
+            proxy = env.get(url.scheme) or env.get("all")
+            # (proxy_bypass_environment: in urllib since 3.x, missing from typeshed)
+            bypass = urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]
+            if proxy and bypass(url.host, env):
+                proxy = None
+            self._proxies[origin] = proxy
+        return self._proxies[origin]
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if self._session is None:
@@ -127,6 +147,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 data=data,
                 allow_redirects=False,
                 compress=False,
+                proxy=self._proxy_for(request.url),
                 timeout=aiohttp.ClientTimeout(
                     total=None,
                     connect=timeout.get("pool"),

@@ -546,3 +546,27 @@ async def test_connections_are_capped_at_max_in_flight(transport: DeliveryTransp
     assert server.max_open == cap
     assert max_in_flight == cap
     assert len(server.connections) == cap  # and they were reused
+
+
+# -- 9. the proxy variables, as httpx honours them -------------------------------
+
+
+@TRANSPORTS
+async def test_http_proxy_from_the_environment_is_used_and_no_proxy_bypasses_it(
+    transport: DeliveryTransport, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The destination's host does not resolve: only a proxy can reach it.
+    destination = "http://bot.invalid/hook"
+    async with RawServer() as proxy:
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.port}")
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        async with http_sink(destination, transport) as opened:
+            await opened.sink.deliver(delivery(1))
+        assert [r.target for r in proxy.requests] == [destination]  # absolute form: a proxy
+        assert proxy.requests[0].json()["mensaje"] == "m1"
+        monkeypatch.setenv("NO_PROXY", "bot.invalid")
+        async with http_sink(destination, transport) as opened:
+            reason = await failure(opened)
+        assert reason.startswith("ConnectError"), reason  # went direct, and failed
+        assert len(proxy.requests) == 1
