@@ -14,6 +14,7 @@ from redis.exceptions import ResponseError
 
 from router import envelope
 from router.auth import Authenticator
+from router.batching import ScriptBatcher
 from router.config import Route
 from router.errors import ApiError, BadRequest, StorageUnavailable, Stored, redis_cause
 from router.keys import DestinationKeys
@@ -174,6 +175,7 @@ class IngestRoute:
         headers: Mapping[str, str],
         client: str,
         limiter: RateLimiter | None = None,
+        batcher: ScriptBatcher | None = None,
     ) -> EnqueueResult:
         """Authenticate, validate, rate-limit and store; each step refuses
         before anything is written."""
@@ -201,6 +203,7 @@ class IngestRoute:
             message_id,
             dedup,
             math.ceil(self.route.settings.dedup_ttl),
+            batcher,
         )
 
 

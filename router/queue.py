@@ -14,6 +14,7 @@ from typing import Any
 import msgspec
 from redis.asyncio import Redis
 
+from router.batching import ScriptBatcher
 from router.keys import DestinationKeys
 from router.scripts import LEASE_LOST, Scripts, keys_for
 
@@ -41,8 +42,10 @@ async def enqueue(
     message_id: str,
     dedup_id: str | None,
     dedup_ttl: int,
+    batcher: ScriptBatcher | None = None,
 ) -> EnqueueResult:
-    """Append a message to the lanes of all targets in one atomic step."""
+    """Append a message to the lanes of all targets in one atomic step
+    (through `batcher`, the enqueue script's, when given: router.batching)."""
     keys: list[str] = []
     for t in targets:
         # Without a dedup id the script never reads `seen`; the name keeps
@@ -51,7 +54,10 @@ async def enqueue(
         keys += keys_for("enqueue", t.keys, t.ordering_key, seen=seen)
     args: list[Any] = [envelope, message_id, dedup_id or "", dedup_ttl]
     args += [t.ordering_key for t in targets]
-    written, stored_id = await scripts.enqueue(keys=keys, args=args)
+    if batcher is None:
+        written, stored_id = await scripts.enqueue(keys=keys, args=args)
+    else:
+        written, stored_id = await batcher(keys, args)
     return EnqueueResult(id=_text(stored_id), duplicate=written == 0)
 
 

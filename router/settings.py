@@ -180,6 +180,13 @@ class Settings:
         "event loop of every router process; auto: uvloop (measured fastest) when installed",
         "auto",
     )
+    ingest_batching: bool = _env(
+        "ROUTER_INGEST_BATCHING",
+        _flag,
+        "0 sends each ingest request's write alone instead of coalescing concurrent ones "
+        "into one pipeline (each request is answered after its own write either way)",
+        True,
+    )
     redis_connections: int = _env(
         "ROUTER_REDIS_CONNECTIONS",
         _count,

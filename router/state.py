@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from redis.asyncio import Redis
 
+from router.batching import ScriptBatcher
 from router.config import Config
 from router.errors import ApiError
 from router.queue import Scripts
@@ -18,6 +19,7 @@ class RouterState:
         self.config = config
         self.redis: Redis | None = None
         self.scripts: Scripts | None = None
+        self.batcher: ScriptBatcher | None = None  # ingest's enqueue calls, coalesced
         self.workers: Workers | None = None  # when this process delivers too
         self.limiters: dict[str, RateLimiter] = {}  # route path -> its rate limit
 

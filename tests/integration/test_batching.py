@@ -1,0 +1,125 @@
+"""router.batching: concurrent ingest writes share one pipeline, and each
+caller still learns exactly what happened to its own write."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import time
+
+import pytest
+import redis as redis_sync
+
+from router import envelope, redis_client
+from router.batching import ScriptBatcher
+from router.embedded import EmbeddedRedis
+from router.queue import Scripts, Target, enqueue
+from router.redis_client import command_written
+from tests.support.routes import KEYS
+
+
+async def _store(scripts: Scripts, batcher: ScriptBatcher, key: str, text: str) -> str:
+    message_id = envelope.new_message_id()
+    raw = envelope.encode(message_id, int(time.time() * 1000), json.dumps(text).encode())
+    result = await enqueue(scripts, [Target(KEYS, key)], raw, message_id, None, 60, batcher)
+    return result.id
+
+
+def _lane(client: redis_sync.Redis, key: str) -> list[str]:
+    lane = client.lrange(KEYS.lane(key), 0, -1)
+    return [json.loads(bytes(envelope.decode(e).body)) for e in lane]
+
+
+async def test_concurrent_writes_are_all_stored_once_in_call_order(
+    clean_redis: str, redis: redis_sync.Redis
+) -> None:
+    client = redis_client.connect(clean_redis)
+    try:
+        scripts = Scripts(client)
+        batcher = ScriptBatcher(client, scripts.enqueue)
+        before = redis.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0)
+        texts = [f"m{i}" for i in range(300)]
+        ids = await asyncio.gather(*(_store(scripts, batcher, "k", t) for t in texts))
+        assert len(set(ids)) == 300
+        assert _lane(redis, "k") == texts  # the order the calls were made in
+        after = redis.info("commandstats")["cmdstat_evalsha"]["calls"]
+        assert after - before == 300  # one script run per write, no more
+    finally:
+        await client.aclose()
+
+
+async def test_a_write_that_fails_alone_fails_only_its_caller(
+    clean_redis: str, redis: redis_sync.Redis
+) -> None:
+    client = redis_client.connect(clean_redis)
+    try:
+        scripts = Scripts(client)
+        batcher = ScriptBatcher(client, scripts.enqueue)
+        redis.set(KEYS.lane("bad"), "not a list")  # RPUSH on it fails: WRONGTYPE
+        results = await asyncio.gather(
+            _store(scripts, batcher, "a", "one"),
+            _store(scripts, batcher, "bad", "two"),
+            _store(scripts, batcher, "a", "three"),
+            return_exceptions=True,
+        )
+        assert isinstance(results[1], redis_sync.ResponseError)
+        assert "WRONGTYPE" in str(results[1])
+        assert _lane(redis, "a") == ["one", "three"]
+    finally:
+        await client.aclose()
+
+
+async def test_a_script_flushed_from_redis_is_loaded_again(
+    clean_redis: str, redis: redis_sync.Redis
+) -> None:
+    client = redis_client.connect(clean_redis)
+    try:
+        scripts = Scripts(client)
+        batcher = ScriptBatcher(client, scripts.enqueue)
+        await _store(scripts, batcher, "k", "before")
+        redis.script_flush()  # as after a restart of Redis without its scripts
+        await asyncio.gather(*(_store(scripts, batcher, "k", f"after{i}") for i in range(5)))
+        assert _lane(redis, "k") == ["before"] + [f"after{i}" for i in range(5)]
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.skipif(os.environ.get("REDIS_URL") is not None, reason="freezes a server it owns")
+async def test_a_deadline_tells_a_queued_write_from_a_sent_one(own_redis: EmbeddedRedis) -> None:
+    """Redis hangs (SIGSTOP) with one batch on the wire and more writes
+    queued behind it: the caller of the sent write may have stored its
+    message ("unknown"), the queued ones certainly did not, and they are
+    never stored later, when Redis wakes up."""
+    assert own_redis.process is not None
+    client = redis_client.connect(own_redis.url)
+    plain = redis_sync.Redis.from_url(own_redis.url)
+    try:
+        scripts = Scripts(client)
+        batcher = ScriptBatcher(client, scripts.enqueue)
+        await _store(scripts, batcher, "k", "warm-up")  # connected, script loaded
+
+        async def store_within(text: str, deadline: float) -> bool:
+            """Whether the write may have reached Redis, once the deadline passed."""
+            command_written.set(False)
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(deadline):
+                    await _store(scripts, batcher, "k", text)
+            return command_written.get()
+
+        os.kill(own_redis.process.pid, signal.SIGSTOP)
+        try:
+            sent = asyncio.create_task(store_within("sent", 0.5))
+            await asyncio.sleep(0.1)  # its batch is on the wire, unanswered
+            queued = await asyncio.gather(*(store_within(f"queued{i}", 0.2) for i in range(3)))
+            assert await sent is True  # may be stored: "unknown"
+            assert queued == [False, False, False]  # certainly not stored
+        finally:
+            os.kill(own_redis.process.pid, signal.SIGCONT)
+        await asyncio.sleep(0.5)  # let anything still in flight land
+        await _store(scripts, batcher, "k", "after")
+        assert _lane(plain, "k") == ["warm-up", "sent", "after"]
+    finally:
+        plain.close()
+        await client.aclose()
