@@ -1,25 +1,27 @@
-"""Group commit for ingest: the enqueue scripts of concurrent requests go to
-Redis in one pipeline, one round trip, instead of one each.
+"""Group commit: the calls of one Lua script made by concurrent tasks go to
+Redis in one pipeline, one round trip, instead of one each. Ingest's
+enqueue uses it (the writes of concurrent requests) and so do the
+workers' acks (the deliveries that finish together).
 
-A request hands its script call to the batcher and waits for its own reply:
-it is answered only after Redis ran *its* script, exactly as without
-batching. While one pipeline is on the wire, the requests that arrive queue
-up and go together in the next; under light load a batch is one request and
-costs what a lone EVALSHA costs, under heavy load the round trips (and the
-system calls on both ends) are shared by everything that arrived meanwhile.
-Measured in docs/benchmarks.md.
+A caller hands its script call to the batcher and waits for its own reply:
+an ingest request is answered only after Redis ran *its* script, exactly as
+without batching. While one pipeline is on the wire, the calls that arrive
+queue up and go together in the next; under light load a batch is one call
+and costs what a lone EVALSHA costs, under heavy load the round trips (and
+the system calls on both ends) are shared by everything that arrived
+meanwhile. Measured in docs/benchmarks.md.
 
-What a request learns when something fails is as precise as without
+What a caller learns when something fails is as precise as without
 batching (router.ingest's "stored": "no" | "unknown"):
-- A request whose deadline passes while it is still queued is dropped from
-  the queue, never sent: certainly not stored.
-- A request whose deadline passes once its batch is taken may have been
-  stored ("unknown"), as for a lone command whose reply was lost.
-- A failure of the whole pipeline reaches every request of the batch, with
+- A caller whose deadline passes while its call is still queued has it
+  dropped from the queue, never sent: certainly not run ("no").
+- A caller whose deadline passes once its batch is taken may have had it
+  run ("unknown"), as for a lone command whose reply was lost.
+- A failure of the whole pipeline reaches every caller of the batch, with
   whether its bytes had been written (router.redis_client.command_written).
-- An error of one script (OOM, ...) reaches only its request.
+- An error of one script (OOM, ...) reaches only its caller.
 - NOSCRIPT (a Redis restarted or flushed of scripts since): the script did
-  not run; it is loaded and the writes it refused are sent again, first.
+  not run; it is loaded and the calls it refused are sent again, first.
 """
 
 from __future__ import annotations
@@ -67,7 +69,7 @@ class ScriptBatcher:
         write = _Write(keys, args)
         self._queue.append(write)
         if self._sender is None:
-            self._sender = asyncio.create_task(self._send_all(), name="ingest-batch")
+            self._sender = asyncio.create_task(self._send_all(), name="script-batch")
         try:
             return await write.future
         except asyncio.CancelledError:
@@ -93,7 +95,7 @@ class ScriptBatcher:
         finally:
             self._sender = None
         if self._queue:  # arrived while the last batch was settled
-            self._sender = asyncio.create_task(self._send_all(), name="ingest-batch")
+            self._sender = asyncio.create_task(self._send_all(), name="script-batch")
 
     async def _send(self, batch: list[_Write]) -> None:
         command_written.set(False)  # this task's own: set by the connection

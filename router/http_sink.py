@@ -13,6 +13,7 @@ from typing import ClassVar
 import httpx
 import msgspec
 
+from router.delivery_http import direct_transport
 from router.sinks import Delivery, DeliveryFailed, SinkContext
 
 
@@ -112,7 +113,9 @@ def parse_retry_after(value: str | None) -> float | None:
 MAX_ANSWER_BYTES = 64 * 1024
 
 # Headers that describe the whole body on the wire, not the prefix kept.
-_WIRE_HEADERS = ("content-length", "content-encoding", "transfer-encoding")
+_WIRE_HEADERS = (b"content-length", b"content-encoding", b"transfer-encoding")
+
+USER_AGENT = "message-router"
 
 
 class HttpSink:
@@ -124,39 +127,47 @@ class HttpSink:
         self.options = options
         self.context = context
         self.http = context.http
+        # Under the router's aiohttp transport the POST goes to it directly
+        # (router.delivery_http.AiohttpTransport.post_prefix).
+        self._direct = direct_transport(context.http)
+        self._request = httpx.Request("POST", options.url)  # what answers refer to
         self._headers = {
             "content-type": "application/json",
             # Uncompressed answers: a small compressed one must not expand
             # past MAX_ANSWER_BYTES in memory.
             "accept-encoding": "identity",
-            **options.headers,
+            "user-agent": USER_AGENT,
+            **{k.lower(): v for k, v in options.headers.items()},
         }
 
     async def deliver(self, delivery: Delivery) -> None:
         headers = {
             **self._headers,
-            self.options.id_header: delivery.id,
-            "X-Router-Attempt": str(delivery.attempt),
+            self.options.id_header.lower(): delivery.id,  # (header names lower-cased: one of each)
+            "x-router-attempt": str(delivery.attempt),
         }
+        timeout = self.context.timeout
         try:
-            async with self.http.stream(
-                "POST",
-                self.options.url,
-                content=delivery.body,
-                headers=headers,
-                timeout=self.context.timeout,
-            ) as streamed:
-                prefix = await _read_prefix(streamed, MAX_ANSWER_BYTES)
+            if self._direct is not None:
+                status, raw_headers, prefix = await self._direct.post_prefix(
+                    self._request, delivery.body, headers, timeout, MAX_ANSWER_BYTES
+                )
+            else:
+                async with self.http.stream(
+                    "POST",
+                    self.options.url,
+                    content=delivery.body,
+                    headers=headers,
+                    timeout=timeout,
+                ) as streamed:
+                    prefix = await _read_prefix(streamed, MAX_ANSWER_BYTES)
+                status, raw_headers = streamed.status_code, streamed.headers.raw
         except httpx.TimeoutException as exc:
-            raise DeliveryFailed(f"timed out after {self.context.timeout:g}s") from exc
+            raise DeliveryFailed(f"timed out after {timeout:g}s") from exc
         except httpx.TransportError as exc:
             raise DeliveryFailed(f"{type(exc).__name__}: {exc}") from exc
-        kept = [(k, v) for k, v in streamed.headers.multi_items() if k not in _WIRE_HEADERS]
-        self.check(
-            httpx.Response(
-                streamed.status_code, headers=kept, content=prefix, request=streamed.request
-            )
-        )
+        kept = [(k, v) for k, v in raw_headers if k.lower() not in _WIRE_HEADERS]
+        self.check(httpx.Response(status, headers=kept, content=prefix, request=self._request))
 
     def check(self, response: httpx.Response) -> None:
         """Raise DeliveryFailed unless the response acknowledges the message.

@@ -113,6 +113,8 @@ class DestinationQueue:
         self.redis: Any = redis
         self.scripts = scripts
         self.keys = DestinationKeys(destination)
+        # Acks of the deliveries that finish together share a round trip.
+        self._ack = ScriptBatcher(redis, scripts.ack)
 
     async def claim(self, token: str, want: int, lease_ms: int, max_in_flight: int) -> ClaimResult:
         k = self.keys
@@ -128,9 +130,9 @@ class DestinationQueue:
     async def ack(self, claim: Claim, head: bytes, lease_ms: int, keep: bool) -> Acked:
         """Remove the acknowledged `head` (a no-op if a retried ack already
         did); with `keep`, the claim may go on to the key's next message."""
-        raw = await self.scripts.ack(
-            keys=keys_for("ack", self.keys, claim.key),
-            args=[claim.key, claim.token, lease_ms, "1" if keep else "0", head],
+        raw = await self._ack(
+            keys_for("ack", self.keys, claim.key),
+            [claim.key, claim.token, lease_ms, "1" if keep else "0", head],
         )
         if raw == LEASE_LOST:
             return Acked(lease_lost=True)
