@@ -89,8 +89,12 @@ class DestinationWorker:
                     task = asyncio.create_task(self._deliver(claim))
                     self._tasks[task] = claim
                     task.add_done_callback(self._task_done)
-                if result.claims:
+                if result.claims and result.ready_left > 0:
                     continue
+                # Nothing more is ready: wait for a nudge (enqueue and ack
+                # send one when a key becomes ready) or the next due time,
+                # instead of a claim that would find nothing (a round trip
+                # per wake-up at steady low rates).
                 if burst and not self._tasks and result.ready_left == 0:
                     # Nothing can be attempted now; keys waiting out a
                     # backoff stay queued for the next run.
