@@ -1,5 +1,21 @@
 """Delivery: N messages stored, then drained to the sink, the rate taken at the
-sink; `router worker --burst` beside arq, BullMQ and the raw HTTP client floors."""
+sink; `router worker --burst` beside aiohttp and httpx alone (client_floor.py),
+arq and BullMQ.
+
+The cases are issue 8's (item 4), each judged against aiohttp alone posting
+the same messages to the same sink in the same round:
+
+* 1,000 wa_ids, 64 in flight: target >= 0.5x aiohttp (stretch 0.7x);
+* one wa_id, 1 in flight (strict order, one at a time): target >= 0.7x;
+* a slow bot (the sink answers after 50 ms), 1,000 wa_ids, 64 in flight:
+  target >= 0.8 x 64 / 0.05 s = 1,024 msg/s, whatever the floor does.
+
+Every router case runs twice, with the default delivery transport (aiohttp
+under the httpx client, router/delivery_http.py) and with
+ROUTER_DELIVERY_TRANSPORT=httpx, so the report shows what the transport buys.
+
+    BENCH_REDIS_DB=12 .venv/bin/python bench/delivery.py -n 2000 --rounds 1
+"""
 
 from __future__ import annotations
 
@@ -14,14 +30,53 @@ import time
 from dataclasses import dataclass, field
 
 from context import Context
-from destination import Window, watch
+from destination import Sink, Window, watch
 from procs import DESTINATION, PEERS, RESULTS, router_argv, say, write_routes
 from profiling import record_command, summarize_profile
 from redisdb import command_stats, flush, round_trips
 
-# Per case: (router max_in_flight, arq max_jobs, BullMQ concurrency).
-CONCURRENCY = ((1, 1, 1), (16, 10, 16))
 BULLMQ = PEERS / "bullmq"
+TRANSPORTS = ("aiohttp", "httpx")  # ROUTER_DELIVERY_TRANSPORT, the default first
+NAN = float("nan")
+
+
+@dataclass(frozen=True)
+class Case:
+    """One delivery case: how many wa_ids, how many in flight (the router's
+    max_in_flight, arq's max_jobs, BullMQ's concurrency, the floors'
+    concurrent POSTs), how slow the bot is, and what the router must reach."""
+
+    keys: int
+    in_flight: int
+    delay_ms: int = 0  # the sink waits this long before each answer
+    peers: bool = True  # run arq and BullMQ too
+    # client_floor.py's clients: aiohttp is the target's floor; httpx alone
+    # is left out where it only repeats the router's httpx-transport run
+    # slowly (its pool scans every connection per request: ~130 msg/s at 64).
+    floors: tuple[str, ...] = ("aiohttp", "httpx")
+    target: float = 0.0  # router / aiohttp floor (or / ideal, for a slow bot)
+    stretch: float | None = None  # (no nan here: a Case is a dict key)
+
+    @property
+    def slow(self) -> bool:
+        return self.delay_ms > 0
+
+    @property
+    def ideal(self) -> float:
+        """What in_flight concurrent POSTs to a bot answering after delay_ms can do."""
+        return self.in_flight / (self.delay_ms / 1000) if self.slow else NAN
+
+    @property
+    def label(self) -> str:
+        text = f"{self.keys:,} wa_id{'s' * (self.keys > 1)}, {self.in_flight} in flight"
+        return text + (f", bot {self.delay_ms} ms" if self.slow else "")
+
+
+CASES = (
+    Case(1000, 64, target=0.5, stretch=0.7),
+    Case(1, 1, peers=False, target=0.7),
+    Case(1000, 64, delay_ms=50, floors=("aiohttp",), target=0.8),
+)
 
 
 async def _preload(url: str, n: int, keys: int) -> None:
@@ -72,131 +127,226 @@ def bullmq_versions() -> str:
     return f"Node {node}, BullMQ {package['version']}"
 
 
+def read_events(url: str) -> int:
+    """Redis's INFO stats total_reads_processed: the requests it read off its
+    sockets, server-wide. A pipeline of N commands written at once is one
+    read (up to Redis's 16 KiB read buffer), so this counts round trips
+    where commandstats (redisdb.round_trips) counts the commands in them."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        return int(client.info("stats")["total_reads_processed"])
+    finally:
+        client.close()
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b and b == b else NAN
+
+
 @dataclass
 class Delivery:
     ctx: Context
+    cases: tuple[Case, ...] = CASES
     bullmq_skipped: str | None = field(default_factory=bullmq_missing)  # why, if it does not run
+    # Per case, medians over the rounds: rates ("router", "router_httpx",
+    # "aiohttp", "httpx", "arq", "bullmq", msg/s at the sink) and paired
+    # ratios ("router/aiohttp", "router_httpx/aiohttp", "router/ideal", ...).
+    by_case: dict[Case, dict[str, float]] = field(default_factory=dict)
+    # (case, transport) -> (Redis scripts and transactions, server µs) per
+    # message, last round (redisdb.round_trips: commands, pipelined or not).
+    trips: dict[tuple[Case, str], tuple[float, float]] = field(default_factory=dict)
+    # (case, transport) -> Redis read events per message: the round trips.
+    reads: dict[tuple[Case, str], float] = field(default_factory=dict)
+    arq_own: dict[Case, float] = field(default_factory=dict)  # arq_peer.py's own figure
+    # What report.py read before these cases (kept so that it works unchanged):
+    # (wa_ids, in flight) -> fields, for the cases with a prompt bot.
     results: dict[tuple[int, int], dict[str, float]] = field(default_factory=dict)
     arq_reported: dict[tuple[int, int], float] = field(default_factory=dict)
     router_redis: dict[tuple[int, int], tuple[float, float]] = field(default_factory=dict)
+    _sinks: dict[int, Sink] = field(default_factory=dict)  # delay_ms -> sink
 
     def run(self) -> None:
-        """Each case runs its floor, the router, arq and BullMQ back to back, so
-        that every ratio compares runs a minute apart; rounds repeat all cases."""
-        nan = float("nan")
-        args = self.ctx.args
-        cases = [(k, mif, jobs, conc) for k in args.keys for mif, jobs, conc in CONCURRENCY]
-        runs: dict[tuple[int, int], list[dict[str, float]]] = {(k, m): [] for k, m, *_ in cases}
-        for _ in range(args.delivery_rounds):
-            for keys, mif, jobs, conc in cases:
-                floor = self.run_client_floor(mif)
-                run = {"httpx": floor.get("httpx", nan), "aiohttp": floor.get("aiohttp", nan)}
-                run["router"] = self.run_router(keys, mif)
-                run["arq"] = self.run_arq(keys, jobs)
-                if not self.bullmq_skipped:
-                    run["bullmq"] = self.run_bullmq(keys, conc)
-                runs[(keys, mif)].append(run)
-        for keys, mif, jobs, conc in cases:
-            rs = runs[(keys, mif)]
+        """Each case runs the floors, the router with each transport, arq and
+        BullMQ back to back, so that every ratio compares runs a minute
+        apart; rounds repeat all cases."""
+        runs: dict[Case, list[dict[str, float]]] = {c: [] for c in self.cases}
+        try:
+            for _ in range(self.ctx.args.delivery_rounds):
+                for case in self.cases:
+                    runs[case].append(self.run_case(case))
+        finally:
+            self.stop_sinks()
+        for case, rs in runs.items():
             result = {f: statistics.median(r[f] for r in rs) for f in rs[0]}
-            result["arq_jobs"] = jobs
-            result["bullmq_concurrency"] = conc
-            for peer in ("arq", "bullmq", "httpx"):
-                if peer in rs[0]:
-                    result[f"router/{peer}"] = statistics.median(r["router"] / r[peer] for r in rs)
-            self.results[(keys, mif)] = result
+            pairs = [(c, "aiohttp") for c in ("router", "router_httpx", "httpx", "arq", "bullmq")]
+            pairs += [("router", "httpx"), ("router", "arq"), ("router", "bullmq")]
+            pairs += [("router", "router_httpx")]
+            for a, b in pairs:
+                if a in rs[0] and b in rs[0]:
+                    result[f"{a}/{b}"] = statistics.median(_ratio(r[a], r[b]) for r in rs)
+            if case.slow:
+                for a in ("router", "router_httpx", "aiohttp"):
+                    result[f"{a}/ideal"] = result[a] / case.ideal
+            self.by_case[case] = result
+            self._compat(case, result)
+
+    def run_case(self, case: Case) -> dict[str, float]:
+        floor = self.run_client_floor(case.in_flight, self.sink(case), case.floors)
+        run = {"aiohttp": floor.get("aiohttp", NAN), "httpx": floor.get("httpx", NAN)}
+        run["router"] = self.run_router(case, "aiohttp")
+        run["router_httpx"] = self.run_router(case, "httpx")
+        if case.peers:
+            run["arq"] = self.run_arq(case)
+            if not self.bullmq_skipped:
+                run["bullmq"] = self.run_bullmq(case)
+        return run
+
+    def _compat(self, case: Case, result: dict[str, float]) -> None:
+        """The fields report.py's delivery table reads today."""
+        if case.slow:
+            return
+        key = (case.keys, case.in_flight)
+        self.results[key] = {
+            **{f: result.get(f, NAN) for f in ("router", "arq", "bullmq", "httpx", "aiohttp")},
+            "arq_jobs": case.in_flight,
+            "bullmq_concurrency": case.in_flight,
+            **{f"router/{p}": result.get(f"router/{p}", NAN) for p in ("arq", "bullmq", "httpx")},
+        }
+        self.router_redis[key] = self.trips.get((case, "aiohttp"), (NAN, NAN))
+        if case in self.arq_own:
+            self.arq_reported[key] = self.arq_own[case]
+
+    def sink(self, case: Case) -> Sink:
+        """The run's sink for a prompt bot; a sink of its own for a slow one."""
+        if not case.slow:
+            return self.ctx.sink
+        if case.delay_ms not in self._sinks:
+            self._sinks[case.delay_ms] = Sink(self.ctx.procs, delay_ms=case.delay_ms)
+        return self._sinks[case.delay_ms]
+
+    def stop_sinks(self) -> None:
+        for sink in self._sinks.values():
+            sink.stop()
+        self._sinks.clear()
 
     def profile(self) -> None:
-        for keys in self.ctx.args.keys:
-            for max_in_flight in (1, 16):
-                self.run_router(keys, max_in_flight, profile=True)
+        try:
+            for case in self.cases:
+                self.run_router(case, "aiohttp", profile=True)
+        finally:
+            self.stop_sinks()
 
     # the contenders
 
-    def run_router(self, keys: int, max_in_flight: int, profile: bool = False) -> float:
+    def run_router(self, case: Case, transport: str, profile: bool = False) -> float:
         ctx = self.ctx
         n = ctx.args.n
+        sink = self.sink(case)
         flush(ctx.redis_url)
-        preload(ctx.redis_url, n, keys)
-        ctx.sink.reset()
-        routes = write_routes(ctx.tmp / f"routes-{max_in_flight}.yaml", ctx.sink.url, max_in_flight)
-        env = {"REDIS_URL": ctx.redis_url, "ROUTES_FILE": str(routes), "LOG_LEVEL": "warning"}
+        preload(ctx.redis_url, n, case.keys)
+        sink.reset()
+        routes = write_routes(
+            ctx.tmp / f"routes-{case.in_flight}-{case.delay_ms}.yaml", sink.url, case.in_flight
+        )
+        env = {
+            "REDIS_URL": ctx.redis_url,
+            "ROUTES_FILE": str(routes),
+            "LOG_LEVEL": "warning",
+            "ROUTER_DELIVERY_TRANSPORT": transport,
+        }
         argv = router_argv("worker", "--burst")
-        out = RESULTS / f"profile-delivery-{keys}keys-{max_in_flight}.txt"
+        name = f"{case.keys}keys-{case.in_flight}-{case.delay_ms}ms-{transport}"
+        out = RESULTS / f"profile-delivery-{name}.txt"
         if profile:
             assert ctx.pyspy
             argv = record_command(ctx.pyspy, out, argv)
-        before = command_stats(ctx.redis_url)
-        proc = ctx.procs.start(f"router-worker-{keys}-{max_in_flight}", argv, env)
-        w = watch(ctx.sink, proc, n, ctx.args.timeout)
+        before, reads = command_stats(ctx.redis_url), read_events(ctx.redis_url)
+        proc = ctx.procs.start(f"router-worker-{name}", argv, env)
+        w = watch(sink, proc, n, ctx.args.timeout)
         ctx.procs.stop(proc)
+        reads = read_events(ctx.redis_url) - reads - 1  # less command_stats' own INFO
         trips, usec = round_trips(before, command_stats(ctx.redis_url))
         if not profile:
-            self.router_redis[(keys, max_in_flight)] = (trips / n, usec / n)
-        self.check_window(f"router keys={keys} max_in_flight={max_in_flight}", w, n)
+            self.trips[(case, transport)] = (trips / n, usec / n)
+            self.reads[(case, transport)] = reads / n
+        self.check_window(f"router ({transport} transport) {case.label}", w, n)
         if profile:
-            title = (
-                f"router worker --burst, {n} messages, {keys} keys, max_in_flight {max_in_flight}"
-            )
+            title = f"router worker --burst, {n} messages, {case.label}, {transport} transport"
             ctx.profiles.append(summarize_profile(title, out, w.wall, n, "message"))
         return w.rate
 
-    def run_arq(self, keys: int, max_jobs: int) -> float:
+    def run_arq(self, case: Case) -> float:
         """bench/peers/arq_peer.py: enqueues N jobs, then drains them in burst mode."""
         ctx = self.ctx
         n = ctx.args.n
+        sink = self.sink(case)
         flush(ctx.redis_url)
-        ctx.sink.reset()
-        argv = [sys.executable, "arq_peer.py", "--redis", ctx.redis_url, "--sink", ctx.sink.url]
-        argv += ["-n", str(n), "--keys", str(keys), "--max-jobs", str(max_jobs)]
-        name = f"arq-{keys}-{max_jobs}"
+        sink.reset()
+        argv = [sys.executable, "arq_peer.py", "--redis", ctx.redis_url, "--sink", sink.url]
+        argv += ["-n", str(n), "--keys", str(case.keys), "--max-jobs", str(case.in_flight)]
+        name = f"arq-{case.keys}-{case.in_flight}-{case.delay_ms}ms"
         proc = ctx.procs.start(name, argv, cwd=PEERS)
-        w = watch(ctx.sink, proc, n, ctx.args.timeout)
+        w = watch(sink, proc, n, ctx.args.timeout)
         ctx.procs.stop(proc)
-        self.check_window(f"arq keys={keys} max_jobs={max_jobs}", w, n)
+        self.check_window(f"arq max_jobs={case.in_flight} {case.label}", w, n)
         text = (ctx.procs.logs / f"{name}.log").read_text()
         reported = re.findall(r"= (\d+) msg/s", text)
         if reported:
-            self.arq_reported[(keys, max_jobs)] = float(reported[-1])
+            self.arq_own[case] = float(reported[-1])
         return w.rate
 
-    def run_bullmq(self, keys: int, concurrency: int) -> float:
+    def run_bullmq(self, case: Case) -> float:
         """bench/peers/bullmq: preload.js adds N jobs with BullMQ's own addBulk,
         then worker.js drains them; the rate is taken at the sink, as for the others."""
         ctx = self.ctx
         n = ctx.args.n
+        sink = self.sink(case)
         flush(ctx.redis_url)
-        ctx.sink.reset()
+        sink.reset()
         common = ["--redis", ctx.redis_url, "-n", str(n)]
         pre = subprocess.run(
-            ["node", "preload.js", *common, "--keys", str(keys)],
+            ["node", "preload.js", *common, "--keys", str(case.keys)],
             cwd=BULLMQ,
             capture_output=True,
             text=True,
             timeout=ctx.args.timeout,
         )
-        what = f"bullmq keys={keys} concurrency={concurrency}"
+        what = f"bullmq concurrency={case.in_flight} {case.label}"
         if pre.returncode:
             ctx.problems.append(f"{what}: preload.js failed: {pre.stderr.strip()[-500:]}")
-            return float("nan")
-        argv = ["node", "worker.js", *common, "--sink", ctx.sink.url]
-        argv += ["--concurrency", str(concurrency)]
-        proc = ctx.procs.start(f"bullmq-{keys}-{concurrency}", argv, cwd=BULLMQ)
-        w = watch(ctx.sink, proc, n, ctx.args.timeout)
+            return NAN
+        argv = ["node", "worker.js", *common, "--sink", sink.url]
+        argv += ["--concurrency", str(case.in_flight)]
+        name = f"bullmq-{case.keys}-{case.in_flight}-{case.delay_ms}ms"
+        proc = ctx.procs.start(name, argv, cwd=BULLMQ)
+        w = watch(sink, proc, n, ctx.args.timeout)
         ctx.procs.stop(proc)
         self.check_window(what, w, n)
         return w.rate
 
-    def run_client_floor(self, in_flight: int) -> dict[str, float]:
+    def run_client_floor(
+        self,
+        in_flight: int,
+        sink: Sink | None = None,
+        clients: tuple[str, ...] = ("aiohttp", "httpx"),
+    ) -> dict[str, float]:
         """client_floor.py at one concurrency: {"httpx": msg/s, "aiohttp": msg/s}."""
         ctx = self.ctx
+        sink = sink or ctx.sink
         n = ctx.args.n
-        ctx.sink.reset()
-        argv = [sys.executable, "client_floor.py", "--sink", ctx.sink.url, "-n", str(n)]
-        argv += ["-c", str(in_flight)]
-        out = subprocess.run(
-            argv, cwd=PEERS, capture_output=True, text=True, timeout=ctx.args.timeout * 2
-        )
+        sink.reset()
+        argv = [sys.executable, "client_floor.py", "--sink", sink.url, "-n", str(n)]
+        argv += ["-c", str(in_flight), "--clients", *clients]
+        try:
+            out = subprocess.run(
+                argv, cwd=PEERS, capture_output=True, text=True, timeout=ctx.args.timeout * 2
+            )
+        except subprocess.TimeoutExpired:
+            killed = f"killed after {ctx.args.timeout * 2:g} s"
+            ctx.problems.append(f"client_floor.py -c {in_flight}: {killed}")
+            return {}
         if out.returncode:
             ctx.problems.append(f"client_floor.py failed: {out.stderr.strip()[-500:]}")
             return {}
@@ -204,10 +354,13 @@ class Delivery:
             client: float(rate)
             for client, _, rate in re.findall(r"(\w+) in_flight=(\d+): (\d+) msg/s", out.stdout)
         }
-        if (count := ctx.sink.count()) != 2 * n:
-            ctx.problems.append(f"client_floor.py: the sink counted {count}, expected {2 * n}")
+        if (count := sink.count()) != len(clients) * n:
+            ctx.problems.append(
+                f"client_floor.py: the sink counted {count}, expected {len(clients) * n}"
+            )
+        slow = f", bot {sink.delay_ms:g} ms" if sink.delay_ms else ""
         say(
-            f"client floor in_flight={in_flight}: "
+            f"client floor in_flight={in_flight}{slow}: "
             + ", ".join(f"{k} {v:,.0f} msg/s" for k, v in rates.items())
         )
         return rates
@@ -224,3 +377,201 @@ class Delivery:
             ctx.problems.append(f"{what}: the sink counted {w.delivered}, expected {n}")
         if w.returncode:
             ctx.problems.append(f"{what}: exited with {w.returncode} (see bench/results/logs)")
+
+    # the report
+
+    def report_lines(self) -> list[str]:
+        """The delivery section of the report, markdown (replaces report.py's
+        _delivery)."""
+        return report_lines(self)
+
+    def chart_rows(self) -> list[tuple[str, dict[str, float]]]:
+        """Per case, every contender's rate over aiohttp alone's (bench/chart.py)."""
+        rows = []
+        for case, d in self.by_case.items():
+            bars = {
+                "router": d.get("router/aiohttp", NAN),
+                "router, httpx transport": d.get("router_httpx/aiohttp", NAN),
+                "httpx alone": d.get("httpx/aiohttp", NAN),
+            }
+            if case.peers:
+                bars["arq"] = d.get("arq/aiohttp", NAN)
+                if "bullmq/aiohttp" in d:
+                    bars["BullMQ"] = d["bullmq/aiohttp"]
+            rows.append((self.chart_label(case), bars))
+        return rows
+
+    def chart_targets(self) -> dict[str, float]:
+        """Per chart row, the router's target over aiohttp alone (a slow bot's
+        absolute target turned into that ratio)."""
+        targets = {}
+        for case, d in self.by_case.items():
+            if case.slow:
+                targets[self.chart_label(case)] = _ratio(case.target * case.ideal, d["aiohttp"])
+            else:
+                targets[self.chart_label(case)] = case.target
+        return targets
+
+    @staticmethod
+    def chart_label(case: Case) -> str:
+        return f"delivery: {case.label} (floor: aiohttp alone)"
+
+
+def _rate(x: float) -> str:
+    return "-" if x != x else f"{x:,.0f}"
+
+
+def _x(x: float) -> str:
+    return "-" if x != x else f"{x:.2f}"
+
+
+def _verdict(value: float, target: float, stretch: float | None = None) -> str:
+    if value != value or not target:
+        return "-"
+    value = round(value, 2)  # as the table shows it
+    if stretch is not None and value >= stretch:
+        return "**met**, stretch too"
+    return "**met**" if value >= target else "**missed**"
+
+
+def report_lines(delivery: Delivery) -> list[str]:
+    """Markdown: a table of rates, one of ratios against the targets, notes."""
+    ctx = delivery.ctx
+    rounds = ctx.args.delivery_rounds
+    bullmq = not delivery.bullmq_skipped
+    out = [
+        f"### Delivery: {ctx.args.n} messages to the sink, msg/s at the sink "
+        f"(first to last delivery; median of {rounds} round{'s' * (rounds > 1)})",
+        "",
+        "| case | router | router, httpx transport | Redis round trips/msg | scripts/msg (µs) "
+        "| aiohttp alone "
+        "| httpx alone | arq (max_jobs) " + ("| BullMQ (concurrency) " if bullmq else "") + "|",
+        "| --- |" + " ---: |" * (8 if bullmq else 7),
+    ]
+    for case, d in delivery.by_case.items():
+        reads = " / ".join(
+            f"{delivery.reads.get((case, t), NAN):.2f}".replace("nan", "-") for t in TRANSPORTS
+        )
+        trips = []
+        for transport in TRANSPORTS:
+            t, usec = delivery.trips.get((case, transport), (NAN, NAN))
+            trips.append("-" if t != t else f"{t:.2f} ({usec:.0f})")
+        peers = f"| {_rate(d.get('arq', NAN))} ({case.in_flight}) " if case.peers else "| - "
+        if bullmq:
+            peers += f"| {_rate(d['bullmq'])} ({case.in_flight}) " if "bullmq" in d else "| - "
+        out.append(
+            f"| {case.label} | {_rate(d.get('router', NAN))} "
+            f"| {_rate(d.get('router_httpx', NAN))} | {reads} | {' / '.join(trips)} "
+            f"| {_rate(d.get('aiohttp', NAN))} | {_rate(d.get('httpx', NAN))} {peers}|"
+        )
+    out += [
+        "",
+        "| case | router / aiohttp alone | target | met? | httpx transport / aiohttp alone "
+        "| router / httpx transport | router / arq "
+        + ("| router / BullMQ " if bullmq else "")
+        + "|",
+        "| --- |" + " ---: |" * (7 if bullmq else 6),
+    ]
+    for case, d in delivery.by_case.items():
+        if case.slow:
+            value = d.get("router/ideal", NAN)
+            target = (
+                f"router ≥ {case.target:g} x {case.in_flight}/{case.delay_ms / 1000:g} s "
+                f"= {case.target * case.ideal:,.0f} msg/s: {_x(value)} of {case.ideal:,.0f}"
+            )
+        else:
+            value = d.get("router/aiohttp", NAN)
+            target = f"≥ {case.target:g}" + (
+                f" (stretch {case.stretch:g})" if case.stretch is not None else ""
+            )
+        peers = f"| **{_x(d.get('router/arq', NAN))}** " if case.peers else "| - "
+        if bullmq:
+            peers += f"| **{_x(d['router/bullmq'])}** " if "router/bullmq" in d else "| - "
+        out.append(
+            f"| {case.label} | **{_x(d.get('router/aiohttp', NAN))}** | {target} "
+            f"| {_verdict(value, case.target, case.stretch)} "
+            f"| {_x(d.get('router_httpx/aiohttp', NAN))} "
+            f"| **{_x(d.get('router/router_httpx', NAN))}** {peers}|"
+        )
+    out += [
+        "",
+        "In flight: the router's `max_in_flight`, arq's `max_jobs`"
+        + (" and BullMQ's `concurrency`" if bullmq else "")
+        + " (in brackets), the floors' concurrent POSTs. The router posts through the httpx "
+        "client it lends plugins, with aiohttp moving the bytes (`ROUTER_DELIVERY_TRANSPORT` "
+        "default) or httpx's own transport (`=httpx`); router / httpx transport is what the "
+        'transport buys. "aiohttp alone" and "httpx alone" are client_floor.py: the same '
+        "POSTs (same body bytes and headers as the router's chatbot sink) in a loop, no Redis, "
+        "on the router's event loop; arq's jobs post with aiohttp too. With one wa_id the "
+        "router delivers strictly in order, one at a time; arq keeps no order at all"
+        + (
+            ", nor does BullMQ above concurrency 1 (per-key order needs BullMQ Pro's groups)"
+            if bullmq
+            else ""
+        )
+        + ". The slow bot is the same sink answering after its delay: its target is absolute, "
+        "a share of what that many concurrent POSTs can do at best. Each case runs the floors, "
+        "the router with each transport and the peers back to back; ratios are medians of "
+        "those paired runs. Redis round trips/msg: requests Redis read off its sockets per "
+        "message delivered (INFO stats total_reads_processed; a pipeline is one); scripts/msg: "
+        "the commands in them (EVALSHA, MULTI/EXEC, BLPOP; INFO commandstats), with Redis "
+        "server time per message in brackets; each as default transport / httpx transport. "
+        "Both are server-wide: anything else using the same Redis during the run is counted.",
+    ]
+    if delivery.bullmq_skipped:
+        out.append(f"**BullMQ not run**: {delivery.bullmq_skipped}.")
+    if delivery.arq_own:
+        out.append(
+            "arq_peer.py's own figures (worker start-up included, last round): "
+            + ", ".join(f"{c.label}: {v:.0f}" for c, v in delivery.arq_own.items())
+            + " msg/s."
+        )
+    out.append("")
+    return out
+
+
+def main() -> int:
+    """Run the delivery cases alone (the bench's Redis, a sink) and print the report."""
+    import argparse
+    import tempfile
+    from pathlib import Path
+
+    from procs import Procs
+    from redisdb import redis_server
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("-n", type=int, default=5000, help="messages per run (default 5000)")
+    p.add_argument("--rounds", type=int, default=1, help="runs per case (median)")
+    p.add_argument("--timeout", type=float, default=180, help="seconds any run may take")
+    p.add_argument("--case", type=int, nargs="+", help="indexes into CASES (default: all)")
+    p.add_argument("--svg", help="also draw the ratios (bench/chart.py) to this file")
+    args = p.parse_args()
+    args.delivery_rounds = args.rounds
+    logs = RESULTS / "logs-delivery"
+    shutil.rmtree(logs, ignore_errors=True)
+    logs.mkdir(parents=True)
+    running = Procs(logs)
+    cases = tuple(CASES[i] for i in args.case) if args.case else CASES
+    try:
+        with tempfile.TemporaryDirectory(prefix="router-bench-") as tmp_text:
+            with redis_server(Path(tmp_text)) as (redis_url, note):
+                say(note)
+                ctx = Context(args, running, redis_url, Path(tmp_text), Sink(running), None)
+                delivery = Delivery(ctx, cases)
+                delivery.run()
+                flush(redis_url)
+    finally:
+        running.stop_all()
+    print("\n".join(delivery.report_lines()))
+    if args.svg:
+        from chart import write_svg
+
+        write_svg(delivery.chart_rows(), args.svg, targets=delivery.chart_targets())
+        say(f"wrote {args.svg}")
+    if ctx.problems:
+        print("\n".join(["## Problems", "", *(f"- {x}" for x in ctx.problems)]))
+    return 1 if ctx.problems else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -4,6 +4,7 @@ rate taken there: the same clock for the router and every peer."""
 from __future__ import annotations
 
 import http.client
+import json
 import subprocess
 import time
 from dataclasses import dataclass
@@ -13,21 +14,28 @@ from procs import HOST, PEERS, Procs, free_port, wait_http
 
 
 class Sink:
-    """bench/peers/sink.py on the server stack: a raw ASGI app that counts POSTs."""
+    """bench/peers/sink.py on the server stack: a raw ASGI app that counts POSTs.
 
-    def __init__(self, procs: Procs) -> None:
+    `delay_ms`: each answer waits that long (a slow bot); `record`: the sink
+    keeps each message id's arrival time (GET /times, for bench/latency.py)."""
+
+    def __init__(self, procs: Procs, delay_ms: float = 0, record: bool = False) -> None:
         self.port = free_port()
         self.url = f"http://{HOST}:{self.port}/bot"
+        self.delay_ms = delay_ms
+        self.procs = procs
         argv = stack.uvicorn_argv("sink:app", HOST, self.port)
-        self.proc = procs.start("sink", argv, cwd=PEERS)
+        env = {"SINK_DELAY_MS": f"{delay_ms:g}", "SINK_RECORD": "1" if record else "0"}
+        name = "sink" + (f"-{delay_ms:g}ms" if delay_ms else "") + ("-record" if record else "")
+        self.proc = procs.start(name, argv, env, cwd=PEERS)
         wait_http(self.port, "/count", self.proc)
         self.conn = http.client.HTTPConnection(HOST, self.port, timeout=5)
 
-    def _call(self, method: str, path: str) -> int:
+    def _call(self, method: str, path: str) -> bytes:
         for attempt in range(2):
             try:
                 self.conn.request(method, path)
-                return int(self.conn.getresponse().read())
+                return self.conn.getresponse().read()
             except (OSError, http.client.HTTPException):
                 self.conn.close()
                 self.conn = http.client.HTTPConnection(HOST, self.port, timeout=5)
@@ -36,10 +44,19 @@ class Sink:
         raise AssertionError("unreachable")
 
     def count(self) -> int:
-        return self._call("GET", "/count")
+        return int(self._call("GET", "/count"))
 
     def reset(self) -> None:
         self._call("POST", "/reset")
+
+    def times(self) -> tuple[dict[str, float], int]:
+        """(message id -> time.time() it arrived, repeated ids), with record=True."""
+        answer = json.loads(self._call("GET", "/times"))
+        return answer["times"], answer["duplicates"]
+
+    def stop(self) -> None:
+        self.conn.close()
+        self.procs.stop(self.proc)
 
 
 @dataclass

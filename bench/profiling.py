@@ -32,18 +32,22 @@ def record_command(pyspy: str, out: Path, argv: list[str]) -> list[str]:
 _FRAME = re.compile(r"^(?P<func>.*) \((?P<path>.*?)(?::\d+)?\)$")
 _REDIS = "redis-py (commands, EVALSHA, replies, its socket writes)"
 _HTTPX = "httpx + httpcore + h11 client (pool, request, its socket writes)"
+_AIOHTTP = "aiohttp client (under the httpx client: pool, request, its socket writes)"
 _ROUTER = "router's own code (ingest parse, enqueue args, worker loop, envelope)"
 _LIBS = {
     "redis": _REDIS,
     "httpx": _HTTPX,
     "httpcore": _HTTPX,
+    "aiohttp": _AIOHTTP,
+    "multidict": _AIOHTTP,
+    "yarl": _AIOHTTP,
     "litestar": "Litestar (routing, signature/DI, request and response)",
-    "uvicorn": "uvicorn + h11 server (HTTP parsing, its socket writes)",
+    "uvicorn": "uvicorn server (HTTP parsing: httptools or h11; its socket writes)",
     "router": _ROUTER,
     "router_chatbot": _ROUTER,
 }
 _SHARED = ("h11", "anyio")  # used by both sides: charged to their caller
-_LOOP = "asyncio loop itself (epoll, callbacks, task steps, transports)"
+_LOOP = "the event loop itself (uvloop or asyncio: epoll, callbacks, task steps)"
 
 
 def _frame_path(frame: str) -> str:
@@ -61,7 +65,16 @@ def _group(frames: list[str]) -> str:
     """
     if any("<frozen importlib" in f for f in frames):
         return "imports and start-up"
-    loop = max((i for i, f in enumerate(frames) if "._run_once (" in f), default=-1)
+    # asyncio's loop runs tasks from _run_once; uvloop's is compiled, so
+    # py-spy shows its caller (uvloop.run or asyncio's Runner.run) instead.
+    loop = max(
+        (
+            i
+            for i, f in enumerate(frames)
+            if "._run_once (" in f or f.startswith(("run (uvloop/", "Runner.run (asyncio/"))
+        ),
+        default=-1,
+    )
     shared = None
     for frame in reversed(frames[loop + 1 :]):
         top = _frame_path(frame).split("/", 1)[0].removesuffix(".py")
@@ -92,14 +105,26 @@ def summarize_profile(title: str, path: Path, seconds: float, units: float, unit
         leaves[leaf] += count
     if not total:
         return f"### {title}\n\n(no samples)\n"
-    send = sum(n for leaf, n in leaves.items() if leaf.startswith("_SelectorSocketTransport.write"))
-    epoll = sum(n for leaf, n in leaves.items() if leaf.startswith("EpollSelector.select"))
+    # Socket sends: asyncio's transport write, or (uvloop) the StreamWriter
+    # call that went straight to the compiled transport.
+    send = sum(
+        n
+        for leaf, n in leaves.items()
+        if leaf.startswith(("_SelectorSocketTransport.write", "StreamWriter.write"))
+    )
+    # Waiting in epoll: asyncio's selector, or uvloop's loop with no Python
+    # frame above it (its C code is invisible to py-spy).
+    epoll = sum(
+        n
+        for leaf, n in leaves.items()
+        if leaf.startswith(("EpollSelector.select", "Runner.run (", "run (uvloop/"))
+    )
     lines = [
         f"### {title}",
         "",
         f"py-spy at {RATE} Hz: {total} samples in {seconds:.1f} s, i.e. the process was on CPU "
         f"~{total / RATE / seconds:.0%} of the time. {send / total:.0%} of the samples are "
-        f"socket send() calls (asyncio transport writes), {epoll / total:.0%} are in epoll.",
+        f"socket send() calls, {epoll / total:.0%} are in epoll or the loop's own C code.",
         "",
         f"| charged to (nearest library from the leaf) | share | µs per {unit} |",
         "| --- | ---: | ---: |",

@@ -6,19 +6,30 @@ against the same Redis and the same sink, so their ratios hold.
 
     make bench                       # installs bench/requirements.txt, then runs this
     .venv/bin/python bench/run.py [--rounds 3] [-n 5000] [--profile] [--docs]
+    .venv/bin/python bench/run.py --only ingest delivery   # some parts only
 
-Ingest (bench/ingest.py): wrk -t1 -c32 with post.lua against bare_ingest
-/v1/hello (framework ceiling), bare_ingest /v1/store_message (ingest floor)
-and `router api`, all on the server stack of bench/stack.py.
-Delivery (bench/delivery.py): N messages pre-loaded into the router's lanes,
-drained to the sink by `router worker --burst`; compared with arq_peer.py,
-the BullMQ worker (bench/peers/bullmq, skipped without node) and
-client_floor.py. Every load is bounded in time and runs on 127.0.0.1 only.
+Four parts, each in its own module:
+- Ingest (bench/ingest.py, bench/burst.py): wrk against bare_ingest's
+  /v1/hello (framework ceiling) and /v1/store_message (ingest floor) and
+  `router api`, on the chosen server stack and on asyncio + h11; the
+  router with dedup, route auth and fan-out; 1 vs 2 processes; a burst of
+  1,000 connections at once.
+- Delivery (bench/delivery.py): N messages pre-loaded into the router's
+  lanes, drained to the sink by `router worker --burst` (aiohttp and httpx
+  transports), beside aiohttp and httpx alone (client_floor.py), arq and
+  BullMQ (skipped without node).
+- Latency (bench/latency.py): one `router serve` fed at a steady rate;
+  POST answered -> sink received, p50/p99.
+- Cost growth (bench/growth.py): ingest and delivery rates with 1k to 1M
+  messages queued over 10 to 100k keys; Redis bytes per message.
+Every load is bounded in time and runs on 127.0.0.1 only.
 
 Writes a markdown report (bench/report.py) to stdout and
-bench/results/latest.md; with --docs also replaces the generated block of
-docs/benchmarks.md. --router-src DIR runs the router from another source tree
-(a scratch copy with a change to measure) against the same peers.
+bench/results/latest.md, and the ratios as a picture (bench/chart.py) to
+bench/results/ratios.svg; with --docs also replaces the generated block of
+docs/benchmarks.md and docs/benchmarks.svg. --router-src DIR runs the
+router from another source tree (a scratch copy with a change to measure)
+against the same peers.
 """
 
 from __future__ import annotations
@@ -32,12 +43,16 @@ import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
+import chart
 import procs
 import report
+from burst import Burst
 from context import Context
 from delivery import Delivery, bullmq_missing, bullmq_versions
 from destination import Sink
+from growth import Growth
 from ingest import Ingest, wrk_version
+from latency import Latency
 from redisdb import flush, redis_server
 
 
@@ -64,9 +79,17 @@ def check_prerequisites(need_wrk: bool, need_pyspy: bool) -> str | None:
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--only", choices=["ingest", "delivery"], help="run one half only")
+    p.add_argument(
+        "--only",
+        choices=["ingest", "delivery", "latency", "growth"],
+        nargs="+",
+        help="run these parts only (default: all four)",
+    )
     p.add_argument("--rounds", type=int, default=1, help="ingest rounds, interleaved (median)")
     p.add_argument("--duration", type=int, default=10, help="seconds per wrk run (default 10)")
+    p.add_argument(
+        "--burst", type=int, default=1000, help="connections of the ingest burst (default 1000)"
+    )
     p.add_argument("--warmup", type=int, default=2, help="seconds of wrk warm-up per server")
     p.add_argument("-n", type=int, default=5000, help="messages per delivery run (default 5000)")
     p.add_argument("--keys", type=int, nargs="+", default=[1000, 1], help="wa_ids per run")
@@ -82,8 +105,9 @@ def main() -> int:
     args = parse_args()
     if args.router_src:
         procs.set_router_src(args.router_src)
-    ingest_on, delivery_on = args.only != "delivery", args.only != "ingest"
-    pyspy = check_prerequisites(ingest_on, args.profile)
+    parts = set(args.only or ("ingest", "delivery", "latency", "growth"))
+    ingest_on, delivery_on = "ingest" in parts, "delivery" in parts
+    pyspy = check_prerequisites(bool(parts & {"ingest", "growth"}), args.profile)
     if delivery_on and (why := bullmq_missing()):
         procs.say(f"BullMQ peer skipped: {why}")
     node_note = bullmq_versions() if delivery_on and not bullmq_missing() else None
@@ -93,7 +117,7 @@ def main() -> int:
     logs.mkdir()
     running = procs.Procs(logs)
     started = datetime.now(UTC)
-    ingest = delivery = None
+    ingest = delivery = latency = growth = None
     try:
         with tempfile.TemporaryDirectory(prefix="router-bench-") as tmp_text:
             tmp = Path(tmp_text)
@@ -104,11 +128,17 @@ def main() -> int:
                 sink = Sink(running)
                 ctx = Context(args, running, redis_url, tmp, sink, pyspy)
                 if ingest_on:
-                    ingest = Ingest(ctx)
+                    ingest = Ingest(ctx, burst=Burst(ctx))
                     ingest.run()
                 if delivery_on:
                     delivery = Delivery(ctx)
                     delivery.run()
+                if "latency" in parts:
+                    latency = Latency(ctx)
+                    latency.run()
+                if "growth" in parts:
+                    growth = Growth(ctx)
+                    growth.run()
                 if args.profile:
                     if ingest is not None:
                         ingest.profile()
@@ -121,7 +151,22 @@ def main() -> int:
     took = (datetime.now(UTC) - started).total_seconds()
     command = " ".join(["bench/run.py", *sys.argv[1:]])
     head = report.header(f"{started:%Y-%m-%d %H:%M}", command, took, note, report.cpu_idle())
-    text = report.report(ctx, ingest, delivery, head)
+    more = (latency.report_lines() if latency else []) + (growth.report_lines() if growth else [])
+    text = report.report(ctx, ingest, delivery, head, more)
+    rows = (report.ingest_chart_rows(ingest) if ingest and ingest.results else []) + (
+        delivery.chart_rows() if delivery and delivery.results else []
+    )
+    targets = {row[0]: 1.0 for row in rows if row[0].startswith("ingest")}
+    targets.update(delivery.chart_targets() if delivery and delivery.results else {})
+    svg = procs.RESULTS / "ratios.svg"
+    if rows:
+        chart.write_svg(
+            rows,
+            svg,
+            title=f"The router beside its floors and peers ({started:%Y-%m-%d}, ratio to floor)",
+            targets=targets,
+            note="Each bar: rate over the case's floor (the line at 1.0); red tick: the target.",
+        )
     print(text)
     latest = procs.RESULTS / "latest.md"
     latest.write_text(text)
@@ -129,6 +174,8 @@ def main() -> int:
         procs.say(f"problems found, {report.DOCS.name} left as it was")
     elif args.docs:
         report.update_docs(text.split("## Profiles")[0])
+        if rows:
+            shutil.copyfile(svg, report.DOCS.with_suffix(".svg"))
     procs.say(f"wrote {latest}")
     return 1 if ctx.problems else 0
 

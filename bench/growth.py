@@ -1,0 +1,236 @@
+"""Cost growth: does storing and delivering a message cost the same with 1,000
+or 1,000,000 messages queued, over 10 or 100,000 ordering keys?
+
+Every lane operation is O(1) or O(log n) by design (docs: "Redis layout");
+this measures it. Per case: empty the database, preload the queue (the
+enqueue script, pipelined), note Redis's memory per queued message, then
+let `router worker` deliver up to 3,000 of them (the rate taken at the
+sink, from its first delivery to its last), then run `router api` under wrk
+for a few seconds (ingest rate with that queue behind it). The report gives each rate as a
+ratio to the smallest case's: the issue asks for <= 1.2x cost (>= 0.83 rate)
+from smallest to largest.
+
+    .venv/bin/python bench/growth.py        # alone, with short defaults
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from context import Context
+from ingest import run_wrk
+from procs import DESTINATION, HOST, PEERS, free_port, router_argv, say, wait_http
+from redisdb import flush
+
+# (messages queued, ordering keys): the queue sweep at 1,000 keys, then the
+# key sweep at 100,000 messages.
+CASES = ((1_000, 1_000), (100_000, 1_000), (1_000_000, 1_000), (100_000, 10), (100_000, 100_000))
+IN_FLIGHT = 8  # below the smallest key count, so every case can fill it
+SAMPLE = 3_000  # deliveries timed per case (all of them in a smaller queue)
+
+
+@dataclass
+class GrowthCase:
+    queued: int
+    keys: int
+    bytes_per_message: float
+    preload_s: float
+    ingest_rps: float
+    delivery_rate: float
+
+
+async def _preload(url: str, n: int, keys: int) -> None:
+    """N messages over `keys` ordering keys through the enqueue script,
+    coalesced into pipelines (router.batching) so a million take seconds."""
+    from router import envelope, redis_client
+    from router.batching import ScriptBatcher
+    from router.keys import DestinationKeys
+    from router.queue import Scripts, Target, enqueue
+
+    redis = redis_client.connect(url)
+    try:
+        scripts = Scripts(redis)
+        batcher = ScriptBatcher(redis, scripts.enqueue)
+        dest = DestinationKeys(DESTINATION)
+
+        async def one(i: int) -> None:
+            wa_id = str(i % keys)
+            body = f'{{"mensaje":"m{i}","wa_id":"{wa_id}"}}'.encode()
+            now_ms = int(time.time() * 1000)
+            mid = envelope.new_message_id(now_ms)
+            raw = envelope.encode(mid, now_ms, body)
+            await enqueue(scripts, [Target(dest, wa_id)], raw, mid, None, 60, batcher)
+
+        step = 2_000
+        for start in range(0, n, step):
+            await asyncio.gather(*(one(i) for i in range(start, min(n, start + step))))
+    finally:
+        await redis.aclose()
+
+
+def _used_memory(url: str) -> int:
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        return int(client.info("memory")["used_memory"])
+    finally:
+        client.close()
+
+
+def _routes(path: Path, sink_url: str) -> Path:
+    path.write_text(
+        f"""\
+routes:
+  - path: /v1/store_message
+    destinations: [{DESTINATION}]
+    fields: {{mensaje: string, wa_id: string}}
+destinations:
+  {DESTINATION}:
+    plugin: chatbot
+    url: {sink_url}
+    ordering_key: wa_id
+    max_in_flight: {IN_FLIGHT}
+    timeout: 10s
+"""
+    )
+    return path
+
+
+class Growth:
+    def __init__(self, ctx: Context, cases: tuple[tuple[int, int], ...] = CASES) -> None:
+        self.ctx = ctx
+        self.cases = cases
+        self.results: list[GrowthCase] = []
+        self.seconds = 5
+
+    def run(self) -> None:
+        ctx = self.ctx
+        routes = _routes(ctx.tmp / "routes-growth.yaml", ctx.sink.url)
+        env = {"REDIS_URL": ctx.redis_url, "ROUTES_FILE": str(routes), "LOG_LEVEL": "warning"}
+        for queued, keys in self.cases:
+            flush(ctx.redis_url)
+            base = _used_memory(ctx.redis_url)
+            began = time.perf_counter()
+            asyncio.run(_preload(ctx.redis_url, queued, keys))
+            preload_s = time.perf_counter() - began
+            per_message = (_used_memory(ctx.redis_url) - base) / queued
+            say(f"growth: {queued:,} queued over {keys:,} keys ({preload_s:.0f}s to load)")
+            # Delivery first, while the queue is the size this case is about.
+            ctx.sink.reset()
+            worker = ctx.procs.start(f"growth-worker-{queued}-{keys}", router_argv("worker"), env)
+            try:
+                rate = self._delivery_rate(min(queued, SAMPLE))
+            finally:
+                ctx.procs.stop(worker)
+            port = free_port()
+            api = ctx.procs.start(
+                f"growth-api-{queued}-{keys}",
+                router_argv("api"),
+                {**env, "PORT": str(port), "HOST": HOST, "ROUTER_WORKERS": "0"},
+            )
+            try:
+                wait_http(port, "/healthz", api)
+                url = f"http://{HOST}:{port}/v1/store_message"
+                run_wrk(url, PEERS / "post.lua", 1)  # warm-up
+                wrk = run_wrk(url, PEERS / "post.lua", self.seconds)
+            finally:
+                ctx.procs.stop(api)
+            if wrk.non_2xx or wrk.socket_errors:
+                ctx.problems.append(
+                    f"growth {queued}/{keys}: wrk saw {wrk.non_2xx} non-2xx, "
+                    f"{wrk.socket_errors} socket errors"
+                )
+            self.results.append(GrowthCase(queued, keys, per_message, preload_s, wrk.rps, rate))
+        flush(ctx.redis_url)
+
+    def _delivery_rate(self, sample: int) -> float:
+        """Messages per second at the sink, from its first delivery (start-up
+        left out) to its `sample`-th, polled every 10 ms."""
+        sink = self.ctx.sink
+        deadline = time.monotonic() + 120
+        first: tuple[int, float] | None = None
+        while True:
+            n, now = sink.count(), time.perf_counter()
+            if n and first is None:
+                first = (n, now)
+            if n >= sample and first is not None and now > first[1]:
+                return (n - first[0]) / (now - first[1])
+            if time.monotonic() > deadline:
+                self.ctx.problems.append(f"growth: {n} of {sample} delivered in 120 s")
+                return float("nan")
+            time.sleep(0.01)
+
+    def report_lines(self) -> list[str]:
+        if not self.results:
+            return []
+        first = self.results[0]
+        lines = [
+            f"### Cost growth: the queue's size and key count (max_in_flight {IN_FLIGHT}; "
+            f"wrk -c32 {self.seconds}s for ingest; the first {SAMPLE:,} deliveries of "
+            "`router worker`)",
+            "",
+            "| queued | keys | Redis bytes/msg | ingest req/s | vs first | delivery msg/s "
+            "| vs first |",
+            "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for r in self.results:
+            lines.append(
+                f"| {r.queued:,} | {r.keys:,} | {r.bytes_per_message:,.0f} | {r.ingest_rps:,.0f} "
+                f"| {r.ingest_rps / first.ingest_rps:.2f} | {r.delivery_rate:,.0f} "
+                f"| {r.delivery_rate / first.delivery_rate:.2f} |"
+            )
+        worst_in = min(r.ingest_rps for r in self.results) / first.ingest_rps
+        worst_out = min(r.delivery_rate for r in self.results) / first.delivery_rate
+        lines += [
+            "",
+            f"Worst case against the first: ingest **{worst_in:.2f}**, delivery "
+            f"**{worst_out:.2f}** (the target is >= 0.83, i.e. cost <= 1.2x). Redis bytes/msg: "
+            "`used_memory` growth over the preload divided by the messages (the lane "
+            "entry, its share of the lane and of `ready`).",
+            "",
+        ]
+        return lines
+
+
+def main() -> None:
+    """Run the sweep alone: `python bench/growth.py [--small]`."""
+    import argparse
+    import shutil
+    import tempfile
+
+    from destination import Sink
+    from procs import RESULTS, Procs
+    from redisdb import redis_server
+
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--small", action="store_true", help="100x fewer messages and keys (a try)")
+    args = p.parse_args()
+    cases = (
+        tuple((max(100, q // 100), max(10, k // 100)) for q, k in CASES) if args.small else CASES
+    )
+    logs = RESULTS / "logs-growth"
+    shutil.rmtree(logs, ignore_errors=True)
+    logs.mkdir(parents=True)
+    running = Procs(logs)
+    try:
+        with (
+            tempfile.TemporaryDirectory(prefix="router-growth-") as tmp,
+            redis_server(Path(tmp)) as (url, note),
+        ):
+            say(note)
+            ctx = Context(argparse.Namespace(), running, url, Path(tmp), Sink(running), None)
+            growth = Growth(ctx, cases)
+            growth.run()
+            print("\n".join(growth.report_lines()))
+            for problem in ctx.problems:
+                print(f"problem: {problem}")
+    finally:
+        running.stop_all()
+
+
+if __name__ == "__main__":
+    main()
