@@ -72,8 +72,9 @@ class ScriptBatcher:
     async def __call__(self, keys: list[str], args: list[Any]) -> Any:
         """The script's reply for these KEYS and ARGV (or its error)."""
         write = _Write(keys, args)
+        inline = not self._busy
         try:
-            if self._busy:
+            if not inline:
                 self._queue.append(write)
             else:
                 # Nothing on its way: send this call now from the caller's
@@ -83,10 +84,6 @@ class ScriptBatcher:
                 write.taken = True
                 try:
                     await self._send([write])
-                except asyncio.CancelledError:
-                    if write.future.done() and not write.future.cancelled():
-                        write.future.exception()  # seen: the caller is cancelled, not failed
-                    raise
                 except Exception:
                     pass  # settled in write.future, raised below
                 finally:
@@ -94,9 +91,14 @@ class ScriptBatcher:
                     self._start_sender()  # for calls that queued meanwhile
             return await write.future
         except asyncio.CancelledError:
-            # The caller's deadline: a queued call is skipped (its future is
-            # cancelled now); one already taken may still have run.
-            command_written.set(write.taken)
+            # The caller's deadline. Sent inline, the call ran in this task:
+            # the connection noted whether its bytes went out. Queued, it is
+            # skipped (its future is cancelled now), unless its batch had
+            # taken it: then it may have run.
+            if not inline:
+                command_written.set(write.taken)
+            if write.future.done() and not write.future.cancelled():
+                write.future.exception()  # seen: the caller is cancelled, not failed
             raise
         except Exception:
             command_written.set(write.written)

@@ -43,6 +43,8 @@ from router.settings import DeliveryTransport
 # closing at that moment, a failed attempt for nothing.
 IDLE_CONNECTION_EXPIRY = 2.0
 
+_NO_CONTENT_TYPE = ("Content-Type",)
+
 # aiohttp's errors as httpx's, most specific first: the first match wins.
 _ERRORS: tuple[tuple[type[BaseException], type[httpx.TransportError]], ...] = (
     (aiohttp.ConnectionTimeoutError, httpx.ConnectTimeout),
@@ -67,6 +69,11 @@ def _as_httpx_errors(request: httpx.Request) -> Iterator[None]:
             if isinstance(exc, theirs):
                 raise ours(str(exc) or type(exc).__name__, request=request) from exc
         raise  # pragma: no cover - _ERRORS ends with ClientError's base
+    except ValueError as exc:
+        # aiohttp refuses a header value with a newline (a secret read from a
+        # file with its trailing newline) with a bare ValueError; httpx's
+        # own transport calls that a LocalProtocolError.
+        raise httpx.LocalProtocolError(str(exc), request=request) from exc
 
 
 class _ResponseBody(httpx.AsyncByteStream):
@@ -121,6 +128,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         HTTPS_PROXY, ALL_PROXY, NO_PROXY), as httpx's own transport would use."""
         origin = (url.scheme, url.host, url.port)
         if origin not in self._proxies:
+            if len(self._proxies) >= 1024:  # a plugin posting to ever new hosts
+                self._proxies.clear()
             env = self._proxy_env
             proxy = env.get(url.scheme) or env.get("all")
             # (proxy_bypass_environment: in urllib since 3.x, missing from typeshed)
@@ -144,6 +153,9 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 request.method,
                 str(request.url),
                 headers=headers,
+                # aiohttp would add Content-Type: application/octet-stream to
+                # a body sent without one; httpx sends none.
+                skip_auto_headers=() if "content-type" in request.headers else _NO_CONTENT_TYPE,
                 data=data,
                 allow_redirects=False,
                 compress=False,

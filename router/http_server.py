@@ -46,7 +46,7 @@ uvicorn internals relied on (uvicorn 0.54, both protocol classes):
 `on_response_complete`, `send_400_response(msg)`, `self.transport`,
 `self.loop`, `self.server_state.default_headers`, `self.cycle` (replaced by
 a new `RequestResponseCycle` exactly when a request's headers are parsed;
-`cycle.response_started` / `cycle.response_complete`), and per parser:
+`cycle.response_started` / `cycle.response_complete` / `cycle.more_body`), and per parser:
 h11's `self.conn.trailing_data`, httptools' `on_message_begin` /
 `on_headers_complete` callbacks.
 """
@@ -145,12 +145,18 @@ class _HeaderDeadlineMixin(_UvicornProtocol):
         # their answers, in order: httptools parses everything that arrived
         # at once, so the error can come while an earlier request is still
         # being answered (h11 parses the next request only after).
+        # The error belongs to a later request only when the current one's
+        # body is complete; an error in the current body (a bad chunk) is
+        # answered at once, or its handler would wait out the body deadline.
+        # Only when the current request has part of its response on the wire
+        # would a second answer corrupt the stream: just close then.
         cycle = self.cycle
-        if cycle and not cycle.response_complete:
+        if cycle and not cycle.response_complete and not cycle.more_body:
             self._deferred_400 = msg
             self.transport.pause_reading()  # the rest cannot be parsed anyway
             return
-        self._write_json_error(400, msg)
+        if not cycle or not cycle.response_started or cycle.response_complete:
+            self._write_json_error(400, msg)
         self.transport.close()
 
     # -- internals --

@@ -172,7 +172,9 @@ class HttpSink:
     def check(self, response: httpx.Response) -> None:
         """Raise DeliveryFailed unless the response acknowledges the message.
 
-        `response.content` holds at most MAX_ANSWER_BYTES of the answer."""
+        `response.content` holds at most MAX_ANSWER_BYTES of the answer;
+        `response.request` names the method and URL only (not the headers or
+        body sent: building that per delivery would cost for nothing)."""
         if not response.is_success:
             raise DeliveryFailed(
                 f"HTTP {response.status_code}: {response.text[:200]}",

@@ -123,3 +123,29 @@ async def test_a_deadline_tells_a_queued_write_from_a_sent_one(own_redis: Embedd
     finally:
         plain.close()
         await client.aclose()
+
+
+async def test_a_call_that_never_left_the_process_is_certainly_not_stored(
+    clean_redis: str, redis: redis_sync.Redis
+) -> None:
+    """Sent inline (nothing else on its way) but stuck waiting for a pooled
+    connection when its deadline passes: its bytes never went out, so the
+    caller learns "not stored", and why (a busy pool, not a slow Redis)."""
+    from router.errors import redis_cause
+
+    client = redis_client.connect(clean_redis, max_connections=1)
+    try:
+        scripts = Scripts(client)
+        batcher = ScriptBatcher(client, scripts.enqueue)
+        holder = asyncio.create_task(client.blpop(["nothing"], 1))  # the one connection
+        await asyncio.sleep(0.1)
+        command_written.set(False)
+        with pytest.raises(TimeoutError) as caught:
+            async with asyncio.timeout(0.3):
+                await _store(scripts, batcher, "k", "never sent")
+        assert command_written.get() is False
+        assert "no free Redis connection" in redis_cause(caught.value, 0.3)
+        await holder
+        assert _lane(redis, "k") == []
+    finally:
+        await client.aclose()

@@ -570,3 +570,41 @@ async def test_http_proxy_from_the_environment_is_used_and_no_proxy_bypasses_it(
             reason = await failure(opened)
         assert reason.startswith("ConnectError"), reason  # went direct, and failed
         assert len(proxy.requests) == 1
+
+
+# -- 10. the same request on the wire under both transports ----------------------
+
+
+@TRANSPORTS
+async def test_a_plugin_body_without_a_content_type_is_sent_without_one(
+    transport: DeliveryTransport,
+) -> None:
+    async with RawServer() as server:
+        client = delivery_client(4, 10.0, transport)
+        try:
+            await client.post(server.url, content=b"{}")
+        finally:
+            await client.aclose()
+    assert "content-type" not in server.requests[0].headers  # as httpx sends it
+
+
+@TRANSPORTS
+async def test_a_header_value_with_a_newline_fails_the_attempt_cleanly(
+    transport: DeliveryTransport,
+) -> None:
+    """A secret read from a file with its trailing newline: a failed
+    attempt naming the problem, not a plugin crash with a traceback."""
+    async with RawServer() as server:
+        destination = Destination(
+            name="bot",
+            settings=DestinationSettings(plugin="http", timeout=Duration(5.0), max_in_flight=1),
+            sink_type=sink_types(plugin_manager())["http"],
+            options=HttpOptions(url=server.url, headers={"authorization": "tok\n"}),
+        )
+        opened = await open_sink(destination, transport)
+        try:
+            reason = await failure(opened)
+        finally:
+            await opened.aclose()
+    assert reason.startswith("LocalProtocolError"), reason
+    assert server.requests == []  # nothing went out

@@ -65,3 +65,26 @@ async def test_a_slow_redis_is_still_named_as_such(clean_redis: str) -> None:
         assert redis_cause(caught.value, 0.1) == "Redis did not answer within 0.1s"
     finally:
         await client.aclose()
+
+
+async def test_a_waiter_cancelled_as_its_turn_comes_hands_the_turn_on(clean_redis: str) -> None:
+    """A burst's deadlines cancel waiters at any moment, also the one just
+    given the free connection: the next waiter must get it, not wait out
+    its own deadline beside an idle connection (asyncio.Condition on 3.11
+    loses that wake-up; redis-py's BlockingConnectionPool waits on one)."""
+    client = redis_client.connect(clean_redis, max_connections=1)
+    pool = client.connection_pool
+    try:
+        held = await pool.get_connection()
+        first = asyncio.create_task(pool.get_connection())
+        await asyncio.sleep(0.05)
+        second = asyncio.create_task(pool.get_connection())
+        await asyncio.sleep(0.05)
+        await pool.release(held)  # the turn goes to `first` ...
+        first.cancel()  # ... whose deadline passes in the same loop iteration
+        connection = await asyncio.wait_for(second, 1)  # at once, not after POOL_TIMEOUT
+        await pool.release(connection)
+        assert first.cancelled()
+        assert await client.ping()
+    finally:
+        await client.aclose()

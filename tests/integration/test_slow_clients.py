@@ -316,3 +316,16 @@ def test_malformed_request_gets_a_json_400(net: Net) -> None:
     assert data is not None, "the server kept a malformed request's connection open"
     body = assert_json_error(parse_reply(data), 400)
     assert body["error"] == "Invalid HTTP request received."
+
+
+def test_a_malformed_body_is_answered_at_once_not_at_the_body_deadline(net: Net) -> None:
+    """A bad chunk in the current request's own body is that request's
+    error: a JSON 400 now, not a 408 once the body deadline passes (the
+    handler would wait for a body that cannot come)."""
+    server = net.start(header_timeout=30)
+    s = net.connect(server.port)
+    s.sendall(request("/echo", "POST", "Transfer-Encoding: chunked\r\n") + b'5\r\n{"a":\r\nZZZ\r\n')
+    data = wait_closed(s, timeout=10)  # well under the 30 s deadline
+    assert data is not None, "the server waited for the rest of a malformed body"
+    body = assert_json_error(parse_reply(data), 400)
+    assert body["error"] == "Invalid HTTP request received."
