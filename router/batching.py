@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
@@ -46,11 +46,11 @@ MAX_BATCH = 256
 
 @dataclass(slots=True, eq=False)
 class _Write:
+    """A call waiting in the queue for the sender task."""
+
     keys: list[str]
     args: list[Any]
-    future: asyncio.Future[Any] = field(
-        default_factory=lambda: asyncio.get_running_loop().create_future()
-    )
+    future: asyncio.Future[Any]
     taken: bool = False  # part of a batch on its way: its bytes may reach Redis
     written: bool = False  # its batch failed after its bytes went to the socket
 
@@ -71,38 +71,49 @@ class ScriptBatcher:
 
     async def __call__(self, keys: list[str], args: list[Any]) -> Any:
         """The script's reply for these KEYS and ARGV (or its error)."""
-        write = _Write(keys, args)
-        inline = not self._busy
+        if not self._busy:
+            # Nothing on its way: send this call now from the caller's own
+            # task, as a plain EVALSHA (no future, no hop through the sender
+            # task, no pipeline: the common case under light load, and a
+            # busy key's acks). The connection notes in the caller's context
+            # whether its bytes went out.
+            self._busy = True
+            try:
+                return await self._send_one(keys, args)
+            finally:
+                self._busy = False
+                self._start_sender()  # for calls that queued meanwhile
+        write = _Write(keys, args, asyncio.get_running_loop().create_future())
+        self._queue.append(write)
         try:
-            if not inline:
-                self._queue.append(write)
-            else:
-                # Nothing on its way: send this call now from the caller's
-                # own task, without a hop through the sender task (the
-                # common case under light load, and one key's acks).
-                self._busy = True
-                write.taken = True
-                try:
-                    await self._send([write])
-                except Exception:
-                    pass  # settled in write.future, raised below
-                finally:
-                    self._busy = False
-                    self._start_sender()  # for calls that queued meanwhile
             return await write.future
         except asyncio.CancelledError:
-            # The caller's deadline. Sent inline, the call ran in this task:
-            # the connection noted whether its bytes went out. Queued, it is
-            # skipped (its future is cancelled now), unless its batch had
-            # taken it: then it may have run.
-            if not inline:
-                command_written.set(write.taken)
+            # The caller's deadline: a queued call is skipped (its future is
+            # cancelled now), unless its batch had taken it: then it may
+            # have run.
+            command_written.set(write.taken)
             if write.future.done() and not write.future.cancelled():
                 write.future.exception()  # seen: the caller is cancelled, not failed
             raise
         except Exception:
             command_written.set(write.written)
             raise
+
+    async def _send_one(self, keys: list[str], args: list[Any]) -> Any:
+        command_written.set(False)
+        if not self._loaded:
+            await self._load()
+        try:
+            return await self._redis.evalsha(self._sha, len(keys), *keys, *args)
+        except NoScriptError:  # it did not run: load the script, send again
+            await self._load()
+            return await self._redis.evalsha(self._sha, len(keys), *keys, *args)
+
+    async def _load(self) -> None:
+        """SCRIPT LOAD (changes no data: it does not count as written)."""
+        await self._redis.script_load(self._source)
+        self._loaded = True
+        command_written.set(False)
 
     def _start_sender(self) -> None:
         if self._queue and not self._busy:
@@ -127,17 +138,11 @@ class ScriptBatcher:
 
     async def _send(self, batch: list[_Write]) -> None:
         command_written.set(False)  # this task's own: set by the connection
-        if not self._loaded:
-            # Before the first batch, so that it does not come back refused
-            # whole (NOSCRIPT) and go again. SCRIPT LOAD changes no data.
-            try:
-                await self._redis.script_load(self._source)
-            except BaseException as exc:
-                self._fail(batch, exc, written=False)
-                raise
-            self._loaded = True
-            command_written.set(False)
         try:
+            if not self._loaded:
+                # Before the first batch, so that it does not come back
+                # refused whole (NOSCRIPT) and go again.
+                await self._load()
             replies = await self._execute(batch)
         except BaseException as exc:
             self._fail(batch, exc, written=command_written.get())
@@ -161,8 +166,8 @@ class ScriptBatcher:
     async def _execute(self, batch: list[_Write]) -> list[Any]:
         """Each call's reply, or the error Redis answered it with."""
         if len(batch) == 1:
-            # A lone call (light load, one key's acks) skips the pipeline
-            # object: a tenth less CPU per call in a profile.
+            # A batch of one skips the pipeline object (a tenth less CPU
+            # per call in a profile).
             w = batch[0]
             try:
                 return [await self._redis.evalsha(self._sha, len(w.keys), *w.keys, *w.args)]
@@ -175,9 +180,9 @@ class ScriptBatcher:
 
     @staticmethod
     def _fail(batch: list[_Write], exc: BaseException, written: bool) -> None:
-        """Settle the batch's calls with the failure that ended it. A
-        cancellation (a caller's deadline while it sent inline, or shutdown)
-        is not handed on as such: the others get an error saying so."""
+        """Settle the batch's calls with the failure that ended it. The
+        sender task's cancellation (shutdown) is not handed on as such: the
+        callers get an error saying so."""
         if isinstance(exc, asyncio.CancelledError):
             exc = RedisConnectionError("the pipeline was cancelled while on its way")
         for w in batch:

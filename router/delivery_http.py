@@ -27,7 +27,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import http.cookiejar
+import ssl
 import urllib.request
 from collections.abc import AsyncIterator, Iterator, Mapping
 
@@ -76,6 +78,14 @@ def _as_httpx_errors(request: httpx.Request) -> Iterator[None]:
         raise httpx.LocalProtocolError(str(exc), request=request) from exc
 
 
+@functools.cache
+def _ssl_context() -> ssl.SSLContext:
+    """httpx's defaults (certifi's CAs, verified), built once per process:
+    loading the CA bundle takes tens of milliseconds, which every
+    destination's first delivery would otherwise wait for."""
+    return httpx.create_ssl_context()
+
+
 class _ResponseBody(httpx.AsyncByteStream):
     """The body of an aiohttp response, as httpx reads a stream."""
 
@@ -103,6 +113,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._keepalive_expiry = keepalive_expiry
         self._session: aiohttp.ClientSession | None = None
         self._proxy_env = urllib.request.getproxies_environment()
+        _ssl_context()  # now, when the sink is opened, not in its first delivery
         self._proxies: dict[tuple[str, str, int | None], str | None] = {}
 
     def _open(self) -> aiohttp.ClientSession:
@@ -110,7 +121,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             limit=self._max_connections,
             limit_per_host=0,
             keepalive_timeout=self._keepalive_expiry,
-            ssl=httpx.create_ssl_context(),  # httpx's defaults: certifi, verified
+            ssl=_ssl_context(),
         )
         return aiohttp.ClientSession(
             connector=connector,
