@@ -533,11 +533,8 @@ def report_lines(delivery: Delivery) -> list[str]:
 def main() -> int:
     """Run the delivery cases alone (the bench's Redis, a sink) and print the report."""
     import argparse
-    import tempfile
-    from pathlib import Path
 
-    from procs import Procs
-    from redisdb import redis_server
+    from alone import run_alone
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("-n", type=int, default=5000, help="messages per run (default 5000)")
@@ -547,30 +544,20 @@ def main() -> int:
     p.add_argument("--svg", help="also draw the ratios (bench/chart.py) to this file")
     args = p.parse_args()
     args.delivery_rounds = args.rounds
-    logs = RESULTS / "logs-delivery"
-    shutil.rmtree(logs, ignore_errors=True)
-    logs.mkdir(parents=True)
-    running = Procs(logs)
     cases = tuple(CASES[i] for i in args.case) if args.case else CASES
-    try:
-        with tempfile.TemporaryDirectory(prefix="router-bench-") as tmp_text:
-            with redis_server(Path(tmp_text)) as (redis_url, note):
-                say(note)
-                ctx = Context(args, running, redis_url, Path(tmp_text), Sink(running), None)
-                delivery = Delivery(ctx, cases)
-                delivery.run()
-                flush(redis_url)
-    finally:
-        running.stop_all()
-    print("\n".join(delivery.report_lines()))
-    if args.svg:
+    made: list[Delivery] = []
+
+    def make(ctx: Context) -> Delivery:
+        made.append(Delivery(ctx, cases))
+        return made[0]
+
+    status = run_alone("delivery", args, make)
+    if args.svg and made:
         from chart import write_svg
 
-        write_svg(delivery.chart_rows(), args.svg, targets=delivery.chart_targets())
+        write_svg(made[0].chart_rows(), args.svg, targets=made[0].chart_targets())
         say(f"wrote {args.svg}")
-    if ctx.problems:
-        print("\n".join(["## Problems", "", *(f"- {x}" for x in ctx.problems)]))
-    return 1 if ctx.problems else 0
+    return status
 
 
 if __name__ == "__main__":

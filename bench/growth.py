@@ -196,15 +196,11 @@ class Growth:
         return lines
 
 
-def main() -> None:
+def main() -> int:
     """Run the sweep alone: `python bench/growth.py [--small]`."""
     import argparse
-    import shutil
-    import tempfile
 
-    from destination import Sink
-    from procs import RESULTS, Procs
-    from redisdb import redis_server
+    from alone import run_alone
 
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--small", action="store_true", help="100x fewer messages and keys (a try)")
@@ -212,25 +208,8 @@ def main() -> None:
     cases = (
         tuple((max(100, q // 100), max(10, k // 100)) for q, k in CASES) if args.small else CASES
     )
-    logs = RESULTS / "logs-growth"
-    shutil.rmtree(logs, ignore_errors=True)
-    logs.mkdir(parents=True)
-    running = Procs(logs)
-    try:
-        with (
-            tempfile.TemporaryDirectory(prefix="router-growth-") as tmp,
-            redis_server(Path(tmp)) as (url, note),
-        ):
-            say(note)
-            ctx = Context(argparse.Namespace(), running, url, Path(tmp), Sink(running), None)
-            growth = Growth(ctx, cases)
-            growth.run()
-            print("\n".join(growth.report_lines()))
-            for problem in ctx.problems:
-                print(f"problem: {problem}")
-    finally:
-        running.stop_all()
+    return run_alone("growth", args, lambda ctx: Growth(ctx, cases))
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

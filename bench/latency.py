@@ -381,12 +381,8 @@ def report_lines(latency: Latency) -> list[str]:
 def main() -> int:
     """Run the latency measurement alone (the bench's Redis) and print its report."""
     import argparse
-    import shutil
-    import tempfile
-    from pathlib import Path
 
-    from procs import RESULTS, Procs
-    from redisdb import redis_server
+    from alone import run_alone
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--seconds", type=float, default=10.0, help="measured seconds per steady run")
@@ -395,26 +391,13 @@ def main() -> int:
     p.add_argument("--fraction", type=float, default=FRACTION, help="of the maximum, second rate")
     p.add_argument("--max-seconds", type=float, default=5.0, help="closed-loop window")
     args = p.parse_args()
-    logs = RESULTS / "logs-latency"
-    shutil.rmtree(logs, ignore_errors=True)
-    logs.mkdir(parents=True)
-    running = Procs(logs)
-    try:
-        with tempfile.TemporaryDirectory(prefix="router-bench-") as tmp_text:
-            tmp = Path(tmp_text)
-            with redis_server(tmp) as (redis_url, note):
-                say(note)
-                ctx = Context(args, running, redis_url, tmp, None, None)  # type: ignore[arg-type]
-                latency = Latency(
-                    ctx, args.seconds, args.warmup, args.rate, args.fraction, args.max_seconds
-                )
-                latency.run()
-    finally:
-        running.stop_all()
-    print("\n".join(latency.report_lines()))
-    if ctx.problems:
-        print("\n".join(["## Problems", "", *(f"- {x}" for x in ctx.problems)]))
-    return 1 if ctx.problems else 0
+    return run_alone(
+        "latency",
+        args,
+        lambda ctx: Latency(
+            ctx, args.seconds, args.warmup, args.rate, args.fraction, args.max_seconds
+        ),
+    )
 
 
 if __name__ == "__main__":

@@ -215,6 +215,14 @@ _LONE_SURROGATE = re.compile(
 
 
 def _invalid_json(body: bytes, exc: msgspec.DecodeError) -> str:
+    # msgspec 0.23 reports bytes that are not UTF-8 as a DecodeError
+    # ("Invalid UTF-8 encoded string"; earlier releases raised
+    # UnicodeDecodeError): name the byte either way.
+    if "UTF-8" in str(exc):
+        try:
+            body.decode("utf-8")
+        except UnicodeDecodeError:
+            return _invalid_utf8(body)
     # msgspec reports a lone surrogate escape as "truncated" (at the end) or
     # as a bad pair: name the real problem and where it is.
     lone = _LONE_SURROGATE.search(body)

@@ -4,13 +4,16 @@ caller still learns exactly what happened to its own write."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
 import time
+from collections.abc import AsyncIterator
 
 import pytest
 import redis as redis_sync
+from redis.asyncio import Redis
 
 from router import envelope, redis_client
 from router.batching import ScriptBatcher
@@ -27,6 +30,19 @@ async def _store(scripts: Scripts, batcher: ScriptBatcher, key: str, text: str) 
     return result.id
 
 
+@contextlib.asynccontextmanager
+async def batched(
+    url: str, max_connections: int = 100
+) -> AsyncIterator[tuple[Redis, Scripts, ScriptBatcher]]:
+    """A router Redis client on `url`, its scripts, and the enqueue script's batcher."""
+    client = redis_client.connect(url, max_connections)
+    try:
+        scripts = Scripts(client)
+        yield client, scripts, ScriptBatcher(client, scripts.enqueue)
+    finally:
+        await client.aclose()
+
+
 def _lane(client: redis_sync.Redis, key: str) -> list[str]:
     lane = client.lrange(KEYS.lane(key), 0, -1)
     return [json.loads(bytes(envelope.decode(e).body)) for e in lane]
@@ -35,10 +51,7 @@ def _lane(client: redis_sync.Redis, key: str) -> list[str]:
 async def test_concurrent_writes_are_all_stored_once_in_call_order(
     clean_redis: str, redis: redis_sync.Redis
 ) -> None:
-    client = redis_client.connect(clean_redis)
-    try:
-        scripts = Scripts(client)
-        batcher = ScriptBatcher(client, scripts.enqueue)
+    async with batched(clean_redis) as (_, scripts, batcher):
         before = redis.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0)
         texts = [f"m{i}" for i in range(300)]
         ids = await asyncio.gather(*(_store(scripts, batcher, "k", t) for t in texts))
@@ -46,17 +59,12 @@ async def test_concurrent_writes_are_all_stored_once_in_call_order(
         assert _lane(redis, "k") == texts  # the order the calls were made in
         after = redis.info("commandstats")["cmdstat_evalsha"]["calls"]
         assert after - before == 300  # one script run per write, no more
-    finally:
-        await client.aclose()
 
 
 async def test_a_write_that_fails_alone_fails_only_its_caller(
     clean_redis: str, redis: redis_sync.Redis
 ) -> None:
-    client = redis_client.connect(clean_redis)
-    try:
-        scripts = Scripts(client)
-        batcher = ScriptBatcher(client, scripts.enqueue)
+    async with batched(clean_redis) as (_, scripts, batcher):
         redis.set(KEYS.lane("bad"), "not a list")  # RPUSH on it fails: WRONGTYPE
         results = await asyncio.gather(
             _store(scripts, batcher, "a", "one"),
@@ -67,23 +75,16 @@ async def test_a_write_that_fails_alone_fails_only_its_caller(
         assert isinstance(results[1], redis_sync.ResponseError)
         assert "WRONGTYPE" in str(results[1])
         assert _lane(redis, "a") == ["one", "three"]
-    finally:
-        await client.aclose()
 
 
 async def test_a_script_flushed_from_redis_is_loaded_again(
     clean_redis: str, redis: redis_sync.Redis
 ) -> None:
-    client = redis_client.connect(clean_redis)
-    try:
-        scripts = Scripts(client)
-        batcher = ScriptBatcher(client, scripts.enqueue)
+    async with batched(clean_redis) as (_, scripts, batcher):
         await _store(scripts, batcher, "k", "before")
         redis.script_flush()  # as after a restart of Redis without its scripts
         await asyncio.gather(*(_store(scripts, batcher, "k", f"after{i}") for i in range(5)))
         assert _lane(redis, "k") == ["before"] + [f"after{i}" for i in range(5)]
-    finally:
-        await client.aclose()
 
 
 @pytest.mark.skipif(os.environ.get("REDIS_URL") is not None, reason="freezes a server it owns")
@@ -93,11 +94,8 @@ async def test_a_deadline_tells_a_queued_write_from_a_sent_one(own_redis: Embedd
     message ("unknown"), the queued ones certainly did not, and they are
     never stored later, when Redis wakes up."""
     assert own_redis.process is not None
-    client = redis_client.connect(own_redis.url)
     plain = redis_sync.Redis.from_url(own_redis.url)
-    try:
-        scripts = Scripts(client)
-        batcher = ScriptBatcher(client, scripts.enqueue)
+    async with batched(own_redis.url) as (_, scripts, batcher):
         await _store(scripts, batcher, "k", "warm-up")  # connected, script loaded
 
         async def store_within(text: str, deadline: float) -> bool:
@@ -120,9 +118,7 @@ async def test_a_deadline_tells_a_queued_write_from_a_sent_one(own_redis: Embedd
         await asyncio.sleep(0.5)  # let anything still in flight land
         await _store(scripts, batcher, "k", "after")
         assert _lane(plain, "k") == ["warm-up", "sent", "after"]
-    finally:
-        plain.close()
-        await client.aclose()
+    plain.close()
 
 
 async def test_a_call_that_never_left_the_process_is_certainly_not_stored(
@@ -133,10 +129,7 @@ async def test_a_call_that_never_left_the_process_is_certainly_not_stored(
     caller learns "not stored", and why (a busy pool, not a slow Redis)."""
     from router.errors import redis_cause
 
-    client = redis_client.connect(clean_redis, max_connections=1)
-    try:
-        scripts = Scripts(client)
-        batcher = ScriptBatcher(client, scripts.enqueue)
+    async with batched(clean_redis, max_connections=1) as (client, scripts, batcher):
         holder = asyncio.create_task(client.blpop(["nothing"], 1))  # the one connection
         await asyncio.sleep(0.1)
         command_written.set(False)
@@ -147,5 +140,3 @@ async def test_a_call_that_never_left_the_process_is_certainly_not_stored(
         assert "no free Redis connection" in redis_cause(caught.value, 0.3)
         await holder
         assert _lane(redis, "k") == []
-    finally:
-        await client.aclose()
