@@ -17,7 +17,7 @@ from litestar.openapi import OpenAPIConfig
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from router import logs, redis_client, redis_memory
+from router import logs, redis_client, redis_memory, redis_mode
 from router.admin import admin_handlers
 from router.batching import ScriptBatcher
 from router.config import Config
@@ -111,8 +111,9 @@ def _health_handlers(state: RouterState) -> list[HTTPRouteHandler]:
 
     @get("/readyz")
     async def readyz() -> Response[dict[str, Any]]:
-        """Ready: Redis answers, is not out of memory and does not evict queued
-        messages, and the delivery workers run (when this process runs them)."""
+        """Ready: Redis answers, is not a Cluster node, is not out of memory and
+        does not evict queued messages, and the delivery workers run (when
+        this process runs them)."""
         checks: dict[str, Any] = {}
         try:
             redis, _ = state.require_redis()
@@ -137,7 +138,9 @@ def _health_handlers(state: RouterState) -> list[HTTPRouteHandler]:
 
 async def _redis_problem(redis: Redis, allow_eviction: bool) -> str | None:
     """Why Redis cannot take messages now, or None."""
-    memory = await redis_memory.read(redis)  # doubles as the ping
+    if await redis_mode.is_cluster_node(redis):  # doubles as the ping
+        return redis_mode.CLUSTER_REFUSAL
+    memory = await redis_memory.read(redis)
     if memory is None:
         await redis.ping()
         return None

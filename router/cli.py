@@ -48,21 +48,24 @@ def _check_redis_or_exit(settings: Settings, url: str) -> None:
     """Refuse to start on a Redis that would lose queued messages; a Redis
     that does not answer yet is not a reason to refuse (it may come later:
     /readyz says not ready until it does)."""
-    from router import redis_client, redis_memory
+    from router import redis_client, redis_memory, redis_mode
 
-    async def look() -> redis_memory.MemoryState | None:
+    async def look() -> tuple[bool, redis_memory.MemoryState | None]:
         redis = redis_client.connect(url)
         try:
             async with asyncio.timeout(PREFLIGHT_TIMEOUT):
-                return await redis_memory.read(redis)
+                return await redis_mode.is_cluster_node(redis), await redis_memory.read(redis)
         finally:
             await redis.aclose()
 
     try:
-        memory = asyncio.run(look())
+        cluster, memory = asyncio.run(look())
     except (OSError, TimeoutError, RedisError) as exc:
         log.warning("Redis does not answer at start (%s); starting anyway", exc or "timeout")
         return
+    if cluster:
+        print(f"router: {redis_mode.CLUSTER_REFUSAL}", file=sys.stderr)
+        raise SystemExit(2)
     if memory is None:
         return
     refusal = redis_memory.refusal(memory, settings.allow_eviction)
