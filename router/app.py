@@ -141,8 +141,7 @@ async def _redis_problem(redis: Redis, allow_eviction: bool) -> str | None:
     if await redis_mode.is_cluster_node(redis):  # doubles as the ping
         return redis_mode.CLUSTER_REFUSAL
     memory = await redis_memory.read(redis)
-    if memory is None:
-        await redis.ping()
+    if memory is None:  # INFO not allowed
         return None
     refusal = redis_memory.refusal(memory, allow_eviction)
     if refusal is not None:

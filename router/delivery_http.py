@@ -116,6 +116,12 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         _ssl_context()  # now, when the sink is opened, not in its first delivery
         self._proxies: dict[tuple[str, str, int | None], str | None] = {}
 
+    def _session_now(self) -> aiohttp.ClientSession:
+        """The session, made on first use (inside the loop that uses it)."""
+        if self._session is None:
+            self._session = self._open()
+        return self._session
+
     def _open(self) -> aiohttp.ClientSession:
         connector = aiohttp.TCPConnector(
             limit=self._max_connections,
@@ -151,8 +157,6 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         return self._proxies[origin]
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        if self._session is None:
-            self._session = self._open()
         timeout = request.extensions.get("timeout", {})
         try:
             data: bytes | AsyncIterator[bytes] | None = request.content or None
@@ -160,7 +164,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             data = _chunks(request)
         headers = [(k, v) for k, v in request.headers.multi_items() if k != "transfer-encoding"]
         with _as_httpx_errors(request):
-            response = await self._session.request(
+            response = await self._session_now().request(
                 request.method,
                 str(request.url),
                 headers=headers,
@@ -205,10 +209,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         (building and merging the request, cookies, the response object),
         which a profile put at a third of a delivery's CPU. The rest of the
         answer is never read: the connection is closed instead of reused."""
-        if self._session is None:
-            self._session = self._open()
         with _as_httpx_errors(request):
-            async with self._session.post(
+            async with self._session_now().post(
                 str(request.url),
                 data=body,
                 headers=headers,

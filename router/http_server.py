@@ -46,9 +46,9 @@ uvicorn internals relied on (uvicorn 0.54, both protocol classes):
 `on_response_complete`, `send_400_response(msg)`, `self.transport`,
 `self.loop`, `self.server_state.default_headers`, `self.cycle` (replaced by
 a new `RequestResponseCycle` exactly when a request's headers are parsed;
-`cycle.response_started` / `cycle.response_complete` / `cycle.more_body`), and per parser:
-h11's `self.conn.trailing_data`, httptools' `on_message_begin` /
-`on_headers_complete` callbacks.
+`cycle.response_started` / `cycle.response_complete` / `cycle.more_body`),
+and per parser: h11's `self.conn.trailing_data`, httptools'
+`on_message_begin` / `on_headers_complete` callbacks.
 """
 
 from __future__ import annotations
@@ -284,8 +284,8 @@ def __getattr__(name: str) -> type[asyncio.Protocol]:
     settings of this process's environment, for uvicorn's import string.
     `router serve --reload` and ROUTER_PROCESSES > 1 need one: the server
     runs in spawned children, which import the protocol by name (the class
-    `protocol_class()` builds cannot be pickled). Built on first use, so importing this module never
-    reads the environment."""
+    `protocol_class()` builds cannot be pickled). Built on first use, so
+    importing this module never reads the environment."""
     if name != "FromEnvironment":
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     from router.settings import Settings
