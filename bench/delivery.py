@@ -33,7 +33,7 @@ from context import Context
 from destination import Sink, Window, watch
 from procs import DESTINATION, PEERS, RESULTS, router_argv, say, write_routes
 from profiling import record_command, summarize_profile
-from redisdb import command_stats, flush, round_trips
+from redisdb import command_stats, flush, read_events, round_trips
 
 BULLMQ = PEERS / "bullmq"
 TRANSPORTS = ("aiohttp", "httpx")  # ROUTER_DELIVERY_TRANSPORT, the default first
@@ -80,23 +80,31 @@ CASES = (
 
 
 async def _preload(url: str, n: int, keys: int) -> None:
-    """Store N messages the way ingest does (router.queue.enqueue), in order."""
+    """Store N messages over `keys` wa_ids the way ingest does (the enqueue
+    script through router.batching), in order: calls made in order are
+    stored in order, and a million take seconds rather than minutes."""
     from router import envelope, redis_client
+    from router.batching import ScriptBatcher
     from router.keys import DestinationKeys
     from router.queue import Scripts, Target, enqueue
 
     redis = redis_client.connect(url)
     try:
         scripts = Scripts(redis)
+        batcher = ScriptBatcher(redis, scripts.enqueue)
         dest = DestinationKeys(DESTINATION)
-        for i in range(n):
+
+        async def one(i: int) -> None:
             wa_id = str(i % keys)
             body = f'{{"mensaje":"m{i}","wa_id":"{wa_id}"}}'.encode()
             now_ms = int(time.time() * 1000)
             mid = envelope.new_message_id(now_ms)
-            await enqueue(
-                scripts, [Target(dest, wa_id)], envelope.encode(mid, now_ms, body), mid, None, 60
-            )
+            raw = envelope.encode(mid, now_ms, body)
+            await enqueue(scripts, [Target(dest, wa_id)], raw, mid, None, 60, batcher)
+
+        step = 2_000
+        for start in range(0, n, step):
+            await asyncio.gather(*(one(i) for i in range(start, min(n, start + step))))
     finally:
         await redis.aclose()
 
@@ -125,20 +133,6 @@ def bullmq_versions() -> str:
     node = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()
     package = json.loads((BULLMQ / "node_modules" / "bullmq" / "package.json").read_text())
     return f"Node {node}, BullMQ {package['version']}"
-
-
-def read_events(url: str) -> int:
-    """Redis's INFO stats total_reads_processed: the requests it read off its
-    sockets, server-wide. A pipeline of N commands written at once is one
-    read (up to Redis's 16 KiB read buffer), so this counts round trips
-    where commandstats (redisdb.round_trips) counts the commands in them."""
-    import redis
-
-    client = redis.Redis.from_url(url)
-    try:
-        return int(client.info("stats")["total_reads_processed"])
-    finally:
-        client.close()
 
 
 def _ratio(a: float, b: float) -> float:

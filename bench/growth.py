@@ -15,15 +15,14 @@ from smallest to largest.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 from context import Context
+from delivery import preload
 from ingest import run_wrk
-from procs import DESTINATION, HOST, PEERS, free_port, router_argv, say, wait_http
-from redisdb import flush
+from procs import HOST, PEERS, free_port, router_argv, say, wait_http, write_routes
+from redisdb import flush, info_number
 
 # (messages queued, ordering keys): the queue sweep at 1,000 keys, then the
 # key sweep at 100,000 messages.
@@ -42,64 +41,6 @@ class GrowthCase:
     delivery_rate: float
 
 
-async def _preload(url: str, n: int, keys: int) -> None:
-    """N messages over `keys` ordering keys through the enqueue script,
-    coalesced into pipelines (router.batching) so a million take seconds."""
-    from router import envelope, redis_client
-    from router.batching import ScriptBatcher
-    from router.keys import DestinationKeys
-    from router.queue import Scripts, Target, enqueue
-
-    redis = redis_client.connect(url)
-    try:
-        scripts = Scripts(redis)
-        batcher = ScriptBatcher(redis, scripts.enqueue)
-        dest = DestinationKeys(DESTINATION)
-
-        async def one(i: int) -> None:
-            wa_id = str(i % keys)
-            body = f'{{"mensaje":"m{i}","wa_id":"{wa_id}"}}'.encode()
-            now_ms = int(time.time() * 1000)
-            mid = envelope.new_message_id(now_ms)
-            raw = envelope.encode(mid, now_ms, body)
-            await enqueue(scripts, [Target(dest, wa_id)], raw, mid, None, 60, batcher)
-
-        step = 2_000
-        for start in range(0, n, step):
-            await asyncio.gather(*(one(i) for i in range(start, min(n, start + step))))
-    finally:
-        await redis.aclose()
-
-
-def _used_memory(url: str) -> int:
-    import redis
-
-    client = redis.Redis.from_url(url)
-    try:
-        return int(client.info("memory")["used_memory"])
-    finally:
-        client.close()
-
-
-def _routes(path: Path, sink_url: str) -> Path:
-    path.write_text(
-        f"""\
-routes:
-  - path: /v1/store_message
-    destinations: [{DESTINATION}]
-    fields: {{mensaje: string, wa_id: string}}
-destinations:
-  {DESTINATION}:
-    plugin: chatbot
-    url: {sink_url}
-    ordering_key: wa_id
-    max_in_flight: {IN_FLIGHT}
-    timeout: 10s
-"""
-    )
-    return path
-
-
 class Growth:
     def __init__(self, ctx: Context, cases: tuple[tuple[int, int], ...] = CASES) -> None:
         self.ctx = ctx
@@ -109,15 +50,16 @@ class Growth:
 
     def run(self) -> None:
         ctx = self.ctx
-        routes = _routes(ctx.tmp / "routes-growth.yaml", ctx.sink.url)
+        routes = write_routes(ctx.tmp / "routes-growth.yaml", ctx.sink.url, IN_FLIGHT)
         env = {"REDIS_URL": ctx.redis_url, "ROUTES_FILE": str(routes), "LOG_LEVEL": "warning"}
         for queued, keys in self.cases:
             flush(ctx.redis_url)
-            base = _used_memory(ctx.redis_url)
+            base = info_number(ctx.redis_url, "memory", "used_memory")
             began = time.perf_counter()
-            asyncio.run(_preload(ctx.redis_url, queued, keys))
+            preload(ctx.redis_url, queued, keys)
             preload_s = time.perf_counter() - began
-            per_message = (_used_memory(ctx.redis_url) - base) / queued
+            used = info_number(ctx.redis_url, "memory", "used_memory")
+            per_message = (used - base) / queued
             say(f"growth: {queued:,} queued over {keys:,} keys ({preload_s:.0f}s to load)")
             # Delivery first, while the queue is the size this case is about.
             ctx.sink.reset()

@@ -32,10 +32,9 @@ from dataclasses import dataclass, field
 
 import aiohttp
 from context import Context
-from delivery import read_events
 from destination import Sink
 from procs import HOST, free_port, router_argv, say, wait_http, write_routes
-from redisdb import command_stats, flush, round_trips
+from redisdb import command_stats, flush, read_events, round_trips
 
 KEYS = 1000  # wa_ids the messages are spread over
 IN_FLIGHT = 64  # the destination's max_in_flight

@@ -50,6 +50,25 @@ def flush(url: str) -> None:
     client.close()
 
 
+def info_number(url: str, section: str, name: str) -> int:
+    """One number from INFO `section` (server-wide)."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        return int(client.info(section)[name])
+    finally:
+        client.close()
+
+
+def read_events(url: str) -> int:
+    """Redis's INFO stats total_reads_processed: the requests it read off its
+    sockets, server-wide. A pipeline of N commands written at once is one
+    read (up to Redis's 16 KiB read buffer), so this counts round trips
+    where commandstats (round_trips) counts the commands in them."""
+    return info_number(url, "stats", "total_reads_processed")
+
+
 def llen(url: str, key: str) -> int:
     import redis
 
