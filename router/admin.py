@@ -15,7 +15,7 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath, FromQuery
 
 from router.errors import ApiError, BadRequest
-from router.queue import DestinationQueue, replay_oldest
+from router.queue import DestinationQueues
 from router.state import RouterState
 
 
@@ -34,11 +34,12 @@ def admin_handlers(state: RouterState) -> list[HTTPRouteHandler]:
                 {"WWW-Authenticate": "Bearer"},
             )
 
-    def queue(name: str) -> DestinationQueue:
-        if name not in state.config.destinations:
+    def queue(name: str) -> DestinationQueues:
+        destination = state.config.destinations.get(name)
+        if destination is None:
             raise ApiError(404, f"no destination named {name!r}")
         redis, scripts = state.require_redis()
-        return DestinationQueue(redis, scripts, name)
+        return DestinationQueues(redis, scripts, name, destination.settings.shards)
 
     @get("/admin/destinations")
     async def destinations(request: Request[Any, Any, Any]) -> dict[str, Any]:
@@ -75,7 +76,7 @@ def admin_handlers(state: RouterState) -> list[HTTPRouteHandler]:
     ) -> dict[str, Any]:
         """Put dead letters back at the head of their keys' lanes (all, or the oldest `count`)."""
         authorize(request)
-        return {"status": "ok", "replayed": await replay_oldest(queue(name), count)}
+        return {"status": "ok", "replayed": await queue(name).replay_oldest(count)}
 
     @get("/admin/destinations/{name:str}/blocked")
     async def blocked(request: Request[Any, Any, Any], name: FromPath[str]) -> dict[str, Any]:

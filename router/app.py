@@ -17,7 +17,7 @@ from litestar.openapi import OpenAPIConfig
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from router import logs, redis_client, redis_memory, redis_mode
+from router import logs, redis_memory, redis_mode
 from router.admin import admin_handlers
 from router.batching import ScriptBatcher
 from router.config import Config
@@ -111,7 +111,7 @@ def _health_handlers(state: RouterState) -> list[HTTPRouteHandler]:
 
     @get("/readyz")
     async def readyz() -> Response[dict[str, Any]]:
-        """Ready: Redis answers, is not a Cluster node, is not out of memory and
+        """Ready: Redis answers (`redis_mode` says single or cluster), is not out of memory and
         does not evict queued messages, and the delivery workers run (when
         this process runs them)."""
         checks: dict[str, Any] = {}
@@ -124,6 +124,8 @@ def _health_handlers(state: RouterState) -> list[HTTPRouteHandler]:
         except (RedisError, OSError, TimeoutError) as exc:
             problem = redis_cause(exc, state.settings.ingest_deadline)
         checks["redis"] = problem or "ok"
+        if state.redis is not None:
+            checks["redis_mode"] = redis_mode.mode(state.redis)
         ok = problem is None
         if state.settings.run_workers:
             running = state.workers is not None and state.workers.running
@@ -138,9 +140,7 @@ def _health_handlers(state: RouterState) -> list[HTTPRouteHandler]:
 
 async def _redis_problem(redis: Redis, allow_eviction: bool) -> str | None:
     """Why Redis cannot take messages now, or None."""
-    if await redis_mode.is_cluster_node(redis):  # doubles as the ping
-        return redis_mode.CLUSTER_REFUSAL
-    memory = await redis_memory.read(redis)
+    memory = await redis_memory.read(redis)  # doubles as the ping
     if memory is None:  # INFO not allowed
         return None
     refusal = redis_memory.refusal(memory, allow_eviction)
@@ -164,10 +164,17 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        state.redis = redis_client.connect(redis_url, settings.redis_connections)
+        state.redis = await redis_mode.open_client(redis_url, settings.redis_connections)
         state.scripts = Scripts(state.redis)
-        if settings.ingest_batching:
-            state.batcher = ScriptBatcher(state.redis, state.scripts.enqueue)
+        # WAIT must follow the writes on their connection: the batcher's
+        # pipelines carry it, so ROUTER_REDIS_WAIT keeps the batcher on.
+        if settings.ingest_batching or settings.redis_wait:
+            state.batcher = ScriptBatcher(
+                state.redis,
+                state.scripts.enqueue,
+                replicas=settings.redis_wait,
+                replica_timeout=settings.ingest_deadline,
+            )
         state.limiters = {
             r.path: RateLimiter(state.redis, r.path, r.settings.rate_limit)
             for r in config.routes

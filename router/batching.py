@@ -22,6 +22,18 @@ batching (router.ingest's "stored": "no" | "unknown"):
 - An error of one script (OOM, ...) reaches only its caller.
 - NOSCRIPT (a Redis restarted or flushed of scripts since): the script did
   not run; it is loaded and the calls it refused are sent again, first.
+
+With `replicas` (ROUTER_REDIS_WAIT), each pipeline ends with `WAIT replicas
+timeout` on the same connection, so a call is answered only once that many
+replicas hold its write (one WAIT covers the whole batch); fewer in time is
+NotReplicated for every call that ran: stored on the primary, but a
+failover could still lose it ("unknown").
+
+On a Redis Cluster the batch is split by the node that serves each call's
+slot, one pipeline per node, all sent at once; a node that fails fails only
+its own calls. A call refused with a redirect (MOVED, ASK, TRYAGAIN,
+CLUSTERDOWN: it did not run) is sent once more after the slot map is read
+again, which is how a failover or a resharding is followed.
 """
 
 from __future__ import annotations
@@ -33,11 +45,20 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.cluster import PipelineCommand
 from redis.commands.core import AsyncScript
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    NoScriptError,
+    RedisClusterException,
+    RedisError,
+    ResponseError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, ResponseError
 
-from router.redis_client import command_written
+from router.redis_client import cluster_unavailable, command_written, is_cluster
 
 # Most script calls in one pipeline: bounds the pipeline's memory and the
 # time one batch holds a connection.
@@ -53,13 +74,30 @@ class _Write:
     future: asyncio.Future[Any]
     taken: bool = False  # part of a batch on its way: its bytes may reach Redis
     written: bool = False  # its batch failed after its bytes went to the socket
+    redirected: bool = False  # refused once by a Cluster redirect and sent again
+
+
+class NotReplicated(RedisError):
+    """The script ran on the primary, but fewer replicas than ROUTER_REDIS_WAIT
+    acknowledged the write in time. (Not a ResponseError: the write happened.)"""
+
+
+# Cluster answers that mean "not run here, ask again": the slot moved or is
+# moving (a failover, a resharding).
+_REDIRECTS = (AskError, TryAgainError, ClusterDownError)
 
 
 class ScriptBatcher:
     """Runs one Lua script (by its SHA) for many callers, coalesced."""
 
-    def __init__(self, redis: Redis, script: AsyncScript) -> None:
+    def __init__(
+        self, redis: Redis, script: AsyncScript, replicas: int = 0, replica_timeout: float = 1.0
+    ) -> None:
         self._redis = redis
+        self._cluster = is_cluster(redis)
+        self._replicas = replicas
+        self._wait_ms = max(1, int(replica_timeout * 1000))
+        self._refresh = False  # a node failed or redirected: read the slot map again
         self._source = script.script
         self._sha = script.sha
         self._queue: collections.deque[_Write] = collections.deque()
@@ -103,6 +141,21 @@ class ScriptBatcher:
         command_written.set(False)
         if not self._loaded:
             await self._load()
+        if self._replicas or self._refresh:
+            # WAIT must follow the write on its connection: a pipeline of
+            # one (sent in this task, so the connection notes the write here).
+            write = _Write(keys, args, asyncio.get_running_loop().create_future())
+            for _ in range(2):
+                [reply], _ = await self._execute([write])
+                if isinstance(reply, NoScriptError):
+                    await self._load()
+                elif isinstance(reply, _REDIRECTS) and not write.redirected:
+                    write.redirected = True
+                else:
+                    break
+            if isinstance(reply, BaseException):
+                raise reply
+            return reply
         try:
             return await self._redis.evalsha(self._sha, len(keys), *keys, *args)
         except NoScriptError:  # it did not run: load the script, send again
@@ -143,17 +196,21 @@ class ScriptBatcher:
                 # Before the first batch, so that it does not come back
                 # refused whole (NOSCRIPT) and go again.
                 await self._load()
-            replies = await self._execute(batch)
+            replies, written = await self._execute(batch)
         except BaseException as exc:
             self._fail(batch, exc, written=command_written.get())
             raise
         refused = []
-        for w, reply in zip(batch, replies, strict=True):
+        for w, reply, sent in zip(batch, replies, written, strict=True):
             if isinstance(reply, NoScriptError):
+                refused.append(w)
+            elif isinstance(reply, _REDIRECTS) and not w.redirected:
+                w.redirected = True
                 refused.append(w)
             elif w.future.done():
                 continue
             elif isinstance(reply, Exception):
+                w.written = sent or isinstance(reply, NotReplicated)
                 w.future.set_exception(reply)
             else:
                 w.future.set_result(reply)
@@ -163,20 +220,93 @@ class ScriptBatcher:
             self._loaded = False
             self._queue.extendleft(reversed(refused))
 
-    async def _execute(self, batch: list[_Write]) -> list[Any]:
-        """Each call's reply, or the error Redis answered it with."""
-        if len(batch) == 1:
+    async def _execute(self, batch: list[_Write]) -> tuple[list[Any], list[bool]]:
+        """Each call's reply, or the error it ended with, and for each
+        whether its bytes may have reached Redis (a failure that ends the
+        whole batch is raised instead)."""
+        if self._cluster:
+            return await self._execute_on_nodes(batch)
+        if len(batch) == 1 and not self._replicas:
             # A batch of one skips the pipeline object (a tenth less CPU
             # per call in a profile).
             w = batch[0]
             try:
-                return [await self._redis.evalsha(self._sha, len(w.keys), *w.keys, *w.args)]
+                return [await self._redis.evalsha(self._sha, len(w.keys), *w.keys, *w.args)], [
+                    False
+                ]
             except ResponseError as exc:  # Redis's answer to this call, NOSCRIPT included
-                return [exc]
+                return [exc], [False]
         pipe = self._redis.pipeline(transaction=False)
         for w in batch:
             pipe.evalsha(self._sha, len(w.keys), *w.keys, *w.args)
-        return list(await pipe.execute(raise_on_error=False))
+        if self._replicas:
+            pipe.execute_command("WAIT", self._replicas, self._wait_ms)
+        replies = list(await pipe.execute(raise_on_error=False))
+        if self._replicas:
+            replies = self._replicated(replies[:-1], replies[-1])
+        return replies, [False] * len(batch)
+
+    async def _execute_on_nodes(self, batch: list[_Write]) -> tuple[list[Any], list[bool]]:
+        """The Cluster form: one pipeline per node, sent together."""
+        cluster: Any = self._redis
+        groups: dict[str, tuple[Any, list[int]]] = {}
+        try:
+            if self._refresh or not cluster.nodes_manager.slots_cache:
+                self._refresh = False
+                await cluster.nodes_manager.initialize()
+                command_written.set(False)  # reading the slot map wrote nothing
+            for i, w in enumerate(batch):
+                node = cluster.get_node_from_key(w.keys[0])
+                groups.setdefault(node.name, (node, []))[1].append(i)
+        except RedisClusterException as exc:  # no slot map (yet): nothing was sent
+            self._refresh = True
+            raise cluster_unavailable(exc) from exc
+        replies: list[Any] = [None] * len(batch)
+        written = [False] * len(batch)
+
+        async def send(node: Any, calls: list[int]) -> None:
+            commands = [
+                PipelineCommand(n, "EVALSHA", self._sha, len(batch[i].keys), *batch[i].keys)
+                for n, i in enumerate(calls)
+            ]
+            for command, i in zip(commands, calls, strict=True):
+                command.args += tuple(batch[i].args)
+            if self._replicas:
+                commands.append(PipelineCommand(len(calls), "WAIT", self._replicas, self._wait_ms))
+            command_written.set(False)
+            try:
+                await node.execute_pipeline(commands)
+            except Exception as exc:  # this node is down or slow: its calls only
+                self._refresh = True
+                for i in calls:
+                    replies[i], written[i] = exc, command_written.get()
+                return
+            results = [c.result for c in commands]
+            if self._replicas:
+                results = self._replicated(results[:-1], results[-1])
+            for i, result in zip(calls, results, strict=True):
+                if isinstance(result, _REDIRECTS):
+                    self._refresh = True
+                replies[i] = result
+
+        if len(groups) == 1:  # in this task: the connection notes the write here
+            [(node, calls)] = groups.values()
+            await send(node, calls)
+        else:
+            await asyncio.gather(*(send(node, calls) for node, calls in groups.values()))
+        return replies, written
+
+    def _replicated(self, replies: list[Any], acked: Any) -> list[Any]:
+        """The replies of a pipeline that ended with WAIT: a call that ran
+        becomes NotReplicated when fewer replicas than asked acknowledged."""
+        if not isinstance(acked, Exception) and int(acked) >= self._replicas:
+            return replies
+        got = f"{acked}" if isinstance(acked, Exception) else f"{int(acked)}"
+        failure = NotReplicated(
+            f"the write ran on the Redis primary, but {got} of the {self._replicas} "
+            f"replicas ROUTER_REDIS_WAIT asks for acknowledged it within {self._wait_ms} ms"
+        )
+        return [r if isinstance(r, Exception) else failure for r in replies]
 
     @staticmethod
     def _fail(batch: list[_Write], exc: BaseException, written: bool) -> None:

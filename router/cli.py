@@ -44,36 +44,38 @@ def _load_or_exit(settings: Settings) -> Config:
     return config
 
 
-def _check_redis_or_exit(settings: Settings, url: str) -> None:
-    """Refuse to start on a Redis that would lose queued messages; a Redis
-    that does not answer yet is not a reason to refuse (it may come later:
-    /readyz says not ready until it does)."""
-    from router import redis_client, redis_memory, redis_mode
+def _check_redis_or_exit(settings: Settings, url: str, config: Config) -> None:
+    """Refuse to start on a Redis that would lose queued messages, or with a
+    shard count the stored messages do not follow; a Redis that does not
+    answer yet is not a reason to refuse (it may come later: /readyz says
+    not ready until it does)."""
+    from router import redis_memory, redis_mode, shard_layout
 
-    async def look() -> tuple[bool, redis_memory.MemoryState | None]:
-        redis = redis_client.connect(url)
+    async def look() -> tuple[str, redis_memory.MemoryState | None, str | None]:
+        redis = await redis_mode.open_client(url)
         try:
             async with asyncio.timeout(PREFLIGHT_TIMEOUT):
-                return await redis_mode.is_cluster_node(redis), await redis_memory.read(redis)
+                memory = await redis_memory.read(redis)
+                if memory is not None and redis_memory.refusal(memory, settings.allow_eviction):
+                    return redis_mode.describe(redis), memory, None
+                shards = await shard_layout.refusal(redis, config.destinations.values())
+                return redis_mode.describe(redis), memory, shards
         finally:
             await redis.aclose()
 
     try:
-        cluster, memory = asyncio.run(look())
+        mode, memory, shards = asyncio.run(look())
     except (OSError, TimeoutError, RedisError) as exc:
         log.warning("Redis does not answer at start (%s); starting anyway", exc or "timeout")
         return
-    if cluster:
-        print(f"router: {redis_mode.CLUSTER_REFUSAL}", file=sys.stderr)
-        raise SystemExit(2)
-    if memory is None:
-        return
-    refusal = redis_memory.refusal(memory, settings.allow_eviction)
-    if refusal is not None:
-        print(f"router: {refusal}", file=sys.stderr)
-        raise SystemExit(2)
-    warning = redis_memory.warning(memory, settings.allow_eviction)
-    if warning is not None:
+    refusal = memory and redis_memory.refusal(memory, settings.allow_eviction)
+    for problem in (refusal, shards):
+        if problem:
+            print(f"router: {problem}", file=sys.stderr)
+            raise SystemExit(2)
+    log.info("Redis: %s", mode)
+    warning = memory and redis_memory.warning(memory, settings.allow_eviction)
+    if warning:
         log.warning("%s", warning)
 
 
@@ -115,7 +117,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     elif settings.redis_url is None:
         settings = dataclasses.replace(settings, redis_url=_redis_url_or_exit(settings, "api"))
     assert settings.redis_url is not None
-    _check_redis_or_exit(settings, settings.redis_url)
+    _check_redis_or_exit(settings, settings.redis_url, config)
     log.info(
         "routes: %s",
         "; ".join(
@@ -184,11 +186,11 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _run_workers(settings: Settings, config: Config, burst: bool) -> None:
-    from router import redis_client
+    from router import redis_mode
     from router.worker import Workers, running_workers
 
     assert settings.redis_url
-    redis = redis_client.connect(settings.redis_url, settings.redis_connections)
+    redis = await redis_mode.open_client(settings.redis_url, settings.redis_connections)
     try:
         if burst:
             await Workers(
@@ -229,7 +231,7 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
     config = _load_or_exit(settings)
     settings = dataclasses.replace(settings, redis_url=_redis_url_or_exit(settings, "worker"))
     assert settings.redis_url is not None
-    _check_redis_or_exit(settings, settings.redis_url)
+    _check_redis_or_exit(settings, settings.redis_url, config)
     _run_on_loop(_run_workers(settings, config, args.burst), settings.event_loop)
     return 0
 
@@ -243,6 +245,7 @@ def _check(settings: Settings, args: argparse.Namespace) -> int:
         print(
             f"destination {dest.name}: plugin {s.plugin}, ordered by "
             f"{s.ordering_key or '(one global order)'}, max_in_flight {s.max_in_flight}"
+            + (f", {s.shards} shards" if s.shards > 1 else "")
         )
     print(f"{settings.routes_file}: ok")
     return 0
@@ -257,8 +260,8 @@ def _plugins(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _dead(settings: Settings, args: argparse.Namespace) -> int:
-    from router import redis_client
-    from router.queue import DestinationQueue, Scripts, replay_oldest
+    from router import redis_mode
+    from router.queue import DestinationQueues, Scripts
 
     config = _load_or_exit(settings)
     if args.destination not in config.destinations:
@@ -271,9 +274,10 @@ def _dead(settings: Settings, args: argparse.Namespace) -> int:
     url = _redis_url_or_exit(settings, "dead")
 
     async def run() -> int:
-        redis = redis_client.connect(url)
+        redis = await redis_mode.open_client(url)
         try:
-            queue = DestinationQueue(redis, Scripts(redis), args.destination)
+            shards = config.destinations[args.destination].settings.shards
+            queue = DestinationQueues(redis, Scripts(redis), args.destination, shards)
             if args.action == "blocked":
                 for key, info in (await queue.blocked_keys()).items():
                     print(json.dumps({"key": key, **info}))
@@ -295,7 +299,7 @@ def _dead(settings: Settings, args: argparse.Namespace) -> int:
                         )
                     )
             else:
-                replayed = await replay_oldest(queue, args.count)
+                replayed = await queue.replay_oldest(args.count)
                 print(f"replayed {replayed} message(s) to {args.destination}")
             return 0
         finally:

@@ -122,12 +122,19 @@ class RetryPolicy(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     on_exhausted: Literal["dead_letter", "block"] = "dead_letter"
 
 
+# Most shards of one destination: far more than masters in any cluster.
+MAX_SHARDS = 1024
+
+
 class DestinationSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """The router's own fields of a destination; the rest go to its plugin."""
 
     plugin: str
     ordering_key: str | None = None  # a message field; None: one global order
     max_in_flight: int = 16
+    # Hash tags the destination's lanes are spread over (router.keys): more
+    # than one spreads a destination over a Redis Cluster's masters.
+    shards: int = 1
     timeout: Duration = Duration(10.0)
     lease: Duration = Duration(30.0)
     retry: RetryPolicy = RetryPolicy()
@@ -673,6 +680,12 @@ def _is_base64(secret: str) -> bool:
 def _check_destination(loader: _Loader, path: Path, s: DestinationSettings) -> None:
     checks: list[Check] = [
         ("max_in_flight", s.max_in_flight >= 1, "must be at least 1"),
+        ("shards", 1 <= s.shards <= MAX_SHARDS, f"must be between 1 and {MAX_SHARDS}"),
+        (
+            "max_in_flight",
+            s.max_in_flight >= s.shards,
+            "must be at least `shards` (each shard gets its part of it)",
+        ),
         ("timeout", s.timeout > 0, "must be more than 0"),
         ("lease", s.lease >= 1, "must be at least 1s"),
         ("lease", s.lease > s.timeout, "must be longer than `timeout`"),

@@ -17,7 +17,7 @@ from router.auth import Authenticator
 from router.batching import ScriptBatcher
 from router.config import Route
 from router.errors import ApiError, BadRequest, StorageUnavailable, Stored, redis_cause
-from router.keys import DestinationKeys
+from router.keys import DestinationKeys, all_shards, shard_of
 from router.queue import EnqueueResult, Scripts, Target, enqueue
 from router.ratelimit import RateLimiter
 from router.redis_client import command_written, waiting_for_connection
@@ -75,13 +75,14 @@ class IngestRoute:
     """A route prepared for the hot path."""
 
     route: Route
-    keys: tuple[DestinationKeys, ...]
+    keys: tuple[list[DestinationKeys], ...]  # per destination: its shards
     auth: Authenticator | None
 
     @classmethod
     def of(cls, route: Route) -> IngestRoute:
         auth = Authenticator(route.settings.auth) if route.settings.auth else None
-        return cls(route, tuple(DestinationKeys(d.name) for d in route.destinations), auth)
+        shards = tuple(all_shards(d.name, d.settings.shards) for d in route.destinations)
+        return cls(route, shards, auth)
 
     def sender(self, message: dict[str, Any], client: str) -> str:
         """Who counts against the rate limit: a body field, or the client address."""
@@ -121,7 +122,7 @@ class IngestRoute:
 
     def targets(self, message: dict[str, Any]) -> list[Target]:
         out = []
-        for dest, keys in zip(self.route.destinations, self.keys, strict=True):
+        for dest, shards in zip(self.route.destinations, self.keys, strict=True):
             field = dest.ordering_key
             if field is None:
                 key = GLOBAL_KEY
@@ -129,7 +130,7 @@ class IngestRoute:
                 raise BadRequest(f"missing field `{field}` (ordering key of {dest.name})")
             else:
                 key = _key_text(message[field], f"field `{field}`")
-            out.append(Target(keys, key))
+            out.append(Target(shards[shard_of(key, len(shards))], key))
         return out
 
     def _id_header(self) -> tuple[str, str]:
@@ -204,6 +205,7 @@ class IngestRoute:
             dedup,
             math.ceil(self.route.settings.dedup_ttl),
             batcher,
+            reencode=lambda stored_id: envelope.encode(stored_id, now_ms, body),
         )
 
 

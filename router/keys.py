@@ -1,26 +1,73 @@
 """Every Redis key the router uses, in one place.
 
-All keys of one destination share the hash tag ``{rt:<destination>}`` so the
-Lua scripts that move a message between them touch a single Redis Cluster
-slot. The layout is documented in the README ("Redis layout").
+All keys of one destination shard share one hash tag (``{rt:<destination>}``
+when the destination has one shard, the default) so the Lua scripts that
+move a message between them touch a single Redis Cluster slot. A destination
+with `shards: N` has N such tags (see shard_tag), and an ordering key always
+lives in the same one (shard_of). The layout is documented in the README
+("Redis layout").
 """
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
+from functools import cache
+
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 PREFIX = "rt"
 
 
+def shard_of(ordering_key: str, shards: int) -> int:
+    """The shard an ordering key lives in: stable across processes, versions
+    and restarts (CRC32 of its UTF-8 bytes), so a conversation never moves."""
+    if shards == 1:
+        return 0
+    return zlib.crc32(ordering_key.encode()) % shards
+
+
+@cache
+def shard_tag(destination: str, shard: int, shards: int) -> str:
+    """The hash tag of one shard of a destination.
+
+    One shard keeps the tag it always had. With N shards, shard i's tag is
+    the first of `rt:D:i`, `rt:D:i:1`, `rt:D:i:2`, ... whose Cluster slot falls
+    in the i-th N-th of the slot space: slots are spread over the masters in
+    ranges (as `--cluster create` does), so N shards, N a multiple of the
+    masters, put the same number of shards on every master. A tag left to
+    chance would put all 3 shards on one master 1 time in 9."""
+    base = f"{PREFIX}:{destination}"
+    if shards == 1:
+        return "{" + base + "}"
+    low = shard * REDIS_CLUSTER_HASH_SLOTS // shards
+    high = (shard + 1) * REDIS_CLUSTER_HASH_SLOTS // shards
+    candidate = f"{base}:{shard}"
+    n = 0
+    while not low <= key_slot(candidate.encode()) < high:
+        n += 1
+        candidate = f"{base}:{shard}:{n}"
+    return "{" + candidate + "}"
+
+
+def shard_share(total: int, shard: int, shards: int) -> int:
+    """Shard `shard`'s part of a destination-wide limit (max_in_flight): the
+    parts differ by at most one and add up to `total` exactly."""
+    return total // shards + (1 if shard < total % shards else 0)
+
+
 @dataclass(frozen=True, slots=True)
 class DestinationKeys:
-    """Names of the Redis keys that hold one destination's queue."""
+    """Names of the Redis keys that hold one shard of a destination's queue
+    (the whole queue when it has one shard)."""
 
     destination: str
+    shard: int = 0
+    shards: int = 1
 
     @property
     def tag(self) -> str:
-        return "{" + f"{PREFIX}:{self.destination}" + "}"
+        return shard_tag(self.destination, self.shard, self.shards)
 
     @property
     def lane_prefix(self) -> str:
@@ -78,6 +125,16 @@ class DestinationKeys:
     def seen(self, message_id: str) -> str:
         """Dedup marker of a message id (string with TTL; value = stored message id)."""
         return f"{self.tag}:seen:{message_id}"
+
+
+def all_shards(destination: str, shards: int) -> list[DestinationKeys]:
+    return [DestinationKeys(destination, i, shards) for i in range(shards)]
+
+
+def shard_count_key(destination: str) -> str:
+    """String: the number of shards the destination's messages are stored
+    under (absent: 1). Lives under the one-shard tag."""
+    return f"{shard_tag(destination, 0, 1)}:shards"
 
 
 def rate_limit_key(route_path: str, sender: str) -> str:

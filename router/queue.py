@@ -8,14 +8,18 @@ clock (TIME), so instances with skewed clocks agree on lease deadlines.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 from redis.asyncio import Redis
+from redis.crc import key_slot
+from redis.exceptions import RedisError
 
 from router.batching import ScriptBatcher
-from router.keys import DestinationKeys
+from router.keys import DestinationKeys, shard_of
+from router.redis_client import command_written
 from router.scripts import LEASE_LOST, Scripts, keys_for
 
 __all__ = ["LEASE_LOST", "Scripts"]  # re-exported: callers build queues from these
@@ -35,6 +39,11 @@ class EnqueueResult:
     duplicate: bool
 
 
+class FanOutIncomplete(RedisError):
+    """A fan-out over several Cluster slots stopped after some destinations
+    had stored their copy (not a ResponseError: something was written)."""
+
+
 async def enqueue(
     scripts: Scripts,
     targets: list[Target],
@@ -43,9 +52,58 @@ async def enqueue(
     dedup_id: str | None,
     dedup_ttl: int,
     batcher: ScriptBatcher | None = None,
+    reencode: Callable[[str], bytes] | None = None,
 ) -> EnqueueResult:
-    """Append a message to the lanes of all targets in one atomic step
-    (through `batcher`, the enqueue script's, when given: router.batching)."""
+    """Append a message to the lanes of all targets (through `batcher`, the
+    enqueue script's, when given: router.batching).
+
+    On one Redis that is one atomic step. On a Cluster a script may only
+    touch one slot, so targets are written slot by slot, in route order:
+    with a dedup id, a retried request finds the copies an earlier try
+    stored, and completes the rest under the id stored first (`reencode`
+    builds the envelope for that id); copies are never stored twice."""
+    if not scripts.cluster or len(targets) == 1:
+        return await _enqueue_atomic(
+            scripts, targets, envelope, message_id, dedup_id, dedup_ttl, batcher
+        )
+    groups: dict[int, list[Target]] = {}
+    for t in targets:
+        groups.setdefault(key_slot(t.keys.tag.encode()), []).append(t)
+    written_any = False
+    duplicate = True
+    stored_id = message_id
+    for group in groups.values():
+        try:
+            result = await _enqueue_atomic(
+                scripts, group, envelope, stored_id, dedup_id, dedup_ttl, batcher
+            )
+        except RedisError as exc:
+            if not written_any:
+                raise
+            command_written.set(True)
+            missing = ", ".join(t.keys.destination for t in group)
+            raise FanOutIncomplete(
+                f"stored for some destinations, not for {missing}: {exc}"
+            ) from exc
+        written_any = written_any or not result.duplicate
+        duplicate = duplicate and result.duplicate
+        if result.id != stored_id:  # stored first by an earlier try of this request
+            stored_id = result.id
+            if reencode is not None:
+                envelope = reencode(stored_id)
+    return EnqueueResult(id=stored_id, duplicate=duplicate)
+
+
+async def _enqueue_atomic(
+    scripts: Scripts,
+    targets: list[Target],
+    envelope: bytes,
+    message_id: str,
+    dedup_id: str | None,
+    dedup_ttl: int,
+    batcher: ScriptBatcher | None,
+) -> EnqueueResult:
+    """One enqueue script: all targets share one Cluster slot (or one Redis)."""
     keys: list[str] = []
     for t in targets:
         # Without a dedup id the script never reads `seen`; the name keeps
@@ -107,12 +165,14 @@ _dead_decoder = msgspec.json.Decoder(DeadLetter)
 class DestinationQueue:
     """The transitions of one destination's lanes."""
 
-    def __init__(self, redis: Redis, scripts: Scripts, destination: str) -> None:
+    def __init__(
+        self, redis: Redis, scripts: Scripts, destination: str, shard: int = 0, shards: int = 1
+    ) -> None:
         # Any: redis-py types its commands as "Awaitable[T] | T" for both
         # clients, which mypy cannot await.
         self.redis: Any = redis
         self.scripts = scripts
-        self.keys = DestinationKeys(destination)
+        self.keys = DestinationKeys(destination, shard, shards)
         # Acks of the deliveries that finish together share a round trip.
         self._ack = ScriptBatcher(redis, scripts.ack)
 
@@ -214,21 +274,64 @@ class DestinationQueue:
         return bool(await self.scripts.unblock(keys=keys_for("unblock", self.keys), args=[key]))
 
 
-async def replay_oldest(queue: DestinationQueue, count: int | None = None) -> int:
-    """Replay the oldest `count` dead letters (all when None).
+class DestinationQueues:
+    """All shards of one destination, for the CLI and the admin API: sizes
+    add up, dead letters merge oldest first, a key is found in its shard."""
 
-    Each replay puts its message at the head of its key's lane, so they are
-    replayed newest first: per key, the messages come back in their original
-    order, ahead of what arrived since."""
-    if count is None:
-        count = int(await queue.redis.llen(queue.keys.dead))
-    if count <= 0:
-        return 0
-    entries = await queue.dead_letters(0, count)
-    replayed = 0
-    for raw, _ in reversed(entries):
-        replayed += await queue.replay(raw)
-    return replayed
+    def __init__(self, redis: Redis, scripts: Scripts, destination: str, shards: int = 1) -> None:
+        self.shards = [
+            DestinationQueue(redis, scripts, destination, i, shards) for i in range(shards)
+        ]
+
+    def of_key(self, key: str) -> DestinationQueue:
+        return self.shards[shard_of(key, len(self.shards))]
+
+    async def stats(self) -> dict[str, int]:
+        total: dict[str, int] = {}
+        for queue in self.shards:
+            for name, value in (await queue.stats()).items():
+                total[name] = total.get(name, 0) + value
+        return total
+
+    async def _dead(self, count: int) -> list[tuple[DestinationQueue, bytes, DeadLetter]]:
+        """The oldest `count` dead letters over all shards, oldest first
+        (each shard's list is oldest first: merged by dead_at)."""
+        merged = []
+        for queue in self.shards:
+            merged += [(queue, raw, d) for raw, d in await queue.dead_letters(0, count)]
+        merged.sort(key=lambda entry: entry[2].dead_at)  # stable: a shard's order holds on ties
+        return merged[:count]
+
+    async def dead_letters(
+        self, start: int = 0, count: int = 100
+    ) -> list[tuple[bytes, DeadLetter]]:
+        if len(self.shards) == 1:
+            return await self.shards[0].dead_letters(start, count)
+        return [(raw, d) for _, raw, d in (await self._dead(start + count))[start:]]
+
+    async def replay_oldest(self, count: int | None = None) -> int:
+        """Replay the oldest `count` dead letters (all when None).
+
+        Each replay puts its message at the head of its key's lane, so they
+        are replayed newest first: per key, the messages come back in their
+        original order, ahead of what arrived since."""
+        if count is None:
+            count = sum([int(await q.redis.llen(q.keys.dead)) for q in self.shards])
+        if count <= 0:
+            return 0
+        replayed = 0
+        for queue, raw, _ in reversed(await self._dead(count)):
+            replayed += await queue.replay(raw)
+        return replayed
+
+    async def blocked_keys(self) -> dict[str, dict[str, Any]]:
+        blocked: dict[str, dict[str, Any]] = {}
+        for queue in self.shards:
+            blocked.update(await queue.blocked_keys())
+        return blocked
+
+    async def unblock(self, key: str) -> bool:
+        return await self.of_key(key).unblock(key)
 
 
 def _bytes(value: bytes | str) -> bytes:

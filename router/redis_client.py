@@ -29,10 +29,12 @@ import contextvars
 from typing import Any
 
 from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisClusterException
 
 # Must stay above the longest BLPOP the workers issue (worker.MAX_IDLE).
 SOCKET_TIMEOUT = 3.0
@@ -175,7 +177,13 @@ class _NotesWrites:
             await self.check_health()
         if not self._setting_up:
             command_written.set(True)
-        await super().send_packed_command(command, check_health=False)  # type: ignore[misc]
+        try:
+            await super().send_packed_command(command, check_health=False)  # type: ignore[misc]
+        except RuntimeError as exc:
+            # uvloop refuses to write to a transport the peer has reset
+            # (seen when a Cluster master was killed): the connection is
+            # gone, which callers handle as such, not as a crash (a 500).
+            raise RedisConnectionError(f"connection lost: {exc}") from exc
 
 
 class _TcpConnection(_NotesWrites, Connection):
@@ -212,3 +220,64 @@ def connect(url: str, max_connections: int = 100) -> Redis:
     pool.connection_class = _NOTING.get(pool.connection_class, pool.connection_class)
     # The client owns the pool: closing it closes the connections.
     return Redis.from_pool(pool)
+
+
+class _WaitingCluster(RedisCluster):
+    """redis-py's cluster client, but a command past `max_connections`
+    waits its turn (in arrival order) instead of failing at once with
+    MaxConnectionsError, as _WaitingPool does for one Redis: commands in
+    flight are bounded over all nodes together, so no node's pool is ever
+    exhausted. (The batcher's own pipelines go to the nodes directly, one
+    batch at a time.)"""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._limit = int(kwargs.get("max_connections", 100))
+        self._turns = asyncio.Semaphore(self._limit)
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        if self._turns.locked():
+            waiting_for_connection.set(self._limit)  # left set if cancelled
+            try:
+                async with asyncio.timeout(POOL_TIMEOUT):
+                    await self._turns.acquire()
+            except TimeoutError:
+                raise PoolExhausted(pool_busy_cause(self._limit, POOL_TIMEOUT)) from None
+            waiting_for_connection.set(0)
+        else:
+            await self._turns.acquire()
+        try:
+            return await super().execute_command(*args, **kwargs)
+        except RedisClusterException as exc:
+            raise cluster_unavailable(exc) from exc
+        finally:
+            self._turns.release()
+
+
+def cluster_unavailable(exc: Exception) -> RedisConnectionError:
+    """redis-py's error for a Cluster that cannot serve (no slot map yet,
+    slots not covered) is not a RedisError: named as what it means to the
+    router, Redis unavailable (a 503, not a crash)."""
+    return RedisConnectionError(f"Redis Cluster not ready: {exc}")
+
+
+def connect_cluster(url: str, max_connections: int) -> RedisCluster:
+    """redis-py's cluster client on `url` (any node), set like `connect`:
+    no retries of its own (a MOVED or ASK redirect is followed: the command
+    did not run), writes noted, a command past `max_connections` waits."""
+    cluster = _WaitingCluster.from_url(
+        url,
+        max_connections=max_connections,
+        socket_timeout=SOCKET_TIMEOUT,
+        socket_connect_timeout=CONNECT_TIMEOUT,
+        retry=Retry(NoBackoff(), retries=0),
+        health_check_interval=30,
+        client_name="router",
+    )
+    kwargs = cluster.nodes_manager.connection_kwargs
+    kwargs["connection_class"] = _NOTING.get(kwargs["connection_class"], _TcpConnection)
+    return cluster
+
+
+def is_cluster(client: Any) -> bool:
+    return isinstance(client, RedisCluster)

@@ -18,6 +18,8 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
+from router.redis_client import is_cluster
+
 FIX = "set `maxmemory-policy noeviction` on the Redis server"
 
 
@@ -38,11 +40,23 @@ class MemoryState:
 
 
 async def read(redis: Redis) -> MemoryState | None:
-    """The server's memory state; None when INFO is not allowed."""
+    """The server's memory state; None when INFO is not allowed. On a
+    Cluster, the state of the master that matters most: one that evicts,
+    else one that is full, else any (each master holds some queues)."""
     try:
-        info: dict[str, Any] = await redis.info("memory")
+        if is_cluster(redis):
+            per_node = await redis.info("memory", target_nodes="primaries")
+            # One master answers with its own INFO, several with one per node.
+            infos = [per_node] if "used_memory" in per_node else list(per_node.values())
+            states = [_state(info) for info in infos]
+        else:
+            states = [_state(await redis.info("memory"))]
     except ResponseError:
         return None
+    return min(states, key=lambda m: (not m.evicts_any_key, not m.full))
+
+
+def _state(info: dict[str, Any]) -> MemoryState:
     used = int(info.get("used_memory", 0)) - int(info.get("mem_not_counted_for_evict", 0))
     return MemoryState(str(info.get("maxmemory_policy", "")), used, int(info.get("maxmemory", 0)))
 

@@ -1,25 +1,49 @@
-"""Which kind of Redis server REDIS_URL names.
+"""Which kind of Redis server REDIS_URL names, and how it is used.
 
 The router runs on one Redis (or Valkey), alone or as a primary with
-replicas. A node of a Redis Cluster accepts the connection and answers
-PING, but every command on a key another node owns fails with MOVED, so a
-router started on one would look healthy and answer 503 to every POST.
-Until Cluster support lands (docs: the Cluster issue), such a node is
-refused at start and by /readyz, with the fix in one line.
+replicas: the default and the fast path. A node of a Redis Cluster is
+detected (INFO cluster) and used through redis-py's cluster client
+(router.redis_client.open_client); each destination shard's keys share one
+hash tag (router.keys), so every script runs on one node.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from redis.asyncio import Redis
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisClusterException, RedisError, ResponseError
 
-CLUSTER_REFUSAL = (
-    "REDIS_URL names a node of a Redis Cluster (cluster_enabled:1), which the router "
-    "does not support yet: writes to the other nodes' slots fail with MOVED; point "
-    "REDIS_URL at a single Redis, or the primary of a primary/replica setup"
-)
+from router.redis_client import connect, connect_cluster, is_cluster
+
+
+async def open_client(url: str, max_connections: int = 100) -> Redis:
+    """A client on `url`: redis-py's cluster client when the server is a
+    node of a Redis Cluster, the plain one otherwise.
+
+    Typed as Redis: the cluster client has the same commands, and the few
+    places that differ ask `is_cluster`. A server that does not answer yet
+    gets the plain client (a Cluster is found once it answers: restart). A
+    Cluster whose slots are not all served yet (being created) gets the
+    cluster client all the same: it reads the slot map again on each
+    command until the Cluster is ready, answering "unavailable" meanwhile."""
+    single = connect(url, max_connections)
+    try:
+        cluster = await is_cluster_node(single)
+    except (RedisError, OSError):
+        return single
+    if not cluster:
+        return single
+    await single.aclose()
+    client = connect_cluster(url, max_connections)
+    try:
+        await client.initialize()
+    except RedisClusterException:
+        pass  # not ready yet: see above
+    except BaseException:
+        await client.aclose()
+        raise
+    return cast(Redis, client)
 
 
 async def is_cluster_node(redis: Redis) -> bool:
@@ -29,3 +53,16 @@ async def is_cluster_node(redis: Redis) -> bool:
     except ResponseError:
         return False
     return str(info.get("cluster_enabled", "0")) == "1"
+
+
+def mode(redis: Redis) -> str:
+    """How the client uses Redis: "cluster" or "single"."""
+    return "cluster" if is_cluster(redis) else "single"
+
+
+def describe(redis: Redis) -> str:
+    """One phrase for the start log."""
+    if is_cluster(redis):
+        primaries = redis.get_primaries()  # type: ignore[attr-defined]
+        return f"Redis Cluster, {len(primaries)} masters"
+    return "a single Redis"

@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
 from router.keys import DestinationKeys
+from router.redis_client import is_cluster
 
 # What a script returns when the caller no longer holds the lease of the key
 # it works on (_lib.lua's LEASE_LOST).
@@ -79,6 +80,7 @@ class Scripts:
     """The destination scripts, registered once per Redis client."""
 
     def __init__(self, redis: Redis) -> None:
+        self.cluster = is_cluster(redis)  # one slot per script: see queue.enqueue
         self.enqueue = load(redis, "enqueue")
         self.claim = load(redis, "claim")
         self.ack = load(redis, "ack")

@@ -64,6 +64,16 @@ def _count(value: str) -> int:
     return n
 
 
+def _replicas(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise ValueError("a whole number of replicas, 0 or more") from None
+    if not 0 <= number <= 16:
+        raise ValueError("a whole number of replicas from 0 to 16")
+    return number
+
+
 def _seconds(value: str) -> float:
     match = _SECONDS.match(value)
     if not match:
@@ -193,6 +203,13 @@ class Settings:
         "most connections a process opens to Redis; a command past them waits for a free "
         "one (an ingest request within ROUTER_INGEST_DEADLINE)",
         100,
+    )
+    redis_wait: int = _env(
+        "ROUTER_REDIS_WAIT",
+        _replicas,
+        "replicas that must acknowledge a message's write (Redis WAIT) before ingest "
+        "answers 200; not in time within ROUTER_INGEST_DEADLINE: 503, stored unknown",
+        0,
     )
     # (ruff cannot tell the Literal alias is an immutable str)
     delivery_transport: DeliveryTransport = _env(  # noqa: RUF009

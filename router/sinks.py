@@ -29,9 +29,11 @@ class Delivery:
 class DeliveryFailed(Exception):
     """Raised by a sink when the destination did not accept the message.
 
-    ``retry_after`` (seconds) is honoured in place of the computed backoff,
-    e.g. from an HTTP ``Retry-After`` header. Any other exception a sink
-    raises counts as a failed attempt too, and is logged with its traceback.
+    ``retry_after`` (seconds, e.g. from an HTTP ``Retry-After`` header) may
+    lengthen the computed backoff, up to an hour, but never shortens it: a
+    value below the backoff, 0, negative or NaN leaves the backoff as it is
+    (router.retry.backoff_seconds). Any other exception a sink raises counts
+    as a failed attempt too, and is logged with its traceback.
     """
 
     def __init__(self, reason: str, retry_after: float | None = None) -> None:

@@ -22,6 +22,7 @@ from redis.exceptions import RedisError
 
 from router import envelope, retry
 from router.config import Destination
+from router.keys import shard_share
 from router.plugins import OpenSink, open_sink
 from router.queue import LEASE_LOST, Claim, DestinationQueue, Outcome, Scripts
 from router.redis_client import SOCKET_TIMEOUT
@@ -47,10 +48,22 @@ def _age(env: envelope.Envelope) -> float:
 
 
 class DestinationWorker:
-    def __init__(self, redis: Redis, scripts: Scripts, destination: Destination, sink: Sink):
+    def __init__(
+        self,
+        redis: Redis,
+        scripts: Scripts,
+        destination: Destination,
+        sink: Sink,
+        shard: int = 0,
+    ):
         self.destination = destination
         self.settings = destination.settings
-        self.queue = DestinationQueue(redis, scripts, destination.name)
+        shards = self.settings.shards
+        self.queue = DestinationQueue(redis, scripts, destination.name, shard, shards)
+        # A shard's part of max_in_flight: the parts add up to it, so the
+        # cap holds over all shards and processes (each claim counts the
+        # shard's leases, which every process shares).
+        self.max_in_flight = shard_share(self.settings.max_in_flight, shard, shards)
         self.sink = sink
         self.lease_ms = int(self.settings.lease * 1000)
         self._tasks: dict[asyncio.Task[None], Claim] = {}
@@ -71,14 +84,14 @@ class DestinationWorker:
         errors = 0
         try:
             while not self._stopping:
-                free = self.settings.max_in_flight - len(self._tasks)
+                free = self.max_in_flight - len(self._tasks)
                 if free <= 0:
                     self._slot_freed.clear()
                     await self._slot_freed.wait()
                     continue
                 try:
                     result = await self.queue.claim(
-                        self._new_token(), free, self.lease_ms, self.settings.max_in_flight
+                        self._new_token(), free, self.lease_ms, self.max_in_flight
                     )
                     errors = 0
                 except RedisError as exc:
@@ -160,6 +173,10 @@ class DestinationWorker:
                 # claim.lua counts it) and a max_age that passed during the
                 # backoff are decided here, before trying again: a message
                 # that kills its worker ends instead of killing workers forever.
+                # Not a second decision about the failure _failed() decided:
+                # only a give-up is acted on (its delay is dropped, the count
+                # is not raised), and one comes only from what changed since
+                # (a lease expiry, the clock passing max_age, a lowered limit).
                 decision = retry.decide(self.settings.retry, attempts, _age(env))
                 if decision.gives_up:
                     # Which of the two brought the count here is not
@@ -416,7 +433,10 @@ class Workers:
             for dest in self.destinations:
                 opened = await open_sink(dest, self.transport)
                 self._sinks.append(opened)
-                self.workers.append(DestinationWorker(self.redis, self.scripts, dest, opened.sink))
+                for shard in range(dest.settings.shards):  # one loop per shard
+                    self.workers.append(
+                        DestinationWorker(self.redis, self.scripts, dest, opened.sink, shard)
+                    )
         except BaseException:
             await self._close_sinks()
             self.workers.clear()

@@ -26,8 +26,9 @@ import redis as redis_sync
 
 from router.embedded import EmbeddedRedis
 from tests.support.bot import Bot
+from tests.support.cluster import Cluster
 from tests.support.routes import STORE, write_routes
-from tests.support.servers import ServerThread, serve
+from tests.support.servers import ServerThread, serve, wait_until
 
 
 @pytest.fixture(scope="session")
@@ -47,6 +48,28 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield server.url
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """A real Redis Cluster on loopback (3 masters + 3 replicas), started
+    for the first test that asks and shared by the session's tests."""
+    cluster = Cluster(tmp_path_factory.mktemp("cluster"))
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture()
+def cluster_url(redis_cluster: Cluster) -> str:
+    """The cluster emptied for this test (every master flushed), and a node
+    to put in REDIS_URL."""
+    wait_until(redis_cluster.healthy, timeout=30, what="a healthy cluster")
+    for node in redis_cluster.masters():
+        with node.client() as client:
+            client.flushall()
+    return redis_cluster.url
 
 
 @pytest.fixture()

@@ -28,7 +28,7 @@ import json
 import random
 import threading
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,8 +38,10 @@ import redis as redis_sync
 from router_chatbot import error_in_body
 
 from router.embedded import EmbeddedRedis
+from router.keys import all_shards
 from tests.support import ROOT
 from tests.support.bot import read_request, send_json
+from tests.support.cluster import Cluster, sync_client
 from tests.support.processes import RouterProcess, router_env
 from tests.support.processes import run_cli as run_cli  # for the fault tests
 from tests.support.routes import KEYS, STORE, write_routes
@@ -459,6 +461,7 @@ class Lab:
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
         self.redis_server: EmbeddedRedis | None = None
+        self.cluster: Cluster | None = None
         self.bot: FaultBot | None = None
         self.routers: list[RouterProcess] = []
         self.generators: list[LoadGenerator] = []
@@ -473,13 +476,23 @@ class Lab:
         self.redis_server.start()
         return self.redis_server
 
+    def start_cluster(self) -> Cluster:
+        """A Redis Cluster (3 masters + 3 replicas, AOF everysec) instead."""
+        self.cluster = Cluster(self.workdir / "cluster").start()
+        return self.cluster
+
     @property
     def redis_url(self) -> str:
+        if self.cluster is not None:
+            return self.cluster.url
         assert self.redis_server is not None
         return self.redis_server.url
 
     def redis(self) -> redis_sync.Redis:
-        client = redis_sync.Redis.from_url(self.redis_url, socket_timeout=10)
+        if self.cluster is not None:
+            client = sync_client(self.redis_url)
+        else:
+            client = redis_sync.Redis.from_url(self.redis_url, socket_timeout=10)
         self._clients.append(client)
         return client
 
@@ -548,10 +561,14 @@ class Lab:
             self.bot.stop()
         if self.redis_server is not None:
             self.redis_server.kill()
+        if self.cluster is not None:
+            self.cluster.stop()
 
     # -- waiting for the system to settle --
 
-    def wait_drained(self, bot: FaultBot, timeout: float, expect_dead: int = 0) -> float:
+    def wait_drained(
+        self, bot: FaultBot, timeout: float, expect_dead: int = 0, shards: int = 1
+    ) -> float:
         """Wait until the destination's queue is empty (every lane delivered
         or dead-lettered, nothing leased or delayed), then a moment more so
         answers still on the wire are recorded. Returns when it emptied."""
@@ -559,7 +576,7 @@ class Lab:
 
         def empty() -> bool:
             try:
-                state = queue_state(client)
+                state = queue_state(client, shards)
             except redis_sync.RedisError:
                 return False
             return (
@@ -575,16 +592,25 @@ class Lab:
         return drained
 
 
-def queue_state(client: redis_sync.Redis) -> dict[str, int]:
-    lanes = sum(1 for _ in client.scan_iter(match=KEYS.lane_prefix + "*", count=1000))
+def queue_state(client: redis_sync.Redis, shards: int = 1) -> dict[str, int]:
+    """What the destination holds, summed over its shards."""
+    state: Counter[str] = Counter()
+    for keys in all_shards(KEYS.destination, shards):
+        lanes = sum(1 for _ in client.scan_iter(match=keys.lane_prefix + "*", count=1000))
+        state.update(
+            {
+                "lanes": lanes,
+                "ready": int(client.llen(keys.ready)),
+                "leases": int(client.zcard(keys.leases)),
+                "owner": int(client.hlen(keys.owner)),
+                "delayed": int(client.zcard(keys.delayed)),
+                "attempts": int(client.hlen(keys.attempts)),
+                "dead": int(client.llen(keys.dead)),
+            }
+        )
     return {
-        "lanes": lanes,
-        "ready": int(client.llen(KEYS.ready)),
-        "leases": int(client.zcard(KEYS.leases)),
-        "owner": int(client.hlen(KEYS.owner)),
-        "delayed": int(client.zcard(KEYS.delayed)),
-        "attempts": int(client.hlen(KEYS.attempts)),
-        "dead": int(client.llen(KEYS.dead)),
+        name: state[name]
+        for name in ("lanes", "ready", "leases", "owner", "delayed", "attempts", "dead")
     }
 
 

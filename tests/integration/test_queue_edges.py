@@ -12,7 +12,14 @@ from redis.asyncio import Redis as AsyncRedis
 
 from router import envelope
 from router.keys import DestinationKeys
-from router.queue import DestinationQueue, Outcome, Scripts, Target, enqueue, replay_oldest
+from router.queue import (
+    DestinationQueue,
+    DestinationQueues,
+    Outcome,
+    Scripts,
+    Target,
+    enqueue,
+)
 from tests.support.messages import enqueue_json
 
 
@@ -39,9 +46,37 @@ async def test_replayed_dead_letters_keep_their_order(queue: DestinationQueue) -
     for _ in range(2):  # m0 then m1 die
         (claim,) = (await queue.claim("t", 1, 30_000, 10)).claims
         assert await queue.fail(claim, 0, "boom", Outcome.DEAD_LETTER) == 1
-    assert await replay_oldest(queue) == 2
+    assert await DestinationQueues(queue.redis, queue.scripts, "edge").replay_oldest() == 2
     lane = await queue.redis.lrange(DestinationKeys("edge").lane("k"), 0, -1)
     assert [body(raw) for raw in lane] == ["m0", "m1", "m2"]
+
+
+async def test_dead_letters_of_several_shards_list_and_replay_oldest_first(
+    queue: DestinationQueue,
+) -> None:
+    """A sharded destination's dead letters are one list to the operator:
+    merged oldest first, replayed into each key's own shard, in order."""
+    shards = DestinationQueues(queue.redis, queue.scripts, "edge", 4)
+    keys = ["a", "b", "c", "d", "e", "f"]
+    assert len({shards.of_key(k).keys.tag for k in keys}) > 1  # the keys span shards
+    for i, key in enumerate(keys):
+        shard = shards.of_key(key)
+        await store(shard, key, f"{key}0")
+        (claim,) = (await shard.claim("t", 1, 30_000, 10)).claims
+        assert claim.key == key
+        assert await shard.fail(claim, 0, f"boom {i}", Outcome.DEAD_LETTER) == 1
+        await asyncio.sleep(0.003)  # dead_at is in ms: one tick apart
+    for key in keys:
+        await store(shards.of_key(key), key, f"{key}1")
+    dead = await shards.dead_letters(0, 10)
+    assert [d.error for _, d in dead] == [f"boom {i}" for i in range(6)]
+    assert [d.key for _, d in await shards.dead_letters(2, 2)] == ["c", "d"]
+    assert (await shards.stats())["dead"] == 6
+    assert await shards.replay_oldest(3) == 3
+    for key in keys[:3]:
+        lane = await queue.redis.lrange(shards.of_key(key).keys.lane(key), 0, -1)
+        assert [body(raw) for raw in lane] == [f"{key}0", f"{key}1"]
+    assert [d.key for _, d in await shards.dead_letters()] == ["d", "e", "f"]
 
 
 async def test_a_busy_key_does_not_keep_its_claim_past_a_due_backoff(

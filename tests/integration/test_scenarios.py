@@ -1,8 +1,10 @@
-"""The three scenarios of the original spec, end to end."""
+"""The three scenarios of the original spec, end to end: on one Redis, and
+again on a real Redis Cluster (3 masters + 3 replicas)."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -10,8 +12,26 @@ from redis import Redis
 
 from router.envelope import decode
 from tests.support.bot import Answer, Bot
+from tests.support.cluster import sync_client
 from tests.support.routes import KEYS
 from tests.support.servers import wait_until
+
+
+@pytest.fixture(params=["single", "cluster"])
+def clean_redis(request: pytest.FixtureRequest, clean_redis: str) -> str:
+    """The root fixture's emptied single Redis, or an emptied Cluster."""
+    if request.param == "single":
+        return clean_redis
+    return str(request.getfixturevalue("cluster_url"))
+
+
+@pytest.fixture()
+def redis(clean_redis: str) -> Iterator[Redis]:
+    client = sync_client(clean_redis)
+    try:
+        yield client
+    finally:
+        client.close()
 
 
 def test_store_writes_to_the_destination_queue_before_answering(

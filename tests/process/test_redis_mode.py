@@ -1,6 +1,7 @@
-"""A Redis Cluster node in REDIS_URL: refused at start and by /readyz with
-one line naming the fix, instead of a router that looks healthy and
-answers 503 (MOVED) to every POST."""
+"""A Redis Cluster node in REDIS_URL whose cluster is not formed yet (no
+slots served, as while `--cluster create` has not run): the router starts,
+says Redis is not ready, and answers POSTs 503 ("not stored"), never 500,
+until the cluster serves. (A formed cluster: tests/process/test_cluster.py.)"""
 
 from __future__ import annotations
 
@@ -13,9 +14,8 @@ import pytest
 import redis as redis_sync
 
 from router.embedded import server_binary
-from router.redis_mode import CLUSTER_REFUSAL
-from tests.support.processes import run_cli
-from tests.support.routes import routes_file
+from tests.support.processes import RouterProcess
+from tests.support.routes import STORE, routes_file
 from tests.support.servers import free_port, port_open, serve, wait_until
 
 
@@ -51,20 +51,29 @@ def cluster_node(tmp_path: Path) -> Iterator[str]:
         process.wait(10)
 
 
-def test_a_cluster_node_is_refused_at_start_with_one_line(cluster_node: str, tmp_path) -> None:
-    routes = routes_file(tmp_path / "routes.yaml")
-    for command in ("api", "worker"):
-        done = run_cli("--routes", str(routes), command, REDIS_URL=cluster_node, timeout=60)
-        assert done.returncode == 2, done.stderr
-        lines = done.stderr.strip().splitlines()
-        assert lines == [f"router: {CLUSTER_REFUSAL}"], done.stderr
-
-
-def test_readyz_says_why_a_cluster_node_cannot_be_used(cluster_node: str, tmp_path) -> None:
+def test_a_cluster_not_formed_yet_is_unavailable_not_a_crash(cluster_node: str, tmp_path) -> None:
     server = serve(cluster_node, routes_file(tmp_path / "routes.yaml"), run_workers=False)
     try:
         ready = httpx.get(server.url + "/readyz")
         assert ready.status_code == 503
-        assert ready.json()["redis"] == CLUSTER_REFUSAL
+        assert ready.json()["redis_mode"] == "cluster"
+        assert ready.json()["redis"].startswith("Redis unreachable (Redis Cluster not ready:")
+        posted = httpx.post(server.url + STORE, json={"mensaje": "m", "wa_id": "1"})
+        assert posted.status_code == 503, posted.text
+        assert posted.json()["stored"] == "no"
     finally:
         server.stop()
+
+
+def test_router_api_starts_on_a_cluster_not_formed_yet(cluster_node: str, tmp_path) -> None:
+    routes = routes_file(tmp_path / "routes.yaml")
+    router = RouterProcess(
+        tmp_path / "api.log", command="api", REDIS_URL=cluster_node, ROUTES_FILE=str(routes)
+    )
+    router.start(wait=False)
+    try:
+        wait_until(lambda: port_open(router.port), timeout=60, what="the API port")
+        assert httpx.get(router.url + "/readyz").status_code == 503
+        assert "Traceback" not in router.log_text()
+    finally:
+        router.terminate()

