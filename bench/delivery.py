@@ -79,20 +79,22 @@ CASES = (
 )
 
 
-async def _preload(url: str, n: int, keys: int) -> None:
+async def _preload(url: str, n: int, keys: int, shards: int) -> None:
     """Store N messages over `keys` wa_ids the way ingest does (the enqueue
-    script through router.batching), in order: calls made in order are
-    stored in order, and a million take seconds rather than minutes."""
-    from router import envelope, redis_client
+    script through router.batching, each wa_id in its shard), in order:
+    calls made in order are stored in order, and a million take seconds
+    rather than minutes. On a Redis Cluster node, through the cluster client
+    the router itself opens (router.redis_mode)."""
+    from router import envelope, redis_mode
     from router.batching import ScriptBatcher
-    from router.keys import DestinationKeys
+    from router.keys import all_shards, shard_of
     from router.queue import Scripts, Target, enqueue
 
-    redis = redis_client.connect(url)
+    redis = await redis_mode.open_client(url)
     try:
         scripts = Scripts(redis)
         batcher = ScriptBatcher(redis, scripts.enqueue)
-        dest = DestinationKeys(DESTINATION)
+        dests = all_shards(DESTINATION, shards)
 
         async def one(i: int) -> None:
             wa_id = str(i % keys)
@@ -100,7 +102,8 @@ async def _preload(url: str, n: int, keys: int) -> None:
             now_ms = int(time.time() * 1000)
             mid = envelope.new_message_id(now_ms)
             raw = envelope.encode(mid, now_ms, body)
-            await enqueue(scripts, [Target(dest, wa_id)], raw, mid, None, 60, batcher)
+            target = Target(dests[shard_of(wa_id, shards)], wa_id)
+            await enqueue(scripts, [target], raw, mid, None, 60, batcher)
 
         step = 2_000
         for start in range(0, n, step):
@@ -109,8 +112,8 @@ async def _preload(url: str, n: int, keys: int) -> None:
         await redis.aclose()
 
 
-def preload(url: str, n: int, keys: int) -> None:
-    asyncio.run(_preload(url, n, keys))
+def preload(url: str, n: int, keys: int, shards: int = 1) -> None:
+    asyncio.run(_preload(url, n, keys, shards))
 
 
 def bullmq_missing() -> str | None:

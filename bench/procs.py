@@ -119,8 +119,10 @@ def router_argv(*args: str) -> list[str]:
     return [str(script), *args] if script.exists() else [sys.executable, "-m", "router", *args]
 
 
-def write_routes(path: Path, sink_url: str, max_in_flight: int) -> Path:
-    """The router's routes.yaml for the bench: one route, one destination (the sink)."""
+def write_routes(path: Path, sink_url: str, max_in_flight: int, shards: int = 1) -> Path:
+    """The router's routes.yaml for the bench: one route, one destination (the
+    sink), its queue over `shards` hash tags (bench/cluster.py)."""
+    spread = f"    shards: {shards}\n" if shards > 1 else ""
     path.write_text(
         f"""\
 routes:
@@ -136,6 +138,6 @@ destinations:
     ordering_key: wa_id
     max_in_flight: {max_in_flight}
     timeout: 10s
-"""
+{spread}"""
     )
     return path

@@ -8,7 +8,7 @@ against the same Redis and the same sink, so their ratios hold.
     .venv/bin/python bench/run.py [--rounds 3] [-n 5000] [--profile] [--docs]
     .venv/bin/python bench/run.py --only ingest delivery   # some parts only
 
-Four parts, each in its own module:
+Five parts, each in its own module:
 - Ingest (bench/ingest.py, bench/burst.py): wrk against bare_ingest's
   /v1/hello (framework ceiling) and /v1/store_message (ingest floor) and
   `router api`, on the chosen server stack and on asyncio + h11; the
@@ -22,6 +22,11 @@ Four parts, each in its own module:
   POST answered -> sink received, p50/p99.
 - Cost growth (bench/growth.py): ingest and delivery rates with 1k to 1M
   messages queued over 10 to 100k keys; Redis bytes per message.
+- Redis Cluster (bench/cluster.py): ingest (wrk against `router api`) and
+  delivery (`router worker --burst`) on the one Redis, on a Cluster of 1
+  master and of 3 masters (no replicas), the destination at `shards: 6`;
+  msg/s per process, commands and Redis CPU per message per master, and
+  what P processes on M masters reach (an estimate).
 Every load is bounded in time and runs on 127.0.0.1 only.
 
 Writes a markdown report (bench/report.py) to stdout and
@@ -47,6 +52,7 @@ import chart
 import procs
 import report
 from burst import Burst
+from cluster import ClusterPart
 from context import Context
 from delivery import Delivery, bullmq_missing, bullmq_versions
 from destination import Sink
@@ -55,13 +61,17 @@ from ingest import Ingest, wrk_version
 from latency import Latency
 from redisdb import flush, redis_server
 
+PARTS = ("ingest", "delivery", "latency", "growth", "cluster")
 
-def check_prerequisites(need_wrk: bool, need_pyspy: bool) -> str | None:
-    """Exit with instructions if something is missing; return py-spy's path."""
+
+def check_prerequisites(need_wrk: bool, need_pyspy: bool, need_arq: bool = True) -> str | None:
+    """Exit with instructions if something is missing; return py-spy's path.
+    arq is needed by the delivery part only (its peer)."""
     missing = []
     if need_wrk and shutil.which("wrk") is None:
         missing.append("wrk (HTTP load generator): apt-get update && apt-get install -y wrk")
-    modules = ["arq", "aiohttp", "httpx", "uvicorn", "litestar", "redis", "msgspec"]
+    modules = ["arq"] if need_arq else []
+    modules += ["aiohttp", "httpx", "uvicorn", "litestar", "redis", "msgspec"]
     absent = [m for m in modules if importlib.util.find_spec(m) is None]
     if absent:
         missing.append(
@@ -81,9 +91,9 @@ def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument(
         "--only",
-        choices=["ingest", "delivery", "latency", "growth"],
+        choices=PARTS,
         nargs="+",
-        help="run these parts only (default: all four)",
+        help="run these parts only (default: all five)",
     )
     p.add_argument("--rounds", type=int, default=1, help="ingest rounds, interleaved (median)")
     p.add_argument("--duration", type=int, default=10, help="seconds per wrk run (default 10)")
@@ -105,9 +115,11 @@ def main() -> int:
     args = parse_args()
     if args.router_src:
         procs.set_router_src(args.router_src)
-    parts = set(args.only or ("ingest", "delivery", "latency", "growth"))
+    parts = set(args.only or PARTS)
     ingest_on, delivery_on = "ingest" in parts, "delivery" in parts
-    pyspy = check_prerequisites(bool(parts & {"ingest", "growth"}), args.profile)
+    pyspy = check_prerequisites(
+        bool(parts & {"ingest", "growth", "cluster"}), args.profile, need_arq=delivery_on
+    )
     if delivery_on and (why := bullmq_missing()):
         procs.say(f"BullMQ peer skipped: {why}")
     node_note = bullmq_versions() if delivery_on and not bullmq_missing() else None
@@ -117,7 +129,7 @@ def main() -> int:
     logs.mkdir()
     running = procs.Procs(logs)
     started = datetime.now(UTC)
-    ingest = delivery = latency = growth = None
+    ingest = delivery = latency = growth = cluster = None
     try:
         with tempfile.TemporaryDirectory(prefix="router-bench-") as tmp_text:
             tmp = Path(tmp_text)
@@ -139,6 +151,9 @@ def main() -> int:
                 if "growth" in parts:
                     growth = Growth(ctx)
                     growth.run()
+                if "cluster" in parts:
+                    cluster = ClusterPart(ctx)
+                    cluster.run()
                 if args.profile:
                     if ingest is not None:
                         ingest.profile()
@@ -152,10 +167,12 @@ def main() -> int:
     command = " ".join(["bench/run.py", *sys.argv[1:]])
     head = report.header(f"{started:%Y-%m-%d %H:%M}", command, took, note, report.cpu_idle())
     more = (latency.report_lines() if latency else []) + (growth.report_lines() if growth else [])
+    more += cluster.report_lines() if cluster else []
     text = report.report(ctx, ingest, delivery, head, more)
     rows = (report.ingest_chart_rows(ingest) if ingest and ingest.results else []) + (
         delivery.chart_rows() if delivery and delivery.results else []
     )
+    rows += cluster.chart_rows() if cluster and cluster.runs else []
     targets = {row[0]: 1.0 for row in rows if row[0].startswith("ingest")}
     targets.update(delivery.chart_targets() if delivery and delivery.results else {})
     svg = procs.RESULTS / "ratios.svg"
