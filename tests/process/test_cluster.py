@@ -303,3 +303,26 @@ def test_no_message_answered_200_is_lost_when_a_master_is_killed_with_redis_wait
 
 def _set(sent: dict[str, list[str]]) -> set[str]:
     return {m for ms in sent.values() for m in ms}
+
+
+def test_a_cluster_with_a_password_in_the_url_works_the_same(tmp_path: Path, bot: Bot) -> None:
+    """requirepass on every node, the password in REDIS_URL: detected,
+    stored and delivered as without one."""
+    cluster = Cluster(tmp_path / "cluster", password="s3cret-pass").start()
+    try:
+        routes = write_routes(tmp_path / "routes.yaml", bot.url, shards=3)
+        router = RouterProcess(
+            tmp_path / "router.log", REDIS_URL=cluster.url, ROUTES_FILE=str(routes)
+        )
+        router.start()
+        try:
+            assert httpx.get(router.url + "/readyz").json()["redis_mode"] == "cluster"
+            sent = interleaved([f"4491{i:07d}" for i in range(6)], 3)
+            post_concurrently(router.url, sent)
+            wait_until(lambda: len(bot.acknowledged()) >= 18, timeout=30, what="deliveries")
+            assert check_order(sent, bot.acknowledged()) == (0, 0)
+            assert "s3cret-pass" not in router.log_text()
+        finally:
+            router.terminate()
+    finally:
+        cluster.stop()

@@ -19,6 +19,7 @@ from pathlib import Path
 import redis as redis_sync
 
 from router.embedded import server_binary
+from tests.support.processes import die_with_parent
 from tests.support.servers import free_port, port_open, wait_until
 
 NODE_TIMEOUT_MS = 1000
@@ -41,10 +42,12 @@ class ClusterNode:
     port: int
     directory: Path
     process: subprocess.Popen[bytes] | None = None
+    password: str | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -56,13 +59,20 @@ class ClusterNode:
                 *("--cluster-node-timeout", str(NODE_TIMEOUT_MS)),
                 *("--appendonly", "yes", "--appendfsync", "everysec", "--save", ""),
                 *("--logfile", str(self.directory / "node.log")),
+                *(
+                    ("--requirepass", self.password, "--masterauth", self.password)
+                    if self.password
+                    else ()
+                ),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            # A test run that dies (a crash, a kill) takes its nodes with it.
+            preexec_fn=die_with_parent,
         )
 
     def client(self) -> redis_sync.Redis:
-        return redis_sync.Redis(port=self.port, socket_timeout=2)
+        return redis_sync.Redis(port=self.port, password=self.password, socket_timeout=2)
 
     def kill(self) -> None:
         """kill -9: a crash, not a shutdown."""
@@ -83,6 +93,7 @@ class Cluster:
     """Six nodes; `masters` and `replicas` as valkey-cli paired them."""
 
     base: Path
+    password: str | None = None  # requirepass and masterauth of every node
     nodes: list[ClusterNode] = field(default_factory=list)
 
     @property
@@ -95,7 +106,7 @@ class Cluster:
         for i in range(size):
             port = cluster_port(taken)
             taken.add(port)
-            self.nodes.append(ClusterNode(port, self.base / f"node{i}"))
+            self.nodes.append(ClusterNode(port, self.base / f"node{i}", password=self.password))
         for node in self.nodes:
             node.start()
         for node in self.nodes:
@@ -103,6 +114,7 @@ class Cluster:
         subprocess.run(
             [
                 _cli_binary(),
+                *(("-a", self.password, "--no-auth-warning") if self.password else ()),
                 "--cluster",
                 "create",
                 *(f"127.0.0.1:{n.port}" for n in self.nodes),

@@ -57,7 +57,7 @@ def run_cli(
     )
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child
+def die_with_parent() -> None:  # pragma: no cover - runs in the child
     import ctypes
 
     with contextlib.suppress(OSError):
@@ -123,7 +123,7 @@ class RouterProcess:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent if self.die_with_parent else None,
+                preexec_fn=die_with_parent if self.die_with_parent else None,
                 start_new_session=self.own_group,
             )
         if wait:
