@@ -86,14 +86,14 @@ async def _preload(url: str, n: int, keys: int, shards: int) -> None:
     rather than minutes. On a Redis Cluster node, through the cluster client
     the router itself opens (router.redis_mode)."""
     from router import envelope, redis_mode
-    from router.batching import ScriptBatcher
+    from router.batching import batcher as make_batcher
     from router.keys import all_shards, shard_of
     from router.queue import Scripts, Target, enqueue
 
     redis = await redis_mode.open_client(url)
     try:
         scripts = Scripts(redis)
-        batcher = ScriptBatcher(redis, scripts.enqueue)
+        batcher = make_batcher(redis, scripts.enqueue)
         dests = all_shards(DESTINATION, shards)
 
         async def one(i: int) -> None:

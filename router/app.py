@@ -17,9 +17,9 @@ from litestar.openapi import OpenAPIConfig
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from router import logs, redis_memory, redis_mode
+from router import logs, redis_memory, redis_mode, shard_layout
 from router.admin import admin_handlers
-from router.batching import ScriptBatcher
+from router.batching import batcher
 from router.config import Config
 from router.errors import EXCEPTION_HANDLERS, ApiError, outage_log, redis_cause
 from router.ingest import IngestRoute
@@ -118,7 +118,7 @@ def _health_handlers(state: RouterState) -> list[HTTPRouteHandler]:
         try:
             redis, _ = state.require_redis()
             async with asyncio.timeout(state.settings.ingest_deadline):
-                problem = await _redis_problem(redis, state.settings.allow_eviction)
+                problem = await _redis_problem(redis, state)
         except ApiError as exc:
             problem = exc.message
         except (RedisError, OSError, TimeoutError) as exc:
@@ -138,15 +138,20 @@ def _health_handlers(state: RouterState) -> list[HTTPRouteHandler]:
     return [healthz, readyz]
 
 
-async def _redis_problem(redis: Redis, allow_eviction: bool) -> str | None:
+async def _redis_problem(redis: Redis, state: RouterState) -> str | None:
     """Why Redis cannot take messages now, or None."""
     memory = await redis_memory.read(redis)  # doubles as the ping
-    if memory is None:  # INFO not allowed
-        return None
-    refusal = redis_memory.refusal(memory, allow_eviction)
-    if refusal is not None:
-        return refusal
-    return redis_memory.out_of_memory(memory) if memory.full else None
+    if memory is not None:  # None: INFO not allowed
+        refusal = redis_memory.refusal(memory, state.settings.allow_eviction)
+        if refusal is not None:
+            return refusal
+        if memory.full:
+            return redis_memory.out_of_memory(memory)
+    if not redis_mode.is_cluster(redis) and await redis_mode.is_cluster_node(redis):
+        return redis_mode.LATE_CLUSTER
+    # The start-up check of the shard counts, again: it is skipped when
+    # Redis did not answer at start.
+    return await shard_layout.refusal(redis, state.config.destinations.values())
 
 
 def create_app(
@@ -169,7 +174,7 @@ def create_app(
         # WAIT must follow the writes on their connection: the batcher's
         # pipelines carry it, so ROUTER_REDIS_WAIT keeps the batcher on.
         if settings.ingest_batching or settings.redis_wait:
-            state.batcher = ScriptBatcher(
+            state.batcher = batcher(
                 state.redis,
                 state.scripts.enqueue,
                 replicas=settings.redis_wait,

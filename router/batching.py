@@ -29,11 +29,12 @@ replicas hold its write (one WAIT covers the whole batch); fewer in time is
 NotReplicated for every call that ran: stored on the primary, but a
 failover could still lose it ("unknown").
 
-On a Redis Cluster the batch is split by the node that serves each call's
-slot, one pipeline per node, all sent at once; a node that fails fails only
-its own calls. A call refused with a redirect (MOVED, ASK, TRYAGAIN,
-CLUSTERDOWN: it did not run) is sent once more after the slot map is read
-again, which is how a failover or a resharding is followed.
+On a Redis Cluster (ClusterScriptBatcher) each node has a batcher of its
+own, so a slow or failing node (a frozen master, a WAIT for a replica it
+lost) holds up only the calls for its own slots. A call refused with a
+redirect (MOVED, ASK, TRYAGAIN, CLUSTERDOWN: it did not run) is sent once
+more after the slot map is read again, which is how a failover is
+followed; during a slot migration (ASK twice) it fails as not stored.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import (
     AskError,
     ClusterDownError,
+    MaxConnectionsError,
     NoScriptError,
     RedisClusterException,
     RedisError,
@@ -57,8 +59,9 @@ from redis.exceptions import (
     TryAgainError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from router.redis_client import cluster_unavailable, command_written, is_cluster
+from router.redis_client import SOCKET_TIMEOUT, cluster_unavailable, command_written, is_cluster
 
 # Most script calls in one pipeline: bounds the pipeline's memory and the
 # time one batch holds a connection.
@@ -74,7 +77,6 @@ class _Write:
     future: asyncio.Future[Any]
     taken: bool = False  # part of a batch on its way: its bytes may reach Redis
     written: bool = False  # its batch failed after its bytes went to the socket
-    redirected: bool = False  # refused once by a Cluster redirect and sent again
 
 
 class NotReplicated(RedisError):
@@ -88,16 +90,23 @@ _REDIRECTS = (AskError, TryAgainError, ClusterDownError)
 
 
 class ScriptBatcher:
-    """Runs one Lua script (by its SHA) for many callers, coalesced."""
+    """Runs one Lua script (by its SHA) for many callers, coalesced: on one
+    Redis, or (`node_name`) on one node of a Cluster."""
 
     def __init__(
-        self, redis: Redis, script: AsyncScript, replicas: int = 0, replica_timeout: float = 1.0
+        self,
+        redis: Redis,
+        script: AsyncScript,
+        replicas: int = 0,
+        replica_timeout: float = 1.0,
+        node_name: str | None = None,
     ) -> None:
         self._redis = redis
-        self._cluster = is_cluster(redis)
-        self._replicas = replicas
-        self._wait_ms = max(1, int(replica_timeout * 1000))
-        self._refresh = False  # a node failed or redirected: read the slot map again
+        self._node_name = node_name
+        self.replicas = replicas
+        # WAIT's own timeout stays under the socket timeout, so its reply is
+        # read rather than the connection dropped as silent.
+        self._wait_ms = max(1, int(min(replica_timeout, SOCKET_TIMEOUT - 0.5) * 1000))
         self._source = script.script
         self._sha = script.sha
         self._queue: collections.deque[_Write] = collections.deque()
@@ -141,18 +150,15 @@ class ScriptBatcher:
         command_written.set(False)
         if not self._loaded:
             await self._load()
-        if self._replicas or self._refresh:
-            # WAIT must follow the write on its connection: a pipeline of
-            # one (sent in this task, so the connection notes the write here).
+        if self.replicas or self._node_name:
+            # WAIT must follow the write on its connection, and a Cluster
+            # node is spoken to directly: a pipeline of one (sent in this
+            # task, so the connection notes the write here).
             write = _Write(keys, args, asyncio.get_running_loop().create_future())
-            for _ in range(2):
-                [reply], _ = await self._execute([write])
-                if isinstance(reply, NoScriptError):
-                    await self._load()
-                elif isinstance(reply, _REDIRECTS) and not write.redirected:
-                    write.redirected = True
-                else:
-                    break
+            [reply] = await self._execute([write])
+            if isinstance(reply, NoScriptError):
+                await self._load()
+                [reply] = await self._execute([write])
             if isinstance(reply, BaseException):
                 raise reply
             return reply
@@ -164,7 +170,10 @@ class ScriptBatcher:
 
     async def _load(self) -> None:
         """SCRIPT LOAD (changes no data: it does not count as written)."""
-        await self._redis.script_load(self._source)
+        if self._node_name:
+            await self._node().execute_command("SCRIPT", "LOAD", self._source)
+        else:
+            await self._redis.script_load(self._source)
         self._loaded = True
         command_written.set(False)
 
@@ -196,21 +205,18 @@ class ScriptBatcher:
                 # Before the first batch, so that it does not come back
                 # refused whole (NOSCRIPT) and go again.
                 await self._load()
-            replies, written = await self._execute(batch)
+            replies = await self._execute(batch)
         except BaseException as exc:
             self._fail(batch, exc, written=command_written.get())
             raise
         refused = []
-        for w, reply, sent in zip(batch, replies, written, strict=True):
+        for w, reply in zip(batch, replies, strict=True):
             if isinstance(reply, NoScriptError):
-                refused.append(w)
-            elif isinstance(reply, _REDIRECTS) and not w.redirected:
-                w.redirected = True
                 refused.append(w)
             elif w.future.done():
                 continue
             elif isinstance(reply, Exception):
-                w.written = sent or isinstance(reply, NotReplicated)
+                w.written = isinstance(reply, NotReplicated)  # it ran
                 w.future.set_exception(reply)
             else:
                 w.future.set_result(reply)
@@ -220,90 +226,57 @@ class ScriptBatcher:
             self._loaded = False
             self._queue.extendleft(reversed(refused))
 
-    async def _execute(self, batch: list[_Write]) -> tuple[list[Any], list[bool]]:
-        """Each call's reply, or the error it ended with, and for each
-        whether its bytes may have reached Redis (a failure that ends the
-        whole batch is raised instead)."""
-        if self._cluster:
-            return await self._execute_on_nodes(batch)
-        if len(batch) == 1 and not self._replicas:
+    async def _execute(self, batch: list[_Write]) -> list[Any]:
+        """Each call's reply, or the error Redis answered it with (a failure
+        that ends the whole batch is raised instead)."""
+        if self._node_name:
+            return await self._execute_on_node(batch)
+        if len(batch) == 1 and not self.replicas:
             # A batch of one skips the pipeline object (a tenth less CPU
             # per call in a profile).
             w = batch[0]
             try:
-                return [await self._redis.evalsha(self._sha, len(w.keys), *w.keys, *w.args)], [
-                    False
-                ]
+                return [await self._redis.evalsha(self._sha, len(w.keys), *w.keys, *w.args)]
             except ResponseError as exc:  # Redis's answer to this call, NOSCRIPT included
-                return [exc], [False]
+                return [exc]
         pipe = self._redis.pipeline(transaction=False)
         for w in batch:
             pipe.evalsha(self._sha, len(w.keys), *w.keys, *w.args)
-        if self._replicas:
-            pipe.execute_command("WAIT", self._replicas, self._wait_ms)
+        if self.replicas:
+            pipe.execute_command("WAIT", self.replicas, self._wait_ms)
         replies = list(await pipe.execute(raise_on_error=False))
-        if self._replicas:
+        if self.replicas:
             replies = self._replicated(replies[:-1], replies[-1])
-        return replies, [False] * len(batch)
+        return replies
 
-    async def _execute_on_nodes(self, batch: list[_Write]) -> tuple[list[Any], list[bool]]:
-        """The Cluster form: one pipeline per node, sent together."""
-        cluster: Any = self._redis
-        groups: dict[str, tuple[Any, list[int]]] = {}
-        try:
-            if self._refresh or not cluster.nodes_manager.slots_cache:
-                self._refresh = False
-                await cluster.nodes_manager.initialize()
-                command_written.set(False)  # reading the slot map wrote nothing
-            for i, w in enumerate(batch):
-                node = cluster.get_node_from_key(w.keys[0])
-                groups.setdefault(node.name, (node, []))[1].append(i)
-        except RedisClusterException as exc:  # no slot map (yet): nothing was sent
-            self._refresh = True
-            raise cluster_unavailable(exc) from exc
-        replies: list[Any] = [None] * len(batch)
-        written = [False] * len(batch)
+    def _node(self) -> Any:
+        node = self._redis.get_node(node_name=self._node_name)  # type: ignore[attr-defined]
+        if node is None:
+            raise RedisConnectionError(f"Redis Cluster node {self._node_name} left the slot map")
+        return node
 
-        async def send(node: Any, calls: list[int]) -> None:
-            commands = [
-                PipelineCommand(n, "EVALSHA", self._sha, len(batch[i].keys), *batch[i].keys)
-                for n, i in enumerate(calls)
-            ]
-            for command, i in zip(commands, calls, strict=True):
-                command.args += tuple(batch[i].args)
-            if self._replicas:
-                commands.append(PipelineCommand(len(calls), "WAIT", self._replicas, self._wait_ms))
-            command_written.set(False)
-            try:
-                await node.execute_pipeline(commands)
-            except Exception as exc:  # this node is down or slow: its calls only
-                self._refresh = True
-                for i in calls:
-                    replies[i], written[i] = exc, command_written.get()
-                return
-            results = [c.result for c in commands]
-            if self._replicas:
-                results = self._replicated(results[:-1], results[-1])
-            for i, result in zip(calls, results, strict=True):
-                if isinstance(result, _REDIRECTS):
-                    self._refresh = True
-                replies[i] = result
-
-        if len(groups) == 1:  # in this task: the connection notes the write here
-            [(node, calls)] = groups.values()
-            await send(node, calls)
-        else:
-            await asyncio.gather(*(send(node, calls) for node, calls in groups.values()))
-        return replies, written
+    async def _execute_on_node(self, batch: list[_Write]) -> list[Any]:
+        """The Cluster form: one pipeline to this batcher's node."""
+        commands = [
+            PipelineCommand(n, "EVALSHA", self._sha, len(w.keys), *w.keys, *w.args)
+            for n, w in enumerate(batch)
+        ]
+        if self.replicas:
+            commands.append(PipelineCommand(len(batch), "WAIT", self.replicas, self._wait_ms))
+        await self._node().execute_pipeline(commands)
+        results = [c.result for c in commands]
+        if self.replicas:
+            results = self._replicated(results[:-1], results[-1])
+        return results
 
     def _replicated(self, replies: list[Any], acked: Any) -> list[Any]:
         """The replies of a pipeline that ended with WAIT: a call that ran
         becomes NotReplicated when fewer replicas than asked acknowledged."""
-        if not isinstance(acked, Exception) and int(acked) >= self._replicas:
+        if not isinstance(acked, Exception) and int(acked) >= self.replicas:
             return replies
         got = f"{acked}" if isinstance(acked, Exception) else f"{int(acked)}"
         failure = NotReplicated(
-            f"the write ran on the Redis primary, but {got} of the {self._replicas} "
+            f"the write ran on the Redis primary, but {got} of the {self.replicas} "
             f"replicas ROUTER_REDIS_WAIT asks for acknowledged it within {self._wait_ms} ms"
         )
         return [r if isinstance(r, Exception) else failure for r in replies]
@@ -319,3 +292,65 @@ class ScriptBatcher:
             if not w.future.done():
                 w.written = written
                 w.future.set_exception(exc)
+
+
+class ClusterScriptBatcher:
+    """A ScriptBatcher per Cluster node, each call routed by its first
+    key's slot. Followed: a redirect (the call did not run) once, after the
+    slot map is read again; a node that failed, by reading the map again
+    before the next call."""
+
+    def __init__(
+        self, redis: Redis, script: AsyncScript, replicas: int = 0, replica_timeout: float = 1.0
+    ) -> None:
+        self._cluster: Any = redis
+        self._script = script
+        self.replicas = replicas
+        self._replica_timeout = replica_timeout
+        self._by_node: dict[str, ScriptBatcher] = {}
+        self._refresh = False
+
+    async def __call__(self, keys: list[str], args: list[Any]) -> Any:
+        for attempt in (1, 2):
+            batcher = await self._batcher_for(keys[0])
+            try:
+                return await batcher(keys, args)
+            except _REDIRECTS:
+                self._refresh = True
+                if attempt == 2:
+                    raise
+            except MaxConnectionsError:
+                raise  # a busy pool, not a moved node
+            except (RedisConnectionError, RedisTimeoutError):
+                self._refresh = True
+                raise
+        raise AssertionError("unreachable")
+
+    async def _batcher_for(self, key: str) -> ScriptBatcher:
+        try:
+            if self._refresh or not self._cluster.nodes_manager.slots_cache:
+                self._refresh = False
+                await self._cluster.nodes_manager.initialize()
+                command_written.set(False)  # reading the slot map wrote nothing
+            node = self._cluster.get_node_from_key(key)
+        except RedisClusterException as exc:  # no slot map (yet): nothing was sent
+            self._refresh = True
+            raise cluster_unavailable(exc) from exc
+        batcher = self._by_node.get(node.name)
+        if batcher is None:
+            batcher = self._by_node[node.name] = ScriptBatcher(
+                self._cluster, self._script, self.replicas, self._replica_timeout, node.name
+            )
+        return batcher
+
+
+Batcher = ScriptBatcher | ClusterScriptBatcher
+
+
+def batcher(
+    redis: Redis, script: AsyncScript, replicas: int = 0, replica_timeout: float = 1.0
+) -> Batcher:
+    """The batcher for this client: one, or one per Cluster node."""
+    if is_cluster(redis):
+        return ClusterScriptBatcher(redis, script, replicas, replica_timeout)
+    return ScriptBatcher(redis, script, replicas, replica_timeout)

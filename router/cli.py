@@ -100,6 +100,8 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     from router.http_server import protocol_class
 
     config = _load_or_exit(settings)
+    if settings.run_workers:
+        _check_claim_loops_or_exit(settings, config)
     embedded = None
     url_file = Path(settings.data_dir) / EMBEDDED_URL_FILE
     if settings.redis_url is None and args.command == "serve":
@@ -227,8 +229,24 @@ def _run_on_loop(main: Coroutine[Any, Any, None], event_loop: str) -> None:
     asyncio.run(main)
 
 
+def _check_claim_loops_or_exit(settings: Settings, config: Config) -> None:
+    """Each shard's claim loop holds a Redis connection while it waits for
+    work (BLPOP): refuse a pool they would fill, with the fix."""
+    loops = sum(d.settings.shards for d in config.destinations.values())
+    if loops > settings.redis_connections // 2:
+        print(
+            f"router: {settings.routes_file}: the destinations' {loops} shards each keep a "
+            f"Redis connection waiting for work, over half of ROUTER_REDIS_CONNECTIONS="
+            f"{settings.redis_connections}; set ROUTER_REDIS_CONNECTIONS to at least "
+            f"{2 * loops}, or use fewer shards",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
+
+
 def _worker(settings: Settings, args: argparse.Namespace) -> int:
     config = _load_or_exit(settings)
+    _check_claim_loops_or_exit(settings, config)
     settings = dataclasses.replace(settings, redis_url=_redis_url_or_exit(settings, "worker"))
     assert settings.redis_url is not None
     _check_redis_or_exit(settings, settings.redis_url, config)

@@ -14,7 +14,7 @@ from redis.exceptions import ResponseError
 
 from router import envelope
 from router.auth import Authenticator
-from router.batching import ScriptBatcher
+from router.batching import Batcher
 from router.config import Route
 from router.errors import ApiError, BadRequest, StorageUnavailable, Stored, redis_cause
 from router.keys import DestinationKeys, all_shards, shard_of
@@ -176,7 +176,7 @@ class IngestRoute:
         headers: Mapping[str, str],
         client: str,
         limiter: RateLimiter | None = None,
-        batcher: ScriptBatcher | None = None,
+        batcher: Batcher | None = None,
     ) -> EnqueueResult:
         """Authenticate, validate, rate-limit and store; each step refuses
         before anything is written."""

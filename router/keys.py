@@ -40,8 +40,11 @@ def shard_tag(destination: str, shard: int, shards: int) -> str:
     base = f"{PREFIX}:{destination}"
     if shards == 1:
         return "{" + base + "}"
-    low = shard * REDIS_CLUSTER_HASH_SLOTS // shards
-    high = (shard + 1) * REDIS_CLUSTER_HASH_SLOTS // shards
+    # One slot in from each end of the window: `--cluster create` rounds
+    # its split points (0-5460, 5461-10922, 10923-16383 for 3 masters),
+    # where i * 16384 / N floors, so an edge slot may belong to the next.
+    low = shard * REDIS_CLUSTER_HASH_SLOTS // shards + 1
+    high = (shard + 1) * REDIS_CLUSTER_HASH_SLOTS // shards - 1
     candidate = f"{base}:{shard}"
     n = 0
     while not low <= key_slot(candidate.encode()) < high:

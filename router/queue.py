@@ -17,7 +17,8 @@ from redis.asyncio import Redis
 from redis.crc import key_slot
 from redis.exceptions import RedisError
 
-from router.batching import ScriptBatcher
+from router import batching
+from router.batching import Batcher
 from router.keys import DestinationKeys, shard_of
 from router.redis_client import command_written
 from router.scripts import LEASE_LOST, Scripts, keys_for
@@ -51,7 +52,7 @@ async def enqueue(
     message_id: str,
     dedup_id: str | None,
     dedup_ttl: int,
-    batcher: ScriptBatcher | None = None,
+    batcher: Batcher | None = None,
     reencode: Callable[[str], bytes] | None = None,
 ) -> EnqueueResult:
     """Append a message to the lanes of all targets (through `batcher`, the
@@ -69,7 +70,7 @@ async def enqueue(
     groups: dict[int, list[Target]] = {}
     for t in targets:
         groups.setdefault(key_slot(t.keys.tag.encode()), []).append(t)
-    written_any = False
+    held = False  # some destination holds the message (this try's or an earlier one's)
     duplicate = True
     stored_id = message_id
     for group in groups.values():
@@ -78,14 +79,14 @@ async def enqueue(
                 scripts, group, envelope, stored_id, dedup_id, dedup_ttl, batcher
             )
         except RedisError as exc:
-            if not written_any:
+            if not held:
                 raise
             command_written.set(True)
             missing = ", ".join(t.keys.destination for t in group)
             raise FanOutIncomplete(
                 f"stored for some destinations, not for {missing}: {exc}"
             ) from exc
-        written_any = written_any or not result.duplicate
+        held = True
         duplicate = duplicate and result.duplicate
         if result.id != stored_id:  # stored first by an earlier try of this request
             stored_id = result.id
@@ -101,7 +102,7 @@ async def _enqueue_atomic(
     message_id: str,
     dedup_id: str | None,
     dedup_ttl: int,
-    batcher: ScriptBatcher | None,
+    batcher: Batcher | None,
 ) -> EnqueueResult:
     """One enqueue script: all targets share one Cluster slot (or one Redis)."""
     keys: list[str] = []
@@ -110,7 +111,9 @@ async def _enqueue_atomic(
         # the destination's hash tag so all KEYS stay in one Cluster slot.
         seen = t.keys.seen(dedup_id) if dedup_id else t.keys.tag + ":seen:"
         keys += keys_for("enqueue", t.keys, t.ordering_key, seen=seen)
-    args: list[Any] = [envelope, message_id, dedup_id or "", dedup_ttl]
+    # With ROUTER_REDIS_WAIT a duplicate writes its marker again (enqueue.lua).
+    replicate = "1" if batcher is not None and batcher.replicas else "0"
+    args: list[Any] = [envelope, message_id, dedup_id or "", dedup_ttl, replicate]
     args += [t.ordering_key for t in targets]
     if batcher is None:
         written, stored_id = await scripts.enqueue(keys=keys, args=args)
@@ -174,7 +177,7 @@ class DestinationQueue:
         self.scripts = scripts
         self.keys = DestinationKeys(destination, shard, shards)
         # Acks of the deliveries that finish together share a round trip.
-        self._ack = ScriptBatcher(redis, scripts.ack)
+        self._ack = batching.batcher(redis, scripts.ack)
 
     async def claim(self, token: str, want: int, lease_ms: int, max_in_flight: int) -> ClaimResult:
         k = self.keys

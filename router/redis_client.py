@@ -43,6 +43,11 @@ CONNECT_TIMEOUT = 1.0
 # its caller ends the wait first: a connection busy longer is a stuck one.
 POOL_TIMEOUT = SOCKET_TIMEOUT + CONNECT_TIMEOUT
 
+# Connections a Cluster node keeps for the batchers' pipelines beyond
+# ROUTER_REDIS_CONNECTIONS (an ingest batcher and the acks of the shards
+# on that node, one pipeline in flight each).
+BATCHER_CONNECTIONS = 64
+
 # True once a command of the current task may have reached the server.
 command_written: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "command_written", default=False
@@ -230,9 +235,9 @@ class _WaitingCluster(RedisCluster):
     exhausted. (The batcher's own pipelines go to the nodes directly, one
     batch at a time.)"""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, commands_in_flight: int = 100, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._limit = int(kwargs.get("max_connections", 100))
+        self._limit = commands_in_flight
         self._turns = asyncio.Semaphore(self._limit)
 
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
@@ -267,7 +272,10 @@ def connect_cluster(url: str, max_connections: int) -> RedisCluster:
     did not run), writes noted, a command past `max_connections` waits."""
     cluster = _WaitingCluster.from_url(
         url,
-        max_connections=max_connections,
+        commands_in_flight=max_connections,
+        # Each node's own bound, with room beside the commands for the
+        # batchers' pipelines (one at a time each: router.batching).
+        max_connections=max_connections + BATCHER_CONNECTIONS,
         socket_timeout=SOCKET_TIMEOUT,
         socket_connect_timeout=CONNECT_TIMEOUT,
         retry=Retry(NoBackoff(), retries=0),

@@ -16,6 +16,8 @@ from redis.exceptions import RedisClusterException, RedisError, ResponseError
 
 from router.redis_client import connect, connect_cluster, is_cluster
 
+__all__ = ["is_cluster", "open_client"]
+
 
 async def open_client(url: str, max_connections: int = 100) -> Redis:
     """A client on `url`: redis-py's cluster client when the server is a
@@ -44,6 +46,13 @@ async def open_client(url: str, max_connections: int = 100) -> Redis:
         await client.aclose()
         raise
     return cast(Redis, client)
+
+
+LATE_CLUSTER = (
+    "REDIS_URL names a node of a Redis Cluster that did not answer when this process "
+    "started, so it runs on the single-Redis client and writes to other nodes' slots "
+    "fail with MOVED: restart the process"
+)
 
 
 async def is_cluster_node(redis: Redis) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from redis.asyncio import Redis
 
-from router.batching import ScriptBatcher
+from router.batching import Batcher
 from router.config import Config
 from router.errors import ApiError
 from router.queue import Scripts
@@ -19,7 +19,7 @@ class RouterState:
         self.config = config
         self.redis: Redis | None = None
         self.scripts: Scripts | None = None
-        self.batcher: ScriptBatcher | None = None  # ingest's enqueue calls, coalesced
+        self.batcher: Batcher | None = None  # ingest's enqueue calls, coalesced
         self.workers: Workers | None = None  # when this process delivers too
         self.limiters: dict[str, RateLimiter] = {}  # route path -> its rate limit
 

@@ -20,7 +20,7 @@ from typing import Literal, TypeVar
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from router import envelope, retry
+from router import envelope, retry, shard_layout
 from router.config import Destination
 from router.keys import shard_share
 from router.plugins import OpenSink, open_sink
@@ -83,6 +83,8 @@ class DestinationWorker:
         self._loop_exited.clear()
         errors = 0
         try:
+            if not await self._layout_agreed(burst):
+                return
             while not self._stopping:
                 free = self.max_in_flight - len(self._tasks)
                 if free <= 0:
@@ -128,6 +130,29 @@ class DestinationWorker:
         finally:
             self.running = False
             self._loop_exited.set()
+
+    async def _layout_agreed(self, burst: bool) -> bool:
+        """Claim nothing until the stored messages follow this shard count
+        (router.shard_layout; checked at start too, unless Redis did not
+        answer then): claiming new shards while a conversation's earlier
+        messages wait in the old ones would deliver it out of order."""
+        errors = 0
+        while not self._stopping:
+            try:
+                problem = await shard_layout.refusal(self.queue.redis, [self.destination])
+            except RedisError as exc:
+                errors += 1
+                await self._redis_down(exc, errors)
+                continue
+            if problem is None:
+                return True
+            if errors % 60 == 0:
+                log.error("%s; not delivering until it is fixed", problem)
+            if burst:
+                return False
+            errors += 1
+            await asyncio.sleep(1.0)
+        return False
 
     async def _wait_slot(self, timeout: float) -> None:
         with contextlib.suppress(TimeoutError):

@@ -3,6 +3,7 @@
 local LANE, READY, WAKE, SEEN = 1, 2, 3, 4 -- places in each destination's group
 local GROUP = 4
 -- ARGV: envelope, message id, dedup id ('' = none), dedup ttl seconds,
+--       '1' to make a duplicate write something (see below),
 --       then one ordering-key value per destination
 -- Returns {number of destinations written, id}: when every destination had
 -- already seen the dedup id, 0 and the id stored the first time.
@@ -24,12 +25,19 @@ end
 -- A partly seen id (a fan-out half done on a Cluster) completes the missing
 -- destinations under the id that was stored first.
 if #fresh < n then id = original end
+-- A duplicate changes nothing, so a WAIT after it would not cover the
+-- original write, which may not have reached a replica yet (its first
+-- request timed out waiting): rewriting a marker as it is puts this
+-- connection's replication offset past the original. (ROUTER_REDIS_WAIT only.)
+if #fresh == 0 and ARGV[5] == '1' then
+  redis.call('SET', KEYS[SEEN], original, 'KEEPTTL')
+end
 for _, i in ipairs(fresh) do
   local base = i * GROUP
   if dedup ~= '' then redis.call('SET', KEYS[base + SEEN], id, 'EX', ttl) end
   -- A lane that was empty held a key in none of ready/leases/delayed.
   if redis.call('RPUSH', KEYS[base + LANE], envelope) == 1 then
-    redis.call('RPUSH', KEYS[base + READY], ARGV[5 + i])
+    redis.call('RPUSH', KEYS[base + READY], ARGV[6 + i])
     nudge(KEYS[base + WAKE])
   end
 end

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import threading
 import time
 from collections import Counter
@@ -19,7 +20,7 @@ import redis as redis_sync
 from redis.asyncio.cluster import RedisCluster
 
 from router import envelope
-from router.keys import DestinationKeys, all_shards, shard_count_key
+from router.keys import DestinationKeys, all_shards, shard_count_key, shard_of
 from router.queue import Scripts, Target, enqueue
 from tests.support.bot import Bot, check_order
 from tests.support.cluster import Cluster
@@ -326,3 +327,68 @@ def test_a_cluster_with_a_password_in_the_url_works_the_same(tmp_path: Path, bot
             router.terminate()
     finally:
         cluster.stop()
+
+
+def test_more_shards_than_the_pool_can_wait_on_is_refused(tmp_path: Path) -> None:
+    routes = write_routes(
+        tmp_path / "routes.yaml", "http://127.0.0.1:9/bot", shards=40, max_in_flight=40
+    )
+    done = run_cli("--routes", str(routes), "worker", ROUTER_REDIS_CONNECTIONS="60")
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"router: {routes}: the destinations' 40 shards each keep a Redis connection waiting "
+        "for work, over half of ROUTER_REDIS_CONNECTIONS=60; set ROUTER_REDIS_CONNECTIONS to "
+        "at least 80, or use fewer shards"
+    ]
+
+
+def test_a_frozen_master_holds_up_only_its_own_shards(
+    cluster_url: str, redis_cluster: Cluster, tmp_path: Path
+) -> None:
+    """Concurrent writes to shards on three masters, one of them frozen
+    (SIGSTOP): those on the two others are answered at once, those on the
+    frozen one 503 within the deadline. (The batcher keeps one pipeline per
+    node, so a slow node cannot hold the others' calls.)"""
+    routes = write_routes(tmp_path / "routes.yaml", "http://127.0.0.1:9/bot", shards=6)
+    router = RouterProcess(
+        tmp_path / "router.log",
+        command="api",
+        REDIS_URL=cluster_url,
+        ROUTES_FILE=str(routes),
+        ROUTER_INGEST_DEADLINE="1",
+    )
+    router.start()
+    frozen = redis_cluster.master_of(DestinationKeys("chatbot", 0, 6).tag)
+    keys = [f"4491{i:07d}" for i in range(60)]
+    on_frozen = {
+        k
+        for k in keys
+        if redis_cluster.master_of(DestinationKeys("chatbot", shard_of(k, 6), 6).tag) == frozen
+    }
+    assert 0 < len(on_frozen) < len(keys)
+
+    async def post_all() -> list[tuple[str, int, float]]:
+        async with httpx.AsyncClient(base_url=router.url, timeout=10) as client:
+
+            async def one(key: str) -> tuple[str, int, float]:
+                started = time.monotonic()
+                r = await client.post(STORE, json={"mensaje": "m", "wa_id": key})
+                return key, r.status_code, time.monotonic() - started
+
+            return await asyncio.gather(*(one(k) for k in keys))
+
+    try:
+        assert frozen.process is not None
+        frozen.process.send_signal(signal.SIGSTOP)
+        try:
+            answers = asyncio.run(post_all())
+        finally:
+            frozen.process.send_signal(signal.SIGCONT)
+        for key, status, took in answers:
+            if key in on_frozen:
+                assert status == 503 and took < 1.8, (key, status, took)
+            else:
+                assert status == 200 and took < 0.9, (key, status, took)
+    finally:
+        router.terminate()
+        wait_until(redis_cluster.healthy, timeout=60, what="the cluster to settle")
