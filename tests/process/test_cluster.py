@@ -392,3 +392,41 @@ def test_a_frozen_master_holds_up_only_its_own_shards(
     finally:
         router.terminate()
         wait_until(redis_cluster.healthy, timeout=60, what="the cluster to settle")
+
+
+def test_with_redis_wait_a_duplicate_is_acknowledged_only_once_a_replica_has_it(
+    cluster_url: str, redis_cluster: Cluster, tmp_path: Path
+) -> None:
+    """ROUTER_REDIS_WAIT=1 with the destination's replica frozen: the first
+    try is stored on the master but not replicated (503 unknown); its retry
+    is a duplicate, yet is not answered 200 until a replica holds the
+    message (the duplicate rewrites its marker, so its WAIT covers the
+    original write)."""
+    routes = write_routes(tmp_path / "routes.yaml", "http://127.0.0.1:9/bot")
+    router = RouterProcess(
+        tmp_path / "router.log",
+        command="api",
+        REDIS_URL=cluster_url,
+        ROUTES_FILE=str(routes),
+        ROUTER_REDIS_WAIT="1",
+        ROUTER_INGEST_DEADLINE="1",
+    )
+    router.start()
+    replica = redis_cluster.replica_of(redis_cluster.master_of(DestinationKeys("chatbot").tag))
+    headers = {"Idempotency-Key": "wait-dup-1"}
+    message = {"mensaje": "m", "wa_id": "44912345678"}
+    try:
+        assert replica.process is not None
+        replica.process.send_signal(signal.SIGSTOP)
+        try:
+            first = httpx.post(router.url + STORE, json=message, headers=headers)
+            assert first.status_code == 503 and first.json()["stored"] == "unknown", first.text
+            retry = httpx.post(router.url + STORE, json=message, headers=headers)
+            assert retry.status_code == 503, retry.text  # no replica has it yet
+        finally:
+            replica.process.send_signal(signal.SIGCONT)
+        wait_until(redis_cluster.healthy, timeout=30, what="the replica to catch up")
+        after = httpx.post(router.url + STORE, json=message, headers=headers)
+        assert after.status_code == 200 and after.json()["duplicate"] is True, after.text
+    finally:
+        router.terminate()

@@ -156,6 +156,11 @@ class Cluster:
             port = _slot_owner(c, slot)
         return next(n for n in self.nodes if n.port == port)
 
+    def replica_of(self, master: ClusterNode) -> ClusterNode:
+        """The (first) replica of a master."""
+        port = int(str(master.info("replication")["slave0"]["port"]))  # type: ignore[index]
+        return next(n for n in self.nodes if n.port == port)
+
     def wait_failover(self, killed: ClusterNode, timeout: float = 30.0) -> float:
         """Wait until a replica took over the killed master's slots and the
         cluster is ok again; returns the seconds it took."""
