@@ -149,6 +149,9 @@ async def _redis_problem(redis: Redis, state: RouterState) -> str | None:
             return redis_memory.out_of_memory(memory)
     if not redis_mode.is_cluster(redis) and await redis_mode.is_cluster_node(redis):
         return redis_mode.LATE_CLUSTER
+    replicas = await redis_mode.too_few_replicas(redis, state.settings.redis_wait)
+    if replicas is not None:
+        return replicas
     # The start-up check of the shard counts, again: it is skipped when
     # Redis did not answer at start.
     return await shard_layout.refusal(redis, state.config.destinations.values())

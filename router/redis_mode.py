@@ -64,6 +64,30 @@ async def is_cluster_node(redis: Redis) -> bool:
     return str(info.get("cluster_enabled", "0")) == "1"
 
 
+async def too_few_replicas(redis: Redis, wanted: int) -> str | None:
+    """Why ROUTER_REDIS_WAIT cannot be met now (a primary, or on a Cluster a
+    master, with fewer replicas connected than it asks for), or None."""
+    if wanted == 0:
+        return None
+    try:
+        if is_cluster(redis):
+            answer = await redis.info("replication", target_nodes="primaries")
+            infos = [answer] if "role" in answer else list(answer.values())
+        else:
+            infos = [await redis.info("replication")]
+    except ResponseError:
+        return None  # INFO not allowed: nothing to tell
+    fewest = min(int(info.get("connected_slaves", 0)) for info in infos)
+    if fewest >= wanted:
+        return None
+    where = "a Cluster master" if is_cluster(redis) else "the Redis primary"
+    return (
+        f"ROUTER_REDIS_WAIT={wanted}, but {where} has {fewest} replica(s) connected: "
+        "every write waits out the ingest deadline and answers 503; connect replicas "
+        "or lower ROUTER_REDIS_WAIT"
+    )
+
+
 def mode(redis: Redis) -> str:
     """How the client uses Redis: "cluster" or "single"."""
     return "cluster" if is_cluster(redis) else "single"

@@ -6,7 +6,6 @@ retried request without duplicates, and a master's failover survived."""
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 import threading
 import time
@@ -20,6 +19,7 @@ import redis as redis_sync
 from redis.asyncio.cluster import RedisCluster
 
 from router import envelope
+from router.embedded import EmbeddedRedis
 from router.keys import DestinationKeys, all_shards, shard_count_key, shard_of
 from router.queue import Scripts, Target, enqueue
 from tests.support.bot import Bot, check_order
@@ -27,7 +27,7 @@ from tests.support.cluster import Cluster
 from tests.support.messages import interleaved, post_concurrently
 from tests.support.processes import RouterProcess, run_cli
 from tests.support.routes import STORE, write_routes, write_yaml
-from tests.support.servers import wait_until
+from tests.support.servers import serve, wait_until
 
 
 def _two_destinations(directory: Path, bot: Bot, audit: Bot, shards: int = 6) -> Path:
@@ -297,7 +297,18 @@ def test_no_message_answered_200_is_lost_when_a_master_is_killed_with_redis_wait
         print(f"failover in {took:.1f}s; {total} answered 200, {refused} answered 503, lost {lost}")
         assert lost == 0
         assert unexpected == []
-        assert json.loads(httpx.get(router.url + "/readyz").text)["redis"] == "ok"
+        # The promoted master has no replica: WAIT=1 cannot be met, and
+        # /readyz says so, until the killed node is back as its replica.
+        assert "0 replica(s) connected" in httpx.get(router.url + "/readyz").json()["redis"]
+        master.start()
+        wait_until(redis_cluster.healthy, timeout=60, what="the old master back as a replica")
+        wait_until(
+            lambda: httpx.get(router.url + "/readyz").json()["redis"] == "ok",
+            timeout=30,
+            what="/readyz ok again",
+        )
+        again = httpx.post(router.url + STORE, json={"mensaje": "after", "wa_id": "1"})
+        assert again.status_code == 200, again.text
     finally:
         router.terminate()
 
@@ -430,3 +441,22 @@ def test_with_redis_wait_a_duplicate_is_acknowledged_only_once_a_replica_has_it(
         assert after.status_code == 200 and after.json()["duplicate"] is True, after.text
     finally:
         router.terminate()
+
+
+def test_readyz_says_when_redis_wait_cannot_be_met(
+    own_redis: EmbeddedRedis, tmp_path: Path
+) -> None:
+    """ROUTER_REDIS_WAIT=1 on a Redis without replicas: every write would
+    wait out the deadline and answer 503; /readyz says why."""
+    routes = write_routes(tmp_path / "r.yaml", "http://127.0.0.1:9/bot")
+    server = serve(own_redis.url, routes, redis_wait=1)
+    try:
+        ready = httpx.get(server.url + "/readyz")
+        assert ready.status_code == 503
+        assert ready.json()["redis"] == (
+            "ROUTER_REDIS_WAIT=1, but the Redis primary has 0 replica(s) connected: every "
+            "write waits out the ingest deadline and answers 503; connect replicas or lower "
+            "ROUTER_REDIS_WAIT"
+        )
+    finally:
+        server.stop()
