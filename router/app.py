@@ -115,10 +115,11 @@ def _health_handlers(state: RouterState) -> list[HTTPRouteHandler]:
         does not evict queued messages, and the delivery workers run (when
         this process runs them)."""
         checks: dict[str, Any] = {}
+        warnings: list[str] = []
         try:
             redis, _ = state.require_redis()
             async with asyncio.timeout(state.settings.ingest_deadline):
-                problem = await _redis_problem(redis, state)
+                problem = await _redis_problem(redis, state, warnings)
         except ApiError as exc:
             problem = exc.message
         except (RedisError, OSError, TimeoutError) as exc:
@@ -126,6 +127,8 @@ def _health_handlers(state: RouterState) -> list[HTTPRouteHandler]:
         checks["redis"] = problem or "ok"
         if state.redis is not None:
             checks["redis_mode"] = redis_mode.mode(state.redis)
+        if warnings:
+            checks["warnings"] = warnings
         ok = problem is None
         if state.settings.run_workers:
             running = state.workers is not None and state.workers.running
@@ -138,8 +141,9 @@ def _health_handlers(state: RouterState) -> list[HTTPRouteHandler]:
     return [healthz, readyz]
 
 
-async def _redis_problem(redis: Redis, state: RouterState) -> str | None:
-    """Why Redis cannot take messages now, or None."""
+async def _redis_problem(redis: Redis, state: RouterState, warnings: list[str]) -> str | None:
+    """Why Redis cannot take messages now, or None; `warnings` gets what
+    limits it without stopping it."""
     memory = await redis_memory.read(redis)  # doubles as the ping
     if memory is not None:  # None: INFO not allowed
         refusal = redis_memory.refusal(memory, state.settings.allow_eviction)
@@ -151,10 +155,14 @@ async def _redis_problem(redis: Redis, state: RouterState) -> str | None:
         return redis_mode.LATE_CLUSTER
     replicas = await redis_mode.too_few_replicas(redis, state.settings.redis_wait)
     if replicas is not None:
-        return replicas
+        if not redis_mode.is_cluster(redis):
+            return replicas  # every write waits out the deadline
+        # On a Cluster only that master's slots do: the process still takes
+        # the others' (a balancer dropping it would stop them all).
+        warnings.append(replicas)
     # The start-up check of the shard counts, again: it is skipped when
     # Redis did not answer at start.
-    return await shard_layout.refusal(redis, state.config.destinations.values())
+    return await shard_layout.refusal(redis, state.config.destinations.values(), record=False)
 
 
 def create_app(

@@ -265,6 +265,11 @@ class ScriptBatcher:
             commands.append(PipelineCommand(len(batch), "WAIT", self.replicas, self._wait_ms))
         await self._node().execute_pipeline(commands)
         results = [c.result for c in commands]
+        for result in results:
+            # redis-py hands back a lost connection or a timeout as a
+            # command's result: it ends the batch, which may have run.
+            if isinstance(result, Exception) and not isinstance(result, ResponseError):
+                raise result
         if self.replicas:
             results = self._replicated(results[:-1], results[-1])
         return results
@@ -335,6 +340,7 @@ class ClusterScriptBatcher:
             node = self._cluster.get_node_from_key(key)
         except RedisClusterException as exc:  # no slot map (yet): nothing was sent
             self._refresh = True
+            command_written.set(False)
             raise cluster_unavailable(exc) from exc
         batcher = self._by_node.get(node.name)
         if batcher is None:

@@ -43,11 +43,6 @@ CONNECT_TIMEOUT = 1.0
 # its caller ends the wait first: a connection busy longer is a stuck one.
 POOL_TIMEOUT = SOCKET_TIMEOUT + CONNECT_TIMEOUT
 
-# Connections a Cluster node keeps for the batchers' pipelines beyond
-# ROUTER_REDIS_CONNECTIONS (an ingest batcher and the acks of the shards
-# on that node, one pipeline in flight each).
-BATCHER_CONNECTIONS = 64
-
 # True once a command of the current task may have reached the server.
 command_written: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "command_written", default=False
@@ -274,8 +269,11 @@ def connect_cluster(url: str, max_connections: int) -> RedisCluster:
         url,
         commands_in_flight=max_connections,
         # Each node's own bound, with room beside the commands for the
-        # batchers' pipelines (one at a time each: router.batching).
-        max_connections=max_connections + BATCHER_CONNECTIONS,
+        # batchers' pipelines, one in flight each (router.batching): the
+        # ingest batcher and a claim and an ack batcher per shard, and
+        # `router worker` refuses more shards than max_connections / 2.
+        # (Connections are opened as needed: the bound costs nothing.)
+        max_connections=2 * max_connections + 1,
         socket_timeout=SOCKET_TIMEOUT,
         socket_connect_timeout=CONNECT_TIMEOUT,
         retry=Retry(NoBackoff(), retries=0),

@@ -80,11 +80,13 @@ async def too_few_replicas(redis: Redis, wanted: int) -> str | None:
     fewest = min(int(info.get("connected_slaves", 0)) for info in infos)
     if fewest >= wanted:
         return None
-    where = "a Cluster master" if is_cluster(redis) else "the Redis primary"
+    where, writes = "the Redis primary", "every write"
+    if is_cluster(redis):
+        where, writes = "a Cluster master", "every write to its slots"
     return (
         f"ROUTER_REDIS_WAIT={wanted}, but {where} has {fewest} replica(s) connected: "
-        "every write waits out the ingest deadline and answers 503; connect replicas "
-        "or lower ROUTER_REDIS_WAIT"
+        f"{writes} waits out the ingest deadline and answers 503 (stored, not yet "
+        "replicated); connect replicas or lower ROUTER_REDIS_WAIT"
     )
 
 

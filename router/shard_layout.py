@@ -34,9 +34,12 @@ async def held_messages(redis: Redis, destination: str, shards: int) -> int:
     return total
 
 
-async def refusal(redis: Redis, destinations: Iterable[Destination]) -> str | None:
-    """Why the configured shard counts cannot be used now, or None (after
-    recording any count that changed on an empty destination)."""
+async def refusal(
+    redis: Redis, destinations: Iterable[Destination], record: bool = True
+) -> str | None:
+    """Why the configured shard counts cannot be used now, or None; with
+    `record`, a count that changed on an empty destination is recorded
+    (at start and by workers, never by a readiness probe)."""
     client: Any = redis
     for dest in destinations:
         wanted = dest.settings.shards
@@ -52,6 +55,8 @@ async def refusal(redis: Redis, destinations: Iterable[Destination]) -> str | No
                 f"back to {stored}, or let the destination drain first (deliver, replay "
                 "or clear its dead letters)"
             )
+        if not record:
+            continue
         if wanted == 1:
             await client.delete(shard_count_key(dest.name))
         else:

@@ -47,6 +47,21 @@ def _age(env: envelope.Envelope) -> float:
     return time.time() - env.ts / 1000
 
 
+class LayoutGate:
+    """The shard-count check (router.shard_layout) made once for all the
+    shard loops of a destination in this process."""
+
+    def __init__(self) -> None:
+        self._lock = asyncio.Lock()
+        self._agreed = False
+
+    async def agreed(self, worker: DestinationWorker, burst: bool) -> bool:
+        async with self._lock:
+            if not self._agreed:
+                self._agreed = await worker._check_layout(burst)
+            return self._agreed
+
+
 class DestinationWorker:
     def __init__(
         self,
@@ -55,7 +70,9 @@ class DestinationWorker:
         destination: Destination,
         sink: Sink,
         shard: int = 0,
+        layout: LayoutGate | None = None,
     ):
+        self._layout = layout or LayoutGate()
         self.destination = destination
         self.settings = destination.settings
         shards = self.settings.shards
@@ -83,7 +100,7 @@ class DestinationWorker:
         self._loop_exited.clear()
         errors = 0
         try:
-            if not await self._layout_agreed(burst):
+            if not await self._layout.agreed(self, burst):
                 return
             while not self._stopping:
                 free = self.max_in_flight - len(self._tasks)
@@ -131,12 +148,12 @@ class DestinationWorker:
             self.running = False
             self._loop_exited.set()
 
-    async def _layout_agreed(self, burst: bool) -> bool:
+    async def _check_layout(self, burst: bool) -> bool:
         """Claim nothing until the stored messages follow this shard count
         (router.shard_layout; checked at start too, unless Redis did not
         answer then): claiming new shards while a conversation's earlier
         messages wait in the old ones would deliver it out of order."""
-        errors = 0
+        errors = refusals = 0
         while not self._stopping:
             try:
                 problem = await shard_layout.refusal(self.queue.redis, [self.destination])
@@ -146,11 +163,11 @@ class DestinationWorker:
                 continue
             if problem is None:
                 return True
-            if errors % 60 == 0:
+            if refusals % 60 == 0:
                 log.error("%s; not delivering until it is fixed", problem)
             if burst:
                 return False
-            errors += 1
+            refusals += 1
             await asyncio.sleep(1.0)
         return False
 
@@ -458,9 +475,12 @@ class Workers:
             for dest in self.destinations:
                 opened = await open_sink(dest, self.transport)
                 self._sinks.append(opened)
+                layout = LayoutGate()
                 for shard in range(dest.settings.shards):  # one loop per shard
                     self.workers.append(
-                        DestinationWorker(self.redis, self.scripts, dest, opened.sink, shard)
+                        DestinationWorker(
+                            self.redis, self.scripts, dest, opened.sink, shard, layout
+                        )
                     )
         except BaseException:
             await self._close_sinks()

@@ -11,6 +11,7 @@ local envelope, id, dedup, ttl = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local n = #KEYS / GROUP
 local fresh = {}
 local original = id
+local first_marker = nil -- the first destination's marker, as it was
 for i = 0, n - 1 do
   local seen = false
   if dedup ~= '' then
@@ -18,6 +19,7 @@ for i = 0, n - 1 do
     if prev then
       seen = true
       original = prev
+      if i == 0 then first_marker = prev end
     end
   end
   if not seen then fresh[#fresh + 1] = i end
@@ -28,9 +30,10 @@ if #fresh < n then id = original end
 -- A duplicate changes nothing, so a WAIT after it would not cover the
 -- original write, which may not have reached a replica yet (its first
 -- request timed out waiting): rewriting a marker as it is puts this
--- connection's replication offset past the original. (ROUTER_REDIS_WAIT only.)
+-- connection's replication offset past the original. (ROUTER_REDIS_WAIT
+-- only; pcall: on a full Redis the duplicate is still answered as one.)
 if #fresh == 0 and ARGV[5] == '1' then
-  redis.call('SET', KEYS[SEEN], original, 'KEEPTTL')
+  redis.pcall('SET', KEYS[SEEN], first_marker, 'KEEPTTL')
 end
 for _, i in ipairs(fresh) do
   local base = i * GROUP

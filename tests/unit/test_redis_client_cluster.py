@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from redis.asyncio.connection import SSLConnection
 
-from router.redis_client import BATCHER_CONNECTIONS, connect_cluster
+from router.redis_client import connect_cluster
 
 
 def test_a_rediss_url_gives_tls_connections_that_note_writes() -> None:
@@ -23,4 +23,4 @@ def test_a_redis_url_gives_plain_connections_that_note_writes() -> None:
     client = connect_cluster("redis://127.0.0.1:7000/0", 10)
     kwargs = client.nodes_manager.connection_kwargs
     assert kwargs["connection_class"].__name__ == "_TcpConnection"
-    assert kwargs["max_connections"] == 10 + BATCHER_CONNECTIONS  # room for the batchers
+    assert kwargs["max_connections"] == 21  # room for the batchers: 1 + 2 per shard
