@@ -72,7 +72,7 @@ from typing import Any
 
 import stack
 from context import Context
-from delivery import preload
+from delivery import preload, window_problems
 from destination import watch
 from ingest import run_wrk
 from procs import DESTINATION, HOST, PEERS, free_port, router_argv, say, wait_http, write_routes
@@ -678,12 +678,7 @@ class ClusterPart:
             f"{run.router_cores:.2f} cores, commands/msg per master {_list(run.per_message())}, "
             f"Redis CPU {run.cpu_us():.0f} µs/msg, exit {w.returncode}"
         )
-        if w.timed_out:
-            ctx.problems.append(f"{what}: killed after {ctx.args.timeout:g} s")
-        if w.delivered != n:
-            ctx.problems.append(f"{what}: the sink counted {w.delivered}, expected {n}")
-        if w.returncode:
-            ctx.problems.append(f"{what}: exited with {w.returncode} (see bench/results/logs)")
+        window_problems(ctx, what, w, n)
 
     def failed(self, phase: str, setup: Setup) -> None:
         """A run with no figures, so that every setup has one run per round."""

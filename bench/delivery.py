@@ -116,6 +116,16 @@ def preload(url: str, n: int, keys: int, shards: int = 1) -> None:
     asyncio.run(_preload(url, n, keys, shards))
 
 
+def window_problems(ctx: Context, what: str, w: Window, n: int) -> None:
+    """A drain that timed out, lost count or failed goes in the report's problems."""
+    if w.timed_out:
+        ctx.problems.append(f"{what}: killed after {ctx.args.timeout:g} s")
+    if w.delivered != n:
+        ctx.problems.append(f"{what}: the sink counted {w.delivered}, expected {n}")
+    if w.returncode:
+        ctx.problems.append(f"{what}: exited with {w.returncode} (see bench/results/logs)")
+
+
 def bullmq_missing() -> str | None:
     """Why the BullMQ peer cannot run here, or None if it can."""
     if shutil.which("node") is None:
@@ -363,17 +373,11 @@ class Delivery:
         return rates
 
     def check_window(self, what: str, w: Window, n: int) -> None:
-        ctx = self.ctx
         say(
             f"{what}: {w.rate:,.0f} msg/s at the sink, {w.delivered}/{n} delivered, "
             f"process {w.wall:.2f} s, exit {w.returncode}"
         )
-        if w.timed_out:
-            ctx.problems.append(f"{what}: killed after {ctx.args.timeout:g} s")
-        if w.delivered != n:
-            ctx.problems.append(f"{what}: the sink counted {w.delivered}, expected {n}")
-        if w.returncode:
-            ctx.problems.append(f"{what}: exited with {w.returncode} (see bench/results/logs)")
+        window_problems(self.ctx, what, w, n)
 
     # the report
 

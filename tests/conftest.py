@@ -25,7 +25,7 @@ import pytest
 import redis as redis_sync
 
 from router.embedded import EmbeddedRedis
-from tests.support.bot import Bot
+from tests.support.bot import Bot, serving_bot
 from tests.support.cluster import Cluster
 from tests.support.routes import STORE, write_routes
 from tests.support.servers import ServerThread, serve, wait_until
@@ -106,12 +106,8 @@ def own_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
 
 @pytest.fixture()
 def bot() -> Iterator[Bot]:
-    b = Bot()
-    b.server = ServerThread(b).start()
-    try:
+    with serving_bot() as b:
         yield b
-    finally:
-        b.server.stop()
 
 
 @dataclasses.dataclass

@@ -22,7 +22,7 @@ from router import envelope
 from router.embedded import EmbeddedRedis
 from router.keys import DestinationKeys, all_shards, shard_count_key, shard_of
 from router.queue import Scripts, Target, enqueue
-from tests.support.bot import Bot, check_order
+from tests.support.bot import Bot, check_order, serving_bot
 from tests.support.cluster import Cluster, sync_client
 from tests.support.messages import interleaved, post_concurrently
 from tests.support.processes import RouterProcess, run_cli
@@ -61,14 +61,9 @@ def _two_destinations(directory: Path, bot: Bot, audit: Bot, shards: int = 6) ->
 
 @pytest.fixture()
 def audit() -> Iterator[Bot]:
-    from tests.support.servers import ServerThread
-
-    b = Bot()
-    b.server = ServerThread(b).start()
-    try:
+    """A second bot, for a second destination."""
+    with serving_bot() as b:
         yield b
-    finally:
-        b.server.stop()
 
 
 def test_a_cluster_is_detected_and_per_key_order_holds_over_shards_and_slots(

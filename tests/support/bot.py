@@ -5,11 +5,12 @@ tells it; and what the tests check against what it acknowledged."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -143,6 +144,17 @@ class Bot:
     def url(self) -> str:
         assert self.server is not None
         return self.server.url + "/bot"
+
+
+@contextlib.contextmanager
+def serving_bot() -> Iterator[Bot]:
+    """A Bot served on loopback for the block, stopped after it."""
+    b = Bot()
+    b.server = ServerThread(b).start()
+    try:
+        yield b
+    finally:
+        b.server.stop()
 
 
 def _ok_body(r: Received) -> bool:
