@@ -146,6 +146,10 @@ class HttpSink:
             self.options.id_header.lower(): delivery.id,  # (header names lower-cased: one of each)
             "x-router-attempt": str(delivery.attempt),
         }
+        if delivery.traceparent is not None:
+            headers["traceparent"] = delivery.traceparent
+            if delivery.tracestate is not None:
+                headers["tracestate"] = delivery.tracestate
         timeout = self.context.timeout
         try:
             if self._direct is not None:

@@ -12,7 +12,7 @@ from typing import Any
 import msgspec
 from redis.exceptions import ResponseError
 
-from router import envelope
+from router import envelope, tracecontext
 from router.auth import Authenticator
 from router.batching import Batcher
 from router.config import Route
@@ -197,15 +197,18 @@ class IngestRoute:
                 command_written.set(False)
         now_ms = int(time.time() * 1000)
         message_id = envelope.new_message_id(now_ms)
+        traceparent, tracestate = tracecontext.from_headers(headers)
         return await enqueue(
             scripts,
             targets,
-            envelope.encode(message_id, now_ms, body),
+            envelope.encode(message_id, now_ms, body, traceparent, tracestate),
             message_id,
             dedup,
             math.ceil(self.route.settings.dedup_ttl),
             batcher,
-            reencode=lambda stored_id: envelope.encode(stored_id, now_ms, body),
+            reencode=lambda stored_id: envelope.encode(
+                stored_id, now_ms, body, traceparent, tracestate
+            ),
         )
 
 

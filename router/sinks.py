@@ -21,6 +21,10 @@ class Delivery:
     attempt: int  # 1 for the first try
     received_at_ms: int
     destination: str
+    # W3C trace context the sender posted with the message (router.tracecontext):
+    # a sink that speaks HTTP should send them as headers, as the built-in one does.
+    traceparent: str | None = None
+    tracestate: str | None = None
 
     def json(self) -> Any:
         return json.loads(self.body)

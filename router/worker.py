@@ -239,6 +239,8 @@ class DestinationWorker:
                 attempt=attempts + 1,
                 received_at_ms=env.ts,
                 destination=self.destination.name,
+                traceparent=env.tp,
+                tracestate=env.tst,
             )
             try:
                 await self._attempt(claim, delivery)
