@@ -47,6 +47,21 @@ def admin_handlers(state: RouterState) -> list[HTTPRouteHandler]:
         authorize(request)
         return {name: await queue(name).stats() for name in state.config.destinations}
 
+    @post("/admin/destinations/{name:str}/pause", status_code=200)
+    async def pause(request: Request[Any, Any, Any], name: FromPath[str]) -> dict[str, Any]:
+        """Pause a destination in every process: nothing new is attempted,
+        attempts in flight finish, ingest goes on storing."""
+        authorize(request)
+        await queue(name).set_paused(True)
+        return {"status": "ok", "paused": True}
+
+    @post("/admin/destinations/{name:str}/resume", status_code=200)
+    async def resume(request: Request[Any, Any, Any], name: FromPath[str]) -> dict[str, Any]:
+        """Resume a paused destination: its waiting messages go out, oldest first."""
+        authorize(request)
+        await queue(name).set_paused(False)
+        return {"status": "ok", "paused": False}
+
     @get("/admin/destinations/{name:str}/dead")
     async def dead(
         request: Request[Any, Any, Any],
@@ -110,7 +125,7 @@ def admin_handlers(state: RouterState) -> list[HTTPRouteHandler]:
         authorize(request)
         return await unblock_key(name, key)
 
-    return [destinations, dead, replay, blocked, unblock, unblock_in_path]
+    return [destinations, pause, resume, dead, replay, blocked, unblock, unblock_in_path]
 
 
 class UnblockRequest(msgspec.Struct, forbid_unknown_fields=True):

@@ -280,18 +280,52 @@ def _plugins(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _pause(settings: Settings, args: argparse.Namespace) -> int:
+    """`router pause DEST` / `router resume DEST`."""
+    from router import redis_mode
+    from router.queue import DestinationQueues, Scripts
+
+    config = _load_or_exit(settings)
+    if args.destination not in config.destinations:
+        return _no_destination(args.command, args.destination, config)
+    url = _redis_url_or_exit(settings, args.command)
+    pausing = args.command == "pause"
+
+    async def run() -> None:
+        redis = await redis_mode.open_client(url)
+        try:
+            shards = config.destinations[args.destination].settings.shards
+            queue = DestinationQueues(redis, Scripts(redis), args.destination, shards)
+            await queue.set_paused(pausing)
+        finally:
+            await redis.aclose()
+
+    asyncio.run(run())
+    print(
+        f"{args.destination} paused: nothing new is attempted, attempts in flight finish, "
+        "ingest goes on storing"
+        if pausing
+        else f"{args.destination} resumed"
+    )
+    return 0
+
+
+def _no_destination(command: str, name: str, config: Config) -> int:
+    print(
+        f"router {command}: no destination named {name!r}; defined: "
+        f"{', '.join(config.destinations)}",
+        file=sys.stderr,
+    )
+    return 2
+
+
 def _dead(settings: Settings, args: argparse.Namespace) -> int:
     from router import redis_mode
     from router.queue import DestinationQueues, Scripts
 
     config = _load_or_exit(settings)
     if args.destination not in config.destinations:
-        print(
-            f"router dead: no destination named {args.destination!r}; defined: "
-            f"{', '.join(config.destinations)}",
-            file=sys.stderr,
-        )
-        return 2
+        return _no_destination("dead", args.destination, config)
     url = _redis_url_or_exit(settings, "dead")
 
     async def run() -> int:
@@ -364,6 +398,13 @@ def main(argv: list[str] | None = None) -> int:
         "--count", type=int, default=None, help="how many (list: default 100; replay: all)"
     )
     p.set_defaults(run=_dead)
+    for name, text in [
+        ("pause", "pause a destination: nothing new is attempted, ingest goes on storing"),
+        ("resume", "resume a paused destination"),
+    ]:
+        p = sub.add_parser(name, help=text)
+        p.add_argument("destination")
+        p.set_defaults(run=_pause)
     args = parser.parse_args(argv)
 
     try:

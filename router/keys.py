@@ -125,6 +125,11 @@ class DestinationKeys:
         """List of at most one element: a nudge for workers blocked in BLPOP."""
         return f"{self.tag}:wake"
 
+    @property
+    def paused(self) -> str:
+        """String, present while the destination is paused (value: when, ms)."""
+        return f"{self.tag}:paused"
+
     def seen(self, message_id: str) -> str:
         """Dedup marker of a message id (string with TTL; value = stored message id)."""
         return f"{self.tag}:seen:{message_id}"

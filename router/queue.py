@@ -8,6 +8,7 @@ clock (TIME), so instances with skewed clocks agree on lease deadlines.
 from __future__ import annotations
 
 import enum
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -149,9 +150,13 @@ class Acked:
 @dataclass(frozen=True, slots=True)
 class ClaimResult:
     claims: list[Claim]
-    ready_left: int
+    ready_left: int  # -1: the destination is paused
     next_deadline_ms: int  # -1: none
     now_ms: int
+
+    @property
+    def paused(self) -> bool:
+        return self.ready_left < 0
 
 
 class DeadLetter(msgspec.Struct, frozen=True):
@@ -255,6 +260,15 @@ class DestinationQueue:
             ready, in_flight, delayed, dead = await pipe.execute()
         return {"ready": ready, "in_flight": in_flight, "delayed": delayed, "dead": dead}
 
+    async def set_paused(self, paused: bool) -> None:
+        if paused:
+            await self.redis.set(self.keys.paused, int(time.time() * 1000))
+        else:
+            await self.scripts.resume(keys=keys_for("resume", self.keys))
+
+    async def is_paused(self) -> bool:
+        return bool(await self.redis.exists(self.keys.paused))
+
     async def lane_length(self, key: str) -> int:
         return int(await self.redis.llen(self.keys.lane(key)))
 
@@ -295,12 +309,22 @@ class DestinationQueues:
     def of_key(self, key: str) -> DestinationQueue:
         return self.shards[shard_of(key, len(self.shards))]
 
-    async def stats(self) -> dict[str, int]:
-        total: dict[str, int] = {}
+    async def stats(self) -> dict[str, Any]:
+        total: dict[str, Any] = {}
         for queue in self.shards:
             for name, value in (await queue.stats()).items():
                 total[name] = total.get(name, 0) + value
+        total["paused"] = await self.is_paused()
         return total
+
+    async def set_paused(self, paused: bool) -> None:
+        """Pause (nothing new is attempted; attempts in flight finish; ingest
+        goes on storing) or resume, every shard, for every process."""
+        for queue in self.shards:
+            await queue.set_paused(paused)
+
+    async def is_paused(self) -> bool:
+        return any([await queue.is_paused() for queue in self.shards])
 
     async def _dead(self, count: int) -> list[tuple[DestinationQueue, bytes, DeadLetter]]:
         """The oldest `count` dead letters over all shards, oldest first

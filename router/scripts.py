@@ -26,8 +26,18 @@ LEASE_LOST = -1
 # the call's ordering key). enqueue takes its group once per destination.
 SCRIPT_KEYS: dict[str, tuple[str, ...]] = {
     "enqueue": ("lane", "ready", "wake", "seen"),
-    "claim": ("ready", "leases", "owner", "delayed", "attempts", "wake", "blocked"),
-    "ack": ("lane", "ready", "leases", "owner", "attempts", "last_error", "wake", "delayed"),
+    "claim": ("ready", "leases", "owner", "delayed", "attempts", "wake", "blocked", "paused"),
+    "ack": (
+        "lane",
+        "ready",
+        "leases",
+        "owner",
+        "attempts",
+        "last_error",
+        "wake",
+        "delayed",
+        "paused",
+    ),
     "fail": (
         "lane",
         "ready",
@@ -44,6 +54,7 @@ SCRIPT_KEYS: dict[str, tuple[str, ...]] = {
     "release": ("ready", "leases", "owner", "wake"),
     "replay": ("dead", "lane", "ready", "wake", "leases", "attempts", "last_error"),
     "unblock": ("blocked", "ready", "attempts", "wake"),
+    "resume": ("paused", "wake"),
     "ratelimit": ("counter",),  # not a destination's: see router.keys.rate_limit_key
 }
 PER_DESTINATION = {"enqueue"}
@@ -89,3 +100,4 @@ class Scripts:
         self.release = load(redis, "release")
         self.replay = load(redis, "replay")
         self.unblock = load(redis, "unblock")
+        self.resume = load(redis, "resume")

@@ -88,6 +88,7 @@ class DestinationWorker:
         self._stopping = False
         self._worker_id = f"{os.uname().nodename}:{os.getpid()}:{id(self):x}"
         self._claims = 0
+        self._paused = False
         self.running = False
         self._loop_exited = asyncio.Event()
 
@@ -117,6 +118,16 @@ class DestinationWorker:
                     errors += 1
                     await self._redis_down(exc, errors)
                     continue
+                if result.paused != self._paused:
+                    self._paused = result.paused
+                    if self.queue.keys.shard == 0:  # one line per destination
+                        log.info(
+                            "destination %s %s",
+                            self.destination.name,
+                            "paused: nothing new is attempted (attempts in flight finish)"
+                            if self._paused
+                            else "resumed",
+                        )
                 for claim in result.claims:
                     task = asyncio.create_task(self._deliver(claim))
                     self._tasks[task] = claim
@@ -127,7 +138,7 @@ class DestinationWorker:
                 # send one when a key becomes ready) or the next due time,
                 # instead of a claim that would find nothing (a round trip
                 # per wake-up at steady low rates).
-                if burst and not self._tasks and result.ready_left == 0:
+                if burst and not self._tasks and result.ready_left <= 0:
                     # Nothing can be attempted now; keys waiting out a
                     # backoff stay queued for the next run.
                     return

@@ -1,7 +1,7 @@
 -- The destination acknowledged the head of a lane: remove it.
--- KEYS: lane, ready, leases, owner, attempts, last_error, wake, delayed
-local lane, ready, leases, owner, attempts, last_error, wake, delayed =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
+-- KEYS: lane, ready, leases, owner, attempts, last_error, wake, delayed, paused
+local lane, ready, leases, owner, attempts, last_error, wake, delayed, paused =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
 -- ARGV: ordering key, token, lease ms, keep ('1' = may keep the key),
 --       the acknowledged envelope
 -- Returns LEASE_LOST when another claim owns the key now (this delivery was
@@ -22,7 +22,9 @@ if redis.call('LINDEX', lane, 0) == ARGV[5] then
   redis.call('HDEL', last_error, k)
 end
 local left = redis.call('LLEN', lane)
+-- (Not while paused: the attempt in flight finished, nothing new starts.)
 if left > 0 and ARGV[4] == '1' and redis.call('LLEN', ready) == 0
+    and redis.call('EXISTS', paused) == 0
     and #redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, 1) == 0
     and #redis.call('ZRANGEBYSCORE', leases, '-inf', now, 'LIMIT', 0, 1) == 0 then
   redis.call('ZADD', leases, now + tonumber(ARGV[3]), k)

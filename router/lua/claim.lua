@@ -1,9 +1,10 @@
 -- Claim up to `want` ordering keys whose head message can be attempted now.
--- KEYS: ready, leases, owner, delayed, attempts, wake, blocked
-local ready, leases, owner, delayed, attempts, wake, blocked =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+-- KEYS: ready, leases, owner, delayed, attempts, wake, blocked, paused
+local ready, leases, owner, delayed, attempts, wake, blocked, paused =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 -- ARGV: lane prefix, lease ms, max in flight (all processes), token, want
--- Returns {ready left, next deadline ms or -1, now ms, key, head, attempts, ...}
+-- Returns {ready left, next deadline ms or -1, now ms, key, head, attempts, ...};
+-- ready left is -1 while the destination is paused (nothing is claimed).
 local now = now_ms()
 local lane, lease, cap, token, want = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
 
@@ -28,6 +29,8 @@ for _, k in ipairs(expired) do
 end
 local out = {0, -1, now}
 local room = cap - redis.call('ZCARD', leases)
+local is_paused = redis.call('EXISTS', paused) == 1
+if is_paused then room = 0 end
 if room > want then room = want end
 while room > 0 do
   local k = redis.call('LPOP', ready)
@@ -49,6 +52,7 @@ while room > 0 do
   end
 end
 out[1] = redis.call('LLEN', ready)
+if is_paused then out[1] = -1 end
 -- Keys are still waiting after this claim: pass the nudge on to another
 -- worker (here, not in a second round trip from the caller).
 if out[1] > 0 and #out > 3 then nudge(wake) end

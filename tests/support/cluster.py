@@ -110,7 +110,7 @@ class Cluster:
         for node in self.nodes:
             node.start()
         for node in self.nodes:
-            wait_until(lambda n=node: _answers(n), timeout=20, what=f"node {node.port}")
+            self._until_up(node, taken)
         subprocess.run(
             [
                 _cli_binary(),
@@ -128,6 +128,23 @@ class Cluster:
         )
         wait_until(self.healthy, timeout=30, what="cluster_state:ok on every node")
         return self
+
+    def _until_up(self, node: ClusterNode, taken: set[int]) -> None:
+        """Wait for a node to answer. A free port can be taken between its
+        choice and the node's bind (any process's outgoing connection may
+        get it): a node that exits for that starts again on another port."""
+        for _ in range(5):
+            wait_until(
+                lambda: _answers(node) or node.process is None or node.process.poll() is not None,
+                timeout=20,
+                what=f"node {node.port}",
+            )
+            if _answers(node):
+                return
+            node.port = cluster_port(taken)
+            taken.add(node.port)
+            node.start()
+        raise AssertionError(f"no node started after 5 ports (last {node.port})")
 
     def healthy(self) -> bool:
         """Every live node says the cluster is ok, and every replica is in sync."""
