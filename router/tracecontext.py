@@ -15,16 +15,29 @@ from collections.abc import Mapping
 
 # version-traceid-parentid-flags; a future version may append fields.
 _TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-[ -~]*)?")
+# list-members, commas and optional white space: printable ASCII and tabs
+# only (anything else could not be sent on as it came).
+_TRACESTATE = re.compile(r"[\t -~]+")
+MAX_TRACEPARENT = 512  # version 00 is 55; a later version's extra fields, bounded
 MAX_TRACESTATE = 512
+
+
+def _all(headers: Mapping[str, str], name: str) -> list[str]:
+    """Every value of a header (Litestar's headers keep repeats)."""
+    getall = getattr(headers, "getall", None)
+    if getall is not None:
+        return list(getall(name, []))
+    value = headers.get(name)
+    return [] if value is None else [value]
 
 
 def from_headers(headers: Mapping[str, str]) -> tuple[str | None, str | None]:
     """(traceparent, tracestate) to keep with a message, or Nones."""
-    raw = headers.get("traceparent")
-    if raw is None:
+    parents = _all(headers, "traceparent")
+    if len(parents) != 1:  # none, or several: invalid per the spec
         return None, None
-    value = raw.strip()
-    match = _TRACEPARENT.fullmatch(value)
+    value = parents[0].strip()
+    match = _TRACEPARENT.fullmatch(value) if len(value) <= MAX_TRACEPARENT else None
     if match is None:
         return None, None
     version, trace_id, parent_id, _, rest = match.groups()
@@ -35,9 +48,8 @@ def from_headers(headers: Mapping[str, str]) -> tuple[str | None, str | None]:
         or parent_id == "0" * 16
     ):
         return None, None
-    state = headers.get("tracestate")
-    if state is not None:
-        state = state.strip()
-        if not state or len(state) > MAX_TRACESTATE or not state.isprintable():
-            state = None
+    # Several tracestate headers are one list, joined with commas.
+    state = ",".join(v.strip() for v in _all(headers, "tracestate")).strip(",")
+    if not state or len(state) > MAX_TRACESTATE or not _TRACESTATE.fullmatch(state):
+        return value, None
     return value, state

@@ -37,10 +37,32 @@ def test_an_invalid_traceparent_is_ignored_with_its_tracestate(value: str) -> No
     assert from_headers({"traceparent": value, "tracestate": "a=b"}) == (None, None)
 
 
-def test_a_tracestate_without_traceparent_or_too_long_is_dropped() -> None:
+def test_a_tracestate_without_traceparent_too_long_or_not_ascii_is_dropped() -> None:
     assert from_headers({"tracestate": "a=b"}) == (None, None)
     assert from_headers({"traceparent": VALID, "tracestate": "a=" + "b" * 600}) == (VALID, None)
     assert from_headers({"traceparent": VALID, "tracestate": "a=b\x1b[31m"}) == (VALID, None)
+    # latin-1 decoded bytes: not sendable as they came
+    assert from_headers({"traceparent": VALID, "tracestate": "a=\xe9x"}) == (VALID, None)
+    assert from_headers({"traceparent": VALID, "tracestate": "a=b,\tc=d"}) == (VALID, "a=b,\tc=d")
+
+
+def test_a_future_version_is_kept_but_bounded() -> None:
+    long = "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-" + "x" * 600
+    assert from_headers({"traceparent": long}) == (None, None)
+
+
+def test_repeated_headers_follow_the_spec() -> None:
+    """Litestar's headers keep repeats: several traceparents are invalid,
+    several tracestates are one list."""
+    from litestar.datastructures import Headers
+
+    def headers(*pairs: tuple[str, str]) -> Headers:  # as the ASGI scope carries them
+        return Headers([(k.encode(), v.encode()) for k, v in pairs])
+
+    two_parents = headers(("traceparent", VALID), ("traceparent", VALID))
+    assert from_headers(two_parents) == (None, None)
+    states = headers(("traceparent", VALID), ("tracestate", "a=1"), ("tracestate", "b=2"))
+    assert from_headers(states) == (VALID, "a=1,b=2")
 
 
 def test_an_envelope_without_trace_context_carries_no_extra_bytes() -> None:
