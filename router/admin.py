@@ -39,7 +39,7 @@ def admin_handlers(state: RouterState) -> list[HTTPRouteHandler]:
         if destination is None:
             raise ApiError(404, f"no destination named {name!r}")
         redis, scripts = state.require_redis()
-        return DestinationQueues(redis, scripts, name, destination.settings.shards)
+        return DestinationQueues.of(redis, scripts, destination)
 
     @get("/admin/destinations")
     async def destinations(request: Request[Any, Any, Any]) -> dict[str, Any]:

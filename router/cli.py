@@ -11,9 +11,9 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError
 
@@ -22,6 +22,9 @@ from router.config import Config, ConfigError
 from router.embedded import EmbeddedRedis
 from router.loading import load
 from router.settings import Settings, SettingsError
+
+if TYPE_CHECKING:
+    from router.queue import DestinationQueues
 
 log = logging.getLogger("router")
 
@@ -280,87 +283,83 @@ def _plugins(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _pause(settings: Settings, args: argparse.Namespace) -> int:
-    """`router pause DEST` / `router resume DEST`."""
+def _on_queues(
+    settings: Settings,
+    command: str,
+    name: str,
+    act: Callable[[DestinationQueues], Coroutine[Any, Any, int]],
+) -> int:
+    """Run `act` on the queues of destination `name` (every shard), for a
+    command that reads or changes them; exit 2 on an unknown name."""
     from router import redis_mode
     from router.queue import DestinationQueues, Scripts
 
     config = _load_or_exit(settings)
-    if args.destination not in config.destinations:
-        return _no_destination(args.command, args.destination, config)
-    url = _redis_url_or_exit(settings, args.command)
-    pausing = args.command == "pause"
-
-    async def run() -> None:
-        redis = await redis_mode.open_client(url)
-        try:
-            shards = config.destinations[args.destination].settings.shards
-            queue = DestinationQueues(redis, Scripts(redis), args.destination, shards)
-            await queue.set_paused(pausing)
-        finally:
-            await redis.aclose()
-
-    asyncio.run(run())
-    print(
-        f"{args.destination} paused: nothing new is attempted, attempts in flight finish, "
-        "ingest goes on storing"
-        if pausing
-        else f"{args.destination} resumed"
-    )
-    return 0
-
-
-def _no_destination(command: str, name: str, config: Config) -> int:
-    print(
-        f"router {command}: no destination named {name!r}; defined: "
-        f"{', '.join(config.destinations)}",
-        file=sys.stderr,
-    )
-    return 2
-
-
-def _dead(settings: Settings, args: argparse.Namespace) -> int:
-    from router import redis_mode
-    from router.queue import DestinationQueues, Scripts
-
-    config = _load_or_exit(settings)
-    if args.destination not in config.destinations:
-        return _no_destination("dead", args.destination, config)
-    url = _redis_url_or_exit(settings, "dead")
+    destination = config.destinations.get(name)
+    if destination is None:
+        print(
+            f"router {command}: no destination named {name!r}; defined: "
+            f"{', '.join(config.destinations)}",
+            file=sys.stderr,
+        )
+        return 2
+    url = _redis_url_or_exit(settings, command)
 
     async def run() -> int:
         redis = await redis_mode.open_client(url)
         try:
-            shards = config.destinations[args.destination].settings.shards
-            queue = DestinationQueues(redis, Scripts(redis), args.destination, shards)
-            if args.action == "blocked":
-                for key, info in (await queue.blocked_keys()).items():
-                    print(json.dumps({"key": key, **info}))
-            elif args.action == "unblock":
-                keys = args.key or list(await queue.blocked_keys())
-                done = sum([await queue.unblock(k) for k in keys])
-                print(f"unblocked {done} key(s) of {args.destination}")
-            elif args.action == "list":
-                for _, d in await queue.dead_letters(0, args.count):
-                    print(
-                        json.dumps(
-                            {
-                                "key": d.key,
-                                "error": d.error,
-                                "attempts": d.attempts,
-                                "dead_at": d.dead_at,
-                                "envelope": json.loads(d.envelope),
-                            }
-                        )
-                    )
-            else:
-                replayed = await queue.replay_oldest(args.count)
-                print(f"replayed {replayed} message(s) to {args.destination}")
-            return 0
+            return await act(DestinationQueues.of(redis, Scripts(redis), destination))
         finally:
             await redis.aclose()
 
     return asyncio.run(run())
+
+
+def _pause(settings: Settings, args: argparse.Namespace) -> int:
+    """`router pause DEST` / `router resume DEST`."""
+    pausing = args.command == "pause"
+
+    async def act(queue: DestinationQueues) -> int:
+        await queue.set_paused(pausing)
+        print(
+            f"{args.destination} paused: nothing new is attempted, attempts in flight "
+            "finish, ingest goes on storing"
+            if pausing
+            else f"{args.destination} resumed"
+        )
+        return 0
+
+    return _on_queues(settings, args.command, args.destination, act)
+
+
+def _dead(settings: Settings, args: argparse.Namespace) -> int:
+    async def act(queue: DestinationQueues) -> int:
+        if args.action == "blocked":
+            for key, info in (await queue.blocked_keys()).items():
+                print(json.dumps({"key": key, **info}))
+        elif args.action == "unblock":
+            keys = args.key or list(await queue.blocked_keys())
+            done = sum([await queue.unblock(k) for k in keys])
+            print(f"unblocked {done} key(s) of {args.destination}")
+        elif args.action == "list":
+            for _, d in await queue.dead_letters(0, args.count):
+                print(
+                    json.dumps(
+                        {
+                            "key": d.key,
+                            "error": d.error,
+                            "attempts": d.attempts,
+                            "dead_at": d.dead_at,
+                            "envelope": json.loads(d.envelope),
+                        }
+                    )
+                )
+        else:
+            replayed = await queue.replay_oldest(args.count)
+            print(f"replayed {replayed} message(s) to {args.destination}")
+        return 0
+
+    return _on_queues(settings, "dead", args.destination, act)
 
 
 def main(argv: list[str] | None = None) -> int:

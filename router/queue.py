@@ -20,6 +20,7 @@ from redis.exceptions import RedisError
 
 from router import batching
 from router.batching import Batcher
+from router.config import Destination
 from router.keys import DestinationKeys, shard_of
 from router.redis_client import command_written
 from router.scripts import LEASE_LOST, Scripts, keys_for
@@ -305,6 +306,11 @@ class DestinationQueues:
         self.shards = [
             DestinationQueue(redis, scripts, destination, i, shards) for i in range(shards)
         ]
+
+    @classmethod
+    def of(cls, redis: Redis, scripts: Scripts, destination: Destination) -> DestinationQueues:
+        """The queues of a configured destination, as many shards as it has."""
+        return cls(redis, scripts, destination.name, destination.settings.shards)
 
     def of_key(self, key: str) -> DestinationQueue:
         return self.shards[shard_of(key, len(self.shards))]

@@ -287,3 +287,19 @@ def connect_cluster(url: str, max_connections: int) -> RedisCluster:
 
 def is_cluster(client: Any) -> bool:
     return isinstance(client, RedisCluster)
+
+
+async def server_infos(client: Any, section: str) -> list[dict[str, Any]]:
+    """INFO `section` of the one server, or of each master of a Cluster
+    (asked one by one: redis-py answers a single node with its own INFO but
+    several with a map, which cannot be told apart by shape)."""
+    if not is_cluster(client):
+        return [await client.info(section)]
+    masters = client.get_primaries()
+    if not masters:  # no slot map yet (a Cluster being formed): read it, or say why not
+        try:
+            await client.initialize()
+        except RedisClusterException as exc:
+            raise cluster_unavailable(exc) from exc
+        masters = client.get_primaries()
+    return list(await asyncio.gather(*(client.info(section, target_nodes=m) for m in masters)))

@@ -18,7 +18,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from router.redis_client import is_cluster
+from router.redis_client import server_infos
 
 FIX = "set `maxmemory-policy noeviction` on the Redis server"
 
@@ -44,13 +44,7 @@ async def read(redis: Redis) -> MemoryState | None:
     Cluster, the state of the master that matters most: one that evicts,
     else one that is full, else any (each master holds some queues)."""
     try:
-        if is_cluster(redis):
-            per_node = await redis.info("memory", target_nodes="primaries")
-            # One master answers with its own INFO, several with one per node.
-            infos = [per_node] if "used_memory" in per_node else list(per_node.values())
-            states = [_state(info) for info in infos]
-        else:
-            states = [_state(await redis.info("memory"))]
+        states = [_state(info) for info in await server_infos(redis, "memory")]
     except ResponseError:
         return None
     return min(states, key=lambda m: (not m.evicts_any_key, not m.full))

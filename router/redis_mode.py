@@ -14,7 +14,7 @@ from typing import Any, cast
 from redis.asyncio import Redis
 from redis.exceptions import RedisClusterException, RedisError, ResponseError
 
-from router.redis_client import connect, connect_cluster, is_cluster
+from router.redis_client import connect, connect_cluster, is_cluster, server_infos
 
 __all__ = ["is_cluster", "open_client"]
 
@@ -70,11 +70,7 @@ async def too_few_replicas(redis: Redis, wanted: int) -> str | None:
     if wanted == 0:
         return None
     try:
-        if is_cluster(redis):
-            answer = await redis.info("replication", target_nodes="primaries")
-            infos = [answer] if "role" in answer else list(answer.values())
-        else:
-            infos = [await redis.info("replication")]
+        infos = await server_infos(redis, "replication")
     except ResponseError:
         return None  # INFO not allowed: nothing to tell
     fewest = min(int(info.get("connected_slaves", 0)) for info in infos)
