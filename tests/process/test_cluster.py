@@ -30,6 +30,19 @@ from tests.support.routes import STORE, write_routes, write_yaml
 from tests.support.servers import serve, wait_until
 
 
+def _started(
+    tmp_path: Path, redis_url: str, routes: Path, command: str = "serve", **env: str
+) -> RouterProcess:
+    """`router <command>` on `redis_url` with `routes`, ready (its log: router.log)."""
+    return RouterProcess(
+        tmp_path / "router.log",
+        command=command,
+        REDIS_URL=redis_url,
+        ROUTES_FILE=str(routes),
+        **env,
+    ).start()
+
+
 def _two_destinations(directory: Path, bot: Bot, audit: Bot, shards: int = 6) -> Path:
     return write_yaml(
         directory,
@@ -71,8 +84,7 @@ def test_a_cluster_is_detected_and_per_key_order_holds_over_shards_and_slots(
 ) -> None:
     bot.latency = (0.0, 0.01)
     routes = _two_destinations(tmp_path, bot, audit)
-    router = RouterProcess(tmp_path / "router.log", REDIS_URL=cluster_url, ROUTES_FILE=str(routes))
-    router.start()
+    router = _started(tmp_path, cluster_url, routes)
     try:
         ready = httpx.get(router.url + "/readyz").json()
         assert ready["redis"] == "ok" and ready["redis_mode"] == "cluster", ready
@@ -120,14 +132,8 @@ def test_shards_spread_a_destination_evenly_over_the_masters(
     of even on each of the 3 masters (one master would hold all of them
     without shards)."""
     routes = write_routes(tmp_path / "routes.yaml", "http://127.0.0.1:9/bot", shards=6)
-    router = RouterProcess(
-        tmp_path / "router.log",
-        command="api",
-        REDIS_URL=cluster_url,
-        ROUTES_FILE=str(routes),
-        ROUTER_INGEST_BATCHING="0",  # one EVALSHA per message: calls count messages
-    )
-    router.start()
+    # ROUTER_INGEST_BATCHING=0: one EVALSHA per message, so calls count messages
+    router = _started(tmp_path, cluster_url, routes, "api", ROUTER_INGEST_BATCHING="0")
     try:
         for node in redis_cluster.masters():
             with node.client() as client:
@@ -173,13 +179,7 @@ def test_a_retried_request_completes_a_half_written_fan_out_under_the_first_id(
             await cluster.aclose()
 
     asyncio.run(first_try())
-    router = RouterProcess(
-        tmp_path / "router.log",
-        command="api",
-        REDIS_URL=cluster_url,
-        ROUTES_FILE=str(routes),
-    )
-    router.start()
+    router = _started(tmp_path, cluster_url, routes, "api")
     try:
         headers = {"Idempotency-Key": "req-1"}
         retried = httpx.post(router.url + STORE, content=body, headers=headers)
@@ -206,10 +206,7 @@ def test_changing_shards_while_messages_wait_is_refused_with_one_line(
     wait in the old ones would reorder them: refused until drained."""
     one = write_routes(tmp_path / "one.yaml", "http://127.0.0.1:9/bot")
     four = write_routes(tmp_path / "four.yaml", "http://127.0.0.1:9/bot", shards=4)
-    api = RouterProcess(
-        tmp_path / "api.log", command="api", REDIS_URL=clean_redis, ROUTES_FILE=str(one)
-    )
-    api.start()
+    api = _started(tmp_path, clean_redis, one, "api")
     try:
         r = httpx.post(api.url + STORE, json={"mensaje": "m", "wa_id": "44912345678"})
         assert r.status_code == 200
@@ -241,13 +238,7 @@ def test_no_message_answered_200_is_lost_when_a_master_is_killed_with_redis_wait
     carry on by themselves, and every message answered 200 is delivered,
     in order."""
     routes = write_routes(tmp_path / "routes.yaml", bot.url)
-    router = RouterProcess(
-        tmp_path / "router.log",
-        REDIS_URL=cluster_url,
-        ROUTES_FILE=str(routes),
-        ROUTER_REDIS_WAIT="1",
-    )
-    router.start()
+    router = _started(tmp_path, cluster_url, routes, ROUTER_REDIS_WAIT="1")
     master = redis_cluster.master_of(DestinationKeys("chatbot").tag)
     answered: dict[str, list[str]] = {f"4491{i:07d}": [] for i in range(20)}
     refused = 0
@@ -320,10 +311,7 @@ def test_a_cluster_with_a_password_in_the_url_works_the_same(tmp_path: Path, bot
     cluster = Cluster(tmp_path / "cluster", password="s3cret-pass").start()
     try:
         routes = write_routes(tmp_path / "routes.yaml", bot.url, shards=3)
-        router = RouterProcess(
-            tmp_path / "router.log", REDIS_URL=cluster.url, ROUTES_FILE=str(routes)
-        )
-        router.start()
+        router = _started(tmp_path, cluster.url, routes)
         try:
             assert httpx.get(router.url + "/readyz").json()["redis_mode"] == "cluster"
             sent = interleaved([f"4491{i:07d}" for i in range(6)], 3)
@@ -358,14 +346,7 @@ def test_a_frozen_master_holds_up_only_its_own_shards(
     frozen one 503 within the deadline. (The batcher keeps one pipeline per
     node, so a slow node cannot hold the others' calls.)"""
     routes = write_routes(tmp_path / "routes.yaml", "http://127.0.0.1:9/bot", shards=6)
-    router = RouterProcess(
-        tmp_path / "router.log",
-        command="api",
-        REDIS_URL=cluster_url,
-        ROUTES_FILE=str(routes),
-        ROUTER_INGEST_DEADLINE="1",
-    )
-    router.start()
+    router = _started(tmp_path, cluster_url, routes, "api", ROUTER_INGEST_DEADLINE="1")
     frozen = redis_cluster.master_of(DestinationKeys("chatbot", 0, 6).tag)
     keys = [f"4491{i:07d}" for i in range(60)]
     on_frozen = {
@@ -422,15 +403,9 @@ def test_with_redis_wait_a_duplicate_is_acknowledged_only_once_a_replica_has_it(
     message (the duplicate rewrites its marker, so its WAIT covers the
     original write)."""
     routes = write_routes(tmp_path / "routes.yaml", "http://127.0.0.1:9/bot")
-    router = RouterProcess(
-        tmp_path / "router.log",
-        command="api",
-        REDIS_URL=cluster_url,
-        ROUTES_FILE=str(routes),
-        ROUTER_REDIS_WAIT="1",
-        ROUTER_INGEST_DEADLINE="1",
+    router = _started(
+        tmp_path, cluster_url, routes, "api", ROUTER_REDIS_WAIT="1", ROUTER_INGEST_DEADLINE="1"
     )
-    router.start()
     replica = redis_cluster.replica_of(redis_cluster.master_of(DestinationKeys("chatbot").tag))
     headers = {"Idempotency-Key": "wait-dup-1"}
     message = {"mensaje": "m", "wa_id": "44912345678"}
