@@ -195,6 +195,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
 async def _run_workers(settings: Settings, config: Config, burst: bool) -> None:
     from router import redis_mode
+    from router.reload import Reloader
     from router.worker import Workers, running_workers
 
     assert settings.redis_url
@@ -209,11 +210,14 @@ async def _run_workers(settings: Settings, config: Config, burst: bool) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        async with running_workers(
-            redis,
-            config.destinations.values(),
-            settings.shutdown_grace,
-            settings.delivery_transport,
+        async with (
+            running_workers(
+                redis,
+                config.destinations.values(),
+                settings.shutdown_grace,
+                settings.delivery_transport,
+            ) as workers,
+            Reloader(settings, config, redis, workers=workers).running(),
         ):
             await stop.wait()
     finally:
@@ -236,17 +240,14 @@ def _run_on_loop(main: Coroutine[Any, Any, None], event_loop: str) -> None:
 
 
 def _check_claim_loops_or_exit(settings: Settings, config: Config) -> None:
-    """Each shard's claim loop holds a Redis connection while it waits for
-    work (BLPOP): refuse a pool they would fill, with the fix."""
-    loops = sum(d.settings.shards for d in config.destinations.values())
-    if loops > settings.redis_connections // 2:
-        print(
-            f"router: {settings.routes_file}: the destinations' {loops} shards each keep a "
-            f"Redis connection waiting for work, over half of ROUTER_REDIS_CONNECTIONS="
-            f"{settings.redis_connections}; set ROUTER_REDIS_CONNECTIONS to at least "
-            f"{2 * loops}, or use fewer shards",
-            file=sys.stderr,
-        )
+    """Refuse a Redis pool the claim loops would fill, with the fix."""
+    from router.shard_layout import claim_loops_problem
+
+    problem = claim_loops_problem(
+        settings.routes_file, config.destinations.values(), settings.redis_connections
+    )
+    if problem is not None:
+        print(f"router: {problem}", file=sys.stderr)
         raise SystemExit(2)
 
 
@@ -424,6 +425,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "dead" and args.action == "list" and args.count is None:
         args.count = 100
     logs.setup(settings.log_level)
+    if args.command in ("serve", "api", "worker") and not getattr(args, "burst", False):
+        from router.reload import hold_sighup
+
+        hold_sighup()  # SIGHUP reloads routes.yaml (router.reload), never ends a process
     return int(args.run(settings, args))
 
 

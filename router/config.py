@@ -575,7 +575,7 @@ _PATH_RULE = (
 )
 
 
-def _route_key(route_path: str) -> str:
+def route_key(route_path: str) -> str:
     """The path as Litestar routes it: a trailing '/' makes no difference."""
     return route_path[:-1] if len(route_path) > 1 and route_path.endswith("/") else route_path
 
@@ -608,7 +608,7 @@ def _check_unique_path(
 ) -> None:
     """Refuse a path routed like an earlier one; `seen_paths` maps each
     route key seen so far to the path as written."""
-    key = _route_key(route_path)
+    key = route_key(route_path)
     earlier = seen_paths.get(key)
     if earlier is None:
         seen_paths[key] = route_path
@@ -623,7 +623,7 @@ def _check_path(loader: _Loader, where: Path, route_path: str) -> None:
     problem = _path_problem(route_path)
     if problem is not None:
         raise loader.error(where, f"path {route_path!r} has {problem}; {_PATH_RULE}")
-    key = _route_key(route_path)
+    key = route_key(route_path)
     for own in RESERVED_PATHS:
         if key == own or key.startswith(own + "/"):
             raise loader.error(
