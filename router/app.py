@@ -230,13 +230,13 @@ def create_app(
                         )
                     )
                 # routes.yaml reloads (SIGHUP, file changes): router.reload.
-                await stack.enter_async_context(
+                state.reloader = await stack.enter_async_context(
                     Reloader(
                         settings,
                         config,
                         state.redis,
                         workers=state.workers,
-                        ingest=IngestSwitch(app, state, _ingest_handler),
+                        ingest=IngestSwitch(app, state, lambda path: _ingest_handler(state, path)),
                     ).running()
                 )
                 if on_started is not None:

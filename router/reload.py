@@ -55,7 +55,7 @@ import os
 import signal
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -69,7 +69,6 @@ if TYPE_CHECKING:
     from litestar import Litestar
     from litestar.handlers import HTTPRouteHandler
 
-    from router.state import RouterState
     from router.worker import Workers
 
 log = logging.getLogger("router.reload")
@@ -106,6 +105,14 @@ def _forward_sighup(self: Any) -> None:
             os.kill(pid, signal.SIGHUP)
 
 
+class RoutesState(Protocol):
+    """What a reload switches in the app's state (router.state.RouterState)."""
+
+    config: Config
+
+    def use_config(self, config: Config) -> None: ...
+
+
 class IngestSwitch:
     """The HTTP side of a reload: the app's state switches to the new
     routes, and a path not served before gets a handler."""
@@ -113,12 +120,12 @@ class IngestSwitch:
     def __init__(
         self,
         app: Litestar,
-        state: RouterState,
-        handler: Callable[[RouterState, str], HTTPRouteHandler],
+        state: RoutesState,
+        handler: Callable[[str], HTTPRouteHandler],
     ) -> None:
         self.app = app
         self.state = state
-        self.handler = handler
+        self.handler = handler  # path -> its ingest handler (router.app)
         self.registered = {route_key(r.path) for r in state.config.routes}
 
     def switch(self, config: Config) -> None:
@@ -127,7 +134,7 @@ class IngestSwitch:
         for route in config.routes:
             key = route_key(route.path)
             if key not in self.registered:
-                self.app.register(self.handler(self.state, route.path))
+                self.app.register(self.handler(route.path))
                 self.registered.add(key)
 
 
@@ -160,7 +167,11 @@ def _changes(old: Config, new: Config) -> str:
         ("routes removed", [r.path for k, r in old_routes.items() if k not in new_routes]),
         (
             "routes changed",
-            [r.path for k, r in new_routes.items() if k in old_routes and old_routes[k] != r],
+            [
+                r.path
+                for k, r in new_routes.items()
+                if k in old_routes and old_routes[k].settings != r.settings
+            ],
         ),
         ("destinations added", [n for n in new.destinations if n not in old.destinations]),
         ("destinations removed", [n for n in old.destinations if n not in new.destinations]),
@@ -198,7 +209,11 @@ class Reloader:
         self.redis = redis
         self.workers = workers
         self.ingest = ingest
-        self.reloads = 0  # new configs applied
+        # For status, metrics and tests: new configs applied, files looked
+        # at (polls and SIGHUPs), and the last refusal (None once one applies).
+        self.reloads = 0
+        self.looks = 0
+        self.last_error: str | None = None
         self._wake = asyncio.Event()
         self._sighup = False
         self._closing = False
@@ -255,9 +270,9 @@ class Reloader:
             if self._closing:
                 return
             forced, self._sighup = self._sighup, False
+            self.looks += 1
             try:
-                if forced:
-                    log.info("SIGHUP: reloading %s", self.file)
+                if forced:  # one line per SIGHUP: reloaded, unchanged or refused
                     self._seen, self._seen_digest = _stat(self.file), _digest(self.file)
                     await self.reload("SIGHUP", forced=True)
                 elif poll > 0 and await self._changed():
@@ -292,28 +307,23 @@ class Reloader:
         try:
             new = await asyncio.to_thread(load, self.file)
         except ConfigError as exc:
-            log.error("config error: %s; not reloaded, the running config is kept", exc)
-            return False
+            return self._refuse(f"config error: {exc}")
         if new == self.config:
             (log.info if forced else log.debug)("%s: %s unchanged", reason, self.file)
             return True
         refusal = await self._refusal(new)
         if refusal is not None:
-            log.error("%s; not reloaded, the running config is kept", refusal)
-            return False
+            return self._refuse(refusal)
         plan = None
         if self.workers is not None:
             try:
                 plan = await self.workers.prepare(new.destinations.values())
             except Exception as exc:
-                log.error(
-                    "%s: a destination's plugin failed to start (%s: %s); not reloaded, "
-                    "the running config is kept",
-                    self.file,
-                    type(exc).__name__,
-                    " ".join(str(exc).splitlines()),
+                text = " ".join(str(exc).splitlines())
+                return self._refuse(
+                    f"{self.file}: a destination's plugin failed to start "
+                    f"({type(exc).__name__}: {text})"
                 )
-                return False
         for warning in new.warnings:
             if warning not in self.config.warnings:
                 log.warning("config: %s", warning)
@@ -323,10 +333,16 @@ class Reloader:
         if self.workers is not None and plan is not None:
             await self.workers.switch(plan, self.settings.shutdown_grace)
         self.reloads += 1
+        self.last_error = None
         log.info("%s: reloaded %s: %s", reason, self.file, _changes(old, new))
         self._recorded = False
         await self._record()
         return True
+
+    def _refuse(self, problem: str) -> bool:
+        self.last_error = problem
+        log.error("%s; not reloaded, the running config is kept", problem)
+        return False
 
     async def _refusal(self, new: Config) -> str | None:
         """Why `new` cannot be applied in this process now, or None."""

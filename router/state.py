@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from redis.asyncio import Redis
 
 from router.batching import Batcher
@@ -13,6 +15,9 @@ from router.ratelimit import RateLimiter
 from router.settings import Settings
 from router.worker import Workers
 
+if TYPE_CHECKING:
+    from router.reload import Reloader
+
 
 class RouterState:
     def __init__(self, settings: Settings, config: Config) -> None:
@@ -22,6 +27,7 @@ class RouterState:
         self.scripts: Scripts | None = None
         self.batcher: Batcher | None = None  # ingest's enqueue calls, coalesced
         self.workers: Workers | None = None  # when this process delivers too
+        self.reloader: Reloader | None = None  # watches routes.yaml (router.reload)
         self.limiters: dict[str, RateLimiter] = {}  # route path -> its rate limit
         # route_key(path) -> the route as the running routes.yaml defines it;
         # each ingest handler looks its route up here on every request, so a
