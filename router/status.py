@@ -1,0 +1,104 @@
+"""What every destination's queue holds now: for `router status`, the
+dashboard, the admin API and the Prometheus gauges.
+
+Each figure is an O(1) read (the scripts keep the counts: router.queue
+QueueFigures), and a StatusReader reads Redis at most once a second however
+often it is asked, so scrapes and dashboards cost Redis nothing that grows
+with the queue or the number of viewers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+from router.config import Destination
+from router.queue import DestinationQueues, QueueFigures, Scripts
+
+# How old a reading may be before it is read again.
+MAX_AGE = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class DestinationStatus:
+    name: str
+    messages: int  # stored, not yet acknowledged (in flight, waiting and blocked included)
+    ready: int  # keys whose head message can be attempted now
+    in_flight: int  # keys being attempted now
+    delayed: int  # keys waiting out a backoff
+    blocked: int  # keys stopped by on_exhausted: block
+    dead: int  # dead letters
+    oldest_age_seconds: float | None  # age of the oldest unacknowledged message
+    delivered_total: int  # messages acknowledged so far (monotonic: rates are its change)
+    paused: bool
+    orphaned: bool  # no longer in routes.yaml but still holding messages
+    read_at: float  # time.time() of the reading
+
+    @classmethod
+    def of(cls, name: str, figures: QueueFigures, orphaned: bool = False) -> DestinationStatus:
+        now = time.time()
+        return cls(
+            name=name,
+            messages=figures.messages,
+            ready=figures.ready,
+            in_flight=figures.in_flight,
+            delayed=figures.delayed,
+            blocked=figures.blocked,
+            dead=figures.dead,
+            oldest_age_seconds=figures.oldest_age(int(now * 1000)),
+            delivered_total=figures.acked,
+            paused=figures.paused,
+            orphaned=orphaned,
+            read_at=now,
+        )
+
+
+def rate(before: DestinationStatus, after: DestinationStatus) -> float | None:
+    """Messages acknowledged per second between two readings."""
+    seconds = after.read_at - before.read_at
+    if seconds <= 0:
+        return None
+    return max(0, after.delivered_total - before.delivered_total) / seconds
+
+
+async def read_status(
+    redis: Redis, scripts: Scripts, destinations: Iterable[Destination]
+) -> list[DestinationStatus]:
+    """Every destination's status, in the order given."""
+    out = []
+    for d in destinations:
+        figures = await DestinationQueues.of(redis, scripts, d).figures()
+        out.append(DestinationStatus.of(d.name, figures))
+    return out
+
+
+class StatusReader:
+    """Status of the configured destinations, read from Redis at most once
+    per `max_age` seconds; callers at the same moment share one read."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        scripts: Scripts,
+        destinations: Callable[[], Iterable[Destination]],
+        max_age: float = MAX_AGE,
+    ) -> None:
+        self._redis = redis
+        self._scripts = scripts
+        self._destinations = destinations  # a callable: the config may be reloaded
+        self._max_age = max_age
+        self._lock = asyncio.Lock()
+        self._reading: list[DestinationStatus] | None = None
+        self._read_at = 0.0
+
+    async def read(self) -> list[DestinationStatus]:
+        async with self._lock:
+            now = time.monotonic()
+            if self._reading is None or now - self._read_at >= self._max_age:
+                self._reading = await read_status(self._redis, self._scripts, self._destinations())
+                self._read_at = time.monotonic()
+            return self._reading
