@@ -10,6 +10,7 @@ from router.errors import ApiError
 from router.queue import Scripts
 from router.ratelimit import RateLimiter
 from router.settings import Settings
+from router.status import StatusReader
 from router.worker import Workers
 
 
@@ -22,6 +23,7 @@ class RouterState:
         self.batcher: Batcher | None = None  # ingest's enqueue calls, coalesced
         self.workers: Workers | None = None  # when this process delivers too
         self.limiters: dict[str, RateLimiter] = {}  # route path -> its rate limit
+        self.status: StatusReader | None = None  # the queues' figures, read at most once a second
 
     def require_redis(self) -> tuple[Redis, Scripts]:
         if self.redis is None or self.scripts is None:

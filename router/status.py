@@ -10,14 +10,18 @@ with the queue or the number of viewers.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from router.config import Destination
 from router.queue import DestinationQueues, QueueFigures, Scripts
+
+log = logging.getLogger("router.status")
 
 # How old a reading may be before it is read again.
 MAX_AGE = 1.0
@@ -65,14 +69,20 @@ def rate(before: DestinationStatus, after: DestinationStatus) -> float | None:
     return max(0, after.delivered_total - before.delivered_total) / seconds
 
 
-async def read_status(
-    redis: Redis, scripts: Scripts, destinations: Iterable[Destination]
-) -> list[DestinationStatus]:
+# Destination name -> its shard count: what finding a queue takes.
+Layout = dict[str, int]
+
+
+def layout_of(destinations: Iterable[Destination]) -> Layout:
+    return {d.name: d.settings.shards for d in destinations}
+
+
+async def read_status(redis: Redis, scripts: Scripts, layout: Layout) -> list[DestinationStatus]:
     """Every destination's status, in the order given."""
     out = []
-    for d in destinations:
-        figures = await DestinationQueues.of(redis, scripts, d).figures()
-        out.append(DestinationStatus.of(d.name, figures))
+    for name, shards in layout.items():
+        figures = await DestinationQueues(redis, scripts, name, shards).figures()
+        out.append(DestinationStatus.of(name, figures))
     return out
 
 
@@ -84,12 +94,12 @@ class StatusReader:
         self,
         redis: Redis,
         scripts: Scripts,
-        destinations: Callable[[], Iterable[Destination]],
+        layout: Callable[[], Layout],
         max_age: float = MAX_AGE,
     ) -> None:
         self._redis = redis
         self._scripts = scripts
-        self._destinations = destinations  # a callable: the config may be reloaded
+        self._layout = layout  # a callable: the config may be reloaded
         self._max_age = max_age
         self._lock = asyncio.Lock()
         self._reading: list[DestinationStatus] | None = None
@@ -99,6 +109,16 @@ class StatusReader:
         async with self._lock:
             now = time.monotonic()
             if self._reading is None or now - self._read_at >= self._max_age:
-                self._reading = await read_status(self._redis, self._scripts, self._destinations())
+                self._reading = await read_status(self._redis, self._scripts, self._layout())
                 self._read_at = time.monotonic()
             return self._reading
+
+    async def read_or_none(self, deadline: float) -> list[DestinationStatus] | None:
+        """The reading, or None when Redis does not answer within `deadline`
+        seconds (a scrape still answers: counters, and router_redis_up 0)."""
+        try:
+            async with asyncio.timeout(deadline):
+                return await self.read()
+        except (RedisError, OSError, TimeoutError) as exc:
+            log.warning("queue status not read from Redis: %s", exc or "timeout")
+            return None
