@@ -177,7 +177,8 @@ def _metrics_handlers(state: RouterState) -> list[HTTPRouteHandler]:
         statuses = None
         if state.status is not None:
             statuses = await state.status.read_or_none(state.settings.ingest_deadline)
-        return Response(metrics.exposition(statuses), media_type=metrics.CONTENT_TYPE)
+        body = metrics.exposition(statuses, state.settings.metrics_multiproc_dir)
+        return Response(body, media_type=metrics.CONTENT_TYPE)
 
     return [scrape]
 

@@ -151,7 +151,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: None)
     multiproc_dir = None
-    if settings.processes > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if settings.processes > 1 and settings.metrics_multiproc_dir is None:
         # A scrape reaches one of the processes on the port: they share a
         # directory so each scrape adds up all of them (router.metrics).
         import tempfile
@@ -231,13 +231,7 @@ async def _run_workers(settings: Settings, config: Config, burst: bool) -> None:
                 layout = layout_of(config.destinations.values())
                 status = StatusReader(redis, Scripts(redis), lambda: layout)
                 await stack.enter_async_context(
-                    metrics.served(
-                        settings.host,
-                        settings.metrics_port,
-                        settings.metrics_token,
-                        status,
-                        settings.ingest_deadline,
-                    )
+                    metrics.served(settings, settings.metrics_port, status)
                 )
                 log.info("metrics on http://%s:%d/metrics", settings.host, settings.metrics_port)
             await stack.enter_async_context(

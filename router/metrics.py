@@ -19,7 +19,6 @@ aggregate them with max(), not sum().
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator
 
@@ -36,13 +35,13 @@ from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from router.auth import BearerToken
+from router.settings import Settings
 from router.status import DestinationStatus, StatusReader
 
 # No `_created` series per counter and histogram: they double the output
 # and no dashboard of ours reads them.
 disable_created_metrics()
 
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 # The instruments live in their own registry, so a test or an embedding
@@ -127,10 +126,10 @@ class _QueueGauges(Collector):
             yield family
 
 
-def exposition(statuses: list[DestinationStatus] | None) -> bytes:
+def exposition(statuses: list[DestinationStatus] | None, multiprocess_dir: str | None) -> bytes:
     """The text a scrape answers: this process's (or, in multiprocess mode,
     every process's) instruments, then the queue gauges."""
-    if os.environ.get(MULTIPROC_ENV):
+    if multiprocess_dir:
         instruments = CollectorRegistry()
         multiprocess.MultiProcessCollector(instruments)
     else:
@@ -186,13 +185,12 @@ def family_names() -> Iterable[str]:
 
 
 @contextlib.asynccontextmanager
-async def served(
-    host: str, port: int, token: str | None, status: StatusReader, deadline: float
-) -> AsyncIterator[None]:
+async def served(settings: Settings, port: int, status: StatusReader) -> AsyncIterator[None]:
     """GET /metrics (and /healthz) on `port` for `router worker`, which has
     no API port; the same text as the API's /metrics."""
     from aiohttp import web
 
+    token = settings.metrics_token
     bearer = BearerToken(token, "ROUTER_METRICS_TOKEN") if token else None
 
     async def scrape(request: web.Request) -> web.Response:
@@ -205,7 +203,8 @@ async def served(
                 status=401,
                 headers={"WWW-Authenticate": "Bearer"},
             )
-        body = exposition(await status.read_or_none(deadline))
+        statuses = await status.read_or_none(settings.ingest_deadline)
+        body = exposition(statuses, settings.metrics_multiproc_dir)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
     async def healthz(request: web.Request) -> web.Response:
@@ -217,7 +216,7 @@ async def served(
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     try:
-        await web.TCPSite(runner, host, port).start()
+        await web.TCPSite(runner, settings.host, port).start()
         yield
     finally:
         await runner.cleanup()

@@ -146,6 +146,13 @@ class Settings:
         "bearer token GET /metrics then requires; unset: open",
         None,
     )
+    metrics_multiproc_dir: str | None = _env(
+        "PROMETHEUS_MULTIPROC_DIR",
+        _optional_text,
+        "prometheus-client's multiprocess directory: processes sharing it are added up in "
+        "each scrape; `router serve`/`api` with ROUTER_PROCESSES > 1 make one when unset",
+        None,
+    )
     metrics_port: int | None = _env(
         "ROUTER_METRICS_PORT",
         _port,

@@ -128,7 +128,17 @@ def test_admin_endpoints_need_a_configured_token(clean_redis, bot: Bot, tmp_path
         ok = httpx.get(url, headers={"Authorization": f"Bearer {token}"})
         assert ok.status_code == 200
         assert ok.json() == {
-            "chatbot": {"ready": 0, "in_flight": 0, "delayed": 0, "dead": 0, "paused": False}
+            "chatbot": {
+                "messages": 0,
+                "ready": 0,
+                "in_flight": 0,
+                "delayed": 0,
+                "blocked": 0,
+                "dead": 0,
+                "oldest_age_seconds": None,
+                "acknowledged": 0,
+                "paused": False,
+            }
         }
     finally:
         server.stop()
