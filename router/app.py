@@ -276,4 +276,6 @@ def app_from_env() -> Litestar:
     """Factory for `uvicorn --factory` (used by `router serve --reload`)."""
     settings = Settings.from_env()
     logs.setup(settings.log_level, settings.log_format)
+    if not settings.metrics:
+        metrics.switch_off()
     return create_app(settings)

@@ -568,6 +568,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "dead" and args.action == "list" and args.count is None:
         args.count = 100
     logs.setup(settings.log_level, settings.log_format)
+    if not settings.metrics:
+        from router import metrics
+
+        metrics.switch_off()
     return int(args.run(settings, args))
 
 

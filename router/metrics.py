@@ -139,6 +139,18 @@ def exposition(statuses: list[DestinationStatus] | None, multiprocess_dir: str |
     return generate_latest(instruments) + generate_latest(gauges)
 
 
+# ROUTER_METRICS=0 (switch_off) makes every instrument below a no-op: a
+# process that nobody scrapes pays nothing for counting.
+_enabled = True
+
+
+def switch_off() -> None:
+    """No counting in this process (ROUTER_METRICS=0); called before any
+    handler or worker binds its instruments."""
+    global _enabled
+    _enabled = False
+
+
 class IngestMetrics:
     """The instruments of one ingest route, bound to their labels once
     (a labels() lookup per request would cost more than the counting)."""
@@ -148,6 +160,8 @@ class IngestMetrics:
         self._requests: dict[int, Counter] = {}
 
     def observe(self, status: int, started: float) -> None:
+        if not _enabled:
+            return
         INGEST_DURATION.observe(time.perf_counter() - started)
         counter = self._requests.get(status)
         if counter is None:
@@ -166,10 +180,14 @@ class DeliveryMetrics:
         self.end_to_end = END_TO_END.labels(destination)
 
     def attempted(self, outcome: str, seconds: float) -> None:
+        if not _enabled:
+            return
         self.attempts[outcome].inc()
         self.duration.observe(seconds)
 
     def acknowledged(self, received_at_ms: int) -> None:
+        if not _enabled:
+            return
         self.end_to_end.observe(max(0.0, time.time() - received_at_ms / 1000))
 
 

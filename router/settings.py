@@ -138,7 +138,10 @@ class Settings:
         "console",
     )
     metrics: bool = _env(
-        "ROUTER_METRICS", _flag, "0 turns off GET /metrics (Prometheus) on the API port", True
+        "ROUTER_METRICS",
+        _flag,
+        "0 turns off GET /metrics (Prometheus) and the counting behind it",
+        True,
     )
     metrics_token: str | None = _env(
         "ROUTER_METRICS_TOKEN",
