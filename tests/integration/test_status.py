@@ -5,16 +5,24 @@ whatever sequence of transitions runs."""
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
+import httpx
 import pytest
+from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 
 from router import envelope
 from router.queue import DestinationQueue, DestinationQueues, Outcome, QueueFigures, Scripts
+from tests.support.bot import Answer, Bot
 from tests.support.messages import enqueue_json
+from tests.support.routes import KEYS as ROUTE_KEYS
+from tests.support.routes import STORE, write_routes
+from tests.support.servers import serve, wait_until
 
 KEYS = ["a", "b", "c", "d", "e"]
 
@@ -168,3 +176,58 @@ def test_figures_add_up_over_shards() -> None:
         True,
     )
     assert total.oldest_age(4_000) == 3.0
+
+
+AUTH = {"Authorization": "Bearer admin-secret"}
+
+
+def test_admin_api_shows_a_conversation_retries_and_purges(
+    clean_redis: str, bot: Bot, tmp_path: Path, redis: Redis
+) -> None:
+    down = {"on": True}
+    bot.decide = lambda m, n: Answer(500) if down["on"] or m["mensaje"] == "poison" else Answer()
+    routes = write_routes(
+        tmp_path / "routes.yaml", bot.url, retry={"initial": "60s", "max_delay": "60s"}
+    )
+    with serve(clean_redis, routes, run_workers=True, admin_token="admin-secret") as server:
+        admin = server.url + "/admin/destinations/chatbot"
+        for key in ("a/1", "b 2", "c"):
+            r = httpx.post(server.url + STORE, json={"mensaje": f"to {key}", "wa_id": key})
+            assert r.status_code == 200
+        wait_until(lambda: redis.zcard(ROUTE_KEYS.delayed) == 3, what="three keys backing off")
+        figures = httpx.get(server.url + "/admin/destinations", headers=AUTH).json()["chatbot"]
+        assert (figures["messages"], figures["delayed"], figures["acknowledged"]) == (3, 3, 0)
+
+        key = httpx.get(admin + "/key", params={"key": "a/1"}, headers=AUTH).json()
+        assert (key["state"], key["attempts"], key["messages"]) == ("waiting", 1, 1)
+        assert "HTTP 500" in key["last_error"]
+
+        for bad in (b"{", b'{"keys": []}', b'{"keys": "a/1"}', b'{"key": ["a/1"]}'):
+            refused = httpx.post(admin + "/retry", content=bad, headers=AUTH)
+            assert refused.status_code == 400 and "keys" in refused.json()["error"], bad
+        assert redis.zcard(ROUTE_KEYS.delayed) == 3  # a refused request changed nothing
+
+        down["on"] = False
+        one = httpx.post(admin + "/retry", json={"keys": ["a/1", "nobody"]}, headers=AUTH)
+        assert one.json() == {"status": "ok", "retried": 1}
+        wait_until(lambda: bot.acked_messages("a/1") == ["to a/1"], what="a/1 at once")
+        assert redis.zcard(ROUTE_KEYS.delayed) == 2  # the others still wait
+        rest = httpx.post(admin + "/retry", headers=AUTH)
+        assert rest.json() == {"status": "ok", "retried": 2}
+        wait_until(lambda: len(bot.acknowledged()) == 3, what="the rest at once")
+
+        # Purge: the oldest N, then all; count checked.
+        redis.delete(ROUTE_KEYS.counts)  # (the counts of the dead entries below are not the point)
+        for i in range(3):
+            redis.rpush(
+                ROUTE_KEYS.dead,
+                json.dumps(
+                    {"key": "k", "envelope": "{}", "error": "e", "attempts": 1, "dead_at": i}
+                ),
+            )
+        assert httpx.post(admin + "/dead/purge?count=0", headers=AUTH).status_code == 400
+        assert httpx.post(admin + "/dead/purge?count=2", headers=AUTH).json()["purged"] == 2
+        assert json.loads(redis.lindex(ROUTE_KEYS.dead, 0))["dead_at"] == 2
+        assert httpx.post(admin + "/dead/purge", headers=AUTH).json()["purged"] == 1
+        assert redis.llen(ROUTE_KEYS.dead) == 0
+        assert httpx.post(admin + "/dead/purge", headers={}).status_code == 401
