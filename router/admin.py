@@ -6,7 +6,7 @@ set, and every call must carry `Authorization: Bearer <token>`.
 
 from __future__ import annotations
 
-import hmac
+import dataclasses
 from typing import Any
 
 import msgspec
@@ -15,6 +15,7 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath, FromQuery
 
 from router import registry
+from router.auth import BearerToken
 from router.errors import ApiError, BadRequest
 from router.queue import DestinationQueues
 from router.state import RouterState
@@ -24,16 +25,10 @@ def admin_handlers(state: RouterState) -> list[HTTPRouteHandler]:
     token = state.settings.admin_token
     if not token:
         return []
-    expected = f"Bearer {token}".encode()
+    bearer = BearerToken(token, "ROUTER_ADMIN_TOKEN")
 
     def authorize(request: Request[Any, Any, Any]) -> None:
-        given = request.headers.get("authorization", "").encode()
-        if not hmac.compare_digest(given, expected):
-            raise ApiError(
-                401,
-                "admin endpoints need Authorization: Bearer <ROUTER_ADMIN_TOKEN>",
-                {"WWW-Authenticate": "Bearer"},
-            )
+        bearer.check(request.headers.get("authorization"), "admin endpoints")
 
     def queue(name: str) -> DestinationQueues:
         destination = state.config.destinations.get(name)
@@ -44,7 +39,10 @@ def admin_handlers(state: RouterState) -> list[HTTPRouteHandler]:
 
     @get("/admin/destinations")
     async def destinations(request: Request[Any, Any, Any]) -> dict[str, Any]:
-        """Queue sizes of every destination, orphaned ones included."""
+        """What every destination's queue holds: `messages` counts messages; `ready`,
+        `in_flight`, `delayed` and `blocked` count ordering keys (conversations);
+        destinations removed from routes.yaml that still hold messages are listed
+        with `orphaned: true`."""
         authorize(request)
         out = {
             name: {**await queue(name).stats(), "orphaned": False}
@@ -104,6 +102,44 @@ def admin_handlers(state: RouterState) -> list[HTTPRouteHandler]:
         authorize(request)
         return {"status": "ok", "replayed": await queue(name).replay_oldest(count)}
 
+    @post("/admin/destinations/{name:str}/dead/purge", status_code=200)
+    async def purge(
+        request: Request[Any, Any, Any], name: FromPath[str], count: FromQuery[int | None] = None
+    ) -> dict[str, Any]:
+        """Delete dead letters for good (all, or the oldest `count`)."""
+        authorize(request)
+        if count is not None and count < 1:
+            raise BadRequest("count must be at least 1 (leave it out to purge all)")
+        return {"status": "ok", "purged": await queue(name).purge_dead(count)}
+
+    @post("/admin/destinations/{name:str}/retry", status_code=200)
+    async def retry_now(request: Request[Any, Any, Any], name: FromPath[str]) -> dict[str, Any]:
+        """Make keys waiting out a backoff due now: the ones in the JSON body
+        `{"keys": [...]}`, or all of them with no body. Their attempt counts
+        stay (max_attempts still ends a hopeless message)."""
+        authorize(request)
+        body = await request.body()
+        keys: list[str] = []
+        if body.strip():
+            try:
+                keys = msgspec.json.decode(body, type=RetryRequest).keys
+            except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+                raise BadRequest(
+                    f'send no body, or a JSON body {{"keys": ["<ordering key>", ...]}}: {exc}'
+                ) from None
+            if not keys:
+                raise BadRequest('"keys" is empty: leave the body out to retry every key')
+        return {"status": "ok", "retried": await queue(name).retry_now(keys)}
+
+    @get("/admin/destinations/{name:str}/key")
+    async def key_state(
+        request: Request[Any, Any, Any], name: FromPath[str], key: FromQuery[str]
+    ) -> dict[str, Any]:
+        """One conversation: where its head message stands (`?key=` URL-encoded,
+        so every key is reachable)."""
+        authorize(request)
+        return dataclasses.asdict(await queue(name).key_state(key))
+
     @get("/admin/destinations/{name:str}/blocked")
     async def blocked(request: Request[Any, Any, Any], name: FromPath[str]) -> dict[str, Any]:
         """Keys stopped by retry.on_exhausted: block, with their last error."""
@@ -136,8 +172,24 @@ def admin_handlers(state: RouterState) -> list[HTTPRouteHandler]:
         authorize(request)
         return await unblock_key(name, key)
 
-    return [destinations, pause, resume, dead, replay, blocked, unblock, unblock_in_path]
+    return [
+        destinations,
+        pause,
+        resume,
+        dead,
+        replay,
+        purge,
+        retry_now,
+        key_state,
+        blocked,
+        unblock,
+        unblock_in_path,
+    ]
 
 
 class UnblockRequest(msgspec.Struct, forbid_unknown_fields=True):
     key: str
+
+
+class RetryRequest(msgspec.Struct, forbid_unknown_fields=True):
+    keys: list[str]

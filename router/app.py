@@ -5,29 +5,33 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any
 
 import msgspec
 from litestar import Litestar, Request, Response, get, post
-from litestar.exceptions import InternalServerException
+from litestar.exceptions import HTTPException, InternalServerException
 from litestar.handlers import HTTPRouteHandler
 from litestar.openapi import OpenAPIConfig
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from router import logs, redis_memory, redis_mode, shard_layout
+from router import logs, metrics, redis_memory, redis_mode, shard_layout
 from router.admin import admin_handlers
+from router.auth import BearerToken
 from router.batching import batcher
 from router.config import Config, route_key
 from router.errors import EXCEPTION_HANDLERS, ApiError, outage_log, redis_cause
 from router.ingest import IngestRoute
 from router.loading import load
+from router.metrics import IngestMetrics
 from router.queue import Scripts
 from router.reload import IngestSwitch, Reloader
 from router.settings import Settings
 from router.state import RouterState
+from router.status import StatusReader, layout_of
 from router.worker import running_workers
 
 log = logging.getLogger("router.api")
@@ -52,7 +56,25 @@ def _ingest_handler(state: RouterState, path: str) -> HTTPRouteHandler:
         outage_log.warning(error.cause, f"ingest {ingest.route.path}")
         return error
 
+    metrics = IngestMetrics(path)
+
     async def store_message(request: Request[Any, Any, Any]) -> Response[bytes]:
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = await _store(request)
+            status = 200
+            return response
+        except ApiError as exc:
+            status = exc.status
+            raise
+        except HTTPException as exc:
+            status = exc.status_code
+            raise
+        finally:
+            metrics.observe(status, started)
+
+    async def _store(request: Request[Any, Any, Any]) -> Response[bytes]:
         ingest = state.ingest.get(key)
         if ingest is None:
             raise ApiError(404, "no route for this path")
@@ -167,6 +189,26 @@ def _health_handlers(state: RouterState) -> list[HTTPRouteHandler]:
     return [healthz, readyz]
 
 
+def _metrics_handlers(state: RouterState) -> list[HTTPRouteHandler]:
+    if not state.settings.metrics:
+        return []
+    token = state.settings.metrics_token
+    bearer = BearerToken(token, "ROUTER_METRICS_TOKEN") if token else None
+
+    @get("/metrics", include_in_schema=False)
+    async def scrape(request: Request[Any, Any, Any]) -> Response[bytes]:
+        """Prometheus metrics (router.metrics)."""
+        if bearer is not None:
+            bearer.check(request.headers.get("authorization"), "/metrics")
+        statuses = None
+        if state.status is not None:
+            statuses = await state.status.read_or_none(state.settings.ingest_deadline)
+        body = metrics.exposition(statuses, state.settings.metrics_multiproc_dir)
+        return Response(body, media_type=metrics.CONTENT_TYPE)
+
+    return [scrape]
+
+
 async def _redis_problem(redis: Redis, state: RouterState, warnings: list[str]) -> str | None:
     """Why Redis cannot take messages now, or None; `warnings` gets what
     limits it without stopping it."""
@@ -208,6 +250,9 @@ def create_app(
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         state.redis = await redis_mode.open_client(redis_url, settings.redis_connections)
         state.scripts = Scripts(state.redis)
+        state.status = StatusReader(
+            state.redis, state.scripts, lambda: layout_of(state.config.destinations.values())
+        )
         # WAIT must follow the writes on their connection: the batcher's
         # pipelines carry it, so ROUTER_REDIS_WAIT keeps the batcher on.
         if settings.ingest_batching or settings.redis_wait:
@@ -247,6 +292,7 @@ def create_app(
 
     handlers = [_ingest_handler(state, r.path) for r in config.routes]
     handlers += _health_handlers(state)
+    handlers += _metrics_handlers(state)
     handlers += admin_handlers(state)
     return Litestar(
         route_handlers=handlers,
@@ -261,5 +307,7 @@ def create_app(
 def app_from_env() -> Litestar:
     """Factory for `uvicorn --factory` (used by `router serve --reload`)."""
     settings = Settings.from_env()
-    logs.setup(settings.log_level)
+    logs.setup(settings.log_level, settings.log_format)
+    if not settings.metrics:
+        metrics.switch_off()
     return create_app(settings)

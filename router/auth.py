@@ -82,3 +82,27 @@ class Authenticator:
             if hmac.compare_digest(given, expected):
                 return
         raise Unauthorized("webhook-signature does not match the body")
+
+
+class BearerToken:
+    """The `Authorization: Bearer <token>` check of the admin API, the
+    dashboard and /metrics (constant-time)."""
+
+    def __init__(self, token: str, variable: str) -> None:
+        self._expected = f"Bearer {token}".encode()
+        self._token = token.encode()
+        self._variable = variable  # named in the refusal: where the token is set
+
+    def matches(self, authorization: str | None) -> bool:
+        return hmac.compare_digest((authorization or "").encode(), self._expected)
+
+    def matches_token(self, token: str) -> bool:
+        return hmac.compare_digest(token.encode(), self._token)
+
+    def check(self, authorization: str | None, what: str) -> None:
+        if not self.matches(authorization):
+            raise ApiError(
+                401,
+                f"{what} need Authorization: Bearer <{self._variable}>",
+                {"WWW-Authenticate": "Bearer"},
+            )

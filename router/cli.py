@@ -1,4 +1,5 @@
-"""The `router` command: serve, api, worker, check, dead, plugins."""
+"""The `router` command: serve, api, worker, check, status, retry, dead, pause, resume,
+plugins."""
 
 from __future__ import annotations
 
@@ -149,6 +150,14 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     # handler that does nothing at that point.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: None)
+    multiproc_dir = None
+    if settings.processes > 1 and settings.metrics_multiproc_dir is None:
+        # A scrape reaches one of the processes on the port: they share a
+        # directory so each scrape adds up all of them (router.metrics).
+        import tempfile
+
+        multiproc_dir = tempfile.mkdtemp(prefix="router-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = multiproc_dir
     try:
         if args.reload or settings.processes > 1:
             # The server runs in spawned children (uvicorn's reloader or its
@@ -186,6 +195,10 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
                 **common,
             )
     finally:
+        if multiproc_dir is not None:
+            import shutil
+
+            shutil.rmtree(multiproc_dir, ignore_errors=True)
         if embedded is not None:
             with contextlib.suppress(OSError):
                 url_file.unlink()
@@ -210,15 +223,30 @@ async def _run_workers(settings: Settings, config: Config, burst: bool) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        async with (
-            running_workers(
-                redis,
-                config.destinations.values(),
-                settings.shutdown_grace,
-                settings.delivery_transport,
-            ) as workers,
-            Reloader(settings, config, redis, workers=workers).running(),
-        ):
+        # Watches routes.yaml (router.reload); its config is the running one.
+        watch = Reloader(settings, config, redis)
+        async with contextlib.AsyncExitStack() as stack:
+            if settings.metrics and settings.metrics_port is not None:
+                from router import metrics
+                from router.queue import Scripts
+                from router.status import StatusReader, layout_of
+
+                status = StatusReader(
+                    redis, Scripts(redis), lambda: layout_of(watch.config.destinations.values())
+                )
+                await stack.enter_async_context(
+                    metrics.served(settings, settings.metrics_port, status)
+                )
+                log.info("metrics on http://%s:%d/metrics", settings.host, settings.metrics_port)
+            watch.workers = await stack.enter_async_context(
+                running_workers(
+                    redis,
+                    config.destinations.values(),
+                    settings.shutdown_grace,
+                    settings.delivery_transport,
+                )
+            )
+            await stack.enter_async_context(watch.running())
             await stop.wait()
     finally:
         await redis.aclose()
@@ -284,6 +312,54 @@ def _plugins(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _layout_or_exit(settings: Settings) -> dict[str, int]:
+    """The destinations and their shard counts, for the operator commands:
+    read without the rest of routes.yaml's checks, so they need none of the
+    destinations' secrets (config.load_layout)."""
+    from router.config import load_layout
+
+    try:
+        return load_layout(settings.routes_file)
+    except ConfigError as exc:
+        print(f"router: config error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _on_redis(
+    settings: Settings, command: str, act: Callable[[Any, Any], Coroutine[Any, Any, int]]
+) -> int:
+    """Run `act(redis, scripts)` on the router's Redis, then close it."""
+    from router import redis_mode
+    from router.queue import Scripts
+
+    url = _redis_url_or_exit(settings, command)
+
+    async def run() -> int:
+        redis = await redis_mode.open_client(url)
+        try:
+            return await act(redis, Scripts(redis))
+        finally:
+            await redis.aclose()
+
+    try:
+        return asyncio.run(run())
+    except (OSError, RedisError) as exc:
+        print(f"router {command}: Redis at {_shown_url(url)}: {exc}", file=sys.stderr)
+        return 1
+
+
+def _shown_url(url: str) -> str:
+    """A Redis URL without its password."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return parts._replace(
+        netloc=f"{parts.username or ''}:***@{parts.hostname}:{parts.port}"
+    ).geturl()
+
+
 def _on_queues(
     settings: Settings,
     command: str,
@@ -292,28 +368,68 @@ def _on_queues(
 ) -> int:
     """Run `act` on the queues of destination `name` (every shard), for a
     command that reads or changes them; exit 2 on an unknown name."""
-    from router import redis_mode
-    from router.queue import DestinationQueues, Scripts
+    from router.queue import DestinationQueues
 
-    config = _load_or_exit(settings)
-    destination = config.destinations.get(name)
-    if destination is None:
+    layout = _layout_or_exit(settings)
+    if name not in layout:
         print(
-            f"router {command}: no destination named {name!r}; defined: "
-            f"{', '.join(config.destinations)}",
+            f"router {command}: no destination named {name!r}; defined: {', '.join(layout)}",
             file=sys.stderr,
         )
         return 2
-    url = _redis_url_or_exit(settings, command)
 
-    async def run() -> int:
-        redis = await redis_mode.open_client(url)
-        try:
-            return await act(DestinationQueues.of(redis, Scripts(redis), destination))
-        finally:
-            await redis.aclose()
+    async def run(redis: Any, scripts: Any) -> int:
+        return await act(DestinationQueues(redis, scripts, name, layout[name]))
 
-    return asyncio.run(run())
+    return _on_redis(settings, command, run)
+
+
+def _status(settings: Settings, args: argparse.Namespace) -> int:
+    """`router status [DEST [KEY]] [--watch [S]] [--json]`."""
+    from router import status_view
+
+    if args.watch is not None and not args.watch > 0:
+        print("router status: --watch takes a number of seconds above 0", file=sys.stderr)
+        return 2
+    if args.key:
+        if args.watch is not None:
+            print("router status: --watch shows destinations, not one key", file=sys.stderr)
+            return 2
+
+        async def one_key(queues: DestinationQueues) -> int:
+            return await status_view.show_key(queues, args.destination, args.key, args.json)
+
+        return _on_queues(settings, "status", args.destination, one_key)
+    layout = _layout_or_exit(settings)
+    configured = None if args.destination else list(layout)  # orphans beside the whole list
+    if args.destination:
+        if args.destination not in layout:
+            print(
+                f"router status: no destination named {args.destination!r}; defined: "
+                f"{', '.join(layout)}",
+                file=sys.stderr,
+            )
+            return 2
+        layout = {args.destination: layout[args.destination]}
+
+    async def show(redis: Any, scripts: Any) -> int:
+        return await status_view.show(redis, scripts, layout, args.watch, args.json, configured)
+
+    try:
+        return _on_redis(settings, "status", show)
+    except KeyboardInterrupt:
+        return 0
+
+
+def _retry(settings: Settings, args: argparse.Namespace) -> int:
+    """`router retry DEST [KEY...]`."""
+
+    async def act(queue: DestinationQueues) -> int:
+        moved = await queue.retry_now(args.key or None)
+        print(f"{moved} waiting key(s) of {args.destination} made due now")
+        return 0
+
+    return _on_queues(settings, "retry", args.destination, act)
 
 
 def _pause(settings: Settings, args: argparse.Namespace) -> int:
@@ -342,6 +458,9 @@ def _dead(settings: Settings, args: argparse.Namespace) -> int:
             keys = args.key or list(await queue.blocked_keys())
             done = sum([await queue.unblock(k) for k in keys])
             print(f"unblocked {done} key(s) of {args.destination}")
+        elif args.action == "purge":
+            purged = await queue.purge_dead(args.count)
+            print(f"purged {purged} dead letter(s) of {args.destination}")
         elif args.action == "list":
             for _, d in await queue.dead_letters(0, args.count):
                 print(
@@ -390,12 +509,39 @@ def main(argv: list[str] | None = None) -> int:
         run=_check
     )
     sub.add_parser("plugins", help="list installed delivery plugins").set_defaults(run=_plugins)
-    p = sub.add_parser("dead", help="dead letters and blocked keys: list, replay, blocked, unblock")
-    p.add_argument("action", choices=["list", "replay", "blocked", "unblock"])
+    p = sub.add_parser(
+        "status", help="what every destination's queue holds (one conversation: DEST KEY)"
+    )
+    p.add_argument("destination", nargs="?", help="only this destination")
+    p.add_argument("key", nargs="?", help="one ordering key (conversation) of DEST")
+    p.add_argument(
+        "--watch",
+        type=float,
+        nargs="?",
+        const=2.0,
+        default=None,
+        metavar="SECONDS",
+        help="refresh every SECONDS (default 2) until Ctrl-C",
+    )
+    p.add_argument("--json", action="store_true", help="JSON instead of a table")
+    p.set_defaults(run=_status)
+    p = sub.add_parser(
+        "retry", help="make keys waiting out a backoff due now (all, or the KEYs given)"
+    )
+    p.add_argument("destination")
+    p.add_argument("key", nargs="*", help="ordering keys (default: every waiting key)")
+    p.set_defaults(run=_retry)
+    p = sub.add_parser(
+        "dead", help="dead letters and blocked keys: list, replay, purge, blocked, unblock"
+    )
+    p.add_argument("action", choices=["list", "replay", "purge", "blocked", "unblock"])
     p.add_argument("destination")
     p.add_argument("key", nargs="*", help="unblock: the ordering keys (default: all blocked)")
     p.add_argument(
-        "--count", type=int, default=None, help="how many (list: default 100; replay: all)"
+        "--count",
+        type=int,
+        default=None,
+        help="how many, oldest first (list: default 100; replay, purge: all)",
     )
     p.set_defaults(run=_dead)
     for name, text in [
@@ -424,7 +570,11 @@ def main(argv: list[str] | None = None) -> int:
     settings = dataclasses.replace(settings, **overrides)  # type: ignore[arg-type]
     if args.command == "dead" and args.action == "list" and args.count is None:
         args.count = 100
-    logs.setup(settings.log_level)
+    logs.setup(settings.log_level, settings.log_format)
+    if not settings.metrics:
+        from router import metrics
+
+        metrics.switch_off()
     if args.command in ("serve", "api", "worker") and not getattr(args, "burst", False):
         from router.reload import hold_sighup
 

@@ -264,9 +264,10 @@ class _Loader:
     """Turns YAML nodes into plain values, remembering the line of each path,
     refusing duplicate keys and substituting ${VAR} in strings."""
 
-    def __init__(self, file: str, env: dict[str, str]) -> None:
+    def __init__(self, file: str, env: dict[str, str], lenient: bool = False) -> None:
         self.file = file
         self.env = env
+        self.lenient = lenient  # an unset ${VAR} stays as written (load_layout)
         self.lines: dict[Path, int] = {}
         self.constructor = yaml.SafeLoader("")
         self.walked: set[yaml.Node] = set()  # mappings and lists seen once
@@ -399,6 +400,8 @@ class _Loader:
                 return self.env[name]
             if default is not None:
                 return default
+            if self.lenient:
+                return match.group(0)
             raise self.error(
                 path,
                 f"environment variable {name} is not set; set it or write ${{{name}:-default}}",
@@ -462,6 +465,45 @@ def _convert(
         elif isinstance(info, msgspec.inspect.LiteralType):
             hint = f"; allowed: {', '.join(map(str, info.values))}"
         raise loader.error((*base, *parts), message + hint) from None
+
+
+class _LayoutFields(msgspec.Struct):
+    shards: int = 1
+
+
+def load_layout(file: str, env: dict[str, str] | None = None) -> dict[str, int]:
+    """Destination name -> its shard count: all the operator commands
+    (`router status`, `dead`, `pause`, `retry`) need to find a queue. Read
+    without validating the rest, so they run where a destination's secrets
+    or URLs are not set (a laptop, a CI job); `${VAR}`s left unset stay as
+    written, and only a bad `shards` or name is an error."""
+    try:
+        with open(file, encoding="utf-8") as fh:
+            text = fh.read()
+    except OSError as exc:
+        raise ConfigError(f"{file}: cannot read the routes file: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{file}: the routes file is not UTF-8 (byte {exc.start}); save it as UTF-8"
+        ) from None
+    loader = _Loader(file, dict(os.environ) if env is None else env, lenient=True)
+    data = loader.load(text)
+    destinations = data.get("destinations") if isinstance(data, dict) else None
+    if not isinstance(destinations, dict):
+        raise loader.error(("destinations",), "a mapping of destination names is needed")
+    layout: dict[str, int] = {}
+    for name, fields in destinations.items():
+        path: Path = ("destinations", name)
+        if not isinstance(name, str) or not re.match(_NAME, name):
+            raise loader.error(
+                path, "a destination name uses letters, digits, '_', '.', '-' (max 64)"
+            )
+        own = {"shards": fields.get("shards", 1)} if isinstance(fields, dict) else {}
+        shards = _convert(loader, own, _LayoutFields, path).shards
+        if not 1 <= shards <= MAX_SHARDS:
+            raise loader.error((*path, "shards"), f"must be between 1 and {MAX_SHARDS}")
+        layout[name] = shards
+    return layout
 
 
 def load_config(

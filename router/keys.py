@@ -130,6 +130,19 @@ class DestinationKeys:
         """String, present while the destination is paused (value: when, ms)."""
         return f"{self.tag}:paused"
 
+    @property
+    def counts(self) -> str:
+        """Hash: `messages` stored and not yet acknowledged (dead letters
+        not included), `acked` acknowledged so far; kept by the scripts so
+        status and metrics read them in O(1)."""
+        return f"{self.tag}:counts"
+
+    @property
+    def heads(self) -> str:
+        """Sorted set: ordering key -> arrival time (ms) of its lane's head
+        message; the first member is the oldest message waiting."""
+        return f"{self.tag}:heads"
+
     def seen(self, message_id: str) -> str:
         """Dedup marker of a message id (string with TTL; value = stored message id)."""
         return f"{self.tag}:seen:{message_id}"

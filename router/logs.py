@@ -1,5 +1,11 @@
 """Logging for every router process: one format, one line per record.
 
+LOG_FORMAT=console writes `time LEVEL logger: message key=value ...`;
+LOG_FORMAT=json one JSON object per line (`time`, `level`, `logger`,
+`message`, the record's fields, `traceback`), uvicorn's own lines included:
+they propagate to the root logger. Fields travel as `extra={"fields": {...}}`
+(see `fields`), so both formats carry the same data.
+
 Values from outside (ordering keys, ids, error texts of destinations, paths)
 reach log messages. A newline in a `wa_id` must not start a forged log line
 with its own timestamp and level, and ANSI escapes must not reach an
@@ -12,8 +18,10 @@ start of a record.
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
+from datetime import UTC, datetime
 from typing import Any
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -29,11 +37,29 @@ def escape(text: str) -> str:
     return text.translate(_ESCAPES)
 
 
+def fields(**values: Any) -> dict[str, Any]:
+    """`extra=` for a record with fields: `log.info("...", extra=fields(key=k))`."""
+    return {"fields": values}
+
+
+def _console_value(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value)
+    if text == "" or any(c in text for c in ' "='):
+        text = json.dumps(text, ensure_ascii=False)
+    return escape(text)
+
+
 class OneLineFormatter(logging.Formatter):
-    """Formats the message with its control characters escaped."""
+    """Formats the message with its control characters escaped, then the
+    record's fields as key=value (values with spaces quoted)."""
 
     def formatMessage(self, record: logging.LogRecord) -> str:
         record.message = escape(record.message)
+        values = getattr(record, "fields", None)
+        if values:
+            record.message += "".join(
+                f" {k}={_console_value(v)}" for k, v in values.items() if v is not None
+            )
         return super().formatMessage(record)
 
     def format(self, record: logging.LogRecord) -> str:
@@ -59,11 +85,33 @@ def _indented(text: str) -> str:
     return "\n".join(TRACEBACK_PREFIX + escape(line) for line in text.splitlines())
 
 
-def setup(level: str) -> None:
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record: control characters are JSON escapes, so
+    no value can start a line of its own."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        values = getattr(record, "fields", None)
+        if values:
+            out.update((k, v) for k, v in values.items() if v is not None and k not in out)
+        if record.exc_info:
+            out["traceback"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            out["stack"] = self.formatStack(record.stack_info)
+        # ensure_ascii: \u2028 and friends escaped too (some readers split on them).
+        return json.dumps(out, default=str)
+
+
+def setup(level: str, format: str = "console") -> None:
     """Configure the root logger once per process; uvicorn's own loggers
     propagate to it (the CLI passes uvicorn log_config=None)."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(OneLineFormatter(FORMAT))
+    handler.setFormatter(JsonFormatter() if format == "json" else OneLineFormatter(FORMAT))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 from redis.crc import key_slot
 from redis.exceptions import RedisError
 
-from router import batching
+from router import batching, envelope
 from router.batching import Batcher
 from router.config import Destination
 from router.keys import DestinationKeys, shard_of
@@ -160,6 +160,70 @@ class ClaimResult:
         return self.ready_left < 0
 
 
+@dataclass(frozen=True, slots=True)
+class QueueFigures:
+    """A destination's (or one shard's) queue, as status and metrics show it."""
+
+    messages: int  # stored, not yet acknowledged (in flight, waiting, blocked included)
+    ready: int  # keys whose head can be attempted now
+    in_flight: int  # keys being attempted
+    delayed: int  # keys waiting out a backoff
+    blocked: int  # keys stopped by on_exhausted: block
+    dead: int  # dead letters
+    oldest_arrival_ms: int | None  # arrival of the oldest message not yet acknowledged
+    acked: int  # messages acknowledged so far (rates are its change over time)
+    paused: bool
+
+    @classmethod
+    def total(cls, parts: list[QueueFigures]) -> QueueFigures:
+        oldest = [p.oldest_arrival_ms for p in parts if p.oldest_arrival_ms is not None]
+        return cls(
+            messages=sum(p.messages for p in parts),
+            ready=sum(p.ready for p in parts),
+            in_flight=sum(p.in_flight for p in parts),
+            delayed=sum(p.delayed for p in parts),
+            blocked=sum(p.blocked for p in parts),
+            dead=sum(p.dead for p in parts),
+            oldest_arrival_ms=min(oldest) if oldest else None,
+            acked=sum(p.acked for p in parts),
+            paused=any(p.paused for p in parts),
+        )
+
+    def oldest_age(self, now_ms: int | None = None) -> float | None:
+        """Seconds the oldest unacknowledged message has waited."""
+        if self.oldest_arrival_ms is None:
+            return None
+        now = int(time.time() * 1000) if now_ms is None else now_ms
+        return max(0.0, (now - self.oldest_arrival_ms) / 1000)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "messages": self.messages,
+            "ready": self.ready,
+            "in_flight": self.in_flight,
+            "delayed": self.delayed,
+            "blocked": self.blocked,
+            "dead": self.dead,
+            "oldest_age_seconds": self.oldest_age(),
+            "acknowledged": self.acked,
+            "paused": self.paused,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class KeyState:
+    """One ordering key (conversation) of a destination."""
+
+    key: str
+    state: str  # empty, ready, in flight, waiting (a backoff), blocked
+    messages: int
+    head_id: str | None
+    head_arrival_ms: int | None
+    attempts: int  # failed attempts of the head message so far
+    last_error: str | None
+    next_try_ms: int | None  # when waiting: when it is due (ms since the epoch)
+
+
 class DeadLetter(msgspec.Struct, frozen=True):
     key: str
     envelope: str
@@ -251,15 +315,79 @@ class DestinationQueue:
 
     # -- inspection and dead letters (CLI and admin API, not the hot path) --
 
-    async def stats(self) -> dict[str, int]:
+    async def figures(self) -> QueueFigures:
+        """The shard's sizes in one round trip of O(1) reads (the scripts
+        keep `counts` and `heads` up to date: no lane is walked)."""
         k = self.keys
         async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hmget(k.counts, "messages", "acked")
             pipe.llen(k.ready)
             pipe.zcard(k.leases)
             pipe.zcard(k.delayed)
+            pipe.hlen(k.blocked)
             pipe.llen(k.dead)
-            ready, in_flight, delayed, dead = await pipe.execute()
-        return {"ready": ready, "in_flight": in_flight, "delayed": delayed, "dead": dead}
+            pipe.exists(k.paused)
+            pipe.zrange(k.heads, 0, 0, withscores=True)
+            counts, ready, in_flight, delayed, blocked, dead, paused, oldest = await pipe.execute()
+        return QueueFigures(
+            # Never below 0 on screen, should a count ever drift.
+            messages=max(0, int(counts[0] or 0)),
+            ready=ready,
+            in_flight=in_flight,
+            delayed=delayed,
+            blocked=blocked,
+            dead=dead,
+            oldest_arrival_ms=int(oldest[0][1]) if oldest else None,
+            acked=int(counts[1] or 0),
+            paused=bool(paused),
+        )
+
+    async def recount(self) -> int:
+        """Count a queue stored by a version without `counts` (once: -2 when
+        it has them already)."""
+        return int(
+            await self.scripts.recount(
+                keys=keys_for("recount", self.keys), args=[self.keys.lane_prefix]
+            )
+        )
+
+    async def retry_now(self, keys: list[str]) -> int:
+        """Make keys waiting out a backoff due now (all when `keys` is empty)."""
+        return int(await self.scripts.retry(keys=keys_for("retry", self.keys), args=keys))
+
+    async def key_state(self, key: str) -> KeyState:
+        """Where one ordering key stands (`router status DEST KEY`)."""
+        k = self.keys
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.llen(k.lane(key))
+            pipe.lindex(k.lane(key), 0)
+            pipe.hget(k.attempts, key)
+            pipe.hget(k.last_error, key)
+            pipe.zscore(k.delayed, key)
+            pipe.zscore(k.leases, key)
+            pipe.hget(k.blocked, key)
+            pipe.lpos(k.ready, key)
+            length, head, attempts, error, due, lease, blocked, position = await pipe.execute()
+        head_env = envelope.decode(head) if head is not None else None
+        state = "empty"
+        if blocked is not None:
+            state = "blocked"
+        elif lease is not None:
+            state = "in flight"
+        elif due is not None:
+            state = "waiting"
+        elif position is not None:
+            state = "ready"
+        return KeyState(
+            key=key,
+            state=state,
+            messages=int(length),
+            head_id=head_env.id if head_env else None,
+            head_arrival_ms=head_env.ts if head_env else None,
+            attempts=int(attempts or 0),
+            last_error=_text(error) if error is not None else None,
+            next_try_ms=int(due) if due is not None else None,
+        )
 
     async def set_paused(self, paused: bool) -> None:
         if paused:
@@ -289,6 +417,14 @@ class DestinationQueue:
             )
         )
 
+    async def purge(self, raw_entries: list[bytes]) -> int:
+        """Delete these dead letters (exact list elements): what an operator
+        looked at, not what arrived since. Returns how many were there."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for raw in raw_entries:
+                pipe.lrem(self.keys.dead, 1, raw)
+            return sum(int(n) for n in await pipe.execute())
+
     async def blocked_keys(self) -> dict[str, dict[str, Any]]:
         """Keys stopped by on_exhausted: block, with their last error (admin, not hot path)."""
         raw = await self.redis.hgetall(self.keys.blocked)
@@ -315,13 +451,29 @@ class DestinationQueues:
     def of_key(self, key: str) -> DestinationQueue:
         return self.shards[shard_of(key, len(self.shards))]
 
+    async def figures(self) -> QueueFigures:
+        """Every shard's figures added up (the oldest is the oldest of all)."""
+        return QueueFigures.total([await queue.figures() for queue in self.shards])
+
     async def stats(self) -> dict[str, Any]:
-        total: dict[str, Any] = {}
-        for queue in self.shards:
-            for name, value in (await queue.stats()).items():
-                total[name] = total.get(name, 0) + value
-        total["paused"] = await self.is_paused()
-        return total
+        """The figures as the admin API answers them."""
+        return (await self.figures()).as_dict()
+
+    async def recount(self) -> int:
+        """Count shards stored by a version without `counts`; how many needed it."""
+        return sum([await queue.recount() != -2 for queue in self.shards])
+
+    async def retry_now(self, keys: list[str] | None = None) -> int:
+        """Make waiting keys due now (all of them when `keys` is None)."""
+        if not keys:
+            return sum([await queue.retry_now([]) for queue in self.shards])
+        by_shard: dict[int, list[str]] = {}
+        for key in keys:
+            by_shard.setdefault(shard_of(key, len(self.shards)), []).append(key)
+        return sum([await self.shards[i].retry_now(ks) for i, ks in by_shard.items()])
+
+    async def key_state(self, key: str) -> KeyState:
+        return await self.of_key(key).key_state(key)
 
     async def set_paused(self, paused: bool) -> None:
         """Pause (nothing new is attempted; attempts in flight finish; ingest
@@ -362,6 +514,17 @@ class DestinationQueues:
         for queue, raw, _ in reversed(await self._dead(count)):
             replayed += await queue.replay(raw)
         return replayed
+
+    async def purge_dead(self, count: int | None = None) -> int:
+        """Delete the oldest `count` dead letters (all when None)."""
+        if count is None:
+            count = sum([int(await q.redis.llen(q.keys.dead)) for q in self.shards])
+        if count <= 0:
+            return 0
+        chosen: dict[DestinationQueue, list[bytes]] = {}
+        for queue, raw, _ in await self._dead(count):
+            chosen.setdefault(queue, []).append(raw)
+        return sum([await queue.purge(raws) for queue, raws in chosen.items()])
 
     async def blocked_keys(self) -> dict[str, dict[str, Any]]:
         blocked: dict[str, dict[str, Any]] = {}

@@ -25,7 +25,7 @@ LEASE_LOST = -1
 # Script -> its KEYS in order, as DestinationKeys names ("lane" is the lane of
 # the call's ordering key). enqueue takes its group once per destination.
 SCRIPT_KEYS: dict[str, tuple[str, ...]] = {
-    "enqueue": ("lane", "ready", "wake", "seen"),
+    "enqueue": ("lane", "ready", "wake", "seen", "counts", "heads"),
     "claim": ("ready", "leases", "owner", "delayed", "attempts", "wake", "blocked", "paused"),
     "ack": (
         "lane",
@@ -37,6 +37,8 @@ SCRIPT_KEYS: dict[str, tuple[str, ...]] = {
         "wake",
         "delayed",
         "paused",
+        "counts",
+        "heads",
     ),
     "fail": (
         "lane",
@@ -49,12 +51,26 @@ SCRIPT_KEYS: dict[str, tuple[str, ...]] = {
         "wake",
         "dead",
         "blocked",
+        "counts",
+        "heads",
     ),
     "renew": ("leases", "owner"),
     "release": ("ready", "leases", "owner", "wake"),
-    "replay": ("dead", "lane", "ready", "wake", "leases", "attempts", "last_error"),
+    "replay": (
+        "dead",
+        "lane",
+        "ready",
+        "wake",
+        "leases",
+        "attempts",
+        "last_error",
+        "counts",
+        "heads",
+    ),
     "unblock": ("blocked", "ready", "attempts", "wake"),
     "resume": ("paused", "wake"),
+    "recount": ("counts", "heads", "ready", "leases", "delayed", "blocked"),
+    "retry": ("delayed", "ready", "wake"),
     "ratelimit": ("counter",),  # not a destination's: see router.keys.rate_limit_key
 }
 PER_DESTINATION = {"enqueue"}
@@ -101,3 +117,5 @@ class Scripts:
         self.replay = load(redis, "replay")
         self.unblock = load(redis, "unblock")
         self.resume = load(redis, "resume")
+        self.recount = load(redis, "recount")
+        self.retry = load(redis, "retry")

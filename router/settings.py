@@ -126,7 +126,41 @@ class Settings:
     host: str = _env("HOST", _text, "address the API listens on", "0.0.0.0")
     port: int = _env("PORT", _port, "port the API listens on", 3000)
     log_level: str = _env(
-        "LOG_LEVEL", _choice("debug", "info", "warning", "error"), "log level", "info"
+        "LOG_LEVEL",
+        _choice("debug", "info", "warning", "error"),
+        "log level; info logs one line per delivery attempt, warning only failures",
+        "info",
+    )
+    log_format: str = _env(
+        "LOG_FORMAT",
+        _choice("console", "json"),
+        "console: one readable line per record; json: one JSON object per line",
+        "console",
+    )
+    metrics: bool = _env(
+        "ROUTER_METRICS",
+        _flag,
+        "0 turns off GET /metrics (Prometheus) and the counting behind it",
+        True,
+    )
+    metrics_token: str | None = _env(
+        "ROUTER_METRICS_TOKEN",
+        _optional_text,
+        "bearer token GET /metrics then requires; unset: open",
+        None,
+    )
+    metrics_multiproc_dir: str | None = _env(
+        "PROMETHEUS_MULTIPROC_DIR",
+        _optional_text,
+        "prometheus-client's multiprocess directory: processes sharing it are added up in "
+        "each scrape; `router serve`/`api` with ROUTER_PROCESSES > 1 make one when unset",
+        None,
+    )
+    metrics_port: int | None = _env(
+        "ROUTER_METRICS_PORT",
+        _port,
+        "port on which `router worker` serves GET /metrics (it has no API port); unset: none",
+        None,
     )
     shutdown_grace: float = _env(
         "ROUTER_SHUTDOWN_GRACE",

@@ -13,6 +13,7 @@ from router.ingest import IngestRoute
 from router.queue import Scripts
 from router.ratelimit import RateLimiter
 from router.settings import Settings
+from router.status import StatusReader
 from router.worker import Workers
 
 if TYPE_CHECKING:
@@ -29,6 +30,7 @@ class RouterState:
         self.workers: Workers | None = None  # when this process delivers too
         self.reloader: Reloader | None = None  # watches routes.yaml (router.reload)
         self.limiters: dict[str, RateLimiter] = {}  # route path -> its rate limit
+        self.status: StatusReader | None = None  # the queues' figures, read at most once a second
         # route_key(path) -> the route as the running routes.yaml defines it;
         # each ingest handler looks its route up here on every request, so a
         # reload (router.reload) takes effect at once.

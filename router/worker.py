@@ -21,11 +21,12 @@ from typing import Literal, TypeVar
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from router import envelope, retry, shard_layout
+from router import envelope, logs, retry, shard_layout
 from router.config import Destination
 from router.keys import shard_share
+from router.metrics import DeliveryMetrics
 from router.plugins import OpenSink, open_sink
-from router.queue import LEASE_LOST, Claim, DestinationQueue, Outcome, Scripts
+from router.queue import LEASE_LOST, Claim, DestinationQueue, DestinationQueues, Outcome, Scripts
 from router.redis_client import SOCKET_TIMEOUT
 from router.settings import DeliveryTransport
 from router.sinks import Delivery, DeliveryFailed, Sink
@@ -92,6 +93,7 @@ class DestinationWorker:
         self._paused = False
         self.running = False
         self._loop_exited = asyncio.Event()
+        self._metrics = DeliveryMetrics(destination.name)
 
     # -- the loop ----------------------------------------------------------
 
@@ -169,6 +171,10 @@ class DestinationWorker:
         while not self._stopping:
             try:
                 problem = await shard_layout.refusal(self.queue.redis, [self.destination])
+                if problem is None:
+                    # A queue stored by a version without counts gets them
+                    # here, once (recount.lua); later starts find them.
+                    await self._recount()
             except RedisError as exc:
                 errors += 1
                 await self._redis_down(exc, errors)
@@ -182,6 +188,13 @@ class DestinationWorker:
             refusals += 1
             await asyncio.sleep(1.0)
         return False
+
+    async def _recount(self) -> None:
+        """Every shard of the destination (the gate runs this once for all)."""
+        d = self.destination
+        counted = await DestinationQueues.of(self.queue.redis, self.queue.scripts, d).recount()
+        if counted:
+            log.info("destination %s: counted the queue's messages (%d shards)", d.name, counted)
 
     async def _wait_slot(self, timeout: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -254,6 +267,7 @@ class DestinationWorker:
                 traceparent=env.tp,
                 tracestate=env.tst,
             )
+            started = time.perf_counter()
             try:
                 await self._attempt(claim, delivery)
             except LeaseLost:
@@ -266,7 +280,7 @@ class DestinationWorker:
                 )
                 return
             except DeliveryFailed as exc:
-                await self._failed(claim, env, attempts + 1, exc.reason, exc.retry_after)
+                await self._failed(claim, env, attempts + 1, exc.reason, exc.retry_after, started)
                 return
             except Exception as exc:
                 # A plugin bug is a failed attempt, never a dead worker.
@@ -276,8 +290,10 @@ class DestinationWorker:
                     self.settings.plugin,
                     env.id,
                 )
-                await self._failed(claim, env, attempts + 1, f"{type(exc).__name__}: {exc}", None)
+                error = f"{type(exc).__name__}: {exc}"
+                await self._failed(claim, env, attempts + 1, error, None, started)
                 return
+            seconds = time.perf_counter() - started
             acked = await self._settle(
                 functools.partial(
                     self.queue.ack, claim, head, self.lease_ms, keep=not self._stopping
@@ -294,6 +310,20 @@ class DestinationWorker:
                     env.id,
                 )
                 return
+            self._metrics.attempted("ok", seconds)
+            self._metrics.acknowledged(env.ts)
+            if log.isEnabledFor(logging.INFO):
+                log.info(
+                    "delivered",
+                    extra=logs.fields(
+                        message_id=env.id,
+                        destination=self.destination.name,
+                        key=claim.key,
+                        attempt=attempts + 1,
+                        outcome="ok",
+                        duration_ms=round(seconds * 1000, 1),
+                    ),
+                )
             head = acked.next_head
             attempts = 0
         if head is not None:
@@ -353,10 +383,13 @@ class DestinationWorker:
         attempts: int,
         error: str,
         retry_after: float | None,
+        started: float,
     ) -> None:
-        """Attempt number `attempts` failed with `error`: decide and record."""
+        """Attempt number `attempts` (begun at perf_counter `started`) failed
+        with `error`: decide and record."""
+        seconds = time.perf_counter() - started
         decision = retry.decide(self.settings.retry, attempts, _age(env), retry_after)
-        await self._record_failure(claim, attempts, decision, error)
+        await self._record_failure(claim, attempts, decision, error, attempt=(env.id, seconds))
 
     async def _record_failure(
         self,
@@ -365,17 +398,36 @@ class DestinationWorker:
         decision: retry.Decision,
         error: str,
         counted: bool = True,
+        attempt: tuple[str, float] | None = None,
     ) -> None:
         """Record the decision in Redis (fail.lua counts the attempt), then
-        log it once."""
+        log it once. `attempt`: the message id and seconds of the attempt
+        that failed (None: the worker gave up before trying)."""
         recorded = await self._settle(
             lambda: self.queue.fail(
                 claim, int(decision.delay * 1000), error[:1000], decision.outcome, counted
             )
         )
+        outcome = "failed"
+        if decision.gives_up:
+            outcome = "blocked" if decision.outcome is Outcome.BLOCK else "dead"
+        if attempt is not None:
+            self._metrics.attempted(
+                "failed" if recorded is False or recorded == LEASE_LOST else outcome, attempt[1]
+            )
         if recorded is False:
             return  # not recorded (Redis away past the lease): logged by _settle
         name, key = self.destination.name, claim.key
+        # The attempt's fields on its one line (LOG_FORMAT=json makes them keys).
+        extra = logs.fields(
+            message_id=attempt[0] if attempt else None,
+            destination=name,
+            key=key,
+            attempt=attempts,
+            outcome=outcome,
+            duration_ms=round(attempt[1] * 1000, 1) if attempt else None,
+            error=error,
+        )
         if recorded == LEASE_LOST:
             # Logged once, instead of a "retrying" line for an attempt whose
             # outcome no longer counts (e.g. a process paused past its lease).
@@ -386,6 +438,7 @@ class DestinationWorker:
                 key,
                 attempts,
                 error,
+                extra=extra,
             )
         elif decision.gives_up:
             log.error(
@@ -398,6 +451,7 @@ class DestinationWorker:
                 attempts,
                 decision.reason,
                 error,
+                extra=extra,
             )
         else:
             log.warning(
@@ -407,6 +461,7 @@ class DestinationWorker:
                 attempts,
                 error,
                 decision.reason,
+                extra=extra,
             )
 
     async def _settle(self, op: Callable[[], Awaitable[T]]) -> T | Literal[False]:

@@ -26,3 +26,22 @@ local function holds_lease(owner, key, token)
   return redis.call('HGET', owner, key) == token
 end
 
+
+-- Arrival time (ms) of a stored envelope: the router encodes it as
+-- {"id":"...","ts":<ms>,...}, and an id cannot hold an unescaped quote, so
+-- the first ,"ts": is the envelope's own (no JSON decoding of the body,
+-- and the match ends a few bytes in). Anything else counts as arriving now.
+local function arrival_ms(envelope)
+  return tonumber(string.match(envelope, ',"ts":(%d+)')) or now_ms()
+end
+
+-- Keep `heads` (ordering key -> arrival of its head message) in step with a
+-- lane whose head changed: the oldest waiting message is then one ZRANGE.
+local function track_head(heads, lane, k)
+  local head = redis.call('LINDEX', lane, 0)
+  if head then
+    redis.call('ZADD', heads, arrival_ms(head), k)
+  else
+    redis.call('ZREM', heads, k)
+  end
+end

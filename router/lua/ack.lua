@@ -1,7 +1,8 @@
 -- The destination acknowledged the head of a lane: remove it.
--- KEYS: lane, ready, leases, owner, attempts, last_error, wake, delayed, paused
-local lane, ready, leases, owner, attempts, last_error, wake, delayed, paused =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
+-- KEYS: lane, ready, leases, owner, attempts, last_error, wake, delayed, paused, counts, heads
+local lane, ready, leases, owner, attempts, last_error, wake, delayed, paused, counts, heads =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10],
+  KEYS[11]
 -- ARGV: ordering key, token, lease ms, keep ('1' = may keep the key),
 --       the acknowledged envelope
 -- Returns LEASE_LOST when another claim owns the key now (this delivery was
@@ -20,6 +21,9 @@ if redis.call('LINDEX', lane, 0) == ARGV[5] then
   redis.call('LPOP', lane)
   redis.call('HDEL', attempts, k)
   redis.call('HDEL', last_error, k)
+  redis.call('HINCRBY', counts, 'messages', -1)
+  redis.call('HINCRBY', counts, 'acked', 1)
+  track_head(heads, lane, k)
 end
 local left = redis.call('LLEN', lane)
 -- (Not while paused: the attempt in flight finished, nothing new starts.)

@@ -1,7 +1,7 @@
 -- Store one message in the lanes of all destinations of a route, atomically.
--- KEYS, per destination: lane, ready, wake, seen
-local LANE, READY, WAKE, SEEN = 1, 2, 3, 4 -- places in each destination's group
-local GROUP = 4
+-- KEYS, per destination: lane, ready, wake, seen, counts, heads
+local LANE, READY, WAKE, SEEN, COUNTS, HEADS = 1, 2, 3, 4, 5, 6 -- places in each group
+local GROUP = 6
 -- ARGV: envelope, message id, dedup id ('' = none), dedup ttl seconds,
 --       '1' to make a duplicate write something (see below),
 --       then one ordering-key value per destination
@@ -9,6 +9,7 @@ local GROUP = 4
 -- already seen the dedup id, 0 and the id stored the first time.
 local envelope, id, dedup, ttl = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local n = #KEYS / GROUP
+local arrival = arrival_ms(envelope)
 local fresh = {}
 local original = id
 local first_marker = nil -- the first destination's marker, as it was
@@ -39,8 +40,10 @@ for _, i in ipairs(fresh) do
   local base = i * GROUP
   if dedup ~= '' then redis.call('SET', KEYS[base + SEEN], id, 'EX', ttl) end
   -- A lane that was empty held a key in none of ready/leases/delayed.
+  redis.call('HINCRBY', KEYS[base + COUNTS], 'messages', 1)
   if redis.call('RPUSH', KEYS[base + LANE], envelope) == 1 then
     redis.call('RPUSH', KEYS[base + READY], ARGV[6 + i])
+    redis.call('ZADD', KEYS[base + HEADS], arrival, ARGV[6 + i])
     nudge(KEYS[base + WAKE])
   end
 end

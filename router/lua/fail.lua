@@ -1,7 +1,8 @@
 -- An attempt at the head of a lane failed: back off, dead-letter or block.
--- KEYS: lane, ready, leases, owner, delayed, attempts, last_error, wake, dead, blocked
-local lane, ready, leases, owner, delayed, attempts, last_error, wake, dead, blocked =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
+-- KEYS: lane, ready, leases, owner, delayed, attempts, last_error, wake, dead, blocked, counts, heads
+local lane, ready, leases, owner, delayed, attempts, last_error, wake, dead, blocked, counts, heads =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10],
+  KEYS[11], KEYS[12]
 -- ARGV: ordering key, token, delay ms, error, outcome: '0' retry after the
 --       delay, '1' dead-letter the head, '2' block the key (the head stays);
 --       counted: '1' when an attempt was made, '0' when the worker gave up
@@ -25,6 +26,8 @@ if ARGV[5] == '1' then
     key = k, envelope = envelope, error = ARGV[4], attempts = made, dead_at = now}))
   redis.call('HDEL', attempts, k)
   redis.call('HDEL', last_error, k)
+  redis.call('HINCRBY', counts, 'messages', -1)
+  track_head(heads, lane, k)
   if redis.call('LLEN', lane) > 0 then redis.call('RPUSH', ready, k) end
 elseif ARGV[5] == '2' then
   -- The key leaves the scheduling sets until an operator unblocks it.

@@ -31,6 +31,7 @@ from router.settings import Settings
 from router.state import RouterState
 from tests.support.bot import Answer, check_order, serving_bot
 from tests.support.messages import assert_refused
+from tests.support.processes import run_cli
 from tests.support.routes import STORE
 from tests.support.servers import ServerThread, wait_until
 
@@ -343,6 +344,15 @@ def test_a_removed_destination_keeps_its_queue_and_shows_as_orphaned(
             assert (
                 status["sms"]["ready"] + status["sms"]["delayed"] + status["sms"]["in_flight"] == 3
             )
+            # `router status` and the metrics show it too.
+            done = run_cli("--routes", str(file), "status", "--json", REDIS_URL=clean_redis)
+            assert done.returncode == 0, done.stderr
+            shown = json.loads(done.stdout)
+            assert shown["sms"]["orphaned"] is True and shown["sms"]["messages"] == 3
+            assert shown["chatbot"]["orphaned"] is False
+            scraped = httpx.get(url + "/metrics").text
+            assert 'router_destination_orphaned{destination="sms"} 1.0' in scraped
+            assert 'router_destination_orphaned{destination="chatbot"} 0.0' in scraped
             attempts = len(sms.received)
             looks = reloader.looks
             wait_until(lambda: reloader.looks >= looks + 5, what="more looks")

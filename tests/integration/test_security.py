@@ -129,10 +129,14 @@ def test_admin_endpoints_need_a_configured_token(clean_redis, bot: Bot, tmp_path
         assert ok.status_code == 200
         assert ok.json() == {
             "chatbot": {
+                "messages": 0,
                 "ready": 0,
                 "in_flight": 0,
                 "delayed": 0,
+                "blocked": 0,
                 "dead": 0,
+                "oldest_age_seconds": None,
+                "acknowledged": 0,
                 "paused": False,
                 "orphaned": False,
             }

@@ -26,7 +26,8 @@ def router_env(base: Mapping[str, str] | None = None, **extra: str | None) -> di
         base = {
             k: v
             for k, v in os.environ.items()
-            if not k.startswith("ROUTER_") and k not in ("REDIS_URL", "ROUTES_FILE", "PORT")
+            if not k.startswith(("ROUTER_", "LOG_"))
+            and k not in ("REDIS_URL", "ROUTES_FILE", "PORT", "PROMETHEUS_MULTIPROC_DIR")
         }
     env = {**base, "PYTHONUNBUFFERED": "1"}
     for k, v in extra.items():

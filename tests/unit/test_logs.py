@@ -46,3 +46,48 @@ def test_a_traceback_cannot_forge_a_record() -> None:
     assert rest[0] == TRACEBACK_PREFIX + "Traceback (most recent call last):"
     assert any("ValueError: 1" in line for line in rest)
     assert "\x1b" not in "".join(rest)
+
+
+def _logged_json(emit: Callable[[logging.Logger], None]) -> list[dict[str, object]]:
+    import json
+
+    from router.logs import JsonFormatter
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    log = logging.getLogger("test.logs.json")
+    log.propagate = False
+    log.addHandler(handler)
+    try:
+        emit(log)
+    finally:
+        log.removeHandler(handler)
+    return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+def test_json_lines_carry_fields_and_cannot_be_forged() -> None:
+    from router.logs import fields
+
+    def emit(log: logging.Logger) -> None:
+        log.warning("key %s failed", FORGED, extra=fields(key=FORGED, attempt=2, error=None))
+        try:
+            raise ValueError(FORGED)
+        except ValueError:
+            log.exception("crashed")
+
+    first, second = _logged_json(emit)  # two records, two lines: nothing forged
+    assert first["message"] == f"key {FORGED} failed" and first["key"] == FORGED
+    assert (first["level"], first["logger"], first["attempt"]) == ("warning", "test.logs.json", 2)
+    assert "error" not in first  # None fields are left out
+    assert second["level"] == "error" and FORGED in str(second["traceback"])
+
+
+def test_console_lines_show_fields_as_key_value() -> None:
+    from router.logs import fields
+
+    text = _logged(
+        lambda log: log.warning("delivered", extra=fields(key="a b", attempt=1, error=FORGED))
+    )
+    assert text.count("\n") == 1
+    assert 'delivered key="a b" attempt=1 error="1\\n2026' in text

@@ -1,0 +1,147 @@
+"""`router status`: the queues as a table (rich), once or refreshed
+(--watch), or one conversation; --json for scripts."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import time
+from collections.abc import Collection
+from typing import Any
+
+from rich import box
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from router.queue import DestinationQueues, KeyState, Scripts
+from router.status import DestinationStatus, Layout, rate, read_status
+
+# One-shot status: the rate is measured over this long.
+RATE_WINDOW = 1.0
+
+
+def _console() -> Console:
+    """Rich's console; piped (not a terminal), wide enough that no column is
+    cut (rich would assume 80)."""
+    console = Console()
+    return console if console.is_terminal else Console(width=200)
+
+
+def age(seconds: float | None) -> str:
+    """A duration as people read it: 850ms, 12s, 4m05s, 3h12m, 2d04h."""
+    if seconds is None:
+        return "-"
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
+    s = int(seconds)
+    if s < 60:
+        return f"{seconds:.0f}s" if s >= 10 else f"{seconds:.1f}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+def table(
+    now: list[DestinationStatus], before: list[DestinationStatus] | None, title: str
+) -> Table:
+    t = Table(title=title, box=box.SIMPLE_HEAVY, title_justify="left")
+    t.add_column("destination")
+    for column in ("messages", "ready", "in flight", "delayed", "blocked", "dead"):
+        t.add_column(column, justify="right")
+    t.add_column("oldest", justify="right")
+    t.add_column("rate/s", justify="right")
+    t.add_column("state")
+    previous = {s.name: s for s in before or []}
+    for s in now:
+        r = rate(previous[s.name], s) if s.name in previous else None
+        state = Text("ok", style="green")
+        if s.orphaned:
+            state = Text("orphaned", style="bold red")
+        elif s.paused:
+            state = Text("paused", style="yellow")
+        t.add_row(
+            s.name,
+            str(s.messages),
+            str(s.ready),
+            str(s.in_flight),
+            str(s.delayed),
+            Text(str(s.blocked), style="red" if s.blocked else ""),
+            Text(str(s.dead), style="red" if s.dead else ""),
+            age(s.oldest_age_seconds),
+            "-" if r is None else f"{r:.1f}",
+            state,
+        )
+    return t
+
+
+def as_json(now: list[DestinationStatus], before: list[DestinationStatus] | None) -> str:
+    previous = {s.name: s for s in before or []}
+    out: dict[str, Any] = {}
+    for s in now:
+        fields = dataclasses.asdict(s)
+        del fields["name"], fields["read_at"]
+        fields["rate_per_second"] = rate(previous[s.name], s) if s.name in previous else None
+        out[s.name] = fields
+    return json.dumps(out, indent=2)
+
+
+def key_view(destination: str, state: KeyState) -> Table:
+    t = Table(title=f"{destination} / {state.key}", box=box.SIMPLE, show_header=False)
+    t.add_column(style="bold")
+    t.add_column()
+    now_ms = time.time() * 1000
+    t.add_row("state", state.state)
+    t.add_row("messages", str(state.messages))
+    t.add_row("head message", state.head_id or "-")
+    if state.head_arrival_ms is not None:
+        t.add_row("head waiting", age((now_ms - state.head_arrival_ms) / 1000))
+    t.add_row("failed attempts", str(state.attempts))
+    t.add_row("last error", state.last_error or "-")
+    if state.next_try_ms is not None:
+        t.add_row("next try", f"in {age(max(0.0, state.next_try_ms - now_ms) / 1000)}")
+    return t
+
+
+async def show(
+    redis: Any,
+    scripts: Scripts,
+    layout: Layout,
+    watch: float | None,
+    as_json_output: bool,
+    configured: Collection[str] | None = None,
+) -> int:
+    """Print the table once (rate over RATE_WINDOW), or refresh it every
+    `watch` seconds until interrupted; with `configured` (every configured
+    destination), orphaned destinations too."""
+    console = _console()
+    before = await read_status(redis, scripts, layout, configured)
+    if watch is None:
+        await asyncio.sleep(RATE_WINDOW)
+        now = await read_status(redis, scripts, layout, configured)
+        if as_json_output:
+            print(as_json(now, before))
+        else:
+            console.print(table(now, before, "queues"))
+        return 0
+    with Live(console=console, auto_refresh=False) as live:
+        while True:
+            await asyncio.sleep(watch)
+            now = await read_status(redis, scripts, layout, configured)
+            stamp = time.strftime("%H:%M:%S")
+            title = f"queues at {stamp} (every {watch:g}s; Ctrl-C to stop)"
+            live.update(Group(table(now, before, title)), refresh=True)
+            before = now
+
+
+async def show_key(queues: DestinationQueues, name: str, key: str, as_json_output: bool) -> int:
+    state = await queues.key_state(key)
+    if as_json_output:
+        print(json.dumps(dataclasses.asdict(state), indent=2))
+    else:
+        _console().print(key_view(name, state))
+    return 0

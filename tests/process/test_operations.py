@@ -1,0 +1,238 @@
+"""Running it as an operator does, through real `router` processes:
+`router status` / `retry` / `dead purge`, JSON logs with one line per
+delivery attempt, and /metrics over several processes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from redis import Redis
+
+from tests.support.bot import Answer, Bot
+from tests.support.messages import post_message
+from tests.support.processes import RouterProcess, run_cli
+from tests.support.routes import KEYS, write_routes, write_yaml
+from tests.support.servers import free_port, wait_until
+
+SLOW_RETRY = {"initial": "60s", "max_delay": "60s", "jitter": 0}
+
+
+def _deliveries(text: str, outcome: str) -> float:
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == "router_deliveries_total" and s.labels["outcome"] == outcome:
+                return s.value
+    return 0.0
+
+
+def test_status_retry_and_purge_from_the_command_line(
+    start_router, bot: Bot, redis: Redis, clean_redis: str
+) -> None:
+    down = {"on": True}
+    bot.decide = lambda m, n: (
+        Answer(500, "bot down") if down["on"] or m.get("mensaje") == "poison" else Answer()
+    )
+    router = start_router(bot.url, retry=SLOW_RETRY)
+    for i in range(3):
+        post_message(router.url, "a", f"a{i}")
+    post_message(router.url, "b/with slash", "b0")
+    wait_until(lambda: redis.zcard(KEYS.delayed) == 2, what="both keys backing off")
+    routes = str(router.routes_file)
+
+    shown = run_cli("--routes", routes, "status", "--json", REDIS_URL=clean_redis)
+    assert shown.returncode == 0, shown.stderr
+    status = json.loads(shown.stdout)["chatbot"]
+    assert (status["messages"], status["delayed"], status["ready"]) == (4, 2, 0)
+    assert status["oldest_age_seconds"] > 0 and status["paused"] is False
+    assert status["rate_per_second"] == 0
+
+    table = run_cli("--routes", routes, "status", REDIS_URL=clean_redis)
+    assert table.returncode == 0, table.stderr
+    row = next(line for line in table.stdout.splitlines() if "chatbot" in line).split()
+    assert row[:7] == ["chatbot", "4", "0", "0", "2", "0", "0"]
+
+    key = run_cli(
+        "--routes", routes, "status", "chatbot", "b/with slash", "--json", REDIS_URL=clean_redis
+    )
+    assert key.returncode == 0, key.stderr
+    state = json.loads(key.stdout)
+    assert (state["state"], state["messages"], state["attempts"]) == ("waiting", 1, 1)
+    assert "HTTP 500" in state["last_error"] and state["next_try_ms"] is not None
+
+    # The bot is fixed: nobody waits out the 60 s backoff.
+    down["on"] = False
+    retried = run_cli("--routes", routes, "retry", "chatbot", REDIS_URL=clean_redis)
+    assert retried.returncode == 0, retried.stderr
+    assert "2 waiting key(s) of chatbot made due now" in retried.stdout
+    wait_until(lambda: bot.acked_messages("a") == ["a0", "a1", "a2"], timeout=10, what="a")
+    wait_until(lambda: bot.acked_messages("b/with slash") == ["b0"], timeout=10, what="b")
+
+    # A dead letter, purged.
+    redis.delete(KEYS.dead)
+    router.stop()
+    router = start_router(bot.url, retry={**SLOW_RETRY, "max_attempts": 1})
+    post_message(router.url, "c", "poison")
+    wait_until(lambda: redis.llen(KEYS.dead) == 1, what="a dead letter")
+    purged = run_cli("--routes", routes, "dead", "purge", "chatbot", REDIS_URL=clean_redis)
+    assert purged.returncode == 0, purged.stderr
+    assert "purged 1 dead letter(s)" in purged.stdout
+    assert redis.llen(KEYS.dead) == 0
+
+
+def test_operator_commands_need_no_unrelated_secret(
+    tmp_path: Path, clean_redis: str, redis: Redis
+) -> None:
+    """A destination's secret or URL unset where the operator runs the
+    command: `status`, `pause`, `dead list` still work; `check` names it."""
+    routes = write_yaml(
+        tmp_path,
+        """
+routes:
+  - path: /in
+    destinations: [chatbot, crm]
+destinations:
+  chatbot:
+    plugin: chatbot
+    url: ${BOT_URL_NOT_SET_HERE}
+    shards: 2
+    max_in_flight: 4
+  crm:
+    plugin: http
+    url: https://crm.example/hook
+    headers:
+      Authorization: Bearer ${CRM_TOKEN_NOT_SET_HERE}
+""",
+    )
+    checked = run_cli("--routes", str(routes), "check")
+    assert checked.returncode == 2
+    assert "BOT_URL_NOT_SET_HERE" in checked.stderr
+    for args in (["status", "--json"], ["pause", "crm"], ["dead", "list", "chatbot"]):
+        done = run_cli("--routes", str(routes), *args, REDIS_URL=clean_redis)
+        assert done.returncode == 0, (args, done.stderr)
+    status = json.loads(
+        run_cli("--routes", str(routes), "status", "--json", REDIS_URL=clean_redis).stdout
+    )
+    assert set(status) == {"chatbot", "crm"} and status["crm"]["paused"] is True
+    unknown = run_cli("--routes", str(routes), "status", "nope", REDIS_URL=clean_redis)
+    assert unknown.returncode == 2 and "no destination named 'nope'" in unknown.stderr
+
+
+def _run_logged(tmp_path: Path, routes: Path, redis_url: str, bot: Bot, level: str) -> str:
+    """Start `router serve` at LOG_LEVEL `level`, LOG_FORMAT=json; post one
+    message of body `secret-<level>`, wait for its delivery; its log."""
+    router = RouterProcess(
+        tmp_path / f"{level}.log",
+        REDIS_URL=redis_url,
+        ROUTES_FILE=str(routes),
+        LOG_FORMAT="json",
+        LOG_LEVEL=level,
+        die_with_parent=True,
+    ).start()
+    try:
+        post_message(router.url, "k", f"secret-{level}")
+        wait_until(lambda: f"secret-{level}" in bot.acked_messages("k"), what="the delivery")
+    finally:
+        assert router.terminate()[0] == 0
+    return router.log_text()
+
+
+def _records(text: str) -> list[dict[str, object]]:
+    # Every line is one JSON object, uvicorn's and the router's alike.
+    return [json.loads(line) for line in text.splitlines() if not line.startswith("--- start")]
+
+
+def test_json_logs_one_line_per_attempt_and_warning_keeps_failures(
+    tmp_path: Path, clean_redis: str, bot: Bot
+) -> None:
+    # The first attempt of the info run's message fails, all others succeed.
+    bot.decide = lambda m, n: Answer(503) if m["mensaje"] == "secret-info" and n == 0 else Answer()
+    routes = write_routes(tmp_path / "routes.yaml", bot.url)
+
+    text = _run_logged(tmp_path, routes, clean_redis, bot, "info")
+    records = _records(text)
+    assert any(str(r["logger"]).startswith("uvicorn") for r in records)
+    assert "secret-info" not in text  # bodies are never logged
+    failed, ok = (r for r in records if "outcome" in r)
+    assert (failed["level"], failed["outcome"], failed["attempt"]) == ("warning", "failed", 1)
+    assert "HTTP 503" in str(failed["error"])
+    assert (ok["level"], ok["outcome"], ok["attempt"], ok["message"]) == (
+        "info",
+        "ok",
+        2,
+        "delivered",
+    )
+    assert ok["message_id"] == failed["message_id"]
+    for r in (failed, ok):
+        assert (r["destination"], r["key"]) == ("chatbot", "k")
+        assert isinstance(r["duration_ms"], float)
+    assert "error" not in ok
+
+    # At warning, a delivery that went well logs nothing about itself.
+    records = _records(_run_logged(tmp_path, routes, clean_redis, bot, "warning"))
+    assert all(r["level"] in ("warning", "error") for r in records)
+    assert [r for r in records if "outcome" in r] == []
+
+
+@pytest.mark.parametrize("processes", [2])
+def test_metrics_add_up_every_process_of_one_port(
+    tmp_path: Path, clean_redis: str, bot: Bot, processes: int
+) -> None:
+    routes = write_routes(tmp_path / "routes.yaml", bot.url)
+    router = RouterProcess(
+        tmp_path / "serve.log",
+        REDIS_URL=clean_redis,
+        ROUTES_FILE=str(routes),
+        ROUTER_PROCESSES=str(processes),
+        LOG_LEVEL="warning",
+        die_with_parent=True,
+    ).start()
+    try:
+        with httpx.Client(base_url=router.url) as client:
+            for i in range(40):  # new connections: spread over the processes
+                r = client.post(
+                    "/v1/store_message",
+                    json={"mensaje": f"m{i}", "wa_id": f"k{i}"},
+                    headers={"connection": "close"},
+                )
+                assert r.status_code == 200
+        wait_until(lambda: len(bot.acknowledged()) == 40, what="40 deliveries")
+        # Whichever process answers, the counts are everyone's.
+        seen = set()
+        for _ in range(10):
+            r = httpx.get(router.url + "/metrics", headers={"connection": "close"})
+            assert r.status_code == 200
+            seen.add(_deliveries(r.text, "ok"))
+        assert seen == {40.0}
+    finally:
+        assert router.terminate()[0] == 0
+
+
+def test_worker_serves_metrics_on_its_own_port(
+    tmp_path: Path, clean_redis: str, bot: Bot, start_router
+) -> None:
+    api = start_router(bot.url, workers=False)
+    for i in range(3):
+        post_message(api.url, f"k{i}", f"m{i}")
+    port = free_port()
+    worker = RouterProcess(
+        tmp_path / "worker.log",
+        command="worker",
+        REDIS_URL=clean_redis,
+        ROUTES_FILE=str(api.routes_file),
+        ROUTER_METRICS_PORT=str(port),
+        ROUTER_METRICS_TOKEN="tok",
+        die_with_parent=True,
+    ).start(wait=False)
+    try:
+        wait_until(lambda: len(bot.acknowledged()) == 3, what="3 deliveries")
+        url = f"http://127.0.0.1:{port}/metrics"
+        assert httpx.get(url).status_code == 401
+        text = httpx.get(url, headers={"Authorization": "Bearer tok"}).text
+        assert _deliveries(text, "ok") == 3
+        assert "router_queue_messages" in text
+    finally:
+        assert worker.terminate()[0] == 0
