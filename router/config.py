@@ -510,11 +510,16 @@ def load_config(
     file: str,
     sink_types: dict[str, SinkType],
     env: dict[str, str] | None = None,
+    content: bytes | None = None,
 ) -> Config:
-    """Read and validate routes.yaml; raises ConfigError with a one-line message."""
+    """Read and validate routes.yaml (or `content`, the file as read already);
+    raises ConfigError with a one-line message."""
     try:
-        with open(file, encoding="utf-8") as fh:
-            text = fh.read()
+        if content is None:
+            with open(file, encoding="utf-8") as fh:
+                text = fh.read()
+        else:
+            text = content.decode("utf-8")
     except OSError as exc:
         raise ConfigError(f"{file}: cannot read the routes file: {exc.strerror}") from None
     except UnicodeDecodeError as exc:

@@ -149,12 +149,16 @@ def _stat(path: str) -> FileState | None:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
-def _digest(path: str) -> bytes:
+def _read(path: str) -> bytes | None:
     try:
         with open(path, "rb") as fh:
-            return hashlib.sha256(fh.read()).digest()
-    except OSError as exc:
-        return f"unreadable: {exc.errno}".encode()
+            return fh.read()
+    except OSError:
+        return None  # load() names the reason
+
+
+def _digest(content: bytes | None) -> bytes:
+    return b"unreadable" if content is None else hashlib.sha256(content).digest()
 
 
 def _changes(old: Config, new: Config) -> str:
@@ -209,8 +213,9 @@ class Reloader:
         self.redis = redis
         self.workers = workers
         self.ingest = ingest
-        # For status, metrics and tests: new configs applied, files looked
-        # at (polls and SIGHUPs), and the last refusal (None once one applies).
+        # For status, metrics and tests: new configs applied, looks at the
+        # file done (polls and SIGHUPs), and the last refusal (None once one
+        # applies).
         self.reloads = 0
         self.looks = 0
         self.last_error: str | None = None
@@ -258,54 +263,81 @@ class Reloader:
 
     async def _run(self) -> None:
         poll = self.settings.routes_poll
+        # The first look comes at once, even with polling off: the file may
+        # have changed since this process loaded it, before SIGHUP was
+        # handled here (a signal meanwhile was ignored: hold_sighup).
+        first = True
         while not self._closing:
             if not self._recorded:
                 await self._record()
-            timeout: float | None = poll if poll > 0 else None
-            if not self._recorded:
-                timeout = min(timeout or REGISTRY_RETRY, REGISTRY_RETRY)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
-            self._wake.clear()
+            if not first:
+                timeout: float | None = poll if poll > 0 else None
+                if not self._recorded:
+                    timeout = min(timeout or REGISTRY_RETRY, REGISTRY_RETRY)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout)
+                self._wake.clear()
             if self._closing:
                 return
             forced, self._sighup = self._sighup, False
-            self.looks += 1
             try:
                 if forced:  # one line per SIGHUP: reloaded, unchanged or refused
-                    self._seen, self._seen_digest = _stat(self.file), _digest(self.file)
-                    await self.reload("SIGHUP", forced=True)
-                elif poll > 0 and await self._changed():
-                    await self.reload("file changed")
+                    self._seen = _stat(self.file)
+                    content = _read(self.file)
+                    self._seen_digest = _digest(content)
+                    await self.reload("SIGHUP", forced=True, data=content)
+                elif first or poll > 0:
+                    changed, content = await self._changed()
+                    if changed:
+                        await self.reload("file changed", data=content)
             except Exception:
                 # A bug here must not end the watch (nor the process).
                 log.exception("reloading %s failed; the running config is kept", self.file)
+            self.looks += 1
+            if first:
+                log.info(
+                    "%s is reloaded on SIGHUP%s",
+                    self.file,
+                    f" and looked at every {poll:g}s" if poll > 0 else " (ROUTER_ROUTES_POLL=0)",
+                )
+            first = False
 
-    async def _changed(self) -> bool:
-        """Whether the file now holds a content not looked at yet."""
+    async def _changed(self) -> tuple[bool, bytes | None]:
+        """Whether the file now holds a content not looked at yet, and that
+        content (None: unreadable), read while the file held still: its
+        stat the same a moment before and around the read, so a file being
+        written in place is not taken half-written."""
         state = _stat(self.file)
         racy = state is not None and time.time() - state[3] / 1e9 < RACY_WINDOW
         if state == self._seen and not racy:
-            return False
+            return False, None
+        content = None
         for _ in range(SETTLE_ROUNDS):
-            if state == self._seen:
-                break  # stable since the last look
+            if state == self._seen:  # unchanged since the last stat
+                content = _read(self.file)
+                after = _stat(self.file)
+                if after == state:
+                    break
+                state = after  # written meanwhile: wait for it to settle
             self._seen = state
             await asyncio.sleep(SETTLE)
             state = _stat(self.file)
-        digest = _digest(self.file)
+        else:
+            content = _read(self.file)  # still changing: take it as it is
+        digest = _digest(content)
         if digest == self._seen_digest:
-            return False
+            return False, None
         self._seen_digest = digest
-        return True
+        return True, content
 
     # -- applying --------------------------------------------------------------
 
-    async def reload(self, reason: str, forced: bool = False) -> bool:
-        """Load the routes file and apply it whole, or refuse it whole with
-        one log line; True if the running config is now the file's."""
+    async def reload(self, reason: str, forced: bool = False, data: bytes | None = None) -> bool:
+        """Load the routes file (or `data`, its content as read) and apply
+        it whole, or refuse it whole with one log line; True if the running
+        config is now the file's."""
         try:
-            new = await asyncio.to_thread(load, self.file)
+            new = await asyncio.to_thread(load, self.file, None, data)
         except ConfigError as exc:
             return self._refuse(f"config error: {exc}")
         if new == self.config:

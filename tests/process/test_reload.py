@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,11 +36,20 @@ def processes() -> Iterator[list[RouterProcess]]:
 
 
 def _with_new_route(path: Path, bot_url: str) -> None:
-    """The same routes file plus a route NEW to the same destination."""
-    write_routes(path, bot_url)
-    config = json.loads(path.read_text())
+    """The same routes file plus a route NEW to the same destination,
+    replacing the file at once (a new file renamed over it)."""
+    new = write_routes(path.with_name("new.yaml"), bot_url)
+    config = json.loads(new.read_text())
     config["routes"].append({**config["routes"][0], "path": NEW})
-    path.write_text(json.dumps(config, indent=2))
+    new.write_text(json.dumps(config, indent=2))
+    os.replace(new, path)
+
+
+def _watching(p: RouterProcess, count: int = 1) -> None:
+    """Wait until `count` processes have looked at the routes file once
+    (the first look comes right at start): from then on only a change or
+    a SIGHUP reloads."""
+    wait_until(lambda: len(_lines(p, "is reloaded on SIGHUP")) >= count, what="the watch to start")
 
 
 def _lines(p: RouterProcess, words: str) -> list[str]:
@@ -61,9 +71,11 @@ def test_sighup_reloads_router_serve_and_does_not_kill_it(
         ROUTES_FILE=str(routes),
         ROUTER_ROUTES_POLL="0",
         ROUTER_PROCESSES=str(processes_count),
+        own_group=True,  # kill() takes uvicorn's server processes along
     )
     processes.append(p)
     p.start()
+    _watching(p, processes_count)  # ready is one of them answering: wait for all
     assert httpx.post(p.url + NEW, json={"mensaje": "a", "wa_id": "k"}).status_code == 404
 
     _with_new_route(routes, bot.url)
@@ -115,7 +127,7 @@ def test_sighup_reloads_router_worker(
     )
     processes.append(p)
     p.start(wait=False)
-    wait_until(lambda: bool(_lines(p, "delivery workers started")), what="the worker")
+    _watching(p)
 
     async def store() -> None:
         redis = AsyncRedis.from_url(clean_redis)
