@@ -15,6 +15,7 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath, FromQuery
 
 from router.errors import ApiError, BadRequest
+from router.openapi import admin_operation as doc  # the document's bearer auth and answers
 from router.queue import DestinationQueues
 from router.state import RouterState
 
@@ -41,13 +42,13 @@ def admin_handlers(state: RouterState) -> list[HTTPRouteHandler]:
         redis, scripts = state.require_redis()
         return DestinationQueues.of(redis, scripts, destination)
 
-    @get("/admin/destinations")
+    @get("/admin/destinations", operation_class=doc("destinations"))
     async def destinations(request: Request[Any, Any, Any]) -> dict[str, Any]:
         """Queue sizes of every destination."""
         authorize(request)
         return {name: await queue(name).stats() for name in state.config.destinations}
 
-    @post("/admin/destinations/{name:str}/pause", status_code=200)
+    @post("/admin/destinations/{name:str}/pause", status_code=200, operation_class=doc("pause"))
     async def pause(request: Request[Any, Any, Any], name: FromPath[str]) -> dict[str, Any]:
         """Pause a destination in every process: nothing new is attempted,
         attempts in flight finish, ingest goes on storing."""
@@ -55,14 +56,14 @@ def admin_handlers(state: RouterState) -> list[HTTPRouteHandler]:
         await queue(name).set_paused(True)
         return {"status": "ok", "paused": True}
 
-    @post("/admin/destinations/{name:str}/resume", status_code=200)
+    @post("/admin/destinations/{name:str}/resume", status_code=200, operation_class=doc("resume"))
     async def resume(request: Request[Any, Any, Any], name: FromPath[str]) -> dict[str, Any]:
         """Resume a paused destination: its waiting messages go out, oldest first."""
         authorize(request)
         await queue(name).set_paused(False)
         return {"status": "ok", "paused": False}
 
-    @get("/admin/destinations/{name:str}/dead")
+    @get("/admin/destinations/{name:str}/dead", operation_class=doc("dead"))
     async def dead(
         request: Request[Any, Any, Any],
         name: FromPath[str],
@@ -85,7 +86,9 @@ def admin_handlers(state: RouterState) -> list[HTTPRouteHandler]:
             ]
         }
 
-    @post("/admin/destinations/{name:str}/dead/replay", status_code=200)
+    @post(
+        "/admin/destinations/{name:str}/dead/replay", status_code=200, operation_class=doc("replay")
+    )
     async def replay(
         request: Request[Any, Any, Any], name: FromPath[str], count: FromQuery[int | None] = None
     ) -> dict[str, Any]:
@@ -93,7 +96,7 @@ def admin_handlers(state: RouterState) -> list[HTTPRouteHandler]:
         authorize(request)
         return {"status": "ok", "replayed": await queue(name).replay_oldest(count)}
 
-    @get("/admin/destinations/{name:str}/blocked")
+    @get("/admin/destinations/{name:str}/blocked", operation_class=doc("blocked"))
     async def blocked(request: Request[Any, Any, Any], name: FromPath[str]) -> dict[str, Any]:
         """Keys stopped by retry.on_exhausted: block, with their last error."""
         authorize(request)
@@ -104,7 +107,11 @@ def admin_handlers(state: RouterState) -> list[HTTPRouteHandler]:
             raise ApiError(404, f"key {key!r} of {name} is not blocked")
         return {"status": "ok"}
 
-    @post("/admin/destinations/{name:str}/blocked/unblock", status_code=200)
+    @post(
+        "/admin/destinations/{name:str}/blocked/unblock",
+        status_code=200,
+        operation_class=doc("unblock"),
+    )
     async def unblock(request: Request[Any, Any, Any], name: FromPath[str]) -> dict[str, Any]:
         """Put a blocked key back in line: its head message is attempted again.
         The key is in the JSON body, `{"key": "..."}`, so every key is
@@ -116,7 +123,11 @@ def admin_handlers(state: RouterState) -> list[HTTPRouteHandler]:
             raise BadRequest(f'send a JSON body {{"key": "<ordering key>"}}: {exc}') from None
         return await unblock_key(name, data.key)
 
-    @post("/admin/destinations/{name:str}/blocked/{key:str}/unblock", status_code=200)
+    @post(
+        "/admin/destinations/{name:str}/blocked/{key:str}/unblock",
+        status_code=200,
+        operation_class=doc("unblock_in_path"),
+    )
     async def unblock_in_path(
         request: Request[Any, Any, Any], name: FromPath[str], key: FromPath[str]
     ) -> dict[str, Any]:
