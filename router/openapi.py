@@ -346,8 +346,13 @@ def _refusal(call: Any, *args: Any) -> ApiError | None:
 
 def _bad_request_example(ingest: IngestRoute) -> dict[str, Any]:
     empty: dict[str, Any] = {}
-    error = _refusal(ingest.parse, b"{}") or _refusal(ingest.targets, empty)
-    return _error_of(error or BadRequest("body must be a JSON object, got an array"))
+    error = (
+        _refusal(ingest.parse, b"{}")
+        or _refusal(ingest.targets, empty)
+        or _refusal(ingest.parse, b"[]")
+        or BadRequest("body must be a JSON object")  # not reached: [] is always refused
+    )
+    return _error_of(error)
 
 
 def _unavailable_examples(ingest: IngestRoute, deadline: float) -> list[dict[str, Any]]:
