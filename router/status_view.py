@@ -121,6 +121,7 @@ async def show(
         else:
             console.print(table(now, before, "queues"))
         return 0
+
     def frame(now: list[DestinationStatus], previous: list[DestinationStatus] | None) -> Table:
         stamp = time.strftime("%H:%M:%S")
         return table(now, previous, f"queues at {stamp} (every {watch:g}s; Ctrl-C to stop)")
