@@ -8,7 +8,7 @@ against the same Redis and the same sink, so their ratios hold.
     .venv/bin/python bench/run.py [--rounds 3] [-n 5000] [--profile] [--docs]
     .venv/bin/python bench/run.py --only ingest delivery   # some parts only
 
-Five parts, each in its own module:
+Six parts, each in its own module:
 - Ingest (bench/ingest.py, bench/burst.py): wrk against bare_ingest's
   /v1/hello (framework ceiling) and /v1/store_message (ingest floor) and
   `router api`, on the chosen server stack and on asyncio + h11; the
@@ -27,6 +27,11 @@ Five parts, each in its own module:
   master and of 3 masters (no replicas), the destination at `shards: 6`;
   msg/s per process, commands and Redis CPU per message per master, and
   what P processes on M masters reach (an estimate).
+- Observability (bench/observability.py): the cost of Prometheus metrics
+  and of the per-attempt log line, against ROUTER_METRICS=0 in the same
+  round: `router api` under wrk with /metrics scraped once a second, and
+  `router worker` draining N messages with metrics on (scraped) and with
+  metrics on + LOG_LEVEL=info.
 Every load is bounded in time and runs on 127.0.0.1 only.
 
 Writes a markdown report (bench/report.py) to stdout and
@@ -59,9 +64,10 @@ from destination import Sink
 from growth import Growth
 from ingest import Ingest, wrk_version
 from latency import Latency
+from observability import Observability
 from redisdb import flush, redis_server
 
-PARTS = ("ingest", "delivery", "latency", "growth", "cluster")
+PARTS = ("ingest", "delivery", "latency", "growth", "cluster", "observability")
 
 
 def check_prerequisites(need_wrk: bool, need_pyspy: bool, need_arq: bool = True) -> str | None:
@@ -93,7 +99,7 @@ def parse_args() -> argparse.Namespace:
         "--only",
         choices=PARTS,
         nargs="+",
-        help="run these parts only (default: all five)",
+        help="run these parts only (default: all six)",
     )
     p.add_argument("--rounds", type=int, default=1, help="ingest rounds, interleaved (median)")
     p.add_argument("--duration", type=int, default=10, help="seconds per wrk run (default 10)")
@@ -104,6 +110,11 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("-n", type=int, default=5000, help="messages per delivery run (default 5000)")
     p.add_argument("--keys", type=int, nargs="+", default=[1000, 1], help="wa_ids per run")
     p.add_argument("--delivery-rounds", type=int, default=1, help="runs per delivery case")
+    p.add_argument(
+        "--observability-n",
+        type=int,
+        help="messages per delivery run of the observability part (default 4 x -n)",
+    )
     p.add_argument("--timeout", type=float, default=180, help="seconds any delivery run may take")
     p.add_argument("--profile", action="store_true", help="also profile the router with py-spy")
     p.add_argument("--docs", action="store_true", help="rewrite the table in docs/benchmarks.md")
@@ -118,7 +129,9 @@ def main() -> int:
     parts = set(args.only or PARTS)
     ingest_on, delivery_on = "ingest" in parts, "delivery" in parts
     pyspy = check_prerequisites(
-        bool(parts & {"ingest", "growth", "cluster"}), args.profile, need_arq=delivery_on
+        bool(parts & {"ingest", "growth", "cluster", "observability"}),
+        args.profile,
+        need_arq=delivery_on,
     )
     if delivery_on and (why := bullmq_missing()):
         procs.say(f"BullMQ peer skipped: {why}")
@@ -129,7 +142,7 @@ def main() -> int:
     logs.mkdir()
     running = procs.Procs(logs)
     started = datetime.now(UTC)
-    ingest = delivery = latency = growth = cluster = None
+    ingest = delivery = latency = growth = cluster = observability = None
     try:
         with tempfile.TemporaryDirectory(prefix="router-bench-") as tmp_text:
             tmp = Path(tmp_text)
@@ -154,6 +167,9 @@ def main() -> int:
                 if "cluster" in parts:
                     cluster = ClusterPart(ctx)
                     cluster.run()
+                if "observability" in parts:
+                    observability = Observability(ctx)
+                    observability.run()
                 if args.profile:
                     if ingest is not None:
                         ingest.profile()
@@ -168,13 +184,16 @@ def main() -> int:
     head = report.header(f"{started:%Y-%m-%d %H:%M}", command, took, note, report.cpu_idle())
     more = (latency.report_lines() if latency else []) + (growth.report_lines() if growth else [])
     more += cluster.report_lines() if cluster else []
+    more += observability.report_lines() if observability else []
     text = report.report(ctx, ingest, delivery, head, more)
     rows = (report.ingest_chart_rows(ingest) if ingest and ingest.results else []) + (
         delivery.chart_rows() if delivery and delivery.results else []
     )
     rows += cluster.chart_rows() if cluster and cluster.runs else []
+    rows += observability.chart_rows() if observability else []
     targets = {row[0]: 1.0 for row in rows if row[0].startswith("ingest")}
     targets.update(delivery.chart_targets() if delivery and delivery.results else {})
+    targets.update(observability.chart_targets() if observability else {})
     svg = procs.RESULTS / "ratios.svg"
     if rows:
         chart.write_svg(

@@ -17,6 +17,7 @@ from litestar.params import FromPath, FromQuery
 from router import registry
 from router.auth import BearerToken
 from router.errors import ApiError, BadRequest
+from router.openapi import admin_operation as doc  # the document's bearer auth and answers
 from router.queue import DestinationQueues
 from router.state import RouterState
 
@@ -37,7 +38,7 @@ def admin_handlers(state: RouterState) -> list[HTTPRouteHandler]:
         redis, scripts = state.require_redis()
         return DestinationQueues.of(redis, scripts, destination)
 
-    @get("/admin/destinations")
+    @get("/admin/destinations", operation_class=doc("destinations"))
     async def destinations(request: Request[Any, Any, Any]) -> dict[str, Any]:
         """What every destination's queue holds: `messages` counts messages; `ready`,
         `in_flight`, `delayed` and `blocked` count ordering keys (conversations);
@@ -56,7 +57,7 @@ def admin_handlers(state: RouterState) -> list[HTTPRouteHandler]:
             out[name] = {**stats, "orphaned": True}
         return out
 
-    @post("/admin/destinations/{name:str}/pause", status_code=200)
+    @post("/admin/destinations/{name:str}/pause", status_code=200, operation_class=doc("pause"))
     async def pause(request: Request[Any, Any, Any], name: FromPath[str]) -> dict[str, Any]:
         """Pause a destination in every process: nothing new is attempted,
         attempts in flight finish, ingest goes on storing."""
@@ -64,14 +65,14 @@ def admin_handlers(state: RouterState) -> list[HTTPRouteHandler]:
         await queue(name).set_paused(True)
         return {"status": "ok", "paused": True}
 
-    @post("/admin/destinations/{name:str}/resume", status_code=200)
+    @post("/admin/destinations/{name:str}/resume", status_code=200, operation_class=doc("resume"))
     async def resume(request: Request[Any, Any, Any], name: FromPath[str]) -> dict[str, Any]:
         """Resume a paused destination: its waiting messages go out, oldest first."""
         authorize(request)
         await queue(name).set_paused(False)
         return {"status": "ok", "paused": False}
 
-    @get("/admin/destinations/{name:str}/dead")
+    @get("/admin/destinations/{name:str}/dead", operation_class=doc("dead"))
     async def dead(
         request: Request[Any, Any, Any],
         name: FromPath[str],
@@ -94,7 +95,9 @@ def admin_handlers(state: RouterState) -> list[HTTPRouteHandler]:
             ]
         }
 
-    @post("/admin/destinations/{name:str}/dead/replay", status_code=200)
+    @post(
+        "/admin/destinations/{name:str}/dead/replay", status_code=200, operation_class=doc("replay")
+    )
     async def replay(
         request: Request[Any, Any, Any], name: FromPath[str], count: FromQuery[int | None] = None
     ) -> dict[str, Any]:
@@ -102,7 +105,9 @@ def admin_handlers(state: RouterState) -> list[HTTPRouteHandler]:
         authorize(request)
         return {"status": "ok", "replayed": await queue(name).replay_oldest(count)}
 
-    @post("/admin/destinations/{name:str}/dead/purge", status_code=200)
+    @post(
+        "/admin/destinations/{name:str}/dead/purge", status_code=200, operation_class=doc("purge")
+    )
     async def purge(
         request: Request[Any, Any, Any], name: FromPath[str], count: FromQuery[int | None] = None
     ) -> dict[str, Any]:
@@ -112,7 +117,7 @@ def admin_handlers(state: RouterState) -> list[HTTPRouteHandler]:
             raise BadRequest("count must be at least 1 (leave it out to purge all)")
         return {"status": "ok", "purged": await queue(name).purge_dead(count)}
 
-    @post("/admin/destinations/{name:str}/retry", status_code=200)
+    @post("/admin/destinations/{name:str}/retry", status_code=200, operation_class=doc("retry_now"))
     async def retry_now(request: Request[Any, Any, Any], name: FromPath[str]) -> dict[str, Any]:
         """Make keys waiting out a backoff due now: the ones in the JSON body
         `{"keys": [...]}`, or all of them with no body. Their attempt counts
@@ -131,7 +136,7 @@ def admin_handlers(state: RouterState) -> list[HTTPRouteHandler]:
                 raise BadRequest('"keys" is empty: leave the body out to retry every key')
         return {"status": "ok", "retried": await queue(name).retry_now(keys)}
 
-    @get("/admin/destinations/{name:str}/key")
+    @get("/admin/destinations/{name:str}/key", operation_class=doc("key_state"))
     async def key_state(
         request: Request[Any, Any, Any], name: FromPath[str], key: FromQuery[str]
     ) -> dict[str, Any]:
@@ -140,7 +145,7 @@ def admin_handlers(state: RouterState) -> list[HTTPRouteHandler]:
         authorize(request)
         return dataclasses.asdict(await queue(name).key_state(key))
 
-    @get("/admin/destinations/{name:str}/blocked")
+    @get("/admin/destinations/{name:str}/blocked", operation_class=doc("blocked"))
     async def blocked(request: Request[Any, Any, Any], name: FromPath[str]) -> dict[str, Any]:
         """Keys stopped by retry.on_exhausted: block, with their last error."""
         authorize(request)
@@ -151,7 +156,11 @@ def admin_handlers(state: RouterState) -> list[HTTPRouteHandler]:
             raise ApiError(404, f"key {key!r} of {name} is not blocked")
         return {"status": "ok"}
 
-    @post("/admin/destinations/{name:str}/blocked/unblock", status_code=200)
+    @post(
+        "/admin/destinations/{name:str}/blocked/unblock",
+        status_code=200,
+        operation_class=doc("unblock"),
+    )
     async def unblock(request: Request[Any, Any, Any], name: FromPath[str]) -> dict[str, Any]:
         """Put a blocked key back in line: its head message is attempted again.
         The key is in the JSON body, `{"key": "..."}`, so every key is
@@ -163,7 +172,11 @@ def admin_handlers(state: RouterState) -> list[HTTPRouteHandler]:
             raise BadRequest(f'send a JSON body {{"key": "<ordering key>"}}: {exc}') from None
         return await unblock_key(name, data.key)
 
-    @post("/admin/destinations/{name:str}/blocked/{key:str}/unblock", status_code=200)
+    @post(
+        "/admin/destinations/{name:str}/blocked/{key:str}/unblock",
+        status_code=200,
+        operation_class=doc("unblock_in_path"),
+    )
     async def unblock_in_path(
         request: Request[Any, Any, Any], name: FromPath[str], key: FromPath[str]
     ) -> dict[str, Any]:

@@ -14,11 +14,11 @@ import msgspec
 from litestar import Litestar, Request, Response, get, post
 from litestar.exceptions import HTTPException, InternalServerException
 from litestar.handlers import HTTPRouteHandler
-from litestar.openapi import OpenAPIConfig
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from router import logs, metrics, redis_memory, redis_mode, shard_layout
+from router import openapi as docs
 from router.admin import admin_handlers
 from router.auth import BearerToken
 from router.batching import batcher
@@ -127,11 +127,9 @@ def _ingest_handler(state: RouterState, path: str) -> HTTPRouteHandler:
         # paths like /a-b and /a/b, which broke /schema.
         operation_id=f"store_message {path}",
         summary=f"Store a message for {', '.join(d.name for d in first.route.destinations)}",
-        description=(
-            "Stores the JSON object in the queue of every destination of this route and "
-            "answers 200 once Redis has it. Idempotency-Key header: a repeat within the "
-            "dedup window answers 200 with duplicate: true and stores nothing."
-        ),
+        # As the route was when the handler was made: a reload that changes
+        # it does not rewrite the document (a route it adds gets its own).
+        operation_class=docs.ingest_operation(first, state.settings),  # body, headers, answers
     )(store_message)
 
 
@@ -152,12 +150,12 @@ async def _read_body(request: Request[Any, Any, Any], limit: int) -> bytes:
 
 
 def _health_handlers(state: RouterState) -> list[HTTPRouteHandler]:
-    @get("/healthz", sync_to_thread=False)
+    @get("/healthz", sync_to_thread=False, operation_class=docs.health_operation("healthz"))
     def healthz() -> dict[str, str]:
         """Alive: the process answers HTTP."""
         return {"status": "ok"}
 
-    @get("/readyz")
+    @get("/readyz", operation_class=docs.health_operation("readyz"))
     async def readyz() -> Response[dict[str, Any]]:
         """Ready: Redis answers (`redis_mode` says single or cluster), is not out of memory and
         does not evict queued messages, and the delivery workers run (when
@@ -298,7 +296,7 @@ def create_app(
         route_handlers=handlers,
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
-        openapi_config=OpenAPIConfig(title="message-router", version="0.1.0"),
+        openapi_config=docs.openapi_config(config, admin=bool(settings.admin_token)),
         logging_config=None,  # the CLI configures logging once for the process
         debug=False,
     )

@@ -128,13 +128,24 @@ async def show(
         else:
             console.print(table(now, before, "queues"))
         return 0
-    with Live(console=console, auto_refresh=False) as live:
+
+    def frame(now: list[DestinationStatus], previous: list[DestinationStatus] | None) -> Table:
+        stamp = time.strftime("%H:%M:%S")
+        return table(now, previous, f"queues at {stamp} (every {watch:g}s; Ctrl-C to stop)")
+
+    if not console.is_terminal:
+        # Piped (a log, `tee`): one table per refresh, one after the other.
+        console.print(frame(before, None))
         while True:
             await asyncio.sleep(watch)
             now = await read_status(redis, scripts, layout, configured)
-            stamp = time.strftime("%H:%M:%S")
-            title = f"queues at {stamp} (every {watch:g}s; Ctrl-C to stop)"
-            live.update(Group(table(now, before, title)), refresh=True)
+            console.print(frame(now, before))
+            before = now
+    with Live(frame(before, None), console=console, auto_refresh=False) as live:
+        while True:
+            await asyncio.sleep(watch)
+            now = await read_status(redis, scripts, layout, configured)
+            live.update(Group(frame(now, before)), refresh=True)
             before = now
 
 

@@ -5,6 +5,9 @@ delivery attempt, and /metrics over several processes."""
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -14,7 +17,7 @@ from redis import Redis
 
 from tests.support.bot import Answer, Bot
 from tests.support.messages import post_message
-from tests.support.processes import RouterProcess, run_cli
+from tests.support.processes import RouterProcess, router_env, run_cli
 from tests.support.routes import KEYS, write_routes, write_yaml
 from tests.support.servers import free_port, wait_until
 
@@ -236,3 +239,41 @@ def test_worker_serves_metrics_on_its_own_port(
         assert "router_queue_messages" in text
     finally:
         assert worker.terminate()[0] == 0
+
+
+def test_status_watch_refreshes_until_interrupted(start_router, bot: Bot, clean_redis: str) -> None:
+    router = start_router(bot.url)
+    post_message(router.url, "k", "m")
+    wait_until(lambda: bot.acked_messages("k") == ["m"], what="the delivery")
+    watch = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "router",
+            "--routes",
+            str(router.routes_file),
+            "status",
+            "--watch",
+            "0.2",
+        ],
+        env=router_env(REDIS_URL=clean_redis),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        lines: list[str] = []
+        assert watch.stdout is not None
+        while sum("queues at" in line for line in lines) < 3:  # piped: one table per refresh
+            line = watch.stdout.readline()
+            assert line, watch.stderr.read() if watch.stderr else ""
+            lines.append(line)
+        watch.send_signal(signal.SIGINT)
+        _, err = watch.communicate(timeout=10)
+    finally:
+        if watch.poll() is None:
+            watch.kill()
+    assert watch.returncode == 0, err
+    assert "Traceback" not in err
+    rows = [line.split() for line in lines if line.split()[:1] == ["chatbot"]]
+    assert rows[0][:2] == ["chatbot", "0"] and rows[-1][8] != "-"  # a rate once there is a before

@@ -1,0 +1,958 @@
+"""The API documents: the OpenAPI document and the docs page.
+
+`GET /schema/openapi.json` (and `.yaml`) is the OpenAPI 3.1 document,
+`GET /schema` (and `/schema/swagger`) the docs page: Swagger UI, loaded from
+files shipped inside this package (router/static/swagger-ui), so the page
+works without internet access.
+
+What Litestar derives from the handlers' signatures says little here: the
+ingest handler reads its raw body itself (its checks are routes.yaml's, in
+router/ingest.py), and every error goes through router/errors.py, whose
+bodies are not Litestar's. So each handler names an Operation class from
+this module (`operation_class=`), which fills in what the router really
+does: for every ingest route, the body it requires (from routes.yaml), the
+headers it honours, and every answer it can give with its JSON body; for
+the health and admin endpoints, their answers and (admin) the bearer token.
+
+Decisions:
+- The document is built once per app, from the routes.yaml it serves, and
+  holds no secret: route auth is described by header name, never by value.
+- The admin endpoints are in the document only when ROUTER_ADMIN_TOKEN is
+  set, because only then do they exist (router/admin.py); documenting
+  them opens nothing.
+- A route with `auth: {type: header}` gets an apiKey security scheme (a
+  client fills it in once, Swagger UI's "Authorize" included); the two
+  signature types are header parameters instead, since a signature is
+  computed per body and no security scheme can say so.
+- Only the statuses the router answers are listed: no 415 (Content-Type is
+  not checked) and no 422 (a body that breaks a rule is a 400). A 500
+  ("internal error") is a bug, not an answer: the document's description
+  names it once instead of every operation listing it.
+- The error examples of an ingest route are produced by the router's own
+  code on that route (ingest.py, auth.py, errors.py), so they use the
+  words the router really answers with.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from litestar import Request
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin, OpenAPIRenderPlugin, YamlRenderPlugin
+from litestar.openapi.spec import (
+    Components,
+    Example,
+    OpenAPIHeader,
+    OpenAPIMediaType,
+    OpenAPIResponse,
+    OpenAPIType,
+    Operation,
+    Parameter,
+    Reference,
+    RequestBody,
+    Schema,
+    SecurityRequirement,
+    SecurityScheme,
+    Tag,
+)
+from litestar.router import Router
+from litestar.static_files import create_static_files_router
+from redis.exceptions import OutOfMemoryError
+
+from router.auth import STANDARD_WEBHOOKS_TOLERANCE, Authenticator
+from router.config import Config, Route
+from router.errors import ApiError, BadRequest
+from router.ingest import MAX_KEY_LENGTH, IngestRoute
+from router.redis_client import command_written
+from router.settings import Settings
+from router.tracecontext import MAX_TRACESTATE
+
+TITLE = "message-router"
+VERSION = "0.1.0"
+DOCS_PATH = "/schema"  # the docs page; the documents are below it
+
+# The docs page's assets, shipped in the package (see its README.md).
+SWAGGER_UI_VERSION = "5.35.0"
+ASSETS_DIR = Path(__file__).parent / "static" / "swagger-ui"
+ASSETS_PATH = f"{DOCS_PATH}/static/swagger-ui"
+
+ADMIN_SCHEME = "adminToken"  # the security scheme of the admin endpoints
+
+_JSON = "application/json"
+_STRING, _INTEGER, _OBJECT = OpenAPIType.STRING, OpenAPIType.INTEGER, OpenAPIType.OBJECT
+_NULL = OpenAPIType.NULL
+
+# -- bodies ------------------------------------------------------------------
+
+ERROR_SCHEMA = Schema(
+    type=_OBJECT,
+    required=["status", "error"],
+    properties={
+        "status": Schema(const="error"),
+        "error": Schema(type=_STRING, description="What is wrong, in words; names no secret."),
+    },
+    description='Every error body: `{"status": "error", "error": "<what is wrong>"}`.',
+)
+
+STORAGE_ERROR_SCHEMA = Schema(
+    type=_OBJECT,
+    required=["status", "error"],
+    properties={
+        **(ERROR_SCHEMA.properties or {}),
+        "stored": Schema(
+            type=_STRING,
+            enum=["no", "unknown"],
+            description=(
+                '"no": certain, the message was not stored, retry when you like. '
+                '"unknown": the write was sent and no answer came, Redis may have '
+                "stored it: retry with the same dedup id (the error names it) and "
+                "a retry that finds it answers 200 with duplicate: true. Present on "
+                "every 503 about storing the message; absent only when the request "
+                "never reached the route (too many connections waiting, see the "
+                "description), which stored nothing."
+            ),
+        ),
+    },
+    description='An error body with `stored`: `{"status": "error", "error": "…", "stored": …}`.',
+)
+
+STORED_SCHEMA = Schema(
+    type=_OBJECT,
+    required=["status", "id", "duplicate"],
+    properties={
+        "status": Schema(const="ok"),
+        "id": Schema(
+            type=_STRING,
+            pattern="^msg_[0-9a-f]+$",
+            description="The message's id (the first one's, for a duplicate); destinations "
+            "get it as the Idempotency-Key header.",
+        ),
+        "duplicate": Schema(
+            type=OpenAPIType.BOOLEAN,
+            description="true: the dedup id was seen within the route's dedup_ttl; "
+            "nothing was stored again.",
+        ),
+    },
+)
+
+
+def _header(description: str, schema: Schema) -> OpenAPIHeader:
+    return OpenAPIHeader(description=description, schema=schema, required=True)
+
+
+def _retry_after(description: str) -> dict[str, OpenAPIHeader | Reference]:
+    return {"Retry-After": _header(description, Schema(type=_INTEGER, minimum=1))}
+
+
+_CLOSES: dict[str, OpenAPIHeader | Reference] = {
+    "Connection": _header(
+        "The connection cannot carry another request.", Schema(type=_STRING, const="close")
+    )
+}
+
+
+def _examples(*bodies: dict[str, Any]) -> dict[str, Example | Reference]:
+    return {f"example{i + 1}": Example(value=body) for i, body in enumerate(bodies)}
+
+
+def _answer(
+    description: str,
+    schema: Schema = ERROR_SCHEMA,
+    *examples: dict[str, Any],
+    headers: dict[str, OpenAPIHeader | Reference] | None = None,
+) -> OpenAPIResponse:
+    media = OpenAPIMediaType(schema=schema, examples=_examples(*examples) if examples else None)
+    return OpenAPIResponse(description=description, headers=headers, content={_JSON: media})
+
+
+def _error_of(error: ApiError) -> dict[str, Any]:
+    """The body the router answers for `error` (router.errors)."""
+    return {"status": "error", "error": error.message, **error.extra}
+
+
+def _error(message: str) -> dict[str, Any]:
+    return {"status": "error", "error": message}
+
+
+# -- ingest routes -------------------------------------------------------------
+
+_FIELD_TYPES: dict[str, OpenAPIType | None] = {
+    "string": _STRING,
+    "number": OpenAPIType.NUMBER,
+    "integer": _INTEGER,
+    "boolean": OpenAPIType.BOOLEAN,
+    "object": _OBJECT,
+    "array": OpenAPIType.ARRAY,
+    "any": None,
+}
+
+# An ordering key or dedup id in the body: a non-empty string or an integer
+# (router.ingest._key_text).
+_KEY_LIMITS = f"a non-empty string of at most {MAX_KEY_LENGTH} characters, or an integer"
+
+
+def _key_schema(declared: str | None, description: str) -> Schema:
+    """A body field used as an ordering key or dedup id, declared in
+    `fields:` as `declared` (None: not declared)."""
+    if declared == "string":
+        return Schema(
+            type=_STRING, min_length=1, max_length=MAX_KEY_LENGTH, description=description
+        )
+    if declared in ("integer", "number"):  # a float is refused as a key
+        return Schema(type=_INTEGER, description=description)
+    key = Schema(
+        type=[_STRING, _INTEGER],
+        min_length=1,
+        max_length=MAX_KEY_LENGTH,
+        description=description,
+    )
+    if declared in (None, "any"):
+        return key
+    # Declared boolean/object/array and used as a key: no body passes both.
+    return Schema(all_of=[Schema(type=_FIELD_TYPES[declared]), key], description=description)
+
+
+def _body_schema(route: Route) -> Schema:
+    settings = route.settings
+    properties: dict[str, Any] = {}
+    required: list[str] = []
+    for name, kind in settings.fields.items():
+        properties[name] = Schema(type=_FIELD_TYPES[kind], description="Required by the route.")
+        required.append(name)
+    for dest in route.destinations:
+        field = dest.ordering_key
+        if field is None:
+            continue
+        used_by = [d.name for d in route.destinations if d.ordering_key == field]
+        properties[field] = _key_schema(
+            settings.fields.get(field),
+            f"Ordering key of {', '.join(used_by)}: messages with the same value are "
+            f"delivered in the order they arrived; {_KEY_LIMITS}.",
+        )
+        if field not in required:
+            required.append(field)
+    if settings.id_field is not None:
+        properties[settings.id_field] = _key_schema(
+            settings.fields.get(settings.id_field),
+            f"The message's dedup id when present and not null (it wins over a header); "
+            f"{_KEY_LIMITS}.",
+        )
+    limits = [f"at most {settings.max_body} bytes (max_body)"]
+    limits.append(f"nested at most {settings.max_depth} levels deep (max_depth)")
+    if settings.max_string_length is not None:
+        limits.append(
+            f"no string (value or key) longer than {settings.max_string_length} "
+            "characters (max_string_length)"
+        )
+    return Schema(
+        type=_OBJECT,
+        required=required or None,
+        properties=properties or None,
+        additional_properties=True,
+        description=(
+            f"A JSON object, UTF-8, {', '.join(limits)}. Fields beyond the required ones "
+            "pass through to the destinations untouched. The Content-Type is not checked."
+        ),
+    )
+
+
+def _header_param(name: str, description: str, schema: Schema, required: bool) -> Parameter:
+    return Parameter(
+        name=name, param_in="header", description=description, schema=schema, required=required
+    )
+
+
+def _token_scheme_name(header: str) -> str:
+    """The security scheme of a route's `auth: {type: header}`: one per header
+    name (components keys are [A-Za-z0-9._-]; a header name may hold more)."""
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", header)
+    if safe != header:
+        safe += "-" + hashlib.sha256(header.encode()).hexdigest()[:8]
+    return f"routeToken.{safe}"
+
+
+def _auth_parameters(auth: Authenticator) -> list[Parameter]:
+    if auth.type == "hmac-sha256":
+        return [
+            _header_param(
+                auth.header_label,
+                "`sha256=` and the hex HMAC-SHA256 of the raw body with the route's "
+                "secret (as Meta/WhatsApp and GitHub sign).",
+                Schema(type=_STRING, pattern="^sha256=[0-9a-fA-F]{64}$"),
+                required=True,
+            )
+        ]
+    if auth.type == "standard-webhooks":
+        return [
+            _header_param(
+                "webhook-id",
+                "Standard Webhooks message id; signed, and the message's dedup id "
+                "(a provider's redelivery is a duplicate) unless the body's id field has one.",
+                Schema(type=_STRING, min_length=1, max_length=MAX_KEY_LENGTH),
+                required=True,
+            ),
+            _header_param(
+                "webhook-timestamp",
+                f"Unix time in seconds; within {STANDARD_WEBHOOKS_TOLERANCE} s of the "
+                "router's clock.",
+                Schema(type=_STRING, pattern="^[0-9]+$"),
+                required=True,
+            ),
+            _header_param(
+                "webhook-signature",
+                "`v1,<base64 HMAC-SHA256 of id.timestamp.body>`, several separated by "
+                "spaces (Standard Webhooks).",
+                Schema(type=_STRING),
+                required=True,
+            ),
+        ]
+    return []
+
+
+def _trace_parameters() -> list[Parameter]:
+    return [
+        _header_param(
+            "traceparent",
+            "W3C Trace Context: kept with the message and sent unchanged on every "
+            "delivery attempt. An invalid one is ignored, never refused.",
+            Schema(
+                type=_STRING, examples=["00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"]
+            ),
+            required=False,
+        ),
+        _header_param(
+            "tracestate",
+            f"Sent on with a valid traceparent; ignored past {MAX_TRACESTATE} characters.",
+            Schema(type=_STRING),
+            required=False,
+        ),
+    ]
+
+
+def _refusal(call: Any, *args: Any) -> ApiError | None:
+    """The error the router's own code raises for `call(*args)`, if any."""
+    try:
+        call(*args)
+    except ApiError as exc:
+        return exc
+    return None
+
+
+def _bad_request_example(ingest: IngestRoute) -> dict[str, Any]:
+    empty: dict[str, Any] = {}
+    error = (
+        _refusal(ingest.parse, b"{}")
+        or _refusal(ingest.targets, empty)
+        or _refusal(ingest.parse, b"[]")
+        or BadRequest("body must be a JSON object")  # not reached: [] is always refused
+    )
+    return _error_of(error)
+
+
+def _unavailable_examples(ingest: IngestRoute, deadline: float) -> list[dict[str, Any]]:
+    """A 503 with stored "no" (Redis refused: out of memory) and one with
+    "unknown" (the write went out, no answer within the deadline)."""
+    refused = ingest.unavailable(OutOfMemoryError("command not allowed when used memory"), deadline)
+    sent = contextvars.copy_context()
+    sent.run(command_written.set, True)
+    lost = sent.run(ingest.unavailable, TimeoutError(), deadline)
+    return [_error_of(refused), _error_of(lost)]
+
+
+def _ingest_responses(ingest: IngestRoute, settings: Settings) -> dict[str, OpenAPIResponse]:
+    route = ingest.route.settings
+    deadline = settings.ingest_deadline
+    responses = {
+        "200": _answer(
+            "Stored in the queue of every destination of the route (or a duplicate: "
+            "nothing stored again).",
+            STORED_SCHEMA,
+            {"status": "ok", "id": "msg_1a2210d62071692a2cd6151b512", "duplicate": False},
+            {"status": "ok", "id": "msg_1a2210d62071692a2cd6151b512", "duplicate": True},
+        ),
+        "400": _answer(
+            "Refused, nothing stored: invalid JSON or UTF-8 (with the byte offset), not an "
+            "object, a missing or wrongly typed field, an empty or too long ordering key or "
+            "dedup id, nesting deeper than max_depth, a string over max_string_length, an "
+            "incomplete body, or malformed HTTP (then `Connection: close`).",
+            ERROR_SCHEMA,
+            _bad_request_example(ingest),
+            _error("invalid JSON: input data was truncated"),
+        ),
+    }
+    if ingest.auth is not None:
+        missing = _refusal(ingest.auth.check, {}, b"")
+        responses["401"] = _answer(
+            f"The route's `auth` ({ingest.auth.type}) check failed; nothing stored.",
+            ERROR_SCHEMA,
+            *([_error_of(missing)] if missing is not None else []),
+        )
+    responses["408"] = _answer(
+        f"The request's headers or body did not arrive within {settings.header_timeout:g} s "
+        "(ROUTER_HEADER_TIMEOUT); nothing stored, the connection is closed.",
+        ERROR_SCHEMA,
+        _error(f"request body not received within {settings.header_timeout:g}s"),
+        headers=_CLOSES,
+    )
+    responses["413"] = _answer(
+        f"The body is over the route's max_body, {route.max_body} bytes; nothing stored.",
+        ERROR_SCHEMA,
+        _error(f"request body too large: the limit is {route.max_body} bytes"),
+    )
+    if route.rate_limit is not None:
+        limit = route.rate_limit
+        responses["429"] = _answer(
+            f"The sender (by {limit.per}) is over the route's rate_limit, {limit.requests} "
+            f"messages per {limit.period:g} s; nothing stored.",
+            ERROR_SCHEMA,
+            _error(
+                f"rate limit: at most {limit.requests} messages per {limit.period:g}s "
+                f"per {limit.per}"
+            ),
+            headers=_retry_after("Seconds until the sender's window ends."),
+        )
+    responses["503"] = _answer(
+        "Redis could not store it within ROUTER_INGEST_DEADLINE "
+        f"({deadline:g} s): unreachable, out of memory, or no answer; `stored` says whether "
+        "that is certain. Also, without `stored`: the server had too many connections "
+        "waiting for request headers and let this one go (`Connection: close`).",
+        STORAGE_ERROR_SCHEMA,
+        *_unavailable_examples(ingest, deadline),
+        headers=_retry_after("Seconds to wait before retrying (1)."),
+    )
+    return responses
+
+
+def _ingest_description(ingest: IngestRoute) -> str:
+    route = ingest.route
+    destinations = ", ".join(d.name for d in route.destinations)
+    lines = [
+        f"Stores the JSON object in the queue of every destination of this route "
+        f"({destinations}) and answers 200 once Redis has it; any refusal stores nothing.",
+    ]
+    if ingest.auth is not None and ingest.auth.type == "standard-webhooks":
+        dedup = "the signed `webhook-id` header"
+    else:
+        dedup = "the `Idempotency-Key` header"
+    if route.settings.id_field is not None:
+        dedup = f"the body's `{route.settings.id_field}` field, else {dedup}"
+    lines.append(
+        f"Dedup: a message whose dedup id ({dedup}) was seen within "
+        f"{route.settings.dedup_ttl:g} s (dedup_ttl) answers 200 with `duplicate: true` "
+        "and the first id, and is not stored again."
+    )
+    if route.settings.rate_limit is not None:
+        limit = route.settings.rate_limit
+        lines.append(
+            f"Rate limit: {limit.requests} messages per {limit.period:g} s per "
+            + ("client address." if limit.per == "client" else f"value of `{limit.per}`.")
+        )
+    return "\n\n".join(lines)
+
+
+def ingest_operation(ingest: IngestRoute, settings: Settings) -> type[Operation]:
+    """The Operation class of an ingest route's handler (`operation_class=`)."""
+    route = ingest.route.settings
+    parameters: list[Parameter] = []
+    if ingest.auth is None or ingest.auth.type != "standard-webhooks":
+        honoured = "Its value is the message's dedup id"
+        if route.id_field is not None:
+            honoured += f" when the body has no `{route.id_field}`"
+        parameters.append(
+            _header_param(
+                "Idempotency-Key",
+                f"{honoured}: a repeat within dedup_ttl answers 200 with duplicate: true "
+                "and stores nothing. Send one to retry a 503 safely.",
+                Schema(type=_STRING, min_length=1, max_length=MAX_KEY_LENGTH),
+                required=False,
+            )
+        )
+    if ingest.auth is not None:
+        parameters += _auth_parameters(ingest.auth)
+    parameters += _trace_parameters()
+    security: list[SecurityRequirement] | None = None
+    if ingest.auth is not None and ingest.auth.type == "header":
+        security = [{_token_scheme_name(ingest.auth.header_label): []}]
+    body = RequestBody(
+        required=True,
+        content={_JSON: OpenAPIMediaType(schema=_body_schema(ingest.route))},
+    )
+    responses = _ingest_responses(ingest, settings)
+    description = _ingest_description(ingest)
+
+    @dataclass
+    class IngestOperation(Operation):
+        def __post_init__(self) -> None:
+            self.tags = ["ingest"]
+            self.description = description
+            self.parameters = list(parameters)
+            self.request_body = body
+            self.responses = dict(responses)
+            self.security = security
+
+    return IngestOperation
+
+
+# -- health and admin ----------------------------------------------------------
+
+_HEALTH: dict[str, tuple[str, dict[str, OpenAPIResponse]]] = {
+    "healthz": (
+        "Alive: the process answers HTTP. Asks nothing of Redis.",
+        {
+            "200": _answer(
+                "Alive.",
+                Schema(
+                    type=_OBJECT, required=["status"], properties={"status": Schema(const="ok")}
+                ),
+                {"status": "ok"},
+            )
+        },
+    ),
+    "readyz": (
+        "Ready: Redis answers within the ingest deadline, is not out of memory and does not "
+        "evict queued messages, and the delivery workers run (when this process runs them).",
+        {
+            "200": _answer(
+                "Ready.",
+                Schema(
+                    type=_OBJECT,
+                    required=["status", "redis"],
+                    properties={
+                        "status": Schema(const="ready"),
+                        "redis": Schema(const="ok"),
+                        "redis_mode": Schema(type=_STRING, enum=["single", "cluster"]),
+                        "workers": Schema(const="running"),
+                        "warnings": Schema(type=OpenAPIType.ARRAY, items=Schema(type=_STRING)),
+                    },
+                ),
+                {"status": "ready", "redis": "ok", "redis_mode": "single", "workers": "running"},
+            ),
+            "503": _answer(
+                "Not ready: `redis` says why (anything but ok), or `workers` is stopped. "
+                "Not an error body: the same fields as when ready.",
+                Schema(
+                    type=_OBJECT,
+                    required=["status", "redis"],
+                    properties={
+                        "status": Schema(const="not ready"),
+                        "redis": Schema(type=_STRING),
+                        "redis_mode": Schema(type=_STRING, enum=["single", "cluster"]),
+                        "workers": Schema(type=_STRING, enum=["running", "stopped"]),
+                        "warnings": Schema(type=OpenAPIType.ARRAY, items=Schema(type=_STRING)),
+                    },
+                ),
+                {"status": "not ready", "redis": "Redis unreachable (Connection refused)"},
+            ),
+        },
+    ),
+}
+
+
+def health_operation(name: str) -> type[Operation]:
+    """The Operation class of the health endpoint `name` (healthz, readyz)."""
+    description, responses = _HEALTH[name]
+
+    @dataclass
+    class HealthOperation(Operation):
+        def __post_init__(self) -> None:
+            self.tags = ["health"]
+            self.description = description
+            self.responses = dict(responses)
+
+    return HealthOperation
+
+
+_ADMIN_401 = _answer(
+    "No `Authorization: Bearer <ROUTER_ADMIN_TOKEN>`, or another token.",
+    ERROR_SCHEMA,
+    _error("admin endpoints need Authorization: Bearer <ROUTER_ADMIN_TOKEN>"),
+    headers={"WWW-Authenticate": _header("`Bearer`.", Schema(type=_STRING, const="Bearer"))},
+)
+_ADMIN_404 = _answer(
+    "No destination of that name in routes.yaml.",
+    ERROR_SCHEMA,
+    _error("no destination named 'crm'"),
+)
+_ADMIN_503 = _answer(
+    "Redis did not answer (unreachable, out of memory, timed out).",
+    ERROR_SCHEMA,
+    _error("Redis unreachable (Connection refused); retry later"),
+    headers=_retry_after("Seconds to wait before retrying (1)."),
+)
+_BAD_QUERY = _answer(
+    "A query parameter is not a whole number.",
+    ERROR_SCHEMA,
+    _error("Validation failed for GET /admin/destinations/chatbot/dead?start=x"),
+)
+
+_COUNT = Schema(type=_INTEGER, minimum=0)
+_OK = Schema(const="ok")
+_ADMIN_OK: dict[str, Schema] = {
+    "destinations": Schema(
+        type=_OBJECT,
+        description="Per destination name.",
+        additional_properties=Schema(
+            type=_OBJECT,
+            required=[
+                "messages",
+                "ready",
+                "in_flight",
+                "delayed",
+                "blocked",
+                "dead",
+                "oldest_age_seconds",
+                "acknowledged",
+                "paused",
+            ],
+            properties={
+                "messages": Schema(
+                    type=_INTEGER,
+                    minimum=0,
+                    description="Messages stored and not yet acknowledged (in flight, "
+                    "waiting and blocked ones included).",
+                ),
+                "ready": Schema(
+                    type=_INTEGER, minimum=0, description="Ordering keys ready to deliver."
+                ),
+                "in_flight": Schema(
+                    type=_INTEGER, minimum=0, description="Keys with a delivery under way."
+                ),
+                "delayed": Schema(
+                    type=_INTEGER, minimum=0, description="Keys waiting out a retry backoff."
+                ),
+                "blocked": Schema(
+                    type=_INTEGER, minimum=0, description="Keys stopped by on_exhausted: block."
+                ),
+                "dead": Schema(type=_INTEGER, minimum=0, description="Dead letters (messages)."),
+                "oldest_age_seconds": Schema(
+                    one_of=[Schema(type=OpenAPIType.NUMBER, minimum=0), Schema(type=_NULL)],
+                    description="Age of the oldest message not yet acknowledged; null: none.",
+                ),
+                "acknowledged": Schema(
+                    type=_INTEGER, minimum=0, description="Messages acknowledged so far."
+                ),
+                "paused": Schema(type=OpenAPIType.BOOLEAN),
+            },
+        ),
+    ),
+    "pause": Schema(
+        type=_OBJECT,
+        required=["status", "paused"],
+        properties={"status": _OK, "paused": Schema(const=True)},
+    ),
+    "resume": Schema(
+        type=_OBJECT,
+        required=["status", "paused"],
+        properties={"status": _OK, "paused": Schema(const=False)},
+    ),
+    "dead": Schema(
+        type=_OBJECT,
+        required=["dead"],
+        properties={
+            "dead": Schema(
+                type=OpenAPIType.ARRAY,
+                description="Oldest first.",
+                items=Schema(
+                    type=_OBJECT,
+                    required=["key", "envelope", "error", "attempts", "dead_at"],
+                    properties={
+                        "key": Schema(type=_STRING, description="Its ordering key."),
+                        "envelope": Schema(
+                            type=_STRING, description="The stored message (router.envelope)."
+                        ),
+                        "error": Schema(type=_STRING, description="Its last attempt's error."),
+                        "attempts": Schema(type=_INTEGER, minimum=0),
+                        "dead_at": Schema(type=_INTEGER, description="Unix time, ms."),
+                    },
+                ),
+            )
+        },
+    ),
+    "replay": Schema(
+        type=_OBJECT,
+        required=["status", "replayed"],
+        properties={"status": _OK, "replayed": _COUNT},
+    ),
+    "blocked": Schema(
+        type=_OBJECT,
+        required=["blocked"],
+        properties={
+            "blocked": Schema(
+                type=_OBJECT,
+                description="Per blocked key.",
+                additional_properties=Schema(
+                    type=_OBJECT,
+                    properties={
+                        "error": Schema(type=_STRING, description="Its last attempt's error."),
+                        "attempts": Schema(type=_INTEGER, minimum=0),
+                        "blocked_at": Schema(type=_INTEGER, description="Unix time, ms."),
+                    },
+                ),
+            )
+        },
+    ),
+    "unblock": Schema(type=_OBJECT, required=["status"], properties={"status": _OK}),
+    "purge": Schema(
+        type=_OBJECT,
+        required=["status", "purged"],
+        properties={"status": _OK, "purged": _COUNT},
+    ),
+    "retry_now": Schema(
+        type=_OBJECT,
+        required=["status", "retried"],
+        properties={
+            "status": _OK,
+            "retried": Schema(type=_INTEGER, minimum=0, description="Waiting keys made due now."),
+        },
+    ),
+    "key_state": Schema(
+        type=_OBJECT,
+        required=[
+            "key",
+            "state",
+            "messages",
+            "head_id",
+            "head_arrival_ms",
+            "attempts",
+            "last_error",
+            "next_try_ms",
+        ],
+        properties={
+            "key": Schema(type=_STRING),
+            "state": Schema(
+                type=_STRING,
+                enum=["empty", "ready", "in flight", "waiting", "blocked"],
+                description="waiting: out a retry backoff, until next_try_ms.",
+            ),
+            "messages": _COUNT,
+            "head_id": Schema(one_of=[Schema(type=_STRING), Schema(type=_NULL)]),
+            "head_arrival_ms": Schema(
+                one_of=[Schema(type=_INTEGER), Schema(type=_NULL)], description="Unix time, ms."
+            ),
+            "attempts": Schema(
+                type=_INTEGER, minimum=0, description="Failed attempts of the head message."
+            ),
+            "last_error": Schema(one_of=[Schema(type=_STRING), Schema(type=_NULL)]),
+            "next_try_ms": Schema(
+                one_of=[Schema(type=_INTEGER), Schema(type=_NULL)], description="Unix time, ms."
+            ),
+        },
+    ),
+}
+_ADMIN_OK["unblock_in_path"] = _ADMIN_OK["unblock"]
+
+_UNBLOCK_BODY = RequestBody(
+    required=True,
+    content={
+        _JSON: OpenAPIMediaType(
+            schema=Schema(
+                type=_OBJECT,
+                required=["key"],
+                additional_properties=False,
+                properties={
+                    "key": Schema(
+                        type=_STRING, description="The blocked ordering key, any characters."
+                    )
+                },
+            ),
+            examples=_examples({"key": "44912345678"}),
+        )
+    },
+)
+_RETRY_BODY = RequestBody(
+    required=False,
+    description="No body: every waiting key. Else the keys to retry now.",
+    content={
+        _JSON: OpenAPIMediaType(
+            schema=Schema(
+                type=_OBJECT,
+                required=["keys"],
+                additional_properties=False,
+                properties={
+                    "keys": Schema(
+                        type=OpenAPIType.ARRAY,
+                        min_items=1,
+                        items=Schema(type=_STRING, description="An ordering key, any characters."),
+                    )
+                },
+            ),
+            examples=_examples({"keys": ["44912345678"]}),
+        )
+    },
+)
+_KEY_NOT_BLOCKED = _answer(
+    "No destination of that name, or the key is not blocked.",
+    ERROR_SCHEMA,
+    _error("no destination named 'crm'"),
+    _error("key '44912345678' of chatbot is not blocked"),
+)
+
+
+def _admin_responses(name: str) -> dict[str, OpenAPIResponse]:
+    # An endpoint not described here yet still gets its auth and errors.
+    responses = {"200": _answer("Done.", _ADMIN_OK.get(name, Schema(type=_OBJECT)))}
+    if name == "unblock":
+        responses["400"] = _answer(
+            'The body is not `{"key": "<ordering key>"}`.',
+            ERROR_SCHEMA,
+            _error(
+                'send a JSON body {"key": "<ordering key>"}: Object missing required field `key`'
+            ),
+        )
+    elif name in ("dead", "replay"):
+        responses["400"] = _BAD_QUERY
+    elif name == "purge":
+        responses["400"] = _answer(
+            "`count` is not a whole number of at least 1.",
+            ERROR_SCHEMA,
+            _error("count must be at least 1 (leave it out to purge all)"),
+        )
+    elif name == "retry_now":
+        responses["400"] = _answer(
+            'The body is neither empty nor `{"keys": ["<ordering key>", ...]}` with a key.',
+            ERROR_SCHEMA,
+            _error('"keys" is empty: leave the body out to retry every key'),
+        )
+    elif name == "key_state":
+        responses["400"] = _answer(
+            "No `key` query parameter.",
+            ERROR_SCHEMA,
+            _error("Missing required query parameter 'key' for url .../key"),
+        )
+    responses["401"] = _ADMIN_401
+    if name in ("unblock", "unblock_in_path"):
+        responses["404"] = _KEY_NOT_BLOCKED
+    elif name in _ADMIN_OK and name != "destinations":
+        responses["404"] = _ADMIN_404
+    responses["503"] = _ADMIN_503
+    return responses
+
+
+def admin_operation(name: str) -> type[Operation]:
+    """The Operation class of the admin endpoint `name` (its handler's name
+    in router/admin.py): the bearer token, the body, every answer."""
+    responses = _admin_responses(name)
+    body = {"unblock": _UNBLOCK_BODY, "retry_now": _RETRY_BODY}.get(name)
+
+    @dataclass
+    class AdminOperation(Operation):
+        def __post_init__(self) -> None:
+            self.tags = ["admin"]
+            self.security = [{ADMIN_SCHEME: []}]
+            self.responses = dict(responses)
+            if body is not None:
+                self.request_body = body
+
+    return AdminOperation
+
+
+# -- the document and the docs page -------------------------------------------
+
+_DESCRIPTION = """\
+A webhook POSTs JSON messages to the ingest routes (from routes.yaml); the router \
+stores each in Redis before it answers, and delivers them to their destinations in \
+order per ordering key.
+
+Every error body is JSON, `{"status": "error", "error": "<what is wrong>"}` (plus \
+`stored` on a 503 of an ingest route), the HTTP server's own answers to malformed \
+requests included. Any endpoint may also answer 500 `{"status": "error", "error": \
+"internal error"}`: that is a bug, logged with its traceback. An unknown path \
+answers 404, a wrong method 405.
+
+The admin endpoints exist only when ROUTER_ADMIN_TOKEN is set, and need \
+`Authorization: Bearer <ROUTER_ADMIN_TOKEN>`."""
+
+
+def openapi_config(config: Config, admin: bool) -> OpenAPIConfig:
+    """The app's OpenAPI configuration: the document's components (security
+    schemes), its docs page and where both are served. `admin`: whether the
+    admin endpoints exist (ROUTER_ADMIN_TOKEN is set)."""
+    schemes: dict[str, Any] = {}
+    if admin:
+        schemes[ADMIN_SCHEME] = SecurityScheme(
+            type="http",
+            scheme="bearer",
+            description="The value of ROUTER_ADMIN_TOKEN.",
+        )
+    for route in config.routes:
+        auth = route.settings.auth
+        if auth is not None and auth.type == "header":
+            header = Authenticator(auth).header_label
+            schemes[_token_scheme_name(header)] = SecurityScheme(
+                type="apiKey",
+                name=header,
+                security_scheme_in="header",
+                description=f"The secret of a route with auth type header, in {header}.",
+            )
+    tags = [
+        Tag(name="ingest", description="The routes of routes.yaml: one message per POST."),
+        Tag(name="health", description="For load balancers and orchestrators."),
+    ]
+    if admin:
+        tags.append(Tag(name="admin", description="Queues, dead letters, blocked keys."))
+    return OpenAPIConfig(
+        title=TITLE,
+        version=VERSION,
+        description=_DESCRIPTION,
+        path=DOCS_PATH,
+        tags=tags,
+        components=Components(security_schemes=schemes or None),
+        render_plugins=[DocsPage(), JsonRenderPlugin(), YamlRenderPlugin()],
+    )
+
+
+class DocsPage(OpenAPIRenderPlugin):
+    """Swagger UI at /schema (and /schema/swagger), from the package's own
+    copy: the page references only the router's own URLs."""
+
+    def __init__(self) -> None:
+        super().__init__(path=["/", "/swagger"], favicon="", style="")
+
+    def render(self, request: Request[Any, Any, Any], openapi_schema: dict[str, Any]) -> bytes:
+        spec_url = json.dumps(self.get_openapi_json_route(request))
+        title = openapi_schema["info"]["title"]
+        return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title} API</title>
+<link rel="icon" type="image/png" href="{ASSETS_PATH}/favicon-32x32.png">
+<link rel="stylesheet" href="{ASSETS_PATH}/swagger-ui.css">
+<style>body {{ margin: 0 }}</style>
+</head>
+<body>
+<div id="swagger-ui"></div>
+<script src="{ASSETS_PATH}/swagger-ui-bundle.js"></script>
+<script>
+window.ui = SwaggerUIBundle({{
+  url: {spec_url},
+  dom_id: "#swagger-ui",
+  deepLinking: true,
+  validatorUrl: null,
+  presets: [SwaggerUIBundle.presets.apis],
+  layout: "BaseLayout"
+}});
+</script>
+</body>
+</html>
+""".encode()
+
+    def receive_router(self, router: Router) -> None:
+        # Below the docs path: /schema and everything below it is the
+        # router's own (config.RESERVED_PATHS).
+        router.register(
+            create_static_files_router(
+                ASSETS_PATH.removeprefix(DOCS_PATH),
+                directories=[ASSETS_DIR],
+                name="docs-assets",
+                include_in_schema=False,
+            )
+        )
