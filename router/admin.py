@@ -14,6 +14,7 @@ from litestar import Request, get, post
 from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath, FromQuery
 
+from router import registry
 from router.auth import BearerToken
 from router.errors import ApiError, BadRequest
 from router.openapi import admin_operation as doc  # the document's bearer auth and answers
@@ -40,9 +41,21 @@ def admin_handlers(state: RouterState) -> list[HTTPRouteHandler]:
     @get("/admin/destinations", operation_class=doc("destinations"))
     async def destinations(request: Request[Any, Any, Any]) -> dict[str, Any]:
         """What every destination's queue holds: `messages` counts messages; `ready`,
-        `in_flight`, `delayed` and `blocked` count ordering keys (conversations)."""
+        `in_flight`, `delayed` and `blocked` count ordering keys (conversations);
+        destinations removed from routes.yaml that still hold messages are listed
+        with `orphaned: true`."""
         authorize(request)
-        return {name: await queue(name).stats() for name in state.config.destinations}
+        out = {
+            name: {**await queue(name).stats(), "orphaned": False}
+            for name in state.config.destinations
+        }
+        # Removed from routes.yaml while still holding messages (router.registry).
+        redis, scripts = state.require_redis()
+        for name in await registry.orphaned_destinations(redis, out):
+            shards = await registry.stored_shards(redis, name)
+            stats = await DestinationQueues(redis, scripts, name, shards).stats()
+            out[name] = {**stats, "orphaned": True}
+        return out
 
     @post("/admin/destinations/{name:str}/pause", status_code=200, operation_class=doc("pause"))
     async def pause(request: Request[Any, Any, Any], name: FromPath[str]) -> dict[str, Any]:

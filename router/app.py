@@ -22,13 +22,13 @@ from router import openapi as docs
 from router.admin import admin_handlers
 from router.auth import BearerToken
 from router.batching import batcher
-from router.config import Config
+from router.config import Config, route_key
 from router.errors import EXCEPTION_HANDLERS, ApiError, outage_log, redis_cause
 from router.ingest import IngestRoute
 from router.loading import load
 from router.metrics import IngestMetrics
 from router.queue import Scripts
-from router.ratelimit import RateLimiter
+from router.reload import IngestSwitch, Reloader
 from router.settings import Settings
 from router.state import RouterState
 from router.status import StatusReader, layout_of
@@ -42,16 +42,21 @@ _json = msgspec.json.Encoder()
 CLOSE = {"connection": "close"}
 
 
-def _ingest_handler(state: RouterState, ingest: IngestRoute) -> HTTPRouteHandler:
+def _ingest_handler(state: RouterState, path: str) -> HTTPRouteHandler:
+    """The handler of route `path`; it serves the route as the running
+    routes.yaml defines it (state.ingest, switched by a reload), and 404 once
+    a reload removed it (Litestar cannot unregister a handler)."""
     read_timeout = state.settings.header_timeout
     deadline = state.settings.ingest_deadline
+    key = route_key(path)
+    first = state.ingest[key]
 
-    def _unavailable(exc: BaseException) -> ApiError:
+    def _unavailable(ingest: IngestRoute, exc: BaseException) -> ApiError:
         error = ingest.unavailable(exc, deadline)
         outage_log.warning(error.cause, f"ingest {ingest.route.path}")
         return error
 
-    metrics = IngestMetrics(ingest.route.path)
+    metrics = IngestMetrics(path)
 
     async def store_message(request: Request[Any, Any, Any]) -> Response[bytes]:
         started = time.perf_counter()
@@ -70,6 +75,9 @@ def _ingest_handler(state: RouterState, ingest: IngestRoute) -> HTTPRouteHandler
             metrics.observe(status, started)
 
     async def _store(request: Request[Any, Any, Any]) -> Response[bytes]:
+        ingest = state.ingest.get(key)
+        if ingest is None:
+            raise ApiError(404, "no route for this path")
         _, scripts = state.require_redis()
         body: bytes | None = None
         try:
@@ -79,7 +87,7 @@ def _ingest_handler(state: RouterState, ingest: IngestRoute) -> HTTPRouteHandler
             # whatever the pool or the connection does (a frozen Redis
             # accepts connections and never answers).
             async with asyncio.timeout(read_timeout) as timer:
-                body = await request.body()
+                body = await _read_body(request, ingest.route.settings.max_body)
                 timer.reschedule(asyncio.get_running_loop().time() + deadline)
                 client = request.client.host if request.client else "unknown"
                 result = await ingest.store(
@@ -100,25 +108,45 @@ def _ingest_handler(state: RouterState, ingest: IngestRoute) -> HTTPRouteHandler
                 raise ApiError(
                     408, f"request body not received within {read_timeout:g}s", CLOSE
                 ) from None
-            raise _unavailable(exc) from None
+            raise _unavailable(ingest, exc) from None
         except RedisError as exc:
-            raise _unavailable(exc) from None
+            raise _unavailable(ingest, exc) from None
         return Response(
             _json.encode({"status": "ok", "id": result.id, "duplicate": result.duplicate}),
             media_type="application/json",
         )
 
     return post(
-        ingest.route.path,
+        path,
         status_code=200,
-        request_max_body_size=ingest.route.settings.max_body,
-        name=f"ingest:{ingest.route.path}",
+        # The route's max_body is applied by _read_body, as the running
+        # routes.yaml says (a reload may change it).
+        request_max_body_size=None,
+        name=f"ingest:{path}",
         # Unique per route (paths are): Litestar's generated ids collide for
         # paths like /a-b and /a/b, which broke /schema.
-        operation_id=f"store_message {ingest.route.path}",
-        summary=f"Store a message for {', '.join(d.name for d in ingest.route.destinations)}",
-        operation_class=docs.ingest_operation(ingest, state.settings),  # body, headers, answers
+        operation_id=f"store_message {path}",
+        summary=f"Store a message for {', '.join(d.name for d in first.route.destinations)}",
+        # As the route was when the handler was made: a reload that changes
+        # it does not rewrite the document (a route it adds gets its own).
+        operation_class=docs.ingest_operation(first, state.settings),  # body, headers, answers
     )(store_message)
+
+
+async def _read_body(request: Request[Any, Any, Any], limit: int) -> bytes:
+    """The request body, refused with 413 past `limit` bytes: up front from
+    Content-Length, else while it streams in (never held whole in memory)."""
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > limit:
+        raise ApiError(413, f"request body too large: the limit is {limit} bytes")
+    chunks = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, f"request body too large: the limit is {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _health_handlers(state: RouterState) -> list[HTTPRouteHandler]:
@@ -232,11 +260,7 @@ def create_app(
                 replicas=settings.redis_wait,
                 replica_timeout=settings.ingest_deadline,
             )
-        state.limiters = {
-            r.path: RateLimiter(state.redis, r.path, r.settings.rate_limit)
-            for r in config.routes
-            if r.settings.rate_limit is not None
-        }
+        state.build_limiters()
         try:
             async with contextlib.AsyncExitStack() as stack:
                 if settings.run_workers:
@@ -248,13 +272,23 @@ def create_app(
                             settings.delivery_transport,
                         )
                     )
+                # routes.yaml reloads (SIGHUP, file changes): router.reload.
+                state.reloader = await stack.enter_async_context(
+                    Reloader(
+                        settings,
+                        config,
+                        state.redis,
+                        workers=state.workers,
+                        ingest=IngestSwitch(app, state, lambda path: _ingest_handler(state, path)),
+                    ).running()
+                )
                 if on_started is not None:
                     await on_started(state)
                 yield
         finally:
             await state.redis.aclose()
 
-    handlers = [_ingest_handler(state, IngestRoute.of(r)) for r in config.routes]
+    handlers = [_ingest_handler(state, r.path) for r in config.routes]
     handlers += _health_handlers(state)
     handlers += _metrics_handlers(state)
     handlers += admin_handlers(state)

@@ -208,6 +208,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
 async def _run_workers(settings: Settings, config: Config, burst: bool) -> None:
     from router import redis_mode
+    from router.reload import Reloader
     from router.worker import Workers, running_workers
 
     assert settings.redis_url
@@ -222,19 +223,22 @@ async def _run_workers(settings: Settings, config: Config, burst: bool) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        # Watches routes.yaml (router.reload); its config is the running one.
+        watch = Reloader(settings, config, redis)
         async with contextlib.AsyncExitStack() as stack:
             if settings.metrics and settings.metrics_port is not None:
                 from router import metrics
                 from router.queue import Scripts
                 from router.status import StatusReader, layout_of
 
-                layout = layout_of(config.destinations.values())
-                status = StatusReader(redis, Scripts(redis), lambda: layout)
+                status = StatusReader(
+                    redis, Scripts(redis), lambda: layout_of(watch.config.destinations.values())
+                )
                 await stack.enter_async_context(
                     metrics.served(settings, settings.metrics_port, status)
                 )
                 log.info("metrics on http://%s:%d/metrics", settings.host, settings.metrics_port)
-            await stack.enter_async_context(
+            watch.workers = await stack.enter_async_context(
                 running_workers(
                     redis,
                     config.destinations.values(),
@@ -242,6 +246,7 @@ async def _run_workers(settings: Settings, config: Config, burst: bool) -> None:
                     settings.delivery_transport,
                 )
             )
+            await stack.enter_async_context(watch.running())
             await stop.wait()
     finally:
         await redis.aclose()
@@ -263,17 +268,14 @@ def _run_on_loop(main: Coroutine[Any, Any, None], event_loop: str) -> None:
 
 
 def _check_claim_loops_or_exit(settings: Settings, config: Config) -> None:
-    """Each shard's claim loop holds a Redis connection while it waits for
-    work (BLPOP): refuse a pool they would fill, with the fix."""
-    loops = sum(d.settings.shards for d in config.destinations.values())
-    if loops > settings.redis_connections // 2:
-        print(
-            f"router: {settings.routes_file}: the destinations' {loops} shards each keep a "
-            f"Redis connection waiting for work, over half of ROUTER_REDIS_CONNECTIONS="
-            f"{settings.redis_connections}; set ROUTER_REDIS_CONNECTIONS to at least "
-            f"{2 * loops}, or use fewer shards",
-            file=sys.stderr,
-        )
+    """Refuse a Redis pool the claim loops would fill, with the fix."""
+    from router.shard_layout import claim_loops_problem
+
+    problem = claim_loops_problem(
+        settings.routes_file, config.destinations.values(), settings.redis_connections
+    )
+    if problem is not None:
+        print(f"router: {problem}", file=sys.stderr)
         raise SystemExit(2)
 
 
@@ -399,6 +401,7 @@ def _status(settings: Settings, args: argparse.Namespace) -> int:
 
         return _on_queues(settings, "status", args.destination, one_key)
     layout = _layout_or_exit(settings)
+    configured = None if args.destination else list(layout)  # orphans beside the whole list
     if args.destination:
         if args.destination not in layout:
             print(
@@ -410,7 +413,7 @@ def _status(settings: Settings, args: argparse.Namespace) -> int:
         layout = {args.destination: layout[args.destination]}
 
     async def show(redis: Any, scripts: Any) -> int:
-        return await status_view.show(redis, scripts, layout, args.watch, args.json)
+        return await status_view.show(redis, scripts, layout, args.watch, args.json, configured)
 
     try:
         return _on_redis(settings, "status", show)
@@ -572,6 +575,10 @@ def main(argv: list[str] | None = None) -> int:
         from router import metrics
 
         metrics.switch_off()
+    if args.command in ("serve", "api", "worker") and not getattr(args, "burst", False):
+        from router.reload import hold_sighup
+
+        hold_sighup()  # SIGHUP reloads routes.yaml (router.reload), never ends a process
     return int(args.run(settings, args))
 
 

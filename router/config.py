@@ -510,11 +510,16 @@ def load_config(
     file: str,
     sink_types: dict[str, SinkType],
     env: dict[str, str] | None = None,
+    content: bytes | None = None,
 ) -> Config:
-    """Read and validate routes.yaml; raises ConfigError with a one-line message."""
+    """Read and validate routes.yaml (or `content`, the file as read already);
+    raises ConfigError with a one-line message."""
     try:
-        with open(file, encoding="utf-8") as fh:
-            text = fh.read()
+        if content is None:
+            with open(file, encoding="utf-8") as fh:
+                text = fh.read()
+        else:
+            text = content.decode("utf-8")
     except OSError as exc:
         raise ConfigError(f"{file}: cannot read the routes file: {exc.strerror}") from None
     except UnicodeDecodeError as exc:
@@ -617,7 +622,7 @@ _PATH_RULE = (
 )
 
 
-def _route_key(route_path: str) -> str:
+def route_key(route_path: str) -> str:
     """The path as Litestar routes it: a trailing '/' makes no difference."""
     return route_path[:-1] if len(route_path) > 1 and route_path.endswith("/") else route_path
 
@@ -650,7 +655,7 @@ def _check_unique_path(
 ) -> None:
     """Refuse a path routed like an earlier one; `seen_paths` maps each
     route key seen so far to the path as written."""
-    key = _route_key(route_path)
+    key = route_key(route_path)
     earlier = seen_paths.get(key)
     if earlier is None:
         seen_paths[key] = route_path
@@ -665,7 +670,7 @@ def _check_path(loader: _Loader, where: Path, route_path: str) -> None:
     problem = _path_problem(route_path)
     if problem is not None:
         raise loader.error(where, f"path {route_path!r} has {problem}; {_PATH_RULE}")
-    key = _route_key(route_path)
+    key = route_key(route_path)
     for own in RESERVED_PATHS:
         if key == own or key.startswith(own + "/"):
             raise loader.error(

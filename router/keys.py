@@ -158,6 +158,13 @@ def shard_count_key(destination: str) -> str:
     return f"{shard_tag(destination, 0, 1)}:shards"
 
 
+def destinations_key() -> str:
+    """Set: the name of every destination any process was ever configured
+    with (router.registry): how a destination removed from routes.yaml while
+    it still holds messages is found and shown as orphaned."""
+    return f"{PREFIX}:destinations"
+
+
 def rate_limit_key(route_path: str, sender: str) -> str:
     """Counter of one sender's requests to a route in the current window."""
     return f"{PREFIX}:ratelimit:{route_path}:{sender}"

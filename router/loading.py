@@ -6,9 +6,12 @@ from router.config import Config, ConfigError, load_config
 from router.plugins import PluginError, plugin_manager, sink_types
 
 
-def load(routes_file: str, env: dict[str, str] | None = None) -> Config:
+def load(
+    routes_file: str, env: dict[str, str] | None = None, content: bytes | None = None
+) -> Config:
+    """`content`: the file as read already (a reload reads it once)."""
     try:
         types = sink_types(plugin_manager())
     except PluginError as exc:
         raise ConfigError(f"{routes_file}: {exc}") from None
-    return load_config(routes_file, types, env)
+    return load_config(routes_file, types, env, content)

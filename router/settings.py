@@ -254,6 +254,14 @@ class Settings:
         "aiohttp",
     )
 
+    routes_poll: float = _env(
+        "ROUTER_ROUTES_POLL",
+        _seconds,
+        "how often each process looks at the routes file for changes and reloads it "
+        "(router.reload); 0: only on SIGHUP",
+        1.0,
+    )
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Read every declared variable; raise SettingsError (one line) on a

@@ -62,3 +62,19 @@ async def refusal(
         else:
             await client.set(shard_count_key(dest.name), wanted)
     return None
+
+
+def claim_loops_problem(
+    routes_file: str, destinations: Iterable[Destination], redis_connections: int
+) -> str | None:
+    """Each shard's claim loop holds a Redis connection while it waits for
+    work (BLPOP): why the destinations' loops would fill the pool, with the
+    fix, or None (checked at start and at a reload)."""
+    loops = sum(d.settings.shards for d in destinations)
+    if loops <= redis_connections // 2:
+        return None
+    return (
+        f"{routes_file}: the destinations' {loops} shards each keep a Redis connection "
+        f"waiting for work, over half of ROUTER_REDIS_CONNECTIONS={redis_connections}; set "
+        f"ROUTER_REDIS_CONNECTIONS to at least {2 * loops}, or use fewer shards"
+    )

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from redis.asyncio import Redis
 
 from router.batching import Batcher
-from router.config import Config
+from router.config import Config, route_key
 from router.errors import ApiError
+from router.ingest import IngestRoute
 from router.queue import Scripts
 from router.ratelimit import RateLimiter
 from router.settings import Settings
 from router.status import StatusReader
 from router.worker import Workers
+
+if TYPE_CHECKING:
+    from router.reload import Reloader
 
 
 class RouterState:
@@ -22,8 +28,31 @@ class RouterState:
         self.scripts: Scripts | None = None
         self.batcher: Batcher | None = None  # ingest's enqueue calls, coalesced
         self.workers: Workers | None = None  # when this process delivers too
+        self.reloader: Reloader | None = None  # watches routes.yaml (router.reload)
         self.limiters: dict[str, RateLimiter] = {}  # route path -> its rate limit
         self.status: StatusReader | None = None  # the queues' figures, read at most once a second
+        # route_key(path) -> the route as the running routes.yaml defines it;
+        # each ingest handler looks its route up here on every request, so a
+        # reload (router.reload) takes effect at once.
+        self.ingest: dict[str, IngestRoute] = {}
+        self.use_config(config)
+
+    def use_config(self, config: Config) -> None:
+        """Serve `config`'s routes from now on (at start and at a reload)."""
+        self.config = config
+        self.ingest = {route_key(r.path): IngestRoute.of(r) for r in config.routes}
+        self.build_limiters()
+
+    def build_limiters(self) -> None:
+        """The routes' rate limiters (once Redis is connected)."""
+        if self.redis is None:
+            return
+        redis = self.redis
+        self.limiters = {
+            r.path: RateLimiter(redis, r.path, r.settings.rate_limit)
+            for r in self.config.routes
+            if r.settings.rate_limit is not None
+        }
 
     def require_redis(self) -> tuple[Redis, Scripts]:
         if self.redis is None or self.scripts is None:

@@ -12,12 +12,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from router import registry
 from router.config import Destination
 from router.queue import DestinationQueues, QueueFigures, Scripts
 
@@ -77,12 +78,22 @@ def layout_of(destinations: Iterable[Destination]) -> Layout:
     return {d.name: d.settings.shards for d in destinations}
 
 
-async def read_status(redis: Redis, scripts: Scripts, layout: Layout) -> list[DestinationStatus]:
-    """Every destination's status, in the order given."""
+async def read_status(
+    redis: Redis, scripts: Scripts, layout: Layout, configured: Collection[str] | None = None
+) -> list[DestinationStatus]:
+    """Every destination's status, in the order given; with `configured`
+    (every destination routes.yaml names), then the orphaned ones
+    (router.registry: known, not configured, still holding messages)."""
     out = []
     for name, shards in layout.items():
         figures = await DestinationQueues(redis, scripts, name, shards).figures()
         out.append(DestinationStatus.of(name, figures))
+    for name in (
+        [] if configured is None else await registry.orphaned_destinations(redis, configured)
+    ):
+        shards = await registry.stored_shards(redis, name)
+        figures = await DestinationQueues(redis, scripts, name, shards).figures()
+        out.append(DestinationStatus.of(name, figures, orphaned=True))
     return out
 
 
@@ -109,7 +120,8 @@ class StatusReader:
         async with self._lock:
             now = time.monotonic()
             if self._reading is None or now - self._read_at >= self._max_age:
-                self._reading = await read_status(self._redis, self._scripts, self._layout())
+                layout = self._layout()
+                self._reading = await read_status(self._redis, self._scripts, layout, layout)
                 self._read_at = time.monotonic()
             return self._reading
 

@@ -7,6 +7,7 @@ import asyncio
 import dataclasses
 import json
 import time
+from collections.abc import Collection
 from typing import Any
 
 from rich import box
@@ -107,15 +108,21 @@ def key_view(destination: str, state: KeyState) -> Table:
 
 
 async def show(
-    redis: Any, scripts: Scripts, layout: Layout, watch: float | None, as_json_output: bool
+    redis: Any,
+    scripts: Scripts,
+    layout: Layout,
+    watch: float | None,
+    as_json_output: bool,
+    configured: Collection[str] | None = None,
 ) -> int:
     """Print the table once (rate over RATE_WINDOW), or refresh it every
-    `watch` seconds until interrupted."""
+    `watch` seconds until interrupted; with `configured` (every configured
+    destination), orphaned destinations too."""
     console = _console()
-    before = await read_status(redis, scripts, layout)
+    before = await read_status(redis, scripts, layout, configured)
     if watch is None:
         await asyncio.sleep(RATE_WINDOW)
-        now = await read_status(redis, scripts, layout)
+        now = await read_status(redis, scripts, layout, configured)
         if as_json_output:
             print(as_json(now, before))
         else:
@@ -131,13 +138,13 @@ async def show(
         console.print(frame(before, None))
         while True:
             await asyncio.sleep(watch)
-            now = await read_status(redis, scripts, layout)
+            now = await read_status(redis, scripts, layout, configured)
             console.print(frame(now, before))
             before = now
     with Live(frame(before, None), console=console, auto_refresh=False) as live:
         while True:
             await asyncio.sleep(watch)
-            now = await read_status(redis, scripts, layout)
+            now = await read_status(redis, scripts, layout, configured)
             live.update(Group(frame(now, before)), refresh=True)
             before = now
 

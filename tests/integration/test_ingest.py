@@ -14,7 +14,7 @@ import pytest
 from redis import Redis
 
 from router.embedded import EmbeddedRedis
-from tests.support.messages import assert_refused, stored_bodies, stored_count
+from tests.support.messages import assert_refused, stored_bodies, stored_count, stored_keys
 from tests.support.routes import KEYS, STORE, routes_file
 from tests.support.servers import ServerThread, free_port, serve
 
@@ -87,7 +87,7 @@ def test_bad_body_is_refused_with_400_and_nothing_stored(
 ) -> None:
     r = post(api, body, headers={"content-type": "application/json"})
     assert_refused(r, 400, *words)
-    assert redis.dbsize() == 0, redis.keys("*")
+    assert stored_keys(redis) == []
 
 
 def test_bad_idempotency_key_is_refused(api: str, redis: Redis) -> None:
@@ -95,14 +95,14 @@ def test_bad_idempotency_key_is_refused(api: str, redis: Redis) -> None:
     assert_refused(r, 400, "Idempotency-Key", "empty")
     r = post(api, json.dumps(OK), headers={"Idempotency-Key": "k" * 300})
     assert_refused(r, 400, "Idempotency-Key", "longer")
-    assert redis.dbsize() == 0
+    assert stored_keys(redis) == []
 
 
 def test_body_over_the_default_1mib_limit_is_413(api: str, redis: Redis) -> None:
     padding = "x" * ONE_MIB
     r = post(api, json.dumps({**OK, "pad": padding}))
     assert_refused(r, 413, "too large")
-    assert redis.dbsize() == 0
+    assert stored_keys(redis) == []
     # Just under the limit is fine.
     body = json.dumps({**OK, "pad": ""}).encode()
     body = body.replace(b'"pad": ""', b'"pad": "' + b"x" * (ONE_MIB - len(body)) + b'"')
@@ -122,7 +122,7 @@ def test_body_over_the_limit_sent_chunked_is_413(api: str, redis: Redis) -> None
 
     r = httpx.post(api + STORE, content=chunks(), timeout=10)
     assert_refused(r, 413, "too large")
-    assert redis.dbsize() == 0
+    assert stored_keys(redis) == []
 
 
 def test_route_max_body_is_enforced(start_router, redis: Redis, tmp_path: Path) -> None:
@@ -133,7 +133,7 @@ def test_route_max_body_is_enforced(start_router, redis: Redis, tmp_path: Path) 
     )
     r = router.post({**OK, "pad": "x" * 100})
     assert_refused(r, 413, "too large")
-    assert redis.dbsize() == 0
+    assert stored_keys(redis) == []
     assert router.post(OK).status_code == 200
     assert stored_count(redis) == 1
 
@@ -142,7 +142,7 @@ def test_route_max_body_is_enforced(start_router, redis: Redis, tmp_path: Path) 
 def test_unknown_path_is_404_json(api: str, redis: Redis, path: str) -> None:
     assert_refused(httpx.post(api + path, json=OK), 404, "no route")
     assert_refused(httpx.get(api + path), 404, "no route")
-    assert redis.dbsize() == 0
+    assert stored_keys(redis) == []
 
 
 @pytest.mark.parametrize("method", ["GET", "PUT", "DELETE", "PATCH"])
@@ -150,7 +150,7 @@ def test_wrong_method_is_405_json(api: str, redis: Redis, method: str) -> None:
     r = httpx.request(method, api + STORE, json=OK)
     assert_refused(r, 405, "method not allowed")
     assert "POST" in r.headers["allow"]
-    assert redis.dbsize() == 0
+    assert stored_keys(redis) == []
 
 
 def test_extra_fields_pass_through_byte_identical(api: str, redis: Redis) -> None:

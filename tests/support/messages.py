@@ -14,7 +14,7 @@ from redis import Redis
 
 from router import envelope
 from router.envelope import decode
-from router.keys import DestinationKeys
+from router.keys import DestinationKeys, destinations_key
 from router.queue import Scripts, Target, enqueue
 from tests.support.routes import KEYS, STORE
 
@@ -72,6 +72,12 @@ async def enqueue_json(scripts: Scripts, keys: DestinationKeys, key: str, value:
 
 
 # -- what the router answered and stored ---------------------------------------
+
+
+def stored_keys(redis: Redis) -> list[bytes]:
+    """Every key in the database but the registry of destination names a
+    router records when it starts (router.registry): what requests stored."""
+    return [k for k in redis.scan_iter(count=1000) if k != destinations_key().encode()]
 
 
 def lane_keys(redis: Redis) -> list[bytes]:
