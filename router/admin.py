@@ -21,6 +21,10 @@ from router.openapi import admin_operation as doc  # the document's bearer auth 
 from router.queue import DestinationQueues
 from router.state import RouterState
 
+# Largest list position or count taken from a query (Redis takes 64-bit
+# indexes; past them it answers an error that is not the caller's to retry).
+MAX_INDEX = 2**31 - 1
+
 
 def admin_handlers(state: RouterState) -> list[HTTPRouteHandler]:
     token = state.settings.admin_token
@@ -81,7 +85,9 @@ def admin_handlers(state: RouterState) -> list[HTTPRouteHandler]:
     ) -> dict[str, Any]:
         """Dead letters of a destination, oldest first."""
         authorize(request)
-        entries = await queue(name).dead_letters(max(0, start), max(1, min(count, 1000)))
+        if not 0 <= start <= MAX_INDEX:
+            raise BadRequest(f"start must be from 0 to {MAX_INDEX}")
+        entries = await queue(name).dead_letters(start, max(1, min(count, 1000)))
         return {
             "dead": [
                 {
@@ -101,8 +107,11 @@ def admin_handlers(state: RouterState) -> list[HTTPRouteHandler]:
     async def replay(
         request: Request[Any, Any, Any], name: FromPath[str], count: FromQuery[int | None] = None
     ) -> dict[str, Any]:
-        """Put dead letters back at the head of their keys' lanes (all, or the oldest `count`)."""
+        """Put dead letters back in their keys' lanes, where they arrived (all, or the
+        oldest `count`)."""
         authorize(request)
+        if count is not None and not 1 <= count <= MAX_INDEX:
+            raise BadRequest(f"count must be from 1 to {MAX_INDEX} (leave it out for all)")
         return {"status": "ok", "replayed": await queue(name).replay_oldest(count)}
 
     @post(
@@ -113,8 +122,8 @@ def admin_handlers(state: RouterState) -> list[HTTPRouteHandler]:
     ) -> dict[str, Any]:
         """Delete dead letters for good (all, or the oldest `count`)."""
         authorize(request)
-        if count is not None and count < 1:
-            raise BadRequest("count must be at least 1 (leave it out to purge all)")
+        if count is not None and not 1 <= count <= MAX_INDEX:
+            raise BadRequest(f"count must be from 1 to {MAX_INDEX} (leave it out to purge all)")
         return {"status": "ok", "purged": await queue(name).purge_dead(count)}
 
     @post("/admin/destinations/{name:str}/retry", status_code=200, operation_class=doc("retry_now"))

@@ -27,7 +27,7 @@ from router.errors import EXCEPTION_HANDLERS, ApiError, outage_log, redis_cause
 from router.ingest import IngestRoute
 from router.loading import load
 from router.metrics import IngestMetrics
-from router.queue import Scripts
+from router.queue import DestinationQueues, Scripts
 from router.reload import IngestSwitch, Reloader
 from router.settings import Settings
 from router.state import RouterState
@@ -231,6 +231,19 @@ async def _redis_problem(redis: Redis, state: RouterState, warnings: list[str]) 
     return await shard_layout.refusal(redis, state.config.destinations.values(), record=False)
 
 
+async def _count_queues(state: RouterState) -> None:
+    """Count the queues stored by a version without counts, before this
+    process stores anything (recount.lua; workers do it too, for `router
+    worker` alone). Redis away now: the workers' loops do it once it is back."""
+    redis, scripts = state.require_redis()
+    try:
+        async with asyncio.timeout(state.settings.ingest_deadline):
+            for d in state.config.destinations.values():
+                await DestinationQueues.of(redis, scripts, d).recount()
+    except (RedisError, OSError, TimeoutError) as exc:
+        log.warning("queue counts not checked at start: %s", exc or "timeout")
+
+
 def create_app(
     settings: Settings,
     config: Config | None = None,
@@ -251,6 +264,7 @@ def create_app(
         state.status = StatusReader(
             state.redis, state.scripts, lambda: layout_of(state.config.destinations.values())
         )
+        await _count_queues(state)
         # WAIT must follow the writes on their connection: the batcher's
         # pipelines carry it, so ROUTER_REDIS_WAIT keeps the batcher on.
         if settings.ingest_batching or settings.redis_wait:

@@ -349,15 +349,21 @@ def _on_redis(
 
 
 def _shown_url(url: str) -> str:
-    """A Redis URL without its password."""
-    from urllib.parse import urlsplit
+    """A Redis URL without its password, in the user part or in the query
+    (`unix:///run/redis.sock?password=...`, as redis-py takes it)."""
+    from urllib.parse import parse_qsl, urlencode, urlsplit
 
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    return parts._replace(
-        netloc=f"{parts.username or ''}:***@{parts.hostname}:{parts.port}"
-    ).geturl()
+    netloc = parts.netloc
+    user, at, host = netloc.rpartition("@")
+    if at and ":" in user:
+        netloc = f"{user.split(':', 1)[0]}:***@{host}"
+    query = urlencode(
+        [(k, "***" if k.lower() == "password" else v) for k, v in parse_qsl(parts.query)],
+        safe="*",
+    )
+    # Written out: urlunsplit would drop the // of an empty host (unix:///...).
+    return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
 
 
 def _on_queues(
@@ -419,6 +425,18 @@ def _status(settings: Settings, args: argparse.Namespace) -> int:
         return _on_redis(settings, "status", show)
     except KeyboardInterrupt:
         return 0
+
+
+def _recount(settings: Settings, args: argparse.Namespace) -> int:
+    """`router recount DEST`."""
+
+    async def act(queue: DestinationQueues) -> int:
+        shards = await queue.recount(force=True)
+        figures = await queue.figures()
+        print(f"{args.destination}: {figures.messages} message(s) counted in {shards} shard(s)")
+        return 0
+
+    return _on_queues(settings, "recount", args.destination, act)
 
 
 def _retry(settings: Settings, args: argparse.Namespace) -> int:
@@ -531,6 +549,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("destination")
     p.add_argument("key", nargs="*", help="ordering keys (default: every waiting key)")
     p.set_defaults(run=_retry)
+    p = sub.add_parser(
+        "recount",
+        help="count a destination's messages from its lanes again (after the last process "
+        "of a version without counts stopped)",
+    )
+    p.add_argument("destination")
+    p.set_defaults(run=_recount)
     p = sub.add_parser(
         "dead", help="dead letters and blocked keys: list, replay, purge, blocked, unblock"
     )

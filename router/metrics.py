@@ -179,11 +179,14 @@ class DeliveryMetrics:
         self.duration = DELIVERY_DURATION.labels(destination)
         self.end_to_end = END_TO_END.labels(destination)
 
-    def attempted(self, outcome: str, seconds: float) -> None:
+    def attempted(self, outcome: str, seconds: float | None) -> None:
+        """An attempt's outcome and how long it took; seconds None: a
+        give-up without another attempt (dead or blocked, no duration)."""
         if not _enabled:
             return
         self.attempts[outcome].inc()
-        self.duration.observe(seconds)
+        if seconds is not None:
+            self.duration.observe(seconds)
 
     def acknowledged(self, received_at_ms: int) -> None:
         if not _enabled:

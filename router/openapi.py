@@ -587,7 +587,8 @@ _ADMIN_503 = _answer(
     headers=_retry_after("Seconds to wait before retrying (1)."),
 )
 _BAD_QUERY = _answer(
-    "A query parameter is not a whole number.",
+    "A query parameter is not a whole number, or out of its range (start 0 to "
+    "2147483647, count from 1).",
     ERROR_SCHEMA,
     _error("Validation failed for GET /admin/destinations/chatbot/dead?start=x"),
 )
@@ -810,9 +811,9 @@ def _admin_responses(name: str) -> dict[str, OpenAPIResponse]:
         responses["400"] = _BAD_QUERY
     elif name == "purge":
         responses["400"] = _answer(
-            "`count` is not a whole number of at least 1.",
+            "`count` is not a whole number from 1 to 2147483647.",
             ERROR_SCHEMA,
-            _error("count must be at least 1 (leave it out to purge all)"),
+            _error("count must be from 1 to 2147483647 (leave it out to purge all)"),
         )
     elif name == "retry_now":
         responses["400"] = _answer(

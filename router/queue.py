@@ -8,6 +8,7 @@ clock (TIME), so instances with skewed clocks agree on lease deadlines.
 from __future__ import annotations
 
 import enum
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,7 +26,15 @@ from router.keys import DestinationKeys, shard_of
 from router.redis_client import command_written
 from router.scripts import LEASE_LOST, Scripts, keys_for
 
-__all__ = ["LEASE_LOST", "Scripts"]  # re-exported: callers build queues from these
+__all__ = ["LEASE_LOST", "Scripts"]
+
+log = logging.getLogger("router.queue")
+
+# `router retry` with no keys moves this many waiting keys per script call.
+RETRY_STEP = 1000
+
+# Destination shards whose negative count was logged (once per process).
+_drift_reported: set[str] = set()  # re-exported: callers build queues from these
 
 
 @dataclass(frozen=True, slots=True)
@@ -329,9 +338,21 @@ class DestinationQueue:
             pipe.exists(k.paused)
             pipe.zrange(k.heads, 0, 0, withscores=True)
             counts, ready, in_flight, delayed, blocked, dead, paused, oldest = await pipe.execute()
+        messages = int(counts[0] or 0)
+        if messages < 0 and k.tag not in _drift_reported:
+            # Only an older version's process acknowledging alongside this
+            # one makes the count go below 0: say so once, with the fix.
+            _drift_reported.add(k.tag)
+            log.warning(
+                "destination %s: its message count went below 0 (%d): a process of an "
+                "older version is acknowledging messages; once none runs, "
+                "`router recount %s` counts the lanes again",
+                k.destination,
+                messages,
+                k.destination,
+            )
         return QueueFigures(
-            # Never below 0 on screen, should a count ever drift.
-            messages=max(0, int(counts[0] or 0)),
+            messages=max(0, messages),
             ready=ready,
             in_flight=in_flight,
             delayed=delayed,
@@ -342,18 +363,29 @@ class DestinationQueue:
             paused=bool(paused),
         )
 
-    async def recount(self) -> int:
-        """Count a queue stored by a version without `counts` (once: -2 when
-        it has them already)."""
-        return int(
-            await self.scripts.recount(
-                keys=keys_for("recount", self.keys), args=[self.keys.lane_prefix]
-            )
-        )
+    async def recount(self, force: bool = False) -> int:
+        """Count the shard's messages from its lanes: once for a queue stored
+        by a version without counts (-2 when already counted), or always
+        with `force` (`router recount`)."""
+        args = [self.keys.lane_prefix, "1" if force else "0"]
+        return int(await self.scripts.recount(keys=keys_for("recount", self.keys), args=args))
 
     async def retry_now(self, keys: list[str]) -> int:
-        """Make keys waiting out a backoff due now (all when `keys` is empty)."""
-        return int(await self.scripts.retry(keys=keys_for("retry", self.keys), args=keys))
+        """Make keys waiting out a backoff due now (all when `keys` is empty,
+        RETRY_STEP at a time so that no step holds Redis for long)."""
+        script_keys = keys_for("retry", self.keys)
+        if keys:
+            return int(await self.scripts.retry(keys=script_keys, args=[0, *keys]))
+        moved = 0
+        # Keys failing again at once could refill `delayed` forever: as many
+        # steps as it held at the start, and one more.
+        steps = int(await self.redis.zcard(self.keys.delayed)) // RETRY_STEP + 1
+        for _ in range(steps):
+            n = int(await self.scripts.retry(keys=script_keys, args=[RETRY_STEP]))
+            moved += n
+            if n < RETRY_STEP:
+                break
+        return moved
 
     async def key_state(self, key: str) -> KeyState:
         """Where one ordering key stands (`router status DEST KEY`)."""
@@ -366,9 +398,10 @@ class DestinationQueue:
             pipe.zscore(k.delayed, key)
             pipe.zscore(k.leases, key)
             pipe.hget(k.blocked, key)
-            pipe.lpos(k.ready, key)
-            length, head, attempts, error, due, lease, blocked, position = await pipe.execute()
+            length, head, attempts, error, due, lease, blocked = await pipe.execute()
         head_env = envelope.decode(head) if head is not None else None
+        # A key with messages is in exactly one of ready/leases/delayed/
+        # blocked: not in the other three, it is in ready (no O(n) LPOS).
         state = "empty"
         if blocked is not None:
             state = "blocked"
@@ -376,7 +409,7 @@ class DestinationQueue:
             state = "in flight"
         elif due is not None:
             state = "waiting"
-        elif position is not None:
+        elif length:
             state = "ready"
         return KeyState(
             key=key,
@@ -408,14 +441,20 @@ class DestinationQueue:
         return [(_bytes(item), _dead_decoder.decode(item)) for item in raw]
 
     async def replay(self, raw_entry: bytes) -> bool:
-        """Put one dead letter back at the head of its key's lane."""
-        entry = _dead_decoder.decode(raw_entry)
-        return bool(
-            await self.scripts.replay(
-                keys=keys_for("replay", self.keys, entry.key),
-                args=[raw_entry, entry.key, entry.envelope],
-            )
-        )
+        """Put one dead letter back in its key's lane, where it arrived."""
+        return await self.replay_key(_dead_decoder.decode(raw_entry).key, [raw_entry]) == 1
+
+    async def replay_key(self, key: str, raw_entries: list[bytes]) -> int:
+        """Put dead letters of one key (oldest first) back in its lane, in
+        one step: a worker cannot claim the first before the others are in."""
+        args: list[Any] = [key]
+        for raw in raw_entries:
+            args += [raw, _dead_decoder.decode(raw).envelope]
+        return int(await self.scripts.replay(keys=keys_for("replay", self.keys, key), args=args))
+
+    async def purge_all(self) -> int:
+        """Delete every dead letter of the shard, in one step."""
+        return int(await self.scripts.purge(keys=keys_for("purge", self.keys)))
 
     async def purge(self, raw_entries: list[bytes]) -> int:
         """Delete these dead letters (exact list elements): what an operator
@@ -459,9 +498,10 @@ class DestinationQueues:
         """The figures as the admin API answers them."""
         return (await self.figures()).as_dict()
 
-    async def recount(self) -> int:
-        """Count shards stored by a version without `counts`; how many needed it."""
-        return sum([await queue.recount() != -2 for queue in self.shards])
+    async def recount(self, force: bool = False) -> int:
+        """Count the shards not counted yet (every shard with `force`); how
+        many were counted."""
+        return sum([await queue.recount(force) != -2 for queue in self.shards])
 
     async def retry_now(self, keys: list[str] | None = None) -> int:
         """Make waiting keys due now (all of them when `keys` is None)."""
@@ -501,24 +541,24 @@ class DestinationQueues:
         return [(raw, d) for _, raw, d in (await self._dead(start + count))[start:]]
 
     async def replay_oldest(self, count: int | None = None) -> int:
-        """Replay the oldest `count` dead letters (all when None).
-
-        Each replay puts its message at the head of its key's lane, so they
-        are replayed newest first: per key, the messages come back in their
-        original order, ahead of what arrived since."""
+        """Replay the oldest `count` dead letters (all when None), each key's
+        in one step, oldest first: each goes back where it arrived in its
+        key's lane (replay.lua), so per key the messages come back in their
+        original order."""
         if count is None:
             count = sum([int(await q.redis.llen(q.keys.dead)) for q in self.shards])
         if count <= 0:
             return 0
-        replayed = 0
-        for queue, raw, _ in reversed(await self._dead(count)):
-            replayed += await queue.replay(raw)
-        return replayed
+        by_key: dict[tuple[DestinationQueue, str], list[bytes]] = {}
+        for queue, raw, letter in await self._dead(count):
+            by_key.setdefault((queue, letter.key), []).append(raw)
+        return sum([await q.replay_key(key, raws) for (q, key), raws in by_key.items()])
 
     async def purge_dead(self, count: int | None = None) -> int:
-        """Delete the oldest `count` dead letters (all when None)."""
+        """Delete the oldest `count` dead letters (all when None: nothing is
+        read back, however many there are)."""
         if count is None:
-            count = sum([int(await q.redis.llen(q.keys.dead)) for q in self.shards])
+            return sum([await queue.purge_all() for queue in self.shards])
         if count <= 0:
             return 0
         chosen: dict[DestinationQueue, list[bytes]] = {}

@@ -71,6 +71,7 @@ SCRIPT_KEYS: dict[str, tuple[str, ...]] = {
     "resume": ("paused", "wake"),
     "recount": ("counts", "heads", "ready", "leases", "delayed", "blocked"),
     "retry": ("delayed", "ready", "wake"),
+    "purge": ("dead",),
     "ratelimit": ("counter",),  # not a destination's: see router.keys.rate_limit_key
 }
 PER_DESTINATION = {"enqueue"}
@@ -119,3 +120,4 @@ class Scripts:
         self.resume = load(redis, "resume")
         self.recount = load(redis, "recount")
         self.retry = load(redis, "retry")
+        self.purge = load(redis, "purge")

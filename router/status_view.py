@@ -16,6 +16,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from router import logs
 from router.queue import DestinationQueues, KeyState, Scripts
 from router.status import DestinationStatus, Layout, rate, read_status
 
@@ -28,6 +29,10 @@ def _console() -> Console:
     cut (rich would assume 80)."""
     console = Console()
     return console if console.is_terminal else Console(width=200)
+
+
+def _plain(text: str) -> Text:
+    return Text(logs.escape(text))
 
 
 def age(seconds: float | None) -> str:
@@ -91,17 +96,18 @@ def as_json(now: list[DestinationStatus], before: list[DestinationStatus] | None
 
 
 def key_view(destination: str, state: KeyState) -> Table:
-    t = Table(title=f"{destination} / {state.key}", box=box.SIMPLE, show_header=False)
+    t = Table(title=_plain(f"{destination} / {state.key}"), box=box.SIMPLE, show_header=False)
     t.add_column(style="bold")
     t.add_column()
     now_ms = time.time() * 1000
     t.add_row("state", state.state)
     t.add_row("messages", str(state.messages))
-    t.add_row("head message", state.head_id or "-")
+    # Ids and errors are outside text: never rich markup, never raw controls.
+    t.add_row("head message", _plain(state.head_id or "-"))
     if state.head_arrival_ms is not None:
         t.add_row("head waiting", age((now_ms - state.head_arrival_ms) / 1000))
     t.add_row("failed attempts", str(state.attempts))
-    t.add_row("last error", state.last_error or "-")
+    t.add_row("last error", _plain(state.last_error or "-"))
     if state.next_try_ms is not None:
         t.add_row("next try", f"in {age(max(0.0, state.next_try_ms - now_ms) / 1000)}")
     return t

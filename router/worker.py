@@ -255,7 +255,9 @@ class DestinationWorker:
                         if decision.rule == "max_attempts"
                         else "not tried again: too old"
                     )
-                    await self._record_failure(claim, attempts, decision, error, counted=False)
+                    await self._record_failure(
+                        claim, attempts, decision, error, env.id, counted=False
+                    )
                     return
             delivery = Delivery(
                 id=env.id,
@@ -294,6 +296,8 @@ class DestinationWorker:
                 await self._failed(claim, env, attempts + 1, error, None, started)
                 return
             seconds = time.perf_counter() - started
+            # The destination took it: an ok attempt, whatever the ack meets.
+            self._metrics.attempted("ok", seconds)
             acked = await self._settle(
                 functools.partial(
                     self.queue.ack, claim, head, self.lease_ms, keep=not self._stopping
@@ -310,7 +314,6 @@ class DestinationWorker:
                     env.id,
                 )
                 return
-            self._metrics.attempted("ok", seconds)
             self._metrics.acknowledged(env.ts)
             if log.isEnabledFor(logging.INFO):
                 log.info(
@@ -389,7 +392,7 @@ class DestinationWorker:
         with `error`: decide and record."""
         seconds = time.perf_counter() - started
         decision = retry.decide(self.settings.retry, attempts, _age(env), retry_after)
-        await self._record_failure(claim, attempts, decision, error, attempt=(env.id, seconds))
+        await self._record_failure(claim, attempts, decision, error, env.id, seconds=seconds)
 
     async def _record_failure(
         self,
@@ -397,35 +400,34 @@ class DestinationWorker:
         attempts: int,
         decision: retry.Decision,
         error: str,
+        message_id: str,
         counted: bool = True,
-        attempt: tuple[str, float] | None = None,
+        seconds: float | None = None,
     ) -> None:
         """Record the decision in Redis (fail.lua counts the attempt), then
-        log it once. `attempt`: the message id and seconds of the attempt
-        that failed (None: the worker gave up before trying)."""
+        log it once. `seconds`: how long the attempt that failed took (None:
+        the worker gave up before trying again: counted=False)."""
         recorded = await self._settle(
             lambda: self.queue.fail(
                 claim, int(decision.delay * 1000), error[:1000], decision.outcome, counted
             )
         )
-        outcome = "failed"
-        if decision.gives_up:
+        outcome = "failed"  # also when the lease was lost: nothing else was recorded
+        if decision.gives_up and recorded is not False and recorded != LEASE_LOST:
             outcome = "blocked" if decision.outcome is Outcome.BLOCK else "dead"
-        if attempt is not None:
-            self._metrics.attempted(
-                "failed" if recorded is False or recorded == LEASE_LOST else outcome, attempt[1]
-            )
+        if seconds is not None or outcome != "failed":  # a give-up is counted as such
+            self._metrics.attempted(outcome, seconds)
         if recorded is False:
             return  # not recorded (Redis away past the lease): logged by _settle
         name, key = self.destination.name, claim.key
         # The attempt's fields on its one line (LOG_FORMAT=json makes them keys).
         extra = logs.fields(
-            message_id=attempt[0] if attempt else None,
+            message_id=message_id,
             destination=name,
             key=key,
             attempt=attempts,
             outcome=outcome,
-            duration_ms=round(attempt[1] * 1000, 1) if attempt else None,
+            duration_ms=round(seconds * 1000, 1) if seconds is not None else None,
             error=error,
         )
         if recorded == LEASE_LOST:

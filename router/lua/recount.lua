@@ -1,17 +1,22 @@
--- Build `counts` and `heads` from the lanes themselves, once, for a queue
--- stored by a version that did not keep them (their absence is the sign).
+-- Count a destination shard's messages from its lanes and rebuild `heads`:
+-- once for a queue stored by a version that did not keep them (no
+-- `counted` mark yet), or when asked (`router recount`, after the last
+-- process of such a version stopped writing).
 -- KEYS: counts, heads, ready, leases, delayed, blocked
 local counts, heads, ready, leases, delayed, blocked =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
--- ARGV: lane prefix
--- Returns the messages counted, or -2 when the queue already has its counts.
+-- ARGV: lane prefix, '1' to count even when already counted
+-- Returns the messages counted, or -2 when the shard was counted already.
 -- A key with messages is in exactly one of ready/leases/delayed/blocked, so
--- those four name every lane: O(lanes) once, no scan of the keyspace. The
--- scripts keep both up to date from then on.
-if redis.call('HEXISTS', counts, 'messages') == 1 then return -2 end
+-- those four name every lane: O(lanes) in one step (about 1.5 s per 200,000
+-- conversations waiting), no scan of the keyspace. The scripts keep both
+-- up to date from then on. The mark is this script's own: enqueue creating
+-- `messages` first does not stand for a count.
+if ARGV[2] ~= '1' and redis.call('HEXISTS', counts, 'counted') == 1 then return -2 end
 local prefix = ARGV[1]
 local seen = {}
 local total = 0
+redis.call('DEL', heads)
 local function count(k)
   if seen[k] then return end -- a key in ready twice (see claim.lua) counts once
   seen[k] = true
@@ -23,5 +28,5 @@ for _, k in ipairs(redis.call('LRANGE', ready, 0, -1)) do count(k) end
 for _, k in ipairs(redis.call('ZRANGE', leases, 0, -1)) do count(k) end
 for _, k in ipairs(redis.call('ZRANGE', delayed, 0, -1)) do count(k) end
 for _, k in ipairs(redis.call('HKEYS', blocked)) do count(k) end
-redis.call('HSET', counts, 'messages', total)
+redis.call('HSET', counts, 'messages', total, 'counted', now_ms())
 return total

@@ -1,27 +1,65 @@
--- Put a dead-lettered message back at the head of its key's lane.
+-- Put dead-lettered messages of one ordering key back in its lane, where
+-- they arrived.
 -- KEYS: dead, lane, ready, wake, leases, attempts, last_error, counts, heads
 local dead, lane, ready, wake, leases, attempts, last_error, counts, heads =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
--- ARGV: the dead entry (exact list element), ordering key, envelope
--- Returns 1, or 0 when the entry is no longer in the dead list.
-if redis.call('LREM', dead, 1, ARGV[1]) == 0 then return 0 end
-local k = ARGV[2]
-redis.call('HINCRBY', counts, 'messages', 1)
-local was_empty = redis.call('LLEN', lane) == 0
-if was_empty or redis.call('ZSCORE', leases, k) == false then
-  -- The head is not being attempted right now: the replayed message goes
-  -- first, with a fresh attempt count (the old one was the old head's).
-  redis.call('LPUSH', lane, ARGV[3])
-  redis.call('HDEL', attempts, k)
-  redis.call('HDEL', last_error, k)
-  track_head(heads, lane, k)
-else
-  -- The head is in flight: the replayed message goes right behind it.
-  local head = redis.call('LINDEX', lane, 0)
-  redis.call('LINSERT', lane, 'AFTER', head, ARGV[3])
+-- ARGV: ordering key, then per letter, oldest first: the dead entry (exact
+--       list element), its envelope
+-- Returns how many were replayed (an entry no longer in the dead list is
+-- skipped: replayed or purged meanwhile).
+--
+-- Where a letter goes: every message of the lane that is not a replayed
+-- letter arrived after it (it was at the head when it died), so it goes
+-- behind the replayed letters that arrived no later than it and in front
+-- of everything else, never in front of a head being attempted. Replayed
+-- envelopes carry a mark ("rp") so they can be told apart: a message id
+-- may share its millisecond with the next. One call per key, oldest first,
+-- with the lane order kept across calls too (a letter replayed earlier and
+-- not yet delivered stays first). Walks the lane from the head to that
+-- place: not a hot path.
+local MARK = '{"rp":1,'
+local k = ARGV[1]
+local replayed = 0
+for a = 2, #ARGV, 2 do
+  if redis.call('LREM', dead, 1, ARGV[a]) == 1 then
+    local envelope = ARGV[a + 1]
+    if string.sub(envelope, 1, #MARK) ~= MARK then
+      envelope = MARK .. string.sub(envelope, 2)
+    end
+    local arrived = arrival_ms(envelope)
+    local from = 0
+    if redis.call('ZSCORE', leases, k) then from = 1 end
+    local len = redis.call('LLEN', lane)
+    local place, pivot = nil, nil
+    while place == nil and from < len do
+      local page = redis.call('LRANGE', lane, from, from + 99)
+      for i, other in ipairs(page) do
+        if string.sub(other, 1, #MARK) ~= MARK or arrival_ms(other) > arrived then
+          place, pivot = from + i - 1, other
+          break
+        end
+      end
+      from = from + #page
+    end
+    if place == nil then
+      redis.call('RPUSH', lane, envelope)
+    elseif place == 0 then
+      redis.call('LPUSH', lane, envelope)
+    else
+      redis.call('LINSERT', lane, 'BEFORE', pivot, envelope)
+    end
+    if len == 0 then
+      redis.call('RPUSH', ready, k)
+      nudge(wake)
+    end
+    if len == 0 or place == 0 then
+      -- The new head: a fresh attempt count (the old one was the old head's).
+      redis.call('HDEL', attempts, k)
+      redis.call('HDEL', last_error, k)
+      track_head(heads, lane, k)
+    end
+    redis.call('HINCRBY', counts, 'messages', 1)
+    replayed = replayed + 1
+  end
 end
-if was_empty then
-  redis.call('RPUSH', ready, k)
-  nudge(wake)
-end
-return 1
+return replayed

@@ -2,11 +2,14 @@
 -- the destination's side nobody should wait out a long backoff.
 -- KEYS: delayed, ready, wake
 local delayed, ready, wake = KEYS[1], KEYS[2], KEYS[3]
--- ARGV: ordering keys; none = every waiting key
+-- ARGV: most keys to move when none are named (the caller repeats until
+--       fewer move: a long delayed set is moved in bounded steps),
+--       then the ordering keys to move; none = the earliest due
 -- Returns how many keys were made due. Their attempt counts stay: a retry
 -- now is the next attempt, and max_attempts still ends a hopeless message.
-local keys = ARGV
-if #keys == 0 then keys = redis.call('ZRANGE', delayed, 0, -1) end
+local keys = {}
+for i = 2, #ARGV do keys[#keys + 1] = ARGV[i] end
+if #keys == 0 then keys = redis.call('ZRANGE', delayed, 0, tonumber(ARGV[1]) - 1) end
 local moved = 0
 -- Backwards, so the earliest due ends up first (as claim.lua moves them).
 for i = #keys, 1, -1 do

@@ -86,15 +86,19 @@ def test_queue_gauges_match_redis(start_router, bot: Bot, redis: Redis) -> None:
     post_message(router.url, "b", "fine")
     wait_until(lambda: redis.zcard(KEYS.delayed) == 1, what="the stuck key to back off")
     wait_until(lambda: bot.acked_messages("b") == ["fine"], what="b delivered")
-    httpx.post(router.url + "/admin/destinations/chatbot/pause")  # no token: 404, no effect
+    redis.set(KEYS.paused, 1)  # as `router pause` does (tests/integration/test_pause.py)
+    post_message(router.url, "c", "c0")
+    post_message(router.url, "c", "c1")
     time.sleep(1.1)  # past the reading of the first scrape
     samples = scrape(router.url)
     gauge = {name: value(samples, name, destination="chatbot") for name in metrics.QUEUE_GAUGES}
-    assert gauge["router_queue_messages"] == 3  # messages, not keys
+    assert gauge["router_queue_messages"] == 5  # messages, not keys
     assert gauge["router_delayed_keys"] == 1
-    assert gauge["router_ready_keys"] == gauge["router_in_flight"] == 0
+    assert gauge["router_ready_keys"] == 1  # c, held by the pause
+    assert gauge["router_in_flight"] == 0
     assert gauge["router_dead_letters"] == gauge["router_blocked_keys"] == 0
-    assert gauge["router_destination_paused"] == gauge["router_destination_orphaned"] == 0
+    assert gauge["router_destination_paused"] == 1
+    assert gauge["router_destination_orphaned"] == 0  # (removed destinations: test_reload.py)
     arrived = min(
         int(redis.zrange(KEYS.heads, 0, 0, withscores=True)[0][1]),
         int(time.time() * 1000),

@@ -51,6 +51,49 @@ async def test_replayed_dead_letters_keep_their_order(queue: DestinationQueue) -
     assert [body(raw) for raw in lane] == ["m0", "m1", "m2"]
 
 
+async def test_replay_keeps_the_order_when_a_worker_claims_between_letters(
+    queue: DestinationQueue,
+) -> None:
+    """Letters of one key replayed in separate steps, a worker claiming the
+    first in between, messages of the same millisecond around: the lane
+    stays in arrival order (found by the dashboard's browser test: replayed
+    newest first, each to the head, dead-2 went out before dead-1)."""
+    await store(queue, "k", "d1", "d2", "d3", "new")  # likely one millisecond
+    for _ in range(3):
+        (claim,) = (await queue.claim("t", 1, 30_000, 10)).claims
+        assert await queue.fail(claim, 0, "boom", Outcome.DEAD_LETTER) == 1
+        await asyncio.sleep(0.002)  # dead_at in ms: one tick apart
+    dead = [raw for raw, _ in await queue.dead_letters()]
+    assert await queue.replay(dead[0])
+    (claim,) = (await queue.claim("w", 1, 30_000, 10)).claims  # d1 out to the bot at once
+    assert body(claim.head) == "d1"
+    assert await queue.replay(dead[1])
+    assert await queue.replay(dead[2])
+    lane = await queue.redis.lrange(queue.keys.lane("k"), 0, -1)
+    assert [body(raw) for raw in lane] == ["d1", "d2", "d3", "new"]
+    assert await queue.lane_length("k") == (await queue.figures()).messages == 4
+    # The head's ack still matches what the worker holds (marked envelope).
+    assert envelope.decode(claim.head).id == envelope.decode(lane[0]).id
+    assert not (await queue.ack(claim, claim.head, 30_000, keep=False)).lease_lost
+    assert await queue.lane_length("k") == 3
+
+
+async def test_a_key_s_letters_replayed_together_go_back_in_one_step(
+    queue: DestinationQueue,
+) -> None:
+    await store(queue, "k", "d1", "d2", "new")
+    for _ in range(2):
+        (claim,) = (await queue.claim("t", 1, 30_000, 10)).claims
+        assert await queue.fail(claim, 0, "boom", Outcome.DEAD_LETTER) == 1
+        await asyncio.sleep(0.002)
+    (claim,) = (await queue.claim("w", 1, 30_000, 10)).claims  # "new" is in flight
+    assert body(claim.head) == "new"
+    replayed = await DestinationQueues(queue.redis, queue.scripts, "edge").replay_oldest()
+    assert replayed == 2
+    lane = await queue.redis.lrange(queue.keys.lane("k"), 0, -1)
+    assert [body(raw) for raw in lane] == ["new", "d1", "d2"]  # never ahead of the head in flight
+
+
 async def test_dead_letters_of_several_shards_list_and_replay_oldest_first(
     queue: DestinationQueue,
 ) -> None:

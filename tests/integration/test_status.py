@@ -17,7 +17,17 @@ from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 
 from router import envelope
-from router.queue import DestinationQueue, DestinationQueues, Outcome, QueueFigures, Scripts
+from router.queue import (
+    LEASE_LOST,
+    Claim,
+    DestinationQueue,
+    DestinationQueues,
+    Outcome,
+    QueueFigures,
+    Scripts,
+    Target,
+    enqueue,
+)
 from tests.support.bot import Answer, Bot
 from tests.support.messages import enqueue_json
 from tests.support.routes import KEYS as ROUTE_KEYS
@@ -57,11 +67,25 @@ async def test_counts_follow_the_lanes_through_any_sequence_of_transitions(
 
 async def _random_transitions(client: AsyncRedis, rng: random.Random, name: str) -> None:
     queue = DestinationQueue(client, Scripts(client), name)
+    other = DestinationQueue(client, Scripts(client), name + "-other")  # fan-out's second
+    other_stored = 0
     acked = 0
     for step in range(300):
-        op = rng.choice(["store", "store", "claim_ack", "claim_fail", "replay", "unblock", "retry"])
+        op = rng.choice(
+            ["store", "store", "fan_out", "claim_ack", "claim_fail", "replay", "unblock", "retry"]
+        )
         if op == "store":
             await enqueue_json(queue.scripts, queue.keys, rng.choice(KEYS), f"m{step}")
+            continue
+        if op == "fan_out":
+            # Two destinations at once, with a dedup id sometimes repeated:
+            # a duplicate counts nowhere.
+            dedup = f"d{rng.randrange(20)}"
+            raw = envelope.encode(envelope.new_message_id(), int(time.time() * 1000), b"{}")
+            targets = [Target(queue.keys, rng.choice(KEYS)), Target(other.keys, "o")]
+            result = await enqueue(queue.scripts, targets, raw, f"id{step}", dedup, 60)
+            other_stored += not result.duplicate
+            assert (await other.figures()).messages == other_stored
             continue
         if op == "replay":
             dead = await queue.dead_letters(0, 5)
@@ -78,13 +102,22 @@ async def _random_transitions(client: AsyncRedis, rng: random.Random, name: str)
             continue
         claimed = (await queue.claim(f"t{step}", 2, 30_000, 10)).claims
         for claim in claimed:
+            # A replay while the key is leased goes right behind its head.
+            dead = await queue.dead_letters(0, 5)
+            if dead and rng.random() < 0.3:
+                await queue.replay(rng.choice(dead)[0])
+            stale = Claim(claim.key, claim.head, claim.attempts, "stale-token")
             if op == "claim_ack":
+                # A duplicate delivery's ack or fail (the lease is someone
+                # else's) changes nothing.
+                assert (await queue.ack(stale, claim.head, 30_000, keep=False)).lease_lost
                 result = await queue.ack(claim, claim.head, 30_000, keep=rng.random() < 0.5)
                 acked += 1
                 if result.next_head is not None:  # the claim went on: give it back
                     await queue.release(claim)
             else:
                 outcome = rng.choice(list(Outcome))
+                assert await queue.fail(stale, 0, "late", outcome) == LEASE_LOST
                 await queue.fail(claim, rng.choice([0, 60_000]), "boom", outcome)
         figures = await queue.figures()
         assert (figures.messages, figures.oldest_arrival_ms) == await truth(queue), step
@@ -93,20 +126,32 @@ async def _random_transitions(client: AsyncRedis, rng: random.Random, name: str)
 
 
 async def test_a_queue_without_counts_is_counted_once_at_start(client: AsyncRedis) -> None:
-    """A queue stored by an earlier version has lanes but no counts: recount
-    builds them from the lanes, once."""
+    """A queue stored by an earlier version has lanes but no counts; this
+    version may store a message before anything counts: recount builds them
+    from the lanes, once, whatever came first."""
     queue = DestinationQueue(client, Scripts(client), "legacy")
-    for i, key in enumerate(KEYS * 3):
-        await enqueue_json(queue.scripts, queue.keys, key, i)
+    k = queue.keys
+    for i, key in enumerate(KEYS * 3):  # as the earlier enqueue.lua stored them
+        raw = envelope.encode(envelope.new_message_id(), int(time.time() * 1000), b"%d" % i)
+        if await client.rpush(k.lane(key), raw) == 1:
+            await client.rpush(k.ready, key)
     (claim,) = (await queue.claim("t", 1, 30_000, 10)).claims
     await queue.fail(claim, 60_000, "later", Outcome.RETRY)  # one key waiting
     (claim,) = (await queue.claim("t2", 1, 30_000, 10)).claims  # one key in flight
-    await client.delete(queue.keys.counts, queue.keys.heads)
-    assert (await queue.figures()).messages == 0  # what an upgrade would show without it
-    assert await queue.recount() == 15
+    await enqueue_json(queue.scripts, k, "new", "after the upgrade")  # counts: 1 of 16
+    assert (await queue.figures()).messages == 1  # what an upgrade would show without it
+    assert await queue.recount() == 16
     figures = await queue.figures()
     assert (figures.messages, figures.oldest_arrival_ms) == await truth(queue)
     assert await queue.recount() == -2  # never again: the scripts keep them now
+
+    # An older process acknowledging alongside (a rolling upgrade) pops
+    # without counting: `router recount` (force) sets it right again.
+    await client.lpop(k.lane("new"))
+    await client.zrem(k.heads, "new")
+    assert (await queue.figures()).messages == 16
+    assert await queue.recount(force=True) == 15
+    assert (await queue.figures()).messages == 15
 
 
 async def test_retry_makes_waiting_keys_due_now_keeping_their_attempts(

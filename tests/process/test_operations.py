@@ -203,6 +203,13 @@ def test_metrics_add_up_every_process_of_one_port(
                 )
                 assert r.status_code == 200
         wait_until(lambda: len(bot.acknowledged()) == 40, what="40 deliveries")
+
+        def counted() -> float:
+            r = httpx.get(router.url + "/metrics", headers={"connection": "close"})
+            return _deliveries(r.text, "ok")
+
+        # (Counted once the bot has answered: a moment after it counts.)
+        wait_until(lambda: counted() == 40, what="the 40 deliveries counted")
         # Whichever process answers, the counts are everyone's.
         seen = set()
         for _ in range(10):
