@@ -19,7 +19,7 @@ from urllib.parse import quote, urlencode, urlsplit
 
 from litestar import Request, Response, Router, get, post
 from litestar.datastructures import Cookie
-from litestar.params import FromPath
+from litestar.params import FromPath, FromQuery
 from litestar.response import Redirect, Template
 from litestar.static_files import create_static_files_router
 from redis.exceptions import RedisError
@@ -103,7 +103,9 @@ def ui_router(state: RouterState, status: StatusSource, history: History) -> Rou
     # -- login ----------------------------------------------------------------
 
     @get("/login", opt={"public": True}, name="ui:login")
-    async def login_form(request: Request[Any, Any, Any], next: str | None = None) -> Response[Any]:
+    async def login_form(
+        request: Request[Any, Any, Any], next: FromQuery[str | None] = None
+    ) -> Response[Any]:
         if auth.authenticated(request, token):
             return Redirect(auth.safe_next(next), status_code=303)
         return _page("login.html", {"next": auth.safe_next(next), "error": None})
@@ -146,7 +148,7 @@ def ui_router(state: RouterState, status: StatusSource, history: History) -> Rou
         return {"s": s, "rate": history.rate(s.name, s), "age": _age(s.oldest_age_seconds)}
 
     @get("/", name="ui:overview")
-    async def overview(done: str | None = None) -> Response[Any]:
+    async def overview(done: FromQuery[str | None] = None) -> Response[Any]:
         current = await figures()
         now = time.time()
         names = [s.name for s in current]
@@ -183,14 +185,16 @@ def ui_router(state: RouterState, status: StatusSource, history: History) -> Rou
     async def destination(
         request: Request[Any, Any, Any],
         name: FromPath[str],
-        start: int = 0,
-        done: str | None = None,
-        n: int = 0,
+        start: FromQuery[int] = 0,
+        done: FromQuery[str | None] = None,
+        n: FromQuery[int] = 0,
     ) -> Response[Any]:
         current, queues = await find(name)
         now = time.time()
         start = max(0, start)
         dead = await queues.dead_letters(start, DEAD_PAGE)
+        # Counted now, with the list (the figures may be a second old).
+        dead_total = sum([int(await q.redis.llen(q.keys.dead)) for q in queues.shards])
         blocked = await queues.blocked_keys()
         blocked_rows = []
         for key in sorted(blocked):
@@ -232,6 +236,7 @@ def ui_router(state: RouterState, status: StatusSource, history: History) -> Rou
                     }
                     for _, d in dead
                 ],
+                "dead_total": dead_total,
                 "start": start,
                 "page": DEAD_PAGE,
                 "blocked": blocked_rows,

@@ -41,10 +41,10 @@ class Sample:
 
 
 class History:
-    def __init__(self, every: float = SAMPLE_EVERY, span: float = SPAN) -> None:
-        self.every = every
+    def __init__(self, every: float | None = None, span: float = SPAN) -> None:
+        self.every = every or SAMPLE_EVERY  # read now: the tests shorten it
         self.span = span
-        self.samples: deque[Sample] = deque(maxlen=int(span / every) + 1)
+        self.samples: deque[Sample] = deque(maxlen=int(span / self.every) + 1)
 
     def add(self, statuses: Iterable[DestinationStatus], at: float | None = None) -> None:
         self.samples.append(
@@ -167,11 +167,12 @@ def chart(
     series: list[tuple[str, list[tuple[float, float]]]],
     now: float,
     span: float = SPAN,
-    gap: float = 2.5 * SAMPLE_EVERY,
+    gap: float | None = None,
 ) -> Chart:
     """A line chart of `series` (label, [(time, value)]) over the `span`
     seconds before `now`; a stretch with no sample for `gap` seconds breaks
     its line rather than drawing a slope across what nobody saw."""
+    gap = gap or 2.5 * SAMPLE_EVERY
     start = now - span
     y_max = nice_ceiling(max((v for _, pts in series for t, v in pts if t >= start), default=0))
     plot_w = WIDTH - LEFT - RIGHT
