@@ -321,7 +321,9 @@ def _page(name: str, context: dict[str, Any], status: int = 200) -> Template:
         template_name=name,
         context={"done": None, **context},
         status_code=status,
-        headers={"cache-control": "no-store"},
+        # Here too, not only in the router's after_request: error pages
+        # (exception handlers) do not pass through that hook.
+        headers={"cache-control": "no-store", **SECURITY_HEADERS},
     )
 
 
