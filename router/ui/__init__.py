@@ -19,7 +19,6 @@ from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.template import TemplateConfig
 
 from router.state import RouterState
-from router.ui.figures import status_reader
 from router.ui.handlers import ui_router
 from router.ui.history import History, sampling
 
@@ -29,11 +28,10 @@ TEMPLATES = Path(__file__).parent / "templates"
 class Dashboard(InitPlugin):
     def __init__(self, state: RouterState) -> None:
         self.state = state
-        self.status = status_reader(state)
         self.history = History()
 
     def on_app_init(self, app_config: AppConfig) -> AppConfig:
-        app_config.route_handlers.append(ui_router(self.state, self.status, self.history))
+        app_config.route_handlers.append(ui_router(self.state, self.history))
         app_config.template_config = TemplateConfig(
             instance=JinjaTemplateEngine.from_environment(environment())
         )
@@ -43,7 +41,7 @@ class Dashboard(InitPlugin):
         return app_config
 
     def sampler(self, _app: object) -> AbstractAsyncContextManager[None]:
-        return sampling(self.status, self.history)
+        return sampling(self.state, self.history)
 
 
 def environment() -> jinja2.Environment:

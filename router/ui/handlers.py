@@ -29,8 +29,9 @@ from router.errors import ApiError, redis_cause
 from router.keys import shard_count_key
 from router.queue import DestinationQueues
 from router.state import RouterState
+from router.status import DestinationStatus, StatusReader
+from router.status_view import age
 from router.ui import auth
-from router.ui.figures import DestinationStatus, StatusSource, purge_dead
 from router.ui.history import History, chart
 
 HERE = Path(__file__).parent
@@ -74,9 +75,14 @@ DONE = {
 }
 
 
-def ui_router(state: RouterState, status: StatusSource, history: History) -> Router:
+def ui_router(state: RouterState, history: History) -> Router:
     token = state.settings.admin_token
     assert token, "the dashboard needs ROUTER_ADMIN_TOKEN"
+
+    def status() -> StatusReader:
+        if state.status is None:  # set by the app's lifespan
+            raise ApiError(503, "Starting up.", {"retry-after": "1"})
+        return state.status
 
     # -- guards ---------------------------------------------------------------
 
@@ -142,10 +148,10 @@ def ui_router(state: RouterState, status: StatusSource, history: History) -> Rou
     # -- pages ----------------------------------------------------------------
 
     async def figures() -> list[DestinationStatus]:
-        return sorted(await status.read(), key=lambda s: (s.orphaned, s.name))
+        return sorted(await status().read(), key=lambda s: (s.orphaned, s.name))
 
     def row(s: DestinationStatus) -> dict[str, Any]:
-        return {"s": s, "rate": history.rate(s.name, s), "age": _age(s.oldest_age_seconds)}
+        return {"s": s, "rate": history.rate(s.name, s), "age": age(s.oldest_age_seconds)}
 
     @get("/", name="ui:overview")
     async def overview(done: FromQuery[str | None] = None) -> Response[Any]:
@@ -170,7 +176,7 @@ def ui_router(state: RouterState, status: StatusSource, history: History) -> Rou
     async def find(name: str) -> tuple[DestinationStatus, DestinationQueues]:
         """A destination's figures and queues: one of routes.yaml, or an
         orphan (no longer there, still holding messages)."""
-        match = [s for s in await status.read() if s.name == name]
+        match = [s for s in await status().read() if s.name == name]
         if not match:
             raise ApiError(404, f"No destination named {name!r}.")
         redis, scripts = state.require_redis()
@@ -281,7 +287,7 @@ def ui_router(state: RouterState, status: StatusSource, history: History) -> Rou
     async def purge(request: Request[Any, Any, Any], name: FromPath[str]) -> Response[Any]:
         count = _count(await request.form())
         _, queues = await find(name)
-        return back(name, "purged", await purge_dead(queues, count))
+        return back(name, "purged", await queues.purge_dead(count))
 
     @post("/destinations/{name:str}/blocked/unblock", status_code=303)
     async def unblock(request: Request[Any, Any, Any], name: FromPath[str]) -> Response[Any]:
@@ -375,20 +381,8 @@ def _when(ms: Any, now: float) -> dict[str, str] | None:
     at = ms / 1000
     return {
         "iso": datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
-        "ago": _age(max(0.0, now - at)) or "",
+        "ago": age(max(0.0, now - at)),
     }
-
-
-def _age(seconds: float | None) -> str | None:
-    if seconds is None:
-        return None
-    if seconds < 60:
-        return f"{seconds:.0f} s"
-    if seconds < 3600:
-        return f"{seconds // 60:.0f} min"
-    if seconds < 86400:
-        return f"{seconds // 3600:.0f} h {seconds % 3600 // 60:.0f} min"
-    return f"{seconds // 86400:.0f} d {seconds % 86400 // 3600:.0f} h"
 
 
 def _body(raw: bytes) -> dict[str, Any]:

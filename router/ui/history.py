@@ -25,8 +25,8 @@ from dataclasses import dataclass
 
 from redis.exceptions import RedisError
 
-from router.errors import ApiError
-from router.ui.figures import DestinationStatus, StatusSource
+from router.state import RouterState
+from router.status import DestinationStatus, rate
 
 log = logging.getLogger("router.ui")
 
@@ -36,7 +36,7 @@ SPAN = 15 * 60.0  # seconds of history kept and charted
 
 @dataclass(frozen=True, slots=True)
 class Sample:
-    at: float  # time.time() of the read
+    at: float  # time.time() of the reading
     figures: dict[str, DestinationStatus]
 
 
@@ -46,10 +46,14 @@ class History:
         self.span = span
         self.samples: deque[Sample] = deque(maxlen=int(span / self.every) + 1)
 
-    def add(self, statuses: Iterable[DestinationStatus], at: float | None = None) -> None:
-        self.samples.append(
-            Sample(time.time() if at is None else at, {s.name: s for s in statuses})
-        )
+    def add(self, statuses: Iterable[DestinationStatus]) -> None:
+        """One reading; it is dated by when it was read from Redis (the
+        reader may hand out one up to a second old)."""
+        figures = {s.name: s for s in statuses}
+        at = max((s.read_at for s in figures.values()), default=time.time())
+        if self.samples and self.samples[-1].at == at:
+            return  # the same reading again
+        self.samples.append(Sample(at, figures))
 
     def series(self, name: str, field: str) -> list[tuple[float, float]]:
         """(time, value) of one figure of one destination, oldest first."""
@@ -60,50 +64,45 @@ class History:
         ]
 
     def rates(self, name: str) -> list[tuple[float, float]]:
-        """Messages delivered per second between consecutive samples. A
-        counter that went down (Redis emptied) starts again: no point."""
-        points = self.series(name, "delivered_total")
+        """Messages delivered per second between consecutive samples."""
         out = []
-        for (t0, v0), (t1, v1) in itertools.pairwise(points):
-            if t1 > t0 and v1 >= v0:
-                out.append((t1, (v1 - v0) / (t1 - t0)))
+        for before, after in itertools.pairwise(s for s in self.samples if name in s.figures):
+            r = rate(before.figures[name], after.figures[name])
+            if r is not None:
+                out.append((after.at, r))
         return out
 
     def rate(self, name: str, current: DestinationStatus, window: float = 60.0) -> float | None:
-        """Delivered per second over about the last `window` seconds, from the
-        oldest sample in it to `current` (read now); None without one."""
-        now = time.time()
-        base = None
+        """Delivered per second over about the last `window` seconds: from
+        the oldest sample in it to `current` (read now); None without one."""
         for s in self.samples:
-            if name in s.figures and now - s.at <= window + self.every:
-                base = s
-                break
-        if base is None or now - base.at < 1.0:
-            return None
-        delivered = current.delivered_total - base.figures[name].delivered_total
-        if delivered < 0:
-            return None
-        return delivered / (now - base.at)
+            if name in s.figures and current.read_at - s.at <= window + self.every:
+                if current.read_at - s.figures[name].read_at < 1.0:
+                    return None  # too short to say
+                return rate(s.figures[name], current)
+        return None
 
 
-async def sample_forever(source: StatusSource, history: History) -> None:
+async def sample_forever(state: RouterState, history: History) -> None:
     """Read the figures into `history` every `history.every` seconds, until
-    cancelled. A failed read (Redis away, starting up) leaves a gap."""
+    cancelled. A failed read (Redis away) leaves a gap in the charts."""
     loop = asyncio.get_running_loop()
     next_at = loop.time()
     while True:
         try:
-            history.add(await source.read())
-        except (RedisError, OSError, ApiError) as exc:
-            log.debug("dashboard sample skipped: %s", exc)
+            if state.status is not None:
+                async with asyncio.timeout(max(history.every, 1.0)):
+                    history.add(await state.status.read())
+        except (RedisError, OSError, TimeoutError) as exc:
+            log.debug("dashboard sample skipped: %s", exc or "timeout")
         next_at += history.every
         next_at = max(next_at, loop.time())  # after a slow read, no burst to catch up
         await asyncio.sleep(next_at - loop.time())
 
 
 @contextlib.asynccontextmanager
-async def sampling(source: StatusSource, history: History) -> AsyncIterator[None]:
-    task = asyncio.create_task(sample_forever(source, history), name="router-ui-sampler")
+async def sampling(state: RouterState, history: History) -> AsyncIterator[None]:
+    task = asyncio.create_task(sample_forever(state, history), name="router-ui-sampler")
     try:
         yield
     finally:

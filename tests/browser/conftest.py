@@ -123,9 +123,11 @@ def dashboard(scene: Scene, browser: Browser) -> Iterator[Dashboard]:
 
     def failed(request: Request) -> None:
         failure = request.failure
-        # A refresh in flight when the page navigates (a form was sent) is
-        # cancelled by the browser: nobody failed.
-        if failure == "net::ERR_ABORTED" and request.resource_type == "fetch":
+        # Cancelled by the browser itself: a refresh or the favicon still
+        # loading when the page navigates (a form was sent). The server's
+        # failures show as other errors (refused, reset, empty) or as an
+        # answer >= 400.
+        if failure == "net::ERR_ABORTED":
             return
         watch.problems.append(f"request failed: {request.url} {failure}")
 

@@ -6,14 +6,14 @@ from __future__ import annotations
 import time
 
 from router.ui import auth
-from router.ui.figures import DestinationStatus
+from router.status import DestinationStatus
 from router.ui.history import History, chart, nice_ceiling
 
 
-def status(name: str = "d", delivered: int = 0, messages: int = 0) -> DestinationStatus:
+def status(at: float, delivered: int = 0, name: str = "d") -> DestinationStatus:
     return DestinationStatus(
         name=name,
-        messages=messages,
+        messages=0,
         ready=0,
         in_flight=0,
         delayed=0,
@@ -23,6 +23,7 @@ def status(name: str = "d", delivered: int = 0, messages: int = 0) -> Destinatio
         delivered_total=delivered,
         paused=False,
         orphaned=False,
+        read_at=at,
     )
 
 
@@ -75,19 +76,21 @@ def test_rates_come_from_the_delivered_counter() -> None:
     history = History(every=5)
     t = time.time() - 30
     for i, delivered in enumerate((0, 50, 100, 10, 60)):  # Redis emptied after the third
-        history.add([status(delivered=delivered)], at=t + 5 * i)
-    assert history.rates("d") == [(t + 5, 10.0), (t + 10, 10.0), (t + 20, 10.0)]
+        history.add([status(t + 5 * i, delivered)])
+    history.add([status(t + 20, 60)])  # the reader's same reading again: no sample
+    assert len(history.samples) == 5
+    assert history.rates("d") == [(t + 5, 10.0), (t + 10, 10.0), (t + 15, 0.0), (t + 20, 10.0)]
     assert history.rates("unknown") == []
-    # Over the last minute: from the oldest sample in it to the figures now.
-    rate = history.rate("d", status(delivered=100))
-    assert rate is not None and 3.0 < rate < 3.5  # 100 in the ~30 s since the first sample
-    assert History().rate("d", status()) is None  # nothing to compare with yet
+    # Over the last minute: from the oldest sample in it to the reading now.
+    assert history.rate("d", status(t + 30, 100)) == 100 / 30
+    assert history.rate("d", status(t + 0.5, 100)) is None  # too short to say
+    assert History().rate("d", status(t, 0)) is None  # nothing to compare with yet
 
 
 def test_the_ring_buffer_keeps_the_span() -> None:
     history = History(every=5, span=60)
     for i in range(100):
-        history.add([status()], at=float(i))
+        history.add([status(float(i))])
     assert len(history.samples) == 13
     assert history.samples[0].at == 87.0
 
