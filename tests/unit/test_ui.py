@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import time
 
-from router.ui import auth
 from router.status import DestinationStatus
+from router.ui import auth
 from router.ui.history import History, chart, nice_ceiling
 
 
