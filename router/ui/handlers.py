@@ -39,6 +39,7 @@ STATIC = HERE / "static"
 
 REFRESH_SECONDS = 5  # how often an open page refreshes its figures
 DEAD_PAGE = 50  # dead letters per page
+BLOCKED_SHOWN = 100  # blocked keys listed (each costs two reads for its head)
 BODY_SHOWN = 64 * 1024  # characters of a message body shown (the rest: "… N more")
 
 CSP = "; ".join(
@@ -189,7 +190,6 @@ def ui_router(state: RouterState, history: History) -> Router:
 
     @get("/destinations/{name:str}", name="ui:destination")
     async def destination(
-        request: Request[Any, Any, Any],
         name: FromPath[str],
         start: FromQuery[int] = 0,
         done: FromQuery[str | None] = None,
@@ -203,7 +203,7 @@ def ui_router(state: RouterState, history: History) -> Router:
         dead_total = sum([int(await q.redis.llen(q.keys.dead)) for q in queues.shards])
         blocked = await queues.blocked_keys()
         blocked_rows = []
-        for key in sorted(blocked):
+        for key in sorted(blocked)[:BLOCKED_SHOWN]:
             shard = queues.of_key(key)
             head = await shard.redis.lindex(shard.keys.lane(key), 0)
             blocked_rows.append(
@@ -246,6 +246,7 @@ def ui_router(state: RouterState, history: History) -> Router:
                 "start": start,
                 "page": DEAD_PAGE,
                 "blocked": blocked_rows,
+                "blocked_total": len(blocked),
                 "done": DONE.get(done or "", "").format(n=n) or None,
                 "as_of": _clock(now),
                 "refresh": REFRESH_SECONDS,
