@@ -112,7 +112,7 @@ def scene(clean_redis: str, bot: Bot, tmp_path: Path, fast_refresh: None) -> Ite
 
 
 @pytest.fixture()
-def dashboard(scene: Scene, browser: Browser) -> Iterator[Dashboard]:
+def dashboard(browser: Browser, scene: Scene) -> Iterator[Dashboard]:
     """A fresh browser context (no cookies) on the scene's router, watched."""
     context = browser.new_context()
     context.set_default_timeout(10_000)
