@@ -29,7 +29,7 @@ from router.errors import ApiError, redis_cause
 from router.keys import shard_count_key
 from router.queue import DestinationQueues
 from router.state import RouterState
-from router.status import DestinationStatus, StatusReader
+from router.status import DestinationStatus, StatusReader, layout_of, read_status
 from router.status_view import age
 from router.ui import auth
 from router.ui.history import History, chart
@@ -148,15 +148,23 @@ def ui_router(state: RouterState, history: History) -> Router:
 
     # -- pages ----------------------------------------------------------------
 
-    async def figures() -> list[DestinationStatus]:
-        return sorted(await status().read(), key=lambda s: (s.orphaned, s.name))
+    async def figures(fresh: bool = False) -> list[DestinationStatus]:
+        """The reader's figures (at most a second old), or, on the page that
+        answers an action (`fresh`), read now: a pause must show at once."""
+        if fresh:
+            redis, scripts = state.require_redis()
+            layout = layout_of(state.config.destinations.values())
+            current = await read_status(redis, scripts, layout)
+        else:
+            current = await status().read()
+        return sorted(current, key=lambda s: (s.orphaned, s.name))
 
     def row(s: DestinationStatus) -> dict[str, Any]:
         return {"s": s, "rate": history.rate(s.name, s), "age": age(s.oldest_age_seconds)}
 
     @get("/", name="ui:overview")
     async def overview(done: FromQuery[str | None] = None) -> Response[Any]:
-        current = await figures()
+        current = await figures(fresh=done is not None)
         now = time.time()
         names = [s.name for s in current]
         charts = [
@@ -174,10 +182,10 @@ def ui_router(state: RouterState, history: History) -> Router:
             },
         )
 
-    async def find(name: str) -> tuple[DestinationStatus, DestinationQueues]:
+    async def find(name: str, fresh: bool = False) -> tuple[DestinationStatus, DestinationQueues]:
         """A destination's figures and queues: one of routes.yaml, or an
         orphan (no longer there, still holding messages)."""
-        match = [s for s in await status().read() if s.name == name]
+        match = [s for s in await figures(fresh) if s.name == name]
         if not match:
             raise ApiError(404, f"No destination named {name!r}.")
         redis, scripts = state.require_redis()
@@ -195,7 +203,7 @@ def ui_router(state: RouterState, history: History) -> Router:
         done: FromQuery[str | None] = None,
         n: FromQuery[int] = 0,
     ) -> Response[Any]:
-        current, queues = await find(name)
+        current, queues = await find(name, fresh=done is not None)
         now = time.time()
         start = max(0, start)
         dead = await queues.dead_letters(start, DEAD_PAGE)

@@ -48,7 +48,8 @@ def test_login_sets_a_strict_http_only_cookie_and_a_wrong_token_is_refused(
 
     dashboard.watch.expect(401)
     page.fill("#token", "not-the-token")
-    page.click("button[type=submit]")
+    with page.expect_navigation():
+        page.click("button[type=submit]")
     assert page.locator(".error").inner_text() == "That is not the admin token."
     assert page.context.cookies() == []
 
@@ -103,8 +104,8 @@ def test_the_figures_on_the_page_are_what_redis_holds(dashboard: Dashboard, scen
     wait_until(lambda: len(scene.bot.acknowledged()) == 3, what="the good messages")
     page = dashboard.page
     dashboard.login()
-    page.locator('tr[data-destination="chatbot"] button[data-action="pause"]').click()
-    page.wait_for_url(dashboard.url + "/ui")
+    with page.expect_navigation():  # the form's answer, back to the overview
+        page.locator('tr[data-destination="chatbot"] button[data-action="pause"]').click()
     for key, mensaje in (("k4", "w1"), ("k5", "w2"), ("k5", "w3")):
         scene.post("chatbot", key, mensaje)  # stored, waiting out the pause
 
@@ -159,15 +160,18 @@ def test_replay_through_the_page_delivers_the_dead_letters(
     dashboard.login()
     page.goto(dashboard.url + "/ui/destinations/chatbot")
     page.fill('form[action$="/dead/replay"] input[name=count]', "2")
-    page.click('button[data-action="replay"]')
-    page.wait_for_url(dashboard.url + "/ui/destinations/chatbot")  # the notice left the URL
+    with page.expect_navigation():
+        page.click('button[data-action="replay"]')
+    assert page.url == dashboard.url + "/ui/destinations/chatbot"  # the notice left the URL
     assert page.locator(".flash").inner_text().startswith("Replayed 2 dead letter(s)")
     wait_until(
         lambda: sorted(scene.bot.acked_messages()) == ["dead-1", "dead-2"],
         what="the two oldest, replayed",
     )
     assert scene.figures("chatbot")["dead"] == 1
-    page.click('button[data-action="replay"]')  # the rest (an empty count: all)
+    with page.expect_navigation():
+        page.click('button[data-action="replay"]')  # the rest (an empty count: all)
+    assert page.locator(".flash").inner_text().startswith("Replayed 1 dead letter(s)")
     wait_until(lambda: "dead-3" in scene.bot.acked_messages(), what="the last replay")
     wait_until(
         lambda: page.reload() is not None and shown(page, "chatbot")["dead"] == 0,
@@ -186,8 +190,8 @@ def test_purge_asks_first_and_drops_the_oldest(dashboard: Dashboard, scene: Scen
     assert scene.figures("chatbot")["dead"] == 2
     page.once("dialog", accept)
     page.fill('form[action$="/dead/purge"] input[name=count]', "1")
-    page.click('button[data-action="purge"]')
-    page.wait_for_selector(".flash")
+    with page.expect_navigation():
+        page.click('button[data-action="purge"]')
     assert page.locator(".flash").inner_text() == "Purged 1 dead letter(s)."
     assert scene.figures("chatbot")["dead"] == 1
     assert "dead-2" in page.locator("#dead pre").text_content()
@@ -200,8 +204,9 @@ def test_pause_through_the_page_stops_delivery_and_resume_restarts_it(
     page = dashboard.page
     dashboard.login()
     page.goto(dashboard.url + "/ui/destinations/chatbot")
-    page.click('button[data-action="pause"]')
-    page.wait_for_selector('button[data-action="resume"]')
+    with page.expect_navigation():
+        page.click('button[data-action="pause"]')
+    assert page.locator('button[data-action="resume"]').count() == 1
     assert scene.paused("chatbot")
     scene.post("chatbot", "k1", "while-paused")
     wait_until(
@@ -213,8 +218,9 @@ def test_pause_through_the_page_stops_delivery_and_resume_restarts_it(
     while time.monotonic() < deadline:
         assert scene.bot.received == []
         time.sleep(0.05)
-    page.click('button[data-action="resume"]')
-    page.wait_for_selector('button[data-action="pause"]')
+    with page.expect_navigation():
+        page.click('button[data-action="resume"]')
+    assert page.locator('button[data-action="pause"]').count() == 1
     assert not scene.paused("chatbot")
     wait_until(lambda: scene.bot.acked_messages() == ["while-paused"], what="delivery on resume")
 
@@ -227,7 +233,8 @@ def test_unblock_through_the_page_retries_the_head_then_the_rest(
     page = dashboard.page
     dashboard.login()
     page.goto(dashboard.url + "/ui/destinations/alerts")
-    page.locator('tr[data-blocked-key="a/1 %é"] button[data-action="unblock"]').click()
+    with page.expect_navigation():
+        page.locator('tr[data-blocked-key="a/1 %é"] button[data-action="unblock"]').click()
     assert page.locator(".flash").inner_text().startswith("Unblocked")
     wait_until(
         lambda: scene.bot.acked_messages("a/1 %é") == ["stuck", "behind"],
