@@ -32,6 +32,7 @@ from router.reload import IngestSwitch, Reloader
 from router.settings import Settings
 from router.state import RouterState
 from router.status import StatusReader, layout_of
+from router.ui import ui_plugins
 from router.worker import running_workers
 
 log = logging.getLogger("router.api")
@@ -310,6 +311,7 @@ def create_app(
         route_handlers=handlers,
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        plugins=ui_plugins(state),  # the dashboard, /ui: only with ROUTER_ADMIN_TOKEN
         openapi_config=docs.openapi_config(config, admin=bool(settings.admin_token)),
         logging_config=None,  # the CLI configures logging once for the process
         debug=False,

@@ -608,9 +608,9 @@ def _option_warnings(
 
 
 # The router's own paths (app.py, admin.py, Litestar's OpenAPI under
-# /schema); a route may be neither one of them nor below one. /metrics is
-# kept free for the metrics endpoint to come.
-RESERVED_PATHS = ("/healthz", "/readyz", "/schema", "/admin", "/metrics")
+# /schema, the dashboard under /ui); a route may be neither one of them nor
+# below one. /metrics is kept free for the metrics endpoint to come.
+RESERVED_PATHS = ("/healthz", "/readyz", "/schema", "/admin", "/metrics", "/ui")
 
 # A character of a route path segment: RFC 3986 pchar without %-escapes
 # (Litestar matches the decoded path, so an escape in a route never matches),

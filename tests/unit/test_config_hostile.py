@@ -257,6 +257,8 @@ BAD_PATHS: list[tuple[list[str], int, list[str]]] = [
     (["/readyz/"], 0, [OWN]),
     (["/metrics"], 0, [OWN, "/metrics and below"]),
     (["/metrics/v1"], 0, [OWN]),
+    (["/ui"], 0, [OWN, "/ui and below"]),
+    (["/ui/static/ui.js"], 0, [OWN]),
     (["/{x}"], 0, ["{parameter}", RULE]),
     (["/v1/{name:str}"], 0, ["{parameter}"]),
     (["/files/{rest:path}"], 0, ["{parameter}"]),
@@ -360,6 +362,7 @@ GOOD_PATHS: list[list[str]] = [
     ["/x@y!$&'()*+,;=:"],
     ["/...", "/.a", "/a..b"],  # dots that are not a whole . or .. segment
     ["/schemas", "/administrator", "/healthz-2", "/readyz.json", "/metrics_v2", "/v1/admin"],
+    ["/uix", "/v1/ui", "/ui-2"],
     ["/" + "/".join(f"s{n}" for n in range(30))],
 ]
 
