@@ -69,7 +69,7 @@ SECURITY_HEADERS = {
 DONE = {
     "paused": "Paused: nothing new is attempted; attempts in flight finish.",
     "resumed": "Resumed: waiting messages go out, oldest first per key.",
-    "replayed": "Replayed {n} dead letter(s): each is back at the head of its key.",
+    "replayed": "Replayed {n} dead letter(s): each is back in its key's lane, where it arrived.",
     "purged": "Purged {n} dead letter(s).",
     "unblocked": "Unblocked: the key's head message is attempted again.",
     "not-blocked": "That key is no longer blocked.",
