@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
@@ -319,7 +320,13 @@ def create_app(
 
 
 def app_from_env() -> Litestar:
-    """Factory for `uvicorn --factory` (used by `router serve --reload`)."""
+    """Factory for `uvicorn --factory` (`router serve --reload`, and each
+    server process of ROUTER_PROCESSES > 1)."""
+    # A spawned server process starts with SIGHUP at its default (end the
+    # process): ignored from here until its Reloader handles it. (One
+    # arriving in the moment before this line, while the interpreter
+    # starts, still ends the process; uvicorn's supervisor starts another.)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     settings = Settings.from_env()
     logs.setup(settings.log_level, settings.log_format)
     if not settings.metrics:

@@ -82,14 +82,18 @@ RACY_WINDOW = 2.0
 # How often an unrecorded registry is tried again when polling is off.
 REGISTRY_RETRY = 5.0
 
+# A content refused for a reason outside the file is tried again after this.
+RETRY_REFUSED = 30.0
+
 
 def hold_sighup() -> None:
     """In a long-running command's main process, before anything else: a
     SIGHUP must never end a router process. It is ignored until a process's
-    Reloader handles it (ignoring is inherited by the server processes
-    uvicorn spawns, so one arriving while they start is not fatal either),
-    and uvicorn's multi-process supervisor, which would restart its server
-    processes on SIGHUP, forwards it to them instead: each reloads in place."""
+    Reloader handles it, and uvicorn's multi-process supervisor, which would
+    restart its server processes on SIGHUP, forwards it to them instead:
+    each reloads in place. (The server processes uvicorn spawns start with
+    SIGHUP at its default, since the supervisor handles it: router.app's
+    app_from_env ignores it first thing.)"""
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     from uvicorn.supervisors.multiprocess import Multiprocess
 
@@ -129,13 +133,21 @@ class IngestSwitch:
         self.registered = {route_key(r.path) for r in state.config.routes}
 
     def switch(self, config: Config) -> None:
-        # No await in here: no request sees the routes half switched.
-        self.state.use_config(config)
-        for route in config.routes:
-            key = route_key(route.path)
-            if key not in self.registered:
-                self.app.register(self.handler(route.path))
-                self.registered.add(key)
+        # No await in here: no request sees the routes half switched. Should
+        # registering a new path raise, the state goes back to the old routes
+        # (a handler already registered for a path the running config does
+        # not have answers 404).
+        old = self.state.config
+        self.state.use_config(config)  # the handlers are built from it
+        try:
+            for route in config.routes:
+                key = route_key(route.path)
+                if key not in self.registered:
+                    self.app.register(self.handler(route.path))
+                    self.registered.add(key)
+        except BaseException:
+            self.state.use_config(old)
+            raise
 
 
 FileState = tuple[int, int, int, int]  # device, inode, size, mtime (ns)
@@ -224,6 +236,7 @@ class Reloader:
         self._closing = False
         self._seen: FileState | None = None
         self._seen_digest: bytes | None = None
+        self._retry_at: float | None = None  # a refusal outside the file: when to try again
         self._recorded = False  # the registry has this config's names
 
     # -- lifecycle -------------------------------------------------------------
@@ -309,7 +322,8 @@ class Reloader:
         written in place is not taken half-written."""
         state = _stat(self.file)
         racy = state is not None and time.time() - state[3] / 1e9 < RACY_WINDOW
-        if state == self._seen and not racy:
+        retry = self._retry_at is not None and time.monotonic() >= self._retry_at
+        if state == self._seen and not racy and not retry:
             return False, None
         content = None
         for _ in range(SETTLE_ROUNDS):
@@ -325,8 +339,9 @@ class Reloader:
         else:
             content = _read(self.file)  # still changing: take it as it is
         digest = _digest(content)
-        if digest == self._seen_digest:
+        if digest == self._seen_digest and not retry:
             return False, None
+        self._retry_at = None
         self._seen_digest = digest
         return True, content
 
@@ -339,7 +354,7 @@ class Reloader:
         try:
             new = await asyncio.to_thread(load, self.file, None, data)
         except ConfigError as exc:
-            return self._refuse(f"config error: {exc}")
+            return self._refuse(f"config error: {exc}", transient=False)
         if new == self.config:
             (log.info if forced else log.debug)("%s: %s unchanged", reason, self.file)
             return True
@@ -356,24 +371,46 @@ class Reloader:
                     f"{self.file}: a destination's plugin failed to start "
                     f"({type(exc).__name__}: {text})"
                 )
+        if self.ingest is not None:
+            try:
+                self.ingest.switch(new)
+            except Exception as exc:
+                if plan is not None:
+                    await plan.abandon()
+                log.exception("%s: serving the new routes failed", reason)
+                return self._refuse(f"{self.file}: serving its routes failed ({exc})")
         for warning in new.warnings:
             if warning not in self.config.warnings:
                 log.warning("config: %s", warning)
         old, self.config = self.config, new
-        if self.ingest is not None:
-            self.ingest.switch(new)
         if self.workers is not None and plan is not None:
             await self.workers.switch(plan, self.settings.shutdown_grace)
         self.reloads += 1
         self.last_error = None
         log.info("%s: reloaded %s: %s", reason, self.file, _changes(old, new))
+        for name, dest in new.destinations.items():
+            before = old.destinations.get(name)
+            if before is not None and before.settings.ordering_key != dest.settings.ordering_key:
+                log.warning(
+                    "destination %s: ordering_key is now %s (was %s): messages stored from "
+                    "now on wait in other lanes than those stored before, so a "
+                    "conversation's new messages can overtake its older ones still waiting",
+                    name,
+                    dest.settings.ordering_key or "(one global order)",
+                    before.settings.ordering_key or "(one global order)",
+                )
         self._recorded = False
         await self._record()
         return True
 
-    def _refuse(self, problem: str) -> bool:
+    def _refuse(self, problem: str, transient: bool = True) -> bool:
         self.last_error = problem
         log.error("%s; not reloaded, the running config is kept", problem)
+        if transient:
+            # Not the file's fault (a plugin that could not start yet, a
+            # shard count the stored messages hold back): the same content
+            # is tried again at the next look after RETRY_REFUSED.
+            self._retry_at = time.monotonic() + RETRY_REFUSED
         return False
 
     async def _refusal(self, new: Config) -> str | None:

@@ -154,7 +154,7 @@ def ui_router(state: RouterState, history: History) -> Router:
         if fresh:
             redis, scripts = state.require_redis()
             layout = layout_of(state.config.destinations.values())
-            current = await read_status(redis, scripts, layout)
+            current = await read_status(redis, scripts, layout, layout)  # orphans too
         else:
             current = await status().read()
         return sorted(current, key=lambda s: (s.orphaned, s.name))
@@ -366,7 +366,7 @@ def _count(form: Any) -> int | None:
     text = str(form.get("count") or "").strip()
     if not text or text == "all":
         return None
-    if not text.isdigit() or int(text) < 1:
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:  # not "²"
         raise ApiError(400, f"Count {text!r}: write a whole number of at least 1, or leave empty.")
     return int(text)
 

@@ -187,8 +187,12 @@ def test_purge_asks_first_and_drops_the_oldest(dashboard: Dashboard, scene: Scen
     page = dashboard.page
     dashboard.login()
     page.goto(dashboard.url + "/ui/destinations/chatbot")
+    sent: list[str] = []
+    page.on("request", lambda r: sent.append(r.url) if r.method == "POST" else None)
     page.once("dialog", lambda d: d.dismiss())  # "Purge these dead letters?" No.
     page.click('button[data-action="purge"]')
+    page.wait_for_timeout(500)  # a form the dialog let through would be on its way by now
+    assert [u for u in sent if u.endswith("/dead/purge")] == []
     assert scene.figures("chatbot")["dead"] == 2
     page.once("dialog", accept)
     page.fill('form[action$="/dead/purge"] input[name=count]', "1")

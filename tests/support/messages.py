@@ -75,9 +75,18 @@ async def enqueue_json(scripts: Scripts, keys: DestinationKeys, key: str, value:
 
 
 def stored_keys(redis: Redis) -> list[bytes]:
-    """Every key in the database but the registry of destination names a
-    router records when it starts (router.registry): what requests stored."""
-    return [k for k in redis.scan_iter(count=1000) if k != destinations_key().encode()]
+    """Every key in the database but the bookkeeping a router writes when it
+    starts: the registry of destination names (router.registry) and each
+    queue's counts while they say it is empty (recount.lua): what requests
+    stored."""
+    out = []
+    for k in redis.scan_iter(count=1000):
+        if k == destinations_key().encode():
+            continue
+        if k.endswith(b":counts") and int(redis.hget(k, "messages") or 0) == 0:
+            continue
+        out.append(k)
+    return out
 
 
 def lane_keys(redis: Redis) -> list[bytes]:
