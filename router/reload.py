@@ -121,11 +121,11 @@ class IngestSwitch:
         self,
         app: Litestar,
         state: RoutesState,
-        handler: Callable[[str], HTTPRouteHandler],
+        handler: Callable[[str], list[HTTPRouteHandler]],
     ) -> None:
         self.app = app
         self.state = state
-        self.handler = handler  # path -> its ingest handler (router.app)
+        self.handler = handler  # path -> its ingest handlers, POST and GET (router.app)
         self.registered = {route_key(r.path) for r in state.config.routes}
 
     def switch(self, config: Config) -> None:
@@ -134,7 +134,8 @@ class IngestSwitch:
         for route in config.routes:
             key = route_key(route.path)
             if key not in self.registered:
-                self.app.register(self.handler(route.path))
+                for handler in self.handler(route.path):
+                    self.app.register(handler)
                 self.registered.add(key)
 
 
