@@ -131,6 +131,7 @@ def _ingest_handler(state: RouterState, path: str) -> list[HTTPRouteHandler]:
         )
 
     return [
+        *_verify_handlers(state, path),
         post(
             path,
             status_code=200,
@@ -146,7 +147,6 @@ def _ingest_handler(state: RouterState, path: str) -> list[HTTPRouteHandler]:
             # it does not rewrite the document (a route it adds gets its own).
             operation_class=docs.ingest_operation(first, state.settings),  # body, headers, answers
         )(store_message),
-        _verify_handler(state, path),
     ]
 
 
@@ -159,11 +159,15 @@ def _stored_many(results: list[EnqueueResult]) -> Response[bytes]:
     )
 
 
-def _verify_handler(state: RouterState, path: str) -> HTTPRouteHandler:
-    """GET on a route: the handshake of a format that has one (WhatsApp's
-    subscription check), as the running routes.yaml defines the route; on
-    any other route 405, as before there was a GET."""
+def _verify_handlers(state: RouterState, path: str) -> list[HTTPRouteHandler]:
+    """GET on a route whose format has a handshake (WhatsApp's subscription
+    check); registered once a route needs it (at start or by a reload) and
+    answering as the running routes.yaml defines the route: 405 once it no
+    longer has one, as a route without a GET answers."""
     key = route_key(path)
+    route = state.ingest[key].route
+    if route.format is None or route.format.verify is None:
+        return []
 
     async def verify(request: Request[Any, Any, Any]) -> Response[bytes]:
         ingest = state.ingest.get(key)
@@ -175,7 +179,7 @@ def _verify_handler(state: RouterState, path: str) -> HTTPRouteHandler:
         answer = fmt.verify(ingest.route.format_options, request.query_params)
         return Response(answer.encode(), media_type="text/plain")
 
-    return get(path, name=f"verify:{path}", include_in_schema=False)(verify)
+    return [get(path, name=f"verify:{path}", include_in_schema=False)(verify)]
 
 
 async def _read_body(request: Request[Any, Any, Any], limit: int) -> bytes:

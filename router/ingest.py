@@ -278,7 +278,12 @@ async def store_format(
     if fmt.authenticate is not None:
         fmt.authenticate(options, headers, body)
     request = FormatRequest(
-        body, headers, options, settings.max_depth, settings.max_string_length, settings.max_body
+        body,
+        headers,
+        options,
+        lambda raw: decode_object(
+            raw, settings.max_body, settings.max_depth, settings.max_string_length
+        ),
     )
     messages = fmt.parse(request)
     chosen = [(m, _format_targets(ingest, m)) for m in messages]

@@ -58,17 +58,15 @@ class FormatRequest:
     body: bytes
     headers: Mapping[str, str]
     options: Any  # an instance of the format's options Struct
-    max_depth: int
-    max_string_length: int | None
-    max_body: int
+    # router.ingest.decode_object with the route's limits (max_body,
+    # max_depth, max_string_length), given by the router.
+    decode: Callable[[bytes], dict[str, Any]] = field(repr=False)
 
     def json(self) -> dict[str, Any]:
         """The body as a JSON object, with the route's limits and the same
         400s naming the problem as a JSON route (invalid JSON with its byte
         offset, not an object, nested too deep, a string too long)."""
-        from router.ingest import decode_object  # router.ingest imports the config
-
-        return decode_object(self.body, self.max_body, self.max_depth, self.max_string_length)
+        return self.decode(self.body)
 
 
 @dataclass(frozen=True, slots=True)

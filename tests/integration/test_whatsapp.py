@@ -131,7 +131,10 @@ def status(wamid: str, state: str, recipient: str) -> dict[str, Any]:
         "recipient_id": recipient,
     }
     if state in ("sent", "delivered"):
-        s["conversation"] = {"id": "a75d17ad06104c51166f948319b03c6a", "origin": {"type": "service"}}
+        s["conversation"] = {
+            "id": "a75d17ad06104c51166f948319b03c6a",
+            "origin": {"type": "service"},
+        }
         s["pricing"] = {"billable": True, "pricing_model": "CBP", "category": "service"}
     if state == "failed":
         s["errors"] = [{"code": 131014, "title": "Request for url https://URL.jpg failed"}]
@@ -145,7 +148,9 @@ def signed(body: bytes, secret: str = SECRET) -> dict[str, str]:
 
 def post(url: str, payload: Any, headers: dict[str, str] | None = None) -> httpx.Response:
     body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-    return httpx.post(url + PATH, content=body, headers=signed(body) if headers is None else headers)
+    if headers is None:
+        headers = signed(body)
+    return httpx.post(url + PATH, content=body, headers=headers)
 
 
 def nothing_stored(redis: Redis) -> bool:
@@ -399,9 +404,7 @@ def test_get_on_a_json_route_is_still_405(clean_redis: str, tmp_path: Path) -> N
 # -- delivered end to end ------------------------------------------------------------
 
 
-def test_messages_reach_the_bot_in_order_per_wa_id(
-    clean_redis: str, routes: Any, bot: Bot
-) -> None:
+def test_messages_reach_the_bot_in_order_per_wa_id(clean_redis: str, routes: Any, bot: Bot) -> None:
     alice, bob = "447700900001", "447700900002"
     sent = {alice: [f"a{i}" for i in range(6)], bob: [f"b{i}" for i in range(6)]}
     server: ServerThread = serve(clean_redis, routes(bot_url=bot.url), run_workers=True)
