@@ -5,10 +5,10 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test lint faults bench clean
 
-$(STAMP): pyproject.toml plugins/chatbot/pyproject.toml
+$(STAMP): pyproject.toml plugins/chatbot/pyproject.toml plugins/whatsapp/pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -e '.[dev]' -e plugins/chatbot
+	$(PIP) install -q -e '.[dev]' -e plugins/chatbot -e plugins/whatsapp
 	touch $(STAMP)
 
 # Ingest + delivery in one process on $PORT (default 3000); without REDIS_URL

@@ -25,10 +25,10 @@ from router.auth import BearerToken
 from router.batching import batcher
 from router.config import Config, route_key
 from router.errors import EXCEPTION_HANDLERS, ApiError, outage_log, redis_cause
-from router.ingest import IngestRoute
+from router.ingest import IngestRoute, store_format
 from router.loading import load
 from router.metrics import IngestMetrics
-from router.queue import DestinationQueues, Scripts
+from router.queue import DestinationQueues, EnqueueResult, Scripts
 from router.reload import IngestSwitch, Reloader
 from router.settings import Settings
 from router.state import RouterState
@@ -44,7 +44,7 @@ _json = msgspec.json.Encoder()
 CLOSE = {"connection": "close"}
 
 
-def _ingest_handler(state: RouterState, path: str) -> HTTPRouteHandler:
+def _ingest_handler(state: RouterState, path: str) -> list[HTTPRouteHandler]:
     """The handler of route `path`; it serves the route as the running
     routes.yaml defines it (state.ingest, switched by a reload), and 404 once
     a reload removed it (Litestar cannot unregister a handler)."""
@@ -92,6 +92,19 @@ def _ingest_handler(state: RouterState, path: str) -> HTTPRouteHandler:
                 body = await _read_body(request, ingest.route.settings.max_body)
                 timer.reschedule(asyncio.get_running_loop().time() + deadline)
                 client = request.client.host if request.client else "unknown"
+                if ingest.format is not None:
+                    return _stored_many(
+                        await store_format(
+                            ingest,
+                            scripts,
+                            body,
+                            request.headers,
+                            client,
+                            state.limiters.get(ingest.route.path),
+                            state.batcher,
+                            state.batcher_many,
+                        )
+                    )
                 result = await ingest.store(
                     scripts,
                     body,
@@ -118,21 +131,56 @@ def _ingest_handler(state: RouterState, path: str) -> HTTPRouteHandler:
             media_type="application/json",
         )
 
-    return post(
-        path,
-        status_code=200,
-        # The route's max_body is applied by _read_body, as the running
-        # routes.yaml says (a reload may change it).
-        request_max_body_size=None,
-        name=f"ingest:{path}",
-        # Unique per route (paths are): Litestar's generated ids collide for
-        # paths like /a-b and /a/b, which broke /schema.
-        operation_id=f"store_message {path}",
-        summary=f"Store a message for {', '.join(d.name for d in first.route.destinations)}",
-        # As the route was when the handler was made: a reload that changes
-        # it does not rewrite the document (a route it adds gets its own).
-        operation_class=docs.ingest_operation(first, state.settings),  # body, headers, answers
-    )(store_message)
+    return [
+        *_verify_handlers(state, path),
+        post(
+            path,
+            status_code=200,
+            # The route's max_body is applied by _read_body, as the running
+            # routes.yaml says (a reload may change it).
+            request_max_body_size=None,
+            name=f"ingest:{path}",
+            # Unique per route (paths are): Litestar's generated ids collide for
+            # paths like /a-b and /a/b, which broke /schema.
+            operation_id=f"store_message {path}",
+            summary=f"Store a message for {', '.join(d.name for d in first.route.destinations)}",
+            # As the route was when the handler was made: a reload that changes
+            # it does not rewrite the document (a route it adds gets its own).
+            operation_class=docs.ingest_operation(first, state.settings),  # body, headers, answers
+        )(store_message),
+    ]
+
+
+def _stored_many(results: list[EnqueueResult]) -> Response[bytes]:
+    """The answer to a format route's request: each message stored (or a
+    duplicate), in the request's order."""
+    messages = [{"id": r.id, "duplicate": r.duplicate} for r in results]
+    return Response(
+        _json.encode({"status": "ok", "messages": messages}), media_type="application/json"
+    )
+
+
+def _verify_handlers(state: RouterState, path: str) -> list[HTTPRouteHandler]:
+    """GET on a route whose format has a handshake (WhatsApp's subscription
+    check); registered once a route needs it (at start or by a reload) and
+    answering as the running routes.yaml defines the route: 405 once it no
+    longer has one, as a route without a GET answers."""
+    key = route_key(path)
+    route = state.ingest[key].route
+    if route.format is None or route.format.verify is None:
+        return []
+
+    async def verify(request: Request[Any, Any, Any]) -> Response[bytes]:
+        ingest = state.ingest.get(key)
+        if ingest is None:
+            raise ApiError(404, "no route for this path")
+        fmt = ingest.format
+        if fmt is None or fmt.verify is None:
+            raise ApiError(405, "method not allowed for this path", {"Allow": "POST"})
+        answer = fmt.verify(ingest.route.format_options, request.query_params)
+        return Response(answer.encode(), media_type="text/plain")
+
+    return [get(path, name=f"verify:{path}", include_in_schema=False)(verify)]
 
 
 async def _read_body(request: Request[Any, Any, Any], limit: int) -> bytes:
@@ -276,6 +324,13 @@ def create_app(
                 replicas=settings.redis_wait,
                 replica_timeout=settings.ingest_deadline,
             )
+            # The several messages of one request (an ingest format's).
+            state.batcher_many = batcher(
+                state.redis,
+                state.scripts.enqueue_many,
+                replicas=settings.redis_wait,
+                replica_timeout=settings.ingest_deadline,
+            )
         state.build_limiters()
         try:
             async with contextlib.AsyncExitStack() as stack:
@@ -304,7 +359,7 @@ def create_app(
         finally:
             await state.redis.aclose()
 
-    handlers = [_ingest_handler(state, r.path) for r in config.routes]
+    handlers = [h for r in config.routes for h in _ingest_handler(state, r.path)]
     handlers += _health_handlers(state)
     handlers += _metrics_handlers(state)
     handlers += admin_handlers(state)

@@ -305,10 +305,12 @@ def _check(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _plugins(settings: Settings, args: argparse.Namespace) -> int:
-    from router.plugins import plugin_manager, sink_types
+    from router.plugins import ingest_formats, plugin_manager, sink_types
 
     for name, st in sorted(sink_types(plugin_manager()).items()):
         print(f"{name}: {st.description}")
+    for name, fmt in sorted(ingest_formats(plugin_manager()).items()):
+        print(f"format {name}: {fmt.description}")
     return 0
 
 

@@ -18,6 +18,7 @@ from typing import Any, Literal
 import msgspec
 import yaml
 
+from router.ingest_formats import IngestFormat
 from router.sinks import SinkType
 
 
@@ -159,6 +160,11 @@ class RouteSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     max_string_length: int | None = None
     auth: AuthSettings | None = None
     rate_limit: RateLimitSettings | None = None
+    # How requests are read: None, one JSON object per POST; or a format an
+    # ingest plugin provides (`router plugins` lists them), e.g. whatsapp,
+    # with its options (router.ingest_formats).
+    format: str | None = None
+    format_options: dict[str, Any] = {}
 
 
 class RawConfig(msgspec.Struct, forbid_unknown_fields=True):
@@ -182,6 +188,11 @@ class Destination:
 class Route:
     settings: RouteSettings
     destinations: tuple[Destination, ...]
+    format: IngestFormat | None = None
+    format_options: Any = None  # an instance of format.options
+    # Destinations the format's options send messages to beyond the route's
+    # own `destinations:` (WhatsApp's statuses).
+    format_destinations: tuple[Destination, ...] = ()
 
     @property
     def path(self) -> str:
@@ -511,9 +522,11 @@ def load_config(
     sink_types: dict[str, SinkType],
     env: dict[str, str] | None = None,
     content: bytes | None = None,
+    formats: dict[str, IngestFormat] | None = None,
 ) -> Config:
     """Read and validate routes.yaml (or `content`, the file as read already);
-    raises ConfigError with a one-line message."""
+    raises ConfigError with a one-line message. `formats`: the ingest
+    formats a route's `format:` may name."""
     try:
         if content is None:
             with open(file, encoding="utf-8") as fh:
@@ -581,7 +594,8 @@ def load_config(
                     f"defined: {defined}",
                 )
         _check_route(loader, path, route)
-        routes.append(Route(route, tuple(destinations[d] for d in route.destinations)))
+        listed = tuple(destinations[d] for d in route.destinations)
+        routes.append(_format_route(loader, path, route, listed, destinations, formats or {}))
     if not routes:
         raise loader.error(("routes",), "declare at least one route")
     return Config(
@@ -714,6 +728,59 @@ def _check_route(loader: _Loader, path: Path, route: RouteSettings) -> None:
         (("rate_limit", "period"), limit is None or limit.period > 0, "must be more than 0"),
     ]
     _require(loader, path, checks)
+
+
+def _format_route(
+    loader: _Loader,
+    path: Path,
+    route: RouteSettings,
+    own: tuple[Destination, ...],
+    destinations: dict[str, Destination],
+    formats: dict[str, IngestFormat],
+) -> Route:
+    """The route with its ingest format (`format:`) and the format's options
+    checked; settings that read the JSON body itself do not apply to one."""
+    if route.format is None:
+        if route.format_options:
+            raise loader.error((*path, "format_options"), "only a route with `format:` has them")
+        return Route(route, own)
+    fmt = formats.get(route.format)
+    if fmt is None:
+        installed = ", ".join(sorted(formats)) or "none"
+        raise loader.error(
+            (*path, "format"),
+            f"format {route.format!r} is not installed; installed: {installed}",
+        )
+    for name, given in (("fields", bool(route.fields)), ("id_field", route.id_field is not None)):
+        if given:
+            raise loader.error(
+                (*path, name),
+                f"a `format: {route.format}` route reads its messages (and their ids) "
+                "as the format says; remove it",
+            )
+    if route.auth is not None:
+        raise loader.error(
+            (*path, "auth"),
+            f"a `format: {route.format}` route authenticates requests as the format says "
+            "(see its format_options); remove it",
+        )
+    if route.rate_limit is not None and route.rate_limit.per != "client":
+        raise loader.error(
+            (*path, "rate_limit", "per"),
+            f"on a `format: {route.format}` route a rate limit is per client only",
+        )
+    options = _convert(loader, route.format_options, fmt.options, (*path, "format_options"))
+    extra: list[Destination] = []
+    for name in fmt.destinations(options):
+        if name not in destinations:
+            defined = ", ".join(sorted(destinations)) or "none"
+            raise loader.error(
+                (*path, "format_options"),
+                f"destination {name!r} is not defined under `destinations:`; defined: {defined}",
+            )
+        if name not in route.destinations and destinations[name] not in extra:
+            extra.append(destinations[name])
+    return Route(route, own, fmt, options, tuple(extra))
 
 
 def _is_base64(secret: str) -> bool:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import pluggy
 
+from router.ingest_formats import IngestFormat
 from router.sinks import SinkType
 
 hookspec = pluggy.HookspecMarker("router")
@@ -32,5 +33,24 @@ def router_sink_types() -> list[SinkType]:
     start. The ``Sink`` has ``async deliver(delivery)``, which returns when
     the destination acknowledged the message and raises on failure, and
     ``async aclose()``.
+    """
+    raise NotImplementedError
+
+
+@hookspec
+def router_ingest_formats() -> list[IngestFormat]:
+    """Return the webhook formats this plugin reads at ingest.
+
+    Each ``IngestFormat`` (router.ingest_formats) has the ``name`` a route's
+    ``format:`` field refers to in routes.yaml, the msgspec Struct of its
+    options (the route's ``format_options:``, validated at load), an
+    optional ``authenticate(options, headers, body)`` that checks the raw
+    request before it is parsed, ``parse(request) -> list[IngestedMessage]``
+    that turns one request into its messages (each with its own body,
+    ordering key, dedup id and destinations; all stored atomically), an
+    optional ``verify(options, query) -> str`` answering the service's GET
+    handshake, and ``destinations(options)``: the destinations the options
+    name beyond the route's own. Without a ``format:`` a route reads one
+    JSON object per request, as always.
     """
     raise NotImplementedError

@@ -6,7 +6,7 @@ import math
 import re
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
@@ -15,10 +15,11 @@ from redis.exceptions import ResponseError
 from router import envelope, tracecontext
 from router.auth import Authenticator
 from router.batching import Batcher
-from router.config import Route
+from router.config import Destination, Route
 from router.errors import ApiError, BadRequest, StorageUnavailable, Stored, redis_cause
+from router.ingest_formats import FormatRequest, IngestedMessage, IngestFormat
 from router.keys import DestinationKeys, all_shards, shard_of
-from router.queue import EnqueueResult, Scripts, Target, enqueue
+from router.queue import EnqueueResult, Pending, Scripts, Target, enqueue, enqueue_many
 from router.ratelimit import RateLimiter
 from router.redis_client import command_written, waiting_for_connection
 
@@ -77,12 +78,23 @@ class IngestRoute:
     route: Route
     keys: tuple[list[DestinationKeys], ...]  # per destination: its shards
     auth: Authenticator | None
+    # An ingest format's route: every destination its messages may go to
+    # (the route's, then the format's), by name, with its shards.
+    named: dict[str, tuple[Destination, list[DestinationKeys]]] = field(default_factory=dict)
 
     @classmethod
     def of(cls, route: Route) -> IngestRoute:
         auth = Authenticator(route.settings.auth) if route.settings.auth else None
         shards = tuple(all_shards(d.name, d.settings.shards) for d in route.destinations)
-        return cls(route, shards, auth)
+        named = {
+            d.name: (d, all_shards(d.name, d.settings.shards))
+            for d in (*route.destinations, *route.format_destinations)
+        }
+        return cls(route, shards, auth, named if route.format is not None else {})
+
+    @property
+    def format(self) -> IngestFormat | None:
+        return self.route.format
 
     def sender(self, message: dict[str, Any], client: str) -> str:
         """Who counts against the rate limit: a body field, or the client address."""
@@ -94,21 +106,9 @@ class IngestRoute:
 
     def parse(self, body: bytes) -> dict[str, Any]:
         settings = self.route.settings
-        if len(body) > settings.max_body:
-            raise ApiError(413, f"request body too large: the limit is {settings.max_body} bytes")
-        if not body.strip():
-            raise BadRequest("empty body: send a JSON object")
-        try:
-            message = msgspec.json.decode(body)
-        except msgspec.DecodeError as exc:
-            raise BadRequest(_invalid_json(body, exc)) from None
-        except UnicodeDecodeError:
-            raise BadRequest(_invalid_utf8(body)) from None
-        except RecursionError:
-            raise BadRequest(f"JSON nested deeper than {settings.max_depth} levels") from None
-        if not isinstance(message, dict):
-            raise BadRequest(f"body must be a JSON object, got {_json_type(message)}")
-        check_shape(message, settings.max_depth, settings.max_string_length)
+        message = decode_object(
+            body, settings.max_body, settings.max_depth, settings.max_string_length
+        )
         for name, kind in settings.fields.items():
             if name not in message:
                 raise BadRequest(f"missing field `{name}`")
@@ -167,6 +167,8 @@ class IngestRoute:
             stored = "unknown" if command_written.get() else "no"
         field = self.route.settings.id_field
         same = f"`{field}` field" if field is not None else f"{self._id_header()[1]} header"
+        if self.route.format is not None:
+            same = "message ids (send the same request again)"
         return StorageUnavailable(redis_cause(exc, deadline), stored, same)
 
     async def store(
@@ -210,6 +212,116 @@ class IngestRoute:
                 stored_id, now_ms, body, traceparent, tracestate
             ),
         )
+
+
+def decode_object(
+    body: bytes, max_body: int, max_depth: int, max_string: int | None
+) -> dict[str, Any]:
+    """The body as a JSON object within the route's limits, or the 4xx
+    naming what is wrong (shared by JSON routes and ingest formats)."""
+    if len(body) > max_body:
+        raise ApiError(413, f"request body too large: the limit is {max_body} bytes")
+    if not body.strip():
+        raise BadRequest("empty body: send a JSON object")
+    try:
+        message = msgspec.json.decode(body)
+    except msgspec.DecodeError as exc:
+        raise BadRequest(_invalid_json(body, exc)) from None
+    except UnicodeDecodeError:
+        raise BadRequest(_invalid_utf8(body)) from None
+    except RecursionError:
+        raise BadRequest(f"JSON nested deeper than {max_depth} levels") from None
+    if not isinstance(message, dict):
+        raise BadRequest(f"body must be a JSON object, got {_json_type(message)}")
+    check_shape(message, max_depth, max_string)
+    return message
+
+
+def _format_targets(ingest: IngestRoute, message: IngestedMessage) -> list[Target]:
+    """Where a format's message goes: its destinations (the route's when it
+    names none), each in the shard of its ordering key; a destination
+    without `ordering_key` keeps one global order, as on a JSON route."""
+    names = message.destinations
+    if names is None:
+        names = tuple(ingest.route.settings.destinations)
+    key = _key_text(message.ordering_key, "the message's ordering key")
+    out = []
+    for name in names:
+        found = ingest.named.get(name)
+        if found is None:  # the format named a destination its options did not
+            raise RuntimeError(f"ingest format sent a message to {name!r}, not one of the route's")
+        dest, shards = found
+        k = GLOBAL_KEY if dest.ordering_key is None else key
+        out.append(Target(shards[shard_of(k, len(shards))], k))
+    return out
+
+
+async def store_format(
+    ingest: IngestRoute,
+    scripts: Scripts,
+    body: bytes,
+    headers: Mapping[str, str],
+    client: str,
+    limiter: RateLimiter | None = None,
+    batcher: Batcher | None = None,
+    batcher_many: Batcher | None = None,
+) -> list[EnqueueResult]:
+    """A format route's request: authenticated by the format, parsed into
+    its messages, and all of them stored in one atomic step (or none).
+    Every refusal comes before anything is written."""
+    fmt = ingest.route.format
+    assert fmt is not None
+    settings = ingest.route.settings
+    options = ingest.route.format_options
+    if len(body) > settings.max_body:
+        raise ApiError(413, f"request body too large: the limit is {settings.max_body} bytes")
+    if fmt.authenticate is not None:
+        fmt.authenticate(options, headers, body)
+    request = FormatRequest(
+        body,
+        headers,
+        options,
+        lambda raw: decode_object(
+            raw, settings.max_body, settings.max_depth, settings.max_string_length
+        ),
+    )
+    messages = fmt.parse(request)
+    chosen = [(m, _format_targets(ingest, m)) for m in messages]
+    for m, _ in chosen:
+        if m.dedup_id is not None:
+            _key_text(m.dedup_id, "a message id")
+    command_written.set(False)
+    waiting_for_connection.set(0)
+    if limiter is not None:
+        try:
+            await limiter.check(client)
+        finally:
+            command_written.set(False)
+    now_ms = int(time.time() * 1000)
+    traceparent, tracestate = tracecontext.from_headers(headers)
+    pending = []
+    for m, targets in chosen:
+        if not targets:
+            continue  # dropped (e.g. WhatsApp statuses with `statuses: drop`)
+        message_id = envelope.new_message_id(now_ms)
+
+        def reencode(stored_id: str, body: bytes = m.body) -> bytes:
+            return envelope.encode(stored_id, now_ms, body, traceparent, tracestate)
+
+        pending.append(
+            Pending(
+                targets,
+                envelope.encode(message_id, now_ms, m.body, traceparent, tracestate),
+                message_id,
+                m.dedup_id,
+                reencode,
+            )
+        )
+    if not pending:
+        return []
+    return await enqueue_many(
+        scripts, pending, math.ceil(settings.dedup_ttl), batcher, batcher_many
+    )
 
 
 # A \uD800-\uDFFF escape that is not half of a high+low pair.

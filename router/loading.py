@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from router.config import Config, ConfigError, load_config
-from router.plugins import PluginError, plugin_manager, sink_types
+from router.plugins import PluginError, ingest_formats, plugin_manager, sink_types
 
 
 def load(
@@ -11,7 +11,9 @@ def load(
 ) -> Config:
     """`content`: the file as read already (a reload reads it once)."""
     try:
-        types = sink_types(plugin_manager())
+        pm = plugin_manager()
+        types = sink_types(pm)
+        formats = ingest_formats(pm)
     except PluginError as exc:
         raise ConfigError(f"{routes_file}: {exc}") from None
-    return load_config(routes_file, types, env, content)
+    return load_config(routes_file, types, env, content, formats)

@@ -13,6 +13,7 @@ import pluggy
 from router import hookspecs
 from router.config import Destination
 from router.delivery_http import delivery_client
+from router.ingest_formats import IngestFormat
 from router.settings import DeliveryTransport
 from router.sinks import Sink, SinkContext, SinkType
 
@@ -52,6 +53,23 @@ def sink_types(pm: pluggy.PluginManager) -> dict[str, SinkType]:
                 )
             found[st.name] = st
             owners[st.name] = impl.plugin_name
+    return found
+
+
+def ingest_formats(pm: pluggy.PluginManager) -> dict[str, IngestFormat]:
+    """Every webhook format the installed plugins read at ingest, by name."""
+    found: dict[str, IngestFormat] = {}
+    owners: dict[str, str] = {}
+    for impl in pm.hook.router_ingest_formats.get_hookimpls():
+        provided: list[IngestFormat] = impl.function() or []  # type: ignore[assignment]
+        for f in provided:
+            if f.name in found:
+                raise PluginError(
+                    f"format {f.name!r} is provided twice, by {owners[f.name]} and "
+                    f"{impl.plugin_name}: uninstall one of them"
+                )
+            found[f.name] = f
+            owners[f.name] = impl.plugin_name
     return found
 
 

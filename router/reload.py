@@ -125,12 +125,18 @@ class IngestSwitch:
         self,
         app: Litestar,
         state: RoutesState,
-        handler: Callable[[str], HTTPRouteHandler],
+        handler: Callable[[str], list[HTTPRouteHandler]],
     ) -> None:
         self.app = app
         self.state = state
-        self.handler = handler  # path -> its ingest handler (router.app)
-        self.registered = {route_key(r.path) for r in state.config.routes}
+        self.handler = handler  # path -> its ingest handlers, POST and GET (router.app)
+        # (route key, method): a format with a GET handshake adds GET.
+        self.registered = {
+            (route_key(r.path), method)
+            for r in state.config.routes
+            for method in ("POST", "GET")
+            if method == "POST" or (r.format is not None and r.format.verify is not None)
+        }
 
     def switch(self, config: Config) -> None:
         # No await in here: no request sees the routes half switched. Should
@@ -142,9 +148,16 @@ class IngestSwitch:
         try:
             for route in config.routes:
                 key = route_key(route.path)
-                if key not in self.registered:
-                    self.app.register(self.handler(route.path))
-                    self.registered.add(key)
+                wants_get = route.format is not None and route.format.verify is not None
+                if (key, "POST") in self.registered and (
+                    not wants_get or (key, "GET") in self.registered
+                ):
+                    continue
+                for handler in self.handler(route.path):
+                    method = next(iter(handler.http_methods))
+                    if (key, method) not in self.registered:
+                        self.app.register(handler)
+                        self.registered.add((key, method))
         except BaseException:
             self.state.use_config(old)
             raise

@@ -26,6 +26,8 @@ LEASE_LOST = -1
 # the call's ordering key). enqueue takes its group once per destination.
 SCRIPT_KEYS: dict[str, tuple[str, ...]] = {
     "enqueue": ("lane", "ready", "wake", "seen", "counts", "heads"),
+    # Several messages of one request (an ingest format), each its own targets.
+    "enqueue_many": ("lane", "ready", "wake", "seen", "counts", "heads"),
     "claim": ("ready", "leases", "owner", "delayed", "attempts", "wake", "blocked", "paused"),
     "ack": (
         "lane",
@@ -74,7 +76,7 @@ SCRIPT_KEYS: dict[str, tuple[str, ...]] = {
     "purge": ("dead",),
     "ratelimit": ("counter",),  # not a destination's: see router.keys.rate_limit_key
 }
-PER_DESTINATION = {"enqueue"}
+PER_DESTINATION = {"enqueue", "enqueue_many"}
 
 
 @cache
@@ -110,6 +112,7 @@ class Scripts:
     def __init__(self, redis: Redis) -> None:
         self.cluster = is_cluster(redis)  # one slot per script: see queue.enqueue
         self.enqueue = load(redis, "enqueue")
+        self.enqueue_many = load(redis, "enqueue_many")
         self.claim = load(redis, "claim")
         self.ack = load(redis, "ack")
         self.fail = load(redis, "fail")

@@ -27,6 +27,7 @@ class RouterState:
         self.redis: Redis | None = None
         self.scripts: Scripts | None = None
         self.batcher: Batcher | None = None  # ingest's enqueue calls, coalesced
+        self.batcher_many: Batcher | None = None  # ingest formats' enqueue_many calls
         self.workers: Workers | None = None  # when this process delivers too
         self.reloader: Reloader | None = None  # watches routes.yaml (router.reload)
         self.limiters: dict[str, RateLimiter] = {}  # route path -> its rate limit

@@ -1,0 +1,217 @@
+"""WhatsApp Cloud API ingest: a route with `format: whatsapp` takes Meta's
+webhook as Meta sends it (docs/whatsapp.md).
+
+- GET is Meta's verification request: ``hub.mode=subscribe`` and
+  ``hub.verify_token`` equal to the configured token answer 200 with
+  ``hub.challenge`` as plain text; anything else 403.
+- POST must carry ``X-Hub-Signature-256: sha256=<hex HMAC-SHA256 of the raw
+  body, keyed with the app secret>``; else 401 and nothing is stored.
+- Every ``entry[].changes[].value.messages[]`` becomes a message of its own,
+  ordered by the sender's ``wa_id`` and deduplicated by its WhatsApp message
+  id (``wamid.…``: Meta redelivers a webhook it got no 200 for, for days).
+  A text message becomes ``{"mensaje": <text>, "wa_id": <sender>, "id",
+  "timestamp", "type": "text", "text": {...}, ...}``; every other type keeps
+  Meta's message object as sent, with ``wa_id`` added. Each also gets the
+  business number it reached (``phone_number_id``) and, when Meta sends
+  it, the sender's ``profile_name``.
+- ``statuses[]`` (sent, delivered, read, failed) go to the destination
+  named by the ``statuses`` option, ordered by ``recipient_id`` (a
+  conversation's statuses in order) and deduplicated by message id and
+  status, or are dropped (``statuses: drop``, the default).
+- Changes of other fields (``account_update``, templates, ...) are not
+  messages: they are ignored (answered 200, so Meta does not redeliver them).
+- The messages and statuses of one POST are stored in one atomic step,
+  or none is: a 503 makes Meta redeliver it, and the ids make the redelivery
+  store only what was missing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Mapping
+from typing import Annotated, Any
+
+import msgspec
+
+from router.auth import Unauthorized
+from router.errors import ApiError, BadRequest
+from router.hookspecs import hookimpl
+from router.ingest_formats import FormatRequest, IngestedMessage, IngestFormat
+
+SIGNATURE_HEADER = "x-hub-signature-256"
+OBJECT = "whatsapp_business_account"
+DROP = "drop"
+
+NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
+
+_encode = msgspec.json.Encoder().encode
+
+
+class WhatsAppOptions(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    # The "Verify token" typed in the App Dashboard's webhook settings.
+    verify_token: NonEmpty
+    # The app's secret (App Dashboard > App settings > Basic): Meta signs
+    # each POST with it. Write both as ${VAR}.
+    app_secret: NonEmpty
+    # Where statuses (sent, delivered, read, failed) go: a destination's
+    # name, or drop.
+    statuses: NonEmpty = DROP
+
+
+def authenticate(options: WhatsAppOptions, headers: Mapping[str, str], body: bytes) -> None:
+    given = headers.get(SIGNATURE_HEADER)
+    if given is None:
+        raise Unauthorized("missing signature header X-Hub-Signature-256")
+    expected = "sha256=" + hmac.new(options.app_secret.encode(), body, hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(given.strip().lower().encode(), expected.encode()):
+        raise Unauthorized(
+            "signature in X-Hub-Signature-256 does not match the body (is app_secret the app's?)"
+        )
+
+
+def verify(options: WhatsAppOptions, query: Mapping[str, str]) -> str:
+    mode = query.get("hub.mode")
+    token = query.get("hub.verify_token")
+    challenge = query.get("hub.challenge")
+    if mode != "subscribe":
+        raise ApiError(403, "verification refused: hub.mode is not subscribe")
+    if token is None or not hmac.compare_digest(token.encode(), options.verify_token.encode()):
+        raise ApiError(403, "verification refused: hub.verify_token does not match")
+    if not challenge:
+        raise ApiError(400, "verification request without hub.challenge")
+    return challenge
+
+
+def _list(parent: dict[str, Any], name: str, where: str, required: bool = False) -> list[Any]:
+    value = parent.get(name)
+    if value is None and not required:
+        return []
+    if not isinstance(value, list):
+        raise BadRequest(f"{where}.{name} must be an array")
+    return value
+
+
+def _object(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise BadRequest(f"{where} must be an object")
+    return value
+
+
+def _text(item: dict[str, Any], name: str, where: str) -> str:
+    value = item.get(name)
+    if not isinstance(value, str) or not value:
+        raise BadRequest(f"{where}.{name} must be a non-empty string")
+    return value
+
+
+def _message(
+    m: dict[str, Any], where: str, phone_number_id: Any, names: dict[str, str]
+) -> IngestedMessage:
+    wamid = _text(m, "id", where)
+    sender = _text(m, "from", where)
+    kind = _text(m, "type", where)
+    extra: dict[str, Any] = {"wa_id": sender}
+    if phone_number_id is not None:
+        extra["phone_number_id"] = phone_number_id
+    if sender in names:
+        extra["profile_name"] = names[sender]
+    if kind == "text":
+        text = _object(m.get("text"), f"{where}.text")
+        body = text.get("body")
+        if not isinstance(body, str):
+            raise BadRequest(f"{where}.text.body must be a string")
+        payload = {
+            "mensaje": body,
+            "wa_id": sender,
+            "id": wamid,
+            "timestamp": m.get("timestamp"),
+            "type": kind,
+            **{k: v for k, v in m.items() if k not in ("id", "timestamp", "type")},
+            **extra,
+        }
+    else:
+        payload = {**m, **extra}
+    return IngestedMessage(_encode(payload), ordering_key=sender, dedup_id=wamid)
+
+
+def _status(
+    s: dict[str, Any], where: str, phone_number_id: Any, destination: str
+) -> IngestedMessage:
+    wamid = _text(s, "id", where)
+    status = _text(s, "status", where)
+    recipient = _text(s, "recipient_id", where)
+    payload = {**s}
+    if phone_number_id is not None:
+        payload["phone_number_id"] = phone_number_id
+    return IngestedMessage(
+        _encode(payload),
+        ordering_key=recipient,
+        # One message id has a status per step (sent, delivered, read):
+        # each step is its own event; a redelivered one is a duplicate.
+        dedup_id=f"status:{wamid}:{status}",
+        destinations=(destination,),
+    )
+
+
+def parse(request: FormatRequest) -> list[IngestedMessage]:
+    options: WhatsAppOptions = request.options
+    payload = request.json()
+    kind = payload.get("object")
+    if kind != OBJECT:
+        raise BadRequest(
+            f'`object` must be "{OBJECT}" (a WhatsApp Cloud API webhook), got '
+            f"{_encode(kind).decode() if kind is not None else 'none'}"
+        )
+    out: list[IngestedMessage] = []
+    for i, entry in enumerate(_list(payload, "entry", "body", required=True)):
+        e_where = f"entry[{i}]"
+        entry = _object(entry, e_where)
+        for j, change in enumerate(_list(entry, "changes", e_where, required=True)):
+            c_where = f"{e_where}.changes[{j}]"
+            change = _object(change, c_where)
+            if change.get("field") != "messages":
+                continue  # not a message or a status: ignored (see the module's text)
+            value = _object(change.get("value"), f"{c_where}.value")
+            v_where = f"{c_where}.value"
+            metadata = value.get("metadata")
+            phone_number_id = (
+                metadata.get("phone_number_id") if isinstance(metadata, dict) else None
+            )
+            names: dict[str, str] = {}
+            for contact in _list(value, "contacts", v_where):
+                if isinstance(contact, dict) and isinstance(contact.get("wa_id"), str):
+                    profile = contact.get("profile")
+                    name = profile.get("name") if isinstance(profile, dict) else None
+                    if isinstance(name, str):
+                        names[contact["wa_id"]] = name
+            for k, m in enumerate(_list(value, "messages", v_where)):
+                m_where = f"{v_where}.messages[{k}]"
+                out.append(_message(_object(m, m_where), m_where, phone_number_id, names))
+            for k, s in enumerate(_list(value, "statuses", v_where)):
+                s_where = f"{v_where}.statuses[{k}]"
+                s = _object(s, s_where)
+                if options.statuses == DROP:
+                    continue
+                out.append(_status(s, s_where, phone_number_id, options.statuses))
+    return out
+
+
+def _destinations(options: WhatsAppOptions) -> list[str]:
+    return [] if options.statuses == DROP else [options.statuses]
+
+
+@hookimpl
+def router_ingest_formats() -> list[IngestFormat]:
+    return [
+        IngestFormat(
+            name="whatsapp",
+            parse=parse,
+            options=WhatsAppOptions,
+            authenticate=authenticate,
+            verify=verify,
+            destinations=_destinations,
+            description="WhatsApp Cloud API webhooks: Meta's GET handshake, "
+            "X-Hub-Signature-256, one stored message per WhatsApp message",
+        )
+    ]

@@ -1,0 +1,82 @@
+"""What an ingest-format plugin implements: a service's own webhook shape.
+
+A route's `format:` (routes.yaml) names how its requests are read. Without
+one, a route takes one JSON object per POST and stores it as it came (the
+router's own behaviour, router.ingest). A format turns a service's webhook
+(WhatsApp Cloud API: router_whatsapp) into the messages it carries:
+
+- ``authenticate(options, headers, body)`` checks the request is the
+  service's (a signature over the raw body) before anything is parsed; it
+  raises ``router.auth.Unauthorized`` (401) to refuse.
+- ``parse(request)`` returns the messages of one request, each with its own
+  body, ordering key, dedup id and destinations. All of them are stored in
+  one atomic step (router.queue.enqueue_many), or none is. It raises
+  ``router.errors.BadRequest`` (400) naming what is wrong; a refused request
+  stores nothing.
+- ``verify(options, query)`` answers the service's GET handshake (a
+  subscription check): it returns the plain-text answer, or raises an
+  ``ApiError`` (403). None: GET answers 405, as on a JSON route.
+- ``destinations(options)`` names the destinations the options send
+  messages to besides the route's `destinations:` (WhatsApp's statuses);
+  the config check refuses a name that is not defined.
+
+Registered through the hook ``router_ingest_formats`` (router.hookspecs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from router.sinks import NoOptions
+
+
+@dataclass(frozen=True, slots=True)
+class IngestedMessage:
+    """One message a request carries, as it is to be stored."""
+
+    body: bytes  # what its destinations receive (JSON, by convention)
+    # Its conversation: destinations with an `ordering_key` deliver the
+    # messages of one value in order; destinations without one keep one
+    # global order, as on a JSON route.
+    ordering_key: str
+    # The service's id of the message: a repeat within the route's
+    # dedup_ttl is a duplicate (stored once). None: never a duplicate.
+    dedup_id: str | None = None
+    # Names of the destinations it goes to: None means the route's
+    # `destinations:`; () stores it nowhere (dropped).
+    destinations: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FormatRequest:
+    """A request as a format's `parse` sees it (authenticated already)."""
+
+    body: bytes
+    headers: Mapping[str, str]
+    options: Any  # an instance of the format's options Struct
+    # router.ingest.decode_object with the route's limits (max_body,
+    # max_depth, max_string_length), given by the router.
+    decode: Callable[[bytes], dict[str, Any]] = field(repr=False)
+
+    def json(self) -> dict[str, Any]:
+        """The body as a JSON object, with the route's limits and the same
+        400s naming the problem as a JSON route (invalid JSON with its byte
+        offset, not an object, nested too deep, a string too long)."""
+        return self.decode(self.body)
+
+
+@dataclass(frozen=True, slots=True)
+class IngestFormat:
+    name: str  # what a route's `format:` refers to
+    parse: Callable[[FormatRequest], list[IngestedMessage]]
+    # The route's `format_options:` are validated against it at load (as a
+    # destination's options are against its plugin's).
+    options: type[msgspec.Struct] = NoOptions
+    authenticate: Callable[[Any, Mapping[str, str], bytes], None] | None = None
+    verify: Callable[[Any, Mapping[str, str]], str] | None = None
+    destinations: Callable[[Any], list[str]] = field(default=lambda options: [])
+    description: str = ""

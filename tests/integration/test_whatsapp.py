@@ -1,0 +1,423 @@
+"""`format: whatsapp` (plugins/whatsapp): Meta's WhatsApp Cloud API webhook
+taken as Meta sends it, against the real app and a real Redis-compatible
+server. The payloads follow the shapes of Meta's webhook reference (text,
+image, interactive reply, statuses; several messages and entries in one
+POST); docs/whatsapp.md."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import hmac
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from redis import Redis
+
+from router.envelope import decode
+from router.keys import DestinationKeys
+from tests.support.bot import Bot
+from tests.support.messages import assert_refused, stored_keys
+from tests.support.routes import write_yaml
+from tests.support.servers import ServerThread, serve, wait_until
+
+PATH = "/webhooks/whatsapp"
+SECRET = "app-secret-123"
+TOKEN = "verify-me"
+WABA = "102290129340398"
+PHONE_ID = "106540352242922"
+
+ROUTES = """
+routes:
+  - path: /webhooks/whatsapp
+    format: whatsapp
+    format_options:
+      verify_token: verify-me
+      app_secret: app-secret-123
+      statuses: {statuses}
+    destinations: [chatbot]
+    dedup_ttl: 7d
+destinations:
+  chatbot:
+    plugin: chatbot
+    url: {bot_url}
+    ordering_key: wa_id
+    timeout: 2s
+    lease: 5s
+    retry: {{initial: 50ms, max_delay: 200ms}}
+  receipts:
+    plugin: http
+    url: {bot_url}
+    ordering_key: wa_id
+    timeout: 2s
+    lease: 5s
+"""
+
+
+def envelope(*changes_per_entry: list[dict[str, Any]]) -> dict[str, Any]:
+    """Meta's webhook: one entry per list of changes' values."""
+    return {
+        "object": "whatsapp_business_account",
+        "entry": [
+            {
+                "id": WABA,
+                "changes": [{"value": value, "field": "messages"} for value in values],
+            }
+            for values in changes_per_entry
+        ],
+    }
+
+
+def value(
+    messages: list[dict[str, Any]] | None = None,
+    statuses: list[dict[str, Any]] | None = None,
+    contacts: list[tuple[str, str]] = (),  # type: ignore[assignment]
+) -> dict[str, Any]:
+    v: dict[str, Any] = {
+        "messaging_product": "whatsapp",
+        "metadata": {"display_phone_number": "15550783881", "phone_number_id": PHONE_ID},
+    }
+    if contacts:
+        v["contacts"] = [{"profile": {"name": name}, "wa_id": wa} for wa, name in contacts]
+    if messages is not None:
+        v["messages"] = messages
+    if statuses is not None:
+        v["statuses"] = statuses
+    return v
+
+
+def text(wa_id: str, wamid: str, body: str, ts: str = "1700000000") -> dict[str, Any]:
+    return {"from": wa_id, "id": wamid, "timestamp": ts, "text": {"body": body}, "type": "text"}
+
+
+def image(wa_id: str, wamid: str) -> dict[str, Any]:
+    return {
+        "from": wa_id,
+        "id": wamid,
+        "timestamp": "1700000001",
+        "type": "image",
+        "image": {
+            "caption": "This is a caption",
+            "mime_type": "image/jpeg",
+            "sha256": "81d3bd8a8db4868c9520ed47186e8b7c5789e61ff79f7f834be6950b808a90d3",
+            "id": "2754859441498128",
+        },
+    }
+
+
+def button_reply(wa_id: str, wamid: str) -> dict[str, Any]:
+    return {
+        "context": {"from": "15550783881", "id": "wamid.HBgLMTQxMjU1NTA4MjkVAgASGBQzQUNC"},
+        "from": wa_id,
+        "id": wamid,
+        "timestamp": "1700000002",
+        "type": "interactive",
+        "interactive": {
+            "type": "button_reply",
+            "button_reply": {"id": "cancel-button", "title": "Cancel"},
+        },
+    }
+
+
+def status(wamid: str, state: str, recipient: str) -> dict[str, Any]:
+    s: dict[str, Any] = {
+        "id": wamid,
+        "status": state,
+        "timestamp": "1750857384",
+        "recipient_id": recipient,
+    }
+    if state in ("sent", "delivered"):
+        s["conversation"] = {
+            "id": "a75d17ad06104c51166f948319b03c6a",
+            "origin": {"type": "service"},
+        }
+        s["pricing"] = {"billable": True, "pricing_model": "CBP", "category": "service"}
+    if state == "failed":
+        s["errors"] = [{"code": 131014, "title": "Request for url https://URL.jpg failed"}]
+    return s
+
+
+def signed(body: bytes, secret: str = SECRET) -> dict[str, str]:
+    digest = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    return {"X-Hub-Signature-256": f"sha256={digest}", "Content-Type": "application/json"}
+
+
+def post(url: str, payload: Any, headers: dict[str, str] | None = None) -> httpx.Response:
+    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    if headers is None:
+        headers = signed(body)
+    return httpx.post(url + PATH, content=body, headers=headers)
+
+
+def nothing_stored(redis: Redis) -> bool:
+    """No message, dedup marker or ready key in any destination (a router
+    writes each destination's counts when it starts)."""
+    return [k for k in stored_keys(redis) if not k.endswith(b":counts")] == []
+
+
+def lane(redis: Redis, destination: str, key: str) -> list[dict[str, Any]]:
+    raw = redis.lrange(DestinationKeys(destination).lane(key), 0, -1)
+    return [json.loads(bytes(decode(r).body)) for r in raw]
+
+
+def lanes(redis: Redis, destination: str) -> dict[str, list[dict[str, Any]]]:
+    prefix = DestinationKeys(destination).lane_prefix
+    out = {}
+    for k in redis.scan_iter(match=prefix + "*"):
+        key = k.decode().removeprefix(prefix)
+        out[key] = lane(redis, destination, key)
+    return out
+
+
+@pytest.fixture()
+def routes(tmp_path: Path) -> Any:
+    def write(statuses: str = "drop", bot_url: str = "http://127.0.0.1:9/bot") -> Path:
+        return write_yaml(tmp_path, ROUTES.format(statuses=statuses, bot_url=bot_url))
+
+    return write
+
+
+@pytest.fixture()
+def api(clean_redis: str, routes: Any) -> Iterator[str]:
+    with serve(clean_redis, routes()) as server:
+        yield server.url
+
+
+@pytest.fixture()
+def api_statuses(clean_redis: str, routes: Any) -> Iterator[str]:
+    with serve(clean_redis, routes(statuses="receipts")) as server:
+        yield server.url
+
+
+# -- Meta's verification request ------------------------------------------------
+
+
+def test_verification_answers_the_challenge_as_plain_text(api: str) -> None:
+    r = httpx.get(
+        api + PATH,
+        params={"hub.mode": "subscribe", "hub.challenge": "1158201444", "hub.verify_token": TOKEN},
+    )
+    assert r.status_code == 200, r.text
+    assert r.text == "1158201444"
+    assert r.headers["content-type"].startswith("text/plain")
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"hub.mode": "subscribe", "hub.challenge": "1", "hub.verify_token": "wrong"},
+        {"hub.mode": "unsubscribe", "hub.challenge": "1", "hub.verify_token": TOKEN},
+        {"hub.challenge": "1", "hub.verify_token": TOKEN},
+        {"hub.mode": "subscribe", "hub.challenge": "1"},
+    ],
+)
+def test_verification_refused_is_403(api: str, params: dict[str, str]) -> None:
+    r = httpx.get(api + PATH, params=params)
+    assert_refused(r, 403, "verification refused")
+    assert "1" not in r.json()["error"].split()
+
+
+# -- the signature ---------------------------------------------------------------
+
+
+def test_missing_or_wrong_signature_is_401_and_stores_nothing(api: str, redis: Redis) -> None:
+    payload = envelope([value([text("447700900001", "wamid.A1", "Hola")])])
+    body = json.dumps(payload).encode()
+    assert_refused(post(api, body, {"Content-Type": "application/json"}), 401, "missing")
+    assert_refused(post(api, body, signed(body, "another-secret")), 401, "does not match")
+    tampered = body.replace(b"Hola", b"Hole")
+    assert_refused(post(api, tampered, signed(body)), 401, "does not match")
+    assert nothing_stored(redis)
+
+
+# -- messages ---------------------------------------------------------------------
+
+
+def test_text_image_and_interactive_are_each_a_message(api: str, redis: Redis) -> None:
+    alice, bob = "447700900001", "447700900002"
+    payload = envelope(
+        [
+            value(
+                [text(alice, "wamid.A1", "Hola!"), image(alice, "wamid.A2")],
+                contacts=[(alice, "Alice")],
+            ),
+            value([button_reply(bob, "wamid.B1")], contacts=[(bob, "Bob")]),
+        ],
+        [value([text(bob, "wamid.B2", "second entry"), text(alice, "wamid.A3", "otra")])],
+    )
+    r = post(api, payload)
+    assert r.status_code == 200, r.text
+    answer = r.json()
+    assert answer["status"] == "ok"
+    assert [m["duplicate"] for m in answer["messages"]] == [False] * 5
+
+    by_key = lanes(redis, "chatbot")
+    assert set(by_key) == {alice, bob}
+    a = by_key[alice]
+    assert [m["id"] for m in a] == ["wamid.A1", "wamid.A2", "wamid.A3"]  # order kept per wa_id
+    assert list(a[0])[:5] == ["mensaje", "wa_id", "id", "timestamp", "type"]
+    assert a[0]["mensaje"] == "Hola!" and a[0]["wa_id"] == alice and a[0]["type"] == "text"
+    assert a[0]["phone_number_id"] == PHONE_ID and a[0]["profile_name"] == "Alice"
+    # Other types keep Meta's payload (with wa_id added).
+    assert a[1]["image"] == image(alice, "wamid.A2")["image"] and "mensaje" not in a[1]
+    assert a[1]["wa_id"] == alice
+    b = by_key[bob]
+    assert [m["id"] for m in b] == ["wamid.B1", "wamid.B2"]
+    assert b[0]["interactive"]["button_reply"] == {"id": "cancel-button", "title": "Cancel"}
+    assert b[0]["context"]["id"].startswith("wamid.")
+    assert b[1]["mensaje"] == "second entry"
+
+
+def test_a_redelivered_post_stores_nothing_new(api: str, redis: Redis) -> None:
+    alice = "447700900001"
+    first = envelope([value([text(alice, "wamid.A1", "uno"), text(alice, "wamid.A2", "dos")])])
+    r1 = post(api, first)
+    assert r1.status_code == 200
+    # Meta redelivers the same webhook (no 200 seen): nothing stored again,
+    # and the answer gives the ids stored the first time.
+    r2 = post(api, first)
+    assert r2.status_code == 200
+    assert [m["duplicate"] for m in r2.json()["messages"]] == [True, True]
+    assert [m["id"] for m in r2.json()["messages"]] == [m["id"] for m in r1.json()["messages"]]
+    # A redelivery batched with a new message stores only the new one.
+    again = envelope([value([text(alice, "wamid.A2", "dos"), text(alice, "wamid.A3", "tres")])])
+    r3 = post(api, again)
+    assert [m["duplicate"] for m in r3.json()["messages"]] == [True, False]
+    assert [m["mensaje"] for m in lane(redis, "chatbot", alice)] == ["uno", "dos", "tres"]
+
+
+def test_a_post_is_stored_whole_or_not_at_all(api: str, redis: Redis) -> None:
+    """A message the router cannot take (here one without an id, after two
+    good ones) refuses the whole POST before anything is written."""
+    broken = text("447700900002", "wamid.X", "no id")
+    del broken["id"]
+    payload = envelope(
+        [value([text("447700900001", "wamid.A1", "uno")])],
+        [value([text("447700900002", "wamid.B1", "dos"), broken])],
+    )
+    body = assert_refused(post(api, payload), 400, "entry[1].changes[0].value.messages[1].id")
+    assert "non-empty string" in body["error"]
+    assert nothing_stored(redis)
+
+
+# -- statuses ------------------------------------------------------------------------
+
+
+def test_statuses_are_dropped_by_default(api: str, redis: Redis) -> None:
+    payload = envelope([value(statuses=[status("wamid.OUT1", "sent", "447700900001")])])
+    r = post(api, payload)
+    assert r.status_code == 200, r.text
+    assert r.json()["messages"] == []
+    assert nothing_stored(redis)
+
+
+def test_statuses_go_to_their_own_destination(api_statuses: str, redis: Redis) -> None:
+    alice = "447700900001"
+    steps = [status("wamid.OUT1", s, alice) for s in ("sent", "delivered", "read")]
+    steps.append(status("wamid.OUT2", "failed", alice))
+    payload = envelope(
+        [value([text(alice, "wamid.A1", "hola")]), value(statuses=steps)],
+    )
+    r = post(api_statuses, payload)
+    assert r.status_code == 200, r.text
+    assert [m["mensaje"] for m in lane(redis, "chatbot", alice)] == ["hola"]
+    receipts = lane(redis, "receipts", alice)
+    assert [(s["id"], s["status"]) for s in receipts] == [
+        ("wamid.OUT1", "sent"),
+        ("wamid.OUT1", "delivered"),
+        ("wamid.OUT1", "read"),
+        ("wamid.OUT2", "failed"),
+    ]
+    assert receipts[3]["errors"][0]["code"] == 131014
+    assert receipts[0]["phone_number_id"] == PHONE_ID
+    # Each status step is its own event; a redelivered one is a duplicate.
+    r2 = post(api_statuses, envelope([value(statuses=steps[:2])]))
+    assert [m["duplicate"] for m in r2.json()["messages"]] == [True, True]
+    assert len(lane(redis, "receipts", alice)) == 4
+
+
+# -- what is not a WhatsApp webhook ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("payload", "words"),
+    [
+        ({"mensaje": "Hola!", "wa_id": "447700900001"}, ["`object`", "whatsapp_business_account"]),
+        ({"object": "page", "entry": []}, ["`object`", '"page"']),
+        ({"object": "whatsapp_business_account"}, ["body.entry", "array"]),
+        ({"object": "whatsapp_business_account", "entry": {}}, ["body.entry", "array"]),
+        ({"object": "whatsapp_business_account", "entry": [1]}, ["entry[0]", "object"]),
+        (
+            {"object": "whatsapp_business_account", "entry": [{"id": WABA}]},
+            ["entry[0].changes", "array"],
+        ),
+        (
+            envelope([value([{"from": "1", "id": "wamid.1", "type": "text", "text": "hi"}])]),
+            ["messages[0].text", "object"],
+        ),
+        (envelope([value([{"id": "wamid.1", "type": "text"}])]), ["messages[0].from"]),
+        (envelope([value(statuses=[{"id": "wamid.1", "status": "sent"}])]), ["recipient_id"]),
+        (envelope([value(messages="nope")]), ["value.messages", "array"]),  # type: ignore[arg-type]
+        ([1, 2], ["JSON object"]),
+        (b"{not json", ["invalid JSON"]),
+        (b"", ["empty body"]),
+    ],
+)
+def test_malformed_payloads_are_4xx_naming_the_problem(
+    api_statuses: str, redis: Redis, payload: Any, words: list[str]
+) -> None:
+    r = post(api_statuses, payload)
+    assert_refused(r, 400, *words)
+    assert nothing_stored(redis)
+
+
+def test_changes_of_other_fields_are_ignored(api: str, redis: Redis) -> None:
+    payload = envelope([value([text("447700900001", "wamid.A1", "hola")])])
+    other = copy.deepcopy(payload["entry"][0])
+    other["changes"] = [{"field": "account_update", "value": {"event": "VERIFIED_ACCOUNT"}}]
+    payload["entry"].insert(0, other)
+    r = post(api, payload)
+    assert r.status_code == 200, r.text
+    assert len(r.json()["messages"]) == 1
+
+
+def test_get_on_a_json_route_is_still_405(clean_redis: str, tmp_path: Path) -> None:
+    routes = write_yaml(
+        tmp_path,
+        """
+        routes:
+          - {path: /v1/store_message, destinations: [chatbot]}
+        destinations:
+          chatbot: {plugin: chatbot, url: "http://127.0.0.1:9/bot"}
+        """,
+    )
+    with serve(clean_redis, routes) as server:
+        r = httpx.get(server.url + "/v1/store_message")
+        assert_refused(r, 405, "method not allowed")
+        assert "POST" in r.headers["allow"]
+
+
+# -- delivered end to end ------------------------------------------------------------
+
+
+def test_messages_reach_the_bot_in_order_per_wa_id(clean_redis: str, routes: Any, bot: Bot) -> None:
+    alice, bob = "447700900001", "447700900002"
+    sent = {alice: [f"a{i}" for i in range(6)], bob: [f"b{i}" for i in range(6)]}
+    server: ServerThread = serve(clean_redis, routes(bot_url=bot.url), run_workers=True)
+    try:
+        for i in range(0, 6, 2):
+            batch = [
+                text(key, f"wamid.{key}.{j}", sent[key][j])
+                for j in (i, i + 1)
+                for key in (alice, bob)
+            ]
+            assert post(server.url, envelope([value(batch)])).status_code == 200
+        wait_until(lambda: len(bot.acked_messages()) >= 12, what="12 messages delivered")
+        assert bot.acked_messages(alice) == sent[alice]
+        assert bot.acked_messages(bob) == sent[bob]
+    finally:
+        server.stop()
