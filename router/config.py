@@ -478,6 +478,22 @@ def _convert(
         raise loader.error((*base, *parts), message + hint) from None
 
 
+def _routes_text(file: str, content: bytes | None = None) -> str:
+    """The routes file's text (`content`: the file as read already), or a
+    ConfigError naming why it cannot be had."""
+    try:
+        if content is None:
+            with open(file, encoding="utf-8") as fh:
+                return fh.read()
+        return content.decode("utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{file}: cannot read the routes file: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{file}: the routes file is not UTF-8 (byte {exc.start}); save it as UTF-8"
+        ) from None
+
+
 class _LayoutFields(msgspec.Struct):
     shards: int = 1
 
@@ -488,15 +504,7 @@ def load_layout(file: str, env: dict[str, str] | None = None) -> dict[str, int]:
     without validating the rest, so they run where a destination's secrets
     or URLs are not set (a laptop, a CI job); `${VAR}`s left unset stay as
     written, and only a bad `shards` or name is an error."""
-    try:
-        with open(file, encoding="utf-8") as fh:
-            text = fh.read()
-    except OSError as exc:
-        raise ConfigError(f"{file}: cannot read the routes file: {exc.strerror}") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(
-            f"{file}: the routes file is not UTF-8 (byte {exc.start}); save it as UTF-8"
-        ) from None
+    text = _routes_text(file)
     loader = _Loader(file, dict(os.environ) if env is None else env, lenient=True)
     data = loader.load(text)
     destinations = data.get("destinations") if isinstance(data, dict) else None
@@ -527,18 +535,7 @@ def load_config(
     """Read and validate routes.yaml (or `content`, the file as read already);
     raises ConfigError with a one-line message. `formats`: the ingest
     formats a route's `format:` may name."""
-    try:
-        if content is None:
-            with open(file, encoding="utf-8") as fh:
-                text = fh.read()
-        else:
-            text = content.decode("utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{file}: cannot read the routes file: {exc.strerror}") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(
-            f"{file}: the routes file is not UTF-8 (byte {exc.start}); save it as UTF-8"
-        ) from None
+    text = _routes_text(file, content)
     loader = _Loader(file, dict(os.environ) if env is None else env)
     data = loader.load(text)
     if not isinstance(data, dict):

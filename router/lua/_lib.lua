@@ -45,3 +45,54 @@ local function track_head(heads, lane, k)
     redis.call('ZREM', heads, k)
   end
 end
+
+-- One message into the lanes of its `n` destinations (enqueue.lua and
+-- enqueue_many.lua), whose KEYS groups (lane, ready, wake, seen, counts,
+-- heads) start after the first `g` groups; its ordering-key values are
+-- ARGV[key_at], ARGV[key_at + 1], ... Returns the destinations written and
+-- the id stored: when every destination had already seen the dedup id,
+-- 0 and the id stored the first time.
+local function store_message(g, n, envelope, id, dedup, ttl, replicate, key_at)
+  local LANE, READY, WAKE, SEEN, COUNTS, HEADS = 1, 2, 3, 4, 5, 6
+  local GROUP = 6
+  local arrival = arrival_ms(envelope)
+  local fresh = {}
+  local original = id
+  local first_marker = nil -- the first destination's marker, as it was
+  for i = 0, n - 1 do
+    local seen = false
+    if dedup ~= '' then
+      local prev = redis.call('GET', KEYS[(g + i) * GROUP + SEEN])
+      if prev then
+        seen = true
+        original = prev
+        if i == 0 then first_marker = prev end
+      end
+    end
+    if not seen then fresh[#fresh + 1] = i end
+  end
+  -- A partly seen id (a fan-out half done on a Cluster) completes the
+  -- missing destinations under the id that was stored first.
+  if #fresh < n then id = original end
+  -- A duplicate changes nothing, so a WAIT after it would not cover the
+  -- original write, which may not have reached a replica yet (its first
+  -- request timed out waiting): rewriting a marker as it is puts this
+  -- connection's replication offset past the original. (ROUTER_REDIS_WAIT
+  -- only; pcall: on a full Redis the duplicate is still answered as one.)
+  if #fresh == 0 and replicate == '1' and n > 0 then
+    redis.pcall('SET', KEYS[g * GROUP + SEEN], first_marker, 'KEEPTTL')
+  end
+  for _, i in ipairs(fresh) do
+    local base = (g + i) * GROUP
+    local key = ARGV[key_at + i]
+    if dedup ~= '' then redis.call('SET', KEYS[base + SEEN], id, 'EX', ttl) end
+    redis.call('HINCRBY', KEYS[base + COUNTS], 'messages', 1)
+    -- A lane that was empty held a key in none of ready/leases/delayed.
+    if redis.call('RPUSH', KEYS[base + LANE], envelope) == 1 then
+      redis.call('RPUSH', KEYS[base + READY], key)
+      redis.call('ZADD', KEYS[base + HEADS], arrival, key)
+      nudge(KEYS[base + WAKE])
+    end
+  end
+  return #fresh, id
+end

@@ -17,39 +17,9 @@ local out = {}
 local a = 3 -- next ARGV of the current message
 local g = 0 -- KEYS groups used so far
 while a <= #ARGV do
-  local envelope, id, dedup, n = ARGV[a], ARGV[a + 1], ARGV[a + 2], tonumber(ARGV[a + 3])
-  local arrival = arrival_ms(envelope)
-  local fresh = {}
-  local original = id
-  local first_marker = nil
-  for i = 0, n - 1 do
-    local seen = false
-    if dedup ~= '' then
-      local prev = redis.call('GET', KEYS[(g + i) * GROUP + SEEN])
-      if prev then
-        seen = true
-        original = prev
-        if i == 0 then first_marker = prev end
-      end
-    end
-    if not seen then fresh[#fresh + 1] = i end
-  end
-  if #fresh < n then id = original end
-  if #fresh == 0 and replicate == '1' and n > 0 then
-    redis.pcall('SET', KEYS[g * GROUP + SEEN], first_marker, 'KEEPTTL')
-  end
-  for _, i in ipairs(fresh) do
-    local base = (g + i) * GROUP
-    local key = ARGV[a + 4 + i]
-    if dedup ~= '' then redis.call('SET', KEYS[base + SEEN], id, 'EX', ttl) end
-    redis.call('HINCRBY', KEYS[base + COUNTS], 'messages', 1)
-    if redis.call('RPUSH', KEYS[base + LANE], envelope) == 1 then
-      redis.call('RPUSH', KEYS[base + READY], key)
-      redis.call('ZADD', KEYS[base + HEADS], arrival, key)
-      nudge(KEYS[base + WAKE])
-    end
-  end
-  out[#out + 1] = #fresh
+  local n = tonumber(ARGV[a + 3])
+  local written, id = store_message(g, n, ARGV[a], ARGV[a + 1], ARGV[a + 2], ttl, replicate, a + 4)
+  out[#out + 1] = written
   out[#out + 1] = id
   g = g + n
   a = a + 4 + n
