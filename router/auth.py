@@ -14,6 +14,7 @@ import hmac
 import time
 from collections.abc import Mapping
 
+from router import standard_webhooks
 from router.config import AuthSettings
 from router.errors import ApiError
 
@@ -34,8 +35,7 @@ class Authenticator:
         self.header = (settings.header or default_header.get(settings.type, "")).lower()
         self.header_label = settings.header or default_header.get(settings.type, "")
         if settings.type == "standard-webhooks":
-            secret = settings.secret.removeprefix("whsec_")
-            self.key = base64.b64decode(secret)
+            self.key = standard_webhooks.secret_key(settings.secret)
         else:
             self.key = settings.secret.encode()
 
@@ -69,8 +69,7 @@ class Authenticator:
             raise Unauthorized("webhook-timestamp is not a number") from None
         if abs(ts - int(time.time())) > STANDARD_WEBHOOKS_TOLERANCE:
             raise Unauthorized("webhook-timestamp is too old or in the future")
-        signed = msg_id.encode() + b"." + timestamp.encode() + b"." + body
-        expected = hmac.new(self.key, signed, hashlib.sha256).digest()
+        expected = standard_webhooks.signature(self.key, msg_id, timestamp, body)
         for candidate in signatures.split():
             version, _, value = candidate.partition(",")
             if version != "v1":

@@ -14,6 +14,9 @@ def router_sink_types() -> list[SinkType]:
             name="http",
             factory=HttpSink,
             options=HttpOptions,
-            description="POST the message JSON to `url`; any 2xx acknowledges it",
+            description=(
+                "send the message JSON to `url` (POST, PUT or PATCH; optionally reshaped "
+                "and signed); a 2xx, or one of success_statuses, acknowledges it"
+            ),
         )
     ]

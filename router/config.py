@@ -7,8 +7,6 @@ the start with a message an operator can act on.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import math
 import os
 import re
@@ -18,6 +16,7 @@ from typing import Any, Literal
 import msgspec
 import yaml
 
+from router import standard_webhooks
 from router.ingest_formats import IngestFormat
 from router.sinks import SinkType
 
@@ -462,6 +461,9 @@ def _convert(
             for key, index in _PATH_PART.findall(text):
                 parts = (*parts, int(index) if index else key)
             in_mapping = bool(mapped) and not rest
+        # A plugin's __post_init__ may name the option it refuses
+        # (router.sinks.OptionError): the error is placed there.
+        parts = (*parts, *getattr(exc.__cause__, "where", ()))
         info = _type_at(typ, parts)
         if in_mapping and isinstance(info, msgspec.inspect.DictType):
             info = info.value_type
@@ -781,9 +783,10 @@ def _format_route(
 
 
 def _is_base64(secret: str) -> bool:
+    """Whether `secret` is whsec_<base64> of a key that is not empty."""
     try:
-        base64.b64decode(secret.removeprefix("whsec_"), validate=True)
-    except (binascii.Error, ValueError):
+        standard_webhooks.secret_key(secret)
+    except ValueError:
         return False
     return True
 

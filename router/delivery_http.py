@@ -201,8 +201,9 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         timeout: float,
         limit: int,
     ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-        """POST `body` to `request`'s URL with `headers` and read at most
-        `limit` bytes of the answer: (status, raw headers, that prefix).
+        """Send `body` with `request`'s method (POST, PUT, PATCH) to its URL
+        with `headers` and read at most `limit` bytes of the answer:
+        (status, raw headers, that prefix).
         Errors arrive as httpx's, as through handle_async_request.
 
         The built-in http sink's path: without httpx's work per request
@@ -210,7 +211,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         which a profile put at a third of a delivery's CPU. The rest of the
         answer is never read: the connection is closed instead of reused."""
         with _as_httpx_errors(request):
-            async with self._session_now().post(
+            async with self._session_now().request(
+                request.method,
                 str(request.url),
                 data=body,
                 headers=headers,

@@ -1,5 +1,12 @@
-"""A sink that POSTs the message to a URL: the built-in ``http`` plugin, and
-the base the chatbot plugin (and any HTTP plugin) builds on."""
+"""A sink that sends the message to a URL: the built-in ``http`` plugin, and
+the base the chatbot plugin (and any HTTP plugin) builds on.
+
+Its options (docs/outbound-webhooks.md): `url`, `method` (POST, PUT or
+PATCH), `headers` (values may use ${VAR}), `id_header`, `success_statuses`
+(default any 2xx), `signing` (Standard Webhooks) and `body` (a reshaping of
+the JSON sent; router.reshape). Without `body` the message's bytes go out
+exactly as they were received.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +15,68 @@ import ipaddress
 import re
 import socket
 import time
-from typing import ClassVar
+from typing import Any, ClassVar, Literal
 
 import httpx
 import msgspec
 
+from router import standard_webhooks
 from router.delivery_http import direct_transport
-from router.sinks import Delivery, DeliveryFailed, SinkContext
+from router.reshape import Template, compile_template, render
+from router.sinks import Delivery, DeliveryFailed, OptionError, SinkContext
+
+# Methods a delivery may use: each sends the message as its body. GET, HEAD,
+# DELETE and OPTIONS carry no body in practice (RFC 9110 gives a body on them
+# no meaning; servers and proxies drop or refuse it), so they are refused.
+METHODS = ("POST", "PUT", "PATCH")
+
+# RFC 9110 token: what a header name may be.
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+# A header value: visible characters, spaces and tabs (and obs-text); no
+# CR, LF, NUL or other control characters, which would split or end it.
+_BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+# Set by the HTTP client from the request itself; a configured one would
+# contradict it (a wrong Content-Length) or smuggle a second request.
+_FRAMING_HEADERS = frozenset({"content-length", "transfer-encoding", "host", "connection"})
+_SIGNING_HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")
+_STATUS_CLASS = re.compile(r"^\s*([1-5])xx\s*$", re.IGNORECASE)
+_STATUS_RANGE = re.compile(r"^\s*(\d{3})\s*(?:-\s*(\d{3})\s*)?$")
+
+
+class SigningOptions(msgspec.Struct, forbid_unknown_fields=True):
+    # standard-webhooks: webhook-id (the message id: the same on every
+    # retry), webhook-timestamp (of each attempt) and webhook-signature
+    # (v1,<base64 HMAC-SHA256 of "id.timestamp.body">) per standardwebhooks.com.
+    type: Literal["standard-webhooks"]
+    secret: str  # whsec_<base64>, from ${VAR}; never logged or shown
+
+
+def parse_success_statuses(spec: list[int | str]) -> tuple[tuple[int, int], ...]:
+    """`success_statuses` as (lowest, highest) ranges: each item a code
+    (200), a range ("200-299") or a class ("2xx"). Raises OptionError."""
+    if not spec:
+        raise OptionError(
+            ("success_statuses",), "list at least one status, or leave it out for any 2xx"
+        )
+    ranges = []
+    for i, item in enumerate(spec):
+        where = ("success_statuses", i)
+        if isinstance(item, int):
+            low = high = item
+        elif (klass := _STATUS_CLASS.match(item)) is not None:
+            low = int(klass.group(1)) * 100
+            high = low + 99
+        elif (span := _STATUS_RANGE.match(item)) is not None:
+            low = int(span.group(1))
+            high = int(span.group(2) or low)
+        else:
+            raise OptionError(
+                where, f'{item!r} is not a status: write 200, a range "200-299" or "2xx"'
+            )
+        if not 100 <= low <= high <= 599:
+            raise OptionError(where, f"{item!r}: statuses are 100 to 599, a range written low-high")
+        ranges.append((low, high))
+    return tuple(ranges)
 
 
 class HttpOptions(msgspec.Struct, forbid_unknown_fields=True):
@@ -23,6 +85,14 @@ class HttpOptions(msgspec.Struct, forbid_unknown_fields=True):
     # Header carrying the message id, the same on every retry so the
     # destination can drop redeliveries (the IETF Idempotency-Key draft).
     id_header: str = "Idempotency-Key"
+    method: str = "POST"  # or PUT, PATCH (any case)
+    # What acknowledges a message; None: any 2xx. Anything else (a 3xx too:
+    # redirects are not followed) fails the attempt, which is retried.
+    success_statuses: list[int | str] | None = None
+    signing: SigningOptions | None = None
+    # The JSON sent, built from the message (router.reshape); None: the
+    # message's bytes exactly as received.
+    body: Any = None
 
     # Spaces and control characters: httpx would quietly percent-encode some
     # (even in the host) and refuse others only at the first delivery.
@@ -53,17 +123,90 @@ class HttpOptions(msgspec.Struct, forbid_unknown_fields=True):
             raise ValueError(f"url {self.url!r} names no host; write http://host[:port]/path")
         if url.port is not None and not 1 <= url.port <= 65535:
             raise ValueError(f"url {self.url!r}: a port is a number from 1 to 65535")
+        self.method = self.method.upper()
+        if self.method not in METHODS:
+            raise OptionError(("method",), self._method_problem())
+        self._check_headers()
+        if self.success_statuses is not None:
+            parse_success_statuses(self.success_statuses)
+        if self.signing is not None:
+            try:
+                standard_webhooks.secret_key(self.signing.secret)
+            except ValueError as exc:  # its text never holds the secret
+                raise OptionError(("signing", "secret"), str(exc)) from None
+        if self.body is not None:
+            compile_template(self.body)
+
+    def _method_problem(self) -> str:
+        fix = "use POST (the default), PUT or PATCH"
+        if self.method in ("GET", "HEAD", "DELETE", "OPTIONS"):
+            return f"{self.method} sends no body, and a delivery always sends the message; {fix}"
+        return f"{self.method!r} is not a method the router sends; {fix}"
+
+    def _check_headers(self) -> None:
+        """Header names are tokens, values hold no line break or control
+        character, and none contradicts what the router sets. The errors
+        name the header, never its value (often a secret)."""
+        if not _TOKEN.match(self.id_header):
+            raise OptionError(("id_header",), f"{self.id_header!r} is not a header name")
+        seen: dict[str, str] = {}
+        for name, value in self.headers.items():
+            where = ("headers", name)
+            lower = name.lower()
+            if not _TOKEN.match(name):
+                raise OptionError(
+                    where, "not a header name: letters, digits and !#$%&'*+-.^_`|~ only"
+                )
+            if lower in seen:
+                raise OptionError(
+                    where, f"given twice (as {seen[lower]!r} too): header names ignore case"
+                )
+            seen[lower] = name
+            if _BAD_VALUE.search(value):
+                raise OptionError(
+                    where,
+                    "the value holds a line break or control character (a secret file's "
+                    "trailing newline?); remove it",
+                )
+            if lower in _FRAMING_HEADERS:
+                raise OptionError(where, "the HTTP client sets it from the request; remove it")
+            if lower in (self.id_header.lower(), "x-router-attempt"):
+                raise OptionError(
+                    where, "the router sets it on every delivery (see id_header); remove it"
+                )
+            if self.signing is not None and lower in _SIGNING_HEADERS:
+                raise OptionError(where, "signing: sets it on every delivery; remove it")
+
+    def __repr__(self) -> str:
+        # Header values and the signing secret stay out of every repr
+        # (a log line, a traceback's locals, a debugger).
+        headers = dict.fromkeys(self.headers, "***")
+        signing = None if self.signing is None else f"{self.signing.type} (secret ***)"
+        return (
+            f"{type(self).__name__}(url={self.url!r}, method={self.method!r}, "
+            f"headers={headers!r}, id_header={self.id_header!r}, "
+            f"success_statuses={self.success_statuses!r}, signing={signing!r}, "
+            f"body={self.body!r})"
+        )
 
     def config_warnings(self) -> list[str]:
         """What routes.yaml should know about these options: each "option: what"."""
+        warnings = []
         address = self._metadata_address(httpx.URL(self.url).host)
-        if address is None:
-            return []
-        return [
-            f"url: {self.url!r} points at {address}, a link-local or cloud metadata "
-            "address (where a cloud machine serves its own credentials); "
-            "make sure this destination is meant"
-        ]
+        if address is not None:
+            warnings.append(
+                f"url: {self.url!r} points at {address}, a link-local or cloud metadata "
+                "address (where a cloud machine serves its own credentials); "
+                "make sure this destination is meant"
+            )
+        if self.signing is not None:
+            size = len(standard_webhooks.secret_key(self.signing.secret))
+            if size < standard_webhooks.MIN_KEY_BYTES:
+                warnings.append(
+                    f"signing: the secret's key is {size} bytes; Standard Webhooks asks for "
+                    "24 to 64 random bytes (whsec_ and their base64)"
+                )
+        return warnings
 
     @classmethod
     def _metadata_address(cls, host: str) -> str | None:
@@ -119,7 +262,8 @@ USER_AGENT = "message-router"
 
 
 class HttpSink:
-    """POST the body as received; any 2xx acknowledges the message."""
+    """Send the message (as received, or reshaped by `body:`) with `method`;
+    a 2xx, or a status in `success_statuses`, acknowledges it."""
 
     def __init__(self, options: HttpOptions, context: SinkContext) -> None:
         if not options.url.startswith(("http://", "https://")):
@@ -127,10 +271,11 @@ class HttpSink:
         self.options = options
         self.context = context
         self.http = context.http
-        # Under the router's aiohttp transport the POST goes to it directly
+        self.method = options.method.upper()
+        # Under the router's aiohttp transport the request goes to it directly
         # (router.delivery_http.AiohttpTransport.post_prefix).
         self._direct = direct_transport(context.http)
-        self._request = httpx.Request("POST", options.url)  # what answers refer to
+        self._request = httpx.Request(self.method, options.url)  # what answers refer to
         self._headers = {
             "content-type": "application/json",
             # Uncompressed answers: a small compressed one must not expand
@@ -139,8 +284,36 @@ class HttpSink:
             "user-agent": USER_AGENT,
             **{k.lower(): v for k, v in options.headers.items()},
         }
+        self._statuses = (
+            None
+            if options.success_statuses is None
+            else parse_success_statuses(options.success_statuses)
+        )
+        self._template: Template | None = (
+            None if options.body is None else compile_template(options.body)
+        )
+        self._signing_key = (
+            None
+            if options.signing is None
+            else standard_webhooks.secret_key(options.signing.secret)
+        )
+        self._secrets = _secrets_of(options)
 
     async def deliver(self, delivery: Delivery) -> None:
+        try:
+            await self._deliver(delivery)
+        except DeliveryFailed as exc:
+            # The reason is logged and kept with the message (router status,
+            # dead letters): a destination echoing the request's headers in
+            # its answer must not put a configured secret there.
+            reason = self._redact(exc.reason)
+            if reason != exc.reason:
+                exc.reason = reason
+                exc.args = (reason,)
+            raise
+
+    async def _deliver(self, delivery: Delivery) -> None:
+        body = delivery.body if self._template is None else render(self._template, delivery.body)
         headers = {
             **self._headers,
             self.options.id_header.lower(): delivery.id,  # (header names lower-cased: one of each)
@@ -150,17 +323,27 @@ class HttpSink:
             headers["traceparent"] = delivery.traceparent
             if delivery.tracestate is not None:
                 headers["tracestate"] = delivery.tracestate
+        if self._signing_key is not None:
+            # The same webhook-id on every retry (the destination's dedup
+            # key); a timestamp of this attempt, so a retry after minutes
+            # still falls within the receiver's tolerance (5 minutes).
+            timestamp = str(int(time.time()))
+            headers["webhook-id"] = delivery.id
+            headers["webhook-timestamp"] = timestamp
+            headers["webhook-signature"] = standard_webhooks.sign(
+                self._signing_key, delivery.id, timestamp, body
+            )
         timeout = self.context.timeout
         try:
             if self._direct is not None:
                 status, raw_headers, prefix = await self._direct.post_prefix(
-                    self._request, delivery.body, headers, timeout, MAX_ANSWER_BYTES
+                    self._request, body, headers, timeout, MAX_ANSWER_BYTES
                 )
             else:
                 async with self.http.stream(
-                    "POST",
+                    self.method,
                     self.options.url,
-                    content=delivery.body,
+                    content=body,
                     headers=headers,
                     timeout=timeout,
                 ) as streamed:
@@ -173,20 +356,56 @@ class HttpSink:
         kept = [(k, v) for k, v in raw_headers if k.lower() not in _WIRE_HEADERS]
         self.check(httpx.Response(status, headers=kept, content=prefix, request=self._request))
 
+    def accepts(self, status: int) -> bool:
+        """Whether `status` acknowledges a message: a 2xx, or one of
+        `success_statuses` when they are set."""
+        if self._statuses is None:
+            return 200 <= status <= 299
+        return any(low <= status <= high for low, high in self._statuses)
+
     def check(self, response: httpx.Response) -> None:
         """Raise DeliveryFailed unless the response acknowledges the message.
 
         `response.content` holds at most MAX_ANSWER_BYTES of the answer;
         `response.request` names the method and URL only (not the headers or
         body sent: building that per delivery would cost for nothing)."""
-        if not response.is_success:
+        if not self.accepts(response.status_code):
+            listed = (
+                ""
+                if self._statuses is None or not response.is_success
+                else " (not in success_statuses)"
+            )
             raise DeliveryFailed(
-                f"HTTP {response.status_code}: {response.text[:200]}",
+                f"HTTP {response.status_code}{listed}: {response.text[:200]}",
                 retry_after=parse_retry_after(response.headers.get("retry-after")),
             )
 
+    def _redact(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
     async def aclose(self) -> None:
         """The shared HTTP client is closed by the router."""
+
+
+# A configured header value shorter than this is not looked for in failure
+# reasons: "1" or "en" would be starred out of every text for nothing.
+_MIN_REDACTED = 6
+
+
+def _secrets_of(options: HttpOptions) -> tuple[str, ...]:
+    """What must never appear in a failure reason: every configured header
+    value (and its part after an auth scheme: "Bearer <token>"), and the
+    signing secret; longest first, so a part does not hide its whole."""
+    found = set()
+    for value in options.headers.values():
+        found.add(value.strip())
+        found.add(value.strip().partition(" ")[2].strip())
+    if options.signing is not None:
+        found.add(options.signing.secret)
+        found.add(options.signing.secret.removeprefix(standard_webhooks.SECRET_PREFIX))
+    return tuple(sorted((s for s in found if len(s) >= _MIN_REDACTED), key=len, reverse=True))
 
 
 async def _read_prefix(response: httpx.Response, limit: int) -> bytes:

@@ -46,6 +46,17 @@ class DeliveryFailed(Exception):
         self.retry_after = retry_after
 
 
+class OptionError(ValueError):
+    """Raised by a plugin's options type (in its ``__post_init__``) to refuse
+    a value in routes.yaml. ``where`` names the option below the destination,
+    e.g. ``("headers", "Authorization")``: the one-line config error is then
+    placed at that key and its line. Never put a secret's value in the text."""
+
+    def __init__(self, where: tuple[str | int, ...], message: str) -> None:
+        super().__init__(message)
+        self.where = where
+
+
 class Sink(Protocol):
     async def deliver(self, delivery: Delivery) -> None: ...
 

@@ -316,8 +316,15 @@ def test_env_var_in_part_of_a_string_and_escaped_dollar(tmp_path: Path) -> None:
 def test_env_var_value_is_not_yaml(tmp_path: Path) -> None:
     """A substituted value stays a string: it cannot inject YAML structure."""
     path = write_yaml(tmp_path, GOOD + "    headers:\n      Authorization: ${TOKEN}\n")
-    config = load(str(path), env={"TOKEN": "Bearer a: b\n- [c]"})
-    assert config.destinations["chatbot"].options.headers == {"Authorization": "Bearer a: b\n- [c]"}
+    config = load(str(path), env={"TOKEN": "Bearer a: b - [c] {d: e}"})
+    assert config.destinations["chatbot"].options.headers == {
+        "Authorization": "Bearer a: b - [c] {d: e}"
+    }
+    path = write_yaml(tmp_path, GOOD.replace("    fields:", "    id_field: ${FIELD}\n    fields:"))
+    config = load(str(path), env={"FIELD": "a: b\n- [c]"})
+    assert config.routes[0].settings.id_field == "a: b\n- [c]"
+    # (A header value with a line break is refused, without showing it:
+    # tests/unit/test_http_outbound_config.py.)
 
 
 def test_env_defaults_to_the_process_environment(
