@@ -74,6 +74,7 @@ import stack
 from context import Context
 from delivery import preload, window_problems
 from destination import watch
+from fmt import pct, rate, ratio, x0, x2
 from ingest import run_wrk
 from procs import DESTINATION, HOST, PEERS, free_port, router_argv, say, wait_http, write_routes
 
@@ -713,7 +714,7 @@ class ClusterPart:
     def paired(self, phase: str, key: str, base: str = "single") -> list[float]:
         """This round's rate over the same round's on `base` (one Redis)."""
         pairs = zip(self.rates(phase, key), self.rates(phase, base), strict=True)
-        return [_ratio(a, b) for a, b in pairs]
+        return [ratio(a, b) for a, b in pairs]
 
     def ratio(self, phase: str, key: str, base: str = "single") -> float:
         values = [v for v in self.paired(phase, key, base) if v == v]
@@ -752,8 +753,8 @@ class ClusterPart:
                     continue
                 per = run.per_message()
                 cpu_each = [c / run.messages * 1e6 if run.messages else NAN for c in run.cpu]
-                spread = "-" if len(run.calls) == 1 else _pct(run.spread())
-                commands = f"{_list(per)} (sum {_x(sum(per))})" if per else "-"
+                spread = "-" if len(run.calls) == 1 else pct(run.spread())
+                commands = f"{_list(per)} (sum {x2(sum(per))})" if per else "-"
                 shards = self.layout.get(setup.key)
                 label = setup.label + (
                     f" ({setup.shards} shards: {'/'.join(map(str, shards))} per master)"
@@ -761,16 +762,16 @@ class ClusterPart:
                     else f" ({setup.shards} shard{'s' * (setup.shards > 1)})"
                 )
                 ratio = self.ratio(phase, setup.key)
-                ratio_cell = "1.00" if setup.key == "single" else _x(ratio)
+                ratio_cell = "1.00" if setup.key == "single" else x2(ratio)
                 # The rows with replicas are not a fair Cluster against one
                 # Redis (see the WAIT note below): their ratio is not bold.
                 if ratio == ratio and setup.key != "single" and not setup.replicas:
                     ratio_cell = f"**{ratio_cell}**"
                 out.append(
-                    f"| {phase} | {label} | {_rate(self.median(phase, setup.key, _rate_of))} "
-                    f"| {ratio_cell} | {_x(self.median(phase, setup.key, _cores_of))} "
+                    f"| {phase} | {label} | {rate(self.median(phase, setup.key, _rate_of))} "
+                    f"| {ratio_cell} | {x2(self.median(phase, setup.key, _cores_of))} "
                     f"| {commands} | {spread} "
-                    f"| {_x0(run.cpu_us())}"
+                    f"| {x0(run.cpu_us())}"
                     + (f" ({_list(cpu_each, 0)})" if cpu_each else "")
                     + " |"
                 )
@@ -810,7 +811,7 @@ class ClusterPart:
             "only once a replica holds its write); their commands and Redis CPU are the "
             "masters' only (roles read with INFO replication; with WAIT=1 a master's count "
             "includes the WAIT and the replicas' REPLCONF ACK replies). **WAIT=1 / WAIT=0, "
-            f"per process: {_x(cost)}** (each round's pair, median): the cost of waiting "
+            f"per process: {x2(cost)}** (each round's pair, median): the cost of waiting "
             "for a replica on every batch. The replicas share these 2 cores with everything "
             "else (applying every write, and in both rows), so the 3 + 3 rows are not "
             "comparable to the rows without replicas (their ratio to one Redis is not in "
@@ -851,15 +852,15 @@ class ClusterPart:
             busy + "A deployment of P router processes (each with a core of its own) on M masters "
             "reaches **about min(P x per-process rate, M x per-master capacity)**, where:",
             "",
-            f"- per-process rate: ingest {_rate(single_in)} msg/s on one Redis, "
-            f"{_rate(ingest_p)} on a Cluster (3 masters); delivery {_rate(single_out)} / "
-            f"{_rate(deliver_p)} msg/s (64 in flight, a bot answering at once);",
+            f"- per-process rate: ingest {rate(single_in)} msg/s on one Redis, "
+            f"{rate(ingest_p)} on a Cluster (3 masters); delivery {rate(single_out)} / "
+            f"{rate(deliver_p)} msg/s (64 in flight, a bot answering at once);",
             f"- per-master capacity: the messages one Redis core absorbs, 1 / (redis-server "
-            f"CPU seconds per message on one Redis): ingest ~{_rate(cap_in)} msg/s, delivery "
-            f"~{_rate(cap_out)} msg/s (a message ingested and delivered costs both: "
-            f"~{_rate(_per_second(_sum_us(cap_in, cap_out)))} msg/s end to end). The "
-            f"3-master Cluster's busiest master says ~{_rate(busy_in)} (ingest) and "
-            f"~{_rate(busy_out)} (delivery) msg/s for the whole Cluster before it fills a core.",
+            f"CPU seconds per message on one Redis): ingest ~{rate(cap_in)} msg/s, delivery "
+            f"~{rate(cap_out)} msg/s (a message ingested and delivered costs both: "
+            f"~{rate(_per_second(_sum_us(cap_in, cap_out)))} msg/s end to end). The "
+            f"3-master Cluster's busiest master says ~{rate(busy_in)} (ingest) and "
+            f"~{rate(busy_out)} (delivery) msg/s for the whole Cluster before it fills a core.",
             "",
             "| router processes P | one Redis (M = 1) | Cluster M = 3 | Cluster M = 6 |",
             "| ---: | ---: | ---: | ---: |",
@@ -882,7 +883,7 @@ class ClusterPart:
             "at the load these runs reached, not at saturation (under more load the router "
             "pipelines more per round trip, so Redis's cost per message falls: the estimate "
             "leans low); it assumes the load spreads evenly over the masters (measured spread "
-            f"of commands on 3 masters: {_pct(spread)}; the busiest master fills first, so "
+            f"of commands on 3 masters: {pct(spread)}; the busiest master fills first, so "
             "divide M x capacity by 1 + spread), a destination with `shards` a multiple of M "
             "and many ordering keys, no replicas (a replica adds its master replication work), "
             "and a network as fast as loopback. The per-process rate assumes each process has "
@@ -921,10 +922,6 @@ def _cores_of(run: Run) -> float:
     return run.router_cores
 
 
-def _ratio(a: float, b: float) -> float:
-    return a / b if b and b == b else NAN
-
-
 def _per_second(us: float) -> float:
     return 1e6 / us if us and us == us else NAN
 
@@ -943,22 +940,6 @@ def _cell(in_router: float, in_redis: float, out_router: float, out_redis: float
         return f"{router:,.0f}"
 
     return f"{one(in_router, in_redis)} / {one(out_router, out_redis)}"
-
-
-def _rate(x: float) -> str:
-    return "-" if x != x else f"{x:,.0f}"
-
-
-def _x(x: float) -> str:
-    return "-" if x != x else f"{x:.2f}"
-
-
-def _x0(x: float) -> str:
-    return "-" if x != x else f"{x:.0f}"
-
-
-def _pct(x: float) -> str:
-    return "-" if x != x else f"{x:.0%}"
 
 
 def _list(values: list[float], digits: int = 2) -> str:

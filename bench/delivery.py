@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 
 from context import Context
 from destination import Sink, Window, watch
+from fmt import rate, ratio, x2
 from procs import DESTINATION, PEERS, RESULTS, router_argv, say, write_routes
 from profiling import record_command, summarize_profile
 from redisdb import command_stats, flush, read_events, round_trips
@@ -148,10 +149,6 @@ def bullmq_versions() -> str:
     return f"Node {node}, BullMQ {package['version']}"
 
 
-def _ratio(a: float, b: float) -> float:
-    return a / b if b and b == b else NAN
-
-
 @dataclass
 class Delivery:
     ctx: Context
@@ -192,7 +189,7 @@ class Delivery:
             pairs += [("router", "router_httpx")]
             for a, b in pairs:
                 if a in rs[0] and b in rs[0]:
-                    result[f"{a}/{b}"] = statistics.median(_ratio(r[a], r[b]) for r in rs)
+                    result[f"{a}/{b}"] = statistics.median(ratio(r[a], r[b]) for r in rs)
             if case.slow:
                 for a in ("router", "router_httpx", "aiohttp"):
                     result[f"{a}/ideal"] = result[a] / case.ideal
@@ -408,7 +405,7 @@ class Delivery:
         targets = {}
         for case, d in self.by_case.items():
             if case.slow:
-                targets[self.chart_label(case)] = _ratio(case.target * case.ideal, d["aiohttp"])
+                targets[self.chart_label(case)] = ratio(case.target * case.ideal, d["aiohttp"])
             else:
                 targets[self.chart_label(case)] = case.target
         return targets
@@ -416,14 +413,6 @@ class Delivery:
     @staticmethod
     def chart_label(case: Case) -> str:
         return f"delivery: {case.label} (floor: aiohttp alone)"
-
-
-def _rate(x: float) -> str:
-    return "-" if x != x else f"{x:,.0f}"
-
-
-def _x(x: float) -> str:
-    return "-" if x != x else f"{x:.2f}"
 
 
 def _verdict(value: float, target: float, stretch: float | None = None) -> str:
@@ -457,13 +446,13 @@ def report_lines(delivery: Delivery) -> list[str]:
         for transport in TRANSPORTS:
             t, usec = delivery.trips.get((case, transport), (NAN, NAN))
             trips.append("-" if t != t else f"{t:.2f} ({usec:.0f})")
-        peers = f"| {_rate(d.get('arq', NAN))} ({case.in_flight}) " if case.peers else "| - "
+        peers = f"| {rate(d.get('arq', NAN))} ({case.in_flight}) " if case.peers else "| - "
         if bullmq:
-            peers += f"| {_rate(d['bullmq'])} ({case.in_flight}) " if "bullmq" in d else "| - "
+            peers += f"| {rate(d['bullmq'])} ({case.in_flight}) " if "bullmq" in d else "| - "
         out.append(
-            f"| {case.label} | {_rate(d.get('router', NAN))} "
-            f"| {_rate(d.get('router_httpx', NAN))} | {reads} | {' / '.join(trips)} "
-            f"| {_rate(d.get('aiohttp', NAN))} | {_rate(d.get('httpx', NAN))} {peers}|"
+            f"| {case.label} | {rate(d.get('router', NAN))} "
+            f"| {rate(d.get('router_httpx', NAN))} | {reads} | {' / '.join(trips)} "
+            f"| {rate(d.get('aiohttp', NAN))} | {rate(d.get('httpx', NAN))} {peers}|"
         )
     out += [
         "",
@@ -478,21 +467,21 @@ def report_lines(delivery: Delivery) -> list[str]:
             value = d.get("router/ideal", NAN)
             target = (
                 f"router ≥ {case.target:g} x {case.in_flight}/{case.delay_ms / 1000:g} s "
-                f"= {case.target * case.ideal:,.0f} msg/s: {_x(value)} of {case.ideal:,.0f}"
+                f"= {case.target * case.ideal:,.0f} msg/s: {x2(value)} of {case.ideal:,.0f}"
             )
         else:
             value = d.get("router/aiohttp", NAN)
             target = f"≥ {case.target:g}" + (
                 f" (stretch {case.stretch:g})" if case.stretch is not None else ""
             )
-        peers = f"| **{_x(d.get('router/arq', NAN))}** " if case.peers else "| - "
+        peers = f"| **{x2(d.get('router/arq', NAN))}** " if case.peers else "| - "
         if bullmq:
-            peers += f"| **{_x(d['router/bullmq'])}** " if "router/bullmq" in d else "| - "
+            peers += f"| **{x2(d['router/bullmq'])}** " if "router/bullmq" in d else "| - "
         out.append(
-            f"| {case.label} | **{_x(d.get('router/aiohttp', NAN))}** | {target} "
+            f"| {case.label} | **{x2(d.get('router/aiohttp', NAN))}** | {target} "
             f"| {_verdict(value, case.target, case.stretch)} "
-            f"| {_x(d.get('router_httpx/aiohttp', NAN))} "
-            f"| **{_x(d.get('router/router_httpx', NAN))}** {peers}|"
+            f"| {x2(d.get('router_httpx/aiohttp', NAN))} "
+            f"| **{x2(d.get('router/router_httpx', NAN))}** {peers}|"
         )
     out += [
         "",

@@ -61,6 +61,7 @@ from cluster import CpuSampler, cpu_seconds
 from context import Context
 from delivery import preload, window_problems
 from destination import Sink, Window
+from fmt import pct, rate, ratio, x0, x2
 from ingest import CASES as INGEST_CASES
 from ingest import POST_LUA, WrkResult, run_wrk, stored
 from ingest import write_routes as ingest_routes
@@ -255,7 +256,7 @@ class Observability:
         finally:
             ctx.procs.stop(proc)
         self.ingest.setdefault(key, []).append(result)
-        used = _ratio((cpu1 - cpu0) * 1e6, result.requests)
+        used = ratio((cpu1 - cpu0) * 1e6, result.requests)
         self.cpu.setdefault(("ingest", key), []).append(used)
         answered = warm.requests + result.requests - warm.non_2xx - result.non_2xx
         what = f"observability ingest {label} round {rnd}"
@@ -340,7 +341,7 @@ class Observability:
         what = f"observability delivery {label} round {rnd}"
         window_problems(ctx, what, w, n)
         self.delivery.setdefault(key, []).append(w.rate)
-        used = _ratio(sampler.cores(w.first_t, w.last_t) * 1e6, w.rate)
+        used = ratio(sampler.cores(w.first_t, w.last_t) * 1e6, w.rate)
         self.cpu.setdefault(("delivery", key), []).append(used)
         if scraper is not None and final is not None:
             summary = _summary(scrapes, w.first_t or 0.0, w.last_t)
@@ -420,16 +421,16 @@ class Observability:
 
     def ingest_ratios(self, f: str = "rps") -> list[float]:
         on, off = self.ingest.get("on", []), self.ingest.get("off", [])
-        return [_ratio(getattr(a, f), getattr(b, f)) for a, b in zip(on, off, strict=True)]
+        return [ratio(getattr(a, f), getattr(b, f)) for a, b in zip(on, off, strict=True)]
 
     def delivery_ratios(self, key: str) -> list[float]:
         on, off = self.delivery.get(key, []), self.delivery.get("off", [])
-        return [_ratio(a, b) for a, b in zip(on, off, strict=True)]
+        return [ratio(a, b) for a, b in zip(on, off, strict=True)]
 
     def cpu_ratios(self, phase: str, key: str) -> list[float]:
         """This run's router CPU per message over the same round's floor's."""
         this, off = self.cpu.get((phase, key), []), self.cpu.get((phase, "off"), [])
-        return [_ratio(a, b) for a, b in zip(this, off, strict=True)]
+        return [ratio(a, b) for a, b in zip(this, off, strict=True)]
 
     def rows(self) -> list[tuple[str, str, float, float, list[float], list[float]]]:
         """(label, unit, floor's median, this one's median, per-round ratios,
@@ -484,9 +485,9 @@ class Observability:
         for label, unit, floor, this, ratios, cpu in rows:
             ratio = _median(ratios)
             out.append(
-                f"| {label} | {_rate(floor)} {unit} | {_rate(this)} {unit} "
-                f"| **{_x(ratio)}** ({', '.join(_x(r) for r in ratios)}) | {_pct(1 - ratio)} "
-                f"| {_verdict(ratio)} | {_x(_median(cpu))} ({', '.join(_x(r) for r in cpu)}) |"
+                f"| {label} | {rate(floor)} {unit} | {rate(this)} {unit} "
+                f"| **{x2(ratio)}** ({', '.join(x2(r) for r in ratios)}) | {pct(1 - ratio)} "
+                f"| {_verdict(ratio)} | {x2(_median(cpu))} ({', '.join(x2(r) for r in cpu)}) |"
             )
         for paragraph in self.notes():
             out += ["", paragraph]
@@ -503,8 +504,8 @@ class Observability:
             text.append(
                 f"Ingest: `router api`, 1 process, LOG_LEVEL=warning, wrk -t1 -c{CONNECTIONS} "
                 f"-d{a.duration}s after {a.warmup} s warm-up, post.lua. Latency on / off: p99 "
-                f"**{_x(_median(p99))}** (per round {', '.join(_x(r) for r in p99)}), p50 "
-                f"{_x(_median(p50))} (p99 {_ms(self.ingest, 'on')} ms with metrics, "
+                f"**{x2(_median(p99))}** (per round {', '.join(x2(r) for r in p99)}), p50 "
+                f"{x2(_median(p50))} (p99 {_ms(self.ingest, 'on')} ms with metrics, "
                 f"{_ms(self.ingest, 'off')} ms without, medians). "
                 + _scrape_note(s, "API port", "the measured wrk run")
             )
@@ -515,12 +516,12 @@ class Observability:
             logs = ""
             if self.delivery.get("info") and self.delivery.get("on"):
                 own = [
-                    _ratio(i, o)
+                    ratio(i, o)
                     for i, o in zip(self.delivery["info"], self.delivery["on"], strict=True)
                 ]
                 logs = (
-                    f" The info lines alone (metrics on in both): {_x(_median(own))} "
-                    f"(per round {', '.join(_x(r) for r in own)})."
+                    f" The info lines alone (metrics on in both): {x2(_median(own))} "
+                    f"(per round {', '.join(x2(r) for r in own)})."
                 )
             text.append(
                 f"Delivery: {self.n:,} messages over {KEYS:,} wa_ids, max_in_flight "
@@ -547,7 +548,7 @@ class Observability:
             "depend on how much of a core the router got, so on this shared machine it is "
             "the steadier figure; the goal is judged on the rates, as asked. Medians, µs per "
             "message: "
-            + "; ".join(f"{phase} {key} {_x0(v)}" for (phase, key), v in cpu.items())
+            + "; ".join(f"{phase} {key} {x0(v)}" for (phase, key), v in cpu.items())
             + "."
         )
         text.append(
@@ -617,32 +618,12 @@ def _scrape_note(scrapes: list[Scrapes], where: str, window: str, runs: str = ""
 
 
 def _ms(results: dict[str, list[WrkResult]], key: str) -> str:
-    return _x(_median([r.p99_ms for r in results.get(key, [])]))
+    return x2(_median([r.p99_ms for r in results.get(key, [])]))
 
 
 def _median(values: list[float]) -> float:
     values = [v for v in values if v == v]
     return statistics.median(values) if values else NAN
-
-
-def _ratio(a: float, b: float) -> float:
-    return a / b if b and b == b else NAN
-
-
-def _rate(x: float) -> str:
-    return "-" if x != x else f"{x:,.0f}"
-
-
-def _x(x: float) -> str:
-    return "-" if x != x else f"{x:.2f}"
-
-
-def _x0(x: float) -> str:
-    return "-" if x != x else f"{x:.0f}"
-
-
-def _pct(x: float) -> str:
-    return "-" if x != x else f"{x:.0%}"
 
 
 def _verdict(ratio: float) -> str:
