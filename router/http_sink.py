@@ -32,7 +32,7 @@ METHODS = ("POST", "PUT", "PATCH")
 
 # RFC 9110 token: what a header name may be.
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
-# A header value: visible characters, spaces and tabs (and obs-text); no
+# A header value: visible ASCII characters, spaces and tabs (inside it); no
 # CR, LF, NUL or other control characters, which would split or end it.
 _BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 # Set by the HTTP client from the request itself; a configured one would
@@ -167,6 +167,16 @@ class HttpOptions(msgspec.Struct, forbid_unknown_fields=True):
                     where,
                     "the value holds a line break or control character (a secret file's "
                     "trailing newline?); remove it",
+                )
+            if value != value.strip(" \t"):
+                # httpx's h11 refuses such a value at every delivery, in an
+                # error that quotes it.
+                raise OptionError(where, "the value starts or ends with a space or tab; remove it")
+            if not value.isascii():
+                raise OptionError(
+                    where,
+                    "the value holds a character outside ASCII, which HTTP headers cannot "
+                    "carry as text; percent- or base64-encode it",
                 )
             if lower in _FRAMING_HEADERS:
                 raise OptionError(where, "the HTTP client sets it from the request; remove it")
@@ -376,7 +386,9 @@ class HttpSink:
                 else " (not in success_statuses)"
             )
             raise DeliveryFailed(
-                f"HTTP {response.status_code}{listed}: {response.text[:200]}",
+                # Secrets out before the cut: one straddling it would keep
+                # its first part, which no longer matches.
+                f"HTTP {response.status_code}{listed}: {self._redact(response.text)[:200]}",
                 retry_after=parse_retry_after(response.headers.get("retry-after")),
             )
 

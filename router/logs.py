@@ -93,6 +93,23 @@ def _indented(text: str) -> str:
     return "\n".join(TRACEBACK_PREFIX + escape(line) for line in text.splitlines())
 
 
+# Query parameters that carry a secret in a URL a client calls (Meta's
+# webhook verification sends the verify token in the query).
+_SECRET_QUERY = re.compile(r"((?:^|[?&])hub\.verify_token=)[^&\s]*", re.IGNORECASE)
+
+
+class _AccessLogSecrets(logging.Filter):
+    """`--access-log` writes every request line: the verify token of a
+    WhatsApp route's GET handshake must not reach the log with it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                _SECRET_QUERY.sub(r"\1***", a) if isinstance(a, str) else a for a in record.args
+            )
+        return True
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per record: control characters are JSON escapes, so
     no value can start a line of its own."""
@@ -133,5 +150,9 @@ def setup(level: str, format: str = "console") -> None:
     logging.logProcesses = False
     logging.logMultiprocessing = False
     logging._srcfile = None
+    access = logging.getLogger("uvicorn.access")
+    for old_filter in [f for f in access.filters if isinstance(f, _AccessLogSecrets)]:
+        access.removeFilter(old_filter)
+    access.addFilter(_AccessLogSecrets())
     # One line per delivery from httpx would drown the router's own log.
     logging.getLogger("httpx").setLevel(logging.WARNING)

@@ -94,6 +94,16 @@ BAD: list[tuple[str, str, list[str]]] = [
         [":16: ", "chatbot.headers.Authorization: the value holds a line break", "remove it"],
     ),
     (
+        "header with a trailing space",
+        '    headers:\n      Authorization: "Bearer ${TOKEN} "\n',
+        ["chatbot.headers.Authorization: the value starts or ends with a space or tab"],
+    ),
+    (
+        "header outside ASCII",
+        "    headers: {X-Team: 'équipe ${TOKEN}'}\n",
+        ["chatbot.headers.X-Team: the value holds a character outside ASCII"],
+    ),
+    (
         "bad header name",
         "    headers: {'X Bad': v}\n",
         ["chatbot.headers.X Bad: not a header name"],

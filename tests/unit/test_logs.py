@@ -91,3 +91,30 @@ def test_console_lines_show_fields_as_key_value() -> None:
     )
     assert text.count("\n") == 1
     assert 'delivered key="a b" attempt=1 error="1\\n2026' in text
+
+
+def test_the_access_log_keeps_no_verify_token() -> None:
+    from router.logs import setup
+
+    setup("info")
+    access = logging.getLogger("uvicorn.access")
+    record = access.makeRecord(
+        "uvicorn.access",
+        logging.INFO,
+        __file__,
+        1,
+        '%s - "%s %s HTTP/%s" %d',
+        (
+            "127.0.0.1:5",
+            "GET",
+            "/webhooks/whatsapp?hub.mode=subscribe&hub.verify_token=s3cret-tok&hub.challenge=9",
+            "1.1",
+            200,
+        ),
+        None,
+    )
+    for f in access.filters:
+        f.filter(record)
+    line = record.getMessage()
+    assert "s3cret-tok" not in line
+    assert "hub.verify_token=***&hub.challenge=9" in line
