@@ -72,6 +72,13 @@ class Window:
     returncode: int | None = None
     wall: float = 0.0
 
+    def saw(self, n: int, now: float) -> None:
+        """One poll of the sink's count `n` at perf_counter `now`."""
+        if n and self.first_t is None:
+            self.first_t, self.first_n = now, n
+        if n != self.last_n:
+            self.last_t, self.last_n = now, n
+
     @property
     def rate(self) -> float:
         if self.first_t is None or self.last_t is None or self.last_t <= self.first_t:
@@ -91,10 +98,7 @@ def watch(sink: Sink, proc: subprocess.Popen[bytes], expect: int, timeout: float
     while True:
         n = sink.count()
         now = time.perf_counter()
-        if n and w.first_t is None:
-            w.first_t, w.first_n = now, n
-        if n != w.last_n:
-            w.last_t, w.last_n = now, n
+        w.saw(n, now)
         if n >= expect and proc.poll() is not None:
             break
         if proc.poll() is not None:

@@ -590,10 +590,7 @@ def drain(sink: Sink, proc: subprocess.Popen[bytes], n: int, timeout: float) -> 
     while True:
         count = sink.count()
         now = time.perf_counter()
-        if count and w.first_t is None:
-            w.first_t, w.first_n = now, count
-        if count != w.last_n:
-            w.last_t, w.last_n = now, count
+        w.saw(count, now)
         if count >= n or proc.poll() is not None:
             break
         if now > deadline:
