@@ -530,9 +530,6 @@ class DestinationQueue:
         else:
             await self.scripts.resume(keys=keys_for("resume", self.keys))
 
-    async def is_paused(self) -> bool:
-        return bool(await self.redis.exists(self.keys.paused))
-
     async def lane_length(self, key: str) -> int:
         return int(await self.redis.llen(self.keys.lane(key)))
 
@@ -622,9 +619,6 @@ class DestinationQueues:
         goes on storing) or resume, every shard, for every process."""
         for queue in self.shards:
             await queue.set_paused(paused)
-
-    async def is_paused(self) -> bool:
-        return any([await queue.is_paused() for queue in self.shards])
 
     async def _dead(self, count: int) -> list[tuple[DestinationQueue, bytes, DeadLetter]]:
         """The oldest `count` dead letters over all shards, oldest first
