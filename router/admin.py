@@ -129,8 +129,10 @@ def admin_handlers(state: RouterState) -> list[HTTPRouteHandler]:
     @post("/admin/destinations/{name:str}/retry", status_code=200, operation_class=doc("retry_now"))
     async def retry_now(request: Request[Any, Any, Any], name: FromPath[str]) -> dict[str, Any]:
         """Make keys waiting out a backoff due now: the ones in the JSON body
-        `{"keys": [...]}`, or all of them with no body. Their attempt counts
-        stay (max_attempts still ends a hopeless message)."""
+        `{"keys": [...]}`, or all of them with no body, which also marks a
+        destination that is down (its circuit breaker) or held by a
+        Retry-After up again. Their attempt counts stay (max_attempts still
+        ends a hopeless message)."""
         authorize(request)
         body = await request.body()
         keys: list[str] = []

@@ -14,6 +14,7 @@ def router_sink_types() -> list[SinkType]:
             name="http",
             factory=HttpSink,
             options=HttpOptions,
+            circuit_breaker=True,
             description=(
                 "send the message JSON to `url` (POST, PUT or PATCH; optionally reshaped "
                 "and signed); a 2xx, or one of success_statuses, acknowledges it"

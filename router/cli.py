@@ -546,7 +546,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="JSON instead of a table")
     p.set_defaults(run=_status)
     p = sub.add_parser(
-        "retry", help="make keys waiting out a backoff due now (all, or the KEYs given)"
+        "retry",
+        help="make keys waiting out a backoff due now (all, or the KEYs given); without "
+        "KEYs also mark a destination that is down or held by a Retry-After up again",
     )
     p.add_argument("destination")
     p.add_argument("key", nargs="*", help="ordering keys (default: every waiting key)")

@@ -122,6 +122,25 @@ class RetryPolicy(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     on_exhausted: Literal["dead_letter", "block"] = "dead_letter"
 
 
+class CircuitBreakerSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """Destination health (docs/destination-health.md): when attempts fail
+    on `failing_keys` different ordering keys within `window` with no success
+    between them, the destination is down: nothing is attempted but one probe
+    per probe interval; the first success resumes every conversation at once.
+    A Retry-After from the destination holds all of it that long."""
+
+    # None: the plugin's default (on for the built-in chatbot and http).
+    enabled: bool | None = None
+    failing_keys: int = 5
+    window: Duration = Duration(10.0)
+    # The first probe goes out this long after the destination went down;
+    # each failed probe doubles the wait, up to probe_interval_max.
+    probe_interval: Duration = Duration(1.0)
+    probe_interval_max: Duration = Duration(3.0)
+    # Longest a Retry-After holds the whole destination (longer asks are cut).
+    max_hold: Duration = Duration(300.0)
+
+
 # Most shards of one destination: far more than masters in any cluster.
 MAX_SHARDS = 1024
 
@@ -138,6 +157,7 @@ class DestinationSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=Tru
     timeout: Duration = Duration(10.0)
     lease: Duration = Duration(30.0)
     retry: RetryPolicy = RetryPolicy()
+    circuit_breaker: CircuitBreakerSettings = CircuitBreakerSettings()
 
 
 ROUTER_DESTINATION_FIELDS = set(DestinationSettings.__struct_fields__)
@@ -181,6 +201,13 @@ class Destination:
     @property
     def ordering_key(self) -> str | None:
         return self.settings.ordering_key
+
+    @property
+    def circuit_breaker(self) -> bool:
+        """Whether the circuit breaker (and the Retry-After hold) is on:
+        routes.yaml's `circuit_breaker.enabled`, else the plugin's default."""
+        enabled = self.settings.circuit_breaker.enabled
+        return self.sink_type.circuit_breaker if enabled is None else enabled
 
 
 @dataclass(frozen=True)
@@ -792,6 +819,7 @@ def _is_base64(secret: str) -> bool:
 
 
 def _check_destination(loader: _Loader, path: Path, s: DestinationSettings) -> None:
+    cb = s.circuit_breaker
     checks: list[Check] = [
         ("max_in_flight", s.max_in_flight >= 1, "must be at least 1"),
         ("shards", 1 <= s.shards <= MAX_SHARDS, f"must be between 1 and {MAX_SHARDS}"),
@@ -811,6 +839,18 @@ def _check_destination(loader: _Loader, path: Path, s: DestinationSettings) -> N
             ("retry", "max_attempts"),
             s.retry.max_attempts is None or s.retry.max_attempts >= 1,
             "must be at least 1, or null to retry forever",
+        ),
+        (
+            ("circuit_breaker", "failing_keys"),
+            cb.failing_keys >= 2,
+            "must be at least 2 (one conversation's failures never open the breaker)",
+        ),
+        (("circuit_breaker", "window"), cb.window > 0, "must be more than 0"),
+        (("circuit_breaker", "probe_interval"), cb.probe_interval > 0, "must be more than 0"),
+        (
+            ("circuit_breaker", "probe_interval_max"),
+            cb.probe_interval_max >= cb.probe_interval,
+            "must be >= circuit_breaker.probe_interval",
         ),
     ]
     _require(loader, path, checks)

@@ -389,7 +389,11 @@ class HttpSink:
                 # Secrets out before the cut: one straddling it would keep
                 # its first part, which no longer matches.
                 f"HTTP {response.status_code}{listed}: {self._redact(response.text)[:200]}",
-                retry_after=parse_retry_after(response.headers.get("retry-after")),
+                # Only where the service as a whole asks to wait (RFC 6585,
+                # RFC 9110): it holds the whole destination (DeliveryFailed).
+                retry_after=parse_retry_after(response.headers.get("retry-after"))
+                if response.status_code in (429, 503)
+                else None,
             )
 
     def _redact(self, text: str) -> str:

@@ -143,6 +143,21 @@ class DestinationKeys:
         message; the first member is the oldest message waiting."""
         return f"{self.tag}:heads"
 
+    @property
+    def health(self) -> str:
+        """Hash, present only while the destination is down or held: the
+        circuit breaker's `state` ('down'), `since`, `probe_at`, `probe_ms`,
+        `probe_key`, `error`, and `hold_until` (ms) of a Retry-After
+        (docs/destination-health.md)."""
+        return f"{self.tag}:health"
+
+    @property
+    def failing(self) -> str:
+        """Sorted set: ordering key -> time (ms) of its last failed attempt
+        since the destination's last success; failures on enough keys open
+        the circuit breaker."""
+        return f"{self.tag}:failing"
+
     def seen(self, message_id: str) -> str:
         """Dedup marker of a message id (string with TTL; value = stored message id)."""
         return f"{self.tag}:seen:{message_id}"

@@ -100,6 +100,11 @@ QUEUE_GAUGES: dict[str, tuple[str, str]] = {
         "oldest_age_seconds",
     ),
     "router_destination_paused": ("1 while the destination is paused.", "paused"),
+    "router_destination_state": (
+        "The destination's health (its circuit breaker): 0 up, 1 down (only probes go out), "
+        "2 held by a Retry-After.",
+        "health_code",
+    ),
     "router_destination_orphaned": (
         "1 for a destination no longer in routes.yaml whose queue still holds messages.",
         "orphaned",

@@ -710,7 +710,12 @@ _ADMIN_OK: dict[str, Schema] = {
         required=["status", "retried"],
         properties={
             "status": _OK,
-            "retried": Schema(type=_INTEGER, minimum=0, description="Waiting keys made due now."),
+            "retried": Schema(
+                type=_INTEGER,
+                minimum=0,
+                description="Waiting keys made due now (with no body: also the keys a "
+                "destination that was down or held resumed).",
+            ),
         },
     ),
     "key_state": Schema(

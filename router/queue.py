@@ -235,12 +235,43 @@ async def _enqueue_many_atomic(
     ]
 
 
+# Claim's gates (claim.lua): why nothing, or only a probe, was claimed.
+PAUSED, HELD, DOWN = -1, -2, -3
+
+
 class Outcome(enum.Enum):
     """What a failed attempt leads to (see fail.lua)."""
 
     RETRY = "0"
     DEAD_LETTER = "1"
     BLOCK = "2"
+
+
+@dataclass(frozen=True, slots=True)
+class Breaker:
+    """A destination's circuit breaker as the scripts take it (fail.lua's
+    ARGV; docs/destination-health.md). `failing_keys` 0: off."""
+
+    failing_keys: int = 0
+    window_ms: int = 0
+    probe_ms: int = 0
+    probe_max_ms: int = 0
+    max_hold_ms: int = 0
+
+    @property
+    def on(self) -> bool:
+        return self.failing_keys > 0
+
+    def args(self, retry_after: float | None) -> list[int]:
+        """The breaker's part of fail.lua's ARGV; `retry_after` (seconds) the
+        destination asked for, or None."""
+        hold = 0
+        if self.on and retry_after is not None and retry_after > 0:
+            hold = min(self.max_hold_ms, int(retry_after * 1000))
+        return [self.failing_keys, self.window_ms, self.probe_ms, self.probe_max_ms, hold]
+
+
+BREAKER_OFF = Breaker()
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,18 +288,33 @@ class Acked:
 
     lease_lost: bool  # another claim owns the key now: nothing changed
     next_head: bytes | None = None  # the claim is kept for this next message of the key
+    # This success reopened a destination that was down: the keys it resumed.
+    resumed: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """What recording a failed attempt did (fail.lua)."""
+
+    lease_lost: bool  # another claim owns the key now: nothing was recorded
+    attempts: int = 0  # failed attempts of the head so far
+    # What changed for the whole destination: "" nothing, "down" (the
+    # circuit breaker opened), "hold" (a Retry-After holds it from now).
+    event: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class ClaimResult:
     claims: list[Claim]
-    ready_left: int  # -1: the destination is paused
+    # < 0 while nothing may be claimed: PAUSED, HELD or DOWN (claim.lua)
+    ready_left: int
     next_deadline_ms: int  # -1: none
     now_ms: int
 
     @property
     def paused(self) -> bool:
-        return self.ready_left < 0
+        """Paused by an operator (`router pause`)."""
+        return self.ready_left == PAUSED
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,10 +330,25 @@ class QueueFigures:
     oldest_arrival_ms: int | None  # arrival of the oldest message not yet acknowledged
     acked: int  # messages acknowledged so far (rates are its change over time)
     paused: bool
+    # The circuit breaker (docs/destination-health.md): since when the
+    # destination is down (ms), and until when a Retry-After holds it.
+    down_since_ms: int | None = None
+    held_until_ms: int | None = None
+
+    @property
+    def health(self) -> str:
+        """ "down" (the breaker is open), "held" (a Retry-After), or "up"."""
+        if self.down_since_ms is not None:
+            return "down"
+        if self.held_until_ms is not None and self.held_until_ms > time.time() * 1000:
+            return "held"
+        return "up"
 
     @classmethod
     def total(cls, parts: list[QueueFigures]) -> QueueFigures:
         oldest = [p.oldest_arrival_ms for p in parts if p.oldest_arrival_ms is not None]
+        down = [p.down_since_ms for p in parts if p.down_since_ms is not None]
+        held = [p.held_until_ms for p in parts if p.held_until_ms is not None]
         return cls(
             messages=sum(p.messages for p in parts),
             ready=sum(p.ready for p in parts),
@@ -298,6 +359,8 @@ class QueueFigures:
             oldest_arrival_ms=min(oldest) if oldest else None,
             acked=sum(p.acked for p in parts),
             paused=any(p.paused for p in parts),
+            down_since_ms=min(down) if down else None,
+            held_until_ms=max(held) if held else None,
         )
 
     def oldest_age(self, now_ms: int | None = None) -> float | None:
@@ -318,6 +381,9 @@ class QueueFigures:
             "oldest_age_seconds": self.oldest_age(),
             "acknowledged": self.acked,
             "paused": self.paused,
+            "health": self.health,
+            "down_since_ms": self.down_since_ms,
+            "held_until_ms": self.held_until_ms if self.health == "held" else None,
         }
 
 
@@ -363,10 +429,14 @@ class DestinationQueue:
         # redis-py's per-command routing took a quarter of a worker's CPU.
         self._claim = batching.batcher(redis, scripts.claim) if scripts.cluster else None
 
-    async def claim(self, token: str, want: int, lease_ms: int, max_in_flight: int) -> ClaimResult:
+    async def claim(
+        self, token: str, want: int, lease_ms: int, max_in_flight: int, breaker: bool = False
+    ) -> ClaimResult:
+        """Claim up to `want` keys; `breaker`: the destination's circuit
+        breaker is on (off, a `health` left in Redis is ignored)."""
         k = self.keys
         keys = keys_for("claim", k)
-        args: list[Any] = [k.lane_prefix, lease_ms, max_in_flight, token, want]
+        args: list[Any] = [k.lane_prefix, lease_ms, max_in_flight, token, want, int(breaker)]
         if self._claim is not None:
             raw = await self._claim(keys, args)
         else:
@@ -386,25 +456,36 @@ class DestinationQueue:
         )
         if raw == LEASE_LOST:
             return Acked(lease_lost=True)
-        return Acked(lease_lost=False, next_head=raw[1] or None)
+        resumed = int(raw[2])
+        return Acked(False, raw[1] or None, resumed if resumed >= 0 else None)
 
     async def fail(
-        self, claim: Claim, delay_ms: int, error: str, outcome: Outcome, counted: bool = True
-    ) -> int:
-        """Record a failed attempt. Returns the attempts so far, or LEASE_LOST."""
-        return int(
-            await self.scripts.fail(
-                keys=keys_for("fail", self.keys, claim.key),
-                args=[
-                    claim.key,
-                    claim.token,
-                    max(0, delay_ms),
-                    error,
-                    outcome.value,
-                    "1" if counted else "0",
-                ],
-            )
+        self,
+        claim: Claim,
+        delay_ms: int,
+        error: str,
+        outcome: Outcome,
+        counted: bool = True,
+        breaker: Breaker = BREAKER_OFF,
+        retry_after: float | None = None,
+    ) -> Failed:
+        """Record a failed attempt (with the destination's health: `breaker`,
+        and the `retry_after` seconds the destination asked for)."""
+        raw = await self.scripts.fail(
+            keys=keys_for("fail", self.keys, claim.key),
+            args=[
+                claim.key,
+                claim.token,
+                max(0, delay_ms),
+                error,
+                outcome.value,
+                "1" if counted else "0",
+                *breaker.args(retry_after),
+            ],
         )
+        if raw == LEASE_LOST:
+            return Failed(lease_lost=True)
+        return Failed(False, int(raw[0]), _text(raw[1]))
 
     async def renew(self, claim: Claim, lease_ms: int) -> bool:
         """Extend the lease; False when it was lost."""
@@ -439,7 +520,9 @@ class DestinationQueue:
             pipe.llen(k.dead)
             pipe.exists(k.paused)
             pipe.zrange(k.heads, 0, 0, withscores=True)
-            counts, ready, in_flight, delayed, blocked, dead, paused, oldest = await pipe.execute()
+            pipe.hmget(k.health, "state", "since", "hold_until")
+            replies = await pipe.execute()
+        counts, ready, in_flight, delayed, blocked, dead, paused, oldest, health = replies
         messages = int(counts[0] or 0)
         if messages < 0 and k.tag not in _drift_reported:
             # Only an older version's process acknowledging alongside this
@@ -463,6 +546,10 @@ class DestinationQueue:
             oldest_arrival_ms=int(oldest[0][1]) if oldest else None,
             acked=int(counts[1] or 0),
             paused=bool(paused),
+            down_since_ms=int(health[1] or 0)
+            if health[0] is not None and _text(health[0]) == "down"
+            else None,
+            held_until_ms=int(health[2]) if health[2] is not None else None,
         )
 
     async def recount(self, force: bool = False) -> int:
@@ -488,6 +575,13 @@ class DestinationQueue:
             if n < RETRY_STEP:
                 break
         return moved
+
+    async def reopen(self) -> int:
+        """Clear the shard's circuit breaker and Retry-After hold, and make
+        every waiting key ready, oldest first (reopen.lua). How many keys
+        resumed; -1 when it was neither down nor held."""
+        k = self.keys
+        return int(await self.scripts.reopen(keys=keys_for("reopen", k), args=[]))
 
     async def key_state(self, key: str) -> KeyState:
         """Where one ordering key stands (`router status DEST KEY`)."""
@@ -603,9 +697,12 @@ class DestinationQueues:
         return sum([await queue.recount(force) != -2 for queue in self.shards])
 
     async def retry_now(self, keys: list[str] | None = None) -> int:
-        """Make waiting keys due now (all of them when `keys` is None)."""
+        """Make waiting keys due now (all of them when `keys` is None; then
+        a destination that is down or held by a Retry-After is up again:
+        the operator says so)."""
         if not keys:
-            return sum([await queue.retry_now([]) for queue in self.shards])
+            resumed = [max(0, await queue.reopen()) for queue in self.shards]
+            return sum(resumed) + sum([await queue.retry_now([]) for queue in self.shards])
         by_shard: dict[int, list[str]] = {}
         for key in keys:
             by_shard.setdefault(shard_of(key, len(self.shards)), []).append(key)

@@ -28,7 +28,17 @@ SCRIPT_KEYS: dict[str, tuple[str, ...]] = {
     "enqueue": ("lane", "ready", "wake", "seen", "counts", "heads"),
     # Several messages of one request (an ingest format), each its own targets.
     "enqueue_many": ("lane", "ready", "wake", "seen", "counts", "heads"),
-    "claim": ("ready", "leases", "owner", "delayed", "attempts", "wake", "blocked", "paused"),
+    "claim": (
+        "ready",
+        "leases",
+        "owner",
+        "delayed",
+        "attempts",
+        "wake",
+        "blocked",
+        "paused",
+        "health",
+    ),
     "ack": (
         "lane",
         "ready",
@@ -41,6 +51,8 @@ SCRIPT_KEYS: dict[str, tuple[str, ...]] = {
         "paused",
         "counts",
         "heads",
+        "health",
+        "failing",
     ),
     "fail": (
         "lane",
@@ -55,9 +67,11 @@ SCRIPT_KEYS: dict[str, tuple[str, ...]] = {
         "blocked",
         "counts",
         "heads",
+        "health",
+        "failing",
     ),
     "renew": ("leases", "owner"),
-    "release": ("ready", "leases", "owner", "wake"),
+    "release": ("ready", "leases", "owner", "wake", "health"),
     "replay": (
         "dead",
         "lane",
@@ -74,6 +88,7 @@ SCRIPT_KEYS: dict[str, tuple[str, ...]] = {
     "recount": ("counts", "heads", "ready", "leases", "delayed", "blocked"),
     "retry": ("delayed", "ready", "wake"),
     "purge": ("dead",),
+    "reopen": ("health", "failing", "ready", "delayed", "heads", "wake"),
     "ratelimit": ("counter",),  # not a destination's: see router.keys.rate_limit_key
 }
 PER_DESTINATION = {"enqueue", "enqueue_many"}
@@ -124,3 +139,4 @@ class Scripts:
         self.recount = load(redis, "recount")
         self.retry = load(redis, "retry")
         self.purge = load(redis, "purge")
+        self.reopen = load(redis, "reopen")

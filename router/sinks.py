@@ -36,8 +36,12 @@ class DeliveryFailed(Exception):
     ``retry_after`` (seconds, e.g. from an HTTP ``Retry-After`` header) may
     lengthen the computed backoff, up to an hour, but never shortens it: a
     value below the backoff, 0, negative or NaN leaves the backoff as it is
-    (router.retry.backoff_seconds). Any other exception a sink raises counts
-    as a failed attempt too, and is logged with its traceback.
+    (router.retry.backoff_seconds). With the destination's circuit breaker
+    on, it also holds the whole destination that long (up to
+    `circuit_breaker.max_hold`): pass it only when the destination as a
+    whole asked to wait (HTTP 429 or 503), not for one message's trouble.
+    Any other exception a sink raises counts as a failed attempt too, and is
+    logged with its traceback.
     """
 
     def __init__(self, reason: str, retry_after: float | None = None) -> None:
@@ -84,3 +88,8 @@ class SinkType:
     factory: Callable[[Any, SinkContext], Sink]
     options: type[msgspec.Struct] = NoOptions
     description: str = ""
+    # Whether destinations of this type get the circuit breaker unless
+    # routes.yaml says (`circuit_breaker.enabled`): on for a service that is
+    # down for everyone at once (an HTTP API), off where failures belong to
+    # single messages.
+    circuit_breaker: bool = False

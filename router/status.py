@@ -28,6 +28,9 @@ log = logging.getLogger("router.status")
 MAX_AGE = 1.0
 
 
+HEALTH_CODES = {"up": 0, "down": 1, "held": 2}
+
+
 @dataclass(frozen=True, slots=True)
 class DestinationStatus:
     name: str
@@ -42,6 +45,16 @@ class DestinationStatus:
     paused: bool
     orphaned: bool  # no longer in routes.yaml but still holding messages
     read_at: float  # time.time() of the reading
+    # The circuit breaker (docs/destination-health.md): "up", "down" (since
+    # down_since_ms) or "held" by a Retry-After (until held_until_ms).
+    health: str = "up"
+    down_since_ms: int | None = None
+    held_until_ms: int | None = None
+
+    @property
+    def health_code(self) -> int:
+        """`router_destination_state`: 0 up, 1 down, 2 held."""
+        return HEALTH_CODES[self.health]
 
     @classmethod
     def of(cls, name: str, figures: QueueFigures, orphaned: bool = False) -> DestinationStatus:
@@ -59,6 +72,9 @@ class DestinationStatus:
             paused=figures.paused,
             orphaned=orphaned,
             read_at=now,
+            health=figures.health,
+            down_since_ms=figures.down_since_ms,
+            held_until_ms=figures.held_until_ms if figures.health == "held" else None,
         )
 
 

@@ -69,6 +69,12 @@ def table(
             state = Text("orphaned", style="bold red")
         elif s.paused:
             state = Text("paused", style="yellow")
+        elif s.health == "down" and s.down_since_ms is not None:
+            down_for = age(max(0.0, s.read_at - s.down_since_ms / 1000))
+            state = Text(f"down {down_for} (probing)", style="bold red")
+        elif s.health == "held" and s.held_until_ms is not None:
+            held_for = age(max(0.0, s.held_until_ms / 1000 - s.read_at))
+            state = Text(f"held {held_for} (Retry-After)", style="yellow")
         t.add_row(
             s.name,
             str(s.messages),

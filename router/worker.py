@@ -26,7 +26,16 @@ from router.config import Destination
 from router.keys import shard_share
 from router.metrics import DeliveryMetrics
 from router.plugins import OpenSink, open_sink
-from router.queue import LEASE_LOST, Claim, DestinationQueue, DestinationQueues, Outcome, Scripts
+from router.queue import (
+    BREAKER_OFF,
+    Breaker,
+    Claim,
+    DestinationQueue,
+    DestinationQueues,
+    Failed,
+    Outcome,
+    Scripts,
+)
 from router.redis_client import SOCKET_TIMEOUT
 from router.settings import DeliveryTransport
 from router.sinks import Delivery, DeliveryFailed, Sink
@@ -94,6 +103,7 @@ class DestinationWorker:
         self.running = False
         self._loop_exited = asyncio.Event()
         self._metrics = DeliveryMetrics(destination.name)
+        self._breaker = breaker_of(destination)
 
     # -- the loop ----------------------------------------------------------
 
@@ -114,7 +124,7 @@ class DestinationWorker:
                     continue
                 try:
                     result = await self.queue.claim(
-                        self._new_token(), free, self.lease_ms, self.max_in_flight
+                        self._new_token(), free, self.lease_ms, self.max_in_flight, self._breaker.on
                     )
                     errors = 0
                 except RedisError as exc:
@@ -256,7 +266,7 @@ class DestinationWorker:
                         else "not tried again: too old"
                     )
                     await self._record_failure(
-                        claim, attempts, decision, error, env.id, counted=False
+                        claim, attempts, decision, error, env.id, None, counted=False
                     )
                     return
             delivery = Delivery(
@@ -315,6 +325,14 @@ class DestinationWorker:
                 )
                 return
             self._metrics.acknowledged(env.ts)
+            if acked.resumed is not None:
+                log.warning(
+                    "destination %s is up again (an attempt succeeded): %d waiting "
+                    "conversations resume now, oldest first",
+                    self.destination.name,
+                    acked.resumed,
+                    extra=logs.fields(destination=self.destination.name, health="up"),
+                )
             if log.isEnabledFor(logging.INFO):
                 log.info(
                     "delivered",
@@ -392,7 +410,9 @@ class DestinationWorker:
         with `error`: decide and record."""
         seconds = time.perf_counter() - started
         decision = retry.decide(self.settings.retry, attempts, _age(env), retry_after)
-        await self._record_failure(claim, attempts, decision, error, env.id, seconds=seconds)
+        await self._record_failure(
+            claim, attempts, decision, error, env.id, retry_after, seconds=seconds
+        )
 
     async def _record_failure(
         self,
@@ -401,19 +421,28 @@ class DestinationWorker:
         decision: retry.Decision,
         error: str,
         message_id: str,
+        retry_after: float | None,
         counted: bool = True,
         seconds: float | None = None,
     ) -> None:
-        """Record the decision in Redis (fail.lua counts the attempt), then
-        log it once. `seconds`: how long the attempt that failed took (None:
-        the worker gave up before trying again: counted=False)."""
-        recorded = await self._settle(
+        """Record the decision in Redis (fail.lua counts the attempt, and
+        keeps the destination's health), then log it once. `retry_after`:
+        the seconds the destination asked to wait; `seconds`: how long the
+        attempt that failed took (None: the worker gave up before trying
+        again: counted=False)."""
+        recorded: Failed | Literal[False] = await self._settle(
             lambda: self.queue.fail(
-                claim, int(decision.delay * 1000), error[:1000], decision.outcome, counted
+                claim,
+                int(decision.delay * 1000),
+                error[:1000],
+                decision.outcome,
+                counted,
+                self._breaker,
+                retry_after,
             )
         )
         outcome = "failed"  # also when the lease was lost: nothing else was recorded
-        if decision.gives_up and recorded is not False and recorded != LEASE_LOST:
+        if decision.gives_up and recorded is not False and not recorded.lease_lost:
             outcome = "blocked" if decision.outcome is Outcome.BLOCK else "dead"
         if seconds is not None or outcome != "failed":  # a give-up is counted as such
             self._metrics.attempted(outcome, seconds)
@@ -430,7 +459,9 @@ class DestinationWorker:
             duration_ms=round(seconds * 1000, 1) if seconds is not None else None,
             error=error,
         )
-        if recorded == LEASE_LOST:
+        if recorded.event:
+            self._log_health(recorded.event, error, retry_after)
+        if recorded.lease_lost:
             # Logged once, instead of a "retrying" line for an attempt whose
             # outcome no longer counts (e.g. a process paused past its lease).
             log.warning(
@@ -463,6 +494,34 @@ class DestinationWorker:
                 attempts,
                 error,
                 decision.reason,
+                extra=extra,
+            )
+
+    def _log_health(self, event: str, error: str, retry_after: float | None) -> None:
+        """One line per transition of the destination's health: fail.lua
+        reports it to the one attempt that caused it."""
+        name, cb = self.destination.name, self.settings.circuit_breaker
+        extra = logs.fields(destination=name, health=event, error=error)
+        if event == "down":
+            log.error(
+                "destination %s is down: attempts failed on %d conversations within %gs "
+                "with no success (last: %s); only one probe goes out every %gs (up to "
+                "%gs) until one succeeds",
+                name,
+                cb.failing_keys,
+                cb.window,
+                error,
+                cb.probe_interval,
+                cb.probe_interval_max,
+                extra=extra,
+            )
+        else:
+            hold = self._breaker.args(retry_after)[-1] / 1000
+            log.warning(
+                "destination %s asked to wait (Retry-After %gs): nothing is attempted for %gs",
+                name,
+                retry_after or 0,
+                hold,
                 extra=extra,
             )
 
@@ -520,6 +579,20 @@ class DestinationWorker:
                 self.destination.name,
                 len(left),
             )
+
+
+def breaker_of(destination: Destination) -> Breaker:
+    """The destination's circuit breaker settings as the scripts take them."""
+    if not destination.circuit_breaker:
+        return BREAKER_OFF
+    cb = destination.settings.circuit_breaker
+    return Breaker(
+        failing_keys=cb.failing_keys,
+        window_ms=int(cb.window * 1000),
+        probe_ms=max(1, int(cb.probe_interval * 1000)),
+        probe_max_ms=max(1, int(cb.probe_interval_max * 1000)),
+        max_hold_ms=int(cb.max_hold * 1000),
+    )
 
 
 class Workers:

@@ -96,3 +96,47 @@ local function store_message(g, n, envelope, id, dedup, ttl, replicate, key_at)
   end
   return #fresh, id
 end
+
+-- The circuit breaker (docs/destination-health.md). `health` is a hash that
+-- exists only while something holds the destination: `state` = 'down' (with
+-- `since`, `probe_at`, `probe_ms`, `probe_key`, `error`) after failures on
+-- many ordering keys with no success between them, and/or `hold_until` (ms)
+-- after a Retry-After. `failing` is a sorted set: ordering key -> time of
+-- its last failure since the destination's last success.
+
+-- The destination answered: it is up. Every conversation that waited, in
+-- `ready` (due while it was down) or `delayed` (its own backoff), goes to
+-- `ready` at once, the one with the oldest head message first, instead of
+-- waiting out a backoff grown during the outage. O(waiting keys), once per
+-- outage. Returns how many keys resumed.
+local function reopen(health, failing, ready, delayed, heads, wake)
+  local waiting = {}
+  local seen = {}
+  local function add(list)
+    for _, k in ipairs(list) do
+      if not seen[k] then
+        seen[k] = true
+        -- A key without a tracked head (a queue not counted yet) sorts last.
+        waiting[#waiting + 1] = {tonumber(redis.call('ZSCORE', heads, k)) or math.huge, k}
+      end
+    end
+  end
+  add(redis.call('LRANGE', ready, 0, -1))
+  add(redis.call('ZRANGE', delayed, 0, -1))
+  table.sort(waiting, function(a, b) return a[1] < b[1] end)
+  redis.call('DEL', ready, delayed, failing)
+  -- A Retry-After hold (hold_until) stays: the destination asked for it.
+  redis.call('HDEL', health, 'state', 'since', 'probe_at', 'probe_ms', 'probe_key', 'error')
+  -- RPUSH takes many values at once; a few thousand per call keeps Lua's
+  -- unpack within its stack limit.
+  local chunk = {}
+  for i, entry in ipairs(waiting) do
+    chunk[#chunk + 1] = entry[2]
+    if #chunk == 1000 or i == #waiting then
+      redis.call('RPUSH', ready, unpack(chunk))
+      chunk = {}
+    end
+  end
+  if #waiting > 0 then nudge(wake) end
+  return #waiting
+end

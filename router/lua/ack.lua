@@ -1,12 +1,14 @@
 -- The destination acknowledged the head of a lane: remove it.
--- KEYS: lane, ready, leases, owner, attempts, last_error, wake, delayed, paused, counts, heads
-local lane, ready, leases, owner, attempts, last_error, wake, delayed, paused, counts, heads =
+-- KEYS: lane, ready, leases, owner, attempts, last_error, wake, delayed, paused, counts, heads, health, failing
+local lane, ready, leases, owner, attempts, last_error, wake, delayed, paused, counts, heads, health, failing =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10],
-  KEYS[11]
+  KEYS[11], KEYS[12], KEYS[13]
 -- ARGV: ordering key, token, lease ms, keep ('1' = may keep the key),
 --       the acknowledged envelope
 -- Returns LEASE_LOST when another claim owns the key now (this delivery was
--- a duplicate and changes nothing). Otherwise {left, next head or false}:
+-- a duplicate and changes nothing). Otherwise {left, next head or false,
+-- keys resumed when this success reopened a destination that was down (its
+-- circuit breaker, _lib.lua's reopen), else -1}:
 -- with keep = '1' and nobody else waiting (no key in ready, no backoff due,
 -- no lease expired), the caller keeps its claim and gets the next message of
 -- the same key at once: one round trip per message for a busy key, without
@@ -25,14 +27,21 @@ if redis.call('LINDEX', lane, 0) == ARGV[5] then
   redis.call('HINCRBY', counts, 'acked', 1)
   track_head(heads, lane, k)
 end
+-- A success: the failures seen so far were not the destination's, and a
+-- destination that was down is up again (whoever's attempt this was).
+redis.call('DEL', failing)
+local resumed = -1
+if redis.call('HGET', health, 'state') == 'down' then
+  resumed = reopen(health, failing, ready, delayed, heads, wake)
+end
 local left = redis.call('LLEN', lane)
--- (Not while paused: the attempt in flight finished, nothing new starts.)
+-- (Not while paused or held: the attempt in flight finished, nothing new starts.)
 if left > 0 and ARGV[4] == '1' and redis.call('LLEN', ready) == 0
-    and redis.call('EXISTS', paused) == 0
+    and redis.call('EXISTS', paused) == 0 and redis.call('EXISTS', health) == 0
     and #redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, 1) == 0
     and #redis.call('ZRANGEBYSCORE', leases, '-inf', now, 'LIMIT', 0, 1) == 0 then
   redis.call('ZADD', leases, now + tonumber(ARGV[3]), k)
-  return {left, redis.call('LINDEX', lane, 0)}
+  return {left, redis.call('LINDEX', lane, 0), resumed}
 end
 redis.call('ZREM', leases, k)
 redis.call('HDEL', owner, k)
@@ -40,4 +49,4 @@ if left > 0 then redis.call('RPUSH', ready, k) end
 -- A slot was freed: a worker held back by max_in_flight may claim now (and
 -- sweeps due backoffs and expired leases on the way).
 if redis.call('LLEN', ready) > 0 or redis.call('ZCARD', delayed) > 0 then nudge(wake) end
-return {left, false}
+return {left, false, resumed}

@@ -1,10 +1,14 @@
 -- Claim up to `want` ordering keys whose head message can be attempted now.
--- KEYS: ready, leases, owner, delayed, attempts, wake, blocked, paused
-local ready, leases, owner, delayed, attempts, wake, blocked, paused =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
--- ARGV: lane prefix, lease ms, max in flight (all processes), token, want
+-- KEYS: ready, leases, owner, delayed, attempts, wake, blocked, paused, health
+local ready, leases, owner, delayed, attempts, wake, blocked, paused, health =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
+-- ARGV: lane prefix, lease ms, max in flight (all processes), token, want,
+--       breaker ('1': the circuit breaker is on; '0': `health` is ignored)
 -- Returns {ready left, next deadline ms or -1, now ms, key, head, attempts, ...};
--- ready left is -1 while the destination is paused (nothing is claimed).
+-- ready left is negative while nothing may be claimed: -1 paused by an
+-- operator, -2 held by a Retry-After, -3 down (the circuit breaker is open;
+-- its one probe, when due, is the only key returned).
+local PAUSED, HELD, DOWN = -1, -2, -3
 local now = now_ms()
 local lane, lease, cap, token, want = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
 
@@ -29,9 +33,45 @@ for _, k in ipairs(expired) do
 end
 local out = {0, -1, now}
 local room = cap - redis.call('ZCARD', leases)
-local is_paused = redis.call('EXISTS', paused) == 1
-if is_paused then room = 0 end
 if room > want then room = want end
+local gate = 0 -- or PAUSED, HELD, DOWN: why nothing (or only a probe) is claimed
+local wake_at = nil -- when the gate may let claims through again
+if redis.call('EXISTS', paused) == 1 then
+  gate = PAUSED
+elseif ARGV[6] == '1' then
+  local h = redis.call('HMGET', health, 'hold_until', 'state', 'probe_at')
+  local hold_until = tonumber(h[1])
+  if hold_until and hold_until > now then
+    gate, wake_at = HELD, hold_until
+  elseif h[2] == 'down' then
+    gate, wake_at = DOWN, tonumber(h[3]) or now
+    if wake_at <= now and room > 0 then
+      -- One probe: the key in front of ready (the earliest due), else the
+      -- key whose backoff ends first. No second probe while it is out: the
+      -- next one is due when its lease would run out (fail.lua sets it
+      -- sooner when the probe fails; ack.lua reopens on success).
+      local k = redis.call('LINDEX', ready, 0)
+      if not k then
+        k = redis.call('ZRANGE', delayed, 0, 0)[1]
+        if k then
+          redis.call('ZREM', delayed, k)
+          redis.call('LPUSH', ready, k)
+        end
+      end
+      if k then
+        redis.call('HSET', health, 'probe_at', now + lease, 'probe_key', k)
+        wake_at = now + lease
+        room = 1
+      else
+        room = 0
+      end
+    else
+      room = 0
+    end
+  end
+  if hold_until and hold_until <= now then redis.call('HDEL', health, 'hold_until') end
+end
+if gate == PAUSED or gate == HELD then room = 0 end
 while room > 0 do
   local k = redis.call('LPOP', ready)
   if not k then break end
@@ -52,7 +92,7 @@ while room > 0 do
   end
 end
 out[1] = redis.call('LLEN', ready)
-if is_paused then out[1] = -1 end
+if gate ~= 0 then out[1] = gate end
 -- Keys are still waiting after this claim: pass the nudge on to another
 -- worker (here, not in a second round trip from the caller).
 if out[1] > 0 and #out > 3 then nudge(wake) end
@@ -62,5 +102,6 @@ local d = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')
 if d[2] then nxt = tonumber(d[2]) end
 local l = redis.call('ZRANGE', leases, 0, 0, 'WITHSCORES')
 if l[2] and (nxt < 0 or tonumber(l[2]) < nxt) then nxt = tonumber(l[2]) end
+if wake_at and (nxt < 0 or wake_at < nxt) then nxt = wake_at end
 out[2] = nxt
 return out

@@ -1,14 +1,19 @@
 -- An attempt at the head of a lane failed: back off, dead-letter or block.
--- KEYS: lane, ready, leases, owner, delayed, attempts, last_error, wake, dead, blocked, counts, heads
-local lane, ready, leases, owner, delayed, attempts, last_error, wake, dead, blocked, counts, heads =
+-- KEYS: lane, ready, leases, owner, delayed, attempts, last_error, wake, dead, blocked, counts, heads, health, failing
+local lane, ready, leases, owner, delayed, attempts, last_error, wake, dead, blocked, counts, heads, health, failing =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10],
-  KEYS[11], KEYS[12]
+  KEYS[11], KEYS[12], KEYS[13], KEYS[14]
 -- ARGV: ordering key, token, delay ms, error, outcome: '0' retry after the
 --       delay, '1' dead-letter the head, '2' block the key (the head stays);
 --       counted: '1' when an attempt was made, '0' when the worker gave up
---       before trying (the count is already the attempts made)
--- Returns LEASE_LOST, else the attempts made so far (the one counter of
--- attempts, with claim's count of expired leases).
+--       before trying (the count is already the attempts made);
+--       the circuit breaker (docs/destination-health.md): failing keys that
+--       open it (0: off), window ms, first probe interval ms, longest probe
+--       interval ms, hold ms (a Retry-After: the whole destination waits)
+-- Returns LEASE_LOST, else {attempts made so far (the one counter of
+-- attempts, with claim's count of expired leases), what changed for the
+-- destination: '' nothing, 'down' the breaker opened, 'hold' a Retry-After
+-- holds it from now on}.
 local k, token = ARGV[1], ARGV[2]
 if not holds_lease(owner, k, token) then return LEASE_LOST end
 local now = now_ms()
@@ -37,6 +42,45 @@ else
   redis.call('HSET', last_error, k, ARGV[4])
   redis.call('ZADD', delayed, now + tonumber(ARGV[3]), k)
 end
+-- The destination's health: a failed attempt counts (a give-up without one
+-- only frees the probe slot it held).
+local event = ''
+local threshold = tonumber(ARGV[7])
+if threshold > 0 then
+  local h = redis.call('HMGET', health, 'state', 'probe_key', 'probe_ms')
+  if h[1] == 'down' then
+    if h[2] == k then
+      redis.call('HDEL', health, 'probe_key')
+      if ARGV[6] == '1' then
+        -- The probe failed: the next one waits twice as long, up to the cap.
+        local wait = math.min(tonumber(h[3]) * 2, tonumber(ARGV[10]))
+        redis.call('HSET', health, 'probe_ms', wait, 'probe_at', now + wait)
+      else
+        -- Given up without a try (max_attempts, max_age): no answer came,
+        -- so the next probe is due now.
+        redis.call('HSET', health, 'probe_at', now)
+      end
+    end
+  elseif ARGV[6] == '1' then
+    -- Only failures on `threshold` different keys with no success between
+    -- them (ack.lua clears `failing`) open it: a conversation whose message
+    -- always fails is one key, however often it fails.
+    redis.call('ZADD', failing, now, k)
+    redis.call('ZREMRANGEBYSCORE', failing, '-inf', now - tonumber(ARGV[8]))
+    if redis.call('ZCARD', failing) >= threshold then
+      local first = tonumber(ARGV[9])
+      redis.call('HSET', health, 'state', 'down', 'since', now, 'probe_ms', first,
+        'probe_at', now + first, 'error', ARGV[4])
+      redis.call('DEL', failing)
+      event = 'down'
+    end
+  end
+  local hold = tonumber(ARGV[11])
+  if hold > 0 and ARGV[6] == '1' and now + hold > (tonumber(redis.call('HGET', health, 'hold_until')) or 0) then
+    redis.call('HSET', health, 'hold_until', now + hold)
+    if event == '' then event = 'hold' end
+  end
+end
 -- Nudge a blocked worker so it recomputes how long it may sleep.
 nudge(wake)
-return made
+return {made, event}

@@ -18,7 +18,7 @@ from redis.asyncio import Redis as AsyncRedis
 
 from router import envelope
 from router.keys import DestinationKeys
-from router.queue import LEASE_LOST, Acked, DestinationQueue, Outcome, Scripts
+from router.queue import Acked, DestinationQueue, Outcome, Scripts
 from tests.support.bot import Answer, Bot, check_order
 from tests.support.messages import (
     enqueue_json,
@@ -254,7 +254,7 @@ async def test_expired_lease_fences_out_the_first_claimer(aredis: AsyncRedis) ->
     assert await queue.ack(a, a.head, 5000, keep=False) == Acked(lease_lost=True)
     assert await queue.renew(a, 5000) is False
     assert await queue.release(a) is False
-    assert await queue.fail(a, 0, "late", Outcome.RETRY) == LEASE_LOST
+    assert (await queue.fail(a, 0, "late", Outcome.RETRY)).lease_lost
     assert await queue.lane_length("k") == 2
     assert await aredis.hget(queue.keys.owner, "k") == b"worker-B:2"
     assert await aredis.zscore(queue.keys.leases, "k") is not None
@@ -298,7 +298,7 @@ async def test_claimed_key_is_not_claimable_by_anyone(aredis: AsyncRedis) -> Non
     assert (await queue.claim("C:2", 10, 30_000, 10)).claims == []
 
     # A failure puts k in backoff: still not claimable until due.
-    assert await queue.fail(a[0], 300, "boom", Outcome.RETRY) == 1
+    assert (await queue.fail(a[0], 300, "boom", Outcome.RETRY)).attempts == 1
     assert (await queue.claim("C:3", 10, 30_000, 10)).claims == []
     await asyncio.sleep(0.35)
     c = (await queue.claim("C:4", 10, 30_000, 10)).claims

@@ -45,7 +45,7 @@ async def test_replayed_dead_letters_keep_their_order(queue: DestinationQueue) -
     await store(queue, "k", "m0", "m1", "m2")
     for _ in range(2):  # m0 then m1 die
         (claim,) = (await queue.claim("t", 1, 30_000, 10)).claims
-        assert await queue.fail(claim, 0, "boom", Outcome.DEAD_LETTER) == 1
+        assert (await queue.fail(claim, 0, "boom", Outcome.DEAD_LETTER)).attempts == 1
     assert await DestinationQueues(queue.redis, queue.scripts, "edge").replay_oldest() == 2
     lane = await queue.redis.lrange(DestinationKeys("edge").lane("k"), 0, -1)
     assert [body(raw) for raw in lane] == ["m0", "m1", "m2"]
@@ -61,7 +61,7 @@ async def test_replay_keeps_the_order_when_a_worker_claims_between_letters(
     await store(queue, "k", "d1", "d2", "d3", "new")  # likely one millisecond
     for _ in range(3):
         (claim,) = (await queue.claim("t", 1, 30_000, 10)).claims
-        assert await queue.fail(claim, 0, "boom", Outcome.DEAD_LETTER) == 1
+        assert (await queue.fail(claim, 0, "boom", Outcome.DEAD_LETTER)).attempts == 1
         await asyncio.sleep(0.002)  # dead_at in ms: one tick apart
     dead = [raw for raw, _ in await queue.dead_letters()]
     assert await queue.replay(dead[0])
@@ -84,7 +84,7 @@ async def test_a_key_s_letters_replayed_together_go_back_in_one_step(
     await store(queue, "k", "d1", "d2", "new")
     for _ in range(2):
         (claim,) = (await queue.claim("t", 1, 30_000, 10)).claims
-        assert await queue.fail(claim, 0, "boom", Outcome.DEAD_LETTER) == 1
+        assert (await queue.fail(claim, 0, "boom", Outcome.DEAD_LETTER)).attempts == 1
         await asyncio.sleep(0.002)
     (claim,) = (await queue.claim("w", 1, 30_000, 10)).claims  # "new" is in flight
     assert body(claim.head) == "new"
@@ -107,7 +107,7 @@ async def test_dead_letters_of_several_shards_list_and_replay_oldest_first(
         await store(shard, key, f"{key}0")
         (claim,) = (await shard.claim("t", 1, 30_000, 10)).claims
         assert claim.key == key
-        assert await shard.fail(claim, 0, f"boom {i}", Outcome.DEAD_LETTER) == 1
+        assert (await shard.fail(claim, 0, f"boom {i}", Outcome.DEAD_LETTER)).attempts == 1
         await asyncio.sleep(0.003)  # dead_at is in ms: one tick apart
     for key in keys:
         await store(shards.of_key(key), key, f"{key}1")

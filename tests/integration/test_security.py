@@ -138,6 +138,9 @@ def test_admin_endpoints_need_a_configured_token(clean_redis, bot: Bot, tmp_path
                 "oldest_age_seconds": None,
                 "acknowledged": 0,
                 "paused": False,
+                "health": "up",
+                "down_since_ms": None,
+                "held_until_ms": None,
                 "orphaned": False,
             }
         }

@@ -18,7 +18,6 @@ from redis.asyncio import Redis as AsyncRedis
 
 from router import envelope
 from router.queue import (
-    LEASE_LOST,
     Claim,
     DestinationQueue,
     DestinationQueues,
@@ -117,7 +116,7 @@ async def _random_transitions(client: AsyncRedis, rng: random.Random, name: str)
                     await queue.release(claim)
             else:
                 outcome = rng.choice(list(Outcome))
-                assert await queue.fail(stale, 0, "late", outcome) == LEASE_LOST
+                assert (await queue.fail(stale, 0, "late", outcome)).lease_lost
                 await queue.fail(claim, rng.choice([0, 60_000]), "boom", outcome)
         figures = await queue.figures()
         assert (figures.messages, figures.oldest_arrival_ms) == await truth(queue), step

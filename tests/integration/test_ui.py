@@ -5,6 +5,7 @@ through the same pages."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from redis import Redis
 
 from router.ui import auth
 from tests.support.routes import KEYS, routes_file
-from tests.support.servers import serve
+from tests.support.servers import serve, wait_until
 
 TOKEN = "ui-token"
 
@@ -115,3 +116,18 @@ def test_a_count_must_be_a_whole_number(ui: httpx.Client) -> None:
         assert "whole number" in answer.text
     answer = ui.post("/ui/destinations/chatbot/dead/replay", data={"count": ""})
     assert answer.headers["location"] == "/ui/destinations/chatbot?done=replayed"
+
+
+def test_a_destination_down_or_held_says_so(ui: httpx.Client, redis: Redis) -> None:
+    """The circuit breaker's state (docs/destination-health.md) as the
+    overview and the destination page show it, read from Redis as every
+    process writes it."""
+    logged_in(ui)
+    assert 'class="badge running"' in ui.get("/ui").text
+    redis.hset(KEYS.health, mapping={"state": "down", "since": 1, "probe_at": 1})
+    for page in ("/ui", "/ui/destinations/chatbot"):
+        # The figures are read at most once a second.
+        wait_until(lambda page=page: 'class="badge down"' in ui.get(page).text, what=page)
+    redis.delete(KEYS.health)
+    redis.hset(KEYS.health, "hold_until", int(time.time() * 1000) + 60_000)
+    wait_until(lambda: 'class="badge held"' in ui.get("/ui").text, what="held")

@@ -89,6 +89,7 @@ def router_sink_types() -> list[SinkType]:
             name="chatbot",
             factory=ChatbotSink,
             options=HttpOptions,
+            circuit_breaker=True,
             description="POST the message to the chatbot; a 2xx error body fails it",
         )
     ]

@@ -1,0 +1,240 @@
+"""Destination health (the circuit breaker, docs/destination-health.md): a
+bot that is down for everyone gets one probe at a time instead of every
+conversation's retries, and the first success resumes every conversation at
+once, in order; one poison conversation never trips it; a Retry-After holds
+the whole destination. Real routers (two, sharing one Redis), a real bot."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from redis import Redis
+
+from router.keys import DestinationKeys
+from router.queue import DestinationQueues, Scripts
+from router.redis_client import connect
+from tests.support.bot import Answer, Bot
+from tests.support.cluster import sync_client
+from tests.support.servers import wait_until
+
+KEYS = DestinationKeys("chatbot")
+
+# Per-conversation backoffs far longer than the test waits for anything:
+# whatever is delivered in time was not waiting out its own backoff.
+SLOW_RETRY = {"initial": "60s", "factor": 2, "max_delay": "10m", "jitter": 0.1}
+BREAKER = {
+    "failing_keys": 3,
+    "window": "10s",
+    "probe_interval": "200ms",
+    "probe_interval_max": "400ms",
+}
+
+
+@pytest.fixture()
+def redis(clean_redis: str) -> Iterator[Redis]:
+    client = sync_client(clean_redis)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+class Outage:
+    """The bot answers 500 to everything while `down` is set."""
+
+    def __init__(self, bot: Bot) -> None:
+        self.down = threading.Event()
+        bot.decide = lambda m, n: (
+            Answer(status=500, body="down") if self.down.is_set() else Answer()
+        )
+
+
+def _health(redis: Redis) -> dict[bytes, bytes]:
+    return redis.hgetall(KEYS.health)
+
+
+def test_an_outage_for_everyone_gets_probes_and_recovery_resumes_every_conversation(
+    start_router, bot: Bot, redis: Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="router.worker")
+    outage = Outage(bot)
+    outage.down.set()
+    # Two routers on one Redis: the state is in Redis, so they agree.
+    routers = [start_router(bot.url, retry=SLOW_RETRY, circuit_breaker=BREAKER) for _ in range(2)]
+    conversations = [f"4491{i:04d}" for i in range(40)]
+    for i in range(2):
+        for c in conversations:
+            r = routers[i % 2].post({"mensaje": f"{c}-{i}", "wa_id": c})
+            assert r.status_code == 200
+
+    wait_until(lambda: _health(redis).get(b"state") == b"down", what="the breaker to open")
+    # What was in flight when it opened finishes failing; from then on only
+    # probes go out, one at a time, across both routers.
+    time.sleep(0.5)
+    before = len(bot.received)
+    time.sleep(2.0)
+    during = bot.received[before:]
+    # 2 s at one probe per 200-400 ms (plus one whose answer was pending).
+    assert 2 <= len(during) <= 12, [r.body["mensaje"] for r in during]
+    assert all(r.status == 500 for r in during)
+    # The probes went to different conversations (each failed probe's key
+    # backs off on its own): a poison head cannot hold the destination down.
+    assert len({r.body["wa_id"] for r in during}) >= 2
+
+    metrics = httpx.get(routers[0].url + "/metrics").text
+    assert 'router_destination_state{destination="chatbot"} 1.0' in metrics
+
+    failed_in_outage = len(bot.received)
+    # Without the breaker, 40 conversations at least once each, then again.
+    assert failed_in_outage < 40 + 16
+
+    outage.down.clear()
+    # Everything is delivered long before any conversation's own backoff
+    # (60 s and more) would have let it go: the success resumed them all.
+    wait_until(
+        lambda: len(bot.acknowledged()) == 2 * len(conversations),
+        timeout=20,
+        what="every message after the recovery",
+    )
+    for c in conversations:
+        assert bot.acked_messages(c) == [f"{c}-0", f"{c}-1"]
+    assert bot.max_in_flight_per_key == 1
+    assert _health(redis) == {}
+    assert redis.zcard(KEYS.delayed) == 0
+
+    # One line per transition, from whichever process made it.
+    down_lines = [r for r in caplog.records if "is down" in r.getMessage()]
+    up_lines = [r for r in caplog.records if "is up again" in r.getMessage()]
+    assert len(down_lines) == 1 and len(up_lines) == 1, [r.getMessage() for r in caplog.records]
+    assert "HTTP 500" in down_lines[0].getMessage()
+    wait_until(
+        lambda: (
+            'router_destination_state{destination="chatbot"} 0.0'
+            in httpx.get(routers[0].url + "/metrics").text
+        ),
+        what="the state gauge to say up",
+    )
+
+
+def test_one_poison_conversation_never_opens_it(start_router, bot: Bot, redis: Redis) -> None:
+    """A conversation whose message always fails is one key however often it
+    fails: it never marks the destination down, and others flow past it."""
+    bot.decide = lambda m, n: Answer(status=500) if m["mensaje"] == "poison" else Answer()
+    retry = {"initial": "20ms", "factor": 1, "max_delay": "20ms", "jitter": 0}
+    router = start_router(bot.url, retry=retry, circuit_breaker={**BREAKER, "failing_keys": 2})
+    assert router.post({"mensaje": "poison", "wa_id": "1"}).status_code == 200
+    # Alone for a while: many failures of one key, nothing else happening.
+    wait_until(lambda: len(bot.attempts_of("poison")) >= 20, what="20 attempts of poison")
+    assert _health(redis) == {}
+    for i in range(20):
+        assert router.post({"mensaje": f"m{i}", "wa_id": str(100 + i % 5)}).status_code == 200
+    wait_until(lambda: len(bot.acknowledged()) == 20, what="the other conversations")
+    assert _health(redis) == {}
+    assert redis.zscore(KEYS.delayed, "1") is not None or redis.zscore(KEYS.leases, "1")
+
+
+def test_a_retry_after_holds_the_whole_destination(start_router, bot: Bot, redis: Redis) -> None:
+    """A 429 with Retry-After on one conversation: nothing goes to the bot
+    for that long, then everything flows, in order."""
+    first = threading.Event()
+
+    def decide(message: dict[str, str], n: int) -> Answer:
+        if not first.is_set():
+            first.set()
+            return Answer(status=429, body="slow down", headers={"Retry-After": "2"})
+        return Answer()
+
+    bot.decide = decide
+    router = start_router(bot.url, workers=False, max_in_flight=1)
+    assert router.post({"mensaje": "a-0", "wa_id": "a"}).status_code == 200
+    worker = start_router(bot.url, max_in_flight=1)
+    wait_until(lambda: len(bot.received) == 1, what="the first attempt")
+    refused_at = bot.received[0].at
+    for i in range(5):
+        for k in "bcd":
+            assert router.post({"mensaje": f"{k}-{i}", "wa_id": k}).status_code == 200
+    wait_until(lambda: b"hold_until" in _health(redis), what="the hold")
+    status = httpx.get(worker.url + "/metrics").text
+    assert 'router_destination_state{destination="chatbot"} 2.0' in status
+    wait_until(lambda: len(bot.acknowledged()) == 16, timeout=20, what="every message")
+    # The destination asked for 2 s: the next request came no sooner.
+    assert bot.received[1].at - refused_at >= 1.9
+    for k in "bcd":
+        assert bot.acked_messages(k) == [f"{k}-{i}" for i in range(5)]
+    assert bot.acked_messages("a") == ["a-0"]
+
+
+async def test_router_retry_says_a_down_destination_is_up(clean_redis: str) -> None:
+    """`router retry DEST` (and the admin API's retry) after fixing the
+    bot: the breaker is cleared and every waiting conversation is ready,
+    oldest first, without waiting for the next probe."""
+    redis = connect(clean_redis)
+    try:
+        queues = DestinationQueues(redis, Scripts(redis), "chatbot")
+        queue = queues.shards[0]
+        now = int(time.time() * 1000)
+        # Three conversations stored at different times, then failed while
+        # the destination went down: their backoffs end far in the future.
+        for key, arrival in (("late", now - 1000), ("early", now - 3000), ("mid", now - 2000)):
+            env = b'{"id":"m-%s","ts":%d,"body":{}}' % (key.encode(), arrival)
+            await redis.rpush(KEYS.lane(key), env)
+            await redis.zadd(KEYS.heads, {key: arrival})
+            await redis.zadd(KEYS.delayed, {key: now + 3_600_000})
+        await redis.hset(KEYS.health, mapping={"state": "down", "since": now, "probe_at": now})
+        figures = await queues.figures()
+        assert figures.health == "down"
+        assert await queues.retry_now() == 3
+        assert await redis.lrange(KEYS.ready, 0, -1) == [b"early", b"mid", b"late"]
+        assert await redis.zcard(KEYS.delayed) == 0
+        assert (await queues.figures()).health == "up"
+        assert await queue.reopen() == -1  # nothing left to reopen
+    finally:
+        await redis.aclose()
+
+
+async def test_while_down_one_probe_at_a_time_and_a_probe_given_up_frees_the_slot(
+    clean_redis: str,
+) -> None:
+    """The scripts themselves, as every process sees them: while down a claim
+    leases only the probe, none while it is out; a probe given up without a
+    try (max_attempts reached after a lost lease) lets the next go at once,
+    and a probe that fails doubles the wait."""
+    from router.queue import DOWN, Breaker, Outcome
+
+    redis = connect(clean_redis)
+    try:
+        queue = DestinationQueues(redis, Scripts(redis), "chatbot").shards[0]
+        for key in ("a", "b", "c"):
+            await redis.rpush(KEYS.lane(key), b'{"id":"m-%s","ts":1,"body":{}}' % key.encode())
+            await redis.rpush(KEYS.ready, key)
+        await redis.hset(KEYS.health, mapping={"state": "down", "probe_at": 0, "probe_ms": 100})
+        breaker = Breaker(failing_keys=3, window_ms=10_000, probe_ms=100, probe_max_ms=150)
+
+        probe = await queue.claim("t1", 10, 30_000, 16, breaker=True)
+        assert [c.key for c in probe.claims] == ["a"] and probe.ready_left == DOWN
+        again = await queue.claim("t2", 10, 30_000, 16, breaker=True)
+        assert again.claims == [] and again.ready_left == DOWN  # the probe is out
+
+        # Given up without a try: the next probe is due now.
+        failed = await queue.fail(
+            probe.claims[0], 0, "gave up", Outcome.DEAD_LETTER, False, breaker
+        )
+        assert failed.event == ""
+        second = await queue.claim("t3", 10, 30_000, 16, breaker=True)
+        assert [c.key for c in second.claims] == ["b"]
+
+        # A probe that fails: the next waits twice as long, capped (150 ms).
+        await queue.fail(second.claims[0], 60_000, "HTTP 500", Outcome.RETRY, True, breaker)
+        health = await redis.hgetall(KEYS.health)
+        assert int(health[b"probe_ms"]) == 150
+        assert (await queue.claim("t4", 10, 30_000, 16, breaker=True)).claims == []
+        # With the breaker off (routes.yaml changed), the state is ignored.
+        off = await queue.claim("t5", 10, 30_000, 16, breaker=False)
+        assert [c.key for c in off.claims] == ["c"] and off.ready_left == 0
+    finally:
+        await redis.aclose()
