@@ -422,22 +422,20 @@ def _stored_answer(ingest: IngestRoute) -> OpenAPIResponse:
             {"status": "ok", "id": example, "duplicate": True},
         )
     names = [d.name for d in ingest.route.destinations]
-    examples: list[dict[str, Any]] = [
-        {"status": "ok", "id": example, "duplicate": False, "destinations": names}
-    ]
-    if ingest.route.settings.on_no_match == "accept":
-        examples.append({"status": "ok", **Routed(None, ()).answer()})
+    # No example of the unrouted answer: the document drops null values
+    # from examples, so its `"id": null` would not show; the text says it.
+    unrouted = json.dumps({"status": "ok", **Routed(None, ()).answer()})
     return _answer(
         "Stored in the queue of every destination whose `when:` filter the message matches "
         "(`destinations` names them), or a duplicate (nothing stored again)"
         + (
-            ", or matched none: stored nowhere, `id` null, counted in "
-            "router_messages_unrouted_total (on_no_match: accept)."
+            f", or matched none: stored nowhere, counted in router_messages_unrouted_total "
+            f"(on_no_match: accept), answered `{unrouted}`."
             if ingest.route.settings.on_no_match == "accept"
             else "."
         ),
         ROUTED_SCHEMA,
-        *examples,
+        {"status": "ok", "id": example, "duplicate": False, "destinations": names},
     )
 
 
