@@ -7,7 +7,7 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -25,7 +25,7 @@ from router.auth import BearerToken
 from router.batching import batcher
 from router.config import Config, route_key
 from router.errors import EXCEPTION_HANDLERS, ApiError, outage_log, redis_cause
-from router.ingest import IngestRoute, store_format
+from router.ingest import IngestRoute, Routed, store_format
 from router.loading import load
 from router.metrics import IngestMetrics
 from router.queue import DestinationQueues, EnqueueResult, Scripts
@@ -93,18 +93,18 @@ def _ingest_handler(state: RouterState, path: str) -> list[HTTPRouteHandler]:
                 timer.reschedule(asyncio.get_running_loop().time() + deadline)
                 client = request.client.host if request.client else "unknown"
                 if ingest.format is not None:
-                    return _stored_many(
-                        await store_format(
-                            ingest,
-                            scripts,
-                            body,
-                            request.headers,
-                            client,
-                            state.limiters.get(ingest.route.path),
-                            state.batcher,
-                            state.batcher_many,
-                        )
+                    results = await store_format(
+                        ingest,
+                        scripts,
+                        body,
+                        request.headers,
+                        client,
+                        state.limiters.get(ingest.route.path),
+                        state.batcher,
+                        state.batcher_many,
                     )
+                    metrics.unrouted(sum(1 for r in results if _unrouted(r)))
+                    return _stored_many(results)
                 result = await ingest.store(
                     scripts,
                     body,
@@ -126,6 +126,12 @@ def _ingest_handler(state: RouterState, path: str) -> list[HTTPRouteHandler]:
             raise _unavailable(ingest, exc) from None
         except RedisError as exc:
             raise _unavailable(ingest, exc) from None
+        if isinstance(result, Routed):  # a route with `when:` filters
+            if result.result is None:
+                metrics.unrouted()
+            return Response(
+                _json.encode({"status": "ok", **result.answer()}), media_type="application/json"
+            )
         return Response(
             _json.encode({"status": "ok", "id": result.id, "duplicate": result.duplicate}),
             media_type="application/json",
@@ -151,10 +157,18 @@ def _ingest_handler(state: RouterState, path: str) -> list[HTTPRouteHandler]:
     ]
 
 
-def _stored_many(results: list[EnqueueResult]) -> Response[bytes]:
+def _unrouted(result: EnqueueResult | Routed) -> bool:
+    return isinstance(result, Routed) and result.result is None
+
+
+def _stored_many(results: Sequence[EnqueueResult | Routed]) -> Response[bytes]:
     """The answer to a format route's request: each message stored (or a
-    duplicate), in the request's order."""
-    messages = [{"id": r.id, "duplicate": r.duplicate} for r in results]
+    duplicate), in the request's order; on a route with `when:` filters
+    each names its destinations (none: stored nowhere, id null)."""
+    messages = [
+        r.answer() if isinstance(r, Routed) else {"id": r.id, "duplicate": r.duplicate}
+        for r in results
+    ]
     return Response(
         _json.encode({"status": "ok", "messages": messages}), media_type="application/json"
     )

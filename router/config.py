@@ -7,16 +7,18 @@ the start with a message an operator can act on.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import msgspec
 import yaml
 
 from router import standard_webhooks
+from router.filters import Filter, FilterError, compile_filter, compile_path
 from router.ingest_formats import IngestFormat
 from router.sinks import SinkType
 
@@ -163,9 +165,19 @@ class DestinationSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=Tru
 ROUTER_DESTINATION_FIELDS = set(DestinationSettings.__struct_fields__)
 
 
+class RouteDestination(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """A route's destination written as a mapping: its name and the filter
+    a message must match to be stored for it (router.filters); no `when`:
+    every message, as a destination written by its name alone."""
+
+    name: str
+    when: Any = None
+
+
 class RouteSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     path: str
-    destinations: list[str]
+    # Names, or {name, when} mappings (content routing: docs/content-routing.md).
+    destinations: list[str | RouteDestination]
     # Required fields of the message body and their JSON types.
     fields: dict[str, FieldType] = {}
     max_body: Size = Size(1024 * 1024)
@@ -184,6 +196,13 @@ class RouteSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     # with its options (router.ingest_formats).
     format: str | None = None
     format_options: dict[str, Any] = {}
+    # A message that no destination's `when:` matches: stored nowhere and
+    # answered 200 (accept, counted), or refused with 422 (reject).
+    on_no_match: Literal["accept", "reject"] = "accept"
+
+    @property
+    def destination_names(self) -> list[str]:
+        return [d if isinstance(d, str) else d.name for d in self.destinations]
 
 
 class RawConfig(msgspec.Struct, forbid_unknown_fields=True):
@@ -219,6 +238,10 @@ class Route:
     # Destinations the format's options send messages to beyond the route's
     # own `destinations:` (WhatsApp's statuses).
     format_destinations: tuple[Destination, ...] = ()
+    # Content routing: per destination (in `destinations` order) its
+    # compiled `when:` filter, None for every message; () when no
+    # destination of the route has one (nothing to evaluate).
+    filters: tuple[Filter | None, ...] = field(default=(), compare=False)
 
     @property
     def path(self) -> str:
@@ -458,8 +481,10 @@ def _type_at(typ: Any, parts: Path) -> Any:
     """The msgspec type info of the value at `parts` below `typ` (None if unknown)."""
     info: Any = msgspec.inspect.type_info(typ)
     for part in (*parts, None):
-        if isinstance(info, msgspec.inspect.UnionType):  # X | None
-            info = next(t for t in info.types if not isinstance(t, msgspec.inspect.NoneType))
+        if isinstance(info, msgspec.inspect.UnionType):  # X | None, str | Struct
+            types = [t for t in info.types if not isinstance(t, msgspec.inspect.NoneType)]
+            structs = [t for t in types if isinstance(t, msgspec.inspect.StructType)]
+            info = (structs or types)[0]
         if part is None:
             return info
         if isinstance(info, msgspec.inspect.StructType):
@@ -587,6 +612,7 @@ def load_config(
         own = {k: v for k, v in fields.items() if k in ROUTER_DESTINATION_FIELDS}
         settings: DestinationSettings = _convert(loader, own, DestinationSettings, path)
         _check_destination(loader, path, settings)
+        _check_ordering_key(loader, path, settings.ordering_key)
         sink_type = sink_types.get(settings.plugin)
         if sink_type is None:
             installed = ", ".join(sorted(sink_types)) or "none"
@@ -607,11 +633,12 @@ def load_config(
         path = ("routes", i)
         _check_path(loader, (*path, "path"), route.path)
         _check_unique_path(loader, (*path, "path"), route.path, seen_paths)
-        if not route.destinations:
+        names = route.destination_names
+        if not names:
             raise loader.error((*path, "destinations"), "name at least one destination")
-        if len(set(route.destinations)) != len(route.destinations):
+        if len(set(names)) != len(names):
             raise loader.error((*path, "destinations"), "a destination is listed twice")
-        for j, dest in enumerate(route.destinations):
+        for j, dest in enumerate(names):
             if dest not in destinations:
                 defined = ", ".join(sorted(destinations)) or "none"
                 raise loader.error(
@@ -620,8 +647,9 @@ def load_config(
                     f"defined: {defined}",
                 )
         _check_route(loader, path, route)
-        listed = tuple(destinations[d] for d in route.destinations)
-        routes.append(_format_route(loader, path, route, listed, destinations, formats or {}))
+        listed = tuple(destinations[d] for d in names)
+        filtered = _format_route(loader, path, route, listed, destinations, formats or {})
+        routes.append(_with_filters(loader, path, filtered))
     if not routes:
         raise loader.error(("routes",), "declare at least one route")
     return Config(
@@ -804,9 +832,46 @@ def _format_route(
                 (*path, "format_options"),
                 f"destination {name!r} is not defined under `destinations:`; defined: {defined}",
             )
-        if name not in route.destinations and destinations[name] not in extra:
+        if name not in route.destination_names and destinations[name] not in extra:
             extra.append(destinations[name])
     return Route(route, own, fmt, options, tuple(extra))
+
+
+def _with_filters(loader: _Loader, path: Path, route: Route) -> Route:
+    """The route with its destinations' `when:` filters compiled (none:
+    the route as it is, with nothing to evaluate per message)."""
+    written = route.settings.destinations
+    filters: list[Filter | None] = []
+    for j, dest in enumerate(written):
+        when = None if isinstance(dest, str) else dest.when
+        if when is None:
+            filters.append(None)
+            continue
+        try:
+            filters.append(compile_filter(when))
+        except FilterError as exc:
+            where = (*path, "destinations", j, "when", *exc.where)
+            raise loader.error(where, exc.message) from None
+    if all(f is None for f in filters):
+        if route.settings.on_no_match != "accept":
+            raise loader.error(
+                (*path, "on_no_match"),
+                "only a route with a `when:` filter on a destination has messages that "
+                "match none; remove it, or add a filter",
+            )
+        return route
+    return dataclasses.replace(route, filters=tuple(filters))
+
+
+def _check_ordering_key(loader: _Loader, path: Path, ordering_key: str | None) -> None:
+    """An ordering key is a path into the body (router.filters): a
+    top-level field, or dotted keys into nested objects."""
+    if ordering_key is None:
+        return
+    try:
+        compile_path(ordering_key)
+    except ValueError as exc:
+        raise loader.error((*path, "ordering_key"), str(exc)) from None
 
 
 def _is_base64(secret: str) -> bool:

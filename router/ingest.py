@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +17,7 @@ from router.auth import Authenticator
 from router.batching import Batcher
 from router.config import Destination, Route
 from router.errors import ApiError, BadRequest, StorageUnavailable, Stored, redis_cause
+from router.filters import MISSING, Getter, compile_path
 from router.ingest_formats import FormatRequest, IngestedMessage, IngestFormat
 from router.keys import DestinationKeys, all_shards, shard_of
 from router.queue import EnqueueResult, Pending, Scripts, Target, enqueue, enqueue_many
@@ -71,6 +72,36 @@ def _key_text(value: Any, what: str) -> str:
     return text
 
 
+class NoMatch(ApiError):
+    """A message no destination's `when:` matches, on a route with
+    `on_no_match: reject`: 422, nothing stored."""
+
+    def __init__(self, which: str = "the message") -> None:
+        super().__init__(
+            422,
+            f"{which} matches no destination of this route (no `when:` filter matched; "
+            "on_no_match: reject): nothing stored",
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Routed:
+    """What a route with `when:` filters did with one message: stored for
+    the destinations it matched, or (result None) for none."""
+
+    result: EnqueueResult | None
+    destinations: tuple[str, ...]
+
+    def answer(self) -> dict[str, Any]:
+        """The message's part of a 200 body."""
+        r = self.result
+        return {
+            "id": None if r is None else r.id,
+            "duplicate": False if r is None else r.duplicate,
+            "destinations": list(self.destinations),
+        }
+
+
 @dataclass(frozen=True)
 class IngestRoute:
     """A route prepared for the hot path."""
@@ -81,6 +112,9 @@ class IngestRoute:
     # An ingest format's route: every destination its messages may go to
     # (the route's, then the format's), by name, with its shards.
     named: dict[str, tuple[Destination, list[DestinationKeys]]] = field(default_factory=dict)
+    # Per destination: its ordering key's reader (router.filters), or None
+    # for one global order.
+    ordering: tuple[Getter | None, ...] = ()
 
     @classmethod
     def of(cls, route: Route) -> IngestRoute:
@@ -90,7 +124,16 @@ class IngestRoute:
             d.name: (d, all_shards(d.name, d.settings.shards))
             for d in (*route.destinations, *route.format_destinations)
         }
-        return cls(route, shards, auth, named if route.format is not None else {})
+        ordering = tuple(
+            None if d.ordering_key is None else compile_path(d.ordering_key)
+            for d in route.destinations
+        )
+        return cls(route, shards, auth, named if route.format is not None else {}, ordering)
+
+    def matching(self, message: Any) -> list[int]:
+        """The places (in `destinations:`) of the destinations whose `when:`
+        the decoded message matches (a route with filters only)."""
+        return [i for i, f in enumerate(self.route.filters) if f is None or f(message)]
 
     @property
     def format(self) -> IngestFormat | None:
@@ -120,16 +163,21 @@ class IngestRoute:
                 raise BadRequest(f"field `{name}` must be {label}, got {_json_type(value)}")
         return message
 
-    def targets(self, message: dict[str, Any]) -> list[Target]:
+    def targets(self, message: dict[str, Any], chosen: Sequence[int] | None = None) -> list[Target]:
+        """Where the message goes: every destination of the route, or those
+        at the places `chosen` (the ones its filters matched), each in the
+        lane of its ordering key's value."""
         out = []
-        for dest, shards in zip(self.route.destinations, self.keys, strict=True):
-            field = dest.ordering_key
-            if field is None:
+        for i in range(len(self.keys)) if chosen is None else chosen:
+            dest, shards, get = self.route.destinations[i], self.keys[i], self.ordering[i]
+            if get is None:
                 key = GLOBAL_KEY
-            elif field not in message:
-                raise BadRequest(f"missing field `{field}` (ordering key of {dest.name})")
             else:
-                key = _key_text(message[field], f"field `{field}`")
+                field = dest.ordering_key
+                value = get(message)
+                if value is MISSING:
+                    raise BadRequest(f"missing field `{field}` (ordering key of {dest.name})")
+                key = _key_text(value, f"field `{field}`")
             out.append(Target(shards[shard_of(key, len(shards))], key))
         return out
 
@@ -179,13 +227,19 @@ class IngestRoute:
         client: str,
         limiter: RateLimiter | None = None,
         batcher: Batcher | None = None,
-    ) -> EnqueueResult:
+    ) -> EnqueueResult | Routed:
         """Authenticate, validate, rate-limit and store; each step refuses
-        before anything is written."""
+        before anything is written. A route with `when:` filters answers
+        a Routed: the destinations the message matched and was stored for."""
         if self.auth is not None:
             self.auth.check(headers, body)
         message = self.parse(body)
-        targets = self.targets(message)
+        chosen: list[int] | None = None
+        if self.route.filters:
+            chosen = self.matching(message)
+            if not chosen and self.route.settings.on_no_match == "reject":
+                raise NoMatch()
+        targets = self.targets(message, chosen)
         dedup = self.dedup_id(message, headers)
         command_written.set(False)
         waiting_for_connection.set(0)
@@ -197,10 +251,12 @@ class IngestRoute:
             finally:
                 # A failure up to here stored nothing, whatever the limiter sent.
                 command_written.set(False)
+        if chosen is not None and not chosen:
+            return Routed(None, ())  # on_no_match: accept; nothing to store
         now_ms = int(time.time() * 1000)
         message_id = envelope.new_message_id(now_ms)
         traceparent, tracestate = tracecontext.from_headers(headers)
-        return await enqueue(
+        result = await enqueue(
             scripts,
             targets,
             envelope.encode(message_id, now_ms, body, traceparent, tracestate),
@@ -212,6 +268,9 @@ class IngestRoute:
                 stored_id, now_ms, body, traceparent, tracestate
             ),
         )
+        if chosen is None:
+            return result
+        return Routed(result, tuple(self.route.destinations[i].name for i in chosen))
 
 
 def decode_object(
@@ -237,13 +296,28 @@ def decode_object(
     return message
 
 
-def _format_targets(ingest: IngestRoute, message: IngestedMessage) -> list[Target]:
-    """Where a format's message goes: its destinations (the route's when it
-    names none), each in the shard of its ordering key; a destination
-    without `ordering_key` keeps one global order, as on a JSON route."""
-    names = message.destinations
-    if names is None:
-        names = tuple(ingest.route.settings.destinations)
+def _format_names(ingest: IngestRoute, message: IngestedMessage) -> tuple[str, ...]:
+    """The destinations a format's message goes to: those the format names,
+    else the route's, those whose `when:` its body (as stored, decoded)
+    matches on a route with filters."""
+    if message.destinations is not None:
+        return message.destinations
+    route = ingest.route
+    if not route.filters:
+        return tuple(d.name for d in route.destinations)
+    try:
+        decoded = msgspec.json.decode(message.body)
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        decoded = None  # not JSON: every path is missing
+    return tuple(route.destinations[i].name for i in ingest.matching(decoded))
+
+
+def _format_targets(
+    ingest: IngestRoute, message: IngestedMessage, names: tuple[str, ...]
+) -> list[Target]:
+    """Where a format's message goes: its destinations `names`, each in
+    the shard of its ordering key; a destination without `ordering_key`
+    keeps one global order, as on a JSON route."""
     key = _key_text(message.ordering_key, "the message's ordering key")
     out = []
     for name in names:
@@ -265,10 +339,13 @@ async def store_format(
     limiter: RateLimiter | None = None,
     batcher: Batcher | None = None,
     batcher_many: Batcher | None = None,
-) -> list[EnqueueResult]:
+) -> Sequence[EnqueueResult | Routed]:
     """A format route's request: authenticated by the format, parsed into
     its messages, and all of them stored in one atomic step (or none).
-    Every refusal comes before anything is written."""
+    Every refusal comes before anything is written. On a route with `when:`
+    filters each message is a Routed (one its filters matched nowhere:
+    stored for none), else an EnqueueResult; a message the format drops is
+    not listed."""
     fmt = ingest.route.format
     assert fmt is not None
     settings = ingest.route.settings
@@ -286,8 +363,13 @@ async def store_format(
         ),
     )
     messages = fmt.parse(request)
-    chosen = [(m, _format_targets(ingest, m)) for m in messages]
-    for m, _ in chosen:
+    routed = []  # each message, the names it goes to, its targets
+    for k, m in enumerate(messages):
+        names = _format_names(ingest, m)
+        if not names and m.destinations is None and settings.on_no_match == "reject":
+            raise NoMatch(f"message {k + 1} of {len(messages)} of the request")
+        routed.append((m, names, _format_targets(ingest, m, names)))
+    for m, _, _ in routed:
         if m.dedup_id is not None:
             _key_text(m.dedup_id, "a message id")
     command_written.set(False)
@@ -300,9 +382,9 @@ async def store_format(
     now_ms = int(time.time() * 1000)
     traceparent, tracestate = tracecontext.from_headers(headers)
     pending = []
-    for m, targets in chosen:
+    for m, _, targets in routed:
         if not targets:
-            continue  # dropped (e.g. WhatsApp statuses with `statuses: drop`)
+            continue  # dropped (e.g. WhatsApp statuses with `statuses: drop`), or unrouted
         message_id = envelope.new_message_id(now_ms)
 
         def reencode(stored_id: str, body: bytes = m.body) -> bytes:
@@ -317,11 +399,21 @@ async def store_format(
                 reencode,
             )
         )
-    if not pending:
-        return []
-    return await enqueue_many(
-        scripts, pending, math.ceil(settings.dedup_ttl), batcher, batcher_many
-    )
+    results: list[EnqueueResult] = []
+    if pending:
+        results = await enqueue_many(
+            scripts, pending, math.ceil(settings.dedup_ttl), batcher, batcher_many
+        )
+    if not ingest.route.filters:
+        return results
+    stored = iter(results)
+    out: list[EnqueueResult | Routed] = []
+    for m, names, targets in routed:
+        if targets:
+            out.append(Routed(next(stored), names))
+        elif m.destinations is None:
+            out.append(Routed(None, ()))  # matched no destination (on_no_match: accept)
+    return out
 
 
 # A \uD800-\uDFFF escape that is not half of a high+low pair.

@@ -54,6 +54,13 @@ INGEST_REQUESTS = Counter(
     ["route", "status"],
     registry=REGISTRY,
 )
+UNROUTED = Counter(
+    "router_messages_unrouted",
+    "Messages accepted (200) and stored for no destination: no destination's `when:` "
+    "filter matched them (on_no_match: accept), by route path.",
+    ["route"],
+    registry=REGISTRY,
+)
 DELIVERIES = Counter(
     "router_deliveries",
     "Delivery attempts by outcome: ok (acknowledged), failed (will be retried), "
@@ -163,6 +170,7 @@ class IngestMetrics:
     def __init__(self, route: str) -> None:
         self._route = route
         self._requests: dict[int, Counter] = {}
+        self._unrouted = UNROUTED.labels(route)
 
     def observe(self, status: int, started: float) -> None:
         if not _enabled:
@@ -172,6 +180,11 @@ class IngestMetrics:
         if counter is None:
             counter = self._requests[status] = INGEST_REQUESTS.labels(self._route, str(status))
         counter.inc()
+
+    def unrouted(self, messages: int = 1) -> None:
+        """Messages stored for no destination (content routing)."""
+        if _enabled and messages:
+            self._unrouted.inc(messages)
 
 
 class DeliveryMetrics:
@@ -202,6 +215,7 @@ class DeliveryMetrics:
 def family_names() -> Iterable[str]:
     """Every metric family the router exposes, as a scrape names them."""
     yield "router_ingest_requests_total"
+    yield "router_messages_unrouted_total"
     yield "router_deliveries_total"
     yield "router_ingest_duration_seconds"
     yield "router_delivery_duration_seconds"

@@ -25,7 +25,9 @@ Decisions:
   signature types are header parameters instead, since a signature is
   computed per body and no security scheme can say so.
 - Only the statuses the router answers are listed: no 415 (Content-Type is
-  not checked) and no 422 (a body that breaks a rule is a 400). A 500
+  not checked), and a 422 only on a route with `on_no_match: reject` (a
+  valid message no destination's `when:` matches; a body that breaks a
+  rule is a 400). A 500
   ("internal error") is a bug, not an answer: the document's description
   names it once instead of every operation listing it.
 - The error examples of an ingest route are produced by the router's own
@@ -69,7 +71,8 @@ from redis.exceptions import OutOfMemoryError
 from router.auth import STANDARD_WEBHOOKS_TOLERANCE, Authenticator
 from router.config import Config, Route
 from router.errors import ApiError, BadRequest
-from router.ingest import MAX_KEY_LENGTH, IngestRoute
+from router.filters import is_nested
+from router.ingest import MAX_KEY_LENGTH, IngestRoute, NoMatch, Routed
 from router.redis_client import command_written
 from router.settings import Settings
 from router.tracecontext import MAX_TRACESTATE
@@ -138,6 +141,29 @@ STORED_SCHEMA = Schema(
             type=OpenAPIType.BOOLEAN,
             description="true: the dedup id was seen within the route's dedup_ttl; "
             "nothing was stored again.",
+        ),
+    },
+)
+
+
+# The 200 of a route with `when:` filters (content routing): where it went.
+ROUTED_SCHEMA = Schema(
+    type=_OBJECT,
+    required=["status", "id", "duplicate", "destinations"],
+    properties={
+        "status": Schema(const="ok"),
+        "id": Schema(
+            one_of=[Schema(type=_STRING, pattern="^msg_[0-9a-f]+$"), Schema(type=_NULL)],
+            description="The message's id (the first one's, for a duplicate); null when it "
+            "matched no destination and was stored nowhere.",
+        ),
+        "duplicate": (STORED_SCHEMA.properties or {})["duplicate"],
+        "destinations": Schema(
+            type=OpenAPIType.ARRAY,
+            items=Schema(type=_STRING),
+            description="The destinations whose `when:` the message matched (and those "
+            "without one), in the route's order: it is stored for these. Empty: stored "
+            "for none (on_no_match: accept).",
         ),
     },
 )
@@ -226,11 +252,26 @@ def _body_schema(route: Route) -> Schema:
     for name, kind in settings.fields.items():
         properties[name] = Schema(type=_FIELD_TYPES[kind], description="Required by the route.")
         required.append(name)
-    for dest in route.destinations:
+    nested: list[str] = []
+    for i, dest in enumerate(route.destinations):
         field = dest.ordering_key
         if field is None:
             continue
+        if is_nested(field):  # a path into nested objects: said in words
+            nested.append(f"`{field}` (ordering key of {dest.name})")
+            continue
         used_by = [d.name for d in route.destinations if d.ordering_key == field]
+        if route.filters and route.filters[i] is not None:
+            # Needed only by a message the destination's filter matches.
+            properties.setdefault(
+                field,
+                _key_schema(
+                    settings.fields.get(field),
+                    f"Ordering key of {', '.join(used_by)} (required when its `when:` "
+                    f"filter matches): {_KEY_LIMITS}.",
+                ),
+            )
+            continue
         properties[field] = _key_schema(
             settings.fields.get(field),
             f"Ordering key of {', '.join(used_by)}: messages with the same value are "
@@ -251,6 +292,9 @@ def _body_schema(route: Route) -> Schema:
             f"no string (value or key) longer than {settings.max_string_length} "
             "characters (max_string_length)"
         )
+    paths = ""
+    if nested:
+        paths = f" Nested values read as ordering keys: {', '.join(nested)}."
     return Schema(
         type=_OBJECT,
         required=required or None,
@@ -258,7 +302,7 @@ def _body_schema(route: Route) -> Schema:
         additional_properties=True,
         description=(
             f"A JSON object, UTF-8, {', '.join(limits)}. Fields beyond the required ones "
-            "pass through to the destinations untouched. The Content-Type is not checked."
+            "pass through to the destinations untouched. The Content-Type is not checked." + paths
         ),
     )
 
@@ -366,17 +410,40 @@ def _unavailable_examples(ingest: IngestRoute, deadline: float) -> list[dict[str
     return [_error_of(refused), _error_of(lost)]
 
 
+def _stored_answer(ingest: IngestRoute) -> OpenAPIResponse:
+    """The 200: stored; on a route with `when:` filters, naming where."""
+    example = "msg_1a2210d62071692a2cd6151b512"
+    if not ingest.route.filters:
+        return _answer(
+            "Stored in the queue of every destination of the route (or a duplicate: "
+            "nothing stored again).",
+            STORED_SCHEMA,
+            {"status": "ok", "id": example, "duplicate": False},
+            {"status": "ok", "id": example, "duplicate": True},
+        )
+    names = [d.name for d in ingest.route.destinations]
+    # No example of the unrouted answer: the document drops null values
+    # from examples, so its `"id": null` would not show; the text says it.
+    unrouted = json.dumps({"status": "ok", **Routed(None, ()).answer()})
+    return _answer(
+        "Stored in the queue of every destination whose `when:` filter the message matches "
+        "(`destinations` names them), or a duplicate (nothing stored again)"
+        + (
+            f", or matched none: stored nowhere, counted in router_messages_unrouted_total "
+            f"(on_no_match: accept), answered `{unrouted}`."
+            if ingest.route.settings.on_no_match == "accept"
+            else "."
+        ),
+        ROUTED_SCHEMA,
+        {"status": "ok", "id": example, "duplicate": False, "destinations": names},
+    )
+
+
 def _ingest_responses(ingest: IngestRoute, settings: Settings) -> dict[str, OpenAPIResponse]:
     route = ingest.route.settings
     deadline = settings.ingest_deadline
     responses = {
-        "200": _answer(
-            "Stored in the queue of every destination of the route (or a duplicate: "
-            "nothing stored again).",
-            STORED_SCHEMA,
-            {"status": "ok", "id": "msg_1a2210d62071692a2cd6151b512", "duplicate": False},
-            {"status": "ok", "id": "msg_1a2210d62071692a2cd6151b512", "duplicate": True},
-        ),
+        "200": _stored_answer(ingest),
         "400": _answer(
             "Refused, nothing stored: invalid JSON or UTF-8 (with the byte offset), not an "
             "object, a missing or wrongly typed field, an empty or too long ordering key or "
@@ -387,6 +454,13 @@ def _ingest_responses(ingest: IngestRoute, settings: Settings) -> dict[str, Open
             _error("invalid JSON: input data was truncated"),
         ),
     }
+    if ingest.route.filters and route.on_no_match == "reject":
+        responses["422"] = _answer(
+            "The message is valid but no destination's `when:` filter matches it "
+            "(on_no_match: reject); nothing stored.",
+            ERROR_SCHEMA,
+            _error_of(NoMatch()),
+        )
     if ingest.auth is not None:
         missing = _refusal(ingest.auth.check, {}, b"")
         responses["401"] = _answer(
@@ -437,6 +511,14 @@ def _ingest_description(ingest: IngestRoute) -> str:
         f"Stores the JSON object in the queue of every destination of this route "
         f"({destinations}) and answers 200 once Redis has it; any refusal stores nothing.",
     ]
+    if route.filters:
+        filtered = [d.name for d, f in zip(route.destinations, route.filters, strict=True) if f]
+        lines[0] = (
+            f"Stores the JSON object in the queue of every destination of this route "
+            f"({destinations}) whose `when:` filter it matches ({', '.join(filtered)} have one; "
+            "routes.yaml says which) and answers 200 once Redis has it, naming them; "
+            "any refusal stores nothing."
+        )
     if ingest.auth is not None and ingest.auth.type == "standard-webhooks":
         dedup = "the signed `webhook-id` header"
     else:
