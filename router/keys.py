@@ -143,6 +143,13 @@ class DestinationKeys:
         message; the first member is the oldest message waiting."""
         return f"{self.tag}:heads"
 
+    @property
+    def throttle(self) -> str:
+        """String with TTL: the outbound rate limit's theoretical arrival
+        time (GCRA, µs on the Redis clock; router.outbound_rate); absent
+        while the shard has made no recent requests."""
+        return f"{self.tag}:throttle"
+
     def seen(self, message_id: str) -> str:
         """Dedup marker of a message id (string with TTL; value = stored message id)."""
         return f"{self.tag}:seen:{message_id}"

@@ -28,7 +28,17 @@ SCRIPT_KEYS: dict[str, tuple[str, ...]] = {
     "enqueue": ("lane", "ready", "wake", "seen", "counts", "heads"),
     # Several messages of one request (an ingest format), each its own targets.
     "enqueue_many": ("lane", "ready", "wake", "seen", "counts", "heads"),
-    "claim": ("ready", "leases", "owner", "delayed", "attempts", "wake", "blocked", "paused"),
+    "claim": (
+        "ready",
+        "leases",
+        "owner",
+        "delayed",
+        "attempts",
+        "wake",
+        "blocked",
+        "paused",
+        "throttle",  # the outbound rate limit (router.outbound_rate)
+    ),
     "ack": (
         "lane",
         "ready",
@@ -41,6 +51,7 @@ SCRIPT_KEYS: dict[str, tuple[str, ...]] = {
         "paused",
         "counts",
         "heads",
+        "throttle",  # the outbound rate limit (router.outbound_rate)
     ),
     "fail": (
         "lane",

@@ -1,10 +1,13 @@
 -- Claim up to `want` ordering keys whose head message can be attempted now.
--- KEYS: ready, leases, owner, delayed, attempts, wake, blocked, paused
-local ready, leases, owner, delayed, attempts, wake, blocked, paused =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
--- ARGV: lane prefix, lease ms, max in flight (all processes), token, want
+-- KEYS: ready, leases, owner, delayed, attempts, wake, blocked, paused, throttle
+local ready, leases, owner, delayed, attempts, wake, blocked, paused, throttle =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
+-- ARGV: lane prefix, lease ms, max in flight (all processes), token, want,
+--       rate limit interval µs ('0' or absent: none), rate limit burst
 -- Returns {ready left, next deadline ms or -1, now ms, key, head, attempts, ...};
 -- ready left is -1 while the destination is paused (nothing is claimed).
+-- While the rate limit holds keys back, the next deadline is at the latest
+-- when it allows the next start.
 local now = now_ms()
 local lane, lease, cap, token, want = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
 
@@ -32,6 +35,13 @@ local room = cap - redis.call('ZCARD', leases)
 local is_paused = redis.call('EXISTS', paused) == 1
 if is_paused then room = 0 end
 if room > want then room = want end
+-- Outbound rate limit: claim no more keys than it allows now; the others
+-- stay in ready untouched (no lease, no attempt counted).
+local rate_interval, rate_burst = tonumber(ARGV[6] or '0'), tonumber(ARGV[7] or '1')
+local rate_tat
+if rate_interval > 0 then
+  room, rate_tat = throttle_allows(throttle, rate_interval, rate_burst, now, room)
+end
 while room > 0 do
   local k = redis.call('LPOP', ready)
   if not k then break end
@@ -53,14 +63,22 @@ while room > 0 do
 end
 out[1] = redis.call('LLEN', ready)
 if is_paused then out[1] = -1 end
+-- When the rate limit allows the next start (-1: no limit); until then
+-- nobody can start anything, so no nudge is passed on.
+local rate_next = -1
+if rate_interval > 0 then
+  rate_next = throttle_take(throttle, rate_interval, rate_burst, now, rate_tat, (#out - 3) / 3)
+end
+local held = rate_next > now
 -- Keys are still waiting after this claim: pass the nudge on to another
 -- worker (here, not in a second round trip from the caller).
-if out[1] > 0 and #out > 3 then nudge(wake) end
+if out[1] > 0 and #out > 3 and not held then nudge(wake) end
 -- When to look again even if nobody nudges: the next backoff or lease deadline.
 local nxt = -1
 local d = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')
 if d[2] then nxt = tonumber(d[2]) end
 local l = redis.call('ZRANGE', leases, 0, 0, 'WITHSCORES')
 if l[2] and (nxt < 0 or tonumber(l[2]) < nxt) then nxt = tonumber(l[2]) end
+if held and out[1] > 0 and (nxt < 0 or rate_next < nxt) then nxt = rate_next end
 out[2] = nxt
 return out
