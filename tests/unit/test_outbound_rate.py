@@ -3,10 +3,15 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
 from router.config import OutboundRateLimit
+from router.loading import load
 from router.outbound_rate import shard_rate
+from tests.support import ROOT
 
 
 def test_no_limit_is_none() -> None:
@@ -28,3 +33,12 @@ def test_the_shards_add_up_to_the_limit(shards: int) -> None:
     per_second = sum(1_000_000 / r.interval_us for r in rates if r)
     assert 80 * 0.999 <= per_second <= 80
     assert all(r is not None and r.burst >= 1 for r in rates)
+
+
+def test_the_whatsapp_example_of_the_docs_loads(tmp_path: Path) -> None:
+    doc = (ROOT / "docs" / "rate-limits.md").read_text()
+    example = re.findall(r"```yaml\n(.*?)```", doc, re.DOTALL)[0]
+    (tmp_path / "routes.yaml").write_text(example)
+    env = {"WA_PHONE_NUMBER_ID": "123", "WA_TOKEN": "t"}
+    dest = load(str(tmp_path / "routes.yaml"), env=env).destinations["whatsapp_send"]
+    assert dest.settings.rate_limit == OutboundRateLimit(requests=80)
