@@ -119,10 +119,14 @@ def router_argv(*args: str) -> list[str]:
     return [str(script), *args] if script.exists() else [sys.executable, "-m", "router", *args]
 
 
-def write_routes(path: Path, sink_url: str, max_in_flight: int, shards: int = 1) -> Path:
+def write_routes(
+    path: Path, sink_url: str, max_in_flight: int, shards: int = 1, rate_limit: str = ""
+) -> Path:
     """The router's routes.yaml for the bench: one route, one destination (the
-    sink), its queue over `shards` hash tags (bench/cluster.py)."""
+    sink), its queue over `shards` hash tags (bench/cluster.py), with an
+    outbound `rate_limit` when given (bench/outbound_rate.py)."""
     spread = f"    shards: {shards}\n" if shards > 1 else ""
+    spread += f"    rate_limit: {rate_limit}\n" if rate_limit else ""
     path.write_text(
         f"""\
 routes:

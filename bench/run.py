@@ -8,7 +8,7 @@ against the same Redis and the same sink, so their ratios hold.
     .venv/bin/python bench/run.py [--rounds 3] [-n 5000] [--profile] [--docs]
     .venv/bin/python bench/run.py --only ingest delivery   # some parts only
 
-Six parts, each in its own module:
+Seven parts, each in its own module:
 - Ingest (bench/ingest.py, bench/burst.py): wrk against bare_ingest's
   /v1/hello (framework ceiling) and /v1/store_message (ingest floor) and
   `router api`, on the chosen server stack and on asyncio + h11; the
@@ -32,6 +32,9 @@ Six parts, each in its own module:
   round: `router api` under wrk with /metrics scraped once a second, and
   `router worker` draining N messages with metrics on (scraped) and with
   metrics on + LOG_LEVEL=info.
+- Outbound rate limit (bench/outbound_rate.py): 3 `router worker`
+  processes deliver with `rate_limit: {requests: 80, period: 1s}`; the
+  rate at the sink as a ratio to the limit (goal: within 5 %).
 Every load is bounded in time and runs on 127.0.0.1 only.
 
 Writes a markdown report (bench/report.py) to stdout and
@@ -65,9 +68,10 @@ from growth import Growth
 from ingest import Ingest, wrk_version
 from latency import Latency
 from observability import Observability
+from outbound_rate import OutboundRate
 from redisdb import flush, redis_server
 
-PARTS = ("ingest", "delivery", "latency", "growth", "cluster", "observability")
+PARTS = ("ingest", "delivery", "latency", "growth", "cluster", "observability", "rate-limit")
 
 
 def check_prerequisites(need_wrk: bool, need_pyspy: bool, need_arq: bool = True) -> str | None:
@@ -99,7 +103,7 @@ def parse_args() -> argparse.Namespace:
         "--only",
         choices=PARTS,
         nargs="+",
-        help="run these parts only (default: all six)",
+        help="run these parts only (default: all seven)",
     )
     p.add_argument("--rounds", type=int, default=1, help="ingest rounds, interleaved (median)")
     p.add_argument("--duration", type=int, default=10, help="seconds per wrk run (default 10)")
@@ -142,7 +146,7 @@ def main() -> int:
     logs.mkdir()
     running = procs.Procs(logs)
     started = datetime.now(UTC)
-    ingest = delivery = latency = growth = cluster = observability = None
+    ingest = delivery = latency = growth = cluster = observability = outbound = None
     try:
         with tempfile.TemporaryDirectory(prefix="router-bench-") as tmp_text:
             tmp = Path(tmp_text)
@@ -170,6 +174,9 @@ def main() -> int:
                 if "observability" in parts:
                     observability = Observability(ctx)
                     observability.run()
+                if "rate-limit" in parts:
+                    outbound = OutboundRate(ctx)
+                    outbound.run()
                 if args.profile:
                     if ingest is not None:
                         ingest.profile()
@@ -185,6 +192,7 @@ def main() -> int:
     more = (latency.report_lines() if latency else []) + (growth.report_lines() if growth else [])
     more += cluster.report_lines() if cluster else []
     more += observability.report_lines() if observability else []
+    more += outbound.report_lines() if outbound else []
     text = report.report(ctx, ingest, delivery, head, more)
     rows = (report.ingest_chart_rows(ingest) if ingest and ingest.results else []) + (
         delivery.chart_rows() if delivery and delivery.results else []

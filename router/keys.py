@@ -158,6 +158,13 @@ class DestinationKeys:
         the circuit breaker."""
         return f"{self.tag}:failing"
 
+    @property
+    def throttle(self) -> str:
+        """String with TTL: the outbound rate limit's theoretical arrival
+        time (GCRA, µs on the Redis clock; router.outbound_rate); absent
+        while the shard has made no recent requests."""
+        return f"{self.tag}:throttle"
+
     def seen(self, message_id: str) -> str:
         """Dedup marker of a message id (string with TTL; value = stored message id)."""
         return f"{self.tag}:seen:{message_id}"

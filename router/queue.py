@@ -23,6 +23,7 @@ from router import batching, envelope
 from router.batching import Batcher
 from router.config import Destination
 from router.keys import DestinationKeys, shard_of
+from router.outbound_rate import NO_LIMIT_ARGS, ShardRate
 from router.redis_client import command_written
 from router.scripts import LEASE_LOST, Scripts, keys_for
 
@@ -416,13 +417,21 @@ class DestinationQueue:
     """The transitions of one destination's lanes."""
 
     def __init__(
-        self, redis: Redis, scripts: Scripts, destination: str, shard: int = 0, shards: int = 1
+        self,
+        redis: Redis,
+        scripts: Scripts,
+        destination: str,
+        shard: int = 0,
+        shards: int = 1,
+        rate: ShardRate | None = None,
     ) -> None:
         # Any: redis-py types its commands as "Awaitable[T] | T" for both
         # clients, which mypy cannot await.
         self.redis: Any = redis
         self.scripts = scripts
         self.keys = DestinationKeys(destination, shard, shards)
+        # The outbound rate limit's part of claim's and ack's ARGV (last).
+        self._rate_args = rate.script_args() if rate else NO_LIMIT_ARGS
         # Acks of the deliveries that finish together share a round trip.
         self._ack = batching.batcher(redis, scripts.ack)
         # On a Cluster, claims go straight to their shard's node as acks do:
@@ -437,6 +446,7 @@ class DestinationQueue:
         k = self.keys
         keys = keys_for("claim", k)
         args: list[Any] = [k.lane_prefix, lease_ms, max_in_flight, token, want, int(breaker)]
+        args += self._rate_args
         if self._claim is not None:
             raw = await self._claim(keys, args)
         else:
@@ -452,7 +462,7 @@ class DestinationQueue:
         did); with `keep`, the claim may go on to the key's next message."""
         raw = await self._ack(
             keys_for("ack", self.keys, claim.key),
-            [claim.key, claim.token, lease_ms, "1" if keep else "0", head],
+            [claim.key, claim.token, lease_ms, "1" if keep else "0", head, *self._rate_args],
         )
         if raw == LEASE_LOST:
             return Acked(lease_lost=True)

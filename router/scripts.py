@@ -38,6 +38,7 @@ SCRIPT_KEYS: dict[str, tuple[str, ...]] = {
         "blocked",
         "paused",
         "health",
+        "throttle",  # the outbound rate limit (router.outbound_rate)
     ),
     "ack": (
         "lane",
@@ -53,6 +54,7 @@ SCRIPT_KEYS: dict[str, tuple[str, ...]] = {
         "heads",
         "health",
         "failing",
+        "throttle",  # the outbound rate limit (router.outbound_rate)
     ),
     "fail": (
         "lane",

@@ -25,6 +25,7 @@ from router import envelope, logs, retry, shard_layout
 from router.config import Destination
 from router.keys import shard_share
 from router.metrics import DeliveryMetrics
+from router.outbound_rate import shard_rate
 from router.plugins import OpenSink, open_sink
 from router.queue import (
     BREAKER_OFF,
@@ -47,6 +48,11 @@ T = TypeVar("T")
 # Longest a loop sleeps without looking at Redis (also bounds how late a
 # backoff or an expired lease of a dead instance is noticed).
 MAX_IDLE = 1.0
+
+# BLPOP's timeout is only as precise as the Redis server's timer (100 ms at
+# the default hz 10): a rate-limited loop waiting for a start less than this
+# away sleeps here instead (router.outbound_rate).
+SERVER_TIMER = 0.1
 
 
 class LeaseLost(Exception):
@@ -87,7 +93,9 @@ class DestinationWorker:
         self.destination = destination
         self.settings = destination.settings
         shards = self.settings.shards
-        self.queue = DestinationQueue(redis, scripts, destination.name, shard, shards)
+        rate = shard_rate(self.settings.rate_limit, shard, shards)  # outbound: router.outbound_rate
+        self.queue = DestinationQueue(redis, scripts, destination.name, shard, shards, rate)
+        self._rate_limited = rate is not None
         # A shard's part of max_in_flight: the parts add up to it, so the
         # cap holds over all shards and processes (each claim counts the
         # shard's leases, which every process shares).
@@ -158,6 +166,10 @@ class DestinationWorker:
                 if burst and self._tasks:
                     self._slot_freed.clear()
                     await self._wait_slot(MAX_IDLE)
+                    continue
+                due = (result.next_deadline_ms - result.now_ms) / 1000
+                if self._rate_limited and result.ready_left > 0 and 0 <= due < SERVER_TIMER:
+                    await asyncio.sleep(due)  # the next start the limit allows
                     continue
                 timeout = MAX_IDLE
                 if result.next_deadline_ms >= 0:

@@ -27,6 +27,34 @@ local function holds_lease(owner, key, token)
 end
 
 
+-- Outbound rate limit of a destination shard (a destination's `rate_limit`;
+-- router/outbound_rate.py), as GCRA: `throttle` holds the theoretical
+-- arrival time (TAT, µs on the server clock), which each start pushes
+-- `interval` µs further. A start conforms while TAT - now <= (burst - 1) *
+-- interval: `burst` starts may go at once after a quiet time, then one per
+-- interval. A request held back writes nothing: it costs no attempt.
+-- How many of `want` starts conform at `now` (ms), and the TAT to pass on.
+local function throttle_allows(throttle, interval, burst, now, want)
+  local now_us = now * 1000
+  local tat = math.max(tonumber(redis.call('GET', throttle) or '0'), now_us)
+  local n = math.floor((now_us - tat) / interval) + burst
+  if n > want then n = want end
+  if n < 0 then n = 0 end
+  return n, tat
+end
+
+-- Record `n` starts from `tat` (throttle_allows's); returns when (ms) the
+-- next start conforms. The key expires once TAT has passed: an absent key
+-- is a full allowance, exactly what a TAT in the past means.
+local function throttle_take(throttle, interval, burst, now, tat, n)
+  if n > 0 then
+    tat = tat + n * interval
+    redis.call('SET', throttle, string.format('%.0f', tat),
+      'PX', math.ceil((tat - now * 1000) / 1000) + 1)
+  end
+  return math.ceil((tat - (burst - 1) * interval) / 1000)
+end
+
 -- Arrival time (ms) of a stored envelope: the router encodes it as
 -- {"id":"...","ts":<ms>,...}, and an id cannot hold an unescaped quote, so
 -- the first ,"ts": is the envelope's own (no JSON decoding of the body,

@@ -1,10 +1,11 @@
 -- The destination acknowledged the head of a lane: remove it.
--- KEYS: lane, ready, leases, owner, attempts, last_error, wake, delayed, paused, counts, heads, health, failing
-local lane, ready, leases, owner, attempts, last_error, wake, delayed, paused, counts, heads, health, failing =
+-- KEYS: lane, ready, leases, owner, attempts, last_error, wake, delayed, paused, counts, heads, health, failing, throttle
+local lane, ready, leases, owner, attempts, last_error, wake, delayed, paused, counts, heads, health, failing, throttle =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10],
-  KEYS[11], KEYS[12], KEYS[13]
+  KEYS[11], KEYS[12], KEYS[13], KEYS[14]
 -- ARGV: ordering key, token, lease ms, keep ('1' = may keep the key),
---       the acknowledged envelope
+--       the acknowledged envelope, rate limit interval µs ('0' or absent:
+--       none), rate limit burst
 -- Returns LEASE_LOST when another claim owns the key now (this delivery was
 -- a duplicate and changes nothing). Otherwise {left, next head or false,
 -- keys resumed when this success reopened a destination that was down (its
@@ -35,11 +36,23 @@ if redis.call('HGET', health, 'state') == 'down' then
   resumed = reopen(health, failing, ready, delayed, heads, wake)
 end
 local left = redis.call('LLEN', lane)
+-- Keeping the key starts the next request: the outbound rate limit must
+-- allow one now (checked last: only a kept key takes a start).
+local function rate_allows_one()
+  local interval = tonumber(ARGV[6] or '0')
+  if interval <= 0 then return true end
+  local burst = tonumber(ARGV[7])
+  local n, tat = throttle_allows(throttle, interval, burst, now, 1)
+  if n == 0 then return false end
+  throttle_take(throttle, interval, burst, now, tat, 1)
+  return true
+end
 -- (Not while paused or held: the attempt in flight finished, nothing new starts.)
 if left > 0 and ARGV[4] == '1' and redis.call('LLEN', ready) == 0
     and redis.call('EXISTS', paused) == 0 and redis.call('EXISTS', health) == 0
     and #redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, 1) == 0
-    and #redis.call('ZRANGEBYSCORE', leases, '-inf', now, 'LIMIT', 0, 1) == 0 then
+    and #redis.call('ZRANGEBYSCORE', leases, '-inf', now, 'LIMIT', 0, 1) == 0
+    and rate_allows_one() then
   redis.call('ZADD', leases, now + tonumber(ARGV[3]), k)
   return {left, redis.call('LINDEX', lane, 0), resumed}
 end

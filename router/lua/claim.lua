@@ -1,13 +1,16 @@
 -- Claim up to `want` ordering keys whose head message can be attempted now.
--- KEYS: ready, leases, owner, delayed, attempts, wake, blocked, paused, health
-local ready, leases, owner, delayed, attempts, wake, blocked, paused, health =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
+-- KEYS: ready, leases, owner, delayed, attempts, wake, blocked, paused, health, throttle
+local ready, leases, owner, delayed, attempts, wake, blocked, paused, health, throttle =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
 -- ARGV: lane prefix, lease ms, max in flight (all processes), token, want,
---       breaker ('1': the circuit breaker is on; '0': `health` is ignored)
+--       breaker ('1': the circuit breaker is on; '0': `health` is ignored),
+--       rate limit interval µs ('0' or absent: none), rate limit burst
 -- Returns {ready left, next deadline ms or -1, now ms, key, head, attempts, ...};
 -- ready left is negative while nothing may be claimed: -1 paused by an
 -- operator, -2 held by a Retry-After, -3 down (the circuit breaker is open;
--- its one probe, when due, is the only key returned).
+-- its one probe, when due, is the only key returned). While the rate limit
+-- holds keys back, the next deadline is at the latest when it allows the
+-- next start.
 local PAUSED, HELD, DOWN = -1, -2, -3
 local now = now_ms()
 local lane, lease, cap, token, want = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
@@ -34,6 +37,13 @@ end
 local out = {0, -1, now}
 local room = cap - redis.call('ZCARD', leases)
 if room > want then room = want end
+-- Outbound rate limit: claim no more keys than it allows now; the others
+-- stay in ready untouched (no lease, no attempt counted).
+local rate_interval, rate_burst = tonumber(ARGV[7] or '0'), tonumber(ARGV[8] or '1')
+local rate_tat
+if rate_interval > 0 then
+  room, rate_tat = throttle_allows(throttle, rate_interval, rate_burst, now, room)
+end
 local gate = 0 -- or PAUSED, HELD, DOWN: why nothing (or only a probe) is claimed
 local wake_at = nil -- when the gate may let claims through again
 if redis.call('EXISTS', paused) == 1 then
@@ -66,6 +76,9 @@ elseif ARGV[6] == '1' then
         room = 0
       end
     else
+      -- A probe due without room (the rate limit, or leases from before
+      -- it went down): the lease or rate deadline below says when to look.
+      if wake_at <= now then wake_at = nil end
       room = 0
     end
   end
@@ -93,9 +106,16 @@ while room > 0 do
 end
 out[1] = redis.call('LLEN', ready)
 if gate ~= 0 then out[1] = gate end
+-- When the rate limit allows the next start (-1: no limit); until then
+-- nobody can start anything, so no nudge is passed on.
+local rate_next = -1
+if rate_interval > 0 then
+  rate_next = throttle_take(throttle, rate_interval, rate_burst, now, rate_tat, (#out - 3) / 3)
+end
+local throttled = rate_next > now
 -- Keys are still waiting after this claim: pass the nudge on to another
 -- worker (here, not in a second round trip from the caller).
-if out[1] > 0 and #out > 3 then nudge(wake) end
+if out[1] > 0 and #out > 3 and not throttled then nudge(wake) end
 -- When to look again even if nobody nudges: the next backoff or lease deadline.
 local nxt = -1
 local d = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')
@@ -103,5 +123,8 @@ if d[2] then nxt = tonumber(d[2]) end
 local l = redis.call('ZRANGE', leases, 0, 0, 'WITHSCORES')
 if l[2] and (nxt < 0 or tonumber(l[2]) < nxt) then nxt = tonumber(l[2]) end
 if wake_at and (nxt < 0 or wake_at < nxt) then nxt = wake_at end
+if throttled and (out[1] > 0 or gate == DOWN) and (nxt < 0 or rate_next < nxt) then
+  nxt = rate_next
+end
 out[2] = nxt
 return out

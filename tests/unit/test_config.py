@@ -49,6 +49,18 @@ def test_the_good_config_loads(tmp_path: Path) -> None:
     assert chatbot.options.url == "http://127.0.0.1:8080/bot"
 
 
+def test_an_outbound_rate_limit_loads_with_its_default_burst(tmp_path: Path) -> None:
+    text = GOOD + "    rate_limit: {requests: 80, period: 1s}\n"
+    limit = (
+        load(str(write_yaml(tmp_path, text)), env={}).destinations["chatbot"].settings.rate_limit
+    )
+    assert limit is not None and (limit.requests, limit.period, limit.burst) == (80, 1.0, 2)
+    assert (
+        load(str(write_yaml(tmp_path, GOOD)), env={}).destinations["chatbot"].settings.rate_limit
+        is None
+    )
+
+
 def test_the_shipped_routes_yaml_loads() -> None:
     config = load(str(ROOT / "routes.yaml"), env={})
     assert config.destinations["chatbot"].options.url == "http://localhost:8080/bot"
@@ -258,6 +270,31 @@ BAD: list[tuple[str, str, list[str]]] = [
             "BOT_URL is not set",
             "set it or write ${BOT_URL:-default}",
         ],
+    ),
+    (
+        "outbound rate limit of no requests",
+        GOOD + "    rate_limit: {requests: 0, period: 1s}\n",
+        [":14: ", "destinations.chatbot.rate_limit.requests", "must be at least 1"],
+    ),
+    (
+        "outbound rate limit over no time",
+        GOOD + "    rate_limit: {requests: 80, period: 0s}\n",
+        [":14: ", "destinations.chatbot.rate_limit.period", "must be more than 0"],
+    ),
+    (
+        "outbound rate limit without a burst",
+        GOOD + "    rate_limit: {requests: 80, burst: 0}\n",
+        [":14: ", "destinations.chatbot.rate_limit.burst", "must be at least 1"],
+    ),
+    (
+        "outbound rate limit below the shards",
+        GOOD + "    shards: 4\n    rate_limit:\n      requests: 3\n",
+        [":16: ", "destinations.chatbot.rate_limit.requests", "at least `shards`"],
+    ),
+    (
+        "outbound rate limit per sender",
+        GOOD + "    rate_limit: {requests: 80, per: wa_id}\n",
+        [":14: ", "rate_limit.per", "unknown field `per`", "requests, period, burst"],
     ),
     (
         "key with a newline",
