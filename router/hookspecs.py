@@ -31,8 +31,10 @@ def router_sink_types() -> list[SinkType]:
     destination's fields other than the router's own), and a factory
     ``factory(options, context) -> Sink`` called once per destination at
     start. The ``Sink`` has ``async deliver(delivery)``, which returns when
-    the destination acknowledged the message and raises on failure, and
-    ``async aclose()``.
+    the destination acknowledged the message and raises on failure
+    (``router.sinks.DeliveryFailed``; with ``permanent=True`` when no retry
+    can succeed: the message is then given up at once, dead-lettered or its
+    key blocked as ``retry.on_exhausted`` says), and ``async aclose()``.
     """
     raise NotImplementedError
 
