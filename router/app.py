@@ -26,6 +26,7 @@ from router.batching import batcher
 from router.config import Config, route_key
 from router.errors import EXCEPTION_HANDLERS, ApiError, outage_log, redis_cause
 from router.ingest import IngestRoute, store_format
+from router.ingest_formats import SkippedItem
 from router.loading import load
 from router.metrics import IngestMetrics
 from router.queue import DestinationQueues, EnqueueResult, Scripts
@@ -93,18 +94,18 @@ def _ingest_handler(state: RouterState, path: str) -> list[HTTPRouteHandler]:
                 timer.reschedule(asyncio.get_running_loop().time() + deadline)
                 client = request.client.host if request.client else "unknown"
                 if ingest.format is not None:
-                    return _stored_many(
-                        await store_format(
-                            ingest,
-                            scripts,
-                            body,
-                            request.headers,
-                            client,
-                            state.limiters.get(ingest.route.path),
-                            state.batcher,
-                            state.batcher_many,
-                        )
+                    stored, skipped = await store_format(
+                        ingest,
+                        scripts,
+                        body,
+                        request.headers,
+                        client,
+                        state.limiters.get(ingest.route.path),
+                        state.batcher,
+                        state.batcher_many,
                     )
+                    _log_skipped(path, skipped, metrics)
+                    return _stored_many(stored, skipped)
                 result = await ingest.store(
                     scripts,
                     body,
@@ -151,13 +152,32 @@ def _ingest_handler(state: RouterState, path: str) -> list[HTTPRouteHandler]:
     ]
 
 
-def _stored_many(results: list[EnqueueResult]) -> Response[bytes]:
+def _stored_many(results: list[EnqueueResult], skipped: list[SkippedItem]) -> Response[bytes]:
     """The answer to a format route's request: each message stored (or a
-    duplicate), in the request's order."""
+    duplicate), in the request's order, and the items left out."""
     messages = [{"id": r.id, "duplicate": r.duplicate} for r in results]
-    return Response(
-        _json.encode({"status": "ok", "messages": messages}), media_type="application/json"
-    )
+    answer = {
+        "status": "ok",
+        "messages": messages,
+        "skipped": len(skipped),
+        "problems": [s.problem for s in skipped],
+    }
+    return Response(_json.encode(answer), media_type="application/json")
+
+
+def _log_skipped(path: str, skipped: list[SkippedItem], metrics: IngestMetrics) -> None:
+    """Each item a format left out of a stored request, once: logged with
+    what was wrong, and counted by reason. Only after the store: a request
+    answered 503 and redelivered is not logged twice."""
+    for item in skipped:
+        metrics.skipped(item.reason)
+        log.warning(
+            "ingest %s: skipped a malformed item (%s), stored the rest: %s",
+            path,
+            item.reason,
+            item.problem,
+            extra=logs.fields(route=path, reason=item.reason, error=item.problem),
+        )
 
 
 def _verify_handlers(state: RouterState, path: str) -> list[HTTPRouteHandler]:

@@ -49,7 +49,8 @@ def router_ingest_formats() -> list[IngestFormat]:
     optional ``authenticate(options, headers, body)`` that checks the raw
     request before it is parsed, ``parse(request) -> list[IngestedMessage]``
     that turns one request into its messages (each with its own body,
-    ordering key, dedup id and destinations; all stored atomically), an
+    ordering key, dedup id and destinations; all stored atomically; a
+    malformed item is left out with ``request.skip(reason, problem)``), an
     optional ``verify(options, query) -> str`` answering the service's GET
     handshake, and ``destinations(options)``: the destinations the options
     name beyond the route's own. Without a ``format:`` a route reads one

@@ -17,7 +17,7 @@ from router.auth import Authenticator
 from router.batching import Batcher
 from router.config import Destination, Route
 from router.errors import ApiError, BadRequest, StorageUnavailable, Stored, redis_cause
-from router.ingest_formats import FormatRequest, IngestedMessage, IngestFormat
+from router.ingest_formats import FormatRequest, IngestedMessage, IngestFormat, SkippedItem
 from router.keys import DestinationKeys, all_shards, shard_of
 from router.queue import EnqueueResult, Pending, Scripts, Target, enqueue, enqueue_many
 from router.ratelimit import RateLimiter
@@ -265,10 +265,11 @@ async def store_format(
     limiter: RateLimiter | None = None,
     batcher: Batcher | None = None,
     batcher_many: Batcher | None = None,
-) -> list[EnqueueResult]:
+) -> tuple[list[EnqueueResult], list[SkippedItem]]:
     """A format route's request: authenticated by the format, parsed into
-    its messages, and all of them stored in one atomic step (or none).
-    Every refusal comes before anything is written."""
+    its messages, and all of them stored in one atomic step (or none), with
+    the items the format skipped. Every refusal comes before anything is
+    written."""
     fmt = ingest.route.format
     assert fmt is not None
     settings = ingest.route.settings
@@ -318,10 +319,11 @@ async def store_format(
             )
         )
     if not pending:
-        return []
-    return await enqueue_many(
+        return [], request.skipped
+    stored = await enqueue_many(
         scripts, pending, math.ceil(settings.dedup_ttl), batcher, batcher_many
     )
+    return stored, request.skipped
 
 
 # A \uD800-\uDFFF escape that is not half of a high+low pair.

@@ -11,8 +11,14 @@ router's own behaviour, router.ingest). A format turns a service's webhook
 - ``parse(request)`` returns the messages of one request, each with its own
   body, ordering key, dedup id and destinations. All of them are stored in
   one atomic step (router.queue.enqueue_many), or none is. It raises
-  ``router.errors.BadRequest`` (400) naming what is wrong; a refused request
-  stores nothing.
+  ``router.errors.BadRequest`` (400) naming what is wrong when the request
+  is not the service's webhook at all; a refused request stores nothing.
+  One malformed item in a good request (a message without its id) is
+  ``request.skip(reason, problem)``-ed instead: the others are stored, the
+  answer is 200 and says how many were skipped, and the router logs each
+  skipped item and counts it (router_ingest_items_skipped_total{route,
+  reason}). A service that redelivers a refused request (Meta does, for
+  days) would otherwise never get the good items through.
 - ``verify(options, query)`` answers the service's GET handshake (a
   subscription check): it returns the plain-text answer, or raises an
   ``ApiError`` (403). None: GET answers 405, as on a JSON route.
@@ -52,6 +58,18 @@ class IngestedMessage:
 
 
 @dataclass(frozen=True, slots=True)
+class SkippedItem:
+    """One item of a request that parse left out."""
+
+    # A metric label: a short name from a small fixed set per format (never
+    # a value from the request), e.g. "message.from".
+    reason: str
+    # What is wrong and where, for the log and the answer, e.g.
+    # "entry[0].changes[0].value.messages[1].from must be a non-empty string".
+    problem: str
+
+
+@dataclass(frozen=True, slots=True)
 class FormatRequest:
     """A request as a format's `parse` sees it (authenticated already)."""
 
@@ -61,6 +79,13 @@ class FormatRequest:
     # router.ingest.decode_object with the route's limits (max_body,
     # max_depth, max_string_length), given by the router.
     decode: Callable[[bytes], dict[str, Any]] = field(repr=False)
+
+    # What parse skipped (skip()), in the request's order.
+    skipped: list[SkippedItem] = field(default_factory=list, repr=False)
+
+    def skip(self, reason: str, problem: str) -> None:
+        """Leave one malformed item of the request out (see the module's text)."""
+        self.skipped.append(SkippedItem(reason, problem))
 
     def json(self) -> dict[str, Any]:
         """The body as a JSON object, with the route's limits and the same

@@ -61,6 +61,13 @@ DELIVERIES = Counter(
     ["destination", "outcome"],
     registry=REGISTRY,
 )
+INGEST_ITEMS_SKIPPED = Counter(
+    "router_ingest_items_skipped",
+    "Malformed items an ingest format left out of a request it stored (the rest of it "
+    "stored and answered 200), by route path and reason (e.g. message.from).",
+    ["route", "reason"],
+    registry=REGISTRY,
+)
 INGEST_DURATION = Histogram(
     "router_ingest_duration_seconds",
     "Time from an ingest request's handler start to its answer (body read, checks, "
@@ -168,6 +175,11 @@ class IngestMetrics:
             counter = self._requests[status] = INGEST_REQUESTS.labels(self._route, str(status))
         counter.inc()
 
+    def skipped(self, reason: str) -> None:
+        """An item the route's format left out (its reasons are few: no cache)."""
+        if _enabled:
+            INGEST_ITEMS_SKIPPED.labels(self._route, reason).inc()
+
 
 class DeliveryMetrics:
     """The instruments of one destination, bound to their labels once."""
@@ -197,6 +209,7 @@ class DeliveryMetrics:
 def family_names() -> Iterable[str]:
     """Every metric family the router exposes, as a scrape names them."""
     yield "router_ingest_requests_total"
+    yield "router_ingest_items_skipped_total"
     yield "router_deliveries_total"
     yield "router_ingest_duration_seconds"
     yield "router_delivery_duration_seconds"

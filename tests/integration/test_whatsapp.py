@@ -10,12 +10,14 @@ import copy
 import hashlib
 import hmac
 import json
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from redis import Redis
 
 from router.envelope import decode
@@ -290,18 +292,87 @@ def test_a_redelivered_post_stores_nothing_new(api: str, redis: Redis) -> None:
     assert [m["mensaje"] for m in lane(redis, "chatbot", alice)] == ["uno", "dos", "tres"]
 
 
-def test_a_post_is_stored_whole_or_not_at_all(api: str, redis: Redis) -> None:
-    """A message the router cannot take (here one without an id, after two
-    good ones) refuses the whole POST before anything is written."""
-    broken = text("447700900002", "wamid.X", "no id")
-    del broken["id"]
+def test_a_malformed_item_is_skipped_and_the_rest_stored_together(
+    api_statuses: str, redis: Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Meta redelivers a POST it got no 200 for, for days: one message it
+    sent without an id (or a status without one) must not keep the good
+    messages of the same POST out. They are stored (all of them, in one
+    step), the answer is 200 naming the skipped items, each is logged once
+    and counted by reason."""
+    alice, bob = "447700900001", "447700900002"
+    no_id = text(bob, "wamid.X", "no id")
+    del no_id["id"]
+    no_from = text(bob, "wamid.Y", "no from")
+    del no_from["from"]
     payload = envelope(
-        [value([text("447700900001", "wamid.A1", "uno")])],
-        [value([text("447700900002", "wamid.B1", "dos"), broken])],
+        [value([text(alice, "wamid.A1", "uno")])],
+        [
+            value([text(bob, "wamid.B1", "dos"), no_id, no_from, "not an object"]),
+            value(statuses=[status("wamid.OUT1", "sent", alice), {"status": "read"}]),
+        ],
     )
-    body = assert_refused(post(api, payload), 400, "entry[1].changes[0].value.messages[1].id")
-    assert "non-empty string" in body["error"]
+    caplog.set_level(logging.WARNING, logger="router.api")
+    r = post(api_statuses, payload)
+    assert r.status_code == 200, r.text
+    answer = r.json()
+    assert answer["status"] == "ok" and answer["skipped"] == 4
+    assert [m["duplicate"] for m in answer["messages"]] == [False, False, False]
+    assert answer["problems"] == [
+        "entry[1].changes[0].value.messages[1].id must be a non-empty string",
+        "entry[1].changes[0].value.messages[2].from must be a non-empty string",
+        "entry[1].changes[0].value.messages[3] must be an object",
+        "entry[1].changes[1].value.statuses[1].id must be a non-empty string",
+    ]
+    assert [m["mensaje"] for m in lane(redis, "chatbot", alice)] == ["uno"]
+    assert [m["mensaje"] for m in lane(redis, "chatbot", bob)] == ["dos"]
+    assert [s["id"] for s in lane(redis, "receipts", alice)] == ["wamid.OUT1"]
+    skipped = [r for r in caplog.records if "skipped a malformed item" in r.getMessage()]
+    assert [r.getMessage().rsplit(": ", 1)[1] for r in skipped] == answer["problems"]
+    samples = {
+        (s.labels["reason"], s.value)
+        for family in text_string_to_metric_families(httpx.get(api_statuses + "/metrics").text)
+        for s in family.samples
+        if s.name == "router_ingest_items_skipped_total" and s.labels["route"] == PATH
+    }
+    assert samples == {("message.id", 1), ("message.from", 1), ("message", 1), ("status.id", 1)}
+    # Meta's redelivery (had it come) stores nothing again and skips the same.
+    again = post(api_statuses, payload).json()
+    assert [m["duplicate"] for m in again["messages"]] == [True, True, True]
+    assert again["skipped"] == 4
+
+
+def test_a_post_of_only_malformed_items_is_200_and_stores_nothing(api: str, redis: Redis) -> None:
+    broken = text("447700900001", "wamid.A1", "x")
+    broken["text"] = "hi"
+    r = post(api, envelope([value([broken])]))
+    assert r.status_code == 200, r.text
+    assert r.json() == {
+        "status": "ok",
+        "messages": [],
+        "skipped": 1,
+        "problems": [
+            "entry[0].changes[0].value.messages[0].text must be an object with a string body"
+        ],
+    }
     assert nothing_stored(redis)
+
+
+@pytest.mark.parametrize(
+    ("item", "words"),
+    [
+        ({"id": "wamid.1", "type": "text"}, "messages[0].from must be a non-empty string"),
+        ({"from": "1", "id": "wamid.1"}, "messages[0].type must be a non-empty string"),
+        ({"from": "1", "id": "wamid.1", "type": "text"}, "messages[0].text must be an object"),
+        ({"from": "1", "id": "", "type": "image"}, "messages[0].id must be a non-empty string"),
+        ({"from": "1" * 257, "id": "w.1", "type": "image"}, "from is longer than 256"),
+    ],
+)
+def test_each_kind_of_malformed_message_is_named(api: str, item: Any, words: str) -> None:
+    r = post(api, envelope([value([item, text("447700900001", "wamid.ok", "ok")])]))
+    assert r.status_code == 200, r.text
+    assert r.json()["skipped"] == 1 and words in r.json()["problems"][0]
+    assert len(r.json()["messages"]) == 1
 
 
 # -- statuses ------------------------------------------------------------------------
@@ -340,7 +411,7 @@ def test_statuses_go_to_their_own_destination(api_statuses: str, redis: Redis) -
     assert len(lane(redis, "receipts", alice)) == 4
 
 
-# -- what is not a WhatsApp webhook ------------------------------------------------
+# -- not a WhatsApp webhook at all (a malformed item is skipped: above) -----------
 
 
 @pytest.mark.parametrize(
@@ -355,19 +426,21 @@ def test_statuses_go_to_their_own_destination(api_statuses: str, redis: Redis) -
             {"object": "whatsapp_business_account", "entry": [{"id": WABA}]},
             ["entry[0].changes", "array"],
         ),
-        (
-            envelope([value([{"from": "1", "id": "wamid.1", "type": "text", "text": "hi"}])]),
-            ["messages[0].text", "object"],
-        ),
-        (envelope([value([{"id": "wamid.1", "type": "text"}])]), ["messages[0].from"]),
-        (envelope([value(statuses=[{"id": "wamid.1", "status": "sent"}])]), ["recipient_id"]),
         (envelope([value(messages="nope")]), ["value.messages", "array"]),  # type: ignore[arg-type]
+        (envelope([value(statuses={})]), ["value.statuses", "array"]),  # type: ignore[arg-type]
+        (
+            {
+                "object": "whatsapp_business_account",
+                "entry": [{"changes": [{"field": "messages"}]}],
+            },
+            ["entry[0].changes[0].value", "object"],
+        ),
         ([1, 2], ["JSON object"]),
         (b"{not json", ["invalid JSON"]),
         (b"", ["empty body"]),
     ],
 )
-def test_malformed_payloads_are_4xx_naming_the_problem(
+def test_what_is_not_metas_envelope_is_4xx_naming_the_problem(
     api_statuses: str, redis: Redis, payload: Any, words: list[str]
 ) -> None:
     r = post(api_statuses, payload)

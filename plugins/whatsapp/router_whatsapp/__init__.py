@@ -23,6 +23,15 @@ webhook as Meta sends it (docs/whatsapp.md).
 - The messages and statuses of one POST are stored in one atomic step,
   or none is: a 503 makes Meta redeliver it, and the ids make the redelivery
   store only what was missing.
+- A malformed message or status (no ``id``, ``from``, ``type``, a text
+  without ``text.body``, a status without ``id``, ``status`` or
+  ``recipient_id``, an item that is not an object) is skipped, not the POST:
+  the rest is stored and the answer is 200 naming how many were skipped.
+  Meta redelivers a POST that got no 200 for days, and the good messages in
+  it would never arrive. A body that is not Meta's envelope (not JSON,
+  ``object`` not ``whatsapp_business_account``, ``entry``, ``changes``,
+  ``value``, ``messages`` or ``statuses`` of the wrong JSON type) is the
+  sender's mistake, not one item's: 400, nothing stored.
 """
 
 from __future__ import annotations
@@ -37,6 +46,7 @@ import msgspec
 from router.auth import Unauthorized
 from router.errors import ApiError, BadRequest
 from router.hookspecs import hookimpl
+from router.ingest import MAX_KEY_LENGTH
 from router.ingest_formats import FormatRequest, IngestedMessage, IngestFormat
 
 SIGNATURE_HEADER = "x-hub-signature-256"
@@ -98,29 +108,51 @@ def _object(value: Any, where: str) -> dict[str, Any]:
     return value
 
 
-def _text(item: dict[str, Any], name: str, where: str) -> str:
+class _Malformed(Exception):
+    """One message or status that cannot be taken: it is skipped
+    (FormatRequest.skip), the rest of the POST is stored."""
+
+    def __init__(self, reason: str, problem: str) -> None:
+        super().__init__(problem)
+        self.reason = reason  # the metric label: "message.from", "status.id", ...
+        self.problem = problem
+
+
+def _item(value: Any, where: str, kind: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise _Malformed(kind, f"{where} must be an object")
+    return value
+
+
+def _text(item: dict[str, Any], name: str, where: str, kind: str, key: bool = False) -> str:
+    """A required string field of a message or status; `key`: it orders or
+    identifies the message, within the router's key limit."""
     value = item.get(name)
     if not isinstance(value, str) or not value:
-        raise BadRequest(f"{where}.{name} must be a non-empty string")
+        raise _Malformed(f"{kind}.{name}", f"{where}.{name} must be a non-empty string")
+    if key and len(value) > MAX_KEY_LENGTH:
+        raise _Malformed(
+            f"{kind}.{name}", f"{where}.{name} is longer than {MAX_KEY_LENGTH} characters"
+        )
     return value
 
 
 def _message(
     m: dict[str, Any], where: str, phone_number_id: Any, names: dict[str, str]
 ) -> IngestedMessage:
-    wamid = _text(m, "id", where)
-    sender = _text(m, "from", where)
-    kind = _text(m, "type", where)
+    wamid = _text(m, "id", where, "message", key=True)
+    sender = _text(m, "from", where, "message", key=True)
+    kind = _text(m, "type", where, "message")
     extra: dict[str, Any] = {"wa_id": sender}
     if phone_number_id is not None:
         extra["phone_number_id"] = phone_number_id
     if sender in names:
         extra["profile_name"] = names[sender]
     if kind == "text":
-        text = _object(m.get("text"), f"{where}.text")
-        body = text.get("body")
+        text = m.get("text")
+        body = text.get("body") if isinstance(text, dict) else None
         if not isinstance(body, str):
-            raise BadRequest(f"{where}.text.body must be a string")
+            raise _Malformed("message.text", f"{where}.text must be an object with a string body")
         payload = {
             "mensaje": body,
             "wa_id": sender,
@@ -138,18 +170,24 @@ def _message(
 def _status(
     s: dict[str, Any], where: str, phone_number_id: Any, destination: str
 ) -> IngestedMessage:
-    wamid = _text(s, "id", where)
-    status = _text(s, "status", where)
-    recipient = _text(s, "recipient_id", where)
+    wamid = _text(s, "id", where, "status", key=True)
+    status = _text(s, "status", where, "status")
+    recipient = _text(s, "recipient_id", where, "status", key=True)
+    # One message id has a status per step (sent, delivered, read): each
+    # step is its own event; a redelivered one is a duplicate.
+    dedup_id = f"status:{wamid}:{status}"
+    if len(dedup_id) > MAX_KEY_LENGTH:
+        raise _Malformed(
+            "status.id",
+            f"{where}: id and status together are longer than {MAX_KEY_LENGTH - 8} characters",
+        )
     payload = {**s}
     if phone_number_id is not None:
         payload["phone_number_id"] = phone_number_id
     return IngestedMessage(
         _encode(payload),
         ordering_key=recipient,
-        # One message id has a status per step (sent, delivered, read):
-        # each step is its own event; a redelivered one is a duplicate.
-        dedup_id=f"status:{wamid}:{status}",
+        dedup_id=dedup_id,
         destinations=(destination,),
     )
 
@@ -187,13 +225,22 @@ def parse(request: FormatRequest) -> list[IngestedMessage]:
                         names[contact["wa_id"]] = name
             for k, m in enumerate(_list(value, "messages", v_where)):
                 m_where = f"{v_where}.messages[{k}]"
-                out.append(_message(_object(m, m_where), m_where, phone_number_id, names))
-            for k, s in enumerate(_list(value, "statuses", v_where)):
+                try:
+                    out.append(
+                        _message(_item(m, m_where, "message"), m_where, phone_number_id, names)
+                    )
+                except _Malformed as exc:
+                    request.skip(exc.reason, exc.problem)
+            statuses = _list(value, "statuses", v_where)
+            if options.statuses == DROP:
+                continue  # not stored, so not read: nothing to skip
+            for k, s in enumerate(statuses):
                 s_where = f"{v_where}.statuses[{k}]"
-                s = _object(s, s_where)
-                if options.statuses == DROP:
-                    continue
-                out.append(_status(s, s_where, phone_number_id, options.statuses))
+                try:
+                    status = _item(s, s_where, "status")
+                    out.append(_status(status, s_where, phone_number_id, options.statuses))
+                except _Malformed as exc:
+                    request.skip(exc.reason, exc.problem)
     return out
 
 
