@@ -144,7 +144,11 @@ def _ingest_handler(state: RouterState, path: str) -> list[HTTPRouteHandler]:
             # Unique per route (paths are): Litestar's generated ids collide for
             # paths like /a-b and /a/b, which broke /schema.
             operation_id=f"store_message {path}",
-            summary=f"Store a message for {', '.join(d.name for d in first.route.destinations)}",
+            summary=(
+                f"Store a message for {', '.join(d.name for d in first.route.destinations)}"
+                if first.format is None
+                else f"Store the messages of a {first.format.name} webhook"
+            ),
             # As the route was when the handler was made: a reload that changes
             # it does not rewrite the document (a route it adds gets its own).
             operation_class=docs.ingest_operation(first, state.settings),  # body, headers, answers
@@ -200,7 +204,15 @@ def _verify_handlers(state: RouterState, path: str) -> list[HTTPRouteHandler]:
         answer = fmt.verify(ingest.route.format_options, request.query_params)
         return Response(answer.encode(), media_type="text/plain")
 
-    return [get(path, name=f"verify:{path}", include_in_schema=False)(verify)]
+    return [
+        get(
+            path,
+            name=f"verify:{path}",
+            operation_id=f"verify {path}",
+            # As the route was when the handler was made (as the POST's).
+            operation_class=docs.verify_operation(state.ingest[key]),
+        )(verify)
+    ]
 
 
 async def _read_body(request: Request[Any, Any, Any], limit: int) -> bytes:

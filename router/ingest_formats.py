@@ -25,6 +25,11 @@ router's own behaviour, router.ingest). A format turns a service's webhook
 - ``destinations(options)`` names the destinations the options send
   messages to besides the route's `destinations:` (WhatsApp's statuses);
   the config check refuses a name that is not defined.
+- ``docs`` (optional, a ``FormatDocs``) is what the OpenAPI document
+  (/schema, router.openapi) says about such a route: the service's POST
+  body as a JSON Schema, the headers the format reads (its signature), the
+  GET handshake's query parameters. Without it the document says only
+  that the body is the service's JSON.
 
 Registered through the hook ``router_ingest_formats`` (router.hookspecs).
 """
@@ -95,6 +100,32 @@ class FormatRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class FormatHeader:
+    """A request header a format reads (e.g. its signature), for /schema."""
+
+    name: str  # as the service writes it, e.g. "X-Hub-Signature-256"
+    description: str
+    pattern: str | None = None  # a regular expression its value matches
+    required: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class FormatDocs:
+    """What the OpenAPI document says about a format's route (router.openapi)."""
+
+    # The POST body as the service sends it: a JSON Schema (2020-12, as
+    # OpenAPI 3.1 takes it), plain dicts and lists.
+    body: Mapping[str, Any]
+    # One body as the service sends it, shown as the request's example.
+    example: Mapping[str, Any] | None = None
+    headers: tuple[FormatHeader, ...] = ()
+    # The GET handshake's query parameters (`verify`): name -> description.
+    verify_query: Mapping[str, str] = field(default_factory=dict)
+    # The handshake in words (what it checks, what it answers).
+    verify_description: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class IngestFormat:
     name: str  # what a route's `format:` refers to
     parse: Callable[[FormatRequest], list[IngestedMessage]]
@@ -105,3 +136,4 @@ class IngestFormat:
     verify: Callable[[Any, Mapping[str, str]], str] | None = None
     destinations: Callable[[Any], list[str]] = field(default=lambda options: [])
     description: str = ""
+    docs: FormatDocs | None = None

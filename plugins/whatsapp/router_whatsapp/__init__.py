@@ -47,7 +47,13 @@ from router.auth import Unauthorized
 from router.errors import ApiError, BadRequest
 from router.hookspecs import hookimpl
 from router.ingest import MAX_KEY_LENGTH
-from router.ingest_formats import FormatRequest, IngestedMessage, IngestFormat
+from router.ingest_formats import (
+    FormatDocs,
+    FormatHeader,
+    FormatRequest,
+    IngestedMessage,
+    IngestFormat,
+)
 
 SIGNATURE_HEADER = "x-hub-signature-256"
 OBJECT = "whatsapp_business_account"
@@ -248,6 +254,145 @@ def _destinations(options: WhatsAppOptions) -> list[str]:
     return [] if options.statuses == DROP else [options.statuses]
 
 
+# -- what /schema says about a `format: whatsapp` route (router.openapi) ----------
+
+_ID = {"type": "string", "minLength": 1, "maxLength": MAX_KEY_LENGTH}
+_MESSAGE_SCHEMA = {
+    "type": "object",
+    "required": ["from", "id", "type"],
+    "properties": {
+        "from": {**_ID, "description": "The sender's wa_id: the ordering key."},
+        "id": {**_ID, "description": "The WhatsApp message id (wamid.…): the dedup id."},
+        "timestamp": {"type": "string"},
+        "type": {"type": "string", "minLength": 1, "examples": ["text", "image", "interactive"]},
+        "text": {
+            "type": "object",
+            "required": ["body"],
+            "properties": {"body": {"type": "string"}},
+            "description": "Required when type is text.",
+        },
+    },
+    "additionalProperties": True,
+    "description": "One message; the others of its type (image, interactive, ...) pass "
+    "through. A malformed one is skipped, not the POST.",
+}
+_STATUS_SCHEMA = {
+    "type": "object",
+    "required": ["id", "status", "recipient_id"],
+    "properties": {
+        "id": {**_ID, "description": "The id of the message the status is about."},
+        "status": {"type": "string", "examples": ["sent", "delivered", "read", "failed"]},
+        "recipient_id": {**_ID, "description": "The ordering key of statuses."},
+        "timestamp": {"type": "string"},
+    },
+    "additionalProperties": True,
+    "description": "One delivery status, stored for the `statuses` destination (dropped "
+    "with statuses: drop). A malformed one is skipped, not the POST.",
+}
+ENVELOPE_SCHEMA = {
+    "type": "object",
+    "required": ["object", "entry"],
+    "properties": {
+        "object": {"const": OBJECT},
+        "entry": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["changes"],
+                "properties": {
+                    "id": {"type": "string", "description": "The WhatsApp Business Account id."},
+                    "changes": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "properties": {
+                                "field": {
+                                    "type": "string",
+                                    "description": "messages: read; any other field is "
+                                    "ignored (answered 200).",
+                                },
+                                "value": {
+                                    "type": "object",
+                                    "properties": {
+                                        "messaging_product": {"const": "whatsapp"},
+                                        "metadata": {
+                                            "type": "object",
+                                            "properties": {
+                                                "display_phone_number": {"type": "string"},
+                                                "phone_number_id": {"type": "string"},
+                                            },
+                                        },
+                                        "contacts": {
+                                            "type": "array",
+                                            "items": {"type": "object"},
+                                            "description": "Names profile_name by wa_id.",
+                                        },
+                                        "messages": {"type": "array", "items": _MESSAGE_SCHEMA},
+                                        "statuses": {"type": "array", "items": _STATUS_SCHEMA},
+                                    },
+                                },
+                            },
+                        },
+                    },
+                },
+            },
+        },
+    },
+    "description": "Meta's WhatsApp Cloud API webhook, as Meta sends it (docs/whatsapp.md). "
+    "Not this envelope (invalid JSON, another object, entry or changes not arrays): 400.",
+}
+ENVELOPE_EXAMPLE = {
+    "object": OBJECT,
+    "entry": [
+        {
+            "id": "102290129340398",
+            "changes": [
+                {
+                    "field": "messages",
+                    "value": {
+                        "messaging_product": "whatsapp",
+                        "metadata": {
+                            "display_phone_number": "15550783881",
+                            "phone_number_id": "106540352242922",
+                        },
+                        "contacts": [{"profile": {"name": "Ana"}, "wa_id": "44912345678"}],
+                        "messages": [
+                            {
+                                "from": "44912345678",
+                                "id": "wamid.TEST1",
+                                "timestamp": "1700000000",
+                                "type": "text",
+                                "text": {"body": "Hola!"},
+                            }
+                        ],
+                    },
+                }
+            ],
+        }
+    ],
+}
+DOCS = FormatDocs(
+    body=ENVELOPE_SCHEMA,
+    example=ENVELOPE_EXAMPLE,
+    headers=(
+        FormatHeader(
+            "X-Hub-Signature-256",
+            "`sha256=` and the hex HMAC-SHA256 of the raw body keyed with the app secret, "
+            "as Meta signs every POST. Missing or not matching: 401, nothing stored.",
+            "^sha256=[0-9a-fA-F]{64}$",
+        ),
+    ),
+    verify_query={
+        "hub.mode": "subscribe (anything else: 403).",
+        "hub.verify_token": "The Verify token typed in the App Dashboard (another: 403).",
+        "hub.challenge": "Answered back as text/plain.",
+    },
+    verify_description="Meta's verification request (when the callback URL is saved in the "
+    "App Dashboard): hub.mode subscribe and the route's verify_token answer 200 with "
+    "hub.challenge as plain text; anything else 403.",
+)
+
+
 @hookimpl
 def router_ingest_formats() -> list[IngestFormat]:
     return [
@@ -260,5 +405,6 @@ def router_ingest_formats() -> list[IngestFormat]:
             destinations=_destinations,
             description="WhatsApp Cloud API webhooks: Meta's GET handshake, "
             "X-Hub-Signature-256, one stored message per WhatsApp message",
+            docs=DOCS,
         )
     ]
