@@ -52,8 +52,10 @@ def router_ingest_formats() -> list[IngestFormat]:
     ordering key, dedup id and destinations; all stored atomically; a
     malformed item is left out with ``request.skip(reason, problem)``), an
     optional ``verify(options, query) -> str`` answering the service's GET
-    handshake, and ``destinations(options)``: the destinations the options
-    name beyond the route's own. Without a ``format:`` a route reads one
-    JSON object per request, as always.
+    handshake, ``destinations(options)``: the destinations the options
+    name beyond the route's own, and optionally ``docs`` (a ``FormatDocs``:
+    the body's JSON Schema, headers and handshake parameters for /schema).
+    Without a ``format:`` a route reads one JSON object per request, as
+    always.
     """
     raise NotImplementedError
