@@ -26,6 +26,7 @@ from router.batching import batcher
 from router.config import Config, route_key
 from router.errors import EXCEPTION_HANDLERS, ApiError, outage_log, redis_cause
 from router.ingest import IngestRoute, Routed, store_format
+from router.ingest_formats import SkippedItem
 from router.loading import load
 from router.metrics import IngestMetrics
 from router.queue import DestinationQueues, EnqueueResult, Scripts
@@ -93,7 +94,7 @@ def _ingest_handler(state: RouterState, path: str) -> list[HTTPRouteHandler]:
                 timer.reschedule(asyncio.get_running_loop().time() + deadline)
                 client = request.client.host if request.client else "unknown"
                 if ingest.format is not None:
-                    results = await store_format(
+                    results, skipped = await store_format(
                         ingest,
                         scripts,
                         body,
@@ -104,7 +105,8 @@ def _ingest_handler(state: RouterState, path: str) -> list[HTTPRouteHandler]:
                         state.batcher_many,
                     )
                     metrics.unrouted(sum(1 for r in results if _unrouted(r)))
-                    return _stored_many(results)
+                    _log_skipped(path, skipped, metrics)
+                    return _stored_many(results, skipped)
                 result = await ingest.store(
                     scripts,
                     body,
@@ -149,7 +151,11 @@ def _ingest_handler(state: RouterState, path: str) -> list[HTTPRouteHandler]:
             # Unique per route (paths are): Litestar's generated ids collide for
             # paths like /a-b and /a/b, which broke /schema.
             operation_id=f"store_message {path}",
-            summary=f"Store a message for {', '.join(d.name for d in first.route.destinations)}",
+            summary=(
+                f"Store a message for {', '.join(d.name for d in first.route.destinations)}"
+                if first.format is None
+                else f"Store the messages of a {first.format.name} webhook"
+            ),
             # As the route was when the handler was made: a reload that changes
             # it does not rewrite the document (a route it adds gets its own).
             operation_class=docs.ingest_operation(first, state.settings),  # body, headers, answers
@@ -161,17 +167,39 @@ def _unrouted(result: EnqueueResult | Routed) -> bool:
     return isinstance(result, Routed) and result.result is None
 
 
-def _stored_many(results: Sequence[EnqueueResult | Routed]) -> Response[bytes]:
+def _stored_many(
+    results: Sequence[EnqueueResult | Routed], skipped: list[SkippedItem]
+) -> Response[bytes]:
     """The answer to a format route's request: each message stored (or a
-    duplicate), in the request's order; on a route with `when:` filters
-    each names its destinations (none: stored nowhere, id null)."""
+    duplicate), in the request's order, and the items the format left out;
+    on a route with `when:` filters each names its destinations (none:
+    stored nowhere, id null)."""
     messages = [
         r.answer() if isinstance(r, Routed) else {"id": r.id, "duplicate": r.duplicate}
         for r in results
     ]
-    return Response(
-        _json.encode({"status": "ok", "messages": messages}), media_type="application/json"
-    )
+    answer = {
+        "status": "ok",
+        "messages": messages,
+        "skipped": len(skipped),
+        "problems": [s.problem for s in skipped],
+    }
+    return Response(_json.encode(answer), media_type="application/json")
+
+
+def _log_skipped(path: str, skipped: list[SkippedItem], metrics: IngestMetrics) -> None:
+    """Each item a format left out of a stored request, once: logged with
+    what was wrong, and counted by reason. Only after the store: a request
+    answered 503 and redelivered is not logged twice."""
+    for item in skipped:
+        metrics.skipped(item.reason)
+        log.warning(
+            "ingest %s: skipped a malformed item (%s), stored the rest: %s",
+            path,
+            item.reason,
+            item.problem,
+            extra=logs.fields(route=path, reason=item.reason, error=item.problem),
+        )
 
 
 def _verify_handlers(state: RouterState, path: str) -> list[HTTPRouteHandler]:
@@ -194,7 +222,15 @@ def _verify_handlers(state: RouterState, path: str) -> list[HTTPRouteHandler]:
         answer = fmt.verify(ingest.route.format_options, request.query_params)
         return Response(answer.encode(), media_type="text/plain")
 
-    return [get(path, name=f"verify:{path}", include_in_schema=False)(verify)]
+    return [
+        get(
+            path,
+            name=f"verify:{path}",
+            operation_id=f"verify {path}",
+            # As the route was when the handler was made (as the POST's).
+            operation_class=docs.verify_operation(state.ingest[key]),
+        )(verify)
+    ]
 
 
 async def _read_body(request: Request[Any, Any, Any], limit: int) -> bytes:

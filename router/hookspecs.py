@@ -31,8 +31,10 @@ def router_sink_types() -> list[SinkType]:
     destination's fields other than the router's own), and a factory
     ``factory(options, context) -> Sink`` called once per destination at
     start. The ``Sink`` has ``async deliver(delivery)``, which returns when
-    the destination acknowledged the message and raises on failure, and
-    ``async aclose()``.
+    the destination acknowledged the message and raises on failure
+    (``router.sinks.DeliveryFailed``; with ``permanent=True`` when no retry
+    can succeed: the message is then given up at once, dead-lettered or its
+    key blocked as ``retry.on_exhausted`` says), and ``async aclose()``.
     """
     raise NotImplementedError
 
@@ -47,10 +49,13 @@ def router_ingest_formats() -> list[IngestFormat]:
     optional ``authenticate(options, headers, body)`` that checks the raw
     request before it is parsed, ``parse(request) -> list[IngestedMessage]``
     that turns one request into its messages (each with its own body,
-    ordering key, dedup id and destinations; all stored atomically), an
+    ordering key, dedup id and destinations; all stored atomically; a
+    malformed item is left out with ``request.skip(reason, problem)``), an
     optional ``verify(options, query) -> str`` answering the service's GET
-    handshake, and ``destinations(options)``: the destinations the options
-    name beyond the route's own. Without a ``format:`` a route reads one
-    JSON object per request, as always.
+    handshake, ``destinations(options)``: the destinations the options
+    name beyond the route's own, and optionally ``docs`` (a ``FormatDocs``:
+    the body's JSON Schema, headers and handshake parameters for /schema).
+    Without a ``format:`` a route reads one JSON object per request, as
+    always.
     """
     raise NotImplementedError

@@ -18,7 +18,7 @@ from router.batching import Batcher
 from router.config import Destination, Route
 from router.errors import ApiError, BadRequest, StorageUnavailable, Stored, redis_cause
 from router.filters import MISSING, Getter, compile_path
-from router.ingest_formats import FormatRequest, IngestedMessage, IngestFormat
+from router.ingest_formats import FormatRequest, IngestedMessage, IngestFormat, SkippedItem
 from router.keys import DestinationKeys, all_shards, shard_of
 from router.queue import EnqueueResult, Pending, Scripts, Target, enqueue, enqueue_many
 from router.ratelimit import RateLimiter
@@ -339,13 +339,13 @@ async def store_format(
     limiter: RateLimiter | None = None,
     batcher: Batcher | None = None,
     batcher_many: Batcher | None = None,
-) -> Sequence[EnqueueResult | Routed]:
+) -> tuple[Sequence[EnqueueResult | Routed], list[SkippedItem]]:
     """A format route's request: authenticated by the format, parsed into
-    its messages, and all of them stored in one atomic step (or none).
-    Every refusal comes before anything is written. On a route with `when:`
-    filters each message is a Routed (one its filters matched nowhere:
-    stored for none), else an EnqueueResult; a message the format drops is
-    not listed."""
+    its messages, and all of them stored in one atomic step (or none), with
+    the items the format skipped. Every refusal comes before anything is
+    written. On a route with `when:` filters each message is a Routed (one
+    its filters matched nowhere: stored for none), else an EnqueueResult; a
+    message the format drops is not listed."""
     fmt = ingest.route.format
     assert fmt is not None
     settings = ingest.route.settings
@@ -405,7 +405,7 @@ async def store_format(
             scripts, pending, math.ceil(settings.dedup_ttl), batcher, batcher_many
         )
     if not ingest.route.filters:
-        return results
+        return results, request.skipped
     stored = iter(results)
     out: list[EnqueueResult | Routed] = []
     for m, names, targets in routed:
@@ -413,7 +413,7 @@ async def store_format(
             out.append(Routed(next(stored), names))
         elif m.destinations is None:
             out.append(Routed(None, ()))  # matched no destination (on_no_match: accept)
-    return out
+    return out, request.skipped
 
 
 # A \uD800-\uDFFF escape that is not half of a high+low pair.

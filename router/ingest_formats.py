@@ -11,14 +11,25 @@ router's own behaviour, router.ingest). A format turns a service's webhook
 - ``parse(request)`` returns the messages of one request, each with its own
   body, ordering key, dedup id and destinations. All of them are stored in
   one atomic step (router.queue.enqueue_many), or none is. It raises
-  ``router.errors.BadRequest`` (400) naming what is wrong; a refused request
-  stores nothing.
+  ``router.errors.BadRequest`` (400) naming what is wrong when the request
+  is not the service's webhook at all; a refused request stores nothing.
+  One malformed item in a good request (a message without its id) is
+  ``request.skip(reason, problem)``-ed instead: the others are stored, the
+  answer is 200 and says how many were skipped, and the router logs each
+  skipped item and counts it (router_ingest_items_skipped_total{route,
+  reason}). A service that redelivers a refused request (Meta does, for
+  days) would otherwise never get the good items through.
 - ``verify(options, query)`` answers the service's GET handshake (a
   subscription check): it returns the plain-text answer, or raises an
   ``ApiError`` (403). None: GET answers 405, as on a JSON route.
 - ``destinations(options)`` names the destinations the options send
   messages to besides the route's `destinations:` (WhatsApp's statuses);
   the config check refuses a name that is not defined.
+- ``docs`` (optional, a ``FormatDocs``) is what the OpenAPI document
+  (/schema, router.openapi) says about such a route: the service's POST
+  body as a JSON Schema, the headers the format reads (its signature), the
+  GET handshake's query parameters. Without it the document says only
+  that the body is the service's JSON.
 
 Registered through the hook ``router_ingest_formats`` (router.hookspecs).
 """
@@ -52,6 +63,18 @@ class IngestedMessage:
 
 
 @dataclass(frozen=True, slots=True)
+class SkippedItem:
+    """One item of a request that parse left out."""
+
+    # A metric label: a short name from a small fixed set per format (never
+    # a value from the request), e.g. "message.from".
+    reason: str
+    # What is wrong and where, for the log and the answer, e.g.
+    # "entry[0].changes[0].value.messages[1].from must be a non-empty string".
+    problem: str
+
+
+@dataclass(frozen=True, slots=True)
 class FormatRequest:
     """A request as a format's `parse` sees it (authenticated already)."""
 
@@ -62,11 +85,44 @@ class FormatRequest:
     # max_depth, max_string_length), given by the router.
     decode: Callable[[bytes], dict[str, Any]] = field(repr=False)
 
+    # What parse skipped (skip()), in the request's order.
+    skipped: list[SkippedItem] = field(default_factory=list, repr=False)
+
+    def skip(self, reason: str, problem: str) -> None:
+        """Leave one malformed item of the request out (see the module's text)."""
+        self.skipped.append(SkippedItem(reason, problem))
+
     def json(self) -> dict[str, Any]:
         """The body as a JSON object, with the route's limits and the same
         400s naming the problem as a JSON route (invalid JSON with its byte
         offset, not an object, nested too deep, a string too long)."""
         return self.decode(self.body)
+
+
+@dataclass(frozen=True, slots=True)
+class FormatHeader:
+    """A request header a format reads (e.g. its signature), for /schema."""
+
+    name: str  # as the service writes it, e.g. "X-Hub-Signature-256"
+    description: str
+    pattern: str | None = None  # a regular expression its value matches
+    required: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class FormatDocs:
+    """What the OpenAPI document says about a format's route (router.openapi)."""
+
+    # The POST body as the service sends it: a JSON Schema (2020-12, as
+    # OpenAPI 3.1 takes it), plain dicts and lists.
+    body: Mapping[str, Any]
+    # One body as the service sends it, shown as the request's example.
+    example: Mapping[str, Any] | None = None
+    headers: tuple[FormatHeader, ...] = ()
+    # The GET handshake's query parameters (`verify`): name -> description.
+    verify_query: Mapping[str, str] = field(default_factory=dict)
+    # The handshake in words (what it checks, what it answers).
+    verify_description: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,3 +136,4 @@ class IngestFormat:
     verify: Callable[[Any, Mapping[str, str]], str] | None = None
     destinations: Callable[[Any], list[str]] = field(default=lambda options: [])
     description: str = ""
+    docs: FormatDocs | None = None

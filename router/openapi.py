@@ -41,6 +41,7 @@ import contextvars
 import hashlib
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,7 +73,8 @@ from router.auth import STANDARD_WEBHOOKS_TOLERANCE, Authenticator
 from router.config import Config, Route
 from router.errors import ApiError, BadRequest
 from router.filters import is_nested
-from router.ingest import MAX_KEY_LENGTH, IngestRoute, NoMatch, Routed
+from router.ingest import MAX_KEY_LENGTH, IngestRoute, NoMatch, Routed, decode_object
+from router.ingest_formats import FormatRequest, IngestFormat
 from router.redis_client import command_written
 from router.settings import Settings
 from router.tracecontext import MAX_TRACESTATE
@@ -164,6 +166,40 @@ ROUTED_SCHEMA = Schema(
             description="The destinations whose `when:` the message matched (and those "
             "without one), in the route's order: it is stored for these. Empty: stored "
             "for none (on_no_match: accept).",
+        ),
+    },
+)
+
+
+STORED_MANY_SCHEMA = Schema(
+    type=_OBJECT,
+    required=["status", "messages", "skipped", "problems"],
+    properties={
+        "status": Schema(const="ok"),
+        "messages": Schema(
+            type=OpenAPIType.ARRAY,
+            items=Schema(
+                type=_OBJECT,
+                required=["id", "duplicate"],
+                properties={
+                    k: v
+                    for k, v in (STORED_SCHEMA.properties or {}).items()
+                    if k in ("id", "duplicate")
+                },
+            ),
+            description="One per message of the request that was stored (or found a "
+            "duplicate), in the request's order; all stored in one step.",
+        ),
+        "skipped": Schema(
+            type=_INTEGER,
+            minimum=0,
+            description="Malformed items of the request left out (the rest is stored); each "
+            "is logged and counted in router_ingest_items_skipped_total.",
+        ),
+        "problems": Schema(
+            type=OpenAPIType.ARRAY,
+            items=Schema(type=_STRING),
+            description="What was wrong with each skipped item, and where.",
         ),
     },
 )
@@ -440,8 +476,16 @@ def _stored_answer(ingest: IngestRoute) -> OpenAPIResponse:
 
 
 def _ingest_responses(ingest: IngestRoute, settings: Settings) -> dict[str, OpenAPIResponse]:
-    route = ingest.route.settings
-    deadline = settings.ingest_deadline
+    if ingest.format is not None:
+        own = _format_responses(ingest, ingest.format)
+    else:
+        own = _json_route_responses(ingest)
+    return _shared_responses(ingest, settings, own)
+
+
+def _json_route_responses(ingest: IngestRoute) -> dict[str, OpenAPIResponse]:
+    """The 200, 400 and (with auth) 401 of a route that takes the router's
+    own JSON body."""
     responses = {
         "200": _stored_answer(ingest),
         "400": _answer(
@@ -454,13 +498,7 @@ def _ingest_responses(ingest: IngestRoute, settings: Settings) -> dict[str, Open
             _error("invalid JSON: input data was truncated"),
         ),
     }
-    if ingest.route.filters and route.on_no_match == "reject":
-        responses["422"] = _answer(
-            "The message is valid but no destination's `when:` filter matches it "
-            "(on_no_match: reject); nothing stored.",
-            ERROR_SCHEMA,
-            _error_of(NoMatch()),
-        )
+    responses |= _no_match_answer(ingest)
     if ingest.auth is not None:
         missing = _refusal(ingest.auth.check, {}, b"")
         responses["401"] = _answer(
@@ -468,6 +506,79 @@ def _ingest_responses(ingest: IngestRoute, settings: Settings) -> dict[str, Open
             ERROR_SCHEMA,
             *([_error_of(missing)] if missing is not None else []),
         )
+    return responses
+
+
+def _no_match_answer(ingest: IngestRoute) -> dict[str, OpenAPIResponse]:
+    """The 422 of a route with `when:` filters and `on_no_match: reject`."""
+    if not ingest.route.filters or ingest.route.settings.on_no_match != "reject":
+        return {}
+    return {
+        "422": _answer(
+            "The request is valid but a message matches no destination's `when:` filter "
+            "(on_no_match: reject); nothing stored.",
+            ERROR_SCHEMA,
+            _error_of(NoMatch()),
+        )
+    }
+
+
+def _format_request(ingest: IngestRoute, body: bytes) -> FormatRequest:
+    """A request to the route's format as the router builds one (ingest.store_format)."""
+    settings = ingest.route.settings
+    return FormatRequest(
+        body,
+        {},
+        ingest.route.format_options,
+        lambda raw: decode_object(
+            raw, settings.max_body, settings.max_depth, settings.max_string_length
+        ),
+    )
+
+
+def _format_responses(ingest: IngestRoute, fmt: IngestFormat) -> dict[str, OpenAPIResponse]:
+    """The 200, 400 and 401 of a format route: its messages listed, what the
+    format's own code refuses."""
+    refused = _refusal(fmt.parse, _format_request(ingest, b"{}"))
+    responses = {
+        "200": _answer(
+            "Every message of the request stored in one step (each new or a duplicate); "
+            "malformed items left out and named.",
+            STORED_MANY_SCHEMA,
+            {
+                "status": "ok",
+                "messages": [{"id": "msg_1a2210d62071692a2cd6151b512", "duplicate": False}],
+                "skipped": 0,
+                "problems": [],
+            },
+        ),
+        "400": _answer(
+            f"Refused, nothing stored: not a {fmt.name} webhook at all (invalid JSON or "
+            "UTF-8, not the service's envelope), nesting deeper than max_depth, a string "
+            "over max_string_length, an incomplete body, or malformed HTTP (then "
+            "`Connection: close`).",
+            ERROR_SCHEMA,
+            *([_error_of(refused)] if refused is not None else []),
+            _error("invalid JSON: input data was truncated"),
+        ),
+    }
+    responses |= _no_match_answer(ingest)
+    if fmt.authenticate is not None:
+        missing = _refusal(fmt.authenticate, ingest.route.format_options, {}, b"")
+        responses["401"] = _answer(
+            f"The {fmt.name} signature check failed; nothing stored.",
+            ERROR_SCHEMA,
+            *([_error_of(missing)] if missing is not None else []),
+        )
+    return responses
+
+
+def _shared_responses(
+    ingest: IngestRoute, settings: Settings, responses: dict[str, OpenAPIResponse]
+) -> dict[str, OpenAPIResponse]:
+    """The answers every ingest route can give, after its own."""
+    route = ingest.route.settings
+    deadline = settings.ingest_deadline
     responses["408"] = _answer(
         f"The request's headers or body did not arrive within {settings.header_timeout:g} s "
         "(ROUTER_HEADER_TIMEOUT); nothing stored, the connection is closed.",
@@ -539,11 +650,136 @@ def _ingest_description(ingest: IngestRoute) -> str:
     return "\n\n".join(lines)
 
 
+# -- format routes: the service's webhook (router.ingest_formats) -----------------
+
+_JSON_SCHEMA_LISTS = ("all_of", "any_of", "one_of", "prefix_items")
+_JSON_SCHEMA_ONE = ("items", "additional_properties", "schema_not", "contains")
+_CAMEL_HUMP = re.compile(r"(?<!^)(?=[A-Z])")
+
+
+def schema_of(spec: Mapping[str, Any]) -> Schema:
+    """A JSON Schema written as plain dicts (a format's FormatDocs.body) as
+    the spec objects this document is built from. An unknown keyword is a
+    TypeError: the plugin's bug, found by its test of /schema."""
+    fields: dict[str, Any] = {}
+    for key, value in spec.items():
+        name = {"not": "schema_not"}.get(key) or _CAMEL_HUMP.sub("_", key).lower()
+        if name in ("properties", "pattern_properties"):
+            value = {k: schema_of(v) for k, v in value.items()}
+        elif name in _JSON_SCHEMA_LISTS:
+            value = [schema_of(v) for v in value]
+        elif name in _JSON_SCHEMA_ONE and isinstance(value, Mapping):
+            value = schema_of(value)
+        elif name == "type":
+            value = (
+                [OpenAPIType(t) for t in value] if isinstance(value, list) else OpenAPIType(value)
+            )
+        fields[name] = value
+    return Schema(**fields)
+
+
+def _format_body(ingest: IngestRoute, fmt: IngestFormat) -> RequestBody:
+    settings = ingest.route.settings
+    limits = (
+        f"At most {settings.max_body} bytes (max_body), nested at most {settings.max_depth} "
+        "levels deep (max_depth)."
+    )
+    if fmt.docs is None:
+        schema = Schema(
+            type=_OBJECT,
+            additional_properties=True,
+            description=f"The {fmt.name} service's webhook, as it sends it. {limits}",
+        )
+        return RequestBody(required=True, content={_JSON: OpenAPIMediaType(schema=schema)})
+    schema = schema_of(fmt.docs.body)
+    schema.description = f"{schema.description or ''} {limits}".strip()
+    example = dict(fmt.docs.example) if fmt.docs.example is not None else None
+    return RequestBody(
+        required=True,
+        content={_JSON: OpenAPIMediaType(schema=schema, example=example)},
+    )
+
+
+def _format_description(ingest: IngestRoute, fmt: IngestFormat) -> str:
+    route = ingest.route
+    destinations = ", ".join(d.name for d in (*route.destinations, *route.format_destinations))
+    return "\n\n".join(
+        [
+            f"A {fmt.name} webhook (`format: {fmt.name}`): {fmt.description}. Every message "
+            f"it carries is stored on its own, for {destinations}, all in one step (or none), "
+            "and listed in the answer in order; a malformed item is left out, counted in "
+            "`skipped` and named in `problems`, the rest stored.",
+            f"Dedup: by the service's own message id, within {route.settings.dedup_ttl:g} s "
+            "(dedup_ttl): a redelivered webhook answers 200 with `duplicate: true` for what "
+            "was stored before, and stores only what is new.",
+        ]
+    )
+
+
+def verify_operation(ingest: IngestRoute) -> type[Operation]:
+    """The Operation class of a format route's GET handshake (`verify`)."""
+    fmt = ingest.format
+    assert fmt is not None and fmt.verify is not None
+    docs = fmt.docs
+    parameters = [
+        Parameter(
+            name=name,
+            param_in="query",
+            description=description,
+            schema=Schema(type=_STRING),
+            required=True,
+        )
+        for name, description in (docs.verify_query if docs is not None else {}).items()
+    ]
+    description = (
+        docs.verify_description
+        if docs is not None and docs.verify_description
+        else f"The {fmt.name} service's subscription check."
+    )
+    summary = f"Answer the {fmt.name} verification request"
+    refused = _refusal(fmt.verify, ingest.route.format_options, {})
+    responses = {
+        "200": OpenAPIResponse(
+            description="Verified: the challenge, as plain text.",
+            content={"text/plain": OpenAPIMediaType(schema=Schema(type=_STRING))},
+        ),
+        "400": _answer("A handshake without its challenge.", ERROR_SCHEMA),
+        "403": _answer(
+            "Refused: not a subscription, or not the route's verify token (never echoed).",
+            ERROR_SCHEMA,
+            *([_error_of(refused)] if refused is not None else []),
+        ),
+    }
+
+    @dataclass
+    class VerifyOperation(Operation):
+        def __post_init__(self) -> None:
+            self.tags = ["ingest"]
+            self.summary = summary
+            self.description = description
+            self.parameters = list(parameters)
+            self.responses = dict(responses)
+
+    return VerifyOperation
+
+
 def ingest_operation(ingest: IngestRoute, settings: Settings) -> type[Operation]:
     """The Operation class of an ingest route's handler (`operation_class=`)."""
     route = ingest.route.settings
     parameters: list[Parameter] = []
-    if ingest.auth is None or ingest.auth.type != "standard-webhooks":
+    fmt = ingest.format
+    if fmt is not None:
+        # The service's own headers (its signature); the dedup id is its message id.
+        for header in fmt.docs.headers if fmt.docs is not None else ():
+            parameters.append(
+                _header_param(
+                    header.name,
+                    header.description,
+                    Schema(type=_STRING, pattern=header.pattern),
+                    required=header.required,
+                )
+            )
+    elif ingest.auth is None or ingest.auth.type != "standard-webhooks":
         honoured = "Its value is the message's dedup id"
         if route.id_field is not None:
             honoured += f" when the body has no `{route.id_field}`"
@@ -562,12 +798,16 @@ def ingest_operation(ingest: IngestRoute, settings: Settings) -> type[Operation]
     security: list[SecurityRequirement] | None = None
     if ingest.auth is not None and ingest.auth.type == "header":
         security = [{_token_scheme_name(ingest.auth.header_label): []}]
-    body = RequestBody(
-        required=True,
-        content={_JSON: OpenAPIMediaType(schema=_body_schema(ingest.route))},
-    )
+    if fmt is not None:
+        body = _format_body(ingest, fmt)
+        description = _format_description(ingest, fmt)
+    else:
+        body = RequestBody(
+            required=True,
+            content={_JSON: OpenAPIMediaType(schema=_body_schema(ingest.route))},
+        )
+        description = _ingest_description(ingest)
     responses = _ingest_responses(ingest, settings)
-    description = _ingest_description(ingest)
 
     @dataclass
     class IngestOperation(Operation):

@@ -478,9 +478,13 @@ class DestinationQueue:
         counted: bool = True,
         breaker: Breaker = BREAKER_OFF,
         retry_after: float | None = None,
+        message_fault: bool = False,
     ) -> Failed:
         """Record a failed attempt (with the destination's health: `breaker`,
-        and the `retry_after` seconds the destination asked for)."""
+        and the `retry_after` seconds the destination asked for).
+        `message_fault`: the failure is the message's own (a permanent one),
+        which says nothing about the destination's health."""
+        made = "2" if message_fault else "1"
         raw = await self.scripts.fail(
             keys=keys_for("fail", self.keys, claim.key),
             args=[
@@ -489,7 +493,7 @@ class DestinationQueue:
                 max(0, delay_ms),
                 error,
                 outcome.value,
-                "1" if counted else "0",
+                made if counted else "0",
                 *breaker.args(retry_after),
             ],
         )

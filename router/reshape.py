@@ -13,9 +13,10 @@ A template is YAML:
 - a mapping builds an object (its keys are taken literally: ``meta.source``
   is one key with a dot), a list builds a list.
 
-A path the message does not have fails the attempt (the message is kept and
-retried like any failure, then dead-lettered by `retry.max_attempts`), unless
-it is optional: then the object key (or list item) is left out.
+A path the message does not have fails the message permanently (no retry
+can add the field: it goes to the dead letters at once, or blocks its key
+with `retry.on_exhausted: block`; DeliveryFailed's `permanent`), unless it
+is optional: then the object key (or list item) is left out.
 
 Compiled when routes.yaml loads, so a bad path is a config error at its
 line; rendering reads the message once per attempt and writes compact JSON.
@@ -74,7 +75,8 @@ class Path(Template):
             raise DeliveryFailed(
                 f"{where}: the message has no {self.text} (a required path; write "
                 f"{self.text}? to leave it out instead, or require the field in the route's "
-                "fields: to refuse such messages at ingest)"
+                "fields: to refuse such messages at ingest)",
+                permanent=True,
             )
         return value
 
@@ -184,5 +186,5 @@ def render(template: Template, body: bytes) -> bytes:
     try:
         message = msgspec.json.decode(body)
     except msgspec.DecodeError as exc:  # ingest stores JSON only: not expected
-        raise DeliveryFailed(f"body: the message is not JSON: {exc}") from None
+        raise DeliveryFailed(f"body: the message is not JSON: {exc}", permanent=True) from None
     return msgspec.json.encode(template.render(message, "body"))

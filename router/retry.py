@@ -51,7 +51,7 @@ class Decision:
     outcome: Outcome  # RETRY after `delay`, DEAD_LETTER or BLOCK
     delay: float  # seconds before the next attempt (RETRY only)
     reason: str  # the rule that decided, in words for the log
-    rule: Literal["backoff", "max_attempts", "max_age"] = "backoff"
+    rule: Literal["backoff", "max_attempts", "max_age", "permanent"] = "backoff"
 
     @property
     def gives_up(self) -> bool:
@@ -64,14 +64,19 @@ def decide(
     age_seconds: float,
     retry_after: float | None = None,
     rand: random.Random | None = None,
+    permanent: bool = False,
 ) -> Decision:
     """The next step for a message that has failed `attempts` times (the
     count fail.lua and claim.lua keep; lease expiries included) and arrived
     `age_seconds` ago: retry after the backoff (lengthened by a Retry-After),
     or give up as `on_exhausted` says, once `max_attempts` or `max_age` is
     reached. A message never tried (attempts 0) always gets its try, however
-    old: one just unblocked or replayed by an operator included."""
+    old: one just unblocked or replayed by an operator included. A
+    `permanent` failure (the sink said no retry can succeed: DeliveryFailed's
+    `permanent`) gives up at once, as `on_exhausted` says."""
     give_up = Outcome.BLOCK if policy.on_exhausted == "block" else Outcome.DEAD_LETTER
+    if permanent:
+        return Decision(give_up, 0.0, "a permanent failure: no retry can succeed", "permanent")
     if attempts > 0 and policy.max_attempts is not None and attempts >= policy.max_attempts:
         reason = f"retry.max_attempts ({policy.max_attempts}) reached"
         return Decision(give_up, 0.0, reason, "max_attempts")

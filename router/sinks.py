@@ -42,12 +42,23 @@ class DeliveryFailed(Exception):
     whole asked to wait (HTTP 429 or 503), not for one message's trouble.
     Any other exception a sink raises counts as a failed attempt too, and is
     logged with its traceback.
+
+    ``permanent=True`` says no retry of this message can ever succeed (the
+    message itself is wrong for this destination, e.g. it lacks a field the
+    destination needs): the router gives it up at once, without a backoff,
+    as when the retry policy is exhausted (a dead letter, or its key blocked
+    with ``retry.on_exhausted: block``), and the next message of its key
+    goes on. Never use it for a destination's own trouble (an outage, a 5xx,
+    a timeout): that message would be given up though a retry could deliver it.
     """
 
-    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+    def __init__(
+        self, reason: str, retry_after: float | None = None, *, permanent: bool = False
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.retry_after = retry_after
+        self.permanent = permanent
 
 
 class OptionError(ValueError):

@@ -304,7 +304,9 @@ class DestinationWorker:
                 )
                 return
             except DeliveryFailed as exc:
-                await self._failed(claim, env, attempts + 1, exc.reason, exc.retry_after, started)
+                await self._failed(
+                    claim, env, attempts + 1, exc.reason, exc.retry_after, started, exc.permanent
+                )
                 return
             except Exception as exc:
                 # A plugin bug is a failed attempt, never a dead worker.
@@ -417,11 +419,15 @@ class DestinationWorker:
         error: str,
         retry_after: float | None,
         started: float,
+        permanent: bool = False,
     ) -> None:
         """Attempt number `attempts` (begun at perf_counter `started`) failed
-        with `error`: decide and record."""
+        with `error` (`permanent`: the sink said no retry can succeed):
+        decide and record."""
         seconds = time.perf_counter() - started
-        decision = retry.decide(self.settings.retry, attempts, _age(env), retry_after)
+        decision = retry.decide(
+            self.settings.retry, attempts, _age(env), retry_after, permanent=permanent
+        )
         await self._record_failure(
             claim, attempts, decision, error, env.id, retry_after, seconds=seconds
         )
@@ -451,6 +457,7 @@ class DestinationWorker:
                 counted,
                 self._breaker,
                 retry_after,
+                message_fault=decision.rule == "permanent",
             )
         )
         outcome = "failed"  # also when the lease was lost: nothing else was recorded

@@ -5,8 +5,10 @@ local lane, ready, leases, owner, delayed, attempts, last_error, wake, dead, blo
   KEYS[11], KEYS[12], KEYS[13], KEYS[14]
 -- ARGV: ordering key, token, delay ms, error, outcome: '0' retry after the
 --       delay, '1' dead-letter the head, '2' block the key (the head stays);
---       counted: '1' when an attempt was made, '0' when the worker gave up
---       before trying (the count is already the attempts made);
+--       counted: '1' when an attempt was made, '2' when one was made but
+--       the failure is the message's own (a sink's permanent failure: not
+--       the destination's health), '0' when the worker gave up before
+--       trying (the count is already the attempts made);
 --       the circuit breaker (docs/destination-health.md): failing keys that
 --       open it (0: off), window ms, first probe interval ms, longest probe
 --       interval ms, hold ms (a Retry-After: the whole destination waits)
@@ -20,7 +22,7 @@ local now = now_ms()
 redis.call('ZREM', leases, k)
 redis.call('HDEL', owner, k)
 local made
-if ARGV[6] == '1' then
+if ARGV[6] ~= '0' then
   made = redis.call('HINCRBY', attempts, k, 1)
 else
   made = tonumber(redis.call('HGET', attempts, k) or '0')
@@ -42,8 +44,8 @@ else
   redis.call('HSET', last_error, k, ARGV[4])
   redis.call('ZADD', delayed, now + tonumber(ARGV[3]), k)
 end
--- The destination's health: a failed attempt counts (a give-up without one
--- only frees the probe slot it held).
+-- The destination's health: a failed attempt counts (a give-up without one,
+-- or the message's own failure, only frees the probe slot it held).
 local event = ''
 local threshold = tonumber(ARGV[7])
 if threshold > 0 then
@@ -56,8 +58,9 @@ if threshold > 0 then
         local wait = math.min(tonumber(h[3]) * 2, tonumber(ARGV[10]))
         redis.call('HSET', health, 'probe_ms', wait, 'probe_at', now + wait)
       else
-        -- Given up without a try (max_attempts, max_age): no answer came,
-        -- so the next probe is due now.
+        -- Given up without a try (max_attempts, max_age) or for the
+        -- message's own fault: it said nothing about the destination, so
+        -- the next probe is due now.
         redis.call('HSET', health, 'probe_at', now)
       end
     end

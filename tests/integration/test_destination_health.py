@@ -238,3 +238,36 @@ async def test_while_down_one_probe_at_a_time_and_a_probe_given_up_frees_the_slo
         assert [c.key for c in off.claims] == ["c"] and off.ready_left == 0
     finally:
         await redis.aclose()
+
+
+async def test_failures_that_are_the_messages_own_never_open_it(clean_redis: str) -> None:
+    """A permanent failure (DeliveryFailed(permanent=True): e.g. a message
+    without a field the body template needs) is the message's fault: any
+    number of them, on any number of conversations, leave the destination
+    up; the same failures from the destination open it."""
+    from router.queue import Breaker, Outcome
+
+    redis = connect(clean_redis)
+    try:
+        queue = DestinationQueues(redis, Scripts(redis), "chatbot").shards[0]
+        breaker = Breaker(failing_keys=3, window_ms=10_000, probe_ms=100, probe_max_ms=150)
+
+        async def fail_each(n: int, message_fault: bool) -> list[str]:
+            events = []
+            for i in range(n):
+                key = f"k{i}"
+                await redis.rpush(KEYS.lane(key), b'{"id":"m-%d","ts":1,"body":{}}' % i)
+                await redis.rpush(KEYS.ready, key)
+                [claim] = (await queue.claim(f"t{i}", 1, 30_000, 16, breaker=True)).claims
+                failed = await queue.fail(
+                    claim, 0, "no", Outcome.DEAD_LETTER, True, breaker, message_fault=message_fault
+                )
+                assert failed.attempts == 1
+                events.append(failed.event)
+            return events
+
+        assert await fail_each(5, message_fault=True) == [""] * 5
+        assert await redis.exists(KEYS.health, KEYS.failing) == 0
+        assert await fail_each(3, message_fault=False) == ["", "", "down"]
+    finally:
+        await redis.aclose()

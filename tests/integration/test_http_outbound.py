@@ -96,11 +96,18 @@ def receiver() -> Any:
 
 
 def routes(
-    tmp_path: Path, url: str, extra: str, retry: str = "50ms", max_attempts: int | None = None
+    tmp_path: Path,
+    url: str,
+    extra: str,
+    retry: str = "50ms",
+    max_attempts: int | None = None,
+    on_exhausted: str | None = None,
 ) -> Path:
     """One route to the destination `hook` (plugin http at `url`), with
     `extra` option lines and a fixed retry delay."""
     attempts = "" if max_attempts is None else f", max_attempts: {max_attempts}"
+    if on_exhausted is not None:
+        attempts += f", on_exhausted: {on_exhausted}"
     path = tmp_path / "routes.yaml"
     path.write_text(
         f"""\
@@ -258,15 +265,45 @@ def test_configured_secrets_never_reach_the_failure_reason_or_the_log(
         assert secret not in text
 
 
-def test_a_missing_required_path_fails_the_attempt_naming_it(
+def test_a_missing_required_path_dead_letters_the_message_at_once_and_its_key_goes_on(
     receiver, start_router, tmp_path, redis: redis_sync.Redis
 ):
+    """No retry can add a field to a stored message: it is a permanent
+    failure, dead-lettered after its one attempt (retry policy without
+    max_attempts: before, it was retried forever and held up its key), and
+    the next message of the same conversation is delivered."""
     service = receiver([200])
     extra = "    body: {to: wa_id, name: profile.name}\n"
     router = start_router("", routes_file=routes(tmp_path, service.url, extra))
     assert router.post({"mensaje": "m1", "wa_id": "3"}).status_code == 200
-    wait_until(lambda: redis.hexists(KEYS.last_error, "3"), what="the failed attempt")
-    error = redis.hget(KEYS.last_error, "3")
-    assert error is not None
-    assert "body.name: the message has no profile.name" in error.decode()
-    assert service.seen == []  # nothing half-built went out
+    second = {"mensaje": "m2", "wa_id": "3", "profile": {"name": "Ana"}}
+    assert router.post(second).status_code == 200
+    wait_until(lambda: len(service.seen) == 1, what="the second message delivered")
+    assert json.loads(service.seen[0].body) == {"to": "3", "name": "Ana"}
+    assert redis.llen(KEYS.dead) == 1
+    letter = json.loads(redis.lindex(KEYS.dead, 0))
+    assert letter["attempts"] == 1
+    assert "body.name: the message has no profile.name" in letter["error"]
+    assert '"mensaje":"m1"' in letter["envelope"]
+    assert not redis.hexists(KEYS.blocked, "3")
+
+
+def test_a_missing_required_path_blocks_its_key_with_on_exhausted_block(
+    receiver, start_router, tmp_path, redis: redis_sync.Redis
+):
+    service = receiver([200])
+    extra = "    body: {to: wa_id, name: profile.name}\n"
+    path = routes(tmp_path, service.url, extra, on_exhausted="block")
+    router = start_router("", routes_file=path)
+    assert router.post({"mensaje": "m1", "wa_id": "3"}).status_code == 200
+    assert router.post({"mensaje": "m2", "wa_id": "3", "profile": {"name": "A"}}).status_code == 200
+    other = {"mensaje": "m3", "wa_id": "4", "profile": {"name": "Bo"}}
+    assert router.post(other).status_code == 200
+    wait_until(lambda: redis.hexists(KEYS.blocked, "3"), what="key 3 blocked")
+    blocked = json.loads(redis.hget(KEYS.blocked, "3"))
+    assert blocked["attempts"] == 1
+    assert "body.name: the message has no profile.name" in blocked["error"]
+    wait_until(lambda: len(service.seen) == 1, what="the other key's message delivered")
+    assert json.loads(service.seen[0].body) == {"to": "4", "name": "Bo"}
+    assert redis.llen(KEYS.dead) == 0
+    assert redis.llen(KEYS.lane("3")) == 2  # both kept, in order, until unblocked

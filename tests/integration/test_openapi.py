@@ -32,6 +32,7 @@ from router.loading import load
 from router.openapi import ASSETS_DIR
 from router.settings import Settings
 from tests.support import ROOT
+from tests.support import whatsapp as wa
 from tests.support.routes import write_yaml
 from tests.support.servers import ServerThread, free_port
 
@@ -39,6 +40,7 @@ TOKEN = "admin-token-6f1e"
 HMAC_SECRET = "hmac-secret-93b2"
 HEADER_SECRET = "header-secret-27d4"
 SW_SECRET = "whsec_" + base64.b64encode(b"standard-webhooks-secret-5c0a").decode()
+WA_TOKEN = "wa-verify-token-71c3"
 SECRETS = [TOKEN, HMAC_SECRET, HEADER_SECRET, SW_SECRET, SW_SECRET.removeprefix("whsec_")]
 
 ROUTES = f"""
@@ -329,6 +331,114 @@ def test_with_redis_away_the_503s_are_the_documented_ones(routes: Path) -> None:
         ready = httpx.get(server.url + "/readyz", timeout=10)
         assert ready.status_code == 503
         assert_documented(doc, "get", "/readyz", ready)
+
+
+# -- a format route (format: whatsapp) ---------------------------------------------
+
+WA_ROUTES = f"""
+routes:
+  - path: {wa.PATH}
+    format: whatsapp
+    format_options: {{verify_token: "{WA_TOKEN}", app_secret: "{wa.SECRET}", statuses: receipts}}
+    destinations: [chatbot]
+destinations:
+  chatbot: {{plugin: chatbot, url: "http://127.0.0.1:9/bot", ordering_key: wa_id}}
+  receipts: {{plugin: http, url: "http://127.0.0.1:9/r", ordering_key: wa_id}}
+"""
+
+
+@pytest.fixture(scope="module")
+def wa_router(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[str]:
+    routes = write_yaml(tmp_path_factory.mktemp("openapi-wa"), WA_ROUTES)
+    with start(routes, redis_url, None) as server:
+        yield server.url
+
+
+@pytest.fixture(scope="module")
+def wa_doc(wa_router: str) -> dict[str, Any]:
+    r = httpx.get(wa_router + "/schema/openapi.json")
+    assert r.status_code == 200, r.text
+    validate(r.json())
+    return dict(r.json())
+
+
+def test_a_format_route_documents_metas_envelope_not_the_routers_json(
+    wa_router: str, wa_doc: dict[str, Any], clean_redis: str
+) -> None:
+    """The POST body is Meta's webhook (the schema the plugin provides): a
+    webhook Meta sends passes it and is stored; the router's own
+    {mensaje, wa_id} body fails it, and the router refuses it too."""
+    operation = wa_doc["paths"][wa.PATH]["post"]
+    schema = body_schema(wa_doc, wa.PATH)
+    assert schema["properties"]["object"] == {"const": "whatsapp_business_account"}
+    assert set(schema["required"]) == {"object", "entry"}
+    messages = schema["properties"]["entry"]["items"]["properties"]["changes"]["items"]
+    messages = messages["properties"]["value"]["properties"]["messages"]["items"]
+    assert set(messages["required"]) == {"from", "id", "type"}
+    example = operation["requestBody"]["content"]["application/json"]["example"]
+    jsonschema.validate(example, schema)
+    sent = wa.envelope(
+        [wa.value([wa.text("447700900001", "wamid.A1", "hola"), wa.image("4477", "wamid.B")])],
+        [wa.value(statuses=[wa.status("wamid.OUT1", "read", "447700900001")])],
+    )
+    jsonschema.validate(sent, schema)
+    for body in (example, sent):
+        raw = json.dumps(body).encode()
+        answer = httpx.post(wa_router + wa.PATH, content=raw, headers=wa.signed(raw))
+        assert answer.status_code == 200, answer.text
+        assert_documented(wa_doc, "post", wa.PATH, answer)
+    assert len(answer.json()["messages"]) == 3
+    plain = {"mensaje": "Hola!", "wa_id": "447700900001"}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(plain, schema)
+    raw = json.dumps(plain).encode()
+    refused = httpx.post(wa_router + wa.PATH, content=raw, headers=wa.signed(raw))
+    assert refused.status_code == 400
+    documented = assert_documented(wa_doc, "post", wa.PATH, refused)
+    assert refused.json() in examples(documented)  # the plugin's own words
+    # The answer with a skipped item is the documented 200.
+    broken = wa.text("447700900002", "wamid.C", "x")
+    del broken["from"]
+    raw = json.dumps(wa.envelope([wa.value([broken])])).encode()
+    skipped = httpx.post(wa_router + wa.PATH, content=raw, headers=wa.signed(raw))
+    assert skipped.json()["skipped"] == 1
+    assert_documented(wa_doc, "post", wa.PATH, skipped)
+
+
+def test_a_format_route_documents_its_signature_and_answers(
+    wa_router: str, wa_doc: dict[str, Any]
+) -> None:
+    params = parameters(wa_doc, wa.PATH)
+    assert params["X-Hub-Signature-256"]["required"] is True
+    assert params["X-Hub-Signature-256"]["schema"]["pattern"] == "^sha256=[0-9a-fA-F]{64}$"
+    assert "Idempotency-Key" not in params  # the message ids are the dedup ids
+    assert {"traceparent", "tracestate"} <= set(params)
+    responses = wa_doc["paths"][wa.PATH]["post"]["responses"]
+    assert set(responses) == {"200", "400", "401", "408", "413", "503"}
+    ok = responses["200"]["content"]["application/json"]["schema"]
+    assert set(ok["required"]) == {"status", "messages", "skipped", "problems"}
+    unsigned = httpx.post(wa_router + wa.PATH, content=b"{}")
+    assert unsigned.status_code == 401
+    assert unsigned.json() in examples(assert_documented(wa_doc, "post", wa.PATH, unsigned))
+    assert "receipts" in wa_doc["paths"][wa.PATH]["post"]["description"]
+
+
+def test_a_format_route_documents_metas_verification_handshake(
+    wa_router: str, wa_doc: dict[str, Any]
+) -> None:
+    operation = wa_doc["paths"][wa.PATH]["get"]
+    query = {p["name"]: p for p in operation["parameters"] if p["in"] == "query"}
+    assert set(query) == {"hub.mode", "hub.verify_token", "hub.challenge"}
+    ok = operation["responses"]["200"]["content"]
+    assert list(ok) == ["text/plain"]
+    params = {"hub.mode": "subscribe", "hub.verify_token": WA_TOKEN, "hub.challenge": "8812"}
+    answer = httpx.get(wa_router + wa.PATH, params=params)
+    assert answer.status_code == 200 and answer.text == "8812"
+    assert answer.headers["content-type"].startswith("text/plain")
+    refused = httpx.get(wa_router + wa.PATH, params={**params, "hub.verify_token": "wrong"})
+    assert refused.status_code == 403
+    assert_documented(wa_doc, "get", wa.PATH, refused)
+    assert WA_TOKEN not in json.dumps(wa_doc) and wa.SECRET not in json.dumps(wa_doc)
 
 
 # -- health and admin ------------------------------------------------------------

@@ -7,15 +7,15 @@ POST); docs/whatsapp.md."""
 from __future__ import annotations
 
 import copy
-import hashlib
-import hmac
 import json
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from redis import Redis
 
 from router.envelope import decode
@@ -24,12 +24,20 @@ from tests.support.bot import Bot
 from tests.support.messages import assert_refused, stored_keys
 from tests.support.routes import write_yaml
 from tests.support.servers import ServerThread, serve, wait_until
+from tests.support.whatsapp import (
+    PATH,
+    PHONE_ID,
+    WABA,
+    button_reply,
+    envelope,
+    image,
+    signed,
+    status,
+    text,
+    value,
+)
 
-PATH = "/webhooks/whatsapp"
-SECRET = "app-secret-123"
 TOKEN = "verify-me"
-WABA = "102290129340398"
-PHONE_ID = "106540352242922"
 
 ROUTES = """
 routes:
@@ -56,94 +64,6 @@ destinations:
     timeout: 2s
     lease: 5s
 """
-
-
-def envelope(*changes_per_entry: list[dict[str, Any]]) -> dict[str, Any]:
-    """Meta's webhook: one entry per list of changes' values."""
-    return {
-        "object": "whatsapp_business_account",
-        "entry": [
-            {
-                "id": WABA,
-                "changes": [{"value": value, "field": "messages"} for value in values],
-            }
-            for values in changes_per_entry
-        ],
-    }
-
-
-def value(
-    messages: list[dict[str, Any]] | None = None,
-    statuses: list[dict[str, Any]] | None = None,
-    contacts: list[tuple[str, str]] = (),  # type: ignore[assignment]
-) -> dict[str, Any]:
-    v: dict[str, Any] = {
-        "messaging_product": "whatsapp",
-        "metadata": {"display_phone_number": "15550783881", "phone_number_id": PHONE_ID},
-    }
-    if contacts:
-        v["contacts"] = [{"profile": {"name": name}, "wa_id": wa} for wa, name in contacts]
-    if messages is not None:
-        v["messages"] = messages
-    if statuses is not None:
-        v["statuses"] = statuses
-    return v
-
-
-def text(wa_id: str, wamid: str, body: str, ts: str = "1700000000") -> dict[str, Any]:
-    return {"from": wa_id, "id": wamid, "timestamp": ts, "text": {"body": body}, "type": "text"}
-
-
-def image(wa_id: str, wamid: str) -> dict[str, Any]:
-    return {
-        "from": wa_id,
-        "id": wamid,
-        "timestamp": "1700000001",
-        "type": "image",
-        "image": {
-            "caption": "This is a caption",
-            "mime_type": "image/jpeg",
-            "sha256": "81d3bd8a8db4868c9520ed47186e8b7c5789e61ff79f7f834be6950b808a90d3",
-            "id": "2754859441498128",
-        },
-    }
-
-
-def button_reply(wa_id: str, wamid: str) -> dict[str, Any]:
-    return {
-        "context": {"from": "15550783881", "id": "wamid.HBgLMTQxMjU1NTA4MjkVAgASGBQzQUNC"},
-        "from": wa_id,
-        "id": wamid,
-        "timestamp": "1700000002",
-        "type": "interactive",
-        "interactive": {
-            "type": "button_reply",
-            "button_reply": {"id": "cancel-button", "title": "Cancel"},
-        },
-    }
-
-
-def status(wamid: str, state: str, recipient: str) -> dict[str, Any]:
-    s: dict[str, Any] = {
-        "id": wamid,
-        "status": state,
-        "timestamp": "1750857384",
-        "recipient_id": recipient,
-    }
-    if state in ("sent", "delivered"):
-        s["conversation"] = {
-            "id": "a75d17ad06104c51166f948319b03c6a",
-            "origin": {"type": "service"},
-        }
-        s["pricing"] = {"billable": True, "pricing_model": "CBP", "category": "service"}
-    if state == "failed":
-        s["errors"] = [{"code": 131014, "title": "Request for url https://URL.jpg failed"}]
-    return s
-
-
-def signed(body: bytes, secret: str = SECRET) -> dict[str, str]:
-    digest = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-    return {"X-Hub-Signature-256": f"sha256={digest}", "Content-Type": "application/json"}
 
 
 def post(url: str, payload: Any, headers: dict[str, str] | None = None) -> httpx.Response:
@@ -290,18 +210,99 @@ def test_a_redelivered_post_stores_nothing_new(api: str, redis: Redis) -> None:
     assert [m["mensaje"] for m in lane(redis, "chatbot", alice)] == ["uno", "dos", "tres"]
 
 
-def test_a_post_is_stored_whole_or_not_at_all(api: str, redis: Redis) -> None:
-    """A message the router cannot take (here one without an id, after two
-    good ones) refuses the whole POST before anything is written."""
-    broken = text("447700900002", "wamid.X", "no id")
-    del broken["id"]
+def skipped_counts(url: str) -> dict[str, float]:
+    """router_ingest_items_skipped_total of the WhatsApp route, by reason."""
+    return {
+        s.labels["reason"]: s.value
+        for family in text_string_to_metric_families(httpx.get(url + "/metrics").text)
+        for s in family.samples
+        if s.name == "router_ingest_items_skipped_total" and s.labels["route"] == PATH
+    }
+
+
+def test_a_malformed_item_is_skipped_and_the_rest_stored_together(
+    api_statuses: str, redis: Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Meta redelivers a POST it got no 200 for, for days: one message it
+    sent without an id (or a status without one) must not keep the good
+    messages of the same POST out. They are stored (all of them, in one
+    step), the answer is 200 naming the skipped items, each is logged once
+    and counted by reason."""
+    alice, bob = "447700900001", "447700900002"
+    no_id = text(bob, "wamid.X", "no id")
+    del no_id["id"]
+    no_from = text(bob, "wamid.Y", "no from")
+    del no_from["from"]
     payload = envelope(
-        [value([text("447700900001", "wamid.A1", "uno")])],
-        [value([text("447700900002", "wamid.B1", "dos"), broken])],
+        [value([text(alice, "wamid.A1", "uno")])],
+        [
+            value([text(bob, "wamid.B1", "dos"), no_id, no_from, "not an object"]),
+            value(statuses=[status("wamid.OUT1", "sent", alice), {"status": "read"}]),
+        ],
     )
-    body = assert_refused(post(api, payload), 400, "entry[1].changes[0].value.messages[1].id")
-    assert "non-empty string" in body["error"]
+    caplog.set_level(logging.WARNING, logger="router.api")
+    before = skipped_counts(api_statuses)  # the counters are per process: other tests count too
+    r = post(api_statuses, payload)
+    assert r.status_code == 200, r.text
+    answer = r.json()
+    assert answer["status"] == "ok" and answer["skipped"] == 4
+    assert [m["duplicate"] for m in answer["messages"]] == [False, False, False]
+    assert answer["problems"] == [
+        "entry[1].changes[0].value.messages[1].id must be a non-empty string",
+        "entry[1].changes[0].value.messages[2].from must be a non-empty string",
+        "entry[1].changes[0].value.messages[3] must be an object",
+        "entry[1].changes[1].value.statuses[1].id must be a non-empty string",
+    ]
+    assert [m["mensaje"] for m in lane(redis, "chatbot", alice)] == ["uno"]
+    assert [m["mensaje"] for m in lane(redis, "chatbot", bob)] == ["dos"]
+    assert [s["id"] for s in lane(redis, "receipts", alice)] == ["wamid.OUT1"]
+    skipped = [r for r in caplog.records if "skipped a malformed item" in r.getMessage()]
+    assert [r.getMessage().rsplit(": ", 1)[1] for r in skipped] == answer["problems"]
+    after = skipped_counts(api_statuses)
+    counted = {reason: after[reason] - before.get(reason, 0) for reason in after}
+    assert {r: n for r, n in counted.items() if n} == {
+        "message.id": 1,
+        "message.from": 1,
+        "message": 1,
+        "status.id": 1,
+    }
+    # Meta's redelivery (had it come) stores nothing again and skips the same.
+    again = post(api_statuses, payload).json()
+    assert [m["duplicate"] for m in again["messages"]] == [True, True, True]
+    assert again["skipped"] == 4
+
+
+def test_a_post_of_only_malformed_items_is_200_and_stores_nothing(api: str, redis: Redis) -> None:
+    broken = text("447700900001", "wamid.A1", "x")
+    broken["text"] = "hi"
+    r = post(api, envelope([value([broken])]))
+    assert r.status_code == 200, r.text
+    assert r.json() == {
+        "status": "ok",
+        "messages": [],
+        "skipped": 1,
+        "problems": [
+            "entry[0].changes[0].value.messages[0].text must be an object with a string body"
+        ],
+    }
     assert nothing_stored(redis)
+
+
+@pytest.mark.parametrize(
+    ("item", "words"),
+    [
+        ({"id": "wamid.1", "type": "text"}, "messages[0].from must be a non-empty string"),
+        ({"from": "1", "id": "wamid.1"}, "messages[0].type must be a non-empty string"),
+        ({"from": "1", "id": "wamid.1", "type": "text"}, "messages[0].text must be an object"),
+        ({"from": "1", "id": "", "type": "image"}, "messages[0].id must be a non-empty string"),
+        ({"from": "1" * 257, "id": "w.1", "type": "image"}, "from is longer than 256"),
+    ],
+)
+def test_each_kind_of_malformed_message_is_named(api: str, item: Any, words: str) -> None:
+    r = post(api, envelope([value([item, text("447700900001", "wamid.ok", "ok")])]))
+    assert r.status_code == 200, r.text
+    assert r.json()["skipped"] == 1 and words in r.json()["problems"][0]
+    assert len(r.json()["messages"]) == 1
 
 
 # -- statuses ------------------------------------------------------------------------
@@ -340,7 +341,7 @@ def test_statuses_go_to_their_own_destination(api_statuses: str, redis: Redis) -
     assert len(lane(redis, "receipts", alice)) == 4
 
 
-# -- what is not a WhatsApp webhook ------------------------------------------------
+# -- not a WhatsApp webhook at all (a malformed item is skipped: above) -----------
 
 
 @pytest.mark.parametrize(
@@ -355,19 +356,21 @@ def test_statuses_go_to_their_own_destination(api_statuses: str, redis: Redis) -
             {"object": "whatsapp_business_account", "entry": [{"id": WABA}]},
             ["entry[0].changes", "array"],
         ),
-        (
-            envelope([value([{"from": "1", "id": "wamid.1", "type": "text", "text": "hi"}])]),
-            ["messages[0].text", "object"],
-        ),
-        (envelope([value([{"id": "wamid.1", "type": "text"}])]), ["messages[0].from"]),
-        (envelope([value(statuses=[{"id": "wamid.1", "status": "sent"}])]), ["recipient_id"]),
         (envelope([value(messages="nope")]), ["value.messages", "array"]),  # type: ignore[arg-type]
+        (envelope([value(statuses={})]), ["value.statuses", "array"]),  # type: ignore[arg-type]
+        (
+            {
+                "object": "whatsapp_business_account",
+                "entry": [{"changes": [{"field": "messages"}]}],
+            },
+            ["entry[0].changes[0].value", "object"],
+        ),
         ([1, 2], ["JSON object"]),
         (b"{not json", ["invalid JSON"]),
         (b"", ["empty body"]),
     ],
 )
-def test_malformed_payloads_are_4xx_naming_the_problem(
+def test_what_is_not_metas_envelope_is_4xx_naming_the_problem(
     api_statuses: str, redis: Redis, payload: Any, words: list[str]
 ) -> None:
     r = post(api_statuses, payload)

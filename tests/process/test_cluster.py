@@ -6,6 +6,7 @@ retried request without duplicates, and a master's failover survived."""
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import threading
 import time
@@ -22,6 +23,7 @@ from router import envelope
 from router.embedded import EmbeddedRedis
 from router.keys import DestinationKeys, all_shards, shard_count_key, shard_of
 from router.queue import Scripts, Target, enqueue
+from tests.support import whatsapp as wa
 from tests.support.bot import Bot, check_order, serving_bot
 from tests.support.cluster import Cluster, sync_client
 from tests.support.messages import interleaved, post_concurrently
@@ -443,3 +445,84 @@ def test_readyz_says_when_redis_wait_cannot_be_met(
         )
     finally:
         server.stop()
+
+
+def test_a_whatsapp_post_is_stored_and_delivered_over_shards_on_every_master(
+    cluster_url: str, redis_cluster: Cluster, bot: Bot, audit: Bot, tmp_path: Path
+) -> None:
+    """enqueue_many on a Cluster: one WhatsApp POST carries the messages of
+    several senders, whose chatbot shards live on different masters, and
+    their statuses, routed to another destination (its own slots). Written
+    slot by slot, every message is stored once, delivered in order per
+    sender, and Meta's redelivery of the same POSTs stores nothing again."""
+    routes = write_yaml(
+        tmp_path,
+        f"""
+        routes:
+          - path: {wa.PATH}
+            format: whatsapp
+            format_options: {{verify_token: t, app_secret: {wa.SECRET}, statuses: receipts}}
+            destinations: [chatbot]
+        destinations:
+          chatbot:
+            plugin: chatbot
+            url: {bot.url}
+            ordering_key: wa_id
+            shards: 6
+            timeout: 2s
+            lease: 5s
+            retry: {{initial: 50ms, max_delay: 400ms}}
+          receipts:
+            plugin: http
+            url: {audit.url}
+            ordering_key: wa_id
+            shards: 3
+            timeout: 2s
+            lease: 5s
+            retry: {{initial: 50ms, max_delay: 400ms}}
+        """,
+    )
+    # Two senders on each of the 6 shards (2 shards per master).
+    by_shard: dict[int, list[str]] = {}
+    for i in range(1000):
+        by_shard.setdefault(shard_of(f"4477009{i:05d}", 6), []).append(f"4477009{i:05d}")
+    senders = [s for n in range(6) for s in by_shard[n][:2]]
+    shards = all_shards("chatbot", 6)
+    masters = {redis_cluster.master_of(shards[shard_of(s, 6)].tag).port for s in senders}
+    assert len(masters) == 3  # the case at stake: one POST's writes on every master
+    sent: dict[str, list[str]] = {s: [] for s in senders}
+    posts = []
+    for n in range(3):
+        messages = []
+        for s in senders:
+            sent[s].append(f"{s}-{n}")
+            messages.append(wa.text(s, f"wamid.{s}.{n}", f"{s}-{n}"))
+        state = ("sent", "delivered", "read")[n]
+        receipts = [wa.status(f"wamid.out.{s}", state, s) for s in senders[:4]]
+        posts.append(
+            json.dumps(wa.envelope([wa.value(messages), wa.value(statuses=receipts)])).encode()
+        )
+    router = _started(tmp_path, cluster_url, routes)
+    try:
+        for body in posts:
+            r = httpx.post(router.url + wa.PATH, content=body, headers=wa.signed(body))
+            assert r.status_code == 200, r.text
+            answer = r.json()
+            assert answer["skipped"] == 0 and len(answer["messages"]) == len(senders) + 4
+            assert not any(m["duplicate"] for m in answer["messages"])
+        total = 3 * len(senders)
+        wait_until(lambda: len(bot.acknowledged()) >= total, timeout=60, what="chatbot deliveries")
+        wait_until(lambda: len(audit.acknowledged()) >= 12, timeout=60, what="status deliveries")
+        assert check_order(sent, bot.acknowledged()) == (0, 0)
+        steps: dict[str, list[str]] = {}
+        for received in audit.acknowledged():
+            steps.setdefault(received.body["recipient_id"], []).append(received.body["status"])
+        assert steps == {s: ["sent", "delivered", "read"] for s in senders[:4]}
+        # Meta's redelivery of the same POSTs: duplicates, nothing stored again.
+        for body in posts:
+            again = httpx.post(router.url + wa.PATH, content=body, headers=wa.signed(body)).json()
+            assert all(m["duplicate"] for m in again["messages"]), again
+    finally:
+        router.terminate()
+    assert len(bot.acknowledged()) == 3 * len(senders)
+    assert len(audit.acknowledged()) == 12

@@ -218,8 +218,9 @@ def test_a_missing_required_path_fails_naming_output_and_input() -> None:
     for path in ("nope", "items[2].id", "wa_id.x", "profile[0]", "items.id"):
         with pytest.raises(
             DeliveryFailed, match=rf"^body\.out: the message has no {re.escape(path)} "
-        ):
+        ) as info:
             render(compile_template({"out": path}), body)
+        assert info.value.permanent  # no retry can add the field: given up at once
 
 
 def test_option_error_names_its_place() -> None:

@@ -131,6 +131,15 @@ def test_exhausted_by_whichever_comes_first() -> None:
     assert exhausted(p, 1, 60.0)
 
 
+def test_a_permanent_failure_gives_up_at_once_as_on_exhausted_says() -> None:
+    """DeliveryFailed(permanent=True): no retry can succeed, so no backoff,
+    whatever the policy (the default retries forever)."""
+    dead = decide(RetryPolicy(), 1, 0.0, permanent=True)
+    assert dead.outcome is Outcome.DEAD_LETTER and dead.rule == "permanent"
+    blocked = decide(policy(on_exhausted="block"), 1, 0.0, permanent=True)  # type: ignore[arg-type]
+    assert blocked.outcome is Outcome.BLOCK
+
+
 def test_a_message_never_tried_gets_its_try_however_old() -> None:
     assert not exhausted(policy(max_age=10.0, max_attempts=1), 0, 10**6)
 

@@ -23,6 +23,15 @@ webhook as Meta sends it (docs/whatsapp.md).
 - The messages and statuses of one POST are stored in one atomic step,
   or none is: a 503 makes Meta redeliver it, and the ids make the redelivery
   store only what was missing.
+- A malformed message or status (no ``id``, ``from``, ``type``, a text
+  without ``text.body``, a status without ``id``, ``status`` or
+  ``recipient_id``, an item that is not an object) is skipped, not the POST:
+  the rest is stored and the answer is 200 naming how many were skipped.
+  Meta redelivers a POST that got no 200 for days, and the good messages in
+  it would never arrive. A body that is not Meta's envelope (not JSON,
+  ``object`` not ``whatsapp_business_account``, ``entry``, ``changes``,
+  ``value``, ``messages`` or ``statuses`` of the wrong JSON type) is the
+  sender's mistake, not one item's: 400, nothing stored.
 """
 
 from __future__ import annotations
@@ -37,7 +46,14 @@ import msgspec
 from router.auth import Unauthorized
 from router.errors import ApiError, BadRequest
 from router.hookspecs import hookimpl
-from router.ingest_formats import FormatRequest, IngestedMessage, IngestFormat
+from router.ingest import MAX_KEY_LENGTH
+from router.ingest_formats import (
+    FormatDocs,
+    FormatHeader,
+    FormatRequest,
+    IngestedMessage,
+    IngestFormat,
+)
 
 SIGNATURE_HEADER = "x-hub-signature-256"
 OBJECT = "whatsapp_business_account"
@@ -98,29 +114,51 @@ def _object(value: Any, where: str) -> dict[str, Any]:
     return value
 
 
-def _text(item: dict[str, Any], name: str, where: str) -> str:
+class _Malformed(Exception):
+    """One message or status that cannot be taken: it is skipped
+    (FormatRequest.skip), the rest of the POST is stored."""
+
+    def __init__(self, reason: str, problem: str) -> None:
+        super().__init__(problem)
+        self.reason = reason  # the metric label: "message.from", "status.id", ...
+        self.problem = problem
+
+
+def _item(value: Any, where: str, kind: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise _Malformed(kind, f"{where} must be an object")
+    return value
+
+
+def _text(item: dict[str, Any], name: str, where: str, kind: str, key: bool = False) -> str:
+    """A required string field of a message or status; `key`: it orders or
+    identifies the message, within the router's key limit."""
     value = item.get(name)
     if not isinstance(value, str) or not value:
-        raise BadRequest(f"{where}.{name} must be a non-empty string")
+        raise _Malformed(f"{kind}.{name}", f"{where}.{name} must be a non-empty string")
+    if key and len(value) > MAX_KEY_LENGTH:
+        raise _Malformed(
+            f"{kind}.{name}", f"{where}.{name} is longer than {MAX_KEY_LENGTH} characters"
+        )
     return value
 
 
 def _message(
     m: dict[str, Any], where: str, phone_number_id: Any, names: dict[str, str]
 ) -> IngestedMessage:
-    wamid = _text(m, "id", where)
-    sender = _text(m, "from", where)
-    kind = _text(m, "type", where)
+    wamid = _text(m, "id", where, "message", key=True)
+    sender = _text(m, "from", where, "message", key=True)
+    kind = _text(m, "type", where, "message")
     extra: dict[str, Any] = {"wa_id": sender}
     if phone_number_id is not None:
         extra["phone_number_id"] = phone_number_id
     if sender in names:
         extra["profile_name"] = names[sender]
     if kind == "text":
-        text = _object(m.get("text"), f"{where}.text")
-        body = text.get("body")
+        text = m.get("text")
+        body = text.get("body") if isinstance(text, dict) else None
         if not isinstance(body, str):
-            raise BadRequest(f"{where}.text.body must be a string")
+            raise _Malformed("message.text", f"{where}.text must be an object with a string body")
         payload = {
             "mensaje": body,
             "wa_id": sender,
@@ -138,18 +176,24 @@ def _message(
 def _status(
     s: dict[str, Any], where: str, phone_number_id: Any, destination: str
 ) -> IngestedMessage:
-    wamid = _text(s, "id", where)
-    status = _text(s, "status", where)
-    recipient = _text(s, "recipient_id", where)
+    wamid = _text(s, "id", where, "status", key=True)
+    status = _text(s, "status", where, "status")
+    recipient = _text(s, "recipient_id", where, "status", key=True)
+    # One message id has a status per step (sent, delivered, read): each
+    # step is its own event; a redelivered one is a duplicate.
+    dedup_id = f"status:{wamid}:{status}"
+    if len(dedup_id) > MAX_KEY_LENGTH:
+        raise _Malformed(
+            "status.id",
+            f"{where}: id and status together are longer than {MAX_KEY_LENGTH - 8} characters",
+        )
     payload = {**s}
     if phone_number_id is not None:
         payload["phone_number_id"] = phone_number_id
     return IngestedMessage(
         _encode(payload),
         ordering_key=recipient,
-        # One message id has a status per step (sent, delivered, read):
-        # each step is its own event; a redelivered one is a duplicate.
-        dedup_id=f"status:{wamid}:{status}",
+        dedup_id=dedup_id,
         destinations=(destination,),
     )
 
@@ -187,18 +231,166 @@ def parse(request: FormatRequest) -> list[IngestedMessage]:
                         names[contact["wa_id"]] = name
             for k, m in enumerate(_list(value, "messages", v_where)):
                 m_where = f"{v_where}.messages[{k}]"
-                out.append(_message(_object(m, m_where), m_where, phone_number_id, names))
-            for k, s in enumerate(_list(value, "statuses", v_where)):
+                try:
+                    out.append(
+                        _message(_item(m, m_where, "message"), m_where, phone_number_id, names)
+                    )
+                except _Malformed as exc:
+                    request.skip(exc.reason, exc.problem)
+            statuses = _list(value, "statuses", v_where)
+            if options.statuses == DROP:
+                continue  # not stored, so not read: nothing to skip
+            for k, s in enumerate(statuses):
                 s_where = f"{v_where}.statuses[{k}]"
-                s = _object(s, s_where)
-                if options.statuses == DROP:
-                    continue
-                out.append(_status(s, s_where, phone_number_id, options.statuses))
+                try:
+                    status = _item(s, s_where, "status")
+                    out.append(_status(status, s_where, phone_number_id, options.statuses))
+                except _Malformed as exc:
+                    request.skip(exc.reason, exc.problem)
     return out
 
 
 def _destinations(options: WhatsAppOptions) -> list[str]:
     return [] if options.statuses == DROP else [options.statuses]
+
+
+# -- what /schema says about a `format: whatsapp` route (router.openapi) ----------
+
+_ID = {"type": "string", "minLength": 1, "maxLength": MAX_KEY_LENGTH}
+_MESSAGE_SCHEMA = {
+    "type": "object",
+    "required": ["from", "id", "type"],
+    "properties": {
+        "from": {**_ID, "description": "The sender's wa_id: the ordering key."},
+        "id": {**_ID, "description": "The WhatsApp message id (wamid.…): the dedup id."},
+        "timestamp": {"type": "string"},
+        "type": {"type": "string", "minLength": 1, "examples": ["text", "image", "interactive"]},
+        "text": {
+            "type": "object",
+            "required": ["body"],
+            "properties": {"body": {"type": "string"}},
+            "description": "Required when type is text.",
+        },
+    },
+    "additionalProperties": True,
+    "description": "One message; the others of its type (image, interactive, ...) pass "
+    "through. A malformed one is skipped, not the POST.",
+}
+_STATUS_SCHEMA = {
+    "type": "object",
+    "required": ["id", "status", "recipient_id"],
+    "properties": {
+        "id": {**_ID, "description": "The id of the message the status is about."},
+        "status": {"type": "string", "examples": ["sent", "delivered", "read", "failed"]},
+        "recipient_id": {**_ID, "description": "The ordering key of statuses."},
+        "timestamp": {"type": "string"},
+    },
+    "additionalProperties": True,
+    "description": "One delivery status, stored for the `statuses` destination (dropped "
+    "with statuses: drop). A malformed one is skipped, not the POST.",
+}
+ENVELOPE_SCHEMA = {
+    "type": "object",
+    "required": ["object", "entry"],
+    "properties": {
+        "object": {"const": OBJECT},
+        "entry": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["changes"],
+                "properties": {
+                    "id": {"type": "string", "description": "The WhatsApp Business Account id."},
+                    "changes": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "properties": {
+                                "field": {
+                                    "type": "string",
+                                    "description": "messages: read; any other field is "
+                                    "ignored (answered 200).",
+                                },
+                                "value": {
+                                    "type": "object",
+                                    "properties": {
+                                        "messaging_product": {"const": "whatsapp"},
+                                        "metadata": {
+                                            "type": "object",
+                                            "properties": {
+                                                "display_phone_number": {"type": "string"},
+                                                "phone_number_id": {"type": "string"},
+                                            },
+                                        },
+                                        "contacts": {
+                                            "type": "array",
+                                            "items": {"type": "object"},
+                                            "description": "Names profile_name by wa_id.",
+                                        },
+                                        "messages": {"type": "array", "items": _MESSAGE_SCHEMA},
+                                        "statuses": {"type": "array", "items": _STATUS_SCHEMA},
+                                    },
+                                },
+                            },
+                        },
+                    },
+                },
+            },
+        },
+    },
+    "description": "Meta's WhatsApp Cloud API webhook, as Meta sends it (docs/whatsapp.md). "
+    "Not this envelope (invalid JSON, another object, entry or changes not arrays): 400.",
+}
+ENVELOPE_EXAMPLE = {
+    "object": OBJECT,
+    "entry": [
+        {
+            "id": "102290129340398",
+            "changes": [
+                {
+                    "field": "messages",
+                    "value": {
+                        "messaging_product": "whatsapp",
+                        "metadata": {
+                            "display_phone_number": "15550783881",
+                            "phone_number_id": "106540352242922",
+                        },
+                        "contacts": [{"profile": {"name": "Ana"}, "wa_id": "44912345678"}],
+                        "messages": [
+                            {
+                                "from": "44912345678",
+                                "id": "wamid.TEST1",
+                                "timestamp": "1700000000",
+                                "type": "text",
+                                "text": {"body": "Hola!"},
+                            }
+                        ],
+                    },
+                }
+            ],
+        }
+    ],
+}
+DOCS = FormatDocs(
+    body=ENVELOPE_SCHEMA,
+    example=ENVELOPE_EXAMPLE,
+    headers=(
+        FormatHeader(
+            "X-Hub-Signature-256",
+            "`sha256=` and the hex HMAC-SHA256 of the raw body keyed with the app secret, "
+            "as Meta signs every POST. Missing or not matching: 401, nothing stored.",
+            "^sha256=[0-9a-fA-F]{64}$",
+        ),
+    ),
+    verify_query={
+        "hub.mode": "subscribe (anything else: 403).",
+        "hub.verify_token": "The Verify token typed in the App Dashboard (another: 403).",
+        "hub.challenge": "Answered back as text/plain.",
+    },
+    verify_description="Meta's verification request (when the callback URL is saved in the "
+    "App Dashboard): hub.mode subscribe and the route's verify_token answer 200 with "
+    "hub.challenge as plain text; anything else 403.",
+)
 
 
 @hookimpl
@@ -213,5 +405,6 @@ def router_ingest_formats() -> list[IngestFormat]:
             destinations=_destinations,
             description="WhatsApp Cloud API webhooks: Meta's GET handshake, "
             "X-Hub-Signature-256, one stored message per WhatsApp message",
+            docs=DOCS,
         )
     ]
