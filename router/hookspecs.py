@@ -34,7 +34,10 @@ def router_sink_types() -> list[SinkType]:
     the destination acknowledged the message and raises on failure
     (``router.sinks.DeliveryFailed``; with ``permanent=True`` when no retry
     can succeed: the message is then given up at once, dead-lettered or its
-    key blocked as ``retry.on_exhausted`` says), and ``async aclose()``.
+    key blocked as ``retry.on_exhausted`` says; with ``retry_after`` and
+    ``hold_destination=True`` when the destination as a whole asked to wait),
+    and ``async aclose()``. ``SinkType.circuit_breaker`` says whether its
+    destinations get the circuit breaker unless routes.yaml says otherwise.
     """
     raise NotImplementedError
 

@@ -389,11 +389,10 @@ class HttpSink:
                 # Secrets out before the cut: one straddling it would keep
                 # its first part, which no longer matches.
                 f"HTTP {response.status_code}{listed}: {self._redact(response.text)[:200]}",
-                # Only where the service as a whole asks to wait (RFC 6585,
-                # RFC 9110): it holds the whole destination (DeliveryFailed).
-                retry_after=parse_retry_after(response.headers.get("retry-after"))
-                if response.status_code in (429, 503)
-                else None,
+                retry_after=parse_retry_after(response.headers.get("retry-after")),
+                # Where the service as a whole asks to wait (RFC 6585, RFC
+                # 9110), every delivery to it waits (DeliveryFailed).
+                hold_destination=response.status_code in (429, 503),
             )
 
     def _redact(self, text: str) -> str:

@@ -264,11 +264,12 @@ class Breaker:
         return self.failing_keys > 0
 
     def args(self, retry_after: float | None) -> list[int]:
-        """The breaker's part of fail.lua's ARGV; `retry_after` (seconds) the
-        destination asked for, or None."""
+        """The breaker's part of fail.lua's ARGV; `retry_after`: the seconds
+        the destination asked all deliveries to wait, or None."""
         hold = 0
+        # NaN compares false; an infinite ask is cut to max_hold like any other.
         if self.on and retry_after is not None and retry_after > 0:
-            hold = min(self.max_hold_ms, int(retry_after * 1000))
+            hold = int(min(float(self.max_hold_ms), retry_after * 1000))
         return [self.failing_keys, self.window_ms, self.probe_ms, self.probe_max_ms, hold]
 
 

@@ -36,10 +36,11 @@ class DeliveryFailed(Exception):
     ``retry_after`` (seconds, e.g. from an HTTP ``Retry-After`` header) may
     lengthen the computed backoff, up to an hour, but never shortens it: a
     value below the backoff, 0, negative or NaN leaves the backoff as it is
-    (router.retry.backoff_seconds). With the destination's circuit breaker
-    on, it also holds the whole destination that long (up to
-    `circuit_breaker.max_hold`): pass it only when the destination as a
-    whole asked to wait (HTTP 429 or 503), not for one message's trouble.
+    (router.retry.backoff_seconds). With ``hold_destination=True`` (the
+    destination as a whole asked to wait: HTTP 429 or 503, as the built-in
+    plugins say) and the destination's circuit breaker on, it also holds
+    every delivery to the destination that long (up to
+    `circuit_breaker.max_hold`).
     Any other exception a sink raises counts as a failed attempt too, and is
     logged with its traceback.
 
@@ -53,12 +54,18 @@ class DeliveryFailed(Exception):
     """
 
     def __init__(
-        self, reason: str, retry_after: float | None = None, *, permanent: bool = False
+        self,
+        reason: str,
+        retry_after: float | None = None,
+        *,
+        permanent: bool = False,
+        hold_destination: bool = False,
     ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.retry_after = retry_after
         self.permanent = permanent
+        self.hold_destination = hold_destination
 
 
 class OptionError(ValueError):

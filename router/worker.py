@@ -164,8 +164,14 @@ class DestinationWorker:
                     # backoff stay queued for the next run.
                     return
                 if burst and self._tasks:
+                    # A slot freeing, or the claim's deadline (a backoff, a
+                    # lease, the rate limit's next start), whichever is first.
                     self._slot_freed.clear()
-                    await self._wait_slot(MAX_IDLE)
+                    wait = MAX_IDLE
+                    if result.next_deadline_ms >= 0:
+                        due = (result.next_deadline_ms - result.now_ms) / 1000
+                        wait = min(MAX_IDLE, max(0.002, due))
+                    await self._wait_slot(wait)
                     continue
                 due = (result.next_deadline_ms - result.now_ms) / 1000
                 if self._rate_limited and result.ready_left > 0 and 0 <= due < SERVER_TIMER:
@@ -304,9 +310,7 @@ class DestinationWorker:
                 )
                 return
             except DeliveryFailed as exc:
-                await self._failed(
-                    claim, env, attempts + 1, exc.reason, exc.retry_after, started, exc.permanent
-                )
+                await self._failed(claim, env, attempts + 1, exc.reason, started, exc)
                 return
             except Exception as exc:
                 # A plugin bug is a failed attempt, never a dead worker.
@@ -317,7 +321,7 @@ class DestinationWorker:
                     env.id,
                 )
                 error = f"{type(exc).__name__}: {exc}"
-                await self._failed(claim, env, attempts + 1, error, None, started)
+                await self._failed(claim, env, attempts + 1, error, started)
                 return
             seconds = time.perf_counter() - started
             # The destination took it: an ok attempt, whatever the ack meets.
@@ -417,20 +421,24 @@ class DestinationWorker:
         env: envelope.Envelope,
         attempts: int,
         error: str,
-        retry_after: float | None,
         started: float,
-        permanent: bool = False,
+        failure: DeliveryFailed | None = None,
     ) -> None:
         """Attempt number `attempts` (begun at perf_counter `started`) failed
-        with `error` (`permanent`: the sink said no retry can succeed):
+        with `error` (`failure`: what the sink raised, when it said more: a
+        Retry-After, whether it holds the destination, a permanent failure):
         decide and record."""
         seconds = time.perf_counter() - started
+        retry_after = failure.retry_after if failure else None
         decision = retry.decide(
-            self.settings.retry, attempts, _age(env), retry_after, permanent=permanent
+            self.settings.retry,
+            attempts,
+            _age(env),
+            retry_after,
+            permanent=failure is not None and failure.permanent,
         )
-        await self._record_failure(
-            claim, attempts, decision, error, env.id, retry_after, seconds=seconds
-        )
+        hold = retry_after if failure is not None and failure.hold_destination else None
+        await self._record_failure(claim, attempts, decision, error, env.id, hold, seconds=seconds)
 
     async def _record_failure(
         self,
@@ -439,15 +447,15 @@ class DestinationWorker:
         decision: retry.Decision,
         error: str,
         message_id: str,
-        retry_after: float | None,
+        hold: float | None,
         counted: bool = True,
         seconds: float | None = None,
     ) -> None:
         """Record the decision in Redis (fail.lua counts the attempt, and
-        keeps the destination's health), then log it once. `retry_after`:
-        the seconds the destination asked to wait; `seconds`: how long the
-        attempt that failed took (None: the worker gave up before trying
-        again: counted=False)."""
+        keeps the destination's health), then log it once. `hold`: the
+        seconds the destination asked all deliveries to wait; `seconds`: how
+        long the attempt that failed took (None: the worker gave up before
+        trying again: counted=False)."""
         recorded: Failed | Literal[False] = await self._settle(
             lambda: self.queue.fail(
                 claim,
@@ -456,7 +464,7 @@ class DestinationWorker:
                 decision.outcome,
                 counted,
                 self._breaker,
-                retry_after,
+                hold,
                 message_fault=decision.rule == "permanent",
             )
         )
@@ -479,7 +487,7 @@ class DestinationWorker:
             error=error,
         )
         if recorded.event:
-            self._log_health(recorded.event, error, retry_after)
+            self._log_health(recorded.event, error, hold)
         if recorded.lease_lost:
             # Logged once, instead of a "retrying" line for an attempt whose
             # outcome no longer counts (e.g. a process paused past its lease).
@@ -516,7 +524,7 @@ class DestinationWorker:
                 extra=extra,
             )
 
-    def _log_health(self, event: str, error: str, retry_after: float | None) -> None:
+    def _log_health(self, event: str, error: str, hold: float | None) -> None:
         """One line per transition of the destination's health: fail.lua
         reports it to the one attempt that caused it."""
         name, cb = self.destination.name, self.settings.circuit_breaker
@@ -535,12 +543,11 @@ class DestinationWorker:
                 extra=extra,
             )
         else:
-            hold = self._breaker.args(retry_after)[-1] / 1000
             log.warning(
                 "destination %s asked to wait (Retry-After %gs): nothing is attempted for %gs",
                 name,
-                retry_after or 0,
-                hold,
+                hold or 0,
+                self._breaker.args(hold)[-1] / 1000,
                 extra=extra,
             )
 

@@ -49,13 +49,19 @@ local wake_at = nil -- when the gate may let claims through again
 if redis.call('EXISTS', paused) == 1 then
   gate = PAUSED
 elseif ARGV[6] == '1' then
-  local h = redis.call('HMGET', health, 'hold_until', 'state', 'probe_at')
+  local h = redis.call('HMGET', health, 'hold_until', 'state', 'probe_at', 'probe_key')
   local hold_until = tonumber(h[1])
   if hold_until and hold_until > now then
     gate, wake_at = HELD, hold_until
   elseif h[2] == 'down' then
     gate, wake_at = DOWN, tonumber(h[3]) or now
-    if wake_at <= now and room > 0 then
+    if h[4] and redis.call('ZSCORE', leases, h[4]) then
+      -- The probe is still out (its lease renewed past probe_at): its
+      -- answer, or its lease running out, decides; the lease deadline
+      -- below says when to look.
+      wake_at = nil
+      room = 0
+    elseif wake_at <= now and room > 0 then
       -- One probe: the key in front of ready (the earliest due), else the
       -- key whose backoff ends first. No second probe while it is out: the
       -- next one is due when its lease would run out (fail.lua sets it
@@ -73,6 +79,9 @@ elseif ARGV[6] == '1' then
         wake_at = now + lease
         room = 1
       else
+        -- Nothing to probe: a message stored, failed or handed back
+        -- nudges the workers (no polling meanwhile).
+        wake_at = nil
         room = 0
       end
     else
@@ -83,6 +92,11 @@ elseif ARGV[6] == '1' then
     end
   end
   if hold_until and hold_until <= now then redis.call('HDEL', health, 'hold_until') end
+elseif redis.call('EXISTS', health) == 1 then
+  -- The breaker was turned off (routes.yaml) while the destination was
+  -- down or held: that state means nothing now, and would keep ack.lua from
+  -- keeping busy keys.
+  redis.call('DEL', health)
 end
 if gate == PAUSED or gate == HELD then room = 0 end
 while room > 0 do

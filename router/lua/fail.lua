@@ -79,9 +79,12 @@ if threshold > 0 then
     end
   end
   local hold = tonumber(ARGV[11])
-  if hold > 0 and ARGV[6] == '1' and now + hold > (tonumber(redis.call('HGET', health, 'hold_until')) or 0) then
+  local held_until = tonumber(redis.call('HGET', health, 'hold_until')) or 0
+  if hold > 0 and ARGV[6] == '1' and now + hold > held_until then
     redis.call('HSET', health, 'hold_until', now + hold)
-    if event == '' then event = 'hold' end
+    -- Reported (and so logged) when a hold begins, not when another
+    -- answer of the same kind lengthens it.
+    if event == '' and held_until <= now then event = 'hold' end
   end
 end
 -- Nudge a blocked worker so it recomputes how long it may sleep.

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -19,7 +18,6 @@ from router.keys import DestinationKeys
 from router.queue import DestinationQueues, Scripts
 from router.redis_client import connect
 from tests.support.bot import Answer, Bot
-from tests.support.cluster import sync_client
 from tests.support.servers import wait_until
 
 KEYS = DestinationKeys("chatbot")
@@ -33,15 +31,6 @@ BREAKER = {
     "probe_interval": "200ms",
     "probe_interval_max": "400ms",
 }
-
-
-@pytest.fixture()
-def redis(clean_redis: str) -> Iterator[Redis]:
-    client = sync_client(clean_redis)
-    try:
-        yield client
-    finally:
-        client.close()
 
 
 class Outage:
@@ -146,7 +135,7 @@ def test_a_retry_after_holds_the_whole_destination(start_router, bot: Bot, redis
     def decide(message: dict[str, str], n: int) -> Answer:
         if not first.is_set():
             first.set()
-            return Answer(status=429, body="slow down", headers={"Retry-After": "2"})
+            return Answer(status=429, body="slow down", headers={"Retry-After": "4"})
         return Answer()
 
     bot.decide = decide
@@ -162,8 +151,8 @@ def test_a_retry_after_holds_the_whole_destination(start_router, bot: Bot, redis
     status = httpx.get(worker.url + "/metrics").text
     assert 'router_destination_state{destination="chatbot"} 2.0' in status
     wait_until(lambda: len(bot.acknowledged()) == 16, timeout=20, what="every message")
-    # The destination asked for 2 s: the next request came no sooner.
-    assert bot.received[1].at - refused_at >= 1.9
+    # The destination asked for 4 s: the next request came no sooner.
+    assert bot.received[1].at - refused_at >= 3.9
     for k in "bcd":
         assert bot.acked_messages(k) == [f"{k}-{i}" for i in range(5)]
     assert bot.acked_messages("a") == ["a-0"]
@@ -212,8 +201,8 @@ async def test_while_down_one_probe_at_a_time_and_a_probe_given_up_frees_the_slo
         for key in ("a", "b", "c"):
             await redis.rpush(KEYS.lane(key), b'{"id":"m-%s","ts":1,"body":{}}' % key.encode())
             await redis.rpush(KEYS.ready, key)
-        await redis.hset(KEYS.health, mapping={"state": "down", "probe_at": 0, "probe_ms": 100})
-        breaker = Breaker(failing_keys=3, window_ms=10_000, probe_ms=100, probe_max_ms=150)
+        await redis.hset(KEYS.health, mapping={"state": "down", "probe_at": 0, "probe_ms": 30_000})
+        breaker = Breaker(failing_keys=3, window_ms=10_000, probe_ms=30_000, probe_max_ms=45_000)
 
         probe = await queue.claim("t1", 10, 30_000, 16, breaker=True)
         assert [c.key for c in probe.claims] == ["a"] and probe.ready_left == DOWN
@@ -228,10 +217,10 @@ async def test_while_down_one_probe_at_a_time_and_a_probe_given_up_frees_the_slo
         second = await queue.claim("t3", 10, 30_000, 16, breaker=True)
         assert [c.key for c in second.claims] == ["b"]
 
-        # A probe that fails: the next waits twice as long, capped (150 ms).
+        # A probe that fails: the next waits twice as long, capped (45 s).
         await queue.fail(second.claims[0], 60_000, "HTTP 500", Outcome.RETRY, True, breaker)
         health = await redis.hgetall(KEYS.health)
-        assert int(health[b"probe_ms"]) == 150
+        assert int(health[b"probe_ms"]) == 45_000
         assert (await queue.claim("t4", 10, 30_000, 16, breaker=True)).claims == []
         # With the breaker off (routes.yaml changed), the state is ignored.
         off = await queue.claim("t5", 10, 30_000, 16, breaker=False)
@@ -269,5 +258,84 @@ async def test_failures_that_are_the_messages_own_never_open_it(clean_redis: str
         assert await fail_each(5, message_fault=True) == [""] * 5
         assert await redis.exists(KEYS.health, KEYS.failing) == 0
         assert await fail_each(3, message_fault=False) == ["", "", "down"]
+    finally:
+        await redis.aclose()
+
+
+async def test_the_probe_slot_and_the_hold_report(clean_redis: str) -> None:
+    """What every process relies on: while a probe's lease is renewed past
+    its probe time no second probe goes out; a down destination with nothing
+    to probe tells workers to wait for a nudge, not to poll; a Retry-After
+    is reported (logged) when a hold begins, not when another answer
+    lengthens it; turning the breaker off forgets a stale state."""
+    from router.queue import DOWN, HELD, Breaker, Outcome
+
+    redis = connect(clean_redis)
+    try:
+        queue = DestinationQueues(redis, Scripts(redis), "chatbot").shards[0]
+        breaker = Breaker(
+            failing_keys=3, window_ms=10_000, probe_ms=10, probe_max_ms=10, max_hold_ms=60_000
+        )
+        await redis.hset(KEYS.health, mapping={"state": "down", "probe_at": 0, "probe_ms": 10})
+        idle = await queue.claim("t0", 10, 30_000, 16, breaker=True)
+        assert idle.claims == [] and idle.ready_left == DOWN
+        assert idle.next_deadline_ms == -1  # nothing to probe: wait for a nudge
+
+        for key in ("a", "b"):
+            await redis.rpush(KEYS.lane(key), b'{"id":"m-%s","ts":1,"body":{}}' % key.encode())
+            await redis.rpush(KEYS.ready, key)
+        [probe] = (await queue.claim("t1", 10, 300, 16, breaker=True)).claims
+        assert await queue.renew(probe, 60_000)  # a long attempt renews its lease
+        await redis.hset(KEYS.health, "probe_at", 0)  # as if its probe time had passed
+        assert (await queue.claim("t2", 10, 300, 16, breaker=True)).claims == []
+
+        # Retry-After answers on two keys: one report, at the first.
+        await queue.release(probe)
+        await redis.delete(KEYS.health)
+        claims = (await queue.claim("t3", 10, 30_000, 16, breaker=True)).claims
+        events = [
+            (await queue.fail(c, 5_000, "HTTP 429", Outcome.RETRY, True, breaker, 30)).event
+            for c in claims
+        ]
+        assert events == ["hold", ""]
+        assert (await queue.claim("t4", 10, 30_000, 16, breaker=True)).ready_left == HELD
+
+        # The breaker turned off in routes.yaml: the hold is forgotten.
+        await redis.zadd(KEYS.delayed, {"a": 0})
+        free = await queue.claim("t5", 10, 30_000, 16, breaker=False)
+        assert [c.key for c in free.claims] == ["a"]
+        assert await redis.exists(KEYS.health) == 0
+    finally:
+        await redis.aclose()
+
+
+async def test_a_large_backlog_resumes_without_sorting_in_redis(clean_redis: str) -> None:
+    """Past 5,000 waiting conversations reopen does not sort them in Lua
+    (Redis would be held for a second at 200,000): every backoff ends at
+    once, in the order they would have ended, and claims take them all."""
+    redis = connect(clean_redis)
+    try:
+        queue = DestinationQueues(redis, Scripts(redis), "chatbot").shards[0]
+        now = int(time.time() * 1000)
+        keys = [f"k{i:05d}" for i in range(6000)]
+        async with redis.pipeline(transaction=False) as pipe:
+            for i, key in enumerate(keys):
+                pipe.rpush(KEYS.lane(key), b'{"id":"m-%d","ts":%d,"body":{}}' % (i, now))
+                pipe.zadd(KEYS.heads, {key: now})
+                # Backoffs ending in an hour, the first key's first.
+                pipe.zadd(KEYS.delayed, {key: now + 3_600_000 + i})
+            pipe.hset(KEYS.health, mapping={"state": "down", "since": now, "probe_at": now})
+            await pipe.execute()
+        assert await queue.reopen() == 6000
+        assert await redis.exists(KEYS.health) == 0
+        due = await redis.zrange(KEYS.delayed, 0, -1, withscores=True)
+        assert [k.decode() for k, _ in due] == keys  # the order they would have ended in
+        assert all(score < now for _, score in due)
+        claimed: list[str] = []
+        while len(claimed) < len(keys):
+            got = await queue.claim(f"t{len(claimed)}", 500, 30_000, 100_000, breaker=True)
+            assert got.claims, "a resumed key was not claimable"
+            claimed += [c.key for c in got.claims]
+        assert sorted(claimed) == keys
     finally:
         await redis.aclose()
