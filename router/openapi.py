@@ -171,38 +171,43 @@ ROUTED_SCHEMA = Schema(
 )
 
 
-STORED_MANY_SCHEMA = Schema(
-    type=_OBJECT,
-    required=["status", "messages", "skipped", "problems"],
-    properties={
-        "status": Schema(const="ok"),
-        "messages": Schema(
-            type=OpenAPIType.ARRAY,
-            items=Schema(
-                type=_OBJECT,
-                required=["id", "duplicate"],
-                properties={
-                    k: v
-                    for k, v in (STORED_SCHEMA.properties or {}).items()
-                    if k in ("id", "duplicate")
-                },
+def _stored_many(item: Schema) -> Schema:
+    """The 200 of a format route: each message as `item` describes it."""
+    return Schema(
+        type=_OBJECT,
+        required=["status", "messages", "skipped", "problems"],
+        properties={
+            "status": Schema(const="ok"),
+            "messages": Schema(
+                type=OpenAPIType.ARRAY,
+                items=item,
+                description="One per message of the request that was stored (or found a "
+                "duplicate), in the request's order; all stored in one step.",
             ),
-            description="One per message of the request that was stored (or found a "
-            "duplicate), in the request's order; all stored in one step.",
-        ),
-        "skipped": Schema(
-            type=_INTEGER,
-            minimum=0,
-            description="Malformed items of the request left out (the rest is stored); each "
-            "is logged and counted in router_ingest_items_skipped_total.",
-        ),
-        "problems": Schema(
-            type=OpenAPIType.ARRAY,
-            items=Schema(type=_STRING),
-            description="What was wrong with each skipped item, and where.",
-        ),
-    },
-)
+            "skipped": Schema(
+                type=_INTEGER,
+                minimum=0,
+                description="Malformed items of the request left out (the rest is stored); "
+                "each is logged and counted in router_ingest_items_skipped_total.",
+            ),
+            "problems": Schema(
+                type=OpenAPIType.ARRAY,
+                items=Schema(type=_STRING),
+                description="What was wrong with each skipped item, and where.",
+            ),
+        },
+    )
+
+
+def _fields_of(schema: Schema, *names: str) -> Schema:
+    """An object schema of some of `schema`'s properties, all required."""
+    own = schema.properties or {}
+    return Schema(type=_OBJECT, required=list(names), properties={k: own[k] for k in names})
+
+
+STORED_MANY_SCHEMA = _stored_many(_fields_of(STORED_SCHEMA, "id", "duplicate"))
+# On a format route with `when:` filters each message names its destinations.
+ROUTED_MANY_SCHEMA = _stored_many(_fields_of(ROUTED_SCHEMA, "id", "duplicate", "destinations"))
 
 
 def _header(description: str, schema: Schema) -> OpenAPIHeader:
@@ -540,17 +545,21 @@ def _format_responses(ingest: IngestRoute, fmt: IngestFormat) -> dict[str, OpenA
     """The 200, 400 and 401 of a format route: its messages listed, what the
     format's own code refuses."""
     refused = _refusal(fmt.parse, _format_request(ingest, b"{}"))
+    stored = {"id": "msg_1a2210d62071692a2cd6151b512", "duplicate": False}
+    if ingest.route.filters:
+        stored["destinations"] = [d.name for d in ingest.route.destinations]
     responses = {
         "200": _answer(
             "Every message of the request stored in one step (each new or a duplicate); "
-            "malformed items left out and named.",
-            STORED_MANY_SCHEMA,
-            {
-                "status": "ok",
-                "messages": [{"id": "msg_1a2210d62071692a2cd6151b512", "duplicate": False}],
-                "skipped": 0,
-                "problems": [],
-            },
+            "malformed items left out and named."
+            + (
+                " Each message names the destinations whose `when:` filter it matched "
+                "(none: stored nowhere, id null)."
+                if ingest.route.filters
+                else ""
+            ),
+            ROUTED_MANY_SCHEMA if ingest.route.filters else STORED_MANY_SCHEMA,
+            {"status": "ok", "messages": [stored], "skipped": 0, "problems": []},
         ),
         "400": _answer(
             f"Refused, nothing stored: not a {fmt.name} webhook at all (invalid JSON or "

@@ -308,6 +308,11 @@ def test_the_schema_describes_the_filtered_routes(api: str) -> None:
     unrouted = '{"status": "ok", "id": null, "duplicate": false, "destinations": []}'
     assert unrouted in lenient["200"]["description"]
     assert "router_messages_unrouted_total" not in strict["200"]["description"]
+    # A format route's messages name their destinations too (id null: none).
+    wa = doc["paths"]["/webhooks/whatsapp"]["post"]["responses"]["200"]["content"]
+    item = wa["application/json"]["schema"]["properties"]["messages"]["items"]
+    assert item["required"] == ["id", "duplicate", "destinations"]
+    assert {"type": "null"} in item["properties"]["id"]["oneOf"]
     # The nested ordering key is no top-level field of the body.
     body = doc["paths"]["/v1/messages"]["post"]["requestBody"]["content"]["application/json"]
     assert "message.from" not in (body["schema"].get("properties") or {})
