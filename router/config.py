@@ -186,7 +186,8 @@ class RouteDestination(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     every message, as a destination written by its name alone."""
 
     name: str
-    when: Any = None
+    # UNSET: no `when:` (every message); an explicit null is refused.
+    when: Any = msgspec.UNSET
 
 
 class RouteSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -627,7 +628,7 @@ def load_config(
         own = {k: v for k, v in fields.items() if k in ROUTER_DESTINATION_FIELDS}
         settings: DestinationSettings = _convert(loader, own, DestinationSettings, path)
         _check_destination(loader, path, settings)
-        _check_ordering_key(loader, path, settings.ordering_key)
+        warnings += _check_ordering_key(loader, path, settings.ordering_key)
         sink_type = sink_types.get(settings.plugin)
         if sink_type is None:
             installed = ", ".join(sorted(sink_types)) or "none"
@@ -858,10 +859,18 @@ def _with_filters(loader: _Loader, path: Path, route: Route) -> Route:
     written = route.settings.destinations
     filters: list[Filter | None] = []
     for j, dest in enumerate(written):
-        when = None if isinstance(dest, str) else dest.when
-        if when is None:
+        when = msgspec.UNSET if isinstance(dest, str) else dest.when
+        if when is msgspec.UNSET:
             filters.append(None)
             continue
+        if when is None:
+            # An empty `when:` (a filter deleted by mistake) would send every
+            # message: the opposite of what a filter is there for.
+            raise loader.error(
+                (*path, "destinations", j, "when"),
+                "is empty: write a filter (docs/content-routing.md), or remove `when:` to "
+                "send this destination every message",
+            )
         try:
             filters.append(compile_filter(when))
         except FilterError as exc:
@@ -878,15 +887,28 @@ def _with_filters(loader: _Loader, path: Path, route: Route) -> Route:
     return dataclasses.replace(route, filters=tuple(filters))
 
 
-def _check_ordering_key(loader: _Loader, path: Path, ordering_key: str | None) -> None:
+def _check_ordering_key(loader: _Loader, path: Path, ordering_key: str | None) -> list[str]:
     """An ordering key is a path into the body (router.filters): a
-    top-level field, or dotted keys into nested objects."""
+    top-level field, or dotted keys into nested objects. Its warnings: a
+    dot reads a nested field since content routing came; a config written
+    before it meant a top-level field named with a dot."""
     if ordering_key is None:
-        return
+        return []
     try:
         compile_path(ordering_key)
     except ValueError as exc:
         raise loader.error((*path, "ordering_key"), str(exc)) from None
+    if re.search(r"(?<!\\)\.", ordering_key) is None:
+        return []
+    nested = " -> ".join(f"`{part}`" for part in re.split(r"(?<!\\)\.", ordering_key))
+    escaped = ordering_key.replace(".", "\\.")
+    return [
+        loader.place(
+            (*path, "ordering_key"),
+            f"reads the nested field {nested}; for a top-level field named "
+            f"`{ordering_key}` write `{escaped}`",
+        )
+    ]
 
 
 def _is_base64(secret: str) -> bool:

@@ -176,7 +176,14 @@ class IngestRoute:
                 field = dest.ordering_key
                 value = get(message)
                 if value is MISSING:
-                    raise BadRequest(f"missing field `{field}` (ordering key of {dest.name})")
+                    hint = ""
+                    if field in message:  # a top-level key with a dot in its name
+                        escaped = field.replace(".", "\\.")
+                        hint = (
+                            "; a dot in ordering_key reads a nested field: "
+                            f"`{escaped}` names this one"
+                        )
+                    raise BadRequest(f"missing field `{field}` (ordering key of {dest.name}){hint}")
                 key = _key_text(value, f"field `{field}`")
             out.append(Target(shards[shard_of(key, len(shards))], key))
         return out
@@ -367,7 +374,7 @@ async def store_format(
     for k, m in enumerate(messages):
         names = _format_names(ingest, m)
         if not names and m.destinations is None and settings.on_no_match == "reject":
-            raise NoMatch(f"message {k + 1} of {len(messages)} of the request")
+            raise NoMatch(m.where or f"message {k + 1} of {len(messages)} the format read")
         routed.append((m, names, _format_targets(ingest, m, names)))
     for m, _, _ in routed:
         if m.dedup_id is not None:

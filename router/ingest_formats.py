@@ -60,6 +60,9 @@ class IngestedMessage:
     # Names of the destinations it goes to: None means the route's
     # `destinations:`; () stores it nowhere (dropped).
     destinations: tuple[str, ...] | None = None
+    # Where it is in the request, for an error that names it (e.g.
+    # "entry[0].changes[0].value.messages[2]"); None: its place in parse's list.
+    where: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

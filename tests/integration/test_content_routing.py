@@ -317,3 +317,53 @@ def test_the_schema_describes_the_filtered_routes(api: str) -> None:
     body = doc["paths"]["/v1/messages"]["post"]["requestBody"]["content"]["application/json"]
     assert "message.from" not in (body["schema"].get("properties") or {})
     assert "message.from" in body["schema"]["description"]
+
+
+def test_refusals_name_the_message_and_the_field(
+    clean_redis: str, tmp_path: Path, redis: Redis
+) -> None:
+    """A format route that rejects names the message at fault by its place in
+    Meta's envelope (skipped items and statuses do not shift it); a dotted
+    ordering key that misses, on a body holding that name as one top-level
+    field, says how to name that field."""
+    path = write_yaml(
+        tmp_path,
+        """\
+        routes:
+          - path: /wa
+            format: whatsapp
+            format_options: {verify_token: verify-me, app_secret: app-secret-123}
+            on_no_match: reject
+            destinations:
+              - {name: media, when: {path: type, equals: image}}
+          - path: /json
+            destinations: [keyed]
+        destinations:
+          media: {plugin: http, url: "http://127.0.0.1:9/m"}
+          keyed: {plugin: http, url: "http://127.0.0.1:9/k", ordering_key: user.id}
+        """,
+    )
+    with serve(clean_redis, path, run_workers=False) as server:
+        malformed = {"from": "4477001", "type": "text"}  # no id: skipped
+        payload = envelope(
+            [
+                wa_value(
+                    messages=[
+                        malformed,
+                        image("4477001", "wamid.I1"),
+                        text("4477001", "wamid.T1", "hi"),
+                    ]
+                )
+            ]
+        )
+        raw = json.dumps(payload).encode()
+        r = httpx.post(server.url + "/wa", content=raw, headers=signed(raw))
+        assert r.status_code == 422, r.text
+        assert r.json()["error"].startswith("entry[0].changes[0].value.messages[2] matches no")
+        assert nothing_stored(redis)
+
+        r = httpx.post(server.url + "/json", json={"user.id": "u1"})
+        assert r.status_code == 400
+        assert "missing field `user.id`" in r.json()["error"]
+        assert "`user\\.id` names this one" in r.json()["error"]
+        assert httpx.post(server.url + "/json", json={"user": {"id": "u1"}}).status_code == 200

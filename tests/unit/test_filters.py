@@ -281,6 +281,12 @@ def test_a_route_without_filters_has_nothing_to_evaluate(tmp_path: Path) -> None
             [":8: ", "destinations.media.ordering_key", "empty segment"],
         ),
         (
+            # An empty `when:` (a filter deleted by mistake) is no filter at all.
+            "when: {path: message.type, equals: image}",
+            "when:",
+            [":5: ", "routes[0].destinations[0].when", "is empty", "remove `when:`"],
+        ),
+        (
             "  - path: /in\n",
             "  - path: /in\n    on_no_match: drop\n",
             [":3: ", "routes[0].on_no_match", "allowed: accept, reject"],
@@ -297,7 +303,10 @@ def test_a_bad_filter_in_routes_yaml_is_one_line(
 
 
 def test_on_no_match_needs_a_filter(tmp_path: Path) -> None:
-    text = ROUTES.replace("when: {path: message.type, equals: image}", "when: null")
+    text = ROUTES.replace(
+        "      - name: media\n        when: {path: message.type, equals: image}\n",
+        "      - {name: media}\n",
+    )
     text = text.replace("  - path: /in\n", "  - path: /in\n    on_no_match: reject\n")
     message = config_error(write_yaml(tmp_path, text))
     assert "routes[0].on_no_match" in message and "only a route with a `when:`" in message
@@ -307,3 +316,16 @@ def test_a_yaml_date_is_refused_with_the_advice_to_quote_it(tmp_path: Path) -> N
     text = ROUTES.replace("equals: image", "equals: 2024-01-01")
     message = config_error(write_yaml(tmp_path, text))
     assert "when.equals" in message and "got date" in message and "quote it" in message
+
+
+def test_a_dotted_ordering_key_is_read_nested_and_says_so(tmp_path: Path) -> None:
+    """Before content routing `ordering_key: user.id` named a top-level field
+    "user.id"; now it reads {"user": {"id": ...}}. A config that means the
+    old reading loads with a warning naming the place and the escape."""
+    config = load(str(write_yaml(tmp_path, ROUTES)), env={})
+    [warning] = [w for w in config.warnings if "ordering_key" in w]
+    assert ":8: destinations.media.ordering_key" in warning
+    assert "`message` -> `from`" in warning and "`message\\.from`" in warning
+    escaped = ROUTES.replace("ordering_key: message.from", "ordering_key: message\\.from")
+    plain = load(str(write_yaml(tmp_path, escaped)), env={})
+    assert not [w for w in plain.warnings if "ordering_key" in w]

@@ -170,7 +170,7 @@ def _message(
         }
     else:
         payload = {**m, **extra}
-    return IngestedMessage(_encode(payload), ordering_key=sender, dedup_id=wamid)
+    return IngestedMessage(_encode(payload), ordering_key=sender, dedup_id=wamid, where=where)
 
 
 def _status(
@@ -195,6 +195,7 @@ def _status(
         ordering_key=recipient,
         dedup_id=dedup_id,
         destinations=(destination,),
+        where=where,
     )
 
 
