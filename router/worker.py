@@ -346,7 +346,7 @@ class DestinationWorker:
             if acked.resumed is not None:
                 log.warning(
                     "destination %s is up again (an attempt succeeded): %d waiting "
-                    "conversations resume now, oldest first",
+                    "conversations resume now",
                     self.destination.name,
                     acked.resumed,
                     extra=logs.fields(destination=self.destination.name, health="up"),
