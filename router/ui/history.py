@@ -106,9 +106,15 @@ async def sampling(state: RouterState, history: History) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        task.cancel()
+        # Cancelled again until it ends: a cancellation that lands inside a
+        # Redis read can be swallowed on the way out, and one wait for the
+        # task would then hold the shutdown (and the delivery workers behind
+        # it) forever.
+        while not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=1.0)
         with contextlib.suppress(asyncio.CancelledError):
-            await task
+            task.result()
 
 
 # -- charts ------------------------------------------------------------------
