@@ -21,6 +21,7 @@ from router import standard_webhooks
 from router.filters import Filter, FilterError, compile_filter, compile_path
 from router.ingest_formats import IngestFormat
 from router.sinks import SinkType
+from router.statuses import StatusSpecError, parse_statuses
 
 
 class ConfigError(Exception):
@@ -124,6 +125,9 @@ class RetryPolicy(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     on_exhausted: Literal["dead_letter", "block"] = "dead_letter"
 
 
+DEFAULT_IGNORE_STATUSES = ("400-407", "409-424", "426-428", "430-499")
+
+
 class CircuitBreakerSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """Destination health (docs/destination-health.md): when attempts fail
     on `failing_keys` different ordering keys within `window` with no success
@@ -141,6 +145,11 @@ class CircuitBreakerSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=
     probe_interval_max: Duration = Duration(3.0)
     # Longest a Retry-After holds the whole destination (longer asks are cut).
     max_hold: Duration = Duration(300.0)
+    # HTTP answers that blame the message, not the destination: retried as
+    # any failure, never counted toward opening (a bot's 422 "malformed" says
+    # nothing about the bot). Every 4xx but 408 (timeout), 425 (too early)
+    # and 429 (too many requests), which are the destination's state.
+    ignore_statuses: tuple[int | str, ...] = DEFAULT_IGNORE_STATUSES
 
 
 class OutboundRateLimit(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -955,6 +964,11 @@ def _check_destination(loader: _Loader, path: Path, s: DestinationSettings) -> N
             "must be >= circuit_breaker.probe_interval",
         ),
     ]
+    try:
+        parse_statuses(cb.ignore_statuses)
+    except StatusSpecError as exc:
+        where = (*path, "circuit_breaker", "ignore_statuses", exc.index)
+        raise loader.error(where, exc.message) from None
     limit = s.rate_limit
     if limit is not None:
         checks += [

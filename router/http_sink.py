@@ -24,6 +24,7 @@ from router import standard_webhooks
 from router.delivery_http import direct_transport
 from router.reshape import Template, compile_template, render
 from router.sinks import Delivery, DeliveryFailed, OptionError, SinkContext
+from router.statuses import Ranges, StatusSpecError, matches, parse_statuses
 
 # Methods a delivery may use: each sends the message as its body. GET, HEAD,
 # DELETE and OPTIONS carry no body in practice (RFC 9110 gives a body on them
@@ -39,8 +40,6 @@ _BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 # contradict it (a wrong Content-Length) or smuggle a second request.
 _FRAMING_HEADERS = frozenset({"content-length", "transfer-encoding", "host", "connection"})
 _SIGNING_HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")
-_STATUS_CLASS = re.compile(r"^\s*([1-5])xx\s*$", re.IGNORECASE)
-_STATUS_RANGE = re.compile(r"^\s*(\d{3})\s*(?:-\s*(\d{3})\s*)?$")
 
 
 class SigningOptions(msgspec.Struct, forbid_unknown_fields=True):
@@ -51,32 +50,17 @@ class SigningOptions(msgspec.Struct, forbid_unknown_fields=True):
     secret: str  # whsec_<base64>, from ${VAR}; never logged or shown
 
 
-def parse_success_statuses(spec: list[int | str]) -> tuple[tuple[int, int], ...]:
+def parse_success_statuses(spec: list[int | str]) -> Ranges:
     """`success_statuses` as (lowest, highest) ranges: each item a code
     (200), a range ("200-299") or a class ("2xx"). Raises OptionError."""
     if not spec:
         raise OptionError(
             ("success_statuses",), "list at least one status, or leave it out for any 2xx"
         )
-    ranges = []
-    for i, item in enumerate(spec):
-        where = ("success_statuses", i)
-        if isinstance(item, int):
-            low = high = item
-        elif (klass := _STATUS_CLASS.match(item)) is not None:
-            low = int(klass.group(1)) * 100
-            high = low + 99
-        elif (span := _STATUS_RANGE.match(item)) is not None:
-            low = int(span.group(1))
-            high = int(span.group(2) or low)
-        else:
-            raise OptionError(
-                where, f'{item!r} is not a status: write 200, a range "200-299" or "2xx"'
-            )
-        if not 100 <= low <= high <= 599:
-            raise OptionError(where, f"{item!r}: statuses are 100 to 599, a range written low-high")
-        ranges.append((low, high))
-    return tuple(ranges)
+    try:
+        return parse_statuses(spec)
+    except StatusSpecError as exc:
+        raise OptionError(("success_statuses", exc.index), exc.message) from None
 
 
 class HttpOptions(msgspec.Struct, forbid_unknown_fields=True):
@@ -371,7 +355,7 @@ class HttpSink:
         `success_statuses` when they are set."""
         if self._statuses is None:
             return 200 <= status <= 299
-        return any(low <= status <= high for low, high in self._statuses)
+        return matches(self._statuses, status)
 
     def check(self, response: httpx.Response) -> None:
         """Raise DeliveryFailed unless the response acknowledges the message.
@@ -393,6 +377,9 @@ class HttpSink:
                 # Where the service as a whole asks to wait (RFC 6585, RFC
                 # 9110), every delivery to it waits (DeliveryFailed).
                 hold_destination=response.status_code in (429, 503),
+                # Whether it is the message's fault (a 4xx) or the
+                # destination's: the destination's circuit_breaker decides.
+                status=response.status_code,
             )
 
     def _redact(self, text: str) -> str:

@@ -146,7 +146,8 @@ class DestinationKeys:
     @property
     def health(self) -> str:
         """Hash, present only while the destination is down or held: the
-        circuit breaker's `state` ('down'), `since`, `probe_at`, `probe_ms`,
+        circuit breaker's `state` ('down'), `since`, `onset` (the first
+        counted failure of the outage), `probe_at`, `probe_ms`,
         `probe_key`, `error`, and `hold_until` (ms) of a Retry-After
         (docs/destination-health.md)."""
         return f"{self.tag}:health"
@@ -157,6 +158,20 @@ class DestinationKeys:
         since the destination's last success; failures on enough keys open
         the circuit breaker."""
         return f"{self.tag}:failing"
+
+    @property
+    def suspects(self) -> str:
+        """Sorted set: ordering key -> time (ms) of its first failed attempt
+        since its own last success; such a conversation counts once toward
+        opening the circuit breaker, however often it fails."""
+        return f"{self.tag}:suspects"
+
+    @property
+    def recovered(self) -> str:
+        """String: when (ms, server clock) the destination last came back up
+        after its circuit breaker opened; a message that arrived before it
+        waited through that outage, and its failure does not count again."""
+        return f"{self.tag}:recovered"
 
     @property
     def throttle(self) -> str:

@@ -39,6 +39,7 @@ SCRIPT_KEYS: dict[str, tuple[str, ...]] = {
         "paused",
         "health",
         "throttle",  # the outbound rate limit (router.outbound_rate)
+        "suspects",
     ),
     "ack": (
         "lane",
@@ -55,6 +56,8 @@ SCRIPT_KEYS: dict[str, tuple[str, ...]] = {
         "health",
         "failing",
         "throttle",  # the outbound rate limit (router.outbound_rate)
+        "suspects",
+        "recovered",
     ),
     "fail": (
         "lane",
@@ -71,6 +74,8 @@ SCRIPT_KEYS: dict[str, tuple[str, ...]] = {
         "heads",
         "health",
         "failing",
+        "suspects",
+        "recovered",
     ),
     "renew": ("leases", "owner"),
     "release": ("ready", "leases", "owner", "wake", "health"),
@@ -90,7 +95,16 @@ SCRIPT_KEYS: dict[str, tuple[str, ...]] = {
     "recount": ("counts", "heads", "ready", "leases", "delayed", "blocked"),
     "retry": ("delayed", "ready", "wake"),
     "purge": ("dead",),
-    "reopen": ("health", "failing", "ready", "delayed", "heads", "wake"),
+    "reopen": (
+        "health",
+        "failing",
+        "ready",
+        "delayed",
+        "heads",
+        "wake",
+        "suspects",
+        "recovered",
+    ),
     "ratelimit": ("counter",),  # not a destination's: see router.keys.rate_limit_key
 }
 PER_DESTINATION = {"enqueue", "enqueue_many"}

@@ -51,6 +51,15 @@ class DeliveryFailed(Exception):
     with ``retry.on_exhausted: block``), and the next message of its key
     goes on. Never use it for a destination's own trouble (an outage, a 5xx,
     a timeout): that message would be given up though a retry could deliver it.
+
+    Whether a failure says the destination is sick (it counts toward its
+    circuit breaker) or only that this message is wrong for it (retried, but
+    never counted): ``status``, the HTTP status the destination answered,
+    lets the destination's ``circuit_breaker.ignore_statuses`` decide (by
+    default every 4xx but 408, 425 and 429 is the message's fault);
+    ``message_fault=True`` or ``False`` decides it outright, for a plugin
+    that knows better (a broker's "no such queue" is the destination's).
+    Without either, a failure counts (a timeout, a refused connection).
     """
 
     def __init__(
@@ -60,12 +69,16 @@ class DeliveryFailed(Exception):
         *,
         permanent: bool = False,
         hold_destination: bool = False,
+        status: int | None = None,
+        message_fault: bool | None = None,
     ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.retry_after = retry_after
         self.permanent = permanent
         self.hold_destination = hold_destination
+        self.status = status
+        self.message_fault = message_fault
 
 
 class OptionError(ValueError):

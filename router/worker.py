@@ -40,6 +40,7 @@ from router.queue import (
 from router.redis_client import SOCKET_TIMEOUT
 from router.settings import DeliveryTransport
 from router.sinks import Delivery, DeliveryFailed, Sink
+from router.statuses import matches, parse_statuses
 
 log = logging.getLogger("router.worker")
 
@@ -112,6 +113,8 @@ class DestinationWorker:
         self._loop_exited = asyncio.Event()
         self._metrics = DeliveryMetrics(destination.name)
         self._breaker = breaker_of(destination)
+        # HTTP answers that are the message's fault, not the destination's.
+        self._ignored = parse_statuses(self.settings.circuit_breaker.ignore_statuses)
 
     # -- the loop ----------------------------------------------------------
 
@@ -438,7 +441,26 @@ class DestinationWorker:
             permanent=failure is not None and failure.permanent,
         )
         hold = retry_after if failure is not None and failure.hold_destination else None
-        await self._record_failure(claim, attempts, decision, error, env.id, hold, seconds=seconds)
+        await self._record_failure(
+            claim,
+            attempts,
+            decision,
+            error,
+            env.id,
+            hold,
+            seconds=seconds,
+            message_fault=decision.rule == "permanent" or self._blames_message(failure),
+        )
+
+    def _blames_message(self, failure: DeliveryFailed | None) -> bool:
+        """Whether a failure is the message's own, not the destination's (it
+        never counts toward the circuit breaker): the plugin's word, else
+        the answer's status against `circuit_breaker.ignore_statuses`."""
+        if failure is None:
+            return False
+        if failure.message_fault is not None:
+            return failure.message_fault
+        return failure.status is not None and matches(self._ignored, failure.status)
 
     async def _record_failure(
         self,
@@ -450,12 +472,14 @@ class DestinationWorker:
         hold: float | None,
         counted: bool = True,
         seconds: float | None = None,
+        message_fault: bool = False,
     ) -> None:
         """Record the decision in Redis (fail.lua counts the attempt, and
         keeps the destination's health), then log it once. `hold`: the
         seconds the destination asked all deliveries to wait; `seconds`: how
         long the attempt that failed took (None: the worker gave up before
-        trying again: counted=False)."""
+        trying again: counted=False); `message_fault`: the failure says
+        nothing about the destination's health."""
         recorded: Failed | Literal[False] = await self._settle(
             lambda: self.queue.fail(
                 claim,
@@ -465,7 +489,7 @@ class DestinationWorker:
                 counted,
                 self._breaker,
                 hold,
-                message_fault=decision.rule == "permanent",
+                message_fault=message_fault,
             )
         )
         outcome = "failed"  # also when the lease was lost: nothing else was recorded

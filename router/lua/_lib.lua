@@ -127,25 +127,35 @@ end
 
 -- The circuit breaker (docs/destination-health.md). `health` is a hash that
 -- exists only while something holds the destination: `state` = 'down' (with
--- `since`, `probe_at`, `probe_ms`, `probe_key`, `error`) after failures on
--- many ordering keys with no success between them, and/or `hold_until` (ms)
--- after a Retry-After. `failing` is a sorted set: ordering key -> time of
--- its last failure since the destination's last success.
+-- `since`, `onset`, `probe_at`, `probe_ms`, `probe_key`, `error`) after
+-- failures on many ordering keys with no success between them, and/or
+-- `hold_until` (ms) after a Retry-After. `failing` is a sorted set: ordering
+-- key -> time of its counted failure since the destination's last success.
+-- `suspects`: ordering key -> time of its first failure since its own last
+-- success (a conversation counts once until it succeeds). `recovered`: when
+-- (ms) the destination last came back up; a failure of a message that
+-- waited through that outage does not count (fail.lua).
 
 -- Most waiting keys reopen sorts by their head's arrival in Lua (about
 -- 30 ms of Redis time at this size); past it, a cheaper step in C.
 local REOPEN_SORT_MAX = 5000
 
--- The destination answered: it is up. Every conversation that waited, in
--- `ready` (due while it was down) or `delayed` (its own backoff), goes to
--- `ready` at once, the one with the oldest head message first, instead of
--- waiting out a backoff grown during the outage. Once per outage. Returns
--- how many keys resumed.
-local function reopen(health, failing, ready, delayed, heads, wake)
+-- The destination answered: it is up. Every conversation that waited because
+-- of the outage, in `ready` (due while it was down) or `delayed` (its own
+-- backoff), goes to `ready` at once, the one with the oldest head message
+-- first, instead of waiting out a backoff grown during the outage. A key that
+-- was failing on its own since before the outage's first counted failure
+-- (`onset`) keeps its own backoff: the outage did not cause it, and resuming
+-- it would only repeat a failure (`everyone`: an operator's retry resumes
+-- those too). Once per outage. Returns how many keys resumed.
+local function reopen(health, failing, ready, delayed, heads, wake, suspects, recovered, everyone)
+  local now = now_ms()
+  local onset = tonumber(redis.call('HGET', health, 'onset') or '')
   -- The down state goes first, whichever way the keys resume. A Retry-After
   -- hold (hold_until) stays: the destination asked for it.
   redis.call('DEL', failing)
-  redis.call('HDEL', health, 'state', 'since', 'probe_at', 'probe_ms', 'probe_key', 'error')
+  redis.call('HDEL', health, 'state', 'since', 'onset', 'probe_at', 'probe_ms', 'probe_key', 'error')
+  redis.call('SET', recovered, now)
   local count = redis.call('LLEN', ready) + redis.call('ZCARD', delayed)
   if count > REOPEN_SORT_MAX then
     -- Too many to sort here without holding Redis (1.3 s at 200,000):
@@ -159,19 +169,31 @@ local function reopen(health, failing, ready, delayed, heads, wake)
   end
   local waiting = {}
   local seen = {}
-  local function add(list)
+  local kept = 0 -- keys left to their own backoff
+  local function add(list, from_delayed)
     for _, k in ipairs(list) do
       if not seen[k] then
         seen[k] = true
-        -- A key without a tracked head (a queue not counted yet) sorts last.
-        waiting[#waiting + 1] = {tonumber(redis.call('ZSCORE', heads, k)) or math.huge, k}
+        local first = from_delayed and onset and not everyone
+          and tonumber(redis.call('ZSCORE', suspects, k))
+        if first and first < onset then
+          kept = kept + 1
+        else
+          -- A key without a tracked head (a queue not counted yet) sorts last.
+          waiting[#waiting + 1] = {tonumber(redis.call('ZSCORE', heads, k)) or math.huge, k}
+        end
       end
     end
   end
-  add(redis.call('LRANGE', ready, 0, -1))
-  add(redis.call('ZRANGE', delayed, 0, -1))
+  add(redis.call('LRANGE', ready, 0, -1), false)
+  add(redis.call('ZRANGE', delayed, 0, -1), true)
   table.sort(waiting, function(a, b) return a[1] < b[1] end)
-  redis.call('DEL', ready, delayed)
+  redis.call('DEL', ready)
+  if kept == 0 then
+    redis.call('DEL', delayed)
+  else
+    for _, entry in ipairs(waiting) do redis.call('ZREM', delayed, entry[2]) end
+  end
   -- RPUSH takes many values at once; a few thousand per call keeps Lua's
   -- unpack within its stack limit.
   local chunk = {}

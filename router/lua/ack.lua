@@ -1,8 +1,8 @@
 -- The destination acknowledged the head of a lane: remove it.
--- KEYS: lane, ready, leases, owner, attempts, last_error, wake, delayed, paused, counts, heads, health, failing, throttle
-local lane, ready, leases, owner, attempts, last_error, wake, delayed, paused, counts, heads, health, failing, throttle =
+-- KEYS: lane, ready, leases, owner, attempts, last_error, wake, delayed, paused, counts, heads, health, failing, throttle, suspects, recovered
+local lane, ready, leases, owner, attempts, last_error, wake, delayed, paused, counts, heads, health, failing, throttle, suspects, recovered =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10],
-  KEYS[11], KEYS[12], KEYS[13], KEYS[14]
+  KEYS[11], KEYS[12], KEYS[13], KEYS[14], KEYS[15], KEYS[16]
 -- ARGV: ordering key, token, lease ms, keep ('1' = may keep the key),
 --       the acknowledged envelope, rate limit interval µs ('0' or absent:
 --       none), rate limit burst
@@ -28,12 +28,14 @@ if redis.call('LINDEX', lane, 0) == ARGV[5] then
   redis.call('HINCRBY', counts, 'acked', 1)
   track_head(heads, lane, k)
 end
--- A success: the failures seen so far were not the destination's, and a
--- destination that was down is up again (whoever's attempt this was).
+-- A success: the failures seen so far were not the destination's, this
+-- conversation is no longer suspect, and a destination that was down is up
+-- again (whoever's attempt this was).
 redis.call('DEL', failing)
+redis.call('ZREM', suspects, k)
 local resumed = -1
 if redis.call('HGET', health, 'state') == 'down' then
-  resumed = reopen(health, failing, ready, delayed, heads, wake)
+  resumed = reopen(health, failing, ready, delayed, heads, wake, suspects, recovered, false)
 end
 local left = redis.call('LLEN', lane)
 -- Keeping the key starts the next request: the outbound rate limit must

@@ -1,7 +1,7 @@
 -- Claim up to `want` ordering keys whose head message can be attempted now.
--- KEYS: ready, leases, owner, delayed, attempts, wake, blocked, paused, health, throttle
-local ready, leases, owner, delayed, attempts, wake, blocked, paused, health, throttle =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
+-- KEYS: ready, leases, owner, delayed, attempts, wake, blocked, paused, health, throttle, suspects
+local ready, leases, owner, delayed, attempts, wake, blocked, paused, health, throttle, suspects =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11]
 -- ARGV: lane prefix, lease ms, max in flight (all processes), token, want,
 --       breaker ('1': the circuit breaker is on; '0': `health` is ignored),
 --       rate limit interval µs ('0' or absent: none), rate limit burst
@@ -12,16 +12,24 @@ local ready, leases, owner, delayed, attempts, wake, blocked, paused, health, th
 -- holds keys back, the next deadline is at the latest when it allows the
 -- next start.
 local PAUSED, HELD, DOWN = -1, -2, -3
+-- How far from the tail of ready a probe is looked for (each a ZSCORE).
+local PROBE_SCAN = 20
 local now = now_ms()
 local lane, lease, cap, token, want = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
 
+-- While the destination is down, keys whose backoff ended stay in delayed:
+-- they would only crowd the front of ready, where the probe is chosen
+-- (reopen resumes them all at once).
+local down = ARGV[6] == '1' and redis.call('HGET', health, 'state') == 'down'
 -- A key whose backoff is due was in line before it failed: it goes to the
 -- front too (earliest due first), so busy keys cycling through ready cannot
 -- keep pushing it back.
-local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, 100)
-for i = #due, 1, -1 do
-  redis.call('ZREM', delayed, due[i])
-  redis.call('LPUSH', ready, due[i])
+if not down then
+  local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, 100)
+  for i = #due, 1, -1 do
+    redis.call('ZREM', delayed, due[i])
+    redis.call('LPUSH', ready, due[i])
+  end
 end
 
 -- A lease that ran out means its worker died or stalled: the key goes back to
@@ -62,18 +70,34 @@ elseif ARGV[6] == '1' then
       wake_at = nil
       room = 0
     elseif wake_at <= now and room > 0 then
-      -- One probe: the key in front of ready (the earliest due), else the
-      -- key whose backoff ends first. No second probe while it is out: the
-      -- next one is due when its lease would run out (fail.lua sets it
-      -- sooner when the probe fails; ack.lua reopens on success).
-      local k = redis.call('LINDEX', ready, 0)
-      if not k then
+      -- One probe, from the conversations that look healthiest: the
+      -- newest in ready that has not failed since its last success (a
+      -- poison conversation's messages, posted with the failures that
+      -- opened the breaker, are older), else the key whose backoff ends
+      -- first (the shortest backoff: the fewest failures), else the front
+      -- of ready. Each failed probe's key backs off on its own, so probes
+      -- rotate. No second probe while it is out: the next one is due when
+      -- its lease would run out (fail.lua sets it sooner when the probe
+      -- fails; ack.lua reopens on success).
+      local k = nil
+      local tail = redis.call('LRANGE', ready, -PROBE_SCAN, -1)
+      for i = #tail, 1, -1 do
+        if not redis.call('ZSCORE', suspects, tail[i]) then
+          k = tail[i]
+          break
+        end
+      end
+      if k then
+        redis.call('LREM', ready, -1, k)
+      else
         k = redis.call('ZRANGE', delayed, 0, 0)[1]
         if k then
           redis.call('ZREM', delayed, k)
-          redis.call('LPUSH', ready, k)
+        else
+          k = redis.call('LPOP', ready)
         end
       end
+      if k then redis.call('LPUSH', ready, k) end
       if k then
         redis.call('HSET', health, 'probe_at', now + lease, 'probe_key', k)
         wake_at = now + lease
@@ -132,7 +156,8 @@ local throttled = rate_next > now
 if out[1] > 0 and #out > 3 and not throttled then nudge(wake) end
 -- When to look again even if nobody nudges: the next backoff or lease deadline.
 local nxt = -1
-local d = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')
+-- (Not a backoff while down: only the probe's time matters then.)
+local d = (not down) and redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES') or {}
 if d[2] then nxt = tonumber(d[2]) end
 local l = redis.call('ZRANGE', leases, 0, 0, 'WITHSCORES')
 if l[2] and (nxt < 0 or tonumber(l[2]) < nxt) then nxt = tonumber(l[2]) end

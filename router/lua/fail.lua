@@ -1,8 +1,8 @@
 -- An attempt at the head of a lane failed: back off, dead-letter or block.
--- KEYS: lane, ready, leases, owner, delayed, attempts, last_error, wake, dead, blocked, counts, heads, health, failing
-local lane, ready, leases, owner, delayed, attempts, last_error, wake, dead, blocked, counts, heads, health, failing =
+-- KEYS: lane, ready, leases, owner, delayed, attempts, last_error, wake, dead, blocked, counts, heads, health, failing, suspects, recovered
+local lane, ready, leases, owner, delayed, attempts, last_error, wake, dead, blocked, counts, heads, health, failing, suspects, recovered =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10],
-  KEYS[11], KEYS[12], KEYS[13], KEYS[14]
+  KEYS[11], KEYS[12], KEYS[13], KEYS[14], KEYS[15], KEYS[16]
 -- ARGV: ordering key, token, delay ms, error, outcome: '0' retry after the
 --       delay, '1' dead-letter the head, '2' block the key (the head stays);
 --       counted: '1' when an attempt was made, '2' when one was made but
@@ -19,6 +19,8 @@ local lane, ready, leases, owner, delayed, attempts, last_error, wake, dead, blo
 local k, token = ARGV[1], ARGV[2]
 if not holds_lease(owner, k, token) then return LEASE_LOST end
 local now = now_ms()
+-- When the failed message arrived (before the lane changes below).
+local arrived = tonumber(redis.call('ZSCORE', heads, k)) or now
 redis.call('ZREM', leases, k)
 redis.call('HDEL', owner, k)
 local made
@@ -51,6 +53,7 @@ local threshold = tonumber(ARGV[7])
 if threshold > 0 then
   local h = redis.call('HMGET', health, 'state', 'probe_key', 'probe_ms')
   if h[1] == 'down' then
+    if ARGV[6] == '1' then redis.call('ZADD', suspects, 'NX', now, k) end
     if h[2] == k then
       redis.call('HDEL', health, 'probe_key')
       if ARGV[6] == '1' then
@@ -65,15 +68,27 @@ if threshold > 0 then
       end
     end
   elseif ARGV[6] == '1' then
-    -- Only failures on `threshold` different keys with no success between
-    -- them (ack.lua clears `failing`) open it: a conversation whose message
-    -- always fails is one key, however often it fails.
-    redis.call('ZADD', failing, now, k)
+    -- What tells a sick destination from sick conversations (the rule and
+    -- its limits: docs/destination-health.md):
+    -- - a conversation counts once, at its first failure since its own last
+    --   success (ack.lua takes it out of `suspects`): one whose messages
+    --   always fail is one failing key for as long as it keeps failing;
+    -- - a message that waited through the last outage does not count when it
+    --   fails after the recovery (`recovered`): the backlog an outage leaves,
+    --   poison conversations included, cannot open it again at once;
+    -- - only failures on `threshold` different keys with no success between
+    --   them (ack.lua clears `failing`) open it.
+    local first = redis.call('ZADD', suspects, 'NX', now, k) == 1
+    local back = tonumber(redis.call('GET', recovered) or '0')
+    if first and arrived > back then
+      redis.call('ZADD', failing, now, k)
+    end
     redis.call('ZREMRANGEBYSCORE', failing, '-inf', now - tonumber(ARGV[8]))
     if redis.call('ZCARD', failing) >= threshold then
-      local first = tonumber(ARGV[9])
-      redis.call('HSET', health, 'state', 'down', 'since', now, 'probe_ms', first,
-        'probe_at', now + first, 'error', ARGV[4])
+      local probe = tonumber(ARGV[9])
+      local onset = redis.call('ZRANGE', failing, 0, 0, 'WITHSCORES')[2]
+      redis.call('HSET', health, 'state', 'down', 'since', now, 'onset', onset,
+        'probe_ms', probe, 'probe_at', now + probe, 'error', ARGV[4])
       redis.call('DEL', failing)
       event = 'down'
     end
@@ -87,6 +102,9 @@ if threshold > 0 then
     if event == '' and held_until <= now then event = 'hold' end
   end
 end
+-- Nothing left of the conversation: it leaves `suspects` (kept bounded by
+-- the keys with messages); its next message starts afresh.
+if redis.call('EXISTS', lane) == 0 then redis.call('ZREM', suspects, k) end
 -- Nudge a blocked worker so it recomputes how long it may sleep.
 nudge(wake)
 return {made, event}

@@ -297,6 +297,16 @@ BAD: list[tuple[str, str, list[str]]] = [
         [":14: ", "rate_limit.per", "unknown field `per`", "requests, period, burst"],
     ),
     (
+        "a status the circuit breaker should ignore that is no status",
+        GOOD + "    circuit_breaker:\n      ignore_statuses: [404, 4x2]\n",
+        [
+            ":15: ",
+            "destinations.chatbot.circuit_breaker.ignore_statuses[1]",
+            "'4x2' is not a status",
+            '"200-299"',
+        ],
+    ),
+    (
         "key with a newline",
         GOOD + '    "col\\nour": 1\n',
         ["unknown field"],
