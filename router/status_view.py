@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
+import signal
 import time
-from collections.abc import Collection
+from collections.abc import AsyncIterator, Collection
 from typing import Any
 
 from rich import box
@@ -145,20 +147,50 @@ async def show(
         stamp = time.strftime("%H:%M:%S")
         return table(now, previous, f"queues at {stamp} (every {watch:g}s; Ctrl-C to stop)")
 
-    if not console.is_terminal:
-        # Piped (a log, `tee`): one table per refresh, one after the other.
-        console.print(frame(before, None))
-        while True:
-            await asyncio.sleep(watch)
-            now = await read_status(redis, scripts, layout, configured)
-            console.print(frame(now, before))
-            before = now
-    with Live(frame(before, None), console=console, auto_refresh=False) as live:
-        while True:
-            await asyncio.sleep(watch)
-            now = await read_status(redis, scripts, layout, configured)
-            live.update(Group(frame(now, before)), refresh=True)
-            before = now
+    async with _until_interrupted() as interrupted:
+
+        async def tick() -> bool:
+            """Wait `watch` seconds; False once Ctrl-C (or SIGTERM) came."""
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(interrupted.wait(), watch)
+            return not interrupted.is_set()
+
+        if not console.is_terminal:
+            # Piped (a log, `tee`): one table per refresh, one after the other.
+            console.print(frame(before, None))
+            while await tick():
+                now = await read_status(redis, scripts, layout, configured)
+                console.print(frame(now, before))
+                before = now
+            return 0
+        with Live(frame(before, None), console=console, auto_refresh=False) as live:
+            while await tick():
+                now = await read_status(redis, scripts, layout, configured)
+                live.update(Group(frame(now, before)), refresh=True)
+                before = now
+    return 0
+
+
+@contextlib.asynccontextmanager
+async def _until_interrupted() -> AsyncIterator[asyncio.Event]:
+    """An event set by SIGINT or SIGTERM while the block runs. Not asyncio's
+    own Ctrl-C handling, which cancels the main task: a cancellation that
+    lands inside a Redis read can be swallowed there, and the watch then
+    ran on after Ctrl-C (seen in full test runs, where reads are slow)."""
+    loop = asyncio.get_running_loop()
+    interrupted = asyncio.Event()
+    installed = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, interrupted.set)
+            installed.append(sig)
+        except (NotImplementedError, RuntimeError, ValueError):
+            pass  # not the main thread, or no signals here: Ctrl-C as usual
+    try:
+        yield interrupted
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
 
 
 async def show_key(queues: DestinationQueues, name: str, key: str, as_json_output: bool) -> int:

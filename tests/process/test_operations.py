@@ -248,6 +248,46 @@ def test_worker_serves_metrics_on_its_own_port(
         assert worker.terminate()[0] == 0
 
 
+@pytest.mark.parametrize("inherited", ["default", "ignored"])
+def test_status_watch_stops_at_the_first_sigint_while_reading_redis(
+    tmp_path: Path, clean_redis: str, inherited: str
+) -> None:
+    """Refreshing as fast as it can (nearly all the time inside Redis
+    reads), `status --watch` ends at one SIGINT, and also when started from
+    a script that left SIGINT ignored (a background job of a non-interactive
+    shell). Before: asyncio's Ctrl-C handling cancelled the main task, a
+    cancellation landing inside a Redis read could be swallowed there, and
+    with SIGINT ignored nothing happened at all: the watch ran on."""
+    routes = write_routes(tmp_path / "routes.yaml", "http://127.0.0.1:9/bot")
+    watch = subprocess.Popen(
+        [sys.executable, "-m", "router", "--routes", str(routes), "status", "--watch", "0.001"],
+        env=router_env(REDIS_URL=clean_redis),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=(
+            (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+            if inherited == "ignored"
+            else None
+        ),
+    )
+    try:
+        assert watch.stdout is not None
+        seen = 0
+        while seen < 20:  # the loop is running: 20 refreshes printed
+            line = watch.stdout.readline()
+            assert line, watch.stderr.read() if watch.stderr else ""
+            seen += "queues at" in line
+        watch.send_signal(signal.SIGINT)
+        _, err = watch.communicate(timeout=10)
+    finally:
+        if watch.poll() is None:
+            watch.kill()
+            watch.communicate()
+    assert watch.returncode == 0, err
+    assert "Traceback" not in err
+
+
 def test_status_watch_refreshes_until_interrupted(start_router, bot: Bot, clean_redis: str) -> None:
     router = start_router(bot.url)
     post_message(router.url, "k", "m")
