@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.support import ROOT
 from tests.support.processes import run_cli
-from tests.support.routes import write_yaml
+from tests.support.routes import shipped_routes, write_yaml
 from tests.unit.test_config import GOOD
 
 
@@ -32,7 +31,7 @@ def test_cli_check_refuses_a_bad_file_with_one_line_and_exit_2(tmp_path: Path) -
 
 
 def test_cli_check_accepts_the_shipped_routes_yaml() -> None:
-    result = run_cli("--routes", str(ROOT / "routes.yaml"), "check", BOT_URL=None)
+    result = run_cli("--routes", str(shipped_routes()), "check", BOT_URL=None)
     assert result.returncode == 0, result.stderr
     assert "route /v1/store_message -> chatbot" in result.stdout
     assert result.stdout.rstrip().endswith(": ok")

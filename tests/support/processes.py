@@ -15,13 +15,16 @@ from pathlib import Path
 import httpx
 
 from tests.support import ROOT
+from tests.support.routes import shipped_routes
 from tests.support.servers import free_port
 
 
 def router_env(base: Mapping[str, str] | None = None, **extra: str | None) -> dict[str, str]:
     """The environment of a router subprocess: `base`, by default this
-    process's without the router's own variables; then `extra` (a value of
-    None removes the variable)."""
+    process's without the router's own variables and with ROUTES_FILE the
+    shipped routes.yaml as committed (never the working tree's, which an
+    operator may have edited); then `extra` (a value of None removes the
+    variable)."""
     if base is None:
         base = {
             k: v
@@ -29,6 +32,7 @@ def router_env(base: Mapping[str, str] | None = None, **extra: str | None) -> di
             if not k.startswith(("ROUTER_", "LOG_"))
             and k not in ("REDIS_URL", "ROUTES_FILE", "PORT", "PROMETHEUS_MULTIPROC_DIR")
         }
+        base["ROUTES_FILE"] = str(shipped_routes())
     env = {**base, "PYTHONUNBUFFERED": "1"}
     for k, v in extra.items():
         if v is None:

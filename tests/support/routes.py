@@ -4,12 +4,20 @@ otherwise), and the Redis keys of that destination."""
 
 from __future__ import annotations
 
+import atexit
+import functools
 import json
+import shutil
+import subprocess
+import tempfile
 import textwrap
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from router.keys import DestinationKeys
+from tests.support import ROOT
 
 STORE = "/v1/store_message"
 KEYS = DestinationKeys("chatbot")  # the keys of the destination both writers name
@@ -66,4 +74,31 @@ def write_yaml(directory: Path, text: str, name: str = "routes.yaml") -> Path:
     """`text`, dedented, written to directory/name."""
     path = directory / name
     path.write_text(textwrap.dedent(text))
+    return path
+
+
+@functools.cache
+def shipped_routes() -> Path:
+    """The routes.yaml this repository ships, as committed: what the tests
+    about the shipped file read, and the config of router processes that
+    name none. Operators edit (or remove) the working tree's copy, as the
+    README tells them to; the tests must not depend on it. Outside a git
+    checkout (a source archive), the working tree's file."""
+    try:
+        text = subprocess.run(
+            ["git", "-C", str(ROOT), "show", "HEAD:routes.yaml"],
+            capture_output=True,
+            check=True,
+            text=True,
+            timeout=30,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        path = ROOT / "routes.yaml"
+        if not path.is_file():
+            pytest.skip("no shipped routes.yaml: not a git checkout, and the file was removed")
+        return path
+    directory = Path(tempfile.mkdtemp(prefix="router-tests-shipped-"))
+    atexit.register(shutil.rmtree, directory, True)
+    path = directory / "routes.yaml"
+    path.write_text(text)
     return path

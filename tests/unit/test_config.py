@@ -10,8 +10,7 @@ import pytest
 
 from router.config import ConfigError
 from router.loading import load
-from tests.support import ROOT
-from tests.support.routes import write_yaml
+from tests.support.routes import shipped_routes, write_yaml
 
 GOOD = """\
 routes:
@@ -62,7 +61,7 @@ def test_an_outbound_rate_limit_loads_with_its_default_burst(tmp_path: Path) -> 
 
 
 def test_the_shipped_routes_yaml_loads() -> None:
-    config = load(str(ROOT / "routes.yaml"), env={})
+    config = load(str(shipped_routes()), env={})
     assert config.destinations["chatbot"].options.url == "http://localhost:8080/bot"
     assert config.routes[0].settings.max_body == 1024 * 1024
 

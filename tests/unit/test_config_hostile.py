@@ -33,8 +33,7 @@ from router.http_sink import HttpOptions
 from router.loading import load
 from router.settings import Settings
 from router.sinks import SinkType
-from tests.support import ROOT
-from tests.support.routes import write_yaml
+from tests.support.routes import shipped_routes, write_yaml
 
 # Nothing listens there; create_app connects only in its lifespan, never run here.
 SETTINGS = Settings(redis_url="redis://127.0.0.1:1/0")
@@ -295,7 +294,7 @@ def test_a_path_serve_cannot_route_as_written_is_refused(
 
 def unchecked(paths: list[str]) -> Config:
     """A config with these route paths as `check` passed them before."""
-    config = load(str(ROOT / "routes.yaml"), env={})
+    config = load(str(shipped_routes()), env={})
     template = config.routes[0]
     routes = tuple(
         Route(msgspec.structs.replace(template.settings, path=p), template.destinations)
@@ -479,7 +478,7 @@ def test_a_normal_url_gives_no_warning(tmp_path: Path, url: str) -> None:
 
 
 def test_the_shipped_routes_yaml_gives_no_warning() -> None:
-    assert load(str(ROOT / "routes.yaml"), env={}).warnings == ()
+    assert load(str(shipped_routes()), env={}).warnings == ()
 
 
 def test_the_http_plugin_warns_too(tmp_path: Path) -> None:
