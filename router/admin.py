@@ -15,7 +15,7 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath, FromQuery
 
 from router import registry
-from router.auth import BearerToken
+from router.auth import BearerToken, client_of
 from router.errors import ApiError, BadRequest
 from router.openapi import admin_operation as doc  # the document's bearer auth and answers
 from router.queue import DestinationQueues
@@ -30,10 +30,10 @@ def admin_handlers(state: RouterState) -> list[HTTPRouteHandler]:
     token = state.settings.admin_token
     if not token:
         return []
-    bearer = BearerToken(token, "ROUTER_ADMIN_TOKEN")
+    bearer = BearerToken(token, "ROUTER_ADMIN_TOKEN", state.wrong_tokens)
 
     def authorize(request: Request[Any, Any, Any]) -> None:
-        bearer.check(request.headers.get("authorization"), "admin endpoints")
+        bearer.check(request.headers.get("authorization"), client_of(request), "admin endpoints")
 
     def queue(name: str) -> DestinationQueues:
         destination = state.config.destinations.get(name)

@@ -21,7 +21,7 @@ from redis.exceptions import RedisError
 from router import logs, metrics, redis_memory, redis_mode, shard_layout
 from router import openapi as docs
 from router.admin import admin_handlers
-from router.auth import BearerToken
+from router.auth import BearerToken, client_of
 from router.batching import batcher
 from router.config import Config, route_key
 from router.errors import EXCEPTION_HANDLERS, ApiError, outage_log, redis_cause
@@ -291,13 +291,13 @@ def _metrics_handlers(state: RouterState) -> list[HTTPRouteHandler]:
     if not state.settings.metrics:
         return []
     token = state.settings.metrics_token
-    bearer = BearerToken(token, "ROUTER_METRICS_TOKEN") if token else None
+    bearer = BearerToken(token, "ROUTER_METRICS_TOKEN", state.wrong_tokens) if token else None
 
     @get("/metrics", include_in_schema=False)
     async def scrape(request: Request[Any, Any, Any]) -> Response[bytes]:
         """Prometheus metrics (router.metrics)."""
         if bearer is not None:
-            bearer.check(request.headers.get("authorization"), "/metrics")
+            bearer.check(request.headers.get("authorization"), client_of(request), "/metrics")
         statuses = None
         if state.status is not None:
             statuses = await state.status.read_or_none(state.settings.ingest_deadline)
