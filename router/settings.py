@@ -35,6 +35,29 @@ def _optional_text(value: str) -> str | None:
     return value or None
 
 
+# A token shorter than this starts with a warning: guessable, even throttled.
+MIN_TOKEN_LENGTH = 16
+
+
+def _token(value: str) -> str | None:
+    """A bearer token: unset or empty is off; only spaces, or spaces or a
+    newline around it (a file's last newline), would lock everyone out,
+    since HTTP strips them from a header: refused."""
+    if not value:
+        return None
+    if not value.strip():
+        raise ValueError(
+            "a token, not only spaces: set a long random one (openssl rand -hex 32) "
+            "or leave it unset"
+        )
+    if value != value.strip():
+        raise ValueError(
+            "a token without spaces or a newline around it (HTTP strips them, so it "
+            "could never match): remove them"
+        )
+    return value
+
+
 def _flag(value: str) -> bool:
     text = value.strip().lower()
     if text in _TRUE:
@@ -106,10 +129,15 @@ def _redis_url(value: str) -> str | None:
     return value
 
 
-def _env(name: str, parse: Callable[[str], Any], doc: str, default: Any) -> Any:
+def _env(
+    name: str, parse: Callable[[str], Any], doc: str, default: Any, secret: bool = False
+) -> Any:
     """A field read from environment variable `name`; `doc` is its meaning
-    (the README's Environment table says the same)."""
-    return field(default=default, metadata={"env": name, "parse": parse, "doc": doc})
+    (the README's Environment table says the same). A `secret`'s value is
+    never shown in an error."""
+    return field(
+        default=default, metadata={"env": name, "parse": parse, "doc": doc, "secret": secret}
+    )
 
 
 # What sends deliveries under the httpx client plugins get (router.delivery_http).
@@ -145,9 +173,10 @@ class Settings:
     )
     metrics_token: str | None = _env(
         "ROUTER_METRICS_TOKEN",
-        _optional_text,
+        _token,
         "bearer token GET /metrics then requires; unset: open",
         None,
+        secret=True,
     )
     metrics_multiproc_dir: str | None = _env(
         "PROMETHEUS_MULTIPROC_DIR",
@@ -175,7 +204,11 @@ class Settings:
         "everysec",
     )
     admin_token: str | None = _env(
-        "ROUTER_ADMIN_TOKEN", _optional_text, "bearer token of the admin API; unset: off", None
+        "ROUTER_ADMIN_TOKEN",
+        _token,
+        "bearer token of the admin API; unset: off",
+        None,
+        secret=True,
     )
     run_workers: bool = _env("ROUTER_WORKERS", _flag, "0 runs `serve` without workers", True)
     allow_eviction: bool = _env(
@@ -276,9 +309,24 @@ class Settings:
             try:
                 values[f.name] = f.metadata["parse"](raw)
             except ValueError as exc:
+                if f.metadata["secret"]:
+                    raise SettingsError(f"{name} (value not shown): allowed: {exc}") from None
                 shown = " ".join(repr(raw)[:80].splitlines())
                 raise SettingsError(f"{name}={shown}: allowed: {exc}") from None
         return cls(**values)
+
+    def warnings(self) -> list[str]:
+        """What starts but should be fixed, one line each (logged at start)."""
+        out = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.metadata["secret"] and value is not None and len(value) < MIN_TOKEN_LENGTH:
+                out.append(
+                    f"{f.metadata['env']} is {len(value)} characters long: a short token "
+                    f"can be guessed; use at least {MIN_TOKEN_LENGTH} random characters "
+                    "(openssl rand -hex 32)"
+                )
+        return out
 
 
 def documented_variables() -> dict[str, str]:
