@@ -220,7 +220,10 @@ def _verify_handlers(state: RouterState, path: str) -> list[HTTPRouteHandler]:
         if fmt is None or fmt.verify is None:
             raise ApiError(405, "method not allowed for this path", {"Allow": "POST"})
         answer = fmt.verify(ingest.route.format_options, request.query_params)
-        return Response(answer.encode(), media_type="text/plain")
+        # The answer echoes what the caller sent: never sniffed as a page.
+        return Response(
+            answer.encode(), media_type="text/plain", headers={"X-Content-Type-Options": "nosniff"}
+        )
 
     return [
         get(

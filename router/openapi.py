@@ -752,7 +752,10 @@ def verify_operation(ingest: IngestRoute) -> type[Operation]:
             description="Verified: the challenge, as plain text.",
             content={"text/plain": OpenAPIMediaType(schema=Schema(type=_STRING))},
         ),
-        "400": _answer("A handshake without its challenge.", ERROR_SCHEMA),
+        "400": _answer(
+            "A handshake without its challenge, or with one that is not a short token.",
+            ERROR_SCHEMA,
+        ),
         "403": _answer(
             "Refused: not a subscription, or not the route's verify token (never echoed).",
             ERROR_SCHEMA,
