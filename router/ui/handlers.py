@@ -24,7 +24,7 @@ from litestar.response import Redirect, Template
 from litestar.static_files import create_static_files_router
 from redis.exceptions import RedisError
 
-from router import envelope
+from router import envelope, paging
 from router.auth import BearerToken, client_of
 from router.auth_throttle import TooManyWrongTokens
 from router.errors import ApiError, redis_cause
@@ -217,9 +217,9 @@ def ui_router(state: RouterState, history: History) -> Router:
         done: FromQuery[str | None] = None,
         n: FromQuery[int] = 0,
     ) -> Response[Any]:
+        start = paging.start_of(start)  # before any Redis read: a 400, not a 503
         current, queues = await find(name, fresh=done is not None)
         now = time.time()
-        start = max(0, start)
         dead = await queues.dead_letters(start, DEAD_PAGE)
         # Counted now, with the list (the figures may be a second old).
         dead_total = sum([int(await q.redis.llen(q.keys.dead)) for q in queues.shards])
@@ -380,8 +380,13 @@ def _count(form: Any) -> int | None:
     text = str(form.get("count") or "").strip()
     if not text or text == "all":
         return None
-    if not (text.isascii() and text.isdigit()) or int(text) < 1:  # not "²"
-        raise ApiError(400, f"Count {text!r}: write a whole number of at least 1, or leave empty.")
+    digits = text.isascii() and text.isdigit() and len(text) <= 10  # int() of 5000 digits raises
+    if not digits or not 1 <= int(text) <= paging.MAX_INDEX:
+        raise ApiError(
+            400,
+            f"Count {text[:20]!r}: write a whole number from 1 to {paging.MAX_INDEX}, "
+            "or leave empty.",
+        )
     return int(text)
 
 
