@@ -31,10 +31,6 @@ def _text(value: str) -> str:
     return value
 
 
-def _optional_text(value: str) -> str | None:
-    return value or None
-
-
 # A token shorter than this starts with a warning: guessable, even throttled.
 MIN_TOKEN_LENGTH = 16
 
@@ -55,6 +51,18 @@ def _token(value: str) -> str | None:
             "a token without spaces or a newline around it (HTTP strips them, so it "
             "could never match): remove them"
         )
+    return value
+
+
+def _writable_directory(value: str) -> str | None:
+    """A directory that exists and this user can write (prometheus-client
+    writes a file per process there at import, a missing one a traceback)."""
+    if not value:
+        return None
+    if not os.path.isdir(value):
+        raise ValueError("an existing directory: create it (mkdir -p) or unset the variable")
+    if not os.access(value, os.W_OK | os.X_OK):
+        raise ValueError("a directory this user can write: fix its permissions or unset it")
     return value
 
 
@@ -180,7 +188,7 @@ class Settings:
     )
     metrics_multiproc_dir: str | None = _env(
         "PROMETHEUS_MULTIPROC_DIR",
-        _optional_text,
+        _writable_directory,
         "prometheus-client's multiprocess directory: processes sharing it are added up in "
         "each scrape; `router serve`/`api` with ROUTER_PROCESSES > 1 make one when unset",
         None,

@@ -25,6 +25,8 @@ from tests.support.routes import routes_file
         ("ROUTER_WORKERS", "maybe", "1/true/yes/on"),
         ("ROUTER_MAX_PENDING_CONNECTIONS", "-1", "at least 1"),
         ("REDIS_URL", "localhost:6379", "redis://"),
+        ("PROMETHEUS_MULTIPROC_DIR", "/nonexistent/router-metrics", "create it (mkdir -p)"),
+        ("PROMETHEUS_MULTIPROC_DIR", "/dev/null", "an existing directory"),
     ],
 )
 def test_a_bad_value_refuses_to_start_with_one_line(
@@ -82,3 +84,26 @@ def test_a_short_admin_token_starts_with_a_warning_naming_it(
         assert answer.status_code == 200
     finally:
         router.kill()
+
+
+@pytest.mark.parametrize("command", ["api", "worker"])
+def test_a_missing_metrics_directory_stops_the_start_with_one_line(
+    tmp_path: Path, command: str
+) -> None:
+    """It was a traceback from prometheus-client, at the import of the metrics."""
+    routes = routes_file(tmp_path / "routes.yaml")
+    missing = str(tmp_path / "metrics-not-made")
+    done = run_cli(
+        "--routes",
+        str(routes),
+        command,
+        cwd=tmp_path,
+        timeout=30,
+        REDIS_URL="redis://127.0.0.1:9",
+        PROMETHEUS_MULTIPROC_DIR=missing,
+    )
+    assert done.returncode == 2, done
+    assert done.stderr.strip().splitlines() == [
+        f"router: environment error: PROMETHEUS_MULTIPROC_DIR={missing!r}: allowed: "
+        "an existing directory: create it (mkdir -p) or unset the variable"
+    ]
