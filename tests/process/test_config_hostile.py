@@ -3,6 +3,7 @@ quickly, with one line naming the place."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from router.config import MAX_ALIAS_EXPANSION
+from router.config import MAX_ALIAS_EXPANSION, MAX_ROUTES_FILE
 from tests.support.processes import run_cli
 from tests.support.routes import write_routes, write_yaml
 from tests.unit.test_config_hostile import billion_laughs
@@ -77,5 +78,38 @@ def test_the_largest_allowed_values_pass_router_check(tmp_path: Path) -> None:
     }
     route = {"dedup_ttl": "365d", "rate_limit": {"requests": 1_000_000, "period": "1d"}}
     routes = write_routes(tmp_path / "routes.yaml", "http://127.0.0.1:9/bot", route=route, **dest)
+    result, _ = run_check(routes)
+    assert result.returncode == 0, result.stderr
+
+
+def test_routes_file_dev_zero_stops_serve_at_once_with_one_line(tmp_path: Path) -> None:
+    """ROUTES_FILE=/dev/zero was read until memory ran out."""
+    started = time.monotonic()
+    result = run_cli("serve", cwd=tmp_path, timeout=20, ROUTES_FILE="/dev/zero")
+    assert result.returncode == 2, result
+    assert result.stderr.strip().splitlines() == [
+        "router: config error: /dev/zero: cannot read the routes file: not a regular file "
+        "(a device, a pipe or a directory); point ROUTES_FILE or --routes at routes.yaml"
+    ]
+    assert time.monotonic() - started < 10
+    assert not (tmp_path / "data").exists()  # refused before the embedded server started
+
+
+def test_a_pipe_a_directory_or_a_huge_file_is_refused_by_router_check(tmp_path: Path) -> None:
+    fifo = tmp_path / "routes.fifo"  # nobody writes it: opening it must not hang
+    os.mkfifo(fifo)
+    huge = tmp_path / "huge.yaml"
+    huge.write_bytes(b"# " + b"x" * MAX_ROUTES_FILE + b"\n")
+    cases = {fifo: "not a regular file", tmp_path: "not a regular file", huge: "larger than 1 MiB"}
+    for path, words in cases.items():
+        result, took = run_check(path)
+        assert result.returncode == 2, result
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and f"config error: {path}: " in lines[0] and words in lines[0]
+        assert took < 10
+    # Just under the cap is read (and judged on its content as usual).
+    routes = write_routes(tmp_path / "routes.yaml", "http://127.0.0.1:9/bot")
+    text = routes.read_text()
+    routes.write_text(text + "#" * (MAX_ROUTES_FILE - len(text) - 2) + "\n")
     result, _ = run_check(routes)
     assert result.returncode == 0, result.stderr
