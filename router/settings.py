@@ -105,11 +105,19 @@ def _replicas(value: str) -> int:
     return number
 
 
+# Longest duration of a variable: past it a grace, deadline or poll is in
+# effect never (1e17 s passed before), which no setting here means to say.
+MAX_SECONDS = 86400.0
+
+
 def _seconds(value: str) -> float:
     match = _SECONDS.match(value)
     if not match:
         raise ValueError("seconds as a number or like 500ms, 10s, 1m")
-    return float(match.group(1)) * _SECONDS_UNITS[match.group(2)]
+    seconds = float(match.group(1)) * _SECONDS_UNITS[match.group(2)]
+    if seconds > MAX_SECONDS:
+        raise ValueError("at most 1 day (86400 seconds)")
+    return seconds
 
 
 def _positive_seconds(value: str) -> float:

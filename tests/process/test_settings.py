@@ -22,6 +22,8 @@ from tests.support.routes import routes_file
         ("ROUTER_APPENDFSYNC", "sometimes", "always, everysec, no"),
         ("ROUTER_SHUTDOWN_GRACE", "soon", "seconds"),
         ("ROUTER_INGEST_DEADLINE", "0", "more than 0"),
+        ("ROUTER_SHUTDOWN_GRACE", "100000000000000000", "at most 1 day"),
+        ("ROUTER_ROUTES_POLL", "1441m", "at most 1 day"),
         ("ROUTER_WORKERS", "maybe", "1/true/yes/on"),
         ("ROUTER_MAX_PENDING_CONNECTIONS", "-1", "at least 1"),
         ("REDIS_URL", "localhost:6379", "redis://"),
