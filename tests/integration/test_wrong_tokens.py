@@ -19,6 +19,7 @@ from router.auth_throttle import (
     FailedAuthThrottle,
     TooManyWrongTokens,
 )
+from tests.integration.test_openapi import assert_documented
 from tests.support.routes import routes_file
 from tests.support.servers import ServerThread, serve, wait_until
 
@@ -76,6 +77,8 @@ def test_wrong_login_guesses_are_throttled_per_client_and_logged(
             "status": "error",
             "error": "too many wrong tokens from 127.0.0.1: try again in 1 s",
         }
+        doc = admin.get("/schema/openapi.json").json()
+        assert_documented(doc, "get", "/admin/destinations", api)
         page = guesser.get("/ui", headers={"authorization": f"Bearer {GUESS}"})
         assert page.status_code == 429 and "text/html" in page.headers["content-type"]
         # Another client is not held up by it.
