@@ -22,7 +22,7 @@ the one idle longest is forgotten: a client rotating through more addresses
 than that gets no more guesses than fresh addresses give it anyway.
 
 Behind a proxy the client is the proxy unless uvicorn is told to trust its
-X-Forwarded-For (FORWARDED_ALLOW_IPS; 127.0.0.1 by default): then one
+X-Forwarded-For (FORWARDED_ALLOW_IPS; loopback by default): then one
 attacker behind it makes every client behind it wait.
 """
 
