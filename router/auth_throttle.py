@@ -21,9 +21,9 @@ token of 32 random bytes. It holds at most MAX_CLIENTS addresses; past them
 the one idle longest is forgotten: a client rotating through more addresses
 than that gets no more guesses than fresh addresses give it anyway.
 
-Behind a proxy the client is the proxy unless uvicorn is told to trust its
-X-Forwarded-For (FORWARDED_ALLOW_IPS; loopback by default): then one
-attacker behind it makes every client behind it wait.
+Behind a proxy whose X-Forwarded-For uvicorn does not trust
+(FORWARDED_ALLOW_IPS; loopback by default) the client is the proxy, and one
+guesser behind it makes every client behind it wait.
 """
 
 from __future__ import annotations
