@@ -15,25 +15,22 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath, FromQuery
 
 from router import registry
-from router.auth import BearerToken
+from router.auth import BearerToken, client_of
 from router.errors import ApiError, BadRequest
 from router.openapi import admin_operation as doc  # the document's bearer auth and answers
+from router.paging import batch_of, count_of, start_of
 from router.queue import DestinationQueues
 from router.state import RouterState
-
-# Largest list position or count taken from a query (Redis takes 64-bit
-# indexes; past them it answers an error that is not the caller's to retry).
-MAX_INDEX = 2**31 - 1
 
 
 def admin_handlers(state: RouterState) -> list[HTTPRouteHandler]:
     token = state.settings.admin_token
     if not token:
         return []
-    bearer = BearerToken(token, "ROUTER_ADMIN_TOKEN")
+    bearer = BearerToken(token, "ROUTER_ADMIN_TOKEN", state.wrong_tokens)
 
     def authorize(request: Request[Any, Any, Any]) -> None:
-        bearer.check(request.headers.get("authorization"), "admin endpoints")
+        bearer.check(request.headers.get("authorization"), client_of(request), "admin endpoints")
 
     def queue(name: str) -> DestinationQueues:
         destination = state.config.destinations.get(name)
@@ -83,11 +80,10 @@ def admin_handlers(state: RouterState) -> list[HTTPRouteHandler]:
         start: FromQuery[int] = 0,
         count: FromQuery[int] = 100,
     ) -> dict[str, Any]:
-        """Dead letters of a destination, oldest first."""
+        """Dead letters of a destination, oldest first: `count` (1 or more) from
+        position `start` (0 or more), at most 1000; outside: 400."""
         authorize(request)
-        if not 0 <= start <= MAX_INDEX:
-            raise BadRequest(f"start must be from 0 to {MAX_INDEX}")
-        entries = await queue(name).dead_letters(start, max(1, min(count, 1000)))
+        entries = await queue(name).dead_letters(start_of(start), count_of(count))
         return {
             "dead": [
                 {
@@ -110,9 +106,7 @@ def admin_handlers(state: RouterState) -> list[HTTPRouteHandler]:
         """Put dead letters back in their keys' lanes, where they arrived (all, or the
         oldest `count`)."""
         authorize(request)
-        if count is not None and not 1 <= count <= MAX_INDEX:
-            raise BadRequest(f"count must be from 1 to {MAX_INDEX} (leave it out for all)")
-        return {"status": "ok", "replayed": await queue(name).replay_oldest(count)}
+        return {"status": "ok", "replayed": await queue(name).replay_oldest(batch_of(count))}
 
     @post(
         "/admin/destinations/{name:str}/dead/purge", status_code=200, operation_class=doc("purge")
@@ -122,9 +116,7 @@ def admin_handlers(state: RouterState) -> list[HTTPRouteHandler]:
     ) -> dict[str, Any]:
         """Delete dead letters for good (all, or the oldest `count`)."""
         authorize(request)
-        if count is not None and not 1 <= count <= MAX_INDEX:
-            raise BadRequest(f"count must be from 1 to {MAX_INDEX} (leave it out to purge all)")
-        return {"status": "ok", "purged": await queue(name).purge_dead(count)}
+        return {"status": "ok", "purged": await queue(name).purge_dead(batch_of(count))}
 
     @post("/admin/destinations/{name:str}/retry", status_code=200, operation_class=doc("retry_now"))
     async def retry_now(request: Request[Any, Any, Any], name: FromPath[str]) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from redis.exceptions import RedisError
 from router import logs, metrics, redis_memory, redis_mode, shard_layout
 from router import openapi as docs
 from router.admin import admin_handlers
-from router.auth import BearerToken
+from router.auth import BearerToken, client_of
 from router.batching import batcher
 from router.config import Config, route_key
 from router.errors import EXCEPTION_HANDLERS, ApiError, outage_log, redis_cause
@@ -220,7 +220,10 @@ def _verify_handlers(state: RouterState, path: str) -> list[HTTPRouteHandler]:
         if fmt is None or fmt.verify is None:
             raise ApiError(405, "method not allowed for this path", {"Allow": "POST"})
         answer = fmt.verify(ingest.route.format_options, request.query_params)
-        return Response(answer.encode(), media_type="text/plain")
+        # The answer echoes what the caller sent: never sniffed as a page.
+        return Response(
+            answer.encode(), media_type="text/plain", headers={"X-Content-Type-Options": "nosniff"}
+        )
 
     return [
         get(
@@ -291,13 +294,13 @@ def _metrics_handlers(state: RouterState) -> list[HTTPRouteHandler]:
     if not state.settings.metrics:
         return []
     token = state.settings.metrics_token
-    bearer = BearerToken(token, "ROUTER_METRICS_TOKEN") if token else None
+    bearer = BearerToken(token, "ROUTER_METRICS_TOKEN", state.wrong_tokens) if token else None
 
     @get("/metrics", include_in_schema=False)
     async def scrape(request: Request[Any, Any, Any]) -> Response[bytes]:
         """Prometheus metrics (router.metrics)."""
         if bearer is not None:
-            bearer.check(request.headers.get("authorization"), "/metrics")
+            bearer.check(request.headers.get("authorization"), client_of(request), "/metrics")
         statuses = None
         if state.status is not None:
             statuses = await state.status.read_or_none(state.settings.ingest_deadline)

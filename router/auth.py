@@ -13,8 +13,12 @@ import hashlib
 import hmac
 import time
 from collections.abc import Mapping
+from typing import Any
+
+from litestar import Request
 
 from router import standard_webhooks
+from router.auth_throttle import FailedAuthThrottle, client_key
 from router.config import AuthSettings
 from router.errors import ApiError
 
@@ -83,23 +87,52 @@ class Authenticator:
         raise Unauthorized("webhook-signature does not match the body")
 
 
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header, or None for
+    another scheme or none. The scheme is case-insensitive (RFC 7235 2.1):
+    `bearer x` is `Bearer x` on the admin API, the dashboard and /metrics."""
+    scheme, _, value = (authorization or "").strip().partition(" ")
+    return value.strip() if scheme.lower() == "bearer" else None
+
+
+def client_of(request: Request[Any, Any, Any]) -> str:
+    """Whom a wrong token is counted against (router.auth_throttle)."""
+    return client_key(request.client.host if request.client else None)
+
+
+def token_matches(expected: str, given: str) -> bool:
+    """The one comparison of a presented token with the configured one:
+    constant time in the content of `given` (its length may show)."""
+    return hmac.compare_digest(given.encode(), expected.encode())
+
+
 class BearerToken:
-    """The `Authorization: Bearer <token>` check of the admin API, the
-    dashboard and /metrics (constant-time)."""
+    """The check of the admin token (admin API, dashboard) or the metrics
+    token: compared by token_matches, each wrong one counted against its
+    client by `throttle` (router.auth_throttle), which refuses a client that
+    sent too many with 429 before its token is even looked at."""
 
-    def __init__(self, token: str, variable: str) -> None:
-        self._expected = f"Bearer {token}".encode()
-        self._token = token.encode()
+    def __init__(self, token: str, variable: str, throttle: FailedAuthThrottle) -> None:
+        self._token = token
         self._variable = variable  # named in the refusal: where the token is set
+        self._throttle = throttle
 
-    def matches(self, authorization: str | None) -> bool:
-        return hmac.compare_digest((authorization or "").encode(), self._expected)
+    def accepts(self, given: str | None, client: str, where: str) -> bool:
+        """Whether `given` (a token, None when none was sent) is the token.
+        Raises TooManyWrongTokens while `client` must wait; a request that
+        sent no token is no guess and is not counted."""
+        if given is None:
+            return False
+        self._throttle.refuse_if_waiting(client, where)
+        if token_matches(self._token, given):
+            self._throttle.succeeded(client)
+            return True
+        self._throttle.failed(client, where)
+        return False
 
-    def matches_token(self, token: str) -> bool:
-        return hmac.compare_digest(token.encode(), self._token)
-
-    def check(self, authorization: str | None, what: str) -> None:
-        if not self.matches(authorization):
+    def check(self, authorization: str | None, client: str, what: str) -> None:
+        """Raise 401 (or 429, see accepts) unless `authorization` carries the token."""
+        if not self.accepts(bearer_token(authorization), client, what):
             raise ApiError(
                 401,
                 f"{what} need Authorization: Bearer <{self._variable}>",

@@ -600,6 +600,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "dead" and args.action == "list" and args.count is None:
         args.count = 100
     logs.setup(settings.log_level, settings.log_format)
+    if args.command in ("serve", "api", "worker", "check"):
+        for warning in settings.warnings():
+            log.warning("environment: %s", warning)
     if not settings.metrics:
         from router import metrics
 

@@ -11,6 +11,7 @@ import dataclasses
 import math
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -557,16 +558,51 @@ def _convert(
         raise loader.error((*base, *parts), message + hint) from None
 
 
+# Largest routes file read: a real one is a few KiB; ROUTES_FILE=/dev/zero
+# (or a log file named by mistake) would otherwise be read until memory ran out.
+MAX_ROUTES_FILE = 1024 * 1024
+
+
+def read_routes_file(file: str) -> bytes:
+    """The routes file's bytes, or a ConfigError (one line) naming why not:
+    it is not a regular file (a device, a pipe, a directory: opened without
+    blocking, so a FIFO with no writer does not hang the start), or it is
+    larger than MAX_ROUTES_FILE (no more than that is read)."""
+    try:
+        fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        raise ConfigError(f"{file}: cannot read the routes file: {exc.strerror}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ConfigError(
+            f"{file}: cannot read the routes file: not a regular file (a device, a pipe "
+            "or a directory); point ROUTES_FILE or --routes at routes.yaml"
+        )
+    with os.fdopen(fd, "rb") as fh:
+        try:
+            data = fh.read(MAX_ROUTES_FILE + 1)
+        except OSError as exc:
+            raise ConfigError(f"{file}: cannot read the routes file: {exc.strerror}") from None
+    _check_routes_size(file, data)
+    return data
+
+
+def _check_routes_size(file: str, data: bytes) -> None:
+    if len(data) > MAX_ROUTES_FILE:
+        raise ConfigError(
+            f"{file}: the routes file is larger than {MAX_ROUTES_FILE // 1024**2} MiB: "
+            "is it the right file?"
+        )
+
+
 def _routes_text(file: str, content: bytes | None = None) -> str:
     """The routes file's text (`content`: the file as read already), or a
     ConfigError naming why it cannot be had."""
+    if content is None:
+        content = read_routes_file(file)
+    _check_routes_size(file, content)
     try:
-        if content is None:
-            with open(file, encoding="utf-8") as fh:
-                return fh.read()
         return content.decode("utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{file}: cannot read the routes file: {exc.strerror}") from None
     except UnicodeDecodeError as exc:
         raise ConfigError(
             f"{file}: the routes file is not UTF-8 (byte {exc.start}); save it as UTF-8"
@@ -637,6 +673,7 @@ def load_config(
         own = {k: v for k, v in fields.items() if k in ROUTER_DESTINATION_FIELDS}
         settings: DestinationSettings = _convert(loader, own, DestinationSettings, path)
         _check_destination(loader, path, settings)
+        _require(loader, path, _upper_bounds(settings))
         warnings += _check_ordering_key(loader, path, settings.ordering_key)
         sink_type = sink_types.get(settings.plugin)
         if sink_type is None:
@@ -672,6 +709,7 @@ def load_config(
                     f"defined: {defined}",
                 )
         _check_route(loader, path, route)
+        _require(loader, path, _upper_bounds(route))
         listed = tuple(destinations[d] for d in names)
         filtered = _format_route(loader, path, route, listed, destinations, formats or {})
         routes.append(_with_filters(loader, path, filtered))
@@ -773,6 +811,49 @@ def _check_path(loader: _Loader, where: Path, route_path: str) -> None:
 
 
 Check = tuple[str | tuple[str, ...], bool, str]  # where, holds, what to fix
+
+# -- upper bounds: a value past these passes every other check, then stops
+# delivery (a rate_limit.period of 1e17 s allows one request in 3 billion
+# years) or makes Redis refuse each command (an expiry past 64 bits). Every
+# duration of a destination or a route is bounded, by its own entry here or
+# else by MAX_DURATION, so a duration added later is bounded too.
+DAY = 86400.0
+MAX_DURATION = DAY
+DURATION_MAXIMA: dict[tuple[str, ...], float] = {
+    ("timeout",): 3600.0,  # one HTTP attempt
+    ("retry", "max_age"): 365 * DAY,  # a give-up time, not a wait
+    ("dedup_ttl",): 365 * DAY,  # how long ids are kept
+}
+# Counts that feed a rate (requests per period, and the slack on top).
+COUNT_MAXIMA: dict[tuple[str, ...], int] = {
+    ("rate_limit", "requests"): 1_000_000,
+    ("rate_limit", "burst"): 1_000_000,
+}
+
+
+def _shown(seconds: float) -> str:
+    for unit, size in (("d", DAY), ("h", 3600.0), ("m", 60.0)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
+
+
+def _upper_bounds(struct: msgspec.Struct, where: tuple[str, ...] = ()) -> list[Check]:
+    """The maxima of every duration (and rate count) in `struct`, nested
+    settings included."""
+    checks: list[Check] = []
+    for name in struct.__struct_fields__:
+        value, place = getattr(struct, name), (*where, name)
+        if isinstance(value, Duration):
+            most = DURATION_MAXIMA.get(place, MAX_DURATION)
+            checks.append((place, value <= most, f"must be at most {_shown(most)}"))
+        elif isinstance(value, int) and place in COUNT_MAXIMA:
+            checks.append(
+                (place, value <= COUNT_MAXIMA[place], f"must be at most {COUNT_MAXIMA[place]:,}")
+            )
+        elif isinstance(value, msgspec.Struct):
+            checks += _upper_bounds(value, place)
+    return checks
 
 
 def _require(loader: _Loader, path: Path, checks: list[Check]) -> None:

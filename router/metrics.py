@@ -34,7 +34,8 @@ from prometheus_client import (
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from router.auth import BearerToken
+from router.auth import BearerToken, bearer_token
+from router.auth_throttle import FailedAuthThrottle, TooManyWrongTokens, client_key
 from router.settings import Settings
 from router.status import DestinationStatus, StatusReader
 
@@ -244,10 +245,18 @@ async def served(settings: Settings, port: int, status: StatusReader) -> AsyncIt
     from aiohttp import web
 
     token = settings.metrics_token
-    bearer = BearerToken(token, "ROUTER_METRICS_TOKEN") if token else None
+    bearer = BearerToken(token, "ROUTER_METRICS_TOKEN", FailedAuthThrottle()) if token else None
 
     async def scrape(request: web.Request) -> web.Response:
-        if bearer is not None and not bearer.matches(request.headers.get("Authorization")):
+        given = bearer_token(request.headers.get("Authorization"))
+        client = client_key(request.remote)
+        try:
+            accepted = bearer is None or bearer.accepts(given, client, "/metrics")
+        except TooManyWrongTokens as exc:
+            return web.json_response(
+                {"status": "error", "error": exc.message}, status=429, headers=exc.headers
+            )
+        if not accepted:
             return web.json_response(
                 {
                     "status": "error",

@@ -752,7 +752,10 @@ def verify_operation(ingest: IngestRoute) -> type[Operation]:
             description="Verified: the challenge, as plain text.",
             content={"text/plain": OpenAPIMediaType(schema=Schema(type=_STRING))},
         ),
-        "400": _answer("A handshake without its challenge.", ERROR_SCHEMA),
+        "400": _answer(
+            "A handshake without its challenge, or with one that is not a short token.",
+            ERROR_SCHEMA,
+        ),
         "403": _answer(
             "Refused: not a subscription, or not the route's verify token (never echoed).",
             ERROR_SCHEMA,
@@ -906,6 +909,13 @@ _ADMIN_401 = _answer(
     _error("admin endpoints need Authorization: Bearer <ROUTER_ADMIN_TOKEN>"),
     headers={"WWW-Authenticate": _header("`Bearer`.", Schema(type=_STRING, const="Bearer"))},
 )
+_ADMIN_429 = _answer(
+    "Too many wrong tokens from this client (its IP address): every attempt is refused "
+    "until `Retry-After` seconds have passed, the right token too.",
+    ERROR_SCHEMA,
+    _error("too many wrong tokens from 203.0.113.9: try again in 4 s"),
+    headers=_retry_after("Seconds until this client may try a token again."),
+)
 _ADMIN_404 = _answer(
     "No destination of that name in routes.yaml.",
     ERROR_SCHEMA,
@@ -919,7 +929,7 @@ _ADMIN_503 = _answer(
 )
 _BAD_QUERY = _answer(
     "A query parameter is not a whole number, or out of its range (start 0 to "
-    "2147483647, count from 1).",
+    "2147483647, count 1 to 2147483647).",
     ERROR_SCHEMA,
     _error("Validation failed for GET /admin/destinations/chatbot/dead?start=x"),
 )
@@ -1149,7 +1159,7 @@ def _admin_responses(name: str) -> dict[str, OpenAPIResponse]:
         responses["400"] = _answer(
             "`count` is not a whole number from 1 to 2147483647.",
             ERROR_SCHEMA,
-            _error("count must be from 1 to 2147483647 (leave it out to purge all)"),
+            _error("count must be from 1 to 2147483647 (leave it out for all)"),
         )
     elif name == "retry_now":
         responses["400"] = _answer(
@@ -1164,6 +1174,7 @@ def _admin_responses(name: str) -> dict[str, OpenAPIResponse]:
             _error("Missing required query parameter 'key' for url .../key"),
         )
     responses["401"] = _ADMIN_401
+    responses["429"] = _ADMIN_429
     if name in ("unblock", "unblock_in_path"):
         responses["404"] = _KEY_NOT_BLOCKED
     elif name in _ADMIN_OK and name != "destinations":

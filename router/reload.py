@@ -61,7 +61,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from router import registry, shard_layout
-from router.config import Config, ConfigError, route_key
+from router.config import Config, ConfigError, read_routes_file, route_key
 from router.loading import load
 from router.settings import Settings
 
@@ -176,9 +176,8 @@ def _stat(path: str) -> FileState | None:
 
 def _read(path: str) -> bytes | None:
     try:
-        with open(path, "rb") as fh:
-            return fh.read()
-    except OSError:
+        return read_routes_file(path)  # a regular file of at most 1 MiB
+    except ConfigError:
         return None  # load() names the reason
 
 

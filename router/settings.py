@@ -31,8 +31,39 @@ def _text(value: str) -> str:
     return value
 
 
-def _optional_text(value: str) -> str | None:
-    return value or None
+# A token shorter than this starts with a warning: guessable, even throttled.
+MIN_TOKEN_LENGTH = 16
+
+
+def _token(value: str) -> str | None:
+    """A bearer token: unset or empty is off; only spaces, or spaces or a
+    newline around it (a file's last newline), would lock everyone out,
+    since HTTP strips them from a header: refused."""
+    if not value:
+        return None
+    if not value.strip():
+        raise ValueError(
+            "a token, not only spaces: set a long random one (openssl rand -hex 32) "
+            "or leave it unset"
+        )
+    if value != value.strip():
+        raise ValueError(
+            "a token without spaces or a newline around it (HTTP strips them, so it "
+            "could never match): remove them"
+        )
+    return value
+
+
+def _writable_directory(value: str) -> str | None:
+    """A directory that exists and this user can write (prometheus-client
+    writes a file per process there at import, a missing one a traceback)."""
+    if not value:
+        return None
+    if not os.path.isdir(value):
+        raise ValueError("an existing directory: create it (mkdir -p) or unset the variable")
+    if not os.access(value, os.W_OK | os.X_OK):
+        raise ValueError("a directory this user can write: fix its permissions or unset it")
+    return value
 
 
 def _flag(value: str) -> bool:
@@ -74,11 +105,19 @@ def _replicas(value: str) -> int:
     return number
 
 
+# Longest duration of a variable: past it a grace, deadline or poll is in
+# effect never (1e17 s passed before), which no setting here means to say.
+MAX_SECONDS = 86400.0
+
+
 def _seconds(value: str) -> float:
     match = _SECONDS.match(value)
     if not match:
         raise ValueError("seconds as a number or like 500ms, 10s, 1m")
-    return float(match.group(1)) * _SECONDS_UNITS[match.group(2)]
+    seconds = float(match.group(1)) * _SECONDS_UNITS[match.group(2)]
+    if seconds > MAX_SECONDS:
+        raise ValueError("at most 1 day (86400 seconds)")
+    return seconds
 
 
 def _positive_seconds(value: str) -> float:
@@ -106,10 +145,15 @@ def _redis_url(value: str) -> str | None:
     return value
 
 
-def _env(name: str, parse: Callable[[str], Any], doc: str, default: Any) -> Any:
+def _env(
+    name: str, parse: Callable[[str], Any], doc: str, default: Any, secret: bool = False
+) -> Any:
     """A field read from environment variable `name`; `doc` is its meaning
-    (the README's Environment table says the same)."""
-    return field(default=default, metadata={"env": name, "parse": parse, "doc": doc})
+    (the README's Environment table says the same). A `secret`'s value is
+    never shown in an error."""
+    return field(
+        default=default, metadata={"env": name, "parse": parse, "doc": doc, "secret": secret}
+    )
 
 
 # What sends deliveries under the httpx client plugins get (router.delivery_http).
@@ -145,13 +189,14 @@ class Settings:
     )
     metrics_token: str | None = _env(
         "ROUTER_METRICS_TOKEN",
-        _optional_text,
+        _token,
         "bearer token GET /metrics then requires; unset: open",
         None,
+        secret=True,
     )
     metrics_multiproc_dir: str | None = _env(
         "PROMETHEUS_MULTIPROC_DIR",
-        _optional_text,
+        _writable_directory,
         "prometheus-client's multiprocess directory: processes sharing it are added up in "
         "each scrape; `router serve`/`api` with ROUTER_PROCESSES > 1 make one when unset",
         None,
@@ -175,7 +220,11 @@ class Settings:
         "everysec",
     )
     admin_token: str | None = _env(
-        "ROUTER_ADMIN_TOKEN", _optional_text, "bearer token of the admin API; unset: off", None
+        "ROUTER_ADMIN_TOKEN",
+        _token,
+        "bearer token of the admin API; unset: off",
+        None,
+        secret=True,
     )
     run_workers: bool = _env("ROUTER_WORKERS", _flag, "0 runs `serve` without workers", True)
     allow_eviction: bool = _env(
@@ -276,9 +325,24 @@ class Settings:
             try:
                 values[f.name] = f.metadata["parse"](raw)
             except ValueError as exc:
+                if f.metadata["secret"]:
+                    raise SettingsError(f"{name} (value not shown): allowed: {exc}") from None
                 shown = " ".join(repr(raw)[:80].splitlines())
                 raise SettingsError(f"{name}={shown}: allowed: {exc}") from None
         return cls(**values)
+
+    def warnings(self) -> list[str]:
+        """What starts but should be fixed, one line each (logged at start)."""
+        out = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.metadata["secret"] and value is not None and len(value) < MIN_TOKEN_LENGTH:
+                out.append(
+                    f"{f.metadata['env']} is {len(value)} characters long: a short token "
+                    f"can be guessed; use at least {MIN_TOKEN_LENGTH} random characters "
+                    "(openssl rand -hex 32)"
+                )
+        return out
 
 
 def documented_variables() -> dict[str, str]:

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from redis.asyncio import Redis
 
+from router.auth_throttle import FailedAuthThrottle
 from router.batching import Batcher
 from router.config import Config, route_key
 from router.errors import ApiError
@@ -36,6 +37,9 @@ class RouterState:
         # each ingest handler looks its route up here on every request, so a
         # reload (router.reload) takes effect at once.
         self.ingest: dict[str, IngestRoute] = {}
+        # Wrong admin and metrics tokens by client (router.auth_throttle):
+        # one table for the admin API, the dashboard and /metrics.
+        self.wrong_tokens = FailedAuthThrottle()
         self.use_config(config)
 
     def use_config(self, config: Config) -> None:

@@ -1,7 +1,10 @@
 """Who may see the dashboard: the holder of ROUTER_ADMIN_TOKEN.
 
 A browser logs in once with the token and gets a session cookie; scripts
-may send `Authorization: Bearer <token>` instead, as to the admin API.
+may send `Authorization: Bearer <token>` instead, as to the admin API. A
+token typed in the login form or sent by a script is checked as the admin
+API checks it (router.auth.BearerToken): wrong ones are counted per client
+and throttled (router.auth_throttle).
 
 The cookie does not hold the token: it holds an expiry time and an
 HMAC-SHA256 of it keyed by the token. So a copied cookie is not the admin
@@ -28,6 +31,8 @@ from urllib.parse import urlsplit
 
 from litestar import Request
 
+from router.auth import bearer_token
+
 COOKIE = "router_ui_session"
 SESSION_SECONDS = 12 * 3600
 
@@ -52,21 +57,13 @@ def session_valid(token: str, value: str, now: float | None = None) -> bool:
     return hmac.compare_digest(mac.encode(), _mac(token, expires).encode())
 
 
-def token_matches(token: str, given: str) -> bool:
-    """Constant time in the content of `given` (its length may show)."""
-    return hmac.compare_digest(given.encode(), token.encode())
-
-
 def bearer(request: Request[Any, Any, Any]) -> str | None:
-    """The token of an `Authorization: Bearer` header, if any."""
-    scheme, _, value = request.headers.get("authorization", "").partition(" ")
-    return value.strip() if scheme.lower() == "bearer" else None
+    """The token of an `Authorization: Bearer` header, if any (the admin
+    API's parsing: router.auth)."""
+    return bearer_token(request.headers.get("authorization"))
 
 
-def authenticated(request: Request[Any, Any, Any], token: str) -> bool:
-    given = bearer(request)
-    if given is not None:
-        return token_matches(token, given)
+def has_session(request: Request[Any, Any, Any], token: str) -> bool:
     session = request.cookies.get(COOKIE)
     return session is not None and session_valid(token, session)
 

@@ -24,7 +24,9 @@ from litestar.response import Redirect, Template
 from litestar.static_files import create_static_files_router
 from redis.exceptions import RedisError
 
-from router import envelope
+from router import envelope, paging
+from router.auth import BearerToken, client_of
+from router.auth_throttle import TooManyWrongTokens
 from router.errors import ApiError, redis_cause
 from router.keys import shard_count_key
 from router.queue import DestinationQueues
@@ -79,6 +81,7 @@ DONE = {
 def ui_router(state: RouterState, history: History) -> Router:
     token = state.settings.admin_token
     assert token, "the dashboard needs ROUTER_ADMIN_TOKEN"
+    admin = BearerToken(token, "ROUTER_ADMIN_TOKEN", state.wrong_tokens)
 
     def status() -> StatusReader:
         if state.status is None:  # set by the app's lifespan
@@ -92,10 +95,13 @@ def ui_router(state: RouterState, history: History) -> Router:
             return _error(request, 403, "This form was sent from another site: refused.")
         if request.route_handler.opt.get("public"):
             return None
-        if auth.authenticated(request, token):
-            return None
-        if auth.bearer(request) is not None:
+        given = auth.bearer(request)
+        if given is not None:  # a script: the admin API's check, throttled alike
+            if admin.accepts(given, client_of(request), request.url.path):
+                return None
             return _error(request, 401, "Wrong token.", {"www-authenticate": "Bearer"})
+        if auth.has_session(request, token):
+            return None
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         if request.method != "GET":
             target = request.headers.get("referer", "/ui")  # back where the form was
@@ -113,7 +119,7 @@ def ui_router(state: RouterState, history: History) -> Router:
     async def login_form(
         request: Request[Any, Any, Any], next: FromQuery[str | None] = None
     ) -> Response[Any]:
-        if auth.authenticated(request, token):
+        if auth.has_session(request, token):
             return Redirect(auth.safe_next(next), status_code=303)
         return _page("login.html", {"next": auth.safe_next(next), "error": None})
 
@@ -122,7 +128,15 @@ def ui_router(state: RouterState, history: History) -> Router:
         form = await request.form()
         target = auth.safe_next(form.get("next"))
         given = form.get("token")
-        if not isinstance(given, str) or not auth.token_matches(token, given.strip()):
+        try:
+            accepted = isinstance(given, str) and admin.accepts(
+                given.strip(), client_of(request), "/ui/login"
+            )
+        except TooManyWrongTokens as exc:
+            page = _page("login.html", {"next": target, "error": exc.message}, status=429)
+            page.headers.update(exc.headers)
+            return page
+        if not accepted:
             return _page(
                 "login.html",
                 {"next": target, "error": "That is not the admin token."},
@@ -203,9 +217,9 @@ def ui_router(state: RouterState, history: History) -> Router:
         done: FromQuery[str | None] = None,
         n: FromQuery[int] = 0,
     ) -> Response[Any]:
+        start = paging.start_of(start)  # before any Redis read: a 400, not a 503
         current, queues = await find(name, fresh=done is not None)
         now = time.time()
-        start = max(0, start)
         dead = await queues.dead_letters(start, DEAD_PAGE)
         # Counted now, with the list (the figures may be a second old).
         dead_total = sum([int(await q.redis.llen(q.keys.dead)) for q in queues.shards])
@@ -366,8 +380,13 @@ def _count(form: Any) -> int | None:
     text = str(form.get("count") or "").strip()
     if not text or text == "all":
         return None
-    if not (text.isascii() and text.isdigit()) or int(text) < 1:  # not "²"
-        raise ApiError(400, f"Count {text!r}: write a whole number of at least 1, or leave empty.")
+    digits = text.isascii() and text.isdigit() and len(text) <= 10  # int() of 5000 digits raises
+    if not digits or not 1 <= int(text) <= paging.MAX_INDEX:
+        raise ApiError(
+            400,
+            f"Count {text[:20]!r}: write a whole number from 1 to {paging.MAX_INDEX}, "
+            "or leave empty.",
+        )
     return int(text)
 
 

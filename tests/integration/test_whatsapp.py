@@ -124,6 +124,23 @@ def test_verification_answers_the_challenge_as_plain_text(api: str) -> None:
     assert r.status_code == 200, r.text
     assert r.text == "1158201444"
     assert r.headers["content-type"].startswith("text/plain")
+    assert r.headers["x-content-type-options"] == "nosniff"
+
+
+@pytest.mark.parametrize(
+    "challenge",
+    ["<script>alert(1)</script>", "<html>" + "A" * 60_000, "1" * 65, "12 34", "ünï", "1\n2"],
+)
+def test_a_challenge_that_is_not_a_short_token_is_refused_not_echoed(
+    api: str, challenge: str
+) -> None:
+    params = {"hub.mode": "subscribe", "hub.challenge": challenge, "hub.verify_token": TOKEN}
+    r = httpx.get(api + PATH, params=params)
+    body = assert_refused(r, 400, "hub.challenge must be 1 to 64 letters, digits")
+    assert challenge not in body["error"] and "<" not in r.text
+    # The longest allowed one is answered.
+    ok = httpx.get(api + PATH, params={**params, "hub.challenge": "9" * 64})
+    assert ok.status_code == 200 and ok.text == "9" * 64
 
 
 @pytest.mark.parametrize(

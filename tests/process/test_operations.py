@@ -244,6 +244,11 @@ def test_worker_serves_metrics_on_its_own_port(
         text = httpx.get(url, headers={"Authorization": "Bearer tok"}).text
         assert _deliveries(text, "ok") == 3
         assert "router_queue_messages" in text
+        # The scheme in any case, and wrong tokens throttled, as on the API.
+        assert httpx.get(url, headers={"Authorization": "bearer tok"}).status_code == 200
+        answers = [httpx.get(url, headers={"Authorization": "Bearer no"}) for _ in range(6)]
+        assert [a.status_code for a in answers] == [401] * 5 + [429]
+        assert answers[-1].headers["retry-after"] == "1"
     finally:
         assert worker.terminate()[0] == 0
 

@@ -3,7 +3,8 @@ webhook as Meta sends it (docs/whatsapp.md).
 
 - GET is Meta's verification request: ``hub.mode=subscribe`` and
   ``hub.verify_token`` equal to the configured token answer 200 with
-  ``hub.challenge`` as plain text; anything else 403.
+  ``hub.challenge`` as plain text (nosniff); anything else 403, a challenge
+  that is not a short token (1-64 letters, digits, ``.``, ``_``, ``-``) 400.
 - POST must carry ``X-Hub-Signature-256: sha256=<hex HMAC-SHA256 of the raw
   body, keyed with the app secret>``; else 401 and nothing is stored.
 - Every ``entry[].changes[].value.messages[]`` becomes a message of its own,
@@ -38,6 +39,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from collections.abc import Mapping
 from typing import Annotated, Any
 
@@ -86,6 +88,14 @@ def authenticate(options: WhatsAppOptions, headers: Mapping[str, str], body: byt
         )
 
 
+# What a hub.challenge may be. Meta sends a number (e.g. 1158201444); the
+# answer echoes it, so anything else (markup, 60 KB) is refused rather than
+# reflected: a short token of letters, digits, '.', '_', '-' leaves room for
+# a change on Meta's side and none for a page.
+MAX_CHALLENGE = 64
+_CHALLENGE = re.compile(rf"[A-Za-z0-9._-]{{1,{MAX_CHALLENGE}}}")
+
+
 def verify(options: WhatsAppOptions, query: Mapping[str, str]) -> str:
     mode = query.get("hub.mode")
     token = query.get("hub.verify_token")
@@ -96,6 +106,12 @@ def verify(options: WhatsAppOptions, query: Mapping[str, str]) -> str:
         raise ApiError(403, "verification refused: hub.verify_token does not match")
     if not challenge:
         raise ApiError(400, "verification request without hub.challenge")
+    if not _CHALLENGE.fullmatch(challenge):
+        raise ApiError(
+            400,
+            f"verification refused: hub.challenge must be 1 to {MAX_CHALLENGE} letters, digits, "
+            "'.', '_' or '-' (Meta sends a number)",
+        )
     return challenge
 
 
@@ -386,7 +402,8 @@ DOCS = FormatDocs(
     verify_query={
         "hub.mode": "subscribe (anything else: 403).",
         "hub.verify_token": "The Verify token typed in the App Dashboard (another: 403).",
-        "hub.challenge": "Answered back as text/plain.",
+        "hub.challenge": "Answered back as text/plain: 1 to 64 letters, digits, '.', '_' "
+        "or '-' (Meta sends a number); anything else: 400.",
     },
     verify_description="Meta's verification request (when the callback URL is saved in the "
     "App Dashboard): hub.mode subscribe and the route's verify_token answer 200 with "
