@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,11 +84,7 @@ class UnroutableStore:
             entries.append(
                 _encode(UnroutableItem(self.route, s.reason, s.problem, s.item, body, now))
             )
-            # The item's identity: its request (or itself) and its reason,
-            # never the time: a redelivery is the same item.
-            same = s.replay_body if s.replay_body is not None else _encode(s.item)
-            digest = hashlib.sha256(s.reason.encode() + b"\0" + same).hexdigest()
-            markers.append(self.keys.seen(digest))
+            markers.append(self.keys.seen(_identity(s)))
         # Listed first (idempotent): a list that holds items is always found.
         await self.redis.sadd(unroutable_routes_key(), self.route)
         kept = await self.scripts.keep_unroutable(
@@ -126,6 +123,22 @@ async def counts(scripts: Scripts) -> list[RouteCount]:
     route removed from routes.yaml included: its items are still there)."""
     routes = sorted(_text(r) for r in await scripts.redis.smembers(unroutable_routes_key()))
     return [await UnroutableStore(scripts, r).count() for r in routes]
+
+
+def _identity(s: SkippedItem) -> str:
+    """The item's identity: its one-item request (or itself), its reason and
+    where it was, never the time: a redelivery is the same item. A format
+    that gave neither (a plugin's `skip(reason, problem)`) gets a unique
+    one: its items are never mistaken for each other, at the cost of a
+    redelivery keeping them again."""
+    if s.replay_body is not None:
+        same = s.replay_body
+    elif s.item is not None:
+        same = _encode(s.item)
+    else:
+        return uuid.uuid4().hex
+    parts = (s.reason.encode(), s.problem.encode(), same)
+    return hashlib.sha256(b"\0".join(parts)).hexdigest()
 
 
 def _raw(value: bytes | str) -> bytes:
