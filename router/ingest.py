@@ -378,6 +378,8 @@ async def store_format(
         await UnroutableStore(scripts, route_key(ingest.route.path)).keep(
             request.skipped, math.ceil(settings.dedup_ttl)
         )
+        # A 503's "stored" speaks of the messages: none is written yet.
+        command_written.set(False)
     out = await _store_routed(ingest, scripts, routed, headers, batcher, batcher_many)
     return out, request.skipped
 
