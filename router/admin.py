@@ -1,4 +1,4 @@
-"""Admin endpoints: queue stats and dead letters.
+"""Admin endpoints: queue stats, dead letters and unroutable items.
 
 They read and change queues, so they exist only when ROUTER_ADMIN_TOKEN is
 set, and every call must carry `Authorization: Bearer <token>`.
@@ -14,13 +14,16 @@ from litestar import Request, get, post
 from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath, FromQuery
 
-from router import registry
+from router import registry, unroutable
 from router.auth import BearerToken, client_of
+from router.config import route_key
 from router.errors import ApiError, BadRequest
+from router.ingest import IngestRoute, replay_unroutable
 from router.openapi import admin_operation as doc  # the document's bearer auth and answers
 from router.paging import batch_of, count_of, start_of
 from router.queue import DestinationQueues
 from router.state import RouterState
+from router.unroutable import UnroutableStore
 
 
 def admin_handlers(state: RouterState) -> list[HTTPRouteHandler]:
@@ -188,7 +191,65 @@ def admin_handlers(state: RouterState) -> list[HTTPRouteHandler]:
         authorize(request)
         return await unblock_key(name, key)
 
+    # -- items answered 200 and not routed (router.unroutable) --------------
+
+    def unroutable_store(route: str) -> UnroutableStore:
+        _, scripts = state.require_redis()
+        return UnroutableStore(scripts, route_key(route))
+
+    def format_route(route: str) -> IngestRoute:
+        ingest = state.ingest.get(route_key(route))
+        if ingest is None:
+            raise ApiError(404, f"no route with path {route!r} in routes.yaml")
+        return ingest
+
+    @get("/admin/unroutable", operation_class=doc("unroutable_counts"))
+    async def unroutable_counts(request: Request[Any, Any, Any]) -> dict[str, Any]:
+        """Items of requests answered 200 that could not be routed, per
+        route path: `kept` (listed now) and `trimmed` (dropped past the cap)."""
+        authorize(request)
+        _, scripts = state.require_redis()
+        counted = await unroutable.counts(scripts)
+        return {c.route: {"kept": c.kept, "trimmed": c.trimmed} for c in counted}
+
+    @get("/admin/unroutable/items", operation_class=doc("unroutable_items"))
+    async def unroutable_items(
+        request: Request[Any, Any, Any],
+        route: FromQuery[str],
+        start: FromQuery[int] = 0,
+        count: FromQuery[int] = 100,
+    ) -> dict[str, Any]:
+        """A route's kept items, oldest first (`?route=` its path): the item
+        as it came, why it was not routed, and when."""
+        authorize(request)
+        items = await unroutable_store(route).items(start_of(start), count_of(count))
+        return {"items": [msgspec.structs.asdict(i) for _, i in items]}
+
+    @post("/admin/unroutable/replay", status_code=200, operation_class=doc("unroutable_replay"))
+    async def unroutable_replay(
+        request: Request[Any, Any, Any], route: FromQuery[str], count: FromQuery[int | None] = None
+    ) -> dict[str, Any]:
+        """Read a route's oldest kept items again (all, or `count`), as the
+        running router reads them: each it now routes is stored and removed,
+        each it still cannot stays."""
+        authorize(request)
+        _, scripts = state.require_redis()
+        done = await replay_unroutable(format_route(route), scripts, batch_of(count))
+        return {"status": "ok", "replayed": done.replayed, "still_unroutable": done.still}
+
+    @post("/admin/unroutable/purge", status_code=200, operation_class=doc("unroutable_purge"))
+    async def unroutable_purge(
+        request: Request[Any, Any, Any], route: FromQuery[str], count: FromQuery[int | None] = None
+    ) -> dict[str, Any]:
+        """Delete a route's kept items for good (all, or the oldest `count`)."""
+        authorize(request)
+        return {"status": "ok", "purged": await unroutable_store(route).purge(batch_of(count))}
+
     return [
+        unroutable_counts,
+        unroutable_items,
+        unroutable_replay,
+        unroutable_purge,
         destinations,
         pause,
         resume,

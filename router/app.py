@@ -189,12 +189,14 @@ def _stored_many(
 
 def _log_skipped(path: str, skipped: list[SkippedItem], metrics: IngestMetrics) -> None:
     """Each item a format left out of a stored request, once: logged with
-    what was wrong, and counted by reason. Only after the store: a request
-    answered 503 and redelivered is not logged twice."""
+    what was wrong, and counted by reason (it is kept: router.unroutable).
+    Only after the store: a request answered 503 and redelivered is not
+    logged twice."""
     for item in skipped:
         metrics.skipped(item.reason)
         log.warning(
-            "ingest %s: skipped a malformed item (%s), stored the rest: %s",
+            "ingest %s: skipped a malformed item (%s), stored the rest; kept it for "
+            "`router unroutable`: %s",
             path,
             item.reason,
             item.problem,

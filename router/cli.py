@@ -1,5 +1,5 @@
-"""The `router` command: serve, api, worker, check, status, retry, dead, pause, resume,
-plugins."""
+"""The `router` command: serve, api, worker, check, status, retry, dead, unroutable,
+pause, resume, plugins."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 from redis.exceptions import RedisError
 
 from router import logs
@@ -502,6 +503,45 @@ def _dead(settings: Settings, args: argparse.Namespace) -> int:
     return _on_queues(settings, "dead", args.destination, act)
 
 
+def _unroutable(settings: Settings, args: argparse.Namespace) -> int:
+    """`router unroutable list|replay|purge ROUTE [--count N]`: the items of
+    requests answered 200 that the route could not route (router.unroutable)."""
+    from router.config import route_key
+    from router.ingest import IngestRoute, replay_unroutable
+    from router.unroutable import UnroutableStore
+
+    route = route_key(args.route)
+    # Replay reads items as the running router would: routes.yaml whole,
+    # with the format's options (list and purge need no config at all).
+    ingest = None
+    if args.action == "replay":
+        config = _load_or_exit(settings)
+        found = [r for r in config.routes if route_key(r.path) == route]
+        if not found:
+            paths = ", ".join(r.path for r in config.routes)
+            print(f"router unroutable: no route {args.route!r}; defined: {paths}", file=sys.stderr)
+            return 2
+        ingest = IngestRoute.of(found[0])
+
+    async def act(redis: Any, scripts: Any) -> int:
+        store = UnroutableStore(scripts, route)
+        if args.action == "list":
+            for _, item in await store.items(0, args.count if args.count is not None else 100):
+                print(json.dumps(msgspec.structs.asdict(item)))
+        elif args.action == "purge":
+            print(f"purged {await store.purge(args.count)} unroutable item(s) of {route}")
+        else:
+            assert ingest is not None
+            done = await replay_unroutable(ingest, scripts, args.count)
+            print(
+                f"replayed {done.replayed} unroutable item(s) of {route}; "
+                f"{done.still} still not routable (kept)"
+            )
+        return 0
+
+    return _on_redis(settings, "unroutable", act)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="router", description=__doc__)
     parser.add_argument("--routes", help="routes file (default: $ROUTES_FILE or routes.yaml)")
@@ -573,6 +613,20 @@ def main(argv: list[str] | None = None) -> int:
         help="how many, oldest first (list: default 100; replay, purge: all)",
     )
     p.set_defaults(run=_dead)
+    p = sub.add_parser(
+        "unroutable",
+        help="items of requests answered 200 that a route could not route: list, "
+        "replay (read again by this version), purge",
+    )
+    p.add_argument("action", choices=["list", "replay", "purge"])
+    p.add_argument("route", help="the route's path, e.g. /webhooks/whatsapp")
+    p.add_argument(
+        "--count",
+        type=int,
+        default=None,
+        help="how many, oldest first (list: default 100; replay, purge: all)",
+    )
+    p.set_defaults(run=_unroutable)
     for name, text in [
         ("pause", "pause a destination: nothing new is attempted, ingest goes on storing"),
         ("resume", "resume a paused destination"),

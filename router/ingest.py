@@ -15,7 +15,7 @@ from redis.exceptions import ResponseError
 from router import envelope, tracecontext
 from router.auth import Authenticator
 from router.batching import Batcher
-from router.config import Destination, Route
+from router.config import Destination, Route, route_key
 from router.errors import ApiError, BadRequest, StorageUnavailable, Stored, redis_cause
 from router.filters import MISSING, Getter, compile_path
 from router.ingest_formats import FormatRequest, IngestedMessage, IngestFormat, SkippedItem
@@ -23,6 +23,7 @@ from router.keys import DestinationKeys, all_shards, shard_of
 from router.queue import EnqueueResult, Pending, Scripts, Target, enqueue, enqueue_many
 from router.ratelimit import RateLimiter
 from router.redis_client import command_written, waiting_for_connection
+from router.unroutable import UnroutableStore
 
 GLOBAL_KEY = "*"
 MAX_KEY_LENGTH = 256
@@ -349,36 +350,21 @@ async def store_format(
 ) -> tuple[Sequence[EnqueueResult | Routed], list[SkippedItem]]:
     """A format route's request: authenticated by the format, parsed into
     its messages, and all of them stored in one atomic step (or none), with
-    the items the format skipped. Every refusal comes before anything is
-    written. On a route with `when:` filters each message is a Routed (one
-    its filters matched nowhere: stored for none), else an EnqueueResult; a
-    message the format drops is not listed."""
+    the items the format skipped, which are kept for the operator first
+    (router.unroutable: a failure to keep them is a Redis error, a 503,
+    never a 200). Every refusal comes before anything is written. On a
+    route with `when:` filters each message is a Routed (one its filters
+    matched nowhere: stored for none), else an EnqueueResult; a message the
+    format drops is not listed."""
     fmt = ingest.route.format
     assert fmt is not None
     settings = ingest.route.settings
-    options = ingest.route.format_options
     if len(body) > settings.max_body:
         raise ApiError(413, f"request body too large: the limit is {settings.max_body} bytes")
     if fmt.authenticate is not None:
-        fmt.authenticate(options, headers, body)
-    request = FormatRequest(
-        body,
-        headers,
-        options,
-        lambda raw: decode_object(
-            raw, settings.max_body, settings.max_depth, settings.max_string_length
-        ),
-    )
-    messages = fmt.parse(request)
-    routed = []  # each message, the names it goes to, its targets
-    for k, m in enumerate(messages):
-        names = _format_names(ingest, m)
-        if not names and m.destinations is None and settings.on_no_match == "reject":
-            raise NoMatch(m.where or f"message {k + 1} of {len(messages)} the format read")
-        routed.append((m, names, _format_targets(ingest, m, names)))
-    for m, _, _ in routed:
-        if m.dedup_id is not None:
-            _key_text(m.dedup_id, "a message id")
+        fmt.authenticate(ingest.route.format_options, headers, body)
+    request = _format_request(ingest, body, headers)
+    routed = _route_format(ingest, fmt.parse(request))
     command_written.set(False)
     waiting_for_connection.set(0)
     if limiter is not None:
@@ -386,6 +372,57 @@ async def store_format(
             await limiter.check(client)
         finally:
             command_written.set(False)
+    if request.skipped:
+        # Before the messages: a redelivery after a failure here finds
+        # them stored (their ids) and keeps these once (their markers).
+        await UnroutableStore(scripts, route_key(ingest.route.path)).keep(
+            request.skipped, math.ceil(settings.dedup_ttl)
+        )
+        # A 503's "stored" speaks of the messages: none is written yet.
+        command_written.set(False)
+    out = await _store_routed(ingest, scripts, routed, headers, batcher, batcher_many)
+    return out, request.skipped
+
+
+def _format_request(ingest: IngestRoute, body: bytes, headers: Mapping[str, str]) -> FormatRequest:
+    settings = ingest.route.settings
+    return FormatRequest(
+        body,
+        headers,
+        ingest.route.format_options,
+        lambda raw: decode_object(
+            raw, settings.max_body, settings.max_depth, settings.max_string_length
+        ),
+    )
+
+
+_Routing = list[tuple[IngestedMessage, tuple[str, ...], list[Target]]]
+
+
+def _route_format(ingest: IngestRoute, messages: list[IngestedMessage]) -> _Routing:
+    """Each message a format read, the destinations it goes to and its
+    targets; a refusal (400, 422) before anything is written."""
+    routed = []
+    for k, m in enumerate(messages):
+        names = _format_names(ingest, m)
+        if not names and m.destinations is None and ingest.route.settings.on_no_match == "reject":
+            raise NoMatch(m.where or f"message {k + 1} of {len(messages)} the format read")
+        routed.append((m, names, _format_targets(ingest, m, names)))
+    for m, _, _ in routed:
+        if m.dedup_id is not None:
+            _key_text(m.dedup_id, "a message id")
+    return routed
+
+
+async def _store_routed(
+    ingest: IngestRoute,
+    scripts: Scripts,
+    routed: _Routing,
+    headers: Mapping[str, str],
+    batcher: Batcher | None,
+    batcher_many: Batcher | None,
+) -> Sequence[EnqueueResult | Routed]:
+    """Store routed messages in one atomic step (router.queue.enqueue_many)."""
     now_ms = int(time.time() * 1000)
     traceparent, tracestate = tracecontext.from_headers(headers)
     pending = []
@@ -409,10 +446,10 @@ async def store_format(
     results: list[EnqueueResult] = []
     if pending:
         results = await enqueue_many(
-            scripts, pending, math.ceil(settings.dedup_ttl), batcher, batcher_many
+            scripts, pending, math.ceil(ingest.route.settings.dedup_ttl), batcher, batcher_many
         )
     if not ingest.route.filters:
-        return results, request.skipped
+        return results
     stored = iter(results)
     out: list[EnqueueResult | Routed] = []
     for m, names, targets in routed:
@@ -420,7 +457,49 @@ async def store_format(
             out.append(Routed(next(stored), names))
         elif m.destinations is None:
             out.append(Routed(None, ()))  # matched no destination (on_no_match: accept)
-    return out, request.skipped
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Replayed:
+    """What `router unroutable replay` did with a route's oldest items."""
+
+    replayed: int  # parsed and stored now (or duplicates of what was): removed from the list
+    still: int  # still not understood (or not replayable): left in the list
+
+
+async def replay_unroutable(
+    ingest: IngestRoute, scripts: Scripts, count: int | None = None
+) -> Replayed:
+    """Parse the oldest `count` kept items (all when None) of a format route
+    again, each from the request with only it, as the running router reads
+    it: one it now understands is stored for its destinations (its message
+    id dedups a replay done twice) and removed from the list; one it still
+    cannot route stays, as it is. Not authenticated again: the router
+    checked the signature when the request came."""
+    fmt = ingest.route.format
+    if fmt is None:
+        raise ApiError(409, f"route {ingest.route.path} has no `format:`: nothing to replay")
+    store = UnroutableStore(scripts, route_key(ingest.route.path))
+    total = (await store.count()).kept if count is None else count
+    replayed = still = 0
+    for raw, item in await store.items(0, max(0, total)):
+        if item.body is None:
+            still += 1
+            continue
+        request = _format_request(ingest, item.body.encode(), {})
+        try:
+            routed = _route_format(ingest, fmt.parse(request))
+        except ApiError:
+            still += 1  # refused as a request (400, 422): still not routable
+            continue
+        if request.skipped:
+            still += 1
+            continue
+        await _store_routed(ingest, scripts, routed, {}, None, None)
+        await store.remove([raw])
+        replayed += 1
+    return Replayed(replayed, still)
 
 
 # A \uD800-\uDFFF escape that is not half of a high+low pair.

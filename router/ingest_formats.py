@@ -16,8 +16,10 @@ router's own behaviour, router.ingest). A format turns a service's webhook
   One malformed item in a good request (a message without its id) is
   ``request.skip(reason, problem)``-ed instead: the others are stored, the
   answer is 200 and says how many were skipped, and the router logs each
-  skipped item and counts it (router_ingest_items_skipped_total{route,
-  reason}). A service that redelivers a refused request (Meta does, for
+  skipped item, counts it (router_ingest_items_skipped_total{route,
+  reason}) and keeps it, with the reason, for the operator to read, replay
+  or purge (router.unroutable; stored before the answer: a failure to keep
+  it is a 503). A service that redelivers a refused request (Meta does, for
   days) would otherwise never get the good items through.
 - ``verify(options, query)`` answers the service's GET handshake (a
   subscription check): it returns the plain-text answer, or raises an
@@ -75,6 +77,13 @@ class SkippedItem:
     # What is wrong and where, for the log and the answer, e.g.
     # "entry[0].changes[0].value.messages[1].from must be a non-empty string".
     problem: str
+    # The item as the request carried it (decoded JSON), kept for the
+    # operator (router.unroutable): the router answered 200 for it.
+    item: Any = None
+    # A request carrying only this item, as the service would send it:
+    # what a replay parses again once the router understands it (`router
+    # unroutable replay`). None: the item cannot be replayed, only read.
+    replay_body: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,9 +100,13 @@ class FormatRequest:
     # What parse skipped (skip()), in the request's order.
     skipped: list[SkippedItem] = field(default_factory=list, repr=False)
 
-    def skip(self, reason: str, problem: str) -> None:
-        """Leave one malformed item of the request out (see the module's text)."""
-        self.skipped.append(SkippedItem(reason, problem))
+    def skip(
+        self, reason: str, problem: str, item: Any = None, replay_body: bytes | None = None
+    ) -> None:
+        """Leave one malformed item of the request out (see the module's
+        text): `item` as it came, and `replay_body` (a request with only
+        it) are kept for the operator."""
+        self.skipped.append(SkippedItem(reason, problem, item, replay_body))
 
     def json(self) -> dict[str, Any]:
         """The body as a JSON object, with the route's limits and the same

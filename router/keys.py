@@ -205,3 +205,38 @@ def destinations_key() -> str:
 def rate_limit_key(route_path: str, sender: str) -> str:
     """Counter of one sender's requests to a route in the current window."""
     return f"{PREFIX}:ratelimit:{route_path}:{sender}"
+
+
+@dataclass(frozen=True, slots=True)
+class RouteKeys:
+    """Names of the Redis keys of one ingest route: the items of its requests
+    that were answered 200 but could not be routed (router.unroutable).
+    `route` is the route's path as Litestar routes it (config.route_key)."""
+
+    route: str
+
+    @property
+    def tag(self) -> str:
+        return "{" + f"{PREFIX}:route:{self.route}" + "}"
+
+    @property
+    def unroutable(self) -> str:
+        """List of kept items, oldest first (JSON: route, reason, problem,
+        item, body, at); at most router.unroutable.MAX_KEPT, oldest trimmed."""
+        return f"{self.tag}:unroutable"
+
+    @property
+    def trimmed(self) -> str:
+        """Counter: kept items dropped from `unroutable` to keep it within its cap."""
+        return f"{self.tag}:unroutable:trimmed"
+
+    def seen(self, digest: str) -> str:
+        """Marker of an item kept (string with the route's dedup_ttl): Meta's
+        redelivery of the same request keeps it once."""
+        return f"{self.tag}:unroutable:seen:{digest}"
+
+
+def unroutable_routes_key() -> str:
+    """Set: the path of every route that ever kept an unroutable item: what
+    `router status` and the dashboard list (a route since removed included)."""
+    return f"{PREFIX}:unroutable-routes"

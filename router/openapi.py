@@ -1094,6 +1094,65 @@ _ADMIN_OK: dict[str, Schema] = {
     ),
 }
 _ADMIN_OK["unblock_in_path"] = _ADMIN_OK["unblock"]
+# Items of requests answered 200 that a route could not route (router.unroutable).
+_ADMIN_OK["unroutable_counts"] = Schema(
+    type=_OBJECT,
+    description="Per route path that ever kept an unroutable item.",
+    additional_properties=Schema(
+        type=_OBJECT,
+        required=["kept", "trimmed"],
+        properties={
+            "kept": Schema(type=_INTEGER, minimum=0, description="Items listed now."),
+            "trimmed": Schema(
+                type=_INTEGER,
+                minimum=0,
+                description="Items dropped, oldest first, past the cap of 10,000 per route.",
+            ),
+        },
+    ),
+)
+_ADMIN_OK["unroutable_items"] = Schema(
+    type=_OBJECT,
+    required=["items"],
+    properties={
+        "items": Schema(
+            type=OpenAPIType.ARRAY,
+            items=Schema(
+                type=_OBJECT,
+                required=["route", "reason", "problem", "item", "body", "at"],
+                properties={
+                    "route": Schema(type=_STRING),
+                    "reason": Schema(type=_STRING, description="e.g. message.from"),
+                    "problem": Schema(type=_STRING, description="What is wrong, and where."),
+                    "item": Schema(description="The item as the request carried it."),
+                    "body": Schema(
+                        one_of=[Schema(type=_STRING), Schema(type=_NULL)],
+                        description="The request with only this item: what a replay reads.",
+                    ),
+                    "at": Schema(type=_INTEGER, description="When it was kept: Unix time, ms."),
+                },
+            ),
+        )
+    },
+)
+_ADMIN_OK["unroutable_replay"] = Schema(
+    type=_OBJECT,
+    required=["status", "replayed", "still_unroutable"],
+    properties={
+        "status": _OK,
+        "replayed": Schema(
+            type=_INTEGER, minimum=0, description="Routed and stored now: removed from the list."
+        ),
+        "still_unroutable": Schema(
+            type=_INTEGER, minimum=0, description="Still not routable: kept."
+        ),
+    },
+)
+_ADMIN_OK["unroutable_purge"] = Schema(
+    type=_OBJECT,
+    required=["status", "purged"],
+    properties={"status": _OK, "purged": _COUNT},
+)
 
 _UNBLOCK_BODY = RequestBody(
     required=True,
@@ -1153,7 +1212,7 @@ def _admin_responses(name: str) -> dict[str, OpenAPIResponse]:
                 'send a JSON body {"key": "<ordering key>"}: Object missing required field `key`'
             ),
         )
-    elif name in ("dead", "replay"):
+    elif name in ("dead", "replay", "unroutable_items", "unroutable_replay", "unroutable_purge"):
         responses["400"] = _BAD_QUERY
     elif name == "purge":
         responses["400"] = _answer(
@@ -1177,7 +1236,23 @@ def _admin_responses(name: str) -> dict[str, OpenAPIResponse]:
     responses["429"] = _ADMIN_429
     if name in ("unblock", "unblock_in_path"):
         responses["404"] = _KEY_NOT_BLOCKED
-    elif name in _ADMIN_OK and name != "destinations":
+    elif name == "unroutable_replay":
+        responses["404"] = _answer(
+            "No route with that path in routes.yaml.",
+            ERROR_SCHEMA,
+            _error("no route with path '/nowhere' in routes.yaml"),
+        )
+        responses["409"] = _answer(
+            "The route has no `format:` (a JSON route keeps no unroutable items).",
+            ERROR_SCHEMA,
+            _error("route /ingest has no `format:`: nothing to replay"),
+        )
+    elif name in _ADMIN_OK and name not in (
+        "destinations",
+        "unroutable_counts",
+        "unroutable_items",
+        "unroutable_purge",
+    ):
         responses["404"] = _ADMIN_404
     responses["503"] = _ADMIN_503
     return responses

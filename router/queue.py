@@ -667,10 +667,7 @@ class DestinationQueue:
     async def purge(self, raw_entries: list[bytes]) -> int:
         """Delete these dead letters (exact list elements): what an operator
         looked at, not what arrived since. Returns how many were there."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for raw in raw_entries:
-                pipe.lrem(self.keys.dead, 1, raw)
-            return sum(int(n) for n in await pipe.execute())
+        return await remove_entries(self.redis, self.keys.dead, raw_entries)
 
     async def blocked_keys(self) -> dict[str, dict[str, Any]]:
         """Keys stopped by on_exhausted: block, with their last error (admin, not hot path)."""
@@ -782,6 +779,16 @@ class DestinationQueues:
 
     async def unblock(self, key: str) -> bool:
         return await self.of_key(key).unblock(key)
+
+
+async def remove_entries(redis: Any, list_key: str, raw_entries: list[bytes]) -> int:
+    """Delete these exact elements of a list (dead letters, unroutable
+    items): what an operator looked at, not what arrived since. Returns how
+    many were there."""
+    async with redis.pipeline(transaction=False) as pipe:
+        for raw in raw_entries:
+            pipe.lrem(list_key, 1, raw)
+        return sum(int(n) for n in await pipe.execute())
 
 
 def _bytes(value: bytes | str) -> bytes:

@@ -106,6 +106,8 @@ SCRIPT_KEYS: dict[str, tuple[str, ...]] = {
         "recovered",
     ),
     "ratelimit": ("counter",),  # not a destination's: see router.keys.rate_limit_key
+    # A route's, not a destination's: router.keys.RouteKeys (router.unroutable).
+    "keep_unroutable": ("unroutable", "trimmed"),
 }
 PER_DESTINATION = {"enqueue", "enqueue_many"}
 
@@ -142,6 +144,7 @@ class Scripts:
 
     def __init__(self, redis: Redis) -> None:
         self.cluster = is_cluster(redis)  # one slot per script: see queue.enqueue
+        self.redis = redis  # for the plain commands next to a script (router.unroutable)
         self.enqueue = load(redis, "enqueue")
         self.enqueue_many = load(redis, "enqueue_many")
         self.claim = load(redis, "claim")
@@ -156,3 +159,4 @@ class Scripts:
         self.retry = load(redis, "retry")
         self.purge = load(redis, "purge")
         self.reopen = load(redis, "reopen")
+        self.keep_unroutable = load(redis, "keep_unroutable")

@@ -1,5 +1,6 @@
 """`router status`: the queues as a table (rich), once or refreshed
-(--watch), or one conversation; --json for scripts."""
+(--watch), or one conversation; --json for scripts (the queues only). The
+table is followed by the routes keeping unroutable items, when any is."""
 
 from __future__ import annotations
 
@@ -18,9 +19,10 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from router import logs
+from router import logs, unroutable
 from router.queue import DestinationQueues, KeyState, Scripts
 from router.status import DestinationStatus, Layout, rate, read_status
+from router.unroutable import RouteCount
 
 # One-shot status: the rate is measured over this long.
 RATE_WINDOW = 1.0
@@ -92,6 +94,34 @@ def table(
     return t
 
 
+def unroutable_table(counts: list[RouteCount]) -> Table | None:
+    """Routes keeping items answered 200 and not routed (router.unroutable);
+    None when there are none (nothing to show)."""
+    shown = [c for c in counts if c.kept or c.trimmed]
+    if not shown:
+        return None
+    t = Table(
+        title="unroutable items (answered 200, not routed: `router unroutable list ROUTE`)",
+        box=box.SIMPLE_HEAVY,
+        title_justify="left",
+    )
+    t.add_column("route")
+    t.add_column("kept", justify="right")
+    t.add_column("trimmed", justify="right")
+    for c in shown:
+        t.add_row(
+            _plain(c.route),
+            Text(str(c.kept), style="red" if c.kept else ""),
+            Text(str(c.trimmed), style="red" if c.trimmed else ""),
+        )
+    return t
+
+
+def _with_unroutable(queues: Table, counts: list[RouteCount]) -> Group:
+    extra = unroutable_table(counts)
+    return Group(queues) if extra is None else Group(queues, extra)
+
+
 def as_json(now: list[DestinationStatus], before: list[DestinationStatus] | None) -> str:
     previous = {s.name: s for s in before or []}
     out: dict[str, Any] = {}
@@ -140,12 +170,16 @@ async def show(
         if as_json_output:
             print(as_json(now, before))
         else:
-            console.print(table(now, before, "queues"))
+            counts = await unroutable.counts(scripts)
+            console.print(_with_unroutable(table(now, before, "queues"), counts))
         return 0
 
-    def frame(now: list[DestinationStatus], previous: list[DestinationStatus] | None) -> Table:
+    async def frame(
+        now: list[DestinationStatus], previous: list[DestinationStatus] | None
+    ) -> Group:
         stamp = time.strftime("%H:%M:%S")
-        return table(now, previous, f"queues at {stamp} (every {watch:g}s; Ctrl-C to stop)")
+        queues = table(now, previous, f"queues at {stamp} (every {watch:g}s; Ctrl-C to stop)")
+        return _with_unroutable(queues, await unroutable.counts(scripts))
 
     async with _until_interrupted() as interrupted:
 
@@ -157,16 +191,16 @@ async def show(
 
         if not console.is_terminal:
             # Piped (a log, `tee`): one table per refresh, one after the other.
-            console.print(frame(before, None))
+            console.print(await frame(before, None))
             while await tick():
                 now = await read_status(redis, scripts, layout, configured)
-                console.print(frame(now, before))
+                console.print(await frame(now, before))
                 before = now
             return 0
-        with Live(frame(before, None), console=console, auto_refresh=False) as live:
+        with Live(await frame(before, None), console=console, auto_refresh=False) as live:
             while await tick():
                 now = await read_status(redis, scripts, layout, configured)
-                live.update(Group(frame(now, before)), refresh=True)
+                live.update(await frame(now, before), refresh=True)
                 before = now
     return 0
 

@@ -24,7 +24,7 @@ from litestar.response import Redirect, Template
 from litestar.static_files import create_static_files_router
 from redis.exceptions import RedisError
 
-from router import envelope, paging
+from router import envelope, paging, unroutable
 from router.auth import BearerToken, client_of
 from router.auth_throttle import TooManyWrongTokens
 from router.errors import ApiError, redis_cause
@@ -185,10 +185,14 @@ def ui_router(state: RouterState, history: History) -> Router:
             chart("Messages stored", [(n, history.series(n, "messages")) for n in names], now),
             chart("Delivered per second", [(n, history.rates(n)) for n in names], now),
         ]
+        _, scripts = state.require_redis()
+        # A few O(1) reads per route that ever kept one (router.unroutable).
+        kept = [c for c in await unroutable.counts(scripts) if c.kept or c.trimmed]
         return _page(
             "overview.html",
             {
                 "rows": [row(s) for s in current],
+                "unroutable": kept,
                 "charts": charts,
                 "as_of": _clock(now),
                 "refresh": REFRESH_SECONDS,

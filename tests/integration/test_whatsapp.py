@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from redis import Redis
 
 from router.envelope import decode
-from router.keys import DestinationKeys
+from router.keys import DestinationKeys, RouteKeys, unroutable_routes_key
 from tests.support.bot import Bot
 from tests.support.messages import assert_refused, stored_keys
 from tests.support.routes import write_yaml
@@ -266,7 +266,8 @@ def test_a_malformed_item_is_skipped_and_the_rest_stored_together(
     assert [m["duplicate"] for m in answer["messages"]] == [False, False, False]
     assert answer["problems"] == [
         "entry[1].changes[0].value.messages[1].id must be a non-empty string",
-        "entry[1].changes[0].value.messages[2].from must be a non-empty string",
+        "entry[1].changes[0].value.messages[2].from must be a non-empty string "
+        "(or from_user_id, for a user with a username)",
         "entry[1].changes[0].value.messages[3] must be an object",
         "entry[1].changes[1].value.statuses[1].id must be a non-empty string",
     ]
@@ -289,7 +290,9 @@ def test_a_malformed_item_is_skipped_and_the_rest_stored_together(
     assert again["skipped"] == 4
 
 
-def test_a_post_of_only_malformed_items_is_200_and_stores_nothing(api: str, redis: Redis) -> None:
+def test_a_post_of_only_malformed_items_is_200_stores_no_message_and_keeps_the_item(
+    api: str, redis: Redis
+) -> None:
     broken = text("447700900001", "wamid.A1", "x")
     broken["text"] = "hi"
     r = post(api, envelope([value([broken])]))
@@ -302,7 +305,15 @@ def test_a_post_of_only_malformed_items_is_200_and_stores_nothing(api: str, redi
             "entry[0].changes[0].value.messages[0].text must be an object with a string body"
         ],
     }
-    assert nothing_stored(redis)
+    # No message for any destination; the item is kept for the operator
+    # (router.unroutable, tests/integration/test_whatsapp_unroutable.py).
+    kept = RouteKeys(PATH)
+    markers = list(redis.scan_iter(match="*unroutable:seen:*"))
+    assert len(markers) == 1
+    assert sorted(k for k in stored_keys(redis) if not k.endswith(b":counts")) == sorted(
+        [unroutable_routes_key().encode(), kept.unroutable.encode(), *markers]
+    )
+    assert [json.loads(i)["item"] for i in redis.lrange(kept.unroutable, 0, -1)] == [broken]
 
 
 @pytest.mark.parametrize(

@@ -526,3 +526,53 @@ def test_a_whatsapp_post_is_stored_and_delivered_over_shards_on_every_master(
         router.terminate()
     assert len(bot.acknowledged()) == 3 * len(senders)
     assert len(audit.acknowledged()) == 12
+
+
+def test_a_username_user_is_delivered_and_a_malformed_item_kept_on_a_cluster(
+    cluster_url: str, bot: Bot, tmp_path: Path
+) -> None:
+    """On a Cluster the kept items live under the route's own hash tag (one
+    slot per script) and the list of routes beside it: a POST with a BSUID
+    message and a message with no sender is answered 200, the first is
+    delivered keyed by its BSUID, the second kept, listed and purged."""
+    routes = write_yaml(
+        tmp_path,
+        f"""
+        routes:
+          - path: {wa.PATH}
+            format: whatsapp
+            format_options: {{verify_token: t, app_secret: {wa.SECRET}}}
+            destinations: [chatbot]
+        destinations:
+          chatbot:
+            plugin: chatbot
+            url: {bot.url}
+            ordering_key: wa_id
+            shards: 3
+            timeout: 2s
+            lease: 5s
+        """,
+    )
+    bsuid = "US.13491208655302741918"
+    username = {**wa.text("", "wamid.U1", "hola"), "from_user_id": bsuid}
+    nobody = wa.text("", "wamid.X1", "nadie")
+    body = json.dumps(wa.envelope([wa.value([username, nobody])])).encode()
+    router = _started(tmp_path, cluster_url, routes)
+    try:
+        r = httpx.post(router.url + wa.PATH, content=body, headers=wa.signed(body))
+        assert r.status_code == 200, r.text
+        assert r.json()["skipped"] == 1 and len(r.json()["messages"]) == 1
+        wait_until(lambda: bot.acked_messages(bsuid) == ["hola"], what="the BSUID message")
+        cli = {"REDIS_URL": cluster_url}
+        listed = run_cli("--routes", str(routes), "unroutable", "list", wa.PATH, **cli)
+        assert listed.returncode == 0, listed.stderr
+        assert [json.loads(line)["item"] for line in listed.stdout.splitlines()] == [nobody]
+        status = run_cli("--routes", str(routes), "status", **cli)
+        assert status.returncode == 0, status.stderr
+        assert next(line for line in status.stdout.splitlines() if wa.PATH in line).split()[
+            -2:
+        ] == ["1", "0"]
+        purged = run_cli("--routes", str(routes), "unroutable", "purge", wa.PATH, **cli)
+        assert "purged 1" in purged.stdout, purged.stderr
+    finally:
+        router.terminate()

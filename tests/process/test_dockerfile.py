@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.support import ROOT
+from tests.support.routes import shipped_routes
 from tests.support.servers import free_port, wait_until
 from tests.unit.test_dockerfile import final_stage, image_env
 
@@ -28,7 +28,7 @@ def test_cmd_with_image_env_serves_and_passes_the_healthcheck(tmp_path: Path, cl
     # The same command and environment, with this checkout's paths for /app.
     port = free_port()
     env = {k: v.replace("/app", str(tmp_path)) for k, v in image_env().items()}
-    shutil.copy(ROOT / "routes.yaml", tmp_path / "routes.yaml")
+    shutil.copy(shipped_routes(), tmp_path / "routes.yaml")
     env.update(PORT=str(port), REDIS_URL=clean_redis, PATH=os.environ["PATH"])
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env["PATH"]
     proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stderr=subprocess.PIPE, text=True)

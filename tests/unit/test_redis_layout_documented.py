@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from router import keys
-from router.keys import DestinationKeys, all_shards, shard_tag
+from router.keys import DestinationKeys, RouteKeys, all_shards, shard_tag
 from tests.support import ROOT
 
 README = ROOT / "README.md"
@@ -98,6 +98,15 @@ def _key_names() -> Iterator[tuple[str, str]]:
                 if value.endswith(":"):  # a prefix (lane_prefix): the key it starts
                     value += "sample"
                 yield f"DestinationKeys.{name} of {k}", _as_documented(value)
+    # A route's keys (router.unroutable), for a sample route path.
+    route = RouteKeys("/sample")
+    for name, member in vars(RouteKeys).items():
+        if name.startswith("_") or name in NOT_KEYS:
+            continue
+        if isinstance(member, property):
+            yield f"RouteKeys.{name}", getattr(route, name)
+        elif inspect.isfunction(member):
+            yield f"RouteKeys.{name}", _call(getattr(route, name))
     functions = [
         (name, function)
         for name, function in vars(keys).items()

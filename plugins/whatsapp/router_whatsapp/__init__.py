@@ -8,7 +8,9 @@ webhook as Meta sends it (docs/whatsapp.md).
 - POST must carry ``X-Hub-Signature-256: sha256=<hex HMAC-SHA256 of the raw
   body, keyed with the app secret>``; else 401 and nothing is stored.
 - Every ``entry[].changes[].value.messages[]`` becomes a message of its own,
-  ordered by the sender's ``wa_id`` and deduplicated by its WhatsApp message
+  ordered by the sender's ``wa_id`` (``from``; for a user with a username
+  whose phone Meta withholds, ``from_user_id``: the business-scoped user
+  id, BSUID) and deduplicated by its WhatsApp message
   id (``wamid.…``: Meta redelivers a webhook it got no 200 for, for days).
   A text message becomes ``{"mensaje": <text>, "wa_id": <sender>, "id",
   "timestamp", "type": "text", "text": {...}, ...}``; every other type keeps
@@ -16,18 +18,21 @@ webhook as Meta sends it (docs/whatsapp.md).
   business number it reached (``phone_number_id``) and, when Meta sends
   it, the sender's ``profile_name``.
 - ``statuses[]`` (sent, delivered, read, failed) go to the destination
-  named by the ``statuses`` option, ordered by ``recipient_id`` (a
-  conversation's statuses in order) and deduplicated by message id and
-  status, or are dropped (``statuses: drop``, the default).
+  named by the ``statuses`` option, ordered by ``recipient_id`` (or
+  ``recipient_user_id``, as above: a conversation's statuses in order)
+  and deduplicated by message id and status, or are dropped
+  (``statuses: drop``, the default).
 - Changes of other fields (``account_update``, templates, ...) are not
   messages: they are ignored (answered 200, so Meta does not redeliver them).
 - The messages and statuses of one POST are stored in one atomic step,
   or none is: a 503 makes Meta redeliver it, and the ids make the redelivery
   store only what was missing.
-- A malformed message or status (no ``id``, ``from``, ``type``, a text
-  without ``text.body``, a status without ``id``, ``status`` or
-  ``recipient_id``, an item that is not an object) is skipped, not the POST:
-  the rest is stored and the answer is 200 naming how many were skipped.
+- A malformed message or status (no ``id``, ``type``, neither ``from`` nor
+  ``from_user_id``, a text without ``text.body``, a status without ``id``,
+  ``status`` or a recipient, an item that is not an object) is skipped,
+  not the POST: the rest is stored and the answer is 200 naming how many
+  were skipped; the item is kept for the operator (router.unroutable),
+  with the webhook carrying only it, to replay.
   Meta redelivers a POST that got no 200 for days, and the good messages in
   it would never arrive. A body that is not Meta's envelope (not JSON,
   ``object`` not ``whatsapp_business_account``, ``entry``, ``changes``,
@@ -159,11 +164,28 @@ def _text(item: dict[str, Any], name: str, where: str, kind: str, key: bool = Fa
     return value
 
 
+def _user(item: dict[str, Any], phone: str, bsuid: str, where: str, kind: str) -> str:
+    """Who a message is from (a status is to): the phone number (`from`,
+    `recipient_id`) when Meta sends one, else the business-scoped user id
+    (`from_user_id`, `recipient_user_id`) of a user with a username, whose
+    phone Meta withholds (`""` or absent). The phone first: a user known by
+    it keeps the conversation key their earlier messages had."""
+    value = item.get(phone)
+    if value is None or value == "":
+        if isinstance(item.get(bsuid), str) and item[bsuid]:
+            return _text(item, bsuid, where, kind, key=True)
+        raise _Malformed(
+            f"{kind}.{phone}",
+            f"{where}.{phone} must be a non-empty string (or {bsuid}, for a user with a username)",
+        )
+    return _text(item, phone, where, kind, key=True)
+
+
 def _message(
     m: dict[str, Any], where: str, phone_number_id: Any, names: dict[str, str]
 ) -> IngestedMessage:
     wamid = _text(m, "id", where, "message", key=True)
-    sender = _text(m, "from", where, "message", key=True)
+    sender = _user(m, "from", "from_user_id", where, "message")
     kind = _text(m, "type", where, "message")
     extra: dict[str, Any] = {"wa_id": sender}
     if phone_number_id is not None:
@@ -194,7 +216,7 @@ def _status(
 ) -> IngestedMessage:
     wamid = _text(s, "id", where, "status", key=True)
     status = _text(s, "status", where, "status")
-    recipient = _text(s, "recipient_id", where, "status", key=True)
+    recipient = _user(s, "recipient_id", "recipient_user_id", where, "status")
     # One message id has a status per step (sent, delivered, read): each
     # step is its own event; a redelivered one is a duplicate.
     dedup_id = f"status:{wamid}:{status}"
@@ -241,11 +263,16 @@ def parse(request: FormatRequest) -> list[IngestedMessage]:
             )
             names: dict[str, str] = {}
             for contact in _list(value, "contacts", v_where):
-                if isinstance(contact, dict) and isinstance(contact.get("wa_id"), str):
-                    profile = contact.get("profile")
-                    name = profile.get("name") if isinstance(profile, dict) else None
-                    if isinstance(name, str):
-                        names[contact["wa_id"]] = name
+                if not isinstance(contact, dict):
+                    continue
+                profile = contact.get("profile")
+                name = profile.get("name") if isinstance(profile, dict) else None
+                if isinstance(name, str):
+                    # A username user's contact has `user_id` (the BSUID) and
+                    # maybe no `wa_id`: either may be the message's key.
+                    for id_field in ("wa_id", "user_id"):
+                        if isinstance(contact.get(id_field), str) and contact[id_field]:
+                            names[contact[id_field]] = name
             for k, m in enumerate(_list(value, "messages", v_where)):
                 m_where = f"{v_where}.messages[{k}]"
                 try:
@@ -253,7 +280,8 @@ def parse(request: FormatRequest) -> list[IngestedMessage]:
                         _message(_item(m, m_where, "message"), m_where, phone_number_id, names)
                     )
                 except _Malformed as exc:
-                    request.skip(exc.reason, exc.problem)
+                    alone = _alone(entry, change, value, "messages", m)
+                    request.skip(exc.reason, exc.problem, m, alone)
             statuses = _list(value, "statuses", v_where)
             if options.statuses == DROP:
                 continue  # not stored, so not read: nothing to skip
@@ -263,8 +291,21 @@ def parse(request: FormatRequest) -> list[IngestedMessage]:
                     status = _item(s, s_where, "status")
                     out.append(_status(status, s_where, phone_number_id, options.statuses))
                 except _Malformed as exc:
-                    request.skip(exc.reason, exc.problem)
+                    alone = _alone(entry, change, value, "statuses", s)
+                    request.skip(exc.reason, exc.problem, s, alone)
     return out
+
+
+def _alone(
+    entry: dict[str, Any], change: dict[str, Any], value: dict[str, Any], name: str, item: Any
+) -> bytes:
+    """The request Meta would send with only `item` (its entry's id, its
+    change's metadata and contacts kept): what `router unroutable replay`
+    parses again once the router understands the item."""
+    alone_value = {k: v for k, v in value.items() if k not in ("messages", "statuses")}
+    alone_value[name] = [item]
+    alone_entry = {**entry, "changes": [{**change, "value": alone_value}]}
+    return _encode({"object": OBJECT, "entry": [alone_entry]})
 
 
 def _destinations(options: WhatsAppOptions) -> list[str]:
@@ -276,9 +317,19 @@ def _destinations(options: WhatsAppOptions) -> list[str]:
 _ID = {"type": "string", "minLength": 1, "maxLength": MAX_KEY_LENGTH}
 _MESSAGE_SCHEMA = {
     "type": "object",
-    "required": ["from", "id", "type"],
+    "required": ["id", "type"],
     "properties": {
-        "from": {**_ID, "description": "The sender's wa_id: the ordering key."},
+        "from": {
+            "type": "string",
+            "maxLength": MAX_KEY_LENGTH,
+            "description": "The sender's phone (wa_id): the ordering key; empty or absent "
+            "for a user with a username, ordered by from_user_id.",
+        },
+        "from_user_id": {
+            **_ID,
+            "description": "The sender's business-scoped user id (BSUID, e.g. "
+            "US.13491208655302741918): the ordering key when from is empty or absent.",
+        },
         "id": {**_ID, "description": "The WhatsApp message id (wamid.…): the dedup id."},
         "timestamp": {"type": "string"},
         "type": {"type": "string", "minLength": 1, "examples": ["text", "image", "interactive"]},
@@ -291,15 +342,25 @@ _MESSAGE_SCHEMA = {
     },
     "additionalProperties": True,
     "description": "One message; the others of its type (image, interactive, ...) pass "
-    "through. A malformed one is skipped, not the POST.",
+    "through. A malformed one is skipped, not the POST (and kept: router unroutable).",
 }
 _STATUS_SCHEMA = {
     "type": "object",
-    "required": ["id", "status", "recipient_id"],
+    "required": ["id", "status"],
     "properties": {
         "id": {**_ID, "description": "The id of the message the status is about."},
         "status": {"type": "string", "examples": ["sent", "delivered", "read", "failed"]},
-        "recipient_id": {**_ID, "description": "The ordering key of statuses."},
+        "recipient_id": {
+            "type": "string",
+            "maxLength": MAX_KEY_LENGTH,
+            "description": "The ordering key of statuses; empty or absent for a user with "
+            "a username, ordered by recipient_user_id.",
+        },
+        "recipient_user_id": {
+            **_ID,
+            "description": "The recipient's BSUID: the ordering key when recipient_id is "
+            "empty or absent.",
+        },
         "timestamp": {"type": "string"},
     },
     "additionalProperties": True,
