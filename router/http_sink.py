@@ -390,7 +390,7 @@ class HttpSink:
             raise DeliveryFailed(
                 # Secrets out before the cut: one straddling it would keep
                 # its first part, which no longer matches.
-                f"HTTP {response.status_code}{listed}: {self._redact(response.text)[:200]}",
+                f"HTTP {response.status_code}{listed}: {self._redact(response.text, 200)}",
                 retry_after=parse_retry_after(response.headers.get("retry-after")),
                 # Where the service as a whole asks to wait (RFC 6585, RFC
                 # 9110), every delivery to it waits (DeliveryFailed).
@@ -400,8 +400,10 @@ class HttpSink:
                 status=response.status_code,
             )
 
-    def _redact(self, text: str) -> str:
-        return self._redactor(text)
+    def _redact(self, text: str, limit: int | None = None) -> str:
+        """`text` without the destination's secrets; its first `limit`
+        characters (read no further than they need: router.redaction)."""
+        return self._redactor(text) if limit is None else self._redactor.cut(text, limit)
 
     async def aclose(self) -> None:
         """The shared HTTP client is closed by the router."""

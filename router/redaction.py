@@ -102,6 +102,7 @@ class Redactor:
             for form in written_forms(secret):
                 replacements.setdefault(form, self.secrets[secret])
         self._replacements = replacements
+        self._longest = max(map(len, replacements), default=0)
         self._pattern = _trie_pattern(replacements) if replacements else None
 
     def __bool__(self) -> bool:
@@ -111,6 +112,27 @@ class Redactor:
         if self._pattern is None or not text:
             return text
         return self._pattern.sub(lambda m: self._replacements[m.group(0)], text)
+
+    def cut(self, text: str, limit: int) -> str:
+        """`self(text)[:limit]`, reading only as far as it needs: a 64 KiB
+        error page whose first 200 characters are kept costs what those
+        cost (a match that starts before the cut ends at most one form's
+        length after it)."""
+        if self._pattern is None:
+            return text[:limit]
+        pieces: list[str] = []
+        size = pos = 0
+        while size < limit:
+            end = min(len(text), pos + (limit - size) + self._longest)
+            match = self._pattern.search(text, pos, end)
+            if match is None:
+                pieces.append(text[pos : pos + limit - size])
+                break
+            label = self._replacements[match.group(0)]
+            pieces += [text[pos : match.start()], label]
+            size += match.start() - pos + len(label)
+            pos = match.end()
+        return "".join(pieces)[:limit]
 
     def merged(self, other: Redactor) -> Redactor:
         """Both redactors' secrets in one (this one's labels first)."""

@@ -109,3 +109,14 @@ def test_log_lines_and_tracebacks_lose_every_loaded_secret(tmp_path: Path) -> No
             log.removeHandler(handler)
         text = stream.getvalue()
         assert secret not in text and "***" in text and "plugin raised" in text, text
+
+
+def test_a_cut_text_is_the_cut_of_the_redacted_text() -> None:
+    # The HTTP sink keeps 200 characters of an answer of up to 64 KiB: a
+    # secret straddling the cut goes whole, and the rest is not read.
+    redact = Redactor([SECRET, f"Bearer {SECRET}"])
+    forms = sorted(redaction.written_forms(SECRET))
+    for i in range(len(forms) * 4):
+        text = "".join(("x" * (i % 7), forms[i % len(forms)], "é" * (i % 3))) * (i % 5 + 1)
+        for limit in (0, 3, 10, 40, 200):
+            assert redact.cut(text, limit) == redact(text)[:limit], (text, limit)
