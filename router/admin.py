@@ -35,6 +35,13 @@ def admin_handlers(state: RouterState) -> list[HTTPRouteHandler]:
     def authorize(request: Request[Any, Any, Any]) -> None:
         bearer.check(request.headers.get("authorization"), client_of(request), "admin endpoints")
 
+    def shown_error(info: dict[str, Any]) -> dict[str, Any]:
+        """A blocked key's record with its error as the API shows errors:
+        without the config's secrets (one stored before a fix may hold one)."""
+        if isinstance(info.get("error"), str):
+            return {**info, "error": state.config.redactor(info["error"])}
+        return info
+
     def queue(name: str) -> DestinationQueues:
         destination = state.config.destinations.get(name)
         if destination is None:
@@ -92,7 +99,7 @@ def admin_handlers(state: RouterState) -> list[HTTPRouteHandler]:
                 {
                     "key": d.key,
                     "envelope": d.envelope,
-                    "error": d.error,
+                    "error": state.config.redactor(d.error),
                     "attempts": d.attempts,
                     "dead_at": d.dead_at,
                 }
@@ -149,13 +156,17 @@ def admin_handlers(state: RouterState) -> list[HTTPRouteHandler]:
         """One conversation: where its head message stands (`?key=` URL-encoded,
         so every key is reachable)."""
         authorize(request)
-        return dataclasses.asdict(await queue(name).key_state(key))
+        found = await queue(name).key_state(key)
+        # Errors stored by an older version may hold a secret (router.redaction).
+        shown = found.last_error and state.config.redactor(found.last_error)
+        return dataclasses.asdict(dataclasses.replace(found, last_error=shown))
 
     @get("/admin/destinations/{name:str}/blocked", operation_class=doc("blocked"))
     async def blocked(request: Request[Any, Any, Any], name: FromPath[str]) -> dict[str, Any]:
         """Keys stopped by retry.on_exhausted: block, with their last error."""
         authorize(request)
-        return {"blocked": await queue(name).blocked_keys()}
+        blocked = await queue(name).blocked_keys()
+        return {"blocked": {key: shown_error(info) for key, info in blocked.items()}}
 
     async def unblock_key(name: str, key: str) -> dict[str, Any]:
         if not await queue(name).unblock(key):

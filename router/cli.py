@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 from redis.exceptions import RedisError
 
-from router import logs
+from router import logs, redaction
 from router.config import Config, ConfigError
 from router.embedded import EmbeddedRedis
 from router.loading import load
@@ -296,8 +296,10 @@ def _check(settings: Settings, args: argparse.Namespace) -> int:
         print(f"route {route.path} -> {', '.join(d.name for d in route.destinations)}")
     for dest in config.destinations.values():
         s = dest.settings
+        # As written (`${VAR}`s unexpanded): a token in its query stays out.
+        url = "" if dest.shown_url is None else f" -> {dest.shown_url}"
         print(
-            f"destination {dest.name}: plugin {s.plugin}, ordered by "
+            f"destination {dest.name}: plugin {s.plugin}{url}, ordered by "
             f"{s.ordering_key or '(one global order)'}, max_in_flight {s.max_in_flight}"
             + (f", {s.shards} shards" if s.shards > 1 else "")
         )
@@ -322,10 +324,18 @@ def _layout_or_exit(settings: Settings) -> dict[str, int]:
     from router.config import load_layout
 
     try:
-        return load_layout(settings.routes_file)
+        layout = load_layout(settings.routes_file)
     except ConfigError as exc:
         print(f"router: config error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    # Errors they print from Redis are cleaned of the file's secrets
+    # (redaction.known): its variables' values (load_layout), and, where the
+    # whole file loads here, its literal ones too (header values). Only an
+    # extra: whatever stops the whole load (an unset variable, a broken
+    # plugin) must not stop these commands.
+    with contextlib.suppress(Exception):
+        load(settings.routes_file)
+    return layout
 
 
 def _on_redis(
@@ -474,7 +484,7 @@ def _dead(settings: Settings, args: argparse.Namespace) -> int:
     async def act(queue: DestinationQueues) -> int:
         if args.action == "blocked":
             for key, info in (await queue.blocked_keys()).items():
-                print(json.dumps({"key": key, **info}))
+                print(redaction.known(json.dumps({"key": key, **info})))
         elif args.action == "unblock":
             keys = args.key or list(await queue.blocked_keys())
             done = sum([await queue.unblock(k) for k in keys])
@@ -484,17 +494,15 @@ def _dead(settings: Settings, args: argparse.Namespace) -> int:
             print(f"purged {purged} dead letter(s) of {args.destination}")
         elif args.action == "list":
             for _, d in await queue.dead_letters(0, args.count):
-                print(
-                    json.dumps(
-                        {
-                            "key": d.key,
-                            "error": d.error,
-                            "attempts": d.attempts,
-                            "dead_at": d.dead_at,
-                            "envelope": json.loads(d.envelope),
-                        }
-                    )
-                )
+                entry = {
+                    "key": d.key,
+                    "error": d.error,
+                    "attempts": d.attempts,
+                    "dead_at": d.dead_at,
+                    "envelope": json.loads(d.envelope),
+                }
+                # Stored before a fix, an error may hold a secret.
+                print(redaction.known(json.dumps(entry)))
         else:
             replayed = await queue.replay_oldest(args.count)
             print(f"replayed {replayed} message(s) to {args.destination}")

@@ -18,9 +18,10 @@ from typing import Any, Literal
 import msgspec
 import yaml
 
-from router import standard_webhooks
+from router import redaction, standard_webhooks
 from router.filters import Filter, FilterError, compile_filter, compile_path
 from router.ingest_formats import IngestFormat
+from router.redaction import Redactor
 from router.sinks import SinkType
 from router.statuses import StatusSpecError, parse_statuses
 
@@ -242,10 +243,24 @@ class Destination:
     settings: DestinationSettings
     sink_type: SinkType
     options: Any  # an instance of sink_type.options
+    # Stars its secrets out of failure reasons (router.redaction).
+    redactor: Redactor = field(default=redaction.NOTHING, compare=False, repr=False)
+    # Options as written where a ${VAR} was expanded, by their path below
+    # the destination (("url",)): what `router check` shows.
+    written: dict[tuple[str | int, ...], str] = field(default_factory=dict, compare=False)
 
     @property
     def ordering_key(self) -> str | None:
         return self.settings.ordering_key
+
+    @property
+    def shown_url(self) -> str | None:
+        """The plugin's `url` option as routes.yaml writes it (`${VAR}`s
+        unexpanded, a password as ***), for `router check`; None without one."""
+        url = getattr(self.options, "url", None)
+        if not isinstance(url, str):
+            return None
+        return redaction.shown_url(self.written.get(("url",), url))
 
     @property
     def circuit_breaker(self) -> bool:
@@ -281,6 +296,9 @@ class Config:
     destinations: dict[str, Destination]
     # Accepted but worth an operator's look; one line each, like errors.
     warnings: tuple[str, ...] = ()
+    # Every secret of the file: what the admin API, the dashboard and the
+    # CLI star out of the texts they show (router.redaction).
+    redactor: Redactor = field(default=redaction.NOTHING, compare=False, repr=False)
 
 
 # -- loading -------------------------------------------------------------
@@ -346,6 +364,34 @@ def _leading_keys(path: Path) -> Path:
     return path
 
 
+@dataclass(frozen=True)
+class Expansion:
+    """A `${VAR}` the loader replaced by the variable's value (not by its
+    `:-default`, which is written in the file)."""
+
+    path: Path
+    name: str
+    value: str
+    text: str  # the whole string at `path`, after substitution
+    start: int  # where `value` begins in `text`
+
+    def secrets(self) -> list[str]:
+        """What of the value must never be shown: all of it, except where it
+        is only a URL's scheme, host or port (`http://${BOT_HOST}:8080/`);
+        of a whole URL from one variable, its password and query values."""
+        if _URL_START.match(self.text) is None:
+            return [self.value]
+        if self.start == 0 and len(self.value) == len(self.text):
+            return redaction.url_secrets(self.text)
+        scheme, host = redaction.url_open_parts(self.text)
+        end = self.start + len(self.value)
+        inside = any(low <= self.start and end <= high for low, high in (scheme, host))
+        return [] if inside else [self.value]
+
+
+_URL_START = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
 class _Loader:
     """Turns YAML nodes into plain values, remembering the line of each path,
     refusing duplicate keys and substituting ${VAR} in strings."""
@@ -358,6 +404,14 @@ class _Loader:
         self.constructor = yaml.SafeLoader("")
         self.walked: set[yaml.Node] = set()  # mappings and lists seen once
         self.repeated = 0  # values materialized again through aliases
+        self.expansions: list[Expansion] = []  # every ${VAR} replaced by its value
+        self.written: dict[Path, str] = {}  # strings with a ${VAR}, as written
+
+    def shown(self, message: str) -> str:
+        """`message` naming each variable (`${BOT_TOKEN}`) where it holds
+        the value the variable put into the file: config errors and
+        warnings quote values (a URL), never a variable's."""
+        return Redactor({e.value: f"${{{e.name}}}" for e in self.expansions})(message)
 
     def error(self, path: Path, message: str) -> ConfigError:
         return ConfigError(self.place(path, message))
@@ -366,7 +420,7 @@ class _Loader:
         """`file:line: key.path: message` on one line, for errors and warnings."""
         line = self.line(path)
         where = f"{self.file}:{line}" if line else self.file
-        text = f"{where}: {_dotted(path)}: {message}"
+        text = f"{where}: {_dotted(path)}: {self.shown(message)}"
         return " ".join(text.splitlines())  # one line, always
 
     def line(self, path: Path) -> int | None:
@@ -478,22 +532,42 @@ class _Loader:
             ) from None
 
     def substitute(self, text: str, path: Path) -> str:
-        def replace(match: re.Match[str]) -> str:
-            if match.group(0) == "$$":
-                return "$"
-            name, default = match.group(1), match.group(2)
-            if name in self.env and (self.env[name] != "" or default is None):
-                return self.env[name]
-            if default is not None:
-                return default
-            if self.lenient:
-                return match.group(0)
-            raise self.error(
-                path,
-                f"environment variable {name} is not set; set it or write ${{{name}:-default}}",
-            )
+        pieces: list[str] = []
+        size = 0  # the length of the result so far
+        found: list[tuple[str, str, int]] = []  # each variable used: name, value, start
+        end = 0
+        for match in _VAR.finditer(text):
+            before = text[end : match.start()]
+            value, name = self._replacement(match, path)
+            if name is not None:
+                found.append((name, value, size + len(before)))
+            pieces += [before, value]
+            size += len(before) + len(value)
+            end = match.end()
+        if not pieces:
+            return text
+        result = "".join(pieces) + text[end:]
+        if found:
+            self.written[path] = text
+            self.expansions += [Expansion(path, n, v, result, at) for n, v, at in found]
+        return result
 
-        return _VAR.sub(replace, text)
+    def _replacement(self, match: re.Match[str], path: Path) -> tuple[str, str | None]:
+        """What one `$$` or `${VAR}` becomes, and the variable's name when
+        its value (not a default) is what it becomes."""
+        if match.group(0) == "$$":
+            return "$", None
+        name, default = match.group(1), match.group(2)
+        if name in self.env and (self.env[name] != "" or default is None):
+            return self.env[name], name
+        if default is not None:
+            return default, None
+        if self.lenient:
+            return match.group(0), None
+        raise self.error(
+            path,
+            f"environment variable {name} is not set; set it or write ${{{name}:-default}}",
+        )
 
 
 _MSGSPEC_PATH = re.compile(r" - at `\$(.*)`$")
@@ -637,7 +711,16 @@ def load_layout(file: str, env: dict[str, str] | None = None) -> dict[str, int]:
         if not 1 <= shards <= MAX_SHARDS:
             raise loader.error((*path, "shards"), f"must be between 1 and {MAX_SHARDS}")
         layout[name] = shards
+    # The operator commands print errors stored in Redis: the secrets this
+    # file's variables hold are starred out of them (router.redaction.known).
+    redaction.remember(Redactor(_lenient_secrets(loader)))
     return layout
+
+
+def _lenient_secrets(loader: _Loader) -> list[str]:
+    """The secrets a file read without its checks shows: its ${VAR} values
+    where they may hold one (_holds_secrets)."""
+    return [s for e in loader.expansions for s in _var_secrets(e)]
 
 
 def load_config(
@@ -687,7 +770,14 @@ def load_config(
             loader, rest, sink_type.options, path, tuple(DestinationSettings.__struct_fields__)
         )
         warnings += _option_warnings(loader, path, options, rest)
-        destinations[name] = Destination(name, settings, sink_type, options)
+        destinations[name] = Destination(
+            name,
+            settings,
+            sink_type,
+            options,
+            Redactor(_destination_secrets(loader, name, options)),
+            {p[2:]: text for p, text in loader.written.items() if p[:2] == path},
+        )
 
     routes: list[Route] = []
     seen_paths: dict[str, str] = {}  # route key -> the path as written
@@ -715,9 +805,60 @@ def load_config(
         routes.append(_with_filters(loader, path, filtered))
     if not routes:
         raise loader.error(("routes",), "declare at least one route")
-    return Config(
-        file=file, routes=tuple(routes), destinations=destinations, warnings=tuple(warnings)
+    secrets = [s for d in destinations.values() for s in d.redactor.secrets]
+    secrets += _route_secrets(loader, routes)
+    config = Config(
+        file=file,
+        routes=tuple(routes),
+        destinations=destinations,
+        warnings=tuple(warnings),
+        redactor=Redactor(secrets),
     )
+    redaction.remember(config.redactor)
+    return config
+
+
+def _declared_secrets(options: Any) -> list[str]:
+    """What a plugin's options name as secret (`secret_values()`, if they
+    have it: router.http_sink.HttpOptions)."""
+    declared = getattr(options, "secret_values", None)
+    return [s for s in (declared() if declared is not None else ()) if isinstance(s, str)]
+
+
+def _destination_secrets(loader: _Loader, name: str, options: Any) -> list[str]:
+    """A destination's secrets: what its plugin's options name, and what
+    every ${VAR} put into them."""
+    found = _declared_secrets(options)
+    for e in loader.expansions:
+        if e.path[:2] == ("destinations", name) and _holds_secrets(e.path):
+            found += e.secrets()
+    return found
+
+
+def _route_secrets(loader: _Loader, routes: list[Route]) -> list[str]:
+    """The routes' secrets: `auth.secret`, what their format's options name,
+    and what every ${VAR} put into `auth` and `format_options`."""
+    found = [s for e in loader.expansions if e.path[:1] == ("routes",) for s in _var_secrets(e)]
+    for route in routes:
+        if route.settings.auth is not None:
+            found.append(route.settings.auth.secret)
+        found += _declared_secrets(route.format_options)
+    return found
+
+
+def _var_secrets(expansion: Expansion) -> list[str]:
+    return expansion.secrets() if _holds_secrets(expansion.path) else []
+
+
+def _holds_secrets(path: Path) -> bool:
+    """Whether a ${VAR} at `path` may hold a secret: in a destination's
+    plugin options (not the router's own settings: a timeout, an ordering
+    key), or in a route's `auth` or `format_options`."""
+    if len(path) < 3:
+        return False
+    if path[0] == "destinations":
+        return path[2] not in ROUTER_DESTINATION_FIELDS
+    return path[0] == "routes" and path[2] in ("auth", "format_options")
 
 
 def _option_warnings(

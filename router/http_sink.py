@@ -20,8 +20,9 @@ from typing import Any, ClassVar, Literal
 import httpx
 import msgspec
 
-from router import standard_webhooks
+from router import redaction, standard_webhooks
 from router.delivery_http import direct_transport
+from router.redaction import Redactor
 from router.reshape import Template, compile_template, render
 from router.sinks import Delivery, DeliveryFailed, OptionError, SinkContext
 from router.statuses import Ranges, StatusSpecError, matches, parse_statuses
@@ -183,6 +184,20 @@ class HttpOptions(msgspec.Struct, forbid_unknown_fields=True):
             f"body={self.body!r})"
         )
 
+    def secret_values(self) -> list[str]:
+        """What must never appear in a text the router shows (a failure
+        reason): every header value and its part after an auth scheme
+        ("Bearer <token>"), the signing secret (with and without whsec_),
+        the URL's password and the `user:password` of its Basic auth.
+        Every form of them is starred out (router.redaction)."""
+        found = []
+        for value in self.headers.values():
+            found += [value.strip(), value.strip().partition(" ")[2].strip()]
+        if self.signing is not None:
+            secret = self.signing.secret
+            found += [secret, secret.removeprefix(standard_webhooks.SECRET_PREFIX)]
+        return found + redaction.userinfo_secrets(self.url)
+
     def config_warnings(self) -> list[str]:
         """What routes.yaml should know about these options: each "option: what"."""
         warnings = []
@@ -291,7 +306,10 @@ class HttpSink:
             if options.signing is None
             else standard_webhooks.secret_key(options.signing.secret)
         )
-        self._secrets = _secrets_of(options)
+        # The destination's redactor (router.config built it from these
+        # options and the ${VAR}s in them); one of the options' own secrets
+        # when the sink is built without it.
+        self._redactor = context.redactor or Redactor(options.secret_values())
 
     async def deliver(self, delivery: Delivery) -> None:
         try:
@@ -372,7 +390,7 @@ class HttpSink:
             raise DeliveryFailed(
                 # Secrets out before the cut: one straddling it would keep
                 # its first part, which no longer matches.
-                f"HTTP {response.status_code}{listed}: {self._redact(response.text)[:200]}",
+                f"HTTP {response.status_code}{listed}: {self._redact(response.text, 200)}",
                 retry_after=parse_retry_after(response.headers.get("retry-after")),
                 # Where the service as a whole asks to wait (RFC 6585, RFC
                 # 9110), every delivery to it waits (DeliveryFailed).
@@ -382,32 +400,13 @@ class HttpSink:
                 status=response.status_code,
             )
 
-    def _redact(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
+    def _redact(self, text: str, limit: int | None = None) -> str:
+        """`text` without the destination's secrets; its first `limit`
+        characters (read no further than they need: router.redaction)."""
+        return self._redactor(text) if limit is None else self._redactor.cut(text, limit)
 
     async def aclose(self) -> None:
         """The shared HTTP client is closed by the router."""
-
-
-# A configured header value shorter than this is not looked for in failure
-# reasons: "1" or "en" would be starred out of every text for nothing.
-_MIN_REDACTED = 6
-
-
-def _secrets_of(options: HttpOptions) -> tuple[str, ...]:
-    """What must never appear in a failure reason: every configured header
-    value (and its part after an auth scheme: "Bearer <token>"), and the
-    signing secret; longest first, so a part does not hide its whole."""
-    found = set()
-    for value in options.headers.values():
-        found.add(value.strip())
-        found.add(value.strip().partition(" ")[2].strip())
-    if options.signing is not None:
-        found.add(options.signing.secret)
-        found.add(options.signing.secret.removeprefix(standard_webhooks.SECRET_PREFIX))
-    return tuple(sorted((s for s in found if len(s) >= _MIN_REDACTED), key=len, reverse=True))
 
 
 async def _read_prefix(response: httpx.Response, limit: int) -> bytes:

@@ -14,6 +14,11 @@ escapes (\\n, \\x1b, \\u2028). Tracebacks keep their own lines, each
 indented with "  | " and escaped too: an exception's text is outside data
 as often as a message is, and no line of a traceback may look like the
 start of a record.
+
+Every line, tracebacks included, is written without the secrets of the
+routes.yaml the process loaded, in any of their written forms
+(router.redaction): a destination's error text or a plugin's exception may
+quote one.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ import re
 import sys
 from datetime import UTC, datetime
 from typing import Any
+
+from router import redaction
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 TRACEBACK_PREFIX = "  | "
@@ -76,7 +83,7 @@ class OneLineFormatter(logging.Formatter):
         cached = record.exc_text
         record.exc_text = None
         try:
-            return super().format(record)
+            return redaction.known(super().format(record))
         finally:
             record.exc_text = cached
 
@@ -129,7 +136,7 @@ class JsonFormatter(logging.Formatter):
         if record.stack_info:
             out["stack"] = self.formatStack(record.stack_info)
         # ensure_ascii: \u2028 and friends escaped too (some readers split on them).
-        return json.dumps(out, default=str)
+        return redaction.known(json.dumps(out, default=str))
 
 
 def setup(level: str, format: str = "console") -> None:

@@ -92,7 +92,11 @@ async def open_sink(destination: Destination, transport: DeliveryTransport = "ai
     s = destination.settings
     http = delivery_client(s.max_in_flight, s.timeout, transport)
     context = SinkContext(
-        destination=destination.name, timeout=s.timeout, max_in_flight=s.max_in_flight, http=http
+        destination=destination.name,
+        timeout=s.timeout,
+        max_in_flight=s.max_in_flight,
+        http=http,
+        redactor=destination.redactor,
     )
     try:
         sink = destination.sink_type.factory(destination.options, context)

@@ -10,6 +10,8 @@ from typing import Any, Protocol
 import httpx
 import msgspec
 
+from router.redaction import NOTHING, Redactor
+
 
 @dataclass(frozen=True, slots=True)
 class Delivery:
@@ -107,6 +109,10 @@ class SinkContext:
     max_in_flight: int
     # Shared HTTP client, sized for max_in_flight and closed by the router.
     http: httpx.AsyncClient = field(repr=False)
+    # Stars the destination's secrets out of a text (router.redaction): the
+    # router applies it to every failure reason; a sink that cuts a text
+    # short applies it first, so no secret straddles the cut.
+    redactor: Redactor = field(default=NOTHING, repr=False)
 
 
 class NoOptions(msgspec.Struct, forbid_unknown_fields=True):

@@ -19,7 +19,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from router import logs, unroutable
+from router import logs, redaction, unroutable
 from router.queue import DestinationQueues, KeyState, Scripts
 from router.status import DestinationStatus, Layout, rate, read_status
 from router.unroutable import RouteCount
@@ -229,6 +229,8 @@ async def _until_interrupted() -> AsyncIterator[asyncio.Event]:
 
 async def show_key(queues: DestinationQueues, name: str, key: str, as_json_output: bool) -> int:
     state = await queues.key_state(key)
+    if state.last_error is not None:  # stored before a fix, it may hold a secret
+        state = dataclasses.replace(state, last_error=redaction.known(state.last_error))
     if as_json_output:
         print(json.dumps(dataclasses.asdict(state), indent=2))
     else:

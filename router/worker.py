@@ -480,6 +480,9 @@ class DestinationWorker:
         long the attempt that failed took (None: the worker gave up before
         trying again: counted=False); `message_fault`: the failure says
         nothing about the destination's health."""
+        # Every plugin's reason (and an exception's text) is stored, logged
+        # and shown: the destination's secrets go before any of it.
+        error = self.destination.redactor(error)
         recorded: Failed | Literal[False] = await self._settle(
             lambda: self.queue.fail(
                 claim,

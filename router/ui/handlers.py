@@ -235,7 +235,7 @@ def ui_router(state: RouterState, history: History) -> Router:
             blocked_rows.append(
                 {
                     "key": key,
-                    "error": str(blocked[key].get("error", "")),
+                    "error": state.config.redactor(str(blocked[key].get("error", ""))),
                     "attempts": blocked[key].get("attempts"),
                     "when": _when(blocked[key].get("blocked_at"), now),
                     "waiting": await shard.lane_length(key),
@@ -261,7 +261,8 @@ def ui_router(state: RouterState, history: History) -> Router:
                 "dead": [
                     {
                         "key": d.key,
-                        "error": d.error,
+                        # Stored before a fix, an error may hold a secret.
+                        "error": state.config.redactor(d.error),
                         "attempts": d.attempts,
                         "when": _when(d.dead_at, now),
                         "body": _body(d.envelope.encode()),

@@ -5,11 +5,13 @@ tells it; and what the tests check against what it acknowledged."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import random
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -184,3 +186,50 @@ def check_order(sent: dict[str, list[str]], acked: list[Received]) -> tuple[int,
             highest = i
         lost += len(messages) - 1 - highest
     return lost, duplicates
+
+
+class EchoingBot:
+    """A destination that refuses every request with a 500 whose JSON body
+    echoes the request's Authorization header, written as the message's
+    `mensaje` field says: `json` (the value in a JSON string), `url`
+    (percent-encoded, as a form would), `base64`, `base64url`; as many
+    services do in their error answers. `echoed` holds what it echoed, as
+    written and inside the JSON body: what must never reach a text the
+    router shows."""
+
+    FORMS = ("json", "url", "base64", "base64url")
+
+    def __init__(self) -> None:
+        self.echoed: set[str] = set()
+        self.server: ServerThread | None = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        request = await read_request(scope, receive, send)
+        if request is None:
+            return
+        message, headers = request
+        value = headers.get("authorization", "")
+        form = message.get("mensaje")
+        echoed = {
+            "url": urllib.parse.urlencode({"authorization": value}),
+            "base64": base64.b64encode(value.encode()).decode(),
+            "base64url": base64.urlsafe_b64encode(value.encode()).decode().rstrip("="),
+        }.get(str(form), value)
+        self.echoed |= {echoed, json.dumps(echoed)[1:-1]}
+        await send_json(send, 500, {"error": "denied", "got": echoed})
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return self.server.url + "/bot"
+
+
+@contextlib.contextmanager
+def serving_echoing_bot() -> Iterator[EchoingBot]:
+    """An EchoingBot served on loopback for the block."""
+    b = EchoingBot()
+    b.server = ServerThread(b).start()
+    try:
+        yield b
+    finally:
+        b.server.stop()
