@@ -428,6 +428,57 @@ def test_with_redis_wait_a_duplicate_is_acknowledged_only_once_a_replica_has_it(
         router.terminate()
 
 
+def test_with_redis_wait_a_fresh_cluster_is_ready_only_once_writes_are_answered(
+    tmp_path: Path,
+) -> None:
+    """A Cluster just formed, its replicas still waiting for their first
+    sync, and `router api` with ROUTER_REDIS_WAIT=1 started at once: /readyz
+    says not ready (naming the replicas not in sync) until every master its
+    destination's shards live on has a replica in sync, the log says when it
+    became writable, and every POST sent right after /readyz turns 200, to
+    shards on every master, is answered 200 (a replica not in sync made the
+    first ones wait out the deadline and answer 503)."""
+    cluster = Cluster(tmp_path / "fresh", sync_delay=8)  # a first sync held for 8 s
+    try:
+        cluster.start(synced=False)
+        routes = write_routes(tmp_path / "routes.yaml", "http://127.0.0.1:9/bot", shards=6)
+        router = RouterProcess(
+            tmp_path / "router.log",
+            command="api",
+            REDIS_URL=cluster.url,
+            ROUTES_FILE=str(routes),
+            ROUTER_REDIS_WAIT="1",
+        ).start(wait=False)
+        answers: list[httpx.Response] = []
+
+        def ready() -> bool:
+            assert router.alive(), router.log_tail()
+            try:
+                answers.append(httpx.get(router.url + "/readyz", timeout=2))
+            except httpx.HTTPError:
+                return False  # not listening yet
+            return answers[-1].status_code == 200
+
+        try:
+            wait_until(ready, timeout=60, what="/readyz 200")
+            assert cluster.healthy()  # every replica in sync by then
+            # Not ready before, for the replicas' sync, said in the body.
+            assert answers and answers[0].status_code == 503, answers
+            reason = answers[0].json()["redis"]
+            assert "has 0 of its 1 replica(s) in sync" in reason, answers[0].text
+            keys = [f"4491{i:07d}" for i in range(30)]
+            assert {shard_of(k, 6) for k in keys} == set(range(6))  # every master
+            with httpx.Client(base_url=router.url, timeout=10) as client:
+                for key in keys:
+                    r = client.post(STORE, json={"mensaje": "first", "wa_id": key})
+                    assert r.status_code == 200, (key, r.text)
+            assert "INFO router: Redis writable: every master" in router.log_text()
+        finally:
+            router.terminate()
+    finally:
+        cluster.stop()
+
+
 def test_readyz_says_when_redis_wait_cannot_be_met(
     own_redis: EmbeddedRedis, tmp_path: Path
 ) -> None:
