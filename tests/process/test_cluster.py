@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import signal
 import threading
 import time
@@ -496,6 +497,49 @@ def test_readyz_says_when_redis_wait_cannot_be_met(
         )
     finally:
         server.stop()
+
+
+def test_with_redis_wait_one_redis_is_ready_once_its_replica_is_in_sync(
+    own_redis: EmbeddedRedis, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """ROUTER_REDIS_WAIT=1 on one Redis whose replica is connected but
+    still waiting for its first sync: not ready, naming the replica's
+    state; ready once it is in sync (and the log says writable), and the
+    first POST then is answered 200."""
+    with redis_sync.Redis.from_url(own_redis.url) as primary:
+        primary.config_set("repl-diskless-sync-delay", 3)  # the first sync held 3 s
+    replica = EmbeddedRedis(tmp_path / "replica", appendonly=False)
+    replica.start()
+    routes = write_routes(tmp_path / "r.yaml", "http://127.0.0.1:9/bot")
+    server = None
+    try:
+        with redis_sync.Redis.from_url(replica.url) as r:
+            r.replicaof("127.0.0.1", own_redis.port)
+        with redis_sync.Redis.from_url(own_redis.url) as primary:
+            wait_until(
+                lambda: primary.info("replication")["connected_slaves"] == 1,
+                what="the replica connected",
+            )
+        with caplog.at_level(logging.INFO, logger="router"):
+            server = serve(own_redis.url, routes, redis_wait=1)
+            ready = httpx.get(server.url + "/readyz")
+            assert ready.status_code == 503, ready.text
+            assert "the Redis primary has 0 of its 1 replica(s) in sync" in ready.json()["redis"]
+            wait_until(
+                lambda: httpx.get(server.url + "/readyz").status_code == 200,
+                timeout=30,
+                what="/readyz 200",
+            )
+            # (A write whose WAIT stalls answers 503 after the deadline.)
+            r = httpx.post(server.url + STORE, json={"mensaje": "m", "wa_id": "1"}, timeout=10)
+            assert r.status_code == 200, r.text
+            assert any(
+                m.getMessage().startswith("Redis writable: every master") for m in caplog.records
+            )
+    finally:
+        if server is not None:
+            server.stop()
+        replica.stop()
 
 
 def test_a_whatsapp_post_is_stored_and_delivered_over_shards_on_every_master(
