@@ -276,11 +276,11 @@ def test_a_file_written_slowly_is_applied_only_whole_and_once(
     clean_redis: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A writer that writes half of the new file in place, pauses 1.5 s
-    (longer than the default poll, shorter than the default settle time)
-    and then finishes: its prefix is valid but lacks a route present in
-    both files. Requests to that route never answer 404 meanwhile, and the
-    whole file is applied once (a prefix applied made it answer 404 until
-    the rest arrived)."""
+    (longer than the default poll, 1 s; shorter than the settle time, here
+    3 s for a margin on a loaded machine) and then finishes: its prefix is
+    valid but lacks a route present in both files. Requests to that route
+    never answer 404 meanwhile, and the whole file is applied once (a
+    prefix applied made it answer 404 until the rest arrived)."""
     with serving_bot() as bot:
         file = tmp_path / "routes.yaml"
         kept, other, new = STORE, "/v1/other", "/v1/new"
@@ -309,7 +309,7 @@ def test_a_file_written_slowly_is_applied_only_whole_and_once(
 
         with (
             caplog.at_level(logging.INFO, logger="router.reload"),
-            watched_router(clean_redis, file, settle=2.0) as (url, reloader),
+            watched_router(clean_redis, file, settle=3.0) as (url, reloader),
         ):
             poster = threading.Thread(target=post_steadily)
             poster.start()
