@@ -263,8 +263,9 @@ def _health_handlers(state: RouterState) -> list[HTTPRouteHandler]:
     @get("/readyz", operation_class=docs.health_operation("readyz"))
     async def readyz() -> Response[dict[str, Any]]:
         """Ready: Redis answers (`redis_mode` says single or cluster), is not out of memory and
-        does not evict queued messages, and the delivery workers run (when
-        this process runs them)."""
+        does not evict queued messages, with ROUTER_REDIS_WAIT its replicas are
+        in sync (router.writable), and the delivery workers run (when this
+        process runs them)."""
         checks: dict[str, Any] = {}
         warnings: list[str] = []
         try:
@@ -324,12 +325,15 @@ async def _redis_problem(redis: Redis, state: RouterState, warnings: list[str]) 
             return redis_memory.out_of_memory(memory)
     if not redis_mode.is_cluster(redis) and await redis_mode.is_cluster_node(redis):
         return redis_mode.LATE_CLUSTER
-    replicas = await redis_mode.too_few_replicas(redis, state.settings.redis_wait)
+    replicas = await state.writes.problem(redis)
     if replicas is not None:
-        if not redis_mode.is_cluster(redis):
-            return replicas  # every write waits out the deadline
-        # On a Cluster only that master's slots do: the process still takes
-        # the others' (a balancer dropping it would stop them all).
+        if not redis_mode.is_cluster(redis) or not state.writes.writable:
+            # One Redis: every write waits out the deadline. Not writable
+            # yet (a Cluster just formed): the first writes would.
+            return replicas
+        # On a Cluster once writable, only that master's slots wait (a
+        # failover): the process still takes the others' (a balancer
+        # dropping it would stop them all). router.writable
         warnings.append(replicas)
     # The start-up check of the shard counts, again: it is skipped when
     # Redis did not answer at start.
@@ -347,6 +351,12 @@ async def _count_queues(state: RouterState) -> None:
                 await DestinationQueues.of(redis, scripts, d).recount()
     except (RedisError, OSError, TimeoutError) as exc:
         log.warning("queue counts not checked at start: %s", exc or "timeout")
+
+
+async def _cancelled(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def create_app(
@@ -408,6 +418,11 @@ def create_app(
                         ingest=IngestSwitch(app, state, lambda path: _ingest_handler(state, path)),
                     ).running()
                 )
+                if settings.redis_wait:  # logs when writes can be answered
+                    watch = asyncio.create_task(
+                        state.writes.watch(state.redis), name="redis-writable"
+                    )
+                    stack.push_async_callback(_cancelled, watch)
                 if on_started is not None:
                     await on_started(state)
                 yield

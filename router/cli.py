@@ -64,9 +64,8 @@ def _check_redis_or_exit(settings: Settings, url: str, config: Config) -> None:
                 if memory is not None and redis_memory.refusal(memory, settings.allow_eviction):
                     return redis_mode.describe(redis), memory, None
                 shards = await shard_layout.refusal(redis, config.destinations.values())
-                replicas = await redis_mode.too_few_replicas(redis, settings.redis_wait)
-                if replicas is not None:
-                    log.warning("%s", replicas)  # they may connect later: /readyz tells
+                # (Replicas too few for ROUTER_REDIS_WAIT: the app's own
+                # watch logs it, and when they are in sync: router.writable.)
                 return redis_mode.describe(redis), memory, shards
         finally:
             await redis.aclose()

@@ -851,7 +851,8 @@ _HEALTH: dict[str, tuple[str, dict[str, OpenAPIResponse]]] = {
     ),
     "readyz": (
         "Ready: Redis answers within the ingest deadline, is not out of memory and does not "
-        "evict queued messages, and the delivery workers run (when this process runs them).",
+        "evict queued messages, with ROUTER_REDIS_WAIT its replicas are in sync (a write's "
+        "WAIT can succeed), and the delivery workers run (when this process runs them).",
         {
             "200": _answer(
                 "Ready.",

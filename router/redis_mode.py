@@ -9,12 +9,19 @@ hash tag (router.keys), so every script runs on one node.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Iterable
 from typing import Any, cast
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisClusterException, RedisError, ResponseError
 
-from router.redis_client import connect, connect_cluster, is_cluster, server_infos
+from router.redis_client import (
+    cluster_unavailable,
+    connect,
+    connect_cluster,
+    is_cluster,
+)
 
 __all__ = ["is_cluster", "open_client"]
 
@@ -64,26 +71,94 @@ async def is_cluster_node(redis: Redis) -> bool:
     return str(info.get("cluster_enabled", "0")) == "1"
 
 
-async def too_few_replicas(redis: Redis, wanted: int) -> str | None:
-    """Why ROUTER_REDIS_WAIT cannot be met now (a primary, or on a Cluster a
-    master, with fewer replicas connected than it asks for), or None."""
+async def too_few_replicas(
+    redis: Redis, wanted: int, keys: Iterable[str] = (), ack_within: float = 2.0
+) -> str | None:
+    """Why ROUTER_REDIS_WAIT cannot be met now, or None: a primary (on a
+    Cluster, a master holding one of `keys`, or any master when there are
+    none) with fewer replicas in sync than it asks for.
+
+    In sync: `state=online` in the master's INFO replication and its last
+    acknowledgement at most `ack_within` s ago (`lag`; replicas acknowledge
+    every second). A replica still waiting for its first full sync
+    (`wait_bgsave`: a fresh one waits out repl-diskless-sync-delay, 5 s by
+    default; `send_bulk`) is connected but acknowledges no WAIT: counting it
+    made a freshly formed Cluster look writable while its first writes waited
+    out the ingest deadline. Cheap (one INFO per master) and exact enough:
+    an online replica answers WAIT's GETACK at once."""
     if wanted == 0:
         return None
     try:
-        infos = await server_infos(redis, "replication")
+        infos = await _replication_infos(redis, list(keys))
     except ResponseError:
         return None  # INFO not allowed: nothing to tell
-    fewest = min(int(info.get("connected_slaves", 0)) for info in infos)
-    if fewest >= wanted:
+    cluster = is_cluster(redis)
+    short = []  # (master, its INFO, its replicas) of each master that cannot meet it
+    for name, info in infos:
+        replicas = _replicas(info)
+        if len(_in_sync(replicas, ack_within)) < wanted:
+            short.append((name, info, replicas))
+    if not short:
         return None
-    where, writes = "the Redis primary", "every write"
-    if is_cluster(redis):
-        where, writes = "a Cluster master", "every write to its slots"
+    name, info, replicas = short[0]
+    where = f"Cluster master {name}" if cluster else "the Redis primary"
+    writes = "every write to its slots" if cluster else "every write"
+    others = f" (and {len(short) - 1} more master(s))" if len(short) > 1 else ""
+    connected = int(info.get("connected_slaves", len(replicas)))
+    if connected < wanted:
+        return (
+            f"ROUTER_REDIS_WAIT={wanted}, but {where} has {connected} replica(s) "
+            f"connected{others}: {writes} waits out the ingest deadline and answers 503 "
+            "(stored, not yet replicated); connect replicas or lower ROUTER_REDIS_WAIT"
+        )
+    states = ", ".join(_state(r) for r in replicas)
     return (
-        f"ROUTER_REDIS_WAIT={wanted}, but {where} has {fewest} replica(s) connected: "
-        f"{writes} waits out the ingest deadline and answers 503 (stored, not yet "
-        "replicated); connect replicas or lower ROUTER_REDIS_WAIT"
+        f"ROUTER_REDIS_WAIT={wanted}, but {where} has {len(_in_sync(replicas, ack_within))} "
+        f"of its {connected} replica(s) in sync ({states}){others}: {writes} waits out the "
+        "ingest deadline and answers 503 (stored, not yet replicated) until they are; wait "
+        "for their sync (a new replica's takes seconds) or lower ROUTER_REDIS_WAIT"
     )
+
+
+async def _replication_infos(redis: Redis, keys: list[str]) -> list[tuple[str, dict[str, Any]]]:
+    """(address, INFO replication) of the one server, or of each Cluster
+    master holding one of `keys` (every master when there are none)."""
+    if not is_cluster(redis):
+        return [("", await redis.info("replication"))]
+    cluster: Any = redis
+    if not cluster.get_primaries():  # no slot map yet: read it, or say why not
+        try:
+            await cluster.initialize()
+        except RedisClusterException as exc:
+            raise cluster_unavailable(exc) from exc
+    try:
+        nodes = [cluster.get_node_from_key(k) for k in keys] or cluster.get_primaries()
+    except RedisClusterException as exc:  # a slot not served (the map is being read again)
+        raise cluster_unavailable(exc) from exc
+    masters = {node.name: node for node in nodes}
+    names = sorted(masters)
+    infos = await asyncio.gather(
+        *(cluster.info("replication", target_nodes=masters[n]) for n in names)
+    )
+    return list(zip(names, infos, strict=True))
+
+
+def _replicas(info: dict[str, Any]) -> list[dict[str, Any]]:
+    """The `slaveN` entries of INFO replication (redis-py parses each into a dict)."""
+    return [v for k, v in sorted(info.items()) if k.startswith("slave") and isinstance(v, dict)]
+
+
+def _in_sync(replicas: list[dict[str, Any]], ack_within: float) -> list[dict[str, Any]]:
+    return [
+        r for r in replicas if r.get("state") == "online" and int(r.get("lag", 0)) <= ack_within
+    ]
+
+
+def _state(replica: dict[str, Any]) -> str:
+    state = str(replica.get("state", "unknown"))
+    if state == "online":
+        return f"online, last acknowledged {replica.get('lag', '?')} s ago"
+    return state
 
 
 def mode(redis: Redis) -> str:

@@ -7,12 +7,14 @@ them converge without a restart:
 - **Watching.** Every ROUTER_ROUTES_POLL (1 s) the file is `stat`ed by path
   (inode, size, mtime), so an editor that saves by writing a new file and
   renaming it over the old one (vim, sed -i, Kubernetes' ConfigMap symlink
-  swap) is seen like an in-place write. A changed stat is given a moment to
-  settle (a file being written keeps changing), then the content is hashed:
-  only a new content is loaded. A file modified within the last 2 s is
-  hashed on every poll even with an unchanged stat, since two writes within
-  one mtime tick can leave size and mtime alike. SIGHUP loads the file at
-  once, changed or not.
+  swap) is seen like an in-place write. A changed file is applied only once
+  it has held still for ROUTER_RELOAD_SETTLE (2 s): read several times over
+  it, the same stat and content hash each time (a writer pausing mid-file
+  leaves a valid prefix that must not be applied). Only a new content is
+  loaded. A file modified within the last 2 s is hashed on every poll even
+  with an unchanged stat, since two writes within one mtime tick can leave
+  size and mtime alike. SIGHUP loads the file at once, changed or not,
+  settled or not: the explicit path.
 - **An invalid file** is refused with the one-line error `router check`
   prints, logged once per distinct content (a half-written file is not
   logged every second), and the running config is kept: the process goes
@@ -73,10 +75,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("router.reload")
 
-# A changed stat is looked at again after this, until it stops changing
-# (at most SETTLE_ROUNDS times), before the content is read.
-SETTLE = 0.1
-SETTLE_ROUNDS = 10
+# A changed file is read this many times over ROUTER_RELOAD_SETTLE (one
+# read every settle / SETTLE_READS, within these bounds) before it is applied.
+SETTLE_READS = 4
+MIN_STEP = 0.02
+MAX_STEP = 0.5
 # A file modified this recently is hashed on every poll (see the docstring).
 RACY_WINDOW = 2.0
 # How often an unrecorded registry is tried again when polling is off.
@@ -329,33 +332,55 @@ class Reloader:
 
     async def _changed(self) -> tuple[bool, bytes | None]:
         """Whether the file now holds a content not looked at yet, and that
-        content (None: unreadable), read while the file held still: its
-        stat the same a moment before and around the read, so a file being
-        written in place is not taken half-written."""
+        content (None: unreadable), once it has held still (_settled)."""
         state = _stat(self.file)
         racy = state is not None and time.time() - state[3] / 1e9 < RACY_WINDOW
         retry = self._retry_at is not None and time.monotonic() >= self._retry_at
         if state == self._seen and not racy and not retry:
             return False, None
-        content = None
-        for _ in range(SETTLE_ROUNDS):
-            if state == self._seen:  # unchanged since the last stat
-                content = _read(self.file)
-                after = _stat(self.file)
-                if after == state:
-                    break
-                state = after  # written meanwhile: wait for it to settle
-            self._seen = state
-            await asyncio.sleep(SETTLE)
-            state = _stat(self.file)
-        else:
-            content = _read(self.file)  # still changing: take it as it is
+        settled = await self._settled()
+        if settled is None:  # a SIGHUP (it reads the file itself) or shutdown came first
+            return False, None
+        self._seen, content = settled
         digest = _digest(content)
         if digest == self._seen_digest and not retry:
             return False, None
         self._retry_at = None
         self._seen_digest = digest
         return True, content
+
+    async def _settled(self) -> tuple[FileState | None, bytes | None] | None:
+        """The file's stat and content once both have held still for
+        ROUTER_RELOAD_SETTLE: read several times over it, and any change
+        (inode, size, mtime or content, or a write during a read) starts
+        the wait over. A writer that pauses mid-file (a slow upload, an
+        editor writing in place) leaves a valid prefix for a moment:
+        applying it dropped the routes still to come, which answered 404.
+        A file whose mtime is already that old has held still that long
+        (the usual case at start). None: a SIGHUP or shutdown came first.
+        A file that never holds still is never applied (SIGHUP takes it as
+        it is)."""
+        settle = self.settings.reload_settle
+        step = min(max(settle / SETTLE_READS, MIN_STEP), MAX_STEP)
+        last: tuple[FileState | None, bytes] | None = None
+        since = 0.0
+        while True:
+            before = _stat(self.file)
+            content = _read(self.file)
+            after = _stat(self.file)
+            if before == after:
+                snapshot = (after, _digest(content))
+                if snapshot != last:
+                    last, since = snapshot, time.monotonic()
+                age = time.time() - after[3] / 1e9 if after is not None else 0.0
+                if time.monotonic() - since >= settle or age >= settle:
+                    return after, content
+            else:
+                last = None  # written while read: wait anew
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), step)
+            if self._sighup or self._closing:
+                return None
 
     # -- applying --------------------------------------------------------------
 
@@ -368,7 +393,13 @@ class Reloader:
         except ConfigError as exc:
             return self._refuse(f"config error: {exc}", transient=False)
         if new == self.config:
-            (log.info if forced else log.debug)("%s: %s unchanged", reason, self.file)
+            if self.last_error is not None:
+                # Refused, then put back as it was: say so, or the refusal
+                # would be the last word in the log (and in status).
+                log.info("%s: %s is valid again, as the running config", reason, self.file)
+                self.last_error = None
+            else:
+                (log.info if forced else log.debug)("%s: %s unchanged", reason, self.file)
             return True
         refusal = await self._refusal(new)
         if refusal is not None:

@@ -310,6 +310,14 @@ class Settings:
         "(router.reload); 0: only on SIGHUP",
         1.0,
     )
+    reload_settle: float = _env(
+        "ROUTER_RELOAD_SETTLE",
+        _seconds,
+        "a changed routes file is applied only once it has held still this long (the same "
+        "size, mtime and content over several reads), so a file still being written is "
+        "never applied half-written; 0: at the first look. SIGHUP applies at once",
+        2.0,
+    )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

@@ -11,11 +11,13 @@ from router.batching import Batcher
 from router.config import Config, route_key
 from router.errors import ApiError
 from router.ingest import IngestRoute
+from router.keys import all_shards
 from router.queue import Scripts
 from router.ratelimit import RateLimiter
 from router.settings import Settings
 from router.status import StatusReader
 from router.worker import Workers
+from router.writable import WriteGate
 
 if TYPE_CHECKING:
     from router.reload import Reloader
@@ -40,6 +42,9 @@ class RouterState:
         # Wrong admin and metrics tokens by client (router.auth_throttle):
         # one table for the admin API, the dashboard and /metrics.
         self.wrong_tokens = FailedAuthThrottle()
+        # Whether ROUTER_REDIS_WAIT's replicas are in sync on every master
+        # holding a destination shard (router.writable): /readyz's gate.
+        self.writes = WriteGate(settings, self.shard_tags)
         self.use_config(config)
 
     def use_config(self, config: Config) -> None:
@@ -47,6 +52,15 @@ class RouterState:
         self.config = config
         self.ingest = {route_key(r.path): IngestRoute.of(r) for r in config.routes}
         self.build_limiters()
+
+    def shard_tags(self) -> list[str]:
+        """The hash tag of every shard of every configured destination:
+        what ingest writes to."""
+        return [
+            keys.tag
+            for d in self.config.destinations.values()
+            for keys in all_shards(d.name, d.settings.shards)
+        ]
 
     def build_limiters(self) -> None:
         """The routes' rate limiters (once Redis is connected)."""

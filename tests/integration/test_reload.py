@@ -12,6 +12,7 @@ import logging
 import os
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Any
 import httpx
 import pytest
 import redis as redis_sync
+import yaml
 from redis.asyncio import Redis as AsyncRedis
 
 from router import registry
@@ -80,9 +82,12 @@ def chatbot_only(url: str, **settings: Any) -> dict[str, Any]:
 
 
 @contextmanager
-def watched_router(redis_url: str, routes_file: Path) -> Iterator[tuple[str, Reloader]]:
-    """The router's app with workers, watching `routes_file` every 50 ms;
-    yields its URL and its reloader."""
+def watched_router(
+    redis_url: str, routes_file: Path, settle: float = 0.2
+) -> Iterator[tuple[str, Reloader]]:
+    """The router's app with workers, watching `routes_file` every 50 ms
+    and applying a change once it held still `settle` s; yields its URL and
+    its reloader."""
     started: list[RouterState] = []
 
     async def on_started(state: RouterState) -> None:
@@ -95,6 +100,7 @@ def watched_router(redis_url: str, routes_file: Path) -> Iterator[tuple[str, Rel
         shutdown_grace=5.0,
         admin_token="admin-secret",
         routes_poll=0.05,
+        reload_settle=settle,
     )
     with ServerThread(create_app(settings, load(str(routes_file)), on_started)).start() as server:
         wait_until(lambda: bool(started), what="the lifespan")
@@ -264,6 +270,105 @@ def test_an_invalid_file_is_logged_once_and_the_running_config_kept(
             reloaded(reloader, 1)
             assert reloader.last_error is None
             assert len(errors()) == 1
+
+
+def test_a_file_written_slowly_is_applied_only_whole_and_once(
+    clean_redis: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A writer that writes half of the new file in place, pauses 1.5 s
+    (longer than the default poll, 1 s; shorter than the settle time, here
+    3 s for a margin on a loaded machine) and then finishes: its prefix is
+    valid but lacks a route present in both files. Requests to that route
+    never answer 404 meanwhile, and the whole file is applied once (a
+    prefix applied made it answer 404 until the rest arrived)."""
+    with serving_bot() as bot:
+        file = tmp_path / "routes.yaml"
+        kept, other, new = STORE, "/v1/other", "/v1/new"
+        # Destinations first: the routes written before the pause make a
+        # valid file by themselves, as a YAML file cut at a line does.
+        head = yaml.safe_dump({"destinations": {"chatbot": destination(bot.url)}}) + "routes:\n"
+
+        def route(path: str) -> str:
+            return yaml.safe_dump([{"path": path, "destinations": ["chatbot"], "fields": FIELDS}])
+
+        file.write_text(head + route(kept) + route(other))
+        first, rest = head + route(new), route(kept)  # what the writer writes, then the rest
+        prefix = tmp_path / "prefix.yaml"
+        prefix.write_text(first)
+        assert [r.path for r in load(str(prefix)).routes] == [new]  # valid without `kept`
+        answers: list[int] = []
+        stop = threading.Event()
+
+        def post_steadily() -> None:
+            with httpx.Client(base_url=url, timeout=10) as client:
+                n = 0
+                while not stop.is_set():
+                    r = client.post(kept, json={"mensaje": f"m{n}", "wa_id": f"k{n % 4}"})
+                    answers.append(r.status_code)
+                    n += 1
+
+        with (
+            caplog.at_level(logging.INFO, logger="router.reload"),
+            watched_router(clean_redis, file, settle=3.0) as (url, reloader),
+        ):
+            poster = threading.Thread(target=post_steadily)
+            poster.start()
+            try:
+                wait_until(lambda: len(answers) >= 20, what="posting")
+                with open(file, "w") as fh:  # in place: truncated, then written
+                    fh.write(first)
+                    fh.flush()
+                    time.sleep(1.5)  # the writer pauses (the scenario, not a wait)
+                    fh.write(rest)
+                reloaded(reloader, 1)
+                assert httpx.post(url + new, json={"mensaje": "n", "wa_id": "k"}).status_code == 200
+                looks = reloader.looks
+                wait_until(lambda: reloader.looks >= looks + 5, what="more looks at the file")
+            finally:
+                stop.set()
+                poster.join(30)
+            assert Counter(answers) == {200: len(answers)}, Counter(answers)
+            assert reloader.reloads == 1
+            assert_refused(post(url, other, "removed"), 404)  # the whole file applied
+            applied = [
+                m for r in caplog.records if (m := r.getMessage()).startswith("file changed")
+            ]
+            assert applied == [
+                f"file changed: reloaded {file}: routes added: {new}; routes removed: {other}"
+            ], applied
+
+
+def test_a_refused_file_put_back_or_fixed_says_so(
+    clean_redis: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A refused file that is then put back as it was, or fixed, ends with
+    a line saying the file is in force again, not with the refusal."""
+    with serving_bot() as bot:
+        file = tmp_path / "routes.yaml"
+        good = chatbot_only(bot.url)
+        write(file, good)
+        with (
+            caplog.at_level(logging.INFO, logger="router.reload"),
+            watched_router(clean_redis, file) as (url, reloader),
+        ):
+
+            def lines() -> list[str]:
+                return [r.getMessage() for r in caplog.records if str(file) in r.getMessage()]
+
+            write(file, chatbot_only(bot.url, retry={**QUICK_RETRY, "initial": "soon"}))
+            wait_until(lambda: reloader.last_error is not None, what="the refusal")
+            write(file, good)  # put back
+            wait_until(lambda: reloader.last_error is None, what="valid again")
+            assert lines()[-1] == f"file changed: {file} is valid again, as the running config"
+            write(file, chatbot_only(bot.url, retry={**QUICK_RETRY, "initial": "soon"}))
+            wait_until(lambda: reloader.last_error is not None, what="the refusal")
+            write(file, chatbot_only(bot.url, max_in_flight=8))  # fixed
+            reloaded(reloader, 1)
+            assert reloader.last_error is None
+            assert lines()[-1] == (
+                f"file changed: reloaded {file}: destinations changed: chatbot"
+            ), lines()
+            assert post(url, STORE, "m").status_code == 200
 
 
 def test_a_shards_change_is_refused_whole(

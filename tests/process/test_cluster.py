@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import signal
 import threading
 import time
@@ -428,6 +429,57 @@ def test_with_redis_wait_a_duplicate_is_acknowledged_only_once_a_replica_has_it(
         router.terminate()
 
 
+def test_with_redis_wait_a_fresh_cluster_is_ready_only_once_writes_are_answered(
+    tmp_path: Path,
+) -> None:
+    """A Cluster just formed, its replicas still waiting for their first
+    sync, and `router api` with ROUTER_REDIS_WAIT=1 started at once: /readyz
+    says not ready (naming the replicas not in sync) until every master its
+    destination's shards live on has a replica in sync, the log says when it
+    became writable, and every POST sent right after /readyz turns 200, to
+    shards on every master, is answered 200 (a replica not in sync made the
+    first ones wait out the deadline and answer 503)."""
+    cluster = Cluster(tmp_path / "fresh", sync_delay=8)  # a first sync held for 8 s
+    try:
+        cluster.start(synced=False)
+        routes = write_routes(tmp_path / "routes.yaml", "http://127.0.0.1:9/bot", shards=6)
+        router = RouterProcess(
+            tmp_path / "router.log",
+            command="api",
+            REDIS_URL=cluster.url,
+            ROUTES_FILE=str(routes),
+            ROUTER_REDIS_WAIT="1",
+        ).start(wait=False)
+        answers: list[httpx.Response] = []
+
+        def ready() -> bool:
+            assert router.alive(), router.log_tail()
+            try:
+                answers.append(httpx.get(router.url + "/readyz", timeout=2))
+            except httpx.HTTPError:
+                return False  # not listening yet
+            return answers[-1].status_code == 200
+
+        try:
+            wait_until(ready, timeout=60, what="/readyz 200")
+            assert cluster.healthy()  # every replica in sync by then
+            # Not ready before, for the replicas' sync, said in the body.
+            assert answers and answers[0].status_code == 503, answers
+            reason = answers[0].json()["redis"]
+            assert "has 0 of its 1 replica(s) in sync" in reason, answers[0].text
+            keys = [f"4491{i:07d}" for i in range(30)]
+            assert {shard_of(k, 6) for k in keys} == set(range(6))  # every master
+            with httpx.Client(base_url=router.url, timeout=10) as client:
+                for key in keys:
+                    r = client.post(STORE, json={"mensaje": "first", "wa_id": key})
+                    assert r.status_code == 200, (key, r.text)
+            assert "INFO router: Redis writable: every master" in router.log_text()
+        finally:
+            router.terminate()
+    finally:
+        cluster.stop()
+
+
 def test_readyz_says_when_redis_wait_cannot_be_met(
     own_redis: EmbeddedRedis, tmp_path: Path
 ) -> None:
@@ -445,6 +497,49 @@ def test_readyz_says_when_redis_wait_cannot_be_met(
         )
     finally:
         server.stop()
+
+
+def test_with_redis_wait_one_redis_is_ready_once_its_replica_is_in_sync(
+    own_redis: EmbeddedRedis, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """ROUTER_REDIS_WAIT=1 on one Redis whose replica is connected but
+    still waiting for its first sync: not ready, naming the replica's
+    state; ready once it is in sync (and the log says writable), and the
+    first POST then is answered 200."""
+    with redis_sync.Redis.from_url(own_redis.url) as primary:
+        primary.config_set("repl-diskless-sync-delay", 3)  # the first sync held 3 s
+    replica = EmbeddedRedis(tmp_path / "replica", appendonly=False)
+    replica.start()
+    routes = write_routes(tmp_path / "r.yaml", "http://127.0.0.1:9/bot")
+    server = None
+    try:
+        with redis_sync.Redis.from_url(replica.url) as r:
+            r.replicaof("127.0.0.1", own_redis.port)
+        with redis_sync.Redis.from_url(own_redis.url) as primary:
+            wait_until(
+                lambda: primary.info("replication")["connected_slaves"] == 1,
+                what="the replica connected",
+            )
+        with caplog.at_level(logging.INFO, logger="router"):
+            server = serve(own_redis.url, routes, redis_wait=1)
+            ready = httpx.get(server.url + "/readyz")
+            assert ready.status_code == 503, ready.text
+            assert "the Redis primary has 0 of its 1 replica(s) in sync" in ready.json()["redis"]
+            wait_until(
+                lambda: httpx.get(server.url + "/readyz").status_code == 200,
+                timeout=30,
+                what="/readyz 200",
+            )
+            # (A write whose WAIT stalls answers 503 after the deadline.)
+            r = httpx.post(server.url + STORE, json={"mensaje": "m", "wa_id": "1"}, timeout=10)
+            assert r.status_code == 200, r.text
+            assert any(
+                m.getMessage().startswith("Redis writable: every master") for m in caplog.records
+            )
+    finally:
+        if server is not None:
+            server.stop()
+        replica.stop()
 
 
 def test_a_whatsapp_post_is_stored_and_delivered_over_shards_on_every_master(

@@ -43,6 +43,7 @@ class ClusterNode:
     directory: Path
     process: subprocess.Popen[bytes] | None = None
     password: str | None = None
+    sync_delay: int | None = None  # repl-diskless-sync-delay (s); None: the server's 5
 
     @property
     def url(self) -> str:
@@ -62,6 +63,11 @@ class ClusterNode:
                 *(
                     ("--requirepass", self.password, "--masterauth", self.password)
                     if self.password
+                    else ()
+                ),
+                *(
+                    ("--repl-diskless-sync-delay", str(self.sync_delay))
+                    if self.sync_delay is not None
                     else ()
                 ),
             ],
@@ -94,6 +100,9 @@ class Cluster:
 
     base: Path
     password: str | None = None  # requirepass and masterauth of every node
+    # How long a master waits before a replica's first (diskless) sync, so
+    # that a test can meet a freshly formed Cluster's replicas not in sync.
+    sync_delay: int | None = None
     nodes: list[ClusterNode] = field(default_factory=list)
 
     @property
@@ -101,12 +110,19 @@ class Cluster:
         """What a user puts in REDIS_URL: any one node."""
         return self.nodes[0].url
 
-    def start(self, size: int = 6, replicas: int = 1) -> Cluster:
+    def start(self, size: int = 6, replicas: int = 1, synced: bool = True) -> Cluster:
+        """Start and join the nodes; return once every slot is served and,
+        with `synced`, every replica is in sync (without: a freshly formed
+        Cluster whose replicas may still be waiting for their first sync)."""
         taken: set[int] = set()
         for i in range(size):
             port = cluster_port(taken)
             taken.add(port)
-            self.nodes.append(ClusterNode(port, self.base / f"node{i}", password=self.password))
+            self.nodes.append(
+                ClusterNode(
+                    port, self.base / f"node{i}", password=self.password, sync_delay=self.sync_delay
+                )
+            )
         for node in self.nodes:
             node.start()
         for node in self.nodes:
@@ -126,7 +142,10 @@ class Cluster:
             capture_output=True,
             timeout=60,
         )
-        wait_until(self.healthy, timeout=30, what="cluster_state:ok on every node")
+        if synced:
+            wait_until(self.healthy, timeout=30, what="cluster_state:ok on every node")
+        else:
+            wait_until(self.formed, timeout=30, what="cluster_state:ok on every node")
         return self
 
     def _until_up(self, node: ClusterNode, taken: set[int]) -> None:
@@ -148,11 +167,21 @@ class Cluster:
 
     def healthy(self) -> bool:
         """Every live node says the cluster is ok, and every replica is in sync."""
+        return self._every_node(replicas_synced=True)
+
+    def formed(self) -> bool:
+        """Every live node says the cluster is ok (its slots all served),
+        whether or not its replicas have synced yet."""
+        return self._every_node(replicas_synced=False)
+
+    def _every_node(self, replicas_synced: bool) -> bool:
         for node in self.live():
             try:
                 with node.client() as c:
                     if b"cluster_state:ok" not in c.execute_command("CLUSTER", "INFO"):
                         return False
+                    if not replicas_synced:
+                        continue
                     info = c.info("replication")
                     if info["role"] == "slave" and info.get("master_link_status") != "up":
                         return False
