@@ -335,7 +335,9 @@ class Settings:
             except ValueError as exc:
                 if f.metadata["secret"]:
                     raise SettingsError(f"{name} (value not shown): allowed: {exc}") from None
-                shown = " ".join(repr(raw)[:80].splitlines())
+                # Cut inside the quotes (a long path is still read as one
+                # value); repr escapes newlines: one line.
+                shown = repr(raw if len(raw) <= 200 else raw[:200] + "…")
                 raise SettingsError(f"{name}={shown}: allowed: {exc}") from None
         return cls(**values)
 
