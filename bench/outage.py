@@ -4,6 +4,7 @@ each scenario once with the breaker on and once off, in one run.
 
     .venv/bin/python bench/outage.py [--scenario all] [--check]
     # quick: --conversations 50 --outage 10 --healthy-seconds 8 --max-seconds 30
+    # another tree's router (a change to measure): --router-src ../wt-change
 
 Per run: a bot (aiohttp, in this process, bench/breaker_rig.py) that answers
 500 while down and always to a poison conversation's messages, else 200,
@@ -23,11 +24,13 @@ conversations post two messages each; a poison one posts one.
 - outage-poison: the outage, with --poison-in-outage poison conversations
   posting first (still failing after the recovery). Goals: the outage's,
   and <= 4 breaker transitions.
-- retry: the poison scenario, with `router retry chatbot` run once, at the
+- retry: the poison scenario (the healthy posts begin as soon as the router
+  logs the breaker down), with `router retry chatbot` run once, at the
   first moment from --retry-at seconds into the healthy posting when the
-  router has logged the breaker down and healthy messages are waiting (when
-  it never is before the posting ends: when any are waiting). Goal: those
-  waiting then are delivered <= 5 s after the command starts.
+  router has logged the breaker down and --retry-waiting healthy messages
+  are waiting (when it never is before the posting ends: when any are
+  waiting). Goal: those waiting then are delivered <= 5 s after the
+  command starts.
 
 Breaker transitions are the router's "is down" and "is up again" lines. A
 run stops when every healthy message is delivered (then, with poison
@@ -60,7 +63,7 @@ from breaker_rig import (
     wait_until,
 )
 from context import Context
-from procs import DESTINATION, say
+from procs import DESTINATION, say, set_router_src
 from redisdb import flush
 
 SCENARIOS = ("outage", "poison", "outage-poison", "retry")
@@ -124,14 +127,20 @@ def messages_of(healthy: list[str]) -> list[Message]:
 
 class OperatorRetry:
     """`router retry chatbot`, once: at the first look from `after` on when
-    the router has logged the breaker down and healthy messages are waiting
-    (posted, not acknowledged), or from `fallback` on when any are waiting."""
+    the router has logged the breaker down and at least `enough` healthy
+    messages are waiting (posted, not acknowledged); from `fallback` on,
+    when any are waiting (a breaker that is seldom down may never be down
+    with that many waiting)."""
 
     def __init__(
-        self, bot: Bot, router: Router, healthy: list[Message], after: float, fallback: float
+        self,
+        bot: Bot,
+        router: Router,
+        healthy: list[Message],
+        when: tuple[float, int, float],  # (after, enough, fallback)
     ) -> None:
         self.bot, self.router, self.healthy = bot, router, set(healthy)
-        self.after, self.fallback = after, fallback
+        self.after, self.enough, self.fallback = when
         self.started = math.nan
         self.waiting: list[Message] = []
         self.down = False
@@ -144,7 +153,7 @@ class OperatorRetry:
         acked = self.bot.first_ok
         waiting = [m for m in self.router.posted if m in self.healthy and m not in acked]
         down = self.router.logged_down()
-        if not waiting or (not down and now < self.fallback):
+        if not waiting or (now < self.fallback and not (down and len(waiting) >= self.enough)):
             return
         self.started, self.waiting, self.down = now, waiting, down
         self.proc = self.router.start_cli(f"{self.router.name}-cli", "retry", DESTINATION)
@@ -271,12 +280,13 @@ class OutagePart:
         began = time.monotonic()
         for c in poisoned:
             router.post(c, "0")
-        time.sleep(a.quiet)
+        # The retry wants healthy messages waiting while the breaker is
+        # down: they post as soon as the router says it is.
+        quiet_over = router.logged_down if retry else lambda: False
+        wait_until(quiet_over, began + a.quiet, lambda: None)
         posting = time.monotonic()
-        retry_at = a.healthy_seconds / 2 if a.retry_at is None else a.retry_at
-        operator = OperatorRetry(
-            bot, router, messages, posting + retry_at, posting + a.healthy_seconds
-        )
+        when = (posting + a.retry_at, a.retry_waiting, posting + a.healthy_seconds)
+        operator = OperatorRetry(bot, router, messages, when)
         between = operator if retry else lambda: None
         router.post_spread(messages, a.healthy_seconds, between)
         all_acked = delivered(bot, messages)
@@ -311,7 +321,7 @@ class OutagePart:
         messages: list[Message],
         healthy: list[str],
     ) -> Result:
-        said = "not run: no healthy message was waiting after --retry-at"
+        said = "not run: no healthy message was waiting"
         took, passed, took_text = math.inf, None, "not run"
         if operator.proc is not None:
             status = operator.proc.wait(30)
@@ -354,11 +364,15 @@ def main() -> int:
     add("--poison-in-outage", type=int, default=6, help="poison conversations (outage-poison)")
     add("--quiet", type=float, default=3.0, help="seconds from the poison posts to the healthy")
     add("--healthy-seconds", type=float, default=20.0, help="healthy posts spread over (poison)")
-    add("--retry-at", type=float, help="retry: seconds into the healthy posting (default half)")
+    add("--retry-at", type=float, default=0.0, help="retry: not before, from the healthy posts")
+    add("--retry-waiting", type=int, default=10, help="retry: healthy waiting, breaker down")
     add("--max-seconds", type=float, default=90.0, help="longest run, from its first post")
     add("--rounds", type=int, default=1)
     add("--check", action="store_true", help="exit 1 when a goal of the breaker on fails")
+    add("--router-src", help="run the router of this source tree (e.g. a change to measure)")
     args = parser.parse_args()
+    if args.router_src:
+        set_router_src(args.router_src)
     if args.scenario in ("all", "outage", "outage-poison") and args.max_seconds <= args.outage:
         parser.error("--max-seconds must be more than --outage")
     return run_alone("outage", args, OutagePart)
