@@ -7,14 +7,22 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY router ./router
 COPY plugins ./plugins
-# Wheels of the router, the chatbot plugin and their runtime dependencies
-# only: no dev extras reach the image.
-RUN pip wheel --no-cache-dir --wheel-dir /wheels . ./plugins/chatbot
+# More plugins, as pip requirements (names from an index, URLs, or paths
+# under plugins/ of the build context), separated by spaces:
+#   docker build --build-arg PLUGIN_REQUIREMENTS="router-slackish==1.2" .
+# docs/deployment.md, "Plugins in the image".
+ARG PLUGIN_REQUIREMENTS=""
+# Wheels of the router, of every plugin this repository ships (each
+# directory of plugins/: chatbot, whatsapp, and any you add there), of
+# PLUGIN_REQUIREMENTS, and of their runtime dependencies only: no dev
+# extras reach the image.
+RUN pip wheel --no-cache-dir --wheel-dir /wheels . ./plugins/*/ $PLUGIN_REQUIREMENTS
 
 FROM python:3.11-slim
 RUN useradd --create-home --uid 10001 router
 COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir --no-index --find-links /wheels message-router router-chatbot \
+# Every wheel built above, and nothing from an index.
+RUN pip install --no-cache-dir --no-index /wheels/*.whl \
     && rm -rf /wheels
 WORKDIR /app
 COPY routes.yaml ./
