@@ -1,6 +1,8 @@
 # The router as one container: ingest + delivery workers (`router serve`) on
 # port 3000. Point REDIS_URL at your Redis; without it the embedded Valkey
-# keeps its append-only file in /app/data (mount a volume there).
+# keeps its append-only file in /app/data (mount a volume there). Your
+# routes: mount the folder holding your routes.yaml at /app/routes (a folder,
+# not the file: docs/deployment.md, "Mounting routes.yaml").
 
 FROM python:3.11-slim AS build
 WORKDIR /src
@@ -25,10 +27,10 @@ COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir --no-index /wheels/*.whl \
     && rm -rf /wheels
 WORKDIR /app
-COPY routes.yaml ./
+COPY routes.yaml ./routes/
 RUN mkdir -p /app/data && chown router:router /app/data
 ENV PORT=3000 \
-    ROUTES_FILE=/app/routes.yaml \
+    ROUTES_FILE=/app/routes/routes.yaml \
     ROUTER_DATA_DIR=/app/data \
     PYTHONUNBUFFERED=1
 USER router

@@ -33,7 +33,9 @@ def test_cmd_with_image_env_serves_and_passes_the_healthcheck(tmp_path: Path, cl
     # The same command and environment, with this checkout's paths for /app.
     port = free_port()
     env = {k: v.replace("/app", str(tmp_path)) for k, v in image_env().items()}
-    shutil.copy(shipped_routes(), tmp_path / "routes.yaml")
+    routes_file = Path(env["ROUTES_FILE"])
+    routes_file.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(shipped_routes(), routes_file)
     env.update(PORT=str(port), REDIS_URL=clean_redis, PATH=os.environ["PATH"])
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env["PATH"]
     proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stderr=subprocess.PIPE, text=True)
