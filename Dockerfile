@@ -1,26 +1,36 @@
 # The router as one container: ingest + delivery workers (`router serve`) on
 # port 3000. Point REDIS_URL at your Redis; without it the embedded Valkey
-# keeps its append-only file in /app/data (mount a volume there).
+# keeps its append-only file in /app/data (mount a volume there). Your
+# routes: mount the folder holding your routes.yaml at /app/routes (a folder,
+# not the file: docs/deployment.md, "Mounting routes.yaml").
 
 FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY router ./router
 COPY plugins ./plugins
-# Wheels of the router, the chatbot plugin and their runtime dependencies
-# only: no dev extras reach the image.
-RUN pip wheel --no-cache-dir --wheel-dir /wheels . ./plugins/chatbot
+# More plugins, as pip requirements (names from an index, URLs, or paths
+# under plugins/ of the build context), separated by spaces:
+#   docker build --build-arg PLUGIN_REQUIREMENTS="router-slackish==1.2" .
+# docs/deployment.md, "Plugins in the image".
+ARG PLUGIN_REQUIREMENTS=""
+# Wheels of the router, of every plugin this repository ships (each
+# directory of plugins/: chatbot, whatsapp, and any you add there), of
+# PLUGIN_REQUIREMENTS, and of their runtime dependencies only: no dev
+# extras reach the image.
+RUN pip wheel --no-cache-dir --wheel-dir /wheels . ./plugins/*/ $PLUGIN_REQUIREMENTS
 
 FROM python:3.11-slim
 RUN useradd --create-home --uid 10001 router
 COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir --no-index --find-links /wheels message-router router-chatbot \
+# Every wheel built above, and nothing from an index.
+RUN pip install --no-cache-dir --no-index /wheels/*.whl \
     && rm -rf /wheels
 WORKDIR /app
-COPY routes.yaml ./
+COPY routes.yaml ./routes/
 RUN mkdir -p /app/data && chown router:router /app/data
 ENV PORT=3000 \
-    ROUTES_FILE=/app/routes.yaml \
+    ROUTES_FILE=/app/routes/routes.yaml \
     ROUTER_DATA_DIR=/app/data \
     PYTHONUNBUFFERED=1
 USER router

@@ -6,8 +6,12 @@ Dockerfile's image, and the Valkey configs in deploy/ (docs/deployment.md)."""
 
 from __future__ import annotations
 
+import atexit
 import re
 import shlex
+import shutil
+import subprocess
+import tempfile
 from collections.abc import Iterator, Mapping
 from ipaddress import ip_address, ip_network
 from pathlib import Path, PurePosixPath
@@ -26,6 +30,8 @@ from tests.unit.test_dockerfile import image_env
 
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 DEPLOYMENT_DOC = ROOT / "docs" / "deployment.md"
+README = ROOT / "README.md"
+PROMETHEUS_CONFIG = "/etc/prometheus/prometheus.yml"  # the prom/prometheus image's default
 
 # What a user must export before `docker compose up`, and sample values for them.
 REQUIRED = {
@@ -188,10 +194,11 @@ def mounts(svc: dict[str, Any]) -> Iterator[tuple[str, str]]:
 
 
 def bind_source(svc: dict[str, Any], target: str) -> Path | None:
-    """The file of this checkout mounted at `target`, if any."""
+    """The file of this checkout at `target` in the container, if any: the
+    file mounted there, or the file under a folder mounted above it."""
     for source, tgt in mounts(svc):
-        if PurePosixPath(tgt) == PurePosixPath(target) and source.startswith((".", "/")):
-            return (ROOT / source).resolve()
+        if source.startswith((".", "/")) and PurePosixPath(target).is_relative_to(tgt):
+            return (ROOT / source / PurePosixPath(target).relative_to(tgt)).resolve()
     return None
 
 
@@ -258,7 +265,28 @@ def routes_source(svc: dict[str, Any]) -> Path:
     assert source is not None, f"nothing of the checkout is mounted at ROUTES_FILE={routes_file}"
     if source.resolve() == (ROOT / "routes.yaml").resolve():
         return shipped_routes()  # as shipped, not as an operator may have edited it
-    return source
+    return committed(source)
+
+
+def committed(path: Path) -> Path:
+    """A file of the checkout as committed, not as an operator may have
+    edited it (the compose stack's routes.yaml is theirs to edit); the
+    working tree's file outside a git checkout or before its first commit."""
+    relative = path.resolve().relative_to(ROOT)
+    try:
+        text = subprocess.run(
+            ["git", "-C", str(ROOT), "show", f"HEAD:{relative.as_posix()}"],
+            capture_output=True,
+            check=True,
+            text=True,
+            timeout=30,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return path
+    copy = Path(tempfile.mkdtemp(prefix="router-tests-committed-")) / path.name
+    atexit.register(shutil.rmtree, copy.parent, True)
+    copy.write_text(text)
+    return copy
 
 
 def referenced_variables(text: str) -> dict[str, bool]:
@@ -318,6 +346,11 @@ def test_the_load_balancer_reaches_every_api_replica_of_its_stack(profile: str |
     assert listen, name
     published = [str(p).rsplit(":", 1)[1] for p in lb["ports"]]
     assert published == [listen.group(1)], f"{name}: publishes {published}"
+    # Prometheus scrapes each replica itself; through lb a scrape reaches any
+    # one of them, and the metrics would be open to every sender.
+    assert re.search(r"^\s*location = /metrics \{\s*return 404;", conf, re.MULTILINE), (
+        f"{name}: serves /metrics to the outside"
+    )
 
 
 @pytest.mark.parametrize("profile", [None, "cluster"])
@@ -504,3 +537,103 @@ def test_compose_stops_without_the_required_variables_and_the_doc_names_them() -
     doc = DEPLOYMENT_DOC.read_text()
     for name in REQUIRED:
         assert name in doc, f"docs/deployment.md does not say to set {name}"
+
+
+def test_routes_yaml_is_reached_through_a_mounted_folder_as_the_docs_say() -> None:
+    image_routes = PurePosixPath(image_env()["ROUTES_FILE"])
+    for name, svc in all_routers().items():
+        routes_file = PurePosixPath(settings_of(svc).routes_file)
+        # Where the image keeps its own: `docker run -v DIR:...` and compose agree.
+        assert routes_file == image_routes, name
+        mount = [(src, tgt) for src, tgt in mounts(svc) if routes_file.is_relative_to(tgt)]
+        assert len(mount) == 1, f"{name}: {len(mount)} mounts hold {routes_file}"
+        source, target = mount[0]
+        # A folder: a bind-mounted file keeps its inode, so the reload
+        # (router.reload, by path) would never see a file an editor replaced
+        # by renaming a new one over it.
+        assert PurePosixPath(target) == routes_file.parent, f"{name}: mounts the file alone"
+        assert (ROOT / source).is_dir(), f"{name}: {source} is not a folder of the checkout"
+    for doc in (README, DEPLOYMENT_DOC):
+        text = doc.read_text()
+        assert f":{image_routes.parent}" in text, f"{doc.name}: no folder mount example"
+        assert not re.search(r"routes\.yaml:/", text), f"{doc.name}: mounts the file"
+
+
+def prometheus_targets(job: dict[str, Any]) -> set[tuple[str, int]]:
+    """(host name, port) of a scrape job: its A-record DNS names and static targets."""
+    out = set()
+    for sd in job.get("dns_sd_configs") or []:
+        assert sd.get("type") == "A", "SRV records: Docker's DNS has none"
+        out.update((host, int(sd["port"])) for host in sd["names"])
+    for static in job.get("static_configs") or []:
+        for target in static["targets"]:
+            host, _, port = str(target).rpartition(":")
+            out.add((host, int(port)))
+    return out
+
+
+@pytest.mark.parametrize("profile", [None, "cluster"])
+def test_prometheus_scrapes_every_router_replica_where_it_serves_metrics(
+    profile: str | None,
+) -> None:
+    data = compose()
+    proms = {
+        n: s
+        for n, s in services(data, profile).items()
+        if str(s.get("image", "")).startswith("prom/prometheus:v")
+    }
+    assert len(proms) == 1, proms
+    name, prom = proms.popitem()
+    assert "command" not in prom, f"{name}: the image's command reads {PROMETHEUS_CONFIG}"
+    source = bind_source(prom, PROMETHEUS_CONFIG)
+    assert source is not None and source.is_file(), f"{name}: mount deploy/prometheus.yml"
+    jobs = yaml.safe_load(source.read_text())["scrape_configs"]
+    # Its UI and API have no authentication: on the host's loopback only.
+    assert all(str(p).startswith("127.0.0.1:") for p in prom.get("ports") or []), name
+    scraped = []
+    for router_name, svc in routers(data, profile).items():
+        settings = settings_of(svc)
+        assert settings.metrics, f"{router_name}: ROUTER_METRICS is off"
+        sub = command(svc)[1]
+        port = settings.metrics_port if sub == "worker" else settings.port
+        assert port is not None, f"{router_name}: `router worker` needs ROUTER_METRICS_PORT"
+        assert settings.host not in ("127.0.0.1", "localhost", "::1"), router_name
+        networks = shared_networks(prom, svc)
+        assert networks, f"{router_name}: not on {name}'s network"
+        jobs_here = [
+            job
+            for job in jobs
+            if any(
+                p == port and host in {router_name, *aliases(svc, networks)}
+                for host, p in prometheus_targets(job)
+            )
+        ]
+        assert len(jobs_here) == 1, f"{router_name}: {len(jobs_here)} jobs scrape it on {port}"
+        job = jobs_here[0]
+        assert job.get("metrics_path", "/metrics") == "/metrics", router_name
+        assert job.get("scheme", "http") == "http", router_name
+        if settings.metrics_token:
+            credentials = (job.get("authorization") or {}).get("credentials_file")
+            assert credentials and bind_source(prom, credentials), (
+                f"{router_name}: ROUTER_METRICS_TOKEN set, {name} sends no token"
+            )
+        scraped.append(sub)
+    assert sorted(set(scraped)) == ["api", "worker"]
+    # Each name the jobs ask for is one router service on Prometheus's networks.
+    for job in jobs:
+        for host, _ in prometheus_targets(job):
+            named = [
+                n
+                for n, svc in data["services"].items()
+                if shared_networks(prom, svc)
+                and host in {n, *aliases(svc, shared_networks(prom, svc))}
+                and (svc.get("profiles") or [None])[0] == profile
+            ]
+            assert len(named) == 1 and is_router(data["services"][named[0]]), (job, host)
+
+
+def test_every_variable_of_the_compose_file_is_in_the_deployment_doc() -> None:
+    doc = DEPLOYMENT_DOC.read_text()
+    used = set(re.findall(r"\$\{(\w+)", COMPOSE_FILE.read_text()))
+    missing = sorted(v for v in used if f"`{v}`" not in doc)
+    assert not missing, f"docs/deployment.md does not explain {missing}"

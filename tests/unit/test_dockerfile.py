@@ -47,3 +47,23 @@ def test_image_runs_as_non_root_on_3000_without_dev_dependencies() -> None:
     installs = " ".join(rest for op, rest in instructions() if op == "RUN")
     assert "[dev]" not in installs and "pytest" not in installs
     assert "REDIS_URL" not in image_env()  # comes from the environment at run time
+
+
+def test_the_deployment_doc_builds_on_the_image_as_its_user_allows() -> None:
+    """docs/deployment.md's `FROM` example: on the image compose builds,
+    pip as root (the image's user cannot write site-packages), then back to
+    the image's user."""
+    doc = (ROOT / "docs" / "deployment.md").read_text()
+    blocks = re.findall(r"```dockerfile\n(.*?)```", doc, re.DOTALL)
+    assert len(blocks) == 1, "one Dockerfile example"
+    lines = [re.sub(r"^\s+", "", line) for line in blocks[0].splitlines() if line.strip()]
+    ops = [line.partition(" ") for line in lines]
+    compose_image = re.search(
+        r"\$\{ROUTER_IMAGE:-([^}]+)\}", (ROOT / "docker-compose.yml").read_text()
+    )
+    assert compose_image and ops[0][0] == "FROM" and ops[0][2] == compose_image.group(1)
+    users = [(i, rest) for i, (op, _, rest) in enumerate(ops) if op == "USER"]
+    pip = next(i for i, (op, _, rest) in enumerate(ops) if op == "RUN" and "pip install" in rest)
+    assert [u for i, u in users if i < pip][-1] == "root"
+    image_user = [rest for op, rest in final_stage() if op == "USER"][-1]
+    assert users[-1][0] > pip and users[-1][1] == image_user
