@@ -167,11 +167,13 @@ class DestinationKeys:
         return f"{self.tag}:suspects"
 
     @property
-    def recovered(self) -> str:
-        """String: when (ms, server clock) the destination last came back up
-        after its circuit breaker opened; a message that arrived before it
-        waited through that outage, and its failure does not count again."""
-        return f"{self.tag}:recovered"
+    def breaker(self) -> str:
+        """Hash: what the circuit breaker remembers while the destination is
+        up: `recovered`, when (ms, server clock) it last came back up (a
+        message that arrived before it waited through that outage, and its
+        failure does not count again); `streak`, when the current run of
+        counted failures with no success between them began."""
+        return f"{self.tag}:breaker"
 
     @property
     def throttle(self) -> str:

@@ -240,6 +240,15 @@ async def _enqueue_many_atomic(
 PAUSED, HELD, DOWN = -1, -2, -3
 
 
+class Blame(enum.Enum):
+    """Whose fault a failed attempt was, as fail.lua counts it toward the
+    destination's circuit breaker (docs/destination-health.md)."""
+
+    DESTINATION = "1"  # counts: an outage, a 5xx, a timeout, a refused connection
+    PERMANENT = "2"  # the message given up for its own fault: says nothing
+    MESSAGE = "3"  # the destination answered, blaming the message: it is up
+
+
 class Outcome(enum.Enum):
     """What a failed attempt leads to (see fail.lua)."""
 
@@ -301,8 +310,10 @@ class Failed:
     lease_lost: bool  # another claim owns the key now: nothing was recorded
     attempts: int = 0  # failed attempts of the head so far
     # What changed for the whole destination: "" nothing, "down" (the
-    # circuit breaker opened), "hold" (a Retry-After holds it from now).
+    # circuit breaker opened), "up" (an answer blaming the message showed it
+    # answers again), "hold" (a Retry-After holds it from now).
     event: str = ""
+    resumed: int | None = None  # with "up": the waiting keys resumed
 
 
 @dataclass(frozen=True, slots=True)
@@ -479,13 +490,11 @@ class DestinationQueue:
         counted: bool = True,
         breaker: Breaker = BREAKER_OFF,
         retry_after: float | None = None,
-        message_fault: bool = False,
+        blame: Blame = Blame.DESTINATION,
     ) -> Failed:
         """Record a failed attempt (with the destination's health: `breaker`,
-        and the `retry_after` seconds the destination asked for).
-        `message_fault`: the failure is the message's own (a permanent one),
-        which says nothing about the destination's health."""
-        made = "2" if message_fault else "1"
+        the `retry_after` seconds the destination asked for, and whose fault
+        it was: `blame`). `counted` False: the worker gave up before trying."""
         raw = await self.scripts.fail(
             keys=keys_for("fail", self.keys, claim.key),
             args=[
@@ -494,13 +503,14 @@ class DestinationQueue:
                 max(0, delay_ms),
                 error,
                 outcome.value,
-                made if counted else "0",
+                blame.value if counted else "0",
                 *breaker.args(retry_after),
             ],
         )
         if raw == LEASE_LOST:
             return Failed(lease_lost=True)
-        return Failed(False, int(raw[0]), _text(raw[1]))
+        resumed = int(raw[2])
+        return Failed(False, int(raw[0]), _text(raw[1]), resumed if resumed >= 0 else None)
 
     async def renew(self, claim: Claim, lease_ms: int) -> bool:
         """Extend the lease; False when it was lost."""

@@ -57,7 +57,7 @@ SCRIPT_KEYS: dict[str, tuple[str, ...]] = {
         "failing",
         "throttle",  # the outbound rate limit (router.outbound_rate)
         "suspects",
-        "recovered",
+        "breaker",
     ),
     "fail": (
         "lane",
@@ -75,7 +75,7 @@ SCRIPT_KEYS: dict[str, tuple[str, ...]] = {
         "health",
         "failing",
         "suspects",
-        "recovered",
+        "breaker",
     ),
     "renew": ("leases", "owner"),
     "release": ("ready", "leases", "owner", "wake", "health"),
@@ -103,7 +103,7 @@ SCRIPT_KEYS: dict[str, tuple[str, ...]] = {
         "heads",
         "wake",
         "suspects",
-        "recovered",
+        "breaker",
     ),
     "ratelimit": ("counter",),  # not a destination's: see router.keys.rate_limit_key
     # A route's, not a destination's: router.keys.RouteKeys (router.unroutable).

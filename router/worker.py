@@ -29,6 +29,7 @@ from router.outbound_rate import shard_rate
 from router.plugins import OpenSink, open_sink
 from router.queue import (
     BREAKER_OFF,
+    Blame,
     Breaker,
     Claim,
     DestinationQueue,
@@ -347,13 +348,7 @@ class DestinationWorker:
                 return
             self._metrics.acknowledged(env.ts)
             if acked.resumed is not None:
-                log.warning(
-                    "destination %s is up again (an attempt succeeded): %d waiting "
-                    "conversations resume now",
-                    self.destination.name,
-                    acked.resumed,
-                    extra=logs.fields(destination=self.destination.name, health="up"),
-                )
+                self._log_up(acked.resumed, "an attempt succeeded")
             if log.isEnabledFor(logging.INFO):
                 log.info(
                     "delivered",
@@ -449,7 +444,13 @@ class DestinationWorker:
             env.id,
             hold,
             seconds=seconds,
-            message_fault=decision.rule == "permanent" or self._blames_message(failure),
+            blame=(
+                Blame.PERMANENT
+                if decision.rule == "permanent"
+                else Blame.MESSAGE
+                if self._blames_message(failure)
+                else Blame.DESTINATION
+            ),
         )
 
     def _blames_message(self, failure: DeliveryFailed | None) -> bool:
@@ -472,14 +473,14 @@ class DestinationWorker:
         hold: float | None,
         counted: bool = True,
         seconds: float | None = None,
-        message_fault: bool = False,
+        blame: Blame = Blame.DESTINATION,
     ) -> None:
         """Record the decision in Redis (fail.lua counts the attempt, and
         keeps the destination's health), then log it once. `hold`: the
         seconds the destination asked all deliveries to wait; `seconds`: how
         long the attempt that failed took (None: the worker gave up before
-        trying again: counted=False); `message_fault`: the failure says
-        nothing about the destination's health."""
+        trying again: counted=False); `blame`: whose fault it was, for the
+        destination's health."""
         # Every plugin's reason (and an exception's text) is stored, logged
         # and shown: the destination's secrets go before any of it.
         error = self.destination.redactor(error)
@@ -492,7 +493,7 @@ class DestinationWorker:
                 counted,
                 self._breaker,
                 hold,
-                message_fault=message_fault,
+                blame=blame,
             )
         )
         outcome = "failed"  # also when the lease was lost: nothing else was recorded
@@ -513,7 +514,9 @@ class DestinationWorker:
             duration_ms=round(seconds * 1000, 1) if seconds is not None else None,
             error=error,
         )
-        if recorded.event:
+        if recorded.event == "up":
+            self._log_up(recorded.resumed or 0, "an answer blamed its message, so it answers")
+        elif recorded.event:
             self._log_health(recorded.event, error, hold)
         if recorded.lease_lost:
             # Logged once, instead of a "retrying" line for an attempt whose
@@ -550,6 +553,16 @@ class DestinationWorker:
                 decision.reason,
                 extra=extra,
             )
+
+    def _log_up(self, resumed: int, why: str) -> None:
+        """The one line of a destination that was down and is up again."""
+        log.warning(
+            "destination %s is up again (%s): %d waiting conversations resume now",
+            self.destination.name,
+            why,
+            resumed,
+            extra=logs.fields(destination=self.destination.name, health="up"),
+        )
 
     def _log_health(self, event: str, error: str, hold: float | None) -> None:
         """One line per transition of the destination's health: fail.lua

@@ -132,9 +132,10 @@ end
 -- `hold_until` (ms) after a Retry-After. `failing` is a sorted set: ordering
 -- key -> time of its counted failure since the destination's last success.
 -- `suspects`: ordering key -> time of its first failure since its own last
--- success (a conversation counts once until it succeeds). `recovered`: when
--- (ms) the destination last came back up; a failure of a message that
--- waited through that outage does not count (fail.lua).
+-- success. `breaker` (a hash): `recovered`, when (ms) the destination last
+-- came back up (a failure of a message that waited through that outage does
+-- not count: fail.lua), and `streak`, when the current run of counted
+-- failures began (the outage's `onset` once it opens).
 
 -- Most waiting keys reopen sorts by their head's arrival in Lua (about
 -- 30 ms of Redis time at this size); past it, a cheaper step in C.
@@ -148,14 +149,14 @@ local REOPEN_SORT_MAX = 5000
 -- (`onset`) keeps its own backoff: the outage did not cause it, and resuming
 -- it would only repeat a failure (`everyone`: an operator's retry resumes
 -- those too). Once per outage. Returns how many keys resumed.
-local function reopen(health, failing, ready, delayed, heads, wake, suspects, recovered, everyone)
+local function reopen(health, failing, ready, delayed, heads, wake, suspects, breaker, everyone)
   local now = now_ms()
   local onset = tonumber(redis.call('HGET', health, 'onset') or '')
   -- The down state goes first, whichever way the keys resume. A Retry-After
   -- hold (hold_until) stays: the destination asked for it.
   redis.call('DEL', failing)
   redis.call('HDEL', health, 'state', 'since', 'onset', 'probe_at', 'probe_ms', 'probe_key', 'error')
-  redis.call('SET', recovered, now)
+  redis.call('HSET', breaker, 'recovered', now)
   local count = redis.call('LLEN', ready) + redis.call('ZCARD', delayed)
   if count > REOPEN_SORT_MAX then
     -- Too many to sort here without holding Redis (1.3 s at 200,000):

@@ -1,6 +1,6 @@
 -- The destination acknowledged the head of a lane: remove it.
--- KEYS: lane, ready, leases, owner, attempts, last_error, wake, delayed, paused, counts, heads, health, failing, throttle, suspects, recovered
-local lane, ready, leases, owner, attempts, last_error, wake, delayed, paused, counts, heads, health, failing, throttle, suspects, recovered =
+-- KEYS: lane, ready, leases, owner, attempts, last_error, wake, delayed, paused, counts, heads, health, failing, throttle, suspects, breaker
+local lane, ready, leases, owner, attempts, last_error, wake, delayed, paused, counts, heads, health, failing, throttle, suspects, breaker =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10],
   KEYS[11], KEYS[12], KEYS[13], KEYS[14], KEYS[15], KEYS[16]
 -- ARGV: ordering key, token, lease ms, keep ('1' = may keep the key),
@@ -35,7 +35,7 @@ redis.call('DEL', failing)
 redis.call('ZREM', suspects, k)
 local resumed = -1
 if redis.call('HGET', health, 'state') == 'down' then
-  resumed = reopen(health, failing, ready, delayed, heads, wake, suspects, recovered, false)
+  resumed = reopen(health, failing, ready, delayed, heads, wake, suspects, breaker, false)
 end
 local left = redis.call('LLEN', lane)
 -- Keeping the key starts the next request: the outbound rate limit must

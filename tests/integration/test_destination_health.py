@@ -6,6 +6,7 @@ the whole destination. Real routers (two, sharing one Redis), a real bot."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -239,7 +240,7 @@ async def test_failures_that_are_the_messages_own_never_open_it(clean_redis: str
     without a field the body template needs) is the message's fault: any
     number of them, on any number of conversations, leave the destination
     up; the same failures from the destination open it."""
-    from router.queue import Breaker, Outcome
+    from router.queue import Blame, Breaker, Outcome
 
     redis = connect(clean_redis)
     try:
@@ -254,7 +255,13 @@ async def test_failures_that_are_the_messages_own_never_open_it(clean_redis: str
                 await redis.rpush(KEYS.ready, key)
                 [claim] = (await queue.claim(f"t{i}", 1, 30_000, 16, breaker=True)).claims
                 failed = await queue.fail(
-                    claim, 0, "no", Outcome.DEAD_LETTER, True, breaker, message_fault=message_fault
+                    claim,
+                    0,
+                    "no",
+                    Outcome.DEAD_LETTER,
+                    True,
+                    breaker,
+                    blame=Blame.PERMANENT if message_fault else Blame.DESTINATION,
                 )
                 assert failed.attempts == 1
                 events.append(failed.event)
@@ -579,3 +586,64 @@ def test_poison_conversations_posted_together_do_not_stop_the_others(
     assert delays[-1] < 2.0, delays
     downs = [r for r in caplog.records if "is down" in r.getMessage()]
     assert len(downs) <= 2, [r.getMessage() for r in caplog.records]
+
+
+async def test_failing_conversations_count_again_while_others_fail(clean_redis: str) -> None:
+    """An outage that reaches conversations slowly still opens it: a
+    conversation that failed before counts again while others are failing
+    (before: once only, so one new failure per window/failing_keys never
+    opened it). It never starts a run alone."""
+    from router.queue import Breaker, Outcome
+
+    redis = connect(clean_redis)
+    try:
+        queue = DestinationQueues(redis, Scripts(redis), "chatbot").shards[0]
+        breaker = Breaker(failing_keys=3, window_ms=2_000, probe_ms=100, probe_max_ms=150)
+
+        async def attempt(key: str) -> str:
+            await redis.zrem(KEYS.delayed, key)
+            if await redis.llen(KEYS.lane(key)) == 0:
+                await _store(redis, key)
+            else:
+                await redis.rpush(KEYS.ready, key)
+            [claim] = (await queue.claim(f"t-{key}-{time.time()}", 1, 30_000, 16, True)).claims
+            assert claim.key == key
+            return (await queue.fail(claim, 60_000, "HTTP 500", Outcome.RETRY, True, breaker)).event
+
+        assert await attempt("k1") == ""
+        assert await attempt("k1") == ""  # alone: no run of failures starts
+        assert await redis.zcard(KEYS.failing) == 1
+        await asyncio.sleep(1.2)
+        assert await attempt("k2") == ""
+        await asyncio.sleep(1.0)  # k1's count is older than the window now
+        assert await attempt("k1") == ""  # ...but k2 is failing: k1 counts again
+        assert await attempt("k3") == "down"
+        health = await redis.hgetall(KEYS.health)
+        # The outage began with the run of failures (k1's first), not with
+        # the oldest count still in the window.
+        assert int(health[b"onset"]) < int(health[b"since"]) - 2_000
+    finally:
+        await redis.aclose()
+
+
+def test_a_destination_answering_4xx_while_down_is_up_and_not_hammered(
+    start_router, bot: Bot, redis: Redis
+) -> None:
+    """Down after 500s, the bot comes back answering 422 ("malformed") to
+    everyone: its answer shows it is up, so the breaker closes and every
+    conversation backs off on its own (before: each such answer made the
+    next probe due at once, hundreds of requests a second)."""
+    status = {"code": 500}
+    bot.decide = lambda m, n: Answer(status=status["code"], body="no")
+    retry = {"initial": "5s", "factor": 2, "max_delay": "60s", "jitter": 0}
+    router = start_router(bot.url, retry=retry, circuit_breaker=BREAKER)
+    for i in range(5):
+        assert router.post({"mensaje": "m", "wa_id": f"a{i}"}).status_code == 200
+    wait_until(lambda: _health(redis).get(b"state") == b"down", what="the breaker to open")
+    status["code"] = 422
+    wait_until(lambda: _health(redis) == {}, timeout=10, what="the breaker to close")
+    time.sleep(0.2)
+    before = len(bot.received)
+    time.sleep(2.0)
+    # Every conversation is waiting out its own 5 s+ backoff.
+    assert len(bot.received) - before <= 1, [r.body for r in bot.received[before:]]
