@@ -103,6 +103,7 @@ def _ingest_handler(state: RouterState, path: str) -> list[HTTPRouteHandler]:
                         state.limiters.get(ingest.route.path),
                         state.batcher,
                         state.batcher_many,
+                        state.batcher_keep,
                     )
                     metrics.unrouted(sum(1 for r in results if _unrouted(r)))
                     _log_skipped(path, skipped, metrics)
@@ -393,6 +394,12 @@ def create_app(
             state.batcher_many = batcher(
                 state.redis,
                 state.scripts.enqueue_many,
+                replicas=settings.redis_wait,
+                replica_timeout=settings.ingest_deadline,
+            )
+            state.batcher_keep = batcher(
+                state.redis,
+                state.scripts.keep_unroutable,
                 replicas=settings.redis_wait,
                 replica_timeout=settings.ingest_deadline,
             )

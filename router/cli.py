@@ -356,26 +356,9 @@ def _on_redis(
     try:
         return asyncio.run(run())
     except (OSError, RedisError) as exc:
-        print(f"router {command}: Redis at {_shown_url(url)}: {exc}", file=sys.stderr)
+        shown = redaction.shown_redis_url(url)
+        print(f"router {command}: Redis at {shown}: {exc}", file=sys.stderr)
         return 1
-
-
-def _shown_url(url: str) -> str:
-    """A Redis URL without its password, in the user part or in the query
-    (`unix:///run/redis.sock?password=...`, as redis-py takes it)."""
-    from urllib.parse import parse_qsl, urlencode, urlsplit
-
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    user, at, host = netloc.rpartition("@")
-    if at and ":" in user:
-        netloc = f"{user.split(':', 1)[0]}:***@{host}"
-    query = urlencode(
-        [(k, "***" if k.lower() == "password" else v) for k, v in parse_qsl(parts.query)],
-        safe="*",
-    )
-    # Written out: urlunsplit would drop the // of an empty host (unix:///...).
-    return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
 
 
 def _on_queues(
@@ -549,6 +532,17 @@ def _unroutable(settings: Settings, args: argparse.Namespace) -> int:
     return _on_redis(settings, "unroutable", act)
 
 
+def _positive(text: str) -> int:
+    """A --count: a whole number from 1 (0 or less would read as 'all')."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{n} is not at least 1 (leave --count out for all)")
+    return n
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="router", description=__doc__)
     parser.add_argument("--routes", help="routes file (default: $ROUTES_FILE or routes.yaml)")
@@ -615,7 +609,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("key", nargs="*", help="unblock: the ordering keys (default: all blocked)")
     p.add_argument(
         "--count",
-        type=int,
+        type=_positive,
         default=None,
         help="how many, oldest first (list: default 100; replay, purge: all)",
     )
@@ -629,7 +623,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("route", help="the route's path, e.g. /webhooks/whatsapp")
     p.add_argument(
         "--count",
-        type=int,
+        type=_positive,
         default=None,
         help="how many, oldest first (list: default 100; replay, purge: all)",
     )

@@ -347,6 +347,7 @@ async def store_format(
     limiter: RateLimiter | None = None,
     batcher: Batcher | None = None,
     batcher_many: Batcher | None = None,
+    batcher_keep: Batcher | None = None,
 ) -> tuple[Sequence[EnqueueResult | Routed], list[SkippedItem]]:
     """A format route's request: authenticated by the format, parsed into
     its messages, and all of them stored in one atomic step (or none), with
@@ -376,7 +377,7 @@ async def store_format(
         # Before the messages: a redelivery after a failure here finds
         # them stored (their ids) and keeps these once (their markers).
         await UnroutableStore(scripts, route_key(ingest.route.path)).keep(
-            request.skipped, math.ceil(settings.dedup_ttl)
+            request.skipped, math.ceil(settings.dedup_ttl), batcher_keep
         )
         # A 503's "stored" speaks of the messages: none is written yet.
         command_written.set(False)

@@ -31,7 +31,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
-from urllib.parse import parse_qsl, quote, quote_plus, unquote, urlsplit
+from urllib.parse import parse_qsl, quote, quote_plus, unquote, urlencode, urlsplit
 
 MIN_SECRET_LENGTH = 6
 
@@ -212,6 +212,22 @@ def shown_url(url: str) -> str:
     """A URL as the router prints it (as written, `${VAR}`s unexpanded):
     with its password, if any, as `***`."""
     return re.sub(r"^([^:/?#]+://[^/?#@:]*:)[^/?#@]*@", rf"\1{MASK}@", url)
+
+
+def shown_redis_url(url: str) -> str:
+    """A Redis URL without its password, in the user part or in the query
+    (`unix:///run/redis.sock?password=...`, as redis-py takes it)."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    user, at, host = netloc.rpartition("@")
+    if at and ":" in user:
+        netloc = f"{user.split(':', 1)[0]}:{MASK}@{host}"
+    query = urlencode(
+        [(k, MASK if k.lower() == "password" else v) for k, v in parse_qsl(parts.query)],
+        safe="*",
+    )
+    # Written out: urlunsplit would drop the // of an empty host (unix:///...).
+    return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
 
 
 NOTHING = Redactor()

@@ -14,6 +14,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
+from router.redaction import shown_redis_url
+
 
 class SettingsError(Exception):
     """A variable of the environment has a value the router cannot use."""
@@ -146,13 +148,19 @@ def _redis_url(value: str) -> str | None:
 
 
 def _env(
-    name: str, parse: Callable[[str], Any], doc: str, default: Any, secret: bool = False
+    name: str,
+    parse: Callable[[str], Any],
+    doc: str,
+    default: Any,
+    secret: bool = False,
+    shown: Callable[[str], str] = lambda raw: raw,
 ) -> Any:
     """A field read from environment variable `name`; `doc` is its meaning
     (the README's Environment table says the same). A `secret`'s value is
-    never shown in an error."""
+    never shown in an error; another's is shown as `shown` writes it."""
     return field(
-        default=default, metadata={"env": name, "parse": parse, "doc": doc, "secret": secret}
+        default=default,
+        metadata={"env": name, "parse": parse, "doc": doc, "secret": secret, "shown": shown},
     )
 
 
@@ -164,7 +172,11 @@ DeliveryTransport = Literal["aiohttp", "httpx"]
 class Settings:
     routes_file: str = _env("ROUTES_FILE", _text, "the routes file", "routes.yaml")
     redis_url: str | None = _env(
-        "REDIS_URL", _redis_url, "Redis to use; unset: `router serve` embeds one", None
+        "REDIS_URL",
+        _redis_url,
+        "Redis to use; unset: `router serve` embeds one",
+        None,
+        shown=shown_redis_url,  # its password never
     )
     data_dir: str = _env("ROUTER_DATA_DIR", _text, "data directory of the embedded server", "data")
     host: str = _env("HOST", _text, "address the API listens on", "0.0.0.0")
@@ -337,6 +349,7 @@ class Settings:
                     raise SettingsError(f"{name} (value not shown): allowed: {exc}") from None
                 # Cut inside the quotes (a long path is still read as one
                 # value); repr escapes newlines: one line.
+                raw = f.metadata["shown"](raw)
                 shown = repr(raw if len(raw) <= 200 else raw[:200] + "…")
                 raise SettingsError(f"{name}={shown}: allowed: {exc}") from None
         return cls(**values)

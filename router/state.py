@@ -31,6 +31,9 @@ class RouterState:
         self.scripts: Scripts | None = None
         self.batcher: Batcher | None = None  # ingest's enqueue calls, coalesced
         self.batcher_many: Batcher | None = None  # ingest formats' enqueue_many calls
+        # Unroutable items kept (router.unroutable): under ROUTER_REDIS_WAIT
+        # too, since their request is answered 200 as the messages' are.
+        self.batcher_keep: Batcher | None = None
         self.workers: Workers | None = None  # when this process delivers too
         self.reloader: Reloader | None = None  # watches routes.yaml (router.reload)
         self.limiters: dict[str, RateLimiter] = {}  # route path -> its rate limit

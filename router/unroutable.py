@@ -28,6 +28,7 @@ from typing import Any
 import msgspec
 from redis.asyncio import Redis
 
+from router.batching import Batcher
 from router.ingest_formats import SkippedItem
 from router.keys import RouteKeys, unroutable_routes_key
 from router.queue import Scripts, remove_entries
@@ -70,10 +71,14 @@ class UnroutableStore:
         self.route = route
         self.keys = RouteKeys(route)
 
-    async def keep(self, skipped: list[SkippedItem], ttl: int) -> int:
+    async def keep(
+        self, skipped: list[SkippedItem], ttl: int, batcher: Batcher | None = None
+    ) -> int:
         """Keep the skipped items of one request (each once within `ttl`
         seconds); how many were new. Raises on a Redis failure: the request
-        must not be answered 200 then."""
+        must not be answered 200 then. `batcher`: ingest's, whose pipelines
+        end with WAIT under ROUTER_REDIS_WAIT (raising when too few replicas
+        took the write), as the messages' writes do."""
         if not skipped:
             return 0
         now = int(time.time() * 1000)
@@ -87,14 +92,16 @@ class UnroutableStore:
             markers.append(self.keys.seen(_identity(s)))
         # Listed first (idempotent): a list that holds items is always found.
         await self.redis.sadd(unroutable_routes_key(), self.route)
-        kept = await self.scripts.keep_unroutable(
-            keys=[self.keys.unroutable, self.keys.trimmed, *markers],
-            args=[MAX_KEPT, max(1, ttl), *entries],
-        )
-        return int(kept)
+        keys = [self.keys.unroutable, self.keys.trimmed, *markers]
+        args: list[Any] = [MAX_KEPT, max(1, ttl), *entries]
+        if batcher is not None:
+            return int(await batcher(keys, args))
+        return int(await self.scripts.keep_unroutable(keys=keys, args=args))
 
     async def items(self, start: int = 0, count: int = 100) -> list[tuple[bytes, UnroutableItem]]:
         """Kept items, oldest first, with each one's exact list element."""
+        if count <= 0:
+            return []  # (LRANGE 0 -1 would be every item)
         raw = await self.redis.lrange(self.keys.unroutable, start, start + count - 1)
         return [(_raw(r), _decode(r)) for r in raw]
 

@@ -17,6 +17,7 @@ import httpx
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 
+from router.embedded import EmbeddedRedis
 from router.ingest_formats import SkippedItem
 from router.keys import RouteKeys
 from router.queue import Scripts
@@ -151,6 +152,13 @@ def test_a_malformed_item_is_kept_shown_listed_and_purged(
             server.url + "/admin/unroutable/items", params={"route": PATH}, headers=ADMIN
         ).json()["items"]
         assert [i["reason"] for i in left] == ["status.id"]
+        # A count of 0 is refused, not read as "all" (LRANGE 0 -1).
+        for action in ("list", "replay", "purge"):
+            zero = run_cli(
+                "--routes", str(file), "unroutable", action, PATH, "--count", "0",
+                REDIS_URL=clean_redis,
+            )  # fmt: skip
+            assert zero.returncode == 2 and "at least 1" in zero.stderr, zero
         purged = run_cli("--routes", str(file), "unroutable", "purge", PATH, REDIS_URL=clean_redis)
         assert purged.returncode == 0 and "purged 1" in purged.stdout
         assert httpx.get(server.url + "/admin/unroutable", headers=ADMIN).json() == {
@@ -230,3 +238,43 @@ def test_when_keeping_an_item_fails_the_webhook_gets_no_200(
             PATH: {"kept": 1, "trimmed": 0}
         }
     assert [m["mensaje"] for m in lane(redis, "chatbot", PHONE)] == ["ok"]
+
+
+def test_many_bad_items_keep_bytes_in_proportion_to_the_request(
+    clean_redis: str, tmp_path: Path, redis: Redis
+) -> None:
+    """300 malformed items beside 300 contacts in one webhook: each kept
+    item's replay body carries its own contact only, so what is kept grows
+    with the request, not with its square (before: every item's body copied
+    all 300 contacts)."""
+    file = routes(tmp_path)
+    bad = [no_sender(f"wamid.B{i}") for i in range(300)]
+    v = value(bad)
+    v["contacts"] = [
+        {"profile": {"name": f"user {i}"}, "wa_id": f"4477{i:08d}"} for i in range(300)
+    ]
+    payload = envelope([v])
+    with serve(clean_redis, file) as server:
+        r = post(server.url, payload)
+        assert r.status_code == 200, r.text
+        assert r.json()["skipped"] == 300
+    kept = sum(len(e) for e in redis.lrange(RouteKeys(PATH).unroutable, 0, -1))
+    sent = len(json.dumps(payload))
+    # About 4x (each entry holds its item twice: as it came and in its
+    # replay body, plus the reason); before, about 100x.
+    assert kept < 10 * sent, (kept, sent)
+
+
+def test_with_redis_wait_a_kept_item_is_answered_200_only_once_replicated(
+    own_redis: EmbeddedRedis, tmp_path: Path
+) -> None:
+    """ROUTER_REDIS_WAIT=1 and no replica: a webhook holding only a
+    malformed item is not answered 200 (Meta redelivers it), as a message's
+    write is not, since no replica holds the kept item (before: kept on the
+    primary alone and answered 200, lost if it failed over at once)."""
+    server = serve(own_redis.url, routes(tmp_path), redis_wait=1, ingest_deadline=0.5)
+    try:
+        r = post(server.url, envelope([value([no_sender("wamid.W1")])]))
+        assert r.status_code == 503, r.text
+    finally:
+        server.stop()

@@ -45,3 +45,21 @@ def test_defaults() -> None:
     assert Settings.from_env({"ROUTER_SHUTDOWN_GRACE": "1500ms"}).shutdown_grace == 1.5
     assert Settings.from_env({"ROUTER_WORKERS": "off"}).run_workers is False
     assert Settings.from_env({"REDIS_URL": ""}).redis_url is None
+
+
+def test_a_refused_redis_url_is_shown_without_its_password() -> None:
+    """A REDIS_URL of the wrong scheme names the variable and the value,
+    never the password in it (before: printed whole)."""
+    import pytest
+
+    from router.settings import SettingsError
+
+    for url in (
+        "http://admin:S3cretPassw0rd@redis:6379",
+        "tcp://redis:6379?password=S3cretPassw0rd",
+    ):
+        with pytest.raises(SettingsError) as refused:
+            Settings.from_env({"REDIS_URL": url})
+        message = str(refused.value)
+        assert "S3cretPassw0rd" not in message and "REDIS_URL=" in message, message
+        assert "redis:6379" in message and "***" in message, message

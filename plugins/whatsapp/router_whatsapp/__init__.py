@@ -299,12 +299,28 @@ def parse(request: FormatRequest) -> list[IngestedMessage]:
 def _alone(
     entry: dict[str, Any], change: dict[str, Any], value: dict[str, Any], name: str, item: Any
 ) -> bytes:
-    """The request Meta would send with only `item` (its entry's id, its
-    change's metadata and contacts kept): what `router unroutable replay`
-    parses again once the router understands the item."""
-    alone_value = {k: v for k, v in value.items() if k not in ("messages", "statuses")}
+    """The request Meta would send with only `item`: its entry's id, its
+    change's field, metadata and the contact of the item's user, and the
+    item: what `router unroutable replay` parses again once the router
+    understands the item. Only those (not the rest of the value, whose
+    contacts list grows with the request): a request of n bad items keeps
+    O(n) bytes, not O(n²)."""
+    alone_value: dict[str, Any] = {
+        k: value[k] for k in ("messaging_product", "metadata") if k in value
+    }
+    contacts = value.get("contacts")
+    if isinstance(item, dict) and isinstance(contacts, list):
+        ids = {item.get(f) for f in ("from", "from_user_id", "recipient_id", "recipient_user_id")}
+        ids -= {None, ""}
+        mine = [
+            c for c in contacts if isinstance(c, dict) and ids & {c.get("wa_id"), c.get("user_id")}
+        ]
+        if mine:
+            alone_value["contacts"] = mine[:1]
     alone_value[name] = [item]
-    alone_entry = {**entry, "changes": [{**change, "value": alone_value}]}
+    alone_change = {k: change[k] for k in ("field",) if k in change}
+    alone_entry = {k: entry[k] for k in ("id",) if k in entry}
+    alone_entry["changes"] = [{**alone_change, "value": alone_value}]
     return _encode({"object": OBJECT, "entry": [alone_entry]})
 
 
