@@ -38,7 +38,7 @@ class PluginManager(pluggy.PluginManager):
         self.origins: dict[str, str] = {}  # plugin name -> distribution and entry point
         self.broken: list[BrokenPlugin] = []  # could not be imported or registered
         # Sink type name -> what provides it (its plugin's origin), for the
-        # error of a sink that fails to start: as of the last sink_types().
+        # error of a sink that fails to start: as of the last available().
         self.providers: dict[str, str] = {}
 
     def origin_of(self, plugin_name: str) -> str:
