@@ -27,6 +27,7 @@ from router.config import Config, route_key
 from router.errors import EXCEPTION_HANDLERS, ApiError, outage_log, redis_cause
 from router.ingest import IngestRoute, Routed, store_format
 from router.ingest_formats import SkippedItem
+from router.lifespan_failure import RouterApp
 from router.loading import load
 from router.metrics import IngestMetrics
 from router.queue import DestinationQueues, EnqueueResult, Scripts
@@ -440,7 +441,7 @@ def create_app(
     handlers += _health_handlers(state)
     handlers += _metrics_handlers(state)
     handlers += admin_handlers(state)
-    return Litestar(
+    return RouterApp(  # Litestar, its start-up failures in one line
         route_handlers=handlers,
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]

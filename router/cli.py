@@ -285,7 +285,13 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
     settings = dataclasses.replace(settings, redis_url=_redis_url_or_exit(settings, "worker"))
     assert settings.redis_url is not None
     _check_redis_or_exit(settings, settings.redis_url, config)
-    _run_on_loop(_run_workers(settings, config, args.burst), settings.event_loop)
+    from router.plugins import PluginError
+
+    try:
+        _run_on_loop(_run_workers(settings, config, args.burst), settings.event_loop)
+    except PluginError as exc:  # a destination's sink refused to start
+        print(f"router: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -302,18 +308,36 @@ def _check(settings: Settings, args: argparse.Namespace) -> int:
             f"{s.ordering_key or '(one global order)'}, max_in_flight {s.max_in_flight}"
             + (f", {s.shards} shards" if s.shards > 1 else "")
         )
+    # Each sink is built as `router serve` builds it (and closed, nothing
+    # delivered): a plugin that refuses its options fails here, not at start.
+    from router.plugins import try_sinks
+
+    problems = asyncio.run(try_sinks(config.destinations.values(), settings.delivery_transport))
+    for problem in problems:
+        print(f"router: config error: {settings.routes_file}: {problem}", file=sys.stderr)
+    if problems:
+        return 2
     print(f"{settings.routes_file}: ok")
     return 0
 
 
 def _plugins(settings: Settings, args: argparse.Namespace) -> int:
-    from router.plugins import ingest_formats, plugin_manager, sink_types
+    """The installed plugins, then each broken one with its reason (exit 1:
+    a build or deploy step running `router plugins` stops on it)."""
+    from router.plugins import PluginError, available, plugin_manager
 
-    for name, st in sorted(sink_types(plugin_manager()).items()):
+    try:
+        found = available(plugin_manager())
+    except PluginError as exc:  # two plugins provide one name
+        print(f"router plugins: {exc}", file=sys.stderr)
+        return 2
+    for name, st in sorted(found.sink_types.items()):
         print(f"{name}: {st.description}")
-    for name, fmt in sorted(ingest_formats(plugin_manager()).items()):
+    for name, fmt in sorted(found.formats.items()):
         print(f"format {name}: {fmt.description}")
-    return 0
+    for broken in found.broken:
+        print(f"broken: {broken}")
+    return 1 if found.broken else 0
 
 
 def _layout_or_exit(settings: Settings) -> dict[str, int]:

@@ -12,6 +12,7 @@ import math
 import os
 import re
 import stat
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -396,10 +397,24 @@ class _Loader:
     """Turns YAML nodes into plain values, remembering the line of each path,
     refusing duplicate keys and substituting ${VAR} in strings."""
 
-    def __init__(self, file: str, env: dict[str, str], lenient: bool = False) -> None:
+    def __init__(
+        self,
+        file: str,
+        env: dict[str, str],
+        lenient: bool = False,
+        *,
+        running: bool = False,
+        broken: Sequence[tuple[str, str]] = (),
+    ) -> None:
         self.file = file
         self.env = env
         self.lenient = lenient  # an unset ${VAR} stays as written (load_layout)
+        # Read by a process that started earlier (a reload): its plugins and
+        # environment are those of its start, while the operator's shell
+        # (`router check`, `router plugins`) sees what was added since.
+        self.running = running
+        # Plugins that could not be loaded: (entry point name, why), one line each.
+        self.broken = broken
         self.lines: dict[Path, int] = {}
         self.constructor = yaml.SafeLoader("")
         self.walked: set[yaml.Node] = set()  # mappings and lists seen once
@@ -564,10 +579,28 @@ class _Loader:
             return default, None
         if self.lenient:
             return match.group(0), None
+        where = " in this process's environment (set after it started? restart it)"
         raise self.error(
             path,
-            f"environment variable {name} is not set; set it or write ${{{name}:-default}}",
+            f"environment variable {name} is not set{where if self.running else ''}; "
+            f"set it or write ${{{name}:-default}}",
         )
+
+    def not_installed(self, kind: str, name: str, installed: Iterable[str]) -> str:
+        """Why a `plugin:` or `format:` names nothing this process has: the
+        broken plugin of that entry point name, or what is installed (and
+        the broken plugins, one of which may be it)."""
+        named = [why for ep, why in self.broken if ep == name]
+        if named:
+            return f"{kind} {name!r} cannot be used: {named[0]}"
+        where = " in this process (installed after it started? restart it)"
+        text = (
+            f"{kind} {name!r} is not installed{where if self.running else ''}; "
+            f"installed: {', '.join(sorted(installed)) or 'none'}"
+        )
+        if self.broken:
+            text += f"; broken (one may provide it): {' | '.join(why for _, why in self.broken)}"
+        return text
 
 
 _MSGSPEC_PATH = re.compile(r" - at `\$(.*)`$")
@@ -729,12 +762,18 @@ def load_config(
     env: dict[str, str] | None = None,
     content: bytes | None = None,
     formats: dict[str, IngestFormat] | None = None,
+    *,
+    broken: Sequence[tuple[str, str]] = (),
+    running: bool = False,
 ) -> Config:
     """Read and validate routes.yaml (or `content`, the file as read already);
     raises ConfigError with a one-line message. `formats`: the ingest
-    formats a route's `format:` may name."""
+    formats a route's `format:` may name; `broken`: the plugins that could
+    not be loaded, (entry point name, why); `running`: read by a running
+    process (a reload), which its messages about what is missing say."""
     text = _routes_text(file, content)
-    loader = _Loader(file, dict(os.environ) if env is None else env)
+    env = dict(os.environ) if env is None else env
+    loader = _Loader(file, env, running=running, broken=broken)
     data = loader.load(text)
     if not isinstance(data, dict):
         raise loader.error((), "the top level must be a mapping with `routes:` and `destinations:`")
@@ -760,10 +799,8 @@ def load_config(
         warnings += _check_ordering_key(loader, path, settings.ordering_key)
         sink_type = sink_types.get(settings.plugin)
         if sink_type is None:
-            installed = ", ".join(sorted(sink_types)) or "none"
             raise loader.error(
-                (*path, "plugin"),
-                f"plugin {settings.plugin!r} is not installed; installed: {installed}",
+                (*path, "plugin"), loader.not_installed("plugin", settings.plugin, sink_types)
             )
         rest = {k: v for k, v in fields.items() if k not in ROUTER_DESTINATION_FIELDS}
         options = _convert(
@@ -1047,11 +1084,7 @@ def _format_route(
         return Route(route, own)
     fmt = formats.get(route.format)
     if fmt is None:
-        installed = ", ".join(sorted(formats)) or "none"
-        raise loader.error(
-            (*path, "format"),
-            f"format {route.format!r} is not installed; installed: {installed}",
-        )
+        raise loader.error((*path, "format"), loader.not_installed("format", route.format, formats))
     for name, given in (("fields", bool(route.fields)), ("id_field", route.id_field is not None)):
         if given:
             raise loader.error(

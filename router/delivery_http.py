@@ -245,6 +245,11 @@ async def _chunks(request: httpx.Request) -> AsyncIterator[bytes]:
         yield chunk
 
 
+# What every request of the router says it is: the built-in sinks' and,
+# as the client's default, a plugin's (httpx would say python-httpx/x.y).
+USER_AGENT = "message-router"
+
+
 def direct_transport(client: httpx.AsyncClient) -> AiohttpTransport | None:
     """The aiohttp transport under a client delivery_client() made, for the
     built-in sinks' direct path; None under httpx's own transport."""
@@ -267,10 +272,12 @@ def delivery_client(
     # request, whatever the transport: a jar that accepts none keeps each
     # delivery standing alone (a plugin may still pass cookies= per request).
     cookies = http.cookiejar.CookieJar(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+    headers = {"user-agent": USER_AGENT}  # a plugin's own per request still wins
     if transport == "httpx":
-        return httpx.AsyncClient(limits=limits, timeout=timeout, cookies=cookies)
+        return httpx.AsyncClient(limits=limits, timeout=timeout, cookies=cookies, headers=headers)
     return httpx.AsyncClient(
         transport=AiohttpTransport(max_in_flight, IDLE_CONNECTION_EXPIRY),
         timeout=timeout,
         cookies=cookies,
+        headers=headers,
     )

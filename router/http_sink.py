@@ -21,7 +21,7 @@ import httpx
 import msgspec
 
 from router import redaction, standard_webhooks
-from router.delivery_http import direct_transport
+from router.delivery_http import USER_AGENT, direct_transport
 from router.redaction import Redactor
 from router.reshape import Template, compile_template, render
 from router.sinks import Delivery, DeliveryFailed, OptionError, SinkContext
@@ -266,8 +266,6 @@ MAX_ANSWER_BYTES = 64 * 1024
 
 # Headers that describe the whole body on the wire, not the prefix kept.
 _WIRE_HEADERS = (b"content-length", b"content-encoding", b"transfer-encoding")
-
-USER_AGENT = "message-router"
 
 
 class HttpSink:

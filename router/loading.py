@@ -2,18 +2,35 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from router.config import Config, ConfigError, load_config
-from router.plugins import PluginError, ingest_formats, plugin_manager, sink_types
+from router.plugins import PluginError, available, plugin_manager
 
 
 def load(
-    routes_file: str, env: dict[str, str] | None = None, content: bytes | None = None
+    routes_file: str,
+    env: dict[str, str] | None = None,
+    content: bytes | None = None,
+    *,
+    running: bool = False,
 ) -> Config:
-    """`content`: the file as read already (a reload reads it once)."""
+    """`content`: the file as read already (a reload reads it once).
+    `running`: read by a process that started earlier (a reload), whose
+    plugins and environment are those of its start: its errors say so.
+
+    A broken plugin (router.plugin_entry_points) is a warning while
+    routes.yaml names nothing missing; a `plugin:` or `format:` that is
+    missing is refused with the broken plugins that may provide it."""
     try:
-        pm = plugin_manager()
-        types = sink_types(pm)
-        formats = ingest_formats(pm)
+        found = available(plugin_manager())
     except PluginError as exc:
         raise ConfigError(f"{routes_file}: {exc}") from None
-    return load_config(routes_file, types, env, content, formats)
+    broken = [(b.entry_point, str(b)) for b in found.broken]
+    config = load_config(
+        routes_file, found.sink_types, env, content, found.formats, broken=broken, running=running
+    )
+    unused = tuple(
+        f"broken plugin, not loaded (routes.yaml does not need it): {b}" for _, b in broken
+    )
+    return dataclasses.replace(config, warnings=unused + config.warnings) if unused else config

@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import pluggy
@@ -13,63 +15,114 @@ import pluggy
 from router import hookspecs
 from router.config import Destination
 from router.delivery_http import delivery_client
+from router.failures import Explained, one_line
 from router.ingest_formats import IngestFormat
+from router.plugin_entry_points import BrokenPlugin, load_entry_points
 from router.settings import DeliveryTransport
 from router.sinks import Sink, SinkContext, SinkType
 
 log = logging.getLogger("router.plugins")
 
-ENTRY_POINT_GROUP = "router"
+
+class PluginError(Explained):
+    """A plugin conflict or failure, as one line naming the plugin's
+    distribution and entry point."""
 
 
-class PluginError(Exception):
-    pass
+class PluginManager(pluggy.PluginManager):
+    """pluggy's manager, with where each plugin came from and the plugins
+    that could not be loaded (router.plugin_entry_points)."""
+
+    def __init__(self) -> None:
+        super().__init__("router")
+        self.origins: dict[str, str] = {}  # plugin name -> distribution and entry point
+        self.broken: list[BrokenPlugin] = []  # could not be imported or registered
+        # Sink type name -> what provides it (its plugin's origin), for the
+        # error of a sink that fails to start: as of the last available().
+        self.providers: dict[str, str] = {}
+
+    def origin_of(self, plugin_name: str) -> str:
+        return self.origins.get(plugin_name) or f"plugin {plugin_name!r} (registered in-process)"
 
 
 @functools.cache
-def plugin_manager() -> pluggy.PluginManager:
+def plugin_manager() -> PluginManager:
     """The process's plugin manager (one, as datasette's `pm`): built-ins and
-    installed plugins from the entry points; tests may `register` more."""
-    pm = pluggy.PluginManager("router")
+    installed plugins from the entry points; tests may `register` more.
+    Loaded once: a plugin installed later is seen by a new process only."""
+    pm = PluginManager()
     pm.add_hookspecs(hookspecs)
     # The router's own built-ins are an entry point of this package, so
     # they take the same path as every third-party plugin.
-    pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
-    pm.check_pending()
+    pm.origins, pm.broken = load_entry_points(pm)
     return pm
 
 
-def sink_types(pm: pluggy.PluginManager) -> dict[str, SinkType]:
+@dataclass(frozen=True)
+class Available:
+    """What the plugins provide, and the plugins that are broken."""
+
+    sink_types: dict[str, SinkType]
+    formats: dict[str, IngestFormat]
+    broken: list[BrokenPlugin]
+
+
+def available(pm: PluginManager) -> Available:
+    """Call every plugin's hooks: a hook that raises, or returns something
+    else than a list of what it provides, makes its plugin broken (listed
+    with the ones that could not be loaded), never stops the others."""
+    broken = list(pm.broken)
+    types = _provided(pm, pm.hook.router_sink_types, SinkType, "plugin", broken)
+    formats = _provided(pm, pm.hook.router_ingest_formats, IngestFormat, "format", broken)
+    pm.providers = {name: pm.origin_of(owner) for name, (_, owner) in types.items()}
+    return Available(
+        {name: st for name, (st, _) in types.items()},
+        {name: f for name, (f, _) in formats.items()},
+        broken,
+    )
+
+
+def sink_types(pm: PluginManager) -> dict[str, SinkType]:
     """Every kind of destination the installed plugins provide, by name."""
-    found: dict[str, SinkType] = {}
-    owners: dict[str, str] = {}
-    for impl in pm.hook.router_sink_types.get_hookimpls():
-        provided: list[SinkType] = impl.function() or []  # type: ignore[assignment]
-        for st in provided:
-            if st.name in found:
-                raise PluginError(
-                    f"plugin {st.name!r} is provided twice, by {owners[st.name]} and "
-                    f"{impl.plugin_name}: uninstall one of them"
-                )
-            found[st.name] = st
-            owners[st.name] = impl.plugin_name
-    return found
+    return available(pm).sink_types
 
 
-def ingest_formats(pm: pluggy.PluginManager) -> dict[str, IngestFormat]:
+def ingest_formats(pm: PluginManager) -> dict[str, IngestFormat]:
     """Every webhook format the installed plugins read at ingest, by name."""
-    found: dict[str, IngestFormat] = {}
-    owners: dict[str, str] = {}
-    for impl in pm.hook.router_ingest_formats.get_hookimpls():
-        provided: list[IngestFormat] = impl.function() or []  # type: ignore[assignment]
-        for f in provided:
-            if f.name in found:
+    return available(pm).formats
+
+
+def _provided(
+    pm: PluginManager,
+    hook: pluggy.HookCaller,
+    kind: type[Any],
+    label: str,
+    broken: list[BrokenPlugin],
+) -> dict[str, tuple[Any, str]]:
+    """Name -> (what one hook's implementations provide, its plugin's name)."""
+    found: dict[str, tuple[Any, str]] = {}
+    for impl in hook.get_hookimpls():
+        owner = impl.plugin_name
+        try:
+            provided = impl.function() or []
+        except Exception as exc:
+            problem = f"its {hook.name} hook raised {one_line(exc)}"
+            broken.append(BrokenPlugin(owner, pm.origin_of(owner), problem))
+            continue
+        if not isinstance(provided, list | tuple) or not all(isinstance(p, kind) for p in provided):
+            problem = (
+                f"its {hook.name} hook returned {provided!r:.100}, not a list of {kind.__name__}"
+            )
+            broken.append(BrokenPlugin(owner, pm.origin_of(owner), problem))
+            continue
+        for item in provided:
+            if item.name in found:
                 raise PluginError(
-                    f"format {f.name!r} is provided twice, by {owners[f.name]} and "
-                    f"{impl.plugin_name}: uninstall one of them"
+                    f"{label} {item.name!r} is provided twice, by "
+                    f"{pm.origin_of(found[item.name][1])} and {pm.origin_of(owner)}: "
+                    "uninstall one of them"
                 )
-            found[f.name] = f
-            owners[f.name] = impl.plugin_name
+            found[item.name] = (item, owner)
     return found
 
 
@@ -100,7 +153,28 @@ async def open_sink(destination: Destination, transport: DeliveryTransport = "ai
     )
     try:
         sink = destination.sink_type.factory(destination.options, context)
-    except BaseException:
+    except BaseException as exc:
         await http.aclose()  # a plugin that refuses to start leaks nothing
+        if isinstance(exc, Exception):
+            provider = plugin_manager().providers.get(s.plugin, f"plugin {s.plugin!r}")
+            raise PluginError(
+                f"destination {destination.name}: plugin {s.plugin!r} of {provider} "
+                f"failed to start: {destination.redactor(one_line(exc))}"
+            ) from exc
         raise
     return OpenSink(sink, http)
+
+
+async def try_sinks(destinations: Iterable[Destination], transport: DeliveryTransport) -> list[str]:
+    """Build each destination's sink as the workers do, and close it at
+    once, nothing delivered (`router check`): why each that fails to start
+    fails, one line each."""
+    problems = []
+    for destination in destinations:
+        try:
+            opened = await open_sink(destination, transport)
+        except PluginError as exc:
+            problems.append(str(exc))
+            continue
+        await opened.aclose()
+    return problems

@@ -64,7 +64,9 @@ from redis.exceptions import RedisError
 
 from router import registry, shard_layout
 from router.config import Config, ConfigError, read_routes_file, route_key
+from router.failures import one_line
 from router.loading import load
+from router.plugins import PluginError
 from router.settings import Settings
 
 if TYPE_CHECKING:
@@ -389,7 +391,9 @@ class Reloader:
         it whole, or refuse it whole with one log line; True if the running
         config is now the file's."""
         try:
-            new = await asyncio.to_thread(load, self.file, None, data)
+            # `running`: a plugin or variable missing here may have been
+            # added since this process started; the refusal says so.
+            new = await asyncio.to_thread(load, self.file, None, data, running=True)
         except ConfigError as exc:
             return self._refuse(f"config error: {exc}", transient=False)
         if new == self.config:
@@ -408,11 +412,11 @@ class Reloader:
         if self.workers is not None:
             try:
                 plan = await self.workers.prepare(new.destinations.values())
+            except PluginError as exc:  # names the destination, plugin and error
+                return self._refuse(f"{self.file}: {exc}")
             except Exception as exc:
-                text = " ".join(str(exc).splitlines())
                 return self._refuse(
-                    f"{self.file}: a destination's plugin failed to start "
-                    f"({type(exc).__name__}: {text})"
+                    f"{self.file}: a destination's plugin failed to start ({one_line(exc)})"
                 )
         if self.ingest is not None:
             try:

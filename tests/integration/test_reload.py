@@ -478,3 +478,32 @@ def test_a_removed_destination_keeps_its_queue_and_shows_as_orphaned(
                 if s["orphaned"]
             ]
         redis.close()
+
+
+def test_a_reload_says_what_is_missing_is_missing_in_this_process(
+    clean_redis: str, tmp_path: Path
+) -> None:
+    """A plugin installed, or a variable exported, after the process
+    started is not seen by its reload while `router check` in the
+    operator's shell sees it: the refusal says it speaks of this process."""
+    with serving_bot() as bot:
+        file = tmp_path / "routes.yaml"
+        write(file, chatbot_only(bot.url))
+        with watched_router(clean_redis, file) as (_, reloader):
+            write(file, chatbot_only(bot.url, plugin="slackish"))
+            wait_until(lambda: reloader.last_error is not None, what="the refusal")
+            assert (
+                "plugin 'slackish' is not installed in this process (installed after it "
+                "started? restart it); installed: " in reloader.last_error
+            )
+            write(file, chatbot_only("${ROUTER_TEST_SET_LATER}/bot"))
+            wait_until(lambda: "ROUTER_TEST" in (reloader.last_error or ""), what="the refusal")
+            assert (
+                "environment variable ROUTER_TEST_SET_LATER is not set in this process's "
+                "environment (set after it started? restart it); set it or write "
+                "${ROUTER_TEST_SET_LATER:-default}" in reloader.last_error
+            )
+            # Read from a shell (`router check`): nothing about a process.
+            with pytest.raises(ConfigError) as refused:
+                load(str(file))
+            assert "is not set; set it" in str(refused.value)

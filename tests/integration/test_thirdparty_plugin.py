@@ -64,4 +64,6 @@ def test_plugin_posting_to_a_url_keeps_order(
     wait_until(lambda: len(bot.acknowledged()) >= 24, what="24 deliveries")
     assert check_order(sent, bot.acknowledged()) == (0, 0)
     assert all(r.headers["x-recorder"] == "1" for r in bot.received)
+    # The client the router lends says what sends (not python-httpx/x.y).
+    assert {r.headers["user-agent"] for r in bot.received} == {"message-router"}
     assert bot.max_in_flight_per_key == 1

@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 
 from router.hookspecs import hookimpl
 from router.loading import load
-from router.plugins import plugin_manager
+from router.plugins import PluginError, plugin_manager
 from router.sinks import Delivery, SinkContext, SinkType
 from router.worker import running_workers
 
@@ -75,10 +75,13 @@ async def test_a_refusing_factory_closes_the_sinks_opened_before_it(
     config = load(str(routes))
     redis = Redis.from_url(redis_url)
     try:
-        with pytest.raises(RuntimeError, match="not for me"):
+        # One line naming the destination and the plugin, the cause kept.
+        refusal = "destination refused: plugin 'picky' .* failed to start: RuntimeError: picky"
+        with pytest.raises(PluginError, match=refusal) as refused:
             async with running_workers(redis, config.destinations.values(), grace=1):
                 pytest.fail("the workers started although a plugin refused")
     finally:
         await redis.aclose()
+    assert isinstance(refused.value.__cause__, RuntimeError)
     assert sorted(picky.closed) == ["first", "second"]
     assert len(picky.clients) == 3 and all(c.is_closed for c in picky.clients)

@@ -72,3 +72,26 @@ def write_recorder_routes(path: Path, **dest: Any) -> Path:
     """A routes.yaml sending /v1/store_message to one `recorder` destination."""
     settings: dict[str, Any] = {"plugin": "recorder", "url": None, "max_in_flight": 4}
     return write_routes(path, None, destination="recorded", **{**settings, **dest})
+
+
+def fake_distribution(
+    site: Path,
+    name: str,
+    entry_points: str,
+    modules: dict[str, str] | None = None,
+    requires: tuple[str, ...] = ("message-router",),
+) -> dict[str, str]:
+    """A distribution as pip leaves one in `site` (its dist-info: METADATA,
+    entry_points.txt; and its `modules`, name -> source), without building
+    anything: broken plugins for the tests. Returns the environment that
+    lets a router subprocess find it."""
+    site.mkdir(parents=True, exist_ok=True)
+    info = site / f"{name.replace('-', '_')}-0.2.0.dist-info"
+    info.mkdir()
+    metadata = [f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.2.0\n"]
+    metadata += [f"Requires-Dist: {r}\n" for r in requires]
+    (info / "METADATA").write_text("".join(metadata))
+    (info / "entry_points.txt").write_text(entry_points)
+    for module, source in (modules or {}).items():
+        (site / f"{module}.py").write_text(source)
+    return {"PYTHONPATH": str(site)}
