@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 from redis.exceptions import RedisError
 
-from router import logs, redaction
+from router import logs
 from router.config import Config, ConfigError
 from router.embedded import EmbeddedRedis
 from router.loading import load
@@ -480,10 +480,27 @@ def _pause(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _dead(settings: Settings, args: argparse.Namespace) -> int:
+    """`router dead list|replay|purge|blocked|unblock DEST`: tables by
+    default, `--json` for scripts."""
+    from router import list_view
+
+    name = args.destination
+    if args.json and args.action not in ("list", "blocked"):
+        print("router dead: --json goes with list and blocked", file=sys.stderr)
+        return 2
+
     async def act(queue: DestinationQueues) -> int:
         if args.action == "blocked":
-            for key, info in (await queue.blocked_keys()).items():
-                print(redaction.known(json.dumps({"key": key, **info})))
+            blocked = await queue.blocked_keys()
+            if args.json:
+                for key, info in blocked.items():
+                    print(list_view.blocked_json(key, info))
+            else:
+                list_view.print_table(
+                    list_view.blocked_table(f"blocked keys of {name}", blocked),
+                    f"no blocked keys in {name}",
+                    len(blocked),
+                )
         elif args.action == "unblock":
             keys = args.key or list(await queue.blocked_keys())
             done = sum([await queue.unblock(k) for k in keys])
@@ -492,16 +509,16 @@ def _dead(settings: Settings, args: argparse.Namespace) -> int:
             purged = await queue.purge_dead(args.count)
             print(f"purged {purged} dead letter(s) of {args.destination}")
         elif args.action == "list":
-            for _, d in await queue.dead_letters(0, args.count):
-                entry = {
-                    "key": d.key,
-                    "error": d.error,
-                    "attempts": d.attempts,
-                    "dead_at": d.dead_at,
-                    "envelope": json.loads(d.envelope),
-                }
-                # Stored before a fix, an error may hold a secret.
-                print(redaction.known(json.dumps(entry)))
+            letters = [d for _, d in await queue.dead_letters(0, args.count)]
+            if args.json:
+                for d in letters:
+                    print(list_view.dead_json(d))
+            else:
+                list_view.print_table(
+                    list_view.dead_table(f"dead letters of {name}, oldest first", letters),
+                    f"no dead letters in {name}",
+                    len(letters),
+                )
         else:
             replayed = await queue.replay_oldest(args.count)
             print(f"replayed {replayed} message(s) to {args.destination}")
@@ -513,11 +530,15 @@ def _dead(settings: Settings, args: argparse.Namespace) -> int:
 def _unroutable(settings: Settings, args: argparse.Namespace) -> int:
     """`router unroutable list|replay|purge ROUTE [--count N]`: the items of
     requests answered 200 that the route could not route (router.unroutable)."""
+    from router import list_view
     from router.config import route_key
     from router.ingest import IngestRoute, replay_unroutable
     from router.unroutable import UnroutableStore
 
     route = route_key(args.route)
+    if args.json and args.action != "list":
+        print("router unroutable: --json goes with list", file=sys.stderr)
+        return 2
     # Replay reads items as the running router would: routes.yaml whole,
     # with the format's options (list and purge need no config at all).
     ingest = None
@@ -533,8 +554,18 @@ def _unroutable(settings: Settings, args: argparse.Namespace) -> int:
     async def act(redis: Any, scripts: Any) -> int:
         store = UnroutableStore(scripts, route)
         if args.action == "list":
-            for _, item in await store.items(0, args.count if args.count is not None else 100):
-                print(json.dumps(msgspec.structs.asdict(item)))
+            items = [
+                i for _, i in await store.items(0, args.count if args.count is not None else 100)
+            ]
+            if args.json:
+                for item in items:
+                    print(json.dumps(msgspec.structs.asdict(item)))
+            else:
+                list_view.print_table(
+                    list_view.unroutable_table(f"unroutable items of {route}, oldest first", items),
+                    f"no unroutable items kept for {route}",
+                    len(items),
+                )
         elif args.action == "purge":
             print(f"purged {await store.purge(args.count)} unroutable item(s) of {route}")
         else:
@@ -619,6 +650,7 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="how many, oldest first (list: default 100; replay, purge: all)",
     )
+    p.add_argument("--json", action="store_true", help="list, blocked: JSON lines, not a table")
     p.set_defaults(run=_dead)
     p = sub.add_parser(
         "unroutable",
@@ -633,6 +665,7 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="how many, oldest first (list: default 100; replay, purge: all)",
     )
+    p.add_argument("--json", action="store_true", help="list: JSON lines, not a table")
     p.set_defaults(run=_unroutable)
     for name, text in [
         ("pause", "pause a destination: nothing new is attempted, ingest goes on storing"),
