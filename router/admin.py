@@ -1,4 +1,5 @@
-"""Admin endpoints: queue stats, dead letters and unroutable items.
+"""Admin endpoints: queue stats, dead letters, orphaned destinations' queues
+and unroutable items.
 
 They read and change queues, so they exist only when ROUTER_ADMIN_TOKEN is
 set, and every call must carry `Authorization: Bearer <token>`.
@@ -14,7 +15,7 @@ from litestar import Request, get, post
 from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath, FromQuery
 
-from router import registry, unroutable
+from router import moving, registry, unroutable
 from router.auth import BearerToken, client_of
 from router.config import route_key
 from router.errors import ApiError, BadRequest
@@ -48,6 +49,26 @@ def admin_handlers(state: RouterState) -> list[HTTPRouteHandler]:
             raise ApiError(404, f"no destination named {name!r}")
         redis, scripts = state.require_redis()
         return DestinationQueues.of(redis, scripts, destination)
+
+    def layout() -> dict[str, int]:
+        return {n: d.settings.shards for n, d in state.config.destinations.items()}
+
+    async def any_queue(name: str) -> DestinationQueues:
+        """A configured destination's queues, or an orphan's (removed from
+        routes.yaml: its dead letters and blocked keys are still reachable)."""
+        redis, scripts = state.require_redis()
+        found = await registry.queues_of(redis, scripts, name, layout())
+        if found is None:
+            raise ApiError(404, f"no destination named {name!r}")
+        return found
+
+    def into_queue(name: str, into: str) -> DestinationQueues:
+        """The configured destination a move from `name` goes into."""
+        if into == name:
+            raise BadRequest(f"into names {name} itself")
+        if into not in state.config.destinations:
+            raise BadRequest(f"into: no destination named {into!r} in routes.yaml")
+        return queue(into)
 
     @get("/admin/destinations", operation_class=doc("destinations"))
     async def destinations(request: Request[Any, Any, Any]) -> dict[str, Any]:
@@ -93,7 +114,7 @@ def admin_handlers(state: RouterState) -> list[HTTPRouteHandler]:
         """Dead letters of a destination, oldest first: `count` (1 or more) from
         position `start` (0 or more), at most 1000; outside: 400."""
         authorize(request)
-        entries = await queue(name).dead_letters(start_of(start), count_of(count))
+        entries = await (await any_queue(name)).dead_letters(start_of(start), count_of(count))
         return {
             "dead": [
                 {
@@ -111,12 +132,35 @@ def admin_handlers(state: RouterState) -> list[HTTPRouteHandler]:
         "/admin/destinations/{name:str}/dead/replay", status_code=200, operation_class=doc("replay")
     )
     async def replay(
-        request: Request[Any, Any, Any], name: FromPath[str], count: FromQuery[int | None] = None
+        request: Request[Any, Any, Any],
+        name: FromPath[str],
+        count: FromQuery[int | None] = None,
+        into: FromQuery[str | None] = None,
     ) -> dict[str, Any]:
         """Put dead letters back in their keys' lanes, where they arrived (all, or the
-        oldest `count`)."""
+        oldest `count`); with `into`, at the end of each key's lane in that
+        destination of routes.yaml instead (the way out for an orphaned
+        destination's dead letters)."""
         authorize(request)
-        return {"status": "ok", "replayed": await queue(name).replay_oldest(batch_of(count))}
+        source = await any_queue(name)
+        if into is None:
+            if name not in state.config.destinations:
+                raise ApiError(
+                    409,
+                    f"{name} is not in routes.yaml (orphaned): nothing would deliver its dead "
+                    "letters there; replay them into a configured destination with ?into=NAME, "
+                    "or purge them",
+                )
+            return {"status": "ok", "replayed": await source.replay_oldest(batch_of(count))}
+        target = into_queue(name, into)
+        _, scripts = state.require_redis()
+        try:
+            moved = await moving.replay_dead_into(
+                scripts, source, name, target, into, batch_of(count)
+            )
+        except moving.MoveRefused as exc:
+            raise ApiError(409, str(exc)) from None
+        return {"status": "ok", "replayed": moved}
 
     @post(
         "/admin/destinations/{name:str}/dead/purge", status_code=200, operation_class=doc("purge")
@@ -126,7 +170,7 @@ def admin_handlers(state: RouterState) -> list[HTTPRouteHandler]:
     ) -> dict[str, Any]:
         """Delete dead letters for good (all, or the oldest `count`)."""
         authorize(request)
-        return {"status": "ok", "purged": await queue(name).purge_dead(batch_of(count))}
+        return {"status": "ok", "purged": await (await any_queue(name)).purge_dead(batch_of(count))}
 
     @post("/admin/destinations/{name:str}/retry", status_code=200, operation_class=doc("retry_now"))
     async def retry_now(request: Request[Any, Any, Any], name: FromPath[str]) -> dict[str, Any]:
@@ -165,11 +209,11 @@ def admin_handlers(state: RouterState) -> list[HTTPRouteHandler]:
     async def blocked(request: Request[Any, Any, Any], name: FromPath[str]) -> dict[str, Any]:
         """Keys stopped by retry.on_exhausted: block, with their last error."""
         authorize(request)
-        blocked = await queue(name).blocked_keys()
+        blocked = await (await any_queue(name)).blocked_keys()
         return {"blocked": {key: shown_error(info) for key, info in blocked.items()}}
 
     async def unblock_key(name: str, key: str) -> dict[str, Any]:
-        if not await queue(name).unblock(key):
+        if not await (await any_queue(name)).unblock(key):
             raise ApiError(404, f"key {key!r} of {name} is not blocked")
         return {"status": "ok"}
 
@@ -201,6 +245,51 @@ def admin_handlers(state: RouterState) -> list[HTTPRouteHandler]:
         is decoded before routing, so keys with `/` need the body form."""
         authorize(request)
         return await unblock_key(name, key)
+
+    # -- the queued messages of an orphaned destination (router.moving) ------
+
+    async def orphan_queue(name: str) -> DestinationQueues:
+        if name in state.config.destinations:
+            raise ApiError(
+                409,
+                f"{name} is in routes.yaml, and its workers deliver it; only a destination "
+                "removed from it is moved or purged this way",
+            )
+        return await any_queue(name)
+
+    @post(
+        "/admin/destinations/{name:str}/orphan/move",
+        status_code=200,
+        operation_class=doc("orphan_move"),
+    )
+    async def orphan_move(
+        request: Request[Any, Any, Any], name: FromPath[str], into: FromQuery[str]
+    ) -> dict[str, Any]:
+        """Move every queued message of a destination removed from routes.yaml
+        into `into` (one of routes.yaml), key by key in order, at the end of
+        each key's lane there. Its dead letters stay (`dead/replay?into=`)."""
+        authorize(request)
+        source = await orphan_queue(name)
+        target = into_queue(name, into)
+        _, scripts = state.require_redis()
+        try:
+            done = await moving.move_queued(scripts, source, name, target, into)
+        except moving.MoveRefused as exc:
+            raise ApiError(409, str(exc)) from None
+        return {"status": "ok", "moved": done.messages, "in_flight": done.in_flight}
+
+    @post(
+        "/admin/destinations/{name:str}/orphan/purge",
+        status_code=200,
+        operation_class=doc("orphan_purge"),
+    )
+    async def orphan_purge(request: Request[Any, Any, Any], name: FromPath[str]) -> dict[str, Any]:
+        """Delete every queued message of a destination removed from
+        routes.yaml, for good. Its dead letters stay (`dead/purge`)."""
+        authorize(request)
+        _, scripts = state.require_redis()
+        done = await moving.purge_queued(scripts, await orphan_queue(name))
+        return {"status": "ok", "purged": done.messages, "in_flight": done.in_flight}
 
     # -- items answered 200 and not routed (router.unroutable) --------------
 
@@ -267,6 +356,8 @@ def admin_handlers(state: RouterState) -> list[HTTPRouteHandler]:
         dead,
         replay,
         purge,
+        orphan_move,
+        orphan_purge,
         retry_now,
         key_state,
         blocked,

@@ -1,5 +1,5 @@
-"""The `router` command: serve, api, worker, check, status, retry, dead, unroutable,
-pause, resume, plugins."""
+"""The `router` command: serve, api, worker, check, status, retry, dead, orphan,
+unroutable, pause, resume, plugins."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 from redis.exceptions import RedisError
 
-from router import logs, redaction
+from router import logs
 from router.config import Config, ConfigError
 from router.embedded import EmbeddedRedis
 from router.loading import load
@@ -390,21 +390,29 @@ def _on_queues(
     command: str,
     name: str,
     act: Callable[[DestinationQueues], Coroutine[Any, Any, int]],
+    orphans: bool = False,
 ) -> int:
     """Run `act` on the queues of destination `name` (every shard), for a
-    command that reads or changes them; exit 2 on an unknown name."""
-    from router.queue import DestinationQueues
+    command that reads or changes them; exit 2 on an unknown name. With
+    `orphans`, also of a destination removed from routes.yaml that a
+    process was once configured with (router.registry)."""
+    from router import registry
 
     layout = _layout_or_exit(settings)
-    if name not in layout:
+
+    def unknown() -> int:
         print(
             f"router {command}: no destination named {name!r}; defined: {', '.join(layout)}",
             file=sys.stderr,
         )
         return 2
 
+    if name not in layout and not orphans:
+        return unknown()
+
     async def run(redis: Any, scripts: Any) -> int:
-        return await act(DestinationQueues(redis, scripts, name, layout[name]))
+        queues = await registry.queues_of(redis, scripts, name, layout)
+        return unknown() if queues is None else await act(queues)
 
     return _on_redis(settings, command, run)
 
@@ -487,44 +495,169 @@ def _pause(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _dead(settings: Settings, args: argparse.Namespace) -> int:
+    """`router dead list|replay|purge|blocked|unblock DEST`, for a configured
+    destination or an orphaned one (removed from routes.yaml, holding
+    messages): an orphan's dead letters are replayed `--into` a configured
+    destination (router.moving). Tables by default, `--json` for scripts."""
+    from router import list_view
+
+    name = args.destination
+    layout = _layout_or_exit(settings)
+    if args.into is not None and args.action != "replay":
+        print("router dead: --into goes with replay", file=sys.stderr)
+        return 2
+    if args.into is not None and not _into_ok(layout, "dead", name, args.into):
+        return 2
+    if args.json and args.action not in ("list", "blocked"):
+        print("router dead: --json goes with list and blocked", file=sys.stderr)
+        return 2
+
     async def act(queue: DestinationQueues) -> int:
         if args.action == "blocked":
-            for key, info in (await queue.blocked_keys()).items():
-                print(redaction.known(json.dumps({"key": key, **info})))
+            blocked = await queue.blocked_keys()
+            if args.json:
+                for key, info in blocked.items():
+                    print(list_view.blocked_json(key, info))
+            else:
+                list_view.print_table(
+                    list_view.blocked_table(f"blocked keys of {name}", blocked),
+                    f"no blocked keys in {name}",
+                    len(blocked),
+                )
         elif args.action == "unblock":
             keys = args.key or list(await queue.blocked_keys())
             done = sum([await queue.unblock(k) for k in keys])
-            print(f"unblocked {done} key(s) of {args.destination}")
+            print(f"unblocked {done} key(s) of {name}")
         elif args.action == "purge":
             purged = await queue.purge_dead(args.count)
-            print(f"purged {purged} dead letter(s) of {args.destination}")
+            print(f"purged {purged} dead letter(s) of {name}")
         elif args.action == "list":
-            for _, d in await queue.dead_letters(0, args.count):
-                entry = {
-                    "key": d.key,
-                    "error": d.error,
-                    "attempts": d.attempts,
-                    "dead_at": d.dead_at,
-                    "envelope": json.loads(d.envelope),
-                }
-                # Stored before a fix, an error may hold a secret.
-                print(redaction.known(json.dumps(entry)))
+            letters = [d for _, d in await queue.dead_letters(0, args.count)]
+            if args.json:
+                for d in letters:
+                    print(list_view.dead_json(d))
+            else:
+                list_view.print_table(
+                    list_view.dead_table(f"dead letters of {name}, oldest first", letters),
+                    f"no dead letters in {name}",
+                    len(letters),
+                )
+        elif args.into is not None:
+            return await _replay_into(queue, layout, name, args.into, args.count)
+        elif name not in layout:
+            print(
+                f"router dead: {name} is not in routes.yaml (orphaned): nothing would "
+                f"deliver its dead letters there; replay them into a configured "
+                f"destination with --into NAME, or purge them",
+                file=sys.stderr,
+            )
+            return 2
         else:
             replayed = await queue.replay_oldest(args.count)
-            print(f"replayed {replayed} message(s) to {args.destination}")
+            print(f"replayed {replayed} message(s) to {name}")
         return 0
 
-    return _on_queues(settings, "dead", args.destination, act)
+    return _on_queues(settings, "dead", name, act, orphans=True)
+
+
+def _into_ok(layout: dict[str, int], command: str, name: str, into: str) -> bool:
+    """`--into` names a configured destination other than the source."""
+    if into not in layout:
+        print(
+            f"router {command}: --into {into!r}: no destination of that name in routes.yaml; "
+            f"defined: {', '.join(layout)}",
+            file=sys.stderr,
+        )
+        return False
+    if into == name:
+        print(f"router {command}: --into names {name} itself", file=sys.stderr)
+        return False
+    return True
+
+
+async def _replay_into(
+    queue: DestinationQueues, layout: dict[str, int], name: str, into: str, count: int | None
+) -> int:
+    from router import moving
+    from router.queue import DestinationQueues
+
+    first = queue.shards[0]
+    target = DestinationQueues(first.redis, first.scripts, into, layout[into])
+    try:
+        moved = await moving.replay_dead_into(first.scripts, queue, name, target, into, count)
+    except moving.MoveRefused as exc:
+        print(f"router dead: {exc}", file=sys.stderr)
+        return 2
+    print(f"replayed {moved} dead letter(s) of {name} into {into}")
+    return 0
+
+
+def _orphan(settings: Settings, args: argparse.Namespace) -> int:
+    """`router orphan move SRC --into DEST` / `router orphan purge SRC`: the
+    queued (not dead) messages of a destination removed from routes.yaml
+    (router.moving)."""
+    from router import moving
+
+    name = args.destination
+    layout = _layout_or_exit(settings)
+    if name in layout:
+        print(
+            f"router orphan: {name} is in routes.yaml, and its workers deliver it; "
+            "only a destination removed from it is moved or purged this way",
+            file=sys.stderr,
+        )
+        return 2
+    if args.action == "move" and args.into is None:
+        print(
+            "router orphan: move needs --into DEST (a destination of routes.yaml)", file=sys.stderr
+        )
+        return 2
+    if args.action == "purge" and args.into is not None:
+        print("router orphan: --into goes with move", file=sys.stderr)
+        return 2
+    if args.into is not None and not _into_ok(layout, "orphan", name, args.into):
+        return 2
+
+    async def act(queue: DestinationQueues) -> int:
+        from router.queue import DestinationQueues
+
+        first = queue.shards[0]
+        try:
+            if args.action == "move":
+                target = DestinationQueues(first.redis, first.scripts, args.into, layout[args.into])
+                done = await moving.move_queued(first.scripts, queue, name, target, args.into)
+                print(f"moved {done.messages} queued message(s) of {name} into {args.into}")
+            else:
+                done = await moving.purge_queued(first.scripts, queue)
+                print(f"purged {done.messages} queued message(s) of {name}")
+        except moving.MoveRefused as exc:
+            print(f"router orphan: {exc}", file=sys.stderr)
+            return 2
+        if done.in_flight:
+            print(
+                f"router orphan: {len(done.in_flight)} key(s) of {name} are being delivered by "
+                f"a process still configured with it, and were left: run this again once "
+                f"every process has reloaded routes.yaml",
+                file=sys.stderr,
+            )
+            return 1
+        return 0
+
+    return _on_queues(settings, "orphan", name, act, orphans=True)
 
 
 def _unroutable(settings: Settings, args: argparse.Namespace) -> int:
     """`router unroutable list|replay|purge ROUTE [--count N]`: the items of
     requests answered 200 that the route could not route (router.unroutable)."""
+    from router import list_view
     from router.config import route_key
     from router.ingest import IngestRoute, replay_unroutable
     from router.unroutable import UnroutableStore
 
     route = route_key(args.route)
+    if args.json and args.action != "list":
+        print("router unroutable: --json goes with list", file=sys.stderr)
+        return 2
     # Replay reads items as the running router would: routes.yaml whole,
     # with the format's options (list and purge need no config at all).
     ingest = None
@@ -540,8 +673,18 @@ def _unroutable(settings: Settings, args: argparse.Namespace) -> int:
     async def act(redis: Any, scripts: Any) -> int:
         store = UnroutableStore(scripts, route)
         if args.action == "list":
-            for _, item in await store.items(0, args.count if args.count is not None else 100):
-                print(json.dumps(msgspec.structs.asdict(item)))
+            items = [
+                i for _, i in await store.items(0, args.count if args.count is not None else 100)
+            ]
+            if args.json:
+                for item in items:
+                    print(json.dumps(msgspec.structs.asdict(item)))
+            else:
+                list_view.print_table(
+                    list_view.unroutable_table(f"unroutable items of {route}, oldest first", items),
+                    f"no unroutable items kept for {route}",
+                    len(items),
+                )
         elif args.action == "purge":
             print(f"purged {await store.purge(args.count)} unroutable item(s) of {route}")
         else:
@@ -637,7 +780,23 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="how many, oldest first (list: default 100; replay, purge: all)",
     )
+    p.add_argument(
+        "--into",
+        metavar="DEST",
+        help="replay: into this destination of routes.yaml, at the end of each key's lane "
+        "(an orphaned destination's dead letters)",
+    )
+    p.add_argument("--json", action="store_true", help="list, blocked: JSON lines, not a table")
     p.set_defaults(run=_dead)
+    p = sub.add_parser(
+        "orphan",
+        help="the queued messages of a destination removed from routes.yaml: move them "
+        "into a configured one (in order per key), or purge them",
+    )
+    p.add_argument("action", choices=["move", "purge"])
+    p.add_argument("destination", help="the orphaned destination")
+    p.add_argument("--into", metavar="DEST", help="move: the destination of routes.yaml")
+    p.set_defaults(run=_orphan)
     p = sub.add_parser(
         "unroutable",
         help="items of requests answered 200 that a route could not route: list, "
@@ -651,6 +810,7 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="how many, oldest first (list: default 100; replay, purge: all)",
     )
+    p.add_argument("--json", action="store_true", help="list: JSON lines, not a table")
     p.set_defaults(run=_unroutable)
     for name, text in [
         ("pause", "pause a destination: nothing new is attempted, ingest goes on storing"),

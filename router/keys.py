@@ -182,6 +182,13 @@ class DestinationKeys:
         while the shard has made no recent requests."""
         return f"{self.tag}:throttle"
 
+    @property
+    def moved(self) -> str:
+        """Hash: `<move token>:<message id>` -> 1 for each message a move from
+        another destination copied here and has not yet removed from its
+        source (router.moving): a move run again after a crash skips them."""
+        return f"{self.tag}:moved"
+
     def seen(self, message_id: str) -> str:
         """Dedup marker of a message id (string with TTL; value = stored message id)."""
         return f"{self.tag}:seen:{message_id}"
@@ -195,6 +202,14 @@ def shard_count_key(destination: str) -> str:
     """String: the number of shards the destination's messages are stored
     under (absent: 1). Lives under the one-shard tag."""
     return f"{shard_tag(destination, 0, 1)}:shards"
+
+
+def move_key(destination: str) -> str:
+    """Hash: `dead` (its dead letters) / `queue` (its queued messages) ->
+    `<target> <token>` of a move of them into `target` that has not
+    finished (router.moving); a move run again after a crash takes the same
+    token. Lives under the one-shard tag."""
+    return f"{shard_tag(destination, 0, 1)}:moving"
 
 
 def destinations_key() -> str:

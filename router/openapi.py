@@ -1095,6 +1095,22 @@ _ADMIN_OK: dict[str, Schema] = {
     ),
 }
 _ADMIN_OK["unblock_in_path"] = _ADMIN_OK["unblock"]
+_IN_FLIGHT = Schema(
+    type=OpenAPIType.ARRAY,
+    items=Schema(type=_STRING),
+    description="Keys left where they were: a process still configured with the destination "
+    "holds them (a live lease); call again once every process has reloaded routes.yaml.",
+)
+_ADMIN_OK["orphan_move"] = Schema(
+    type=_OBJECT,
+    required=["status", "moved", "in_flight"],
+    properties={"status": _OK, "moved": _COUNT, "in_flight": _IN_FLIGHT},
+)
+_ADMIN_OK["orphan_purge"] = Schema(
+    type=_OBJECT,
+    required=["status", "purged", "in_flight"],
+    properties={"status": _OK, "purged": _COUNT, "in_flight": _IN_FLIGHT},
+)
 # Items of requests answered 200 that a route could not route (router.unroutable).
 _ADMIN_OK["unroutable_counts"] = Schema(
     type=_OBJECT,
@@ -1213,8 +1229,17 @@ def _admin_responses(name: str) -> dict[str, OpenAPIResponse]:
                 'send a JSON body {"key": "<ordering key>"}: Object missing required field `key`'
             ),
         )
-    elif name in ("dead", "replay", "unroutable_items", "unroutable_replay", "unroutable_purge"):
+    elif name in ("dead", "unroutable_items", "unroutable_replay", "unroutable_purge"):
         responses["400"] = _BAD_QUERY
+    elif name in ("replay", "orphan_move"):
+        responses["400"] = _answer(
+            "A query parameter is out of its range (`count` 1 to 2147483647), or `into` "
+            "(which orphan/move needs) names no destination of routes.yaml, or the one "
+            "named in the path.",
+            ERROR_SCHEMA,
+            _error("into: no destination named 'crm' in routes.yaml"),
+            _error("count must be from 1 to 2147483647 (leave it out for all)"),
+        )
     elif name == "purge":
         responses["400"] = _answer(
             "`count` is not a whole number from 1 to 2147483647.",
@@ -1247,6 +1272,23 @@ def _admin_responses(name: str) -> dict[str, OpenAPIResponse]:
             "The route has no `format:` (a JSON route keeps no unroutable items).",
             ERROR_SCHEMA,
             _error("route /ingest has no `format:`: nothing to replay"),
+        )
+    elif name in ("replay", "orphan_move", "orphan_purge"):
+        responses["404"] = _ADMIN_404
+        responses["409"] = _answer(
+            "Replay without `into` of a destination no longer in routes.yaml (nothing "
+            "would deliver it); orphan/move or orphan/purge of one still in it; or a move of "
+            "the destination into another one did not finish (call that one again first).",
+            ERROR_SCHEMA,
+            _error(
+                "slack is not in routes.yaml (orphaned): nothing would deliver its dead "
+                "letters there; replay them into a configured destination with ?into=NAME, "
+                "or purge them"
+            ),
+            _error(
+                "a move of slack into chatbot did not finish (interrupted): run it again "
+                "into chatbot first, or a message could be in both"
+            ),
         )
     elif name in _ADMIN_OK and name not in (
         "destinations",

@@ -679,6 +679,26 @@ class DestinationQueue:
         looked at, not what arrived since. Returns how many were there."""
         return await remove_entries(self.redis, self.keys.dead, raw_entries)
 
+    async def keys_with_messages(self) -> list[str]:
+        """Every ordering key whose lane holds messages: each is in exactly one
+        of ready, leases, delayed and blocked (not a hot path: reads them whole)."""
+        k = self.keys
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.lrange(k.ready, 0, -1)
+            pipe.zrange(k.leases, 0, -1)
+            pipe.zrange(k.delayed, 0, -1)
+            pipe.hkeys(k.blocked)
+            lists = await pipe.execute()
+        return list(dict.fromkeys(_text(key) for found in lists for key in found))
+
+    async def lease_is_live(self, key: str) -> bool:
+        """The key is claimed and its lease has not run out (Redis's clock)."""
+        deadline = await self.redis.zscore(self.keys.leases, key)
+        if deadline is None:
+            return False
+        seconds, micros = await self.redis.time()
+        return float(deadline) > seconds * 1000 + micros // 1000
+
     async def blocked_keys(self) -> dict[str, dict[str, Any]]:
         """Keys stopped by on_exhausted: block, with their last error (admin, not hot path)."""
         raw = await self.redis.hgetall(self.keys.blocked)
@@ -739,7 +759,7 @@ class DestinationQueues:
         for queue in self.shards:
             await queue.set_paused(paused)
 
-    async def _dead(self, count: int) -> list[tuple[DestinationQueue, bytes, DeadLetter]]:
+    async def oldest_dead(self, count: int) -> list[tuple[DestinationQueue, bytes, DeadLetter]]:
         """The oldest `count` dead letters over all shards, oldest first
         (each shard's list is oldest first: merged by dead_at)."""
         merged = []
@@ -753,7 +773,7 @@ class DestinationQueues:
     ) -> list[tuple[bytes, DeadLetter]]:
         if len(self.shards) == 1:
             return await self.shards[0].dead_letters(start, count)
-        return [(raw, d) for _, raw, d in (await self._dead(start + count))[start:]]
+        return [(raw, d) for _, raw, d in (await self.oldest_dead(start + count))[start:]]
 
     async def replay_oldest(self, count: int | None = None) -> int:
         """Replay the oldest `count` dead letters (all when None), each key's
@@ -765,7 +785,7 @@ class DestinationQueues:
         if count <= 0:
             return 0
         by_key: dict[tuple[DestinationQueue, str], list[bytes]] = {}
-        for queue, raw, letter in await self._dead(count):
+        for queue, raw, letter in await self.oldest_dead(count):
             by_key.setdefault((queue, letter.key), []).append(raw)
         return sum([await q.replay_key(key, raws) for (q, key), raws in by_key.items()])
 
@@ -777,7 +797,7 @@ class DestinationQueues:
         if count <= 0:
             return 0
         chosen: dict[DestinationQueue, list[bytes]] = {}
-        for queue, raw, _ in await self._dead(count):
+        for queue, raw, _ in await self.oldest_dead(count):
             chosen.setdefault(queue, []).append(raw)
         return sum([await queue.purge(raws) for queue, raws in chosen.items()])
 

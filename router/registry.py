@@ -15,12 +15,13 @@ must show up then.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from redis.asyncio import Redis
 
 from router.keys import destinations_key, shard_count_key
+from router.queue import DestinationQueues, Scripts
 from router.shard_layout import held_messages
 
 
@@ -57,3 +58,17 @@ async def orphaned_destinations(redis: Redis, configured_names: Iterable[str]) -
         if await held_messages(redis, name, await stored_shards(redis, name)):
             orphans.append(name)
     return orphans
+
+
+async def queues_of(
+    redis: Redis, scripts: Scripts, name: str, configured: Mapping[str, int]
+) -> DestinationQueues | None:
+    """The queues of destination `name`: a configured one (`configured`:
+    name -> shards) with its shard count, or one no longer configured that
+    a process once was (an orphan, or one emptied since) with the count its
+    messages are stored under; None for a name never configured."""
+    if name in configured:
+        return DestinationQueues(redis, scripts, name, configured[name])
+    if name in await known_destinations(redis):
+        return DestinationQueues(redis, scripts, name, await stored_shards(redis, name))
+    return None

@@ -95,6 +95,22 @@ SCRIPT_KEYS: dict[str, tuple[str, ...]] = {
     "recount": ("counts", "heads", "ready", "leases", "delayed", "blocked"),
     "retry": ("delayed", "ready", "wake"),
     "purge": ("dead",),
+    # A move between destinations (router.moving): into the target, then out
+    # of the source (each one slot); move_out alone purges an orphan's queue.
+    "move_in": ("lane", "ready", "wake", "counts", "heads", "moved"),
+    "move_out": (
+        "dead",
+        "lane",
+        "ready",
+        "leases",
+        "owner",
+        "delayed",
+        "attempts",
+        "last_error",
+        "blocked",
+        "counts",
+        "heads",
+    ),
     "reopen": (
         "health",
         "failing",
@@ -158,5 +174,7 @@ class Scripts:
         self.recount = load(redis, "recount")
         self.retry = load(redis, "retry")
         self.purge = load(redis, "purge")
+        self.move_in = load(redis, "move_in")
+        self.move_out = load(redis, "move_out")
         self.reopen = load(redis, "reopen")
         self.keep_unroutable = load(redis, "keep_unroutable")

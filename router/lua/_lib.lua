@@ -74,6 +74,18 @@ local function track_head(heads, lane, k)
   end
 end
 
+-- Append one message to the tail of key `k`'s lane (enqueue, and a move
+-- from another destination: move_in.lua). A lane that was empty held its key
+-- in none of ready/leases/delayed: the key becomes ready.
+local function append_message(lane, ready, wake, counts, heads, k, envelope, arrival)
+  redis.call('HINCRBY', counts, 'messages', 1)
+  if redis.call('RPUSH', lane, envelope) == 1 then
+    redis.call('RPUSH', ready, k)
+    redis.call('ZADD', heads, arrival or arrival_ms(envelope), k)
+    nudge(wake)
+  end
+end
+
 -- One message into the lanes of its `n` destinations (enqueue.lua and
 -- enqueue_many.lua), whose KEYS groups (lane, ready, wake, seen, counts,
 -- heads) start after the first `g` groups; its ordering-key values are
@@ -114,13 +126,8 @@ local function store_message(g, n, envelope, id, dedup, ttl, replicate, key_at)
     local base = (g + i) * GROUP
     local key = ARGV[key_at + i]
     if dedup ~= '' then redis.call('SET', KEYS[base + SEEN], id, 'EX', ttl) end
-    redis.call('HINCRBY', KEYS[base + COUNTS], 'messages', 1)
-    -- A lane that was empty held a key in none of ready/leases/delayed.
-    if redis.call('RPUSH', KEYS[base + LANE], envelope) == 1 then
-      redis.call('RPUSH', KEYS[base + READY], key)
-      redis.call('ZADD', KEYS[base + HEADS], arrival, key)
-      nudge(KEYS[base + WAKE])
-    end
+    append_message(KEYS[base + LANE], KEYS[base + READY], KEYS[base + WAKE],
+      KEYS[base + COUNTS], KEYS[base + HEADS], key, envelope, arrival)
   end
   return #fresh, id
 end

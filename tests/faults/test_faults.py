@@ -538,7 +538,7 @@ def test_poison_message_dead_lettered_and_replayed(lab: Lab, record: Recorder, s
     gen.join(RUN_TIMEOUT)
     lab.wait_drained(bot, RUN_TIMEOUT, expect_dead=1)
 
-    listed = run_cli("dead", "list", "chatbot", env=env)
+    listed = run_cli("dead", "list", "chatbot", "--json", env=env)
     assert listed.returncode == 0, listed.stderr
     dead = [json.loads(line) for line in listed.stdout.splitlines()]
     assert len(dead) == 1, dead

@@ -58,7 +58,9 @@ def test_errors_stored_with_a_secret_are_shown_without_it(
     for args in (
         ("status", "chatbot", "w"),
         ("dead", "list", "chatbot"),
+        ("dead", "list", "chatbot", "--json"),
         ("dead", "blocked", "chatbot"),
+        ("dead", "blocked", "chatbot", "--json"),
     ):
         result = run_cli("--routes", str(routes), *args, REDIS_URL=clean_redis, OLD_TOKEN=TOKEN)
         assert result.returncode == 0, result.stderr

@@ -659,7 +659,7 @@ def test_a_username_user_is_delivered_and_a_malformed_item_kept_on_a_cluster(
         assert r.json()["skipped"] == 1 and len(r.json()["messages"]) == 1
         wait_until(lambda: bot.acked_messages(bsuid) == ["hola"], what="the BSUID message")
         cli = {"REDIS_URL": cluster_url}
-        listed = run_cli("--routes", str(routes), "unroutable", "list", wa.PATH, **cli)
+        listed = run_cli("--routes", str(routes), "unroutable", "list", wa.PATH, "--json", **cli)
         assert listed.returncode == 0, listed.stderr
         assert [json.loads(line)["item"] for line in listed.stdout.splitlines()] == [nobody]
         status = run_cli("--routes", str(routes), "status", **cli)

@@ -43,7 +43,7 @@ def test_dead_letter_after_max_attempts_then_cli_replay(
     assert redis.hget(KEYS.attempts, "k") is None  # the counter left with the message
 
     routes = str(router.routes_file)
-    listed = run_cli("--routes", routes, "dead", "list", "chatbot", REDIS_URL=clean_redis)
+    listed = run_cli("--routes", routes, "dead", "list", "chatbot", "--json", REDIS_URL=clean_redis)
     assert listed.returncode == 0, listed.stderr
     lines = [json.loads(line) for line in listed.stdout.splitlines()]
     assert len(lines) == 1
@@ -60,7 +60,7 @@ def test_dead_letter_after_max_attempts_then_cli_replay(
     poison = bot.attempts_of("poison")
     assert len(poison) == 4
     assert poison[-1].headers["idempotency-key"] == stored.id  # same message, same id
-    listed = run_cli("--routes", routes, "dead", "list", "chatbot", REDIS_URL=clean_redis)
+    listed = run_cli("--routes", routes, "dead", "list", "chatbot", "--json", REDIS_URL=clean_redis)
     assert listed.returncode == 0 and listed.stdout.strip() == ""
 
 

@@ -133,9 +133,12 @@ def test_a_destination_echoing_its_secrets_leaks_none_of_them(
             status = run_cli(*command, "status", "held", form, REDIS_URL=clean_redis)
             assert status.returncode == 0 and "denied" in status.stdout, status.stderr
             shown[f"router status held {form}"] = status.stdout
-        listed = run_cli(*command, "dead", "list", "echoed", REDIS_URL=clean_redis)
+        listed = run_cli(*command, "dead", "list", "echoed", "--json", REDIS_URL=clean_redis)
         assert listed.returncode == 0 and listed.stdout.count("\n") == 4, listed.stderr
-        shown["router dead list echoed"] = listed.stdout
+        shown["router dead list echoed --json"] = listed.stdout
+        table = run_cli(*command, "dead", "list", "echoed", REDIS_URL=clean_redis)
+        assert table.returncode == 0, table.stderr
+        shown["router dead list echoed"] = table.stdout
     finally:
         router.terminate()
 

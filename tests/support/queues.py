@@ -1,0 +1,80 @@
+"""A destination's queue as the router leaves it, built with the router's own
+scripts: messages enqueued, some given up (dead letters) or blocked by a
+failed attempt, the name in the registry (router.registry). Removed from
+routes.yaml, such a destination is an orphan."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from router import redis_mode, registry
+from router.keys import DestinationKeys
+from router.queue import DestinationQueue, Outcome, Scripts
+from tests.support.messages import enqueue_json
+
+ERROR = "HTTP 500 from http://127.0.0.1:9/bot: the bot was down for this one"
+
+
+def build_queue(
+    url: str,
+    name: str,
+    *,
+    dead: dict[str, list[str]] | None = None,
+    queued: dict[str, list[str]] | None = None,
+    blocked: dict[str, list[str]] | None = None,
+) -> dict[str, str]:
+    """Destination `name`'s queue in the Redis at `url`: per ordering key,
+    `dead` messages given up one after the other, then `blocked` ones (the
+    first blocks its key), then `queued` ones; each message's body is
+    {"mensaje": text, "wa_id": key}. Returns text -> message id."""
+    return asyncio.run(_build(url, name, dead or {}, queued or {}, blocked or {}))
+
+
+async def _build(
+    url: str,
+    name: str,
+    dead: dict[str, list[str]],
+    queued: dict[str, list[str]],
+    blocked: dict[str, list[str]],
+) -> dict[str, str]:
+    client: Any = await redis_mode.open_client(url)  # a Cluster's client on a Cluster
+    try:
+        scripts = Scripts(client)
+        await registry.record(client, [name])
+        queue = DestinationQueue(client, scripts, name)
+        ids: dict[str, str] = {}
+
+        async def store(key: str, text: str) -> None:
+            ids[text] = await enqueue_json(
+                scripts, DestinationKeys(name), key, {"mensaje": text, "wa_id": key}
+            )
+
+        async def give_up(outcome: Outcome) -> None:
+            [claim] = (await queue.claim("t", 1, 30_000, 100)).claims
+            await queue.fail(claim, 0, ERROR, outcome)
+
+        for key, texts in dead.items():
+            for text in texts:
+                await store(key, text)
+                await give_up(Outcome.DEAD_LETTER)
+        for key, texts in blocked.items():
+            for text in texts:
+                await store(key, text)
+            await give_up(Outcome.BLOCK)
+        for key, texts in queued.items():
+            for text in texts:
+                await store(key, text)
+        return ids
+    finally:
+        await client.aclose()
+
+
+def lane(client: Any, keys: DestinationKeys, key: str) -> list[str]:
+    """The `mensaje` of each message in a lane, head first."""
+    out = []
+    for raw in client.lrange(keys.lane(key), 0, -1):
+        body = json.loads(raw)["body"]
+        out.append(body["mensaje"])
+    return out
