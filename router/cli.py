@@ -100,6 +100,15 @@ def _redis_url_or_exit(settings: Settings, command: str) -> str:
     raise SystemExit(2)
 
 
+def _log_summary(settings: Settings, config: Config, http: bool) -> None:
+    """Where messages go and what this process serves, in a few lines."""
+    from router import start_log
+
+    for line in start_log.destination_lines(config):
+        log.info("%s", line)
+    log.info("%s", start_log.endpoints_line(settings, config, http))
+
+
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -133,6 +142,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
             f"{r.path} -> {', '.join(d.name for d in r.destinations)}" for r in config.routes
         ),
     )
+    _log_summary(settings, config, http=True)
     common = dict(
         host=settings.host,
         port=settings.port,
@@ -285,6 +295,8 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
     settings = dataclasses.replace(settings, redis_url=_redis_url_or_exit(settings, "worker"))
     assert settings.redis_url is not None
     _check_redis_or_exit(settings, settings.redis_url, config)
+    if not args.burst:
+        _log_summary(settings, config, http=False)
     _run_on_loop(_run_workers(settings, config, args.burst), settings.event_loop)
     return 0
 
