@@ -217,7 +217,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _run_workers(settings: Settings, config: Config, burst: bool) -> None:
-    from router import redis_mode
+    from router import operator_log, redis_mode
     from router.reload import Reloader
     from router.worker import Workers, running_workers
 
@@ -257,6 +257,7 @@ async def _run_workers(settings: Settings, config: Config, burst: bool) -> None:
                 )
             )
             await stack.enter_async_context(watch.running())
+            await stack.enter_async_context(operator_log.tailing(redis))
             await stop.wait()
     finally:
         await redis.aclose()
@@ -414,6 +415,17 @@ def _on_queues(
     return _on_redis(settings, command, run)
 
 
+async def _record(
+    queue: DestinationQueues, action: str, subject: str, result: str, scope: str = ""
+) -> None:
+    """Record an operator action taken here, for the servers' log
+    (router.operator_log)."""
+    from router import operator_log
+
+    done = operator_log.OperatorAction(action, subject, result, operator_log.cli_source(), scope)
+    await operator_log.record(queue.shards[0].redis, done)
+
+
 def _status(settings: Settings, args: argparse.Namespace) -> int:
     """`router status [DEST [KEY]] [--watch [S]] [--json]`."""
     from router import status_view
@@ -457,6 +469,7 @@ def _recount(settings: Settings, args: argparse.Namespace) -> int:
     async def act(queue: DestinationQueues) -> int:
         shards = await queue.recount(force=True)
         figures = await queue.figures()
+        await _record(queue, "recount", args.destination, f"{figures.messages} counted")
         print(f"{args.destination}: {figures.messages} message(s) counted in {shards} shard(s)")
         return 0
 
@@ -465,9 +478,12 @@ def _recount(settings: Settings, args: argparse.Namespace) -> int:
 
 def _retry(settings: Settings, args: argparse.Namespace) -> int:
     """`router retry DEST [KEY...]`."""
+    from router import operator_log
 
     async def act(queue: DestinationQueues) -> int:
         moved = await queue.retry_now(args.key or None)
+        scope = operator_log.keys_scope(args.key, "all waiting keys")
+        await _record(queue, "retry", args.destination, f"{moved} resumed", scope)
         print(f"{moved} waiting key(s) of {args.destination} made due now")
         return 0
 
@@ -480,6 +496,7 @@ def _pause(settings: Settings, args: argparse.Namespace) -> int:
 
     async def act(queue: DestinationQueues) -> int:
         await queue.set_paused(pausing)
+        await _record(queue, args.command, args.destination, "paused" if pausing else "resumed")
         print(
             f"{args.destination} paused: nothing new is attempted, attempts in flight "
             "finish, ingest goes on storing"
@@ -492,6 +509,8 @@ def _pause(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _dead(settings: Settings, args: argparse.Namespace) -> int:
+    from router import operator_log
+
     async def act(queue: DestinationQueues) -> int:
         if args.action == "blocked":
             for key, info in (await queue.blocked_keys()).items():
@@ -500,9 +519,13 @@ def _dead(settings: Settings, args: argparse.Namespace) -> int:
             keys = args.key or list(await queue.blocked_keys())
             done = sum([await queue.unblock(k) for k in keys])
             print(f"unblocked {done} key(s) of {args.destination}")
+            scope = operator_log.keys_scope(args.key, "all blocked keys")
+            await _record(queue, "unblock", args.destination, f"{done} unblocked", scope)
         elif args.action == "purge":
             purged = await queue.purge_dead(args.count)
             print(f"purged {purged} dead letter(s) of {args.destination}")
+            scope = operator_log.count_scope(args.count, "dead letters")
+            await _record(queue, "purge", args.destination, f"{purged} purged", scope)
         elif args.action == "list":
             for _, d in await queue.dead_letters(0, args.count):
                 entry = {
@@ -517,6 +540,8 @@ def _dead(settings: Settings, args: argparse.Namespace) -> int:
         else:
             replayed = await queue.replay_oldest(args.count)
             print(f"replayed {replayed} message(s) to {args.destination}")
+            scope = operator_log.count_scope(args.count, "dead letters")
+            await _record(queue, "replay", args.destination, f"{replayed} replayed", scope)
         return 0
 
     return _on_queues(settings, "dead", args.destination, act)
@@ -525,6 +550,7 @@ def _dead(settings: Settings, args: argparse.Namespace) -> int:
 def _unroutable(settings: Settings, args: argparse.Namespace) -> int:
     """`router unroutable list|replay|purge ROUTE [--count N]`: the items of
     requests answered 200 that the route could not route (router.unroutable)."""
+    from router import operator_log
     from router.config import route_key
     from router.ingest import IngestRoute, replay_unroutable
     from router.unroutable import UnroutableStore
@@ -548,7 +574,9 @@ def _unroutable(settings: Settings, args: argparse.Namespace) -> int:
             for _, item in await store.items(0, args.count if args.count is not None else 100):
                 print(json.dumps(msgspec.structs.asdict(item)))
         elif args.action == "purge":
-            print(f"purged {await store.purge(args.count)} unroutable item(s) of {route}")
+            purged = await store.purge(args.count)
+            print(f"purged {purged} unroutable item(s) of {route}")
+            await _record_route(redis, "purge", f"{purged} purged")
         else:
             assert ingest is not None
             done = await replay_unroutable(ingest, scripts, args.count)
@@ -556,7 +584,16 @@ def _unroutable(settings: Settings, args: argparse.Namespace) -> int:
                 f"replayed {done.replayed} unroutable item(s) of {route}; "
                 f"{done.still} still not routable (kept)"
             )
+            result = f"{done.replayed} replayed, {done.still} kept"
+            await _record_route(redis, "replay", result)
         return 0
+
+    async def _record_route(redis: Any, action: str, result: str) -> None:
+        scope = operator_log.count_scope(args.count, "unroutable items")
+        done = operator_log.OperatorAction(
+            f"unroutable {action}", route, result, operator_log.cli_source(), scope
+        )
+        await operator_log.record(redis, done)
 
     return _on_redis(settings, "unroutable", act)
 

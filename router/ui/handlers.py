@@ -24,7 +24,7 @@ from litestar.response import Redirect, Template
 from litestar.static_files import create_static_files_router
 from redis.exceptions import RedisError
 
-from router import envelope, paging, unroutable
+from router import envelope, operator_log, paging, unroutable
 from router.auth import BearerToken, client_of
 from router.auth_throttle import TooManyWrongTokens
 from router.errors import ApiError, redis_cause
@@ -287,6 +287,16 @@ def ui_router(state: RouterState, history: History) -> Router:
         page = "/ui" if overview else f"/ui/destinations/{_quote(name)}"
         return Redirect(f"{page}?{query}", status_code=303)
 
+    async def recorded(
+        request: Request[Any, Any, Any], action: str, name: str, result: str, scope: str = ""
+    ) -> None:
+        """Record an action taken on the page (router.operator_log)."""
+        redis, _ = state.require_redis()
+        source = operator_log.client_source("ui", request.client and request.client.host)
+        await operator_log.record(
+            redis, operator_log.OperatorAction(action, name, result, source, scope)
+        )
+
     async def configured(name: str) -> DestinationQueues:
         """Queues a delivery action may touch: a destination of routes.yaml
         (an orphan has nobody to deliver to; it can only be purged)."""
@@ -298,24 +308,31 @@ def ui_router(state: RouterState, history: History) -> Router:
     @post("/destinations/{name:str}/pause", status_code=303)
     async def pause(request: Request[Any, Any, Any], name: FromPath[str]) -> Response[Any]:
         await (await configured(name)).set_paused(True)
+        await recorded(request, "pause", name, "paused")
         return back(name, "paused", overview=(await request.form()).get("back") == "overview")
 
     @post("/destinations/{name:str}/resume", status_code=303)
     async def resume(request: Request[Any, Any, Any], name: FromPath[str]) -> Response[Any]:
         await (await configured(name)).set_paused(False)
+        await recorded(request, "resume", name, "resumed")
         return back(name, "resumed", overview=(await request.form()).get("back") == "overview")
 
     @post("/destinations/{name:str}/dead/replay", status_code=303)
     async def replay(request: Request[Any, Any, Any], name: FromPath[str]) -> Response[Any]:
         count = _count(await request.form())
         replayed = await (await configured(name)).replay_oldest(count)
+        scope = operator_log.count_scope(count, "dead letters")
+        await recorded(request, "replay", name, f"{replayed} replayed", scope)
         return back(name, "replayed", replayed)
 
     @post("/destinations/{name:str}/dead/purge", status_code=303)
     async def purge(request: Request[Any, Any, Any], name: FromPath[str]) -> Response[Any]:
         count = _count(await request.form())
         _, queues = await find(name)
-        return back(name, "purged", await queues.purge_dead(count))
+        purged = await queues.purge_dead(count)
+        scope = operator_log.count_scope(count, "dead letters")
+        await recorded(request, "purge", name, f"{purged} purged", scope)
+        return back(name, "purged", purged)
 
     @post("/destinations/{name:str}/blocked/unblock", status_code=303)
     async def unblock(request: Request[Any, Any, Any], name: FromPath[str]) -> Response[Any]:
@@ -323,6 +340,9 @@ def ui_router(state: RouterState, history: History) -> Router:
         if not isinstance(key, str):
             raise ApiError(400, "The form names no key.")
         unblocked = await (await configured(name)).unblock(key)
+        if unblocked:
+            scope = operator_log.keys_scope([key], "")
+            await recorded(request, "unblock", name, "1 unblocked", scope)
         return back(name, "unblocked" if unblocked else "not-blocked")
 
     handlers: list[Any] = [
