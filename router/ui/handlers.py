@@ -75,6 +75,7 @@ DONE = {
     "purged": "Purged {n} dead letter(s).",
     "unblocked": "Unblocked: the key's head message is attempted again.",
     "not-blocked": "That key is no longer blocked.",
+    "retried": "Retrying now: {n} waiting key(s) made due; the destination is marked up.",
 }
 
 
@@ -177,7 +178,7 @@ def ui_router(state: RouterState, history: History) -> Router:
         return {"s": s, "rate": history.rate(s.name, s), "age": age(s.oldest_age_seconds)}
 
     @get("/", name="ui:overview")
-    async def overview(done: FromQuery[str | None] = None) -> Response[Any]:
+    async def overview(done: FromQuery[str | None] = None, n: FromQuery[int] = 0) -> Response[Any]:
         current = await figures(fresh=done is not None)
         now = time.time()
         names = [s.name for s in current]
@@ -196,7 +197,7 @@ def ui_router(state: RouterState, history: History) -> Router:
                 "charts": charts,
                 "as_of": _clock(now),
                 "refresh": REFRESH_SECONDS,
-                "done": DONE.get(done or "", "").format(n=0) or None,
+                "done": DONE.get(done or "", "").format(n=n) or None,
             },
         )
 
@@ -345,6 +346,15 @@ def ui_router(state: RouterState, history: History) -> Router:
             await recorded(request, "unblock", name, "1 unblocked", scope)
         return back(name, "unblocked" if unblocked else "not-blocked")
 
+    @post("/destinations/{name:str}/retry", status_code=303)
+    async def retry(request: Request[Any, Any, Any], name: FromPath[str]) -> Response[Any]:
+        """`router retry DEST`: a destination down (its circuit breaker) or
+        held by a Retry-After is marked up, and every waiting key made due."""
+        resumed = await (await configured(name)).retry_now(None)
+        await recorded(request, "retry", name, f"{resumed} resumed", "all waiting keys")
+        overview = (await request.form()).get("back") == "overview"
+        return back(name, "retried", resumed, overview=overview)
+
     handlers: list[Any] = [
         login_form,
         login,
@@ -356,6 +366,7 @@ def ui_router(state: RouterState, history: History) -> Router:
         replay,
         purge,
         unblock,
+        retry,
         create_static_files_router(
             path="/static", directories=[STATIC], opt={"public": True}, name="ui:static"
         ),
