@@ -178,21 +178,28 @@ class OperatorLogTail:
         self._group_ready = False
         self._housekept_at = 0.0
 
-    async def _ensure_group(self) -> None:
+    async def _ensure_group(self) -> bool:
+        """Whether the group exists (made now if the stream does). No stream
+        yet: no action was ever recorded, and a router that was never
+        operated leaves no key behind."""
         if self._group_ready:
-            return
+            return True
         try:
             # From the stream's start: actions recorded before any server
             # ever read it are logged too (the group is created once).
-            await self.redis.xgroup_create(self.stream, GROUP, id="0", mkstream=True)
+            await self.redis.xgroup_create(self.stream, GROUP, id="0")
         except ResponseError as exc:
+            if "requires the key to exist" in str(exc):
+                return False
             if "BUSYGROUP" not in str(exc):
                 raise
         self._group_ready = True
+        return True
 
     async def step(self) -> int:
         """Log what is new (and what a dead consumer left); how many lines."""
-        await self._ensure_group()
+        if not await self._ensure_group():
+            return 0
         done = 0
         if time.monotonic() - self._housekept_at >= HOUSEKEEPING_SECONDS:
             done += await self._claim_abandoned()
@@ -248,11 +255,15 @@ class OperatorLogTail:
             try:
                 await self.step()
                 failing = False
-            except (RedisError, OSError) as exc:
-                # Redis away: the rest of the process says so; one line here.
+            except ResponseError as exc:
+                # Refused (an ACL without stream commands, the key taken by
+                # something else): said once, until it works again.
                 if not failing:
                     log.warning("operator actions not read from Redis (%s); trying again", exc)
                 failing = True
+            except (RedisError, OSError) as exc:
+                # Redis away: the process's own outage lines say so.
+                log.debug("operator actions not read from Redis: %s", exc)
             except Exception:
                 log.exception("reading operator actions failed; trying again")
             await asyncio.sleep(POLL_SECONDS)

@@ -55,9 +55,12 @@ async def test_an_entry_a_dead_process_read_is_logged_by_another(
     redis = Redis.from_url(clean_redis)
     try:
         alive = OperatorLogTail(redis)
-        await alive.step()  # the group exists
+        assert await alive.step() == 0  # nothing recorded yet: no stream, no group
+        assert not await redis.exists(STREAM)
         await operator_log.record(redis, OperatorAction("pause", "crm", "paused", "admin 10.0.0.7"))
-        # A process read it and died before its log line and XACK.
+        # Another process made the group, read the entry and died before
+        # its log line and XACK.
+        await redis.xgroup_create(STREAM, GROUP, id="0")
         await redis.xreadgroup(GROUP, "gone:1", {STREAM: ">"})
         assert await alive.step() == 1
         assert _lines(caplog) == ["operator: pause crm from admin 10.0.0.7: paused"]

@@ -33,30 +33,32 @@ def test_a_cli_retry_is_logged_once_across_the_server_processes(
     worker = RouterProcess(
         tmp_path / "worker.log", command="worker", die_with_parent=True, **env
     ).start(wait=False)
+    wait_until(lambda: "delivery workers started" in worker.log_text(), what="the worker")
+    who = re.escape(f"{getpass.getuser()}@{socket.gethostname()}")
+    retry = rf"operator: retry chatbot \(all waiting keys\) from cli {who}: \d+ resumed"
+    resume = r"operator: resume chatbot from admin 127\.0\.0\.1: resumed"
+
+    def logged(pattern: str) -> list[str]:
+        return re.findall(pattern, serve.log_text() + worker.log_text())
+
+    def retry_from_the_cli() -> None:
+        done = run_cli("--routes", str(routes), "retry", "chatbot", REDIS_URL=clean_redis)
+        assert done.returncode == 0, done.stderr
+
+    def consumers() -> int:
+        return len(redis.xinfo_consumers(operator_log_key(), GROUP))
+
     try:
-
-        def consumers() -> int:
-            if not redis.exists(operator_log_key()):
-                return 0
-            return len(redis.xinfo_consumers(operator_log_key(), GROUP))
-
+        # The first action ever recorded makes the stream: both join its group.
+        retry_from_the_cli()
+        wait_until(lambda: len(logged(retry)) == 1, what="the first retry logged")
         wait_until(lambda: consumers() == 2, what="both processes reading the operator log")
-        for _ in range(2):
-            done = run_cli("--routes", str(routes), "retry", "chatbot", REDIS_URL=clean_redis)
-            assert done.returncode == 0, done.stderr
+        retry_from_the_cli()
         answer = httpx.post(
             serve.url + "/admin/destinations/chatbot/resume",
             headers={"authorization": f"Bearer {TOKEN}"},
         )
         assert answer.status_code == 200, answer.text
-
-        def logged(pattern: str) -> list[str]:
-            text = serve.log_text() + worker.log_text()
-            return re.findall(pattern, text)
-
-        who = re.escape(f"{getpass.getuser()}@{socket.gethostname()}")
-        retry = rf"operator: retry chatbot \(all waiting keys\) from cli {who}: \d+ resumed"
-        resume = r"operator: resume chatbot from admin 127\.0\.0\.1: resumed"
         wait_until(
             lambda: len(logged(retry)) >= 2 and logged(resume) != [],
             what="the retries and the resume logged",
