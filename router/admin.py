@@ -15,7 +15,7 @@ from litestar import Request, get, post
 from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath, FromQuery
 
-from router import moving, registry, unroutable
+from router import moving, operator_log, registry, unroutable
 from router.auth import BearerToken, client_of
 from router.config import route_key
 from router.errors import ApiError, BadRequest
@@ -42,6 +42,16 @@ def admin_handlers(state: RouterState) -> list[HTTPRouteHandler]:
         if isinstance(info.get("error"), str):
             return {**info, "error": state.config.redactor(info["error"])}
         return info
+
+    async def recorded(
+        request: Request[Any, Any, Any], action: str, subject: str, result: str, scope: str = ""
+    ) -> None:
+        """Record an action taken through the API (router.operator_log)."""
+        redis, _ = state.require_redis()
+        source = operator_log.client_source("admin", request.client and request.client.host)
+        await operator_log.record(
+            redis, operator_log.OperatorAction(action, subject, result, source, scope)
+        )
 
     def queue(name: str) -> DestinationQueues:
         destination = state.config.destinations.get(name)
@@ -95,6 +105,7 @@ def admin_handlers(state: RouterState) -> list[HTTPRouteHandler]:
         attempts in flight finish, ingest goes on storing."""
         authorize(request)
         await queue(name).set_paused(True)
+        await recorded(request, "pause", name, "paused")
         return {"status": "ok", "paused": True}
 
     @post("/admin/destinations/{name:str}/resume", status_code=200, operation_class=doc("resume"))
@@ -102,6 +113,7 @@ def admin_handlers(state: RouterState) -> list[HTTPRouteHandler]:
         """Resume a paused destination: its waiting messages go out, oldest first."""
         authorize(request)
         await queue(name).set_paused(False)
+        await recorded(request, "resume", name, "resumed")
         return {"status": "ok", "paused": False}
 
     @get("/admin/destinations/{name:str}/dead", operation_class=doc("dead"))
@@ -143,6 +155,7 @@ def admin_handlers(state: RouterState) -> list[HTTPRouteHandler]:
         destination's dead letters)."""
         authorize(request)
         source = await any_queue(name)
+        scope = operator_log.count_scope(count, "dead letters")
         if into is None:
             if name not in state.config.destinations:
                 raise ApiError(
@@ -151,7 +164,9 @@ def admin_handlers(state: RouterState) -> list[HTTPRouteHandler]:
                     "letters there; replay them into a configured destination with ?into=NAME, "
                     "or purge them",
                 )
-            return {"status": "ok", "replayed": await source.replay_oldest(batch_of(count))}
+            replayed = await source.replay_oldest(batch_of(count))
+            await recorded(request, "replay", name, f"{replayed} replayed", scope)
+            return {"status": "ok", "replayed": replayed}
         target = into_queue(name, into)
         _, scripts = state.require_redis()
         try:
@@ -160,6 +175,7 @@ def admin_handlers(state: RouterState) -> list[HTTPRouteHandler]:
             )
         except moving.MoveRefused as exc:
             raise ApiError(409, str(exc)) from None
+        await recorded(request, "replay", name, f"{moved} replayed into {into}", scope)
         return {"status": "ok", "replayed": moved}
 
     @post(
@@ -170,7 +186,10 @@ def admin_handlers(state: RouterState) -> list[HTTPRouteHandler]:
     ) -> dict[str, Any]:
         """Delete dead letters for good (all, or the oldest `count`)."""
         authorize(request)
-        return {"status": "ok", "purged": await (await any_queue(name)).purge_dead(batch_of(count))}
+        purged = await (await any_queue(name)).purge_dead(batch_of(count))
+        scope = operator_log.count_scope(count, "dead letters")
+        await recorded(request, "purge", name, f"{purged} purged", scope)
+        return {"status": "ok", "purged": purged}
 
     @post("/admin/destinations/{name:str}/retry", status_code=200, operation_class=doc("retry_now"))
     async def retry_now(request: Request[Any, Any, Any], name: FromPath[str]) -> dict[str, Any]:
@@ -191,7 +210,10 @@ def admin_handlers(state: RouterState) -> list[HTTPRouteHandler]:
                 ) from None
             if not keys:
                 raise BadRequest('"keys" is empty: leave the body out to retry every key')
-        return {"status": "ok", "retried": await queue(name).retry_now(keys)}
+        retried = await queue(name).retry_now(keys)
+        scope = operator_log.keys_scope(keys, "all waiting keys")
+        await recorded(request, "retry", name, f"{retried} resumed", scope)
+        return {"status": "ok", "retried": retried}
 
     @get("/admin/destinations/{name:str}/key", operation_class=doc("key_state"))
     async def key_state(
@@ -212,9 +234,10 @@ def admin_handlers(state: RouterState) -> list[HTTPRouteHandler]:
         blocked = await (await any_queue(name)).blocked_keys()
         return {"blocked": {key: shown_error(info) for key, info in blocked.items()}}
 
-    async def unblock_key(name: str, key: str) -> dict[str, Any]:
+    async def unblock_key(request: Request[Any, Any, Any], name: str, key: str) -> dict[str, Any]:
         if not await (await any_queue(name)).unblock(key):
             raise ApiError(404, f"key {key!r} of {name} is not blocked")
+        await recorded(request, "unblock", name, "1 unblocked", operator_log.keys_scope([key], ""))
         return {"status": "ok"}
 
     @post(
@@ -231,7 +254,7 @@ def admin_handlers(state: RouterState) -> list[HTTPRouteHandler]:
             data = msgspec.json.decode(await request.body(), type=UnblockRequest)
         except (msgspec.DecodeError, UnicodeDecodeError) as exc:
             raise BadRequest(f'send a JSON body {{"key": "<ordering key>"}}: {exc}') from None
-        return await unblock_key(name, data.key)
+        return await unblock_key(request, name, data.key)
 
     @post(
         "/admin/destinations/{name:str}/blocked/{key:str}/unblock",
@@ -244,7 +267,7 @@ def admin_handlers(state: RouterState) -> list[HTTPRouteHandler]:
         """The same for a key without `/` in the path (URL-encoded); a `%2F`
         is decoded before routing, so keys with `/` need the body form."""
         authorize(request)
-        return await unblock_key(name, key)
+        return await unblock_key(request, name, key)
 
     # -- the queued messages of an orphaned destination (router.moving) ------
 
@@ -276,6 +299,7 @@ def admin_handlers(state: RouterState) -> list[HTTPRouteHandler]:
             done = await moving.move_queued(scripts, source, name, target, into)
         except moving.MoveRefused as exc:
             raise ApiError(409, str(exc)) from None
+        await recorded(request, "move", name, f"{done.messages} moved into {into}", "queued")
         return {"status": "ok", "moved": done.messages, "in_flight": done.in_flight}
 
     @post(
@@ -289,6 +313,7 @@ def admin_handlers(state: RouterState) -> list[HTTPRouteHandler]:
         authorize(request)
         _, scripts = state.require_redis()
         done = await moving.purge_queued(scripts, await orphan_queue(name))
+        await recorded(request, "purge", name, f"{done.messages} purged", "queued")
         return {"status": "ok", "purged": done.messages, "in_flight": done.in_flight}
 
     # -- items answered 200 and not routed (router.unroutable) --------------
@@ -335,6 +360,9 @@ def admin_handlers(state: RouterState) -> list[HTTPRouteHandler]:
         authorize(request)
         _, scripts = state.require_redis()
         done = await replay_unroutable(format_route(route), scripts, batch_of(count))
+        result = f"{done.replayed} replayed, {done.still} kept"
+        scope = operator_log.count_scope(count, "unroutable items")
+        await recorded(request, "unroutable replay", route_key(route), result, scope)
         return {"status": "ok", "replayed": done.replayed, "still_unroutable": done.still}
 
     @post("/admin/unroutable/purge", status_code=200, operation_class=doc("unroutable_purge"))
@@ -343,7 +371,10 @@ def admin_handlers(state: RouterState) -> list[HTTPRouteHandler]:
     ) -> dict[str, Any]:
         """Delete a route's kept items for good (all, or the oldest `count`)."""
         authorize(request)
-        return {"status": "ok", "purged": await unroutable_store(route).purge(batch_of(count))}
+        purged = await unroutable_store(route).purge(batch_of(count))
+        scope = operator_log.count_scope(count, "unroutable items")
+        await recorded(request, "unroutable purge", route_key(route), f"{purged} purged", scope)
+        return {"status": "ok", "purged": purged}
 
     return [
         unroutable_counts,

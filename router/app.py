@@ -18,7 +18,7 @@ from litestar.handlers import HTTPRouteHandler
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from router import logs, metrics, redis_memory, redis_mode, shard_layout
+from router import logs, metrics, operator_log, redis_memory, redis_mode, shard_layout
 from router import openapi as docs
 from router.admin import admin_handlers
 from router.auth import BearerToken, client_of
@@ -426,6 +426,9 @@ def create_app(
                         ingest=IngestSwitch(app, state, lambda path: _ingest_handler(state, path)),
                     ).running()
                 )
+                # Operator actions, from the CLI too, logged once by one
+                # of the processes (router.operator_log).
+                await stack.enter_async_context(operator_log.tailing(state.redis))
                 if settings.redis_wait:  # logs when writes can be answered
                     watch = asyncio.create_task(
                         state.writes.watch(state.redis), name="redis-writable"

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 from redis.exceptions import RedisError
 
-from router import logs
+from router import logs, redaction
 from router.config import Config, ConfigError
 from router.embedded import EmbeddedRedis
 from router.loading import load
@@ -100,6 +100,15 @@ def _redis_url_or_exit(settings: Settings, command: str) -> str:
     raise SystemExit(2)
 
 
+def _log_summary(settings: Settings, config: Config, http: bool) -> None:
+    """Where messages go and what this process serves, in a few lines."""
+    from router import start_log
+
+    for line in start_log.destination_lines(config):
+        log.info("%s", line)
+    log.info("%s", start_log.endpoints_line(settings, config, http))
+
+
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -133,6 +142,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
             f"{r.path} -> {', '.join(d.name for d in r.destinations)}" for r in config.routes
         ),
     )
+    _log_summary(settings, config, http=True)
     common = dict(
         host=settings.host,
         port=settings.port,
@@ -207,7 +217,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _run_workers(settings: Settings, config: Config, burst: bool) -> None:
-    from router import redis_mode
+    from router import operator_log, redis_mode
     from router.reload import Reloader
     from router.worker import Workers, running_workers
 
@@ -247,6 +257,7 @@ async def _run_workers(settings: Settings, config: Config, burst: bool) -> None:
                 )
             )
             await stack.enter_async_context(watch.running())
+            await stack.enter_async_context(operator_log.tailing(redis))
             await stop.wait()
     finally:
         await redis.aclose()
@@ -287,6 +298,8 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
     _check_redis_or_exit(settings, settings.redis_url, config)
     from router.plugins import PluginError
 
+    if not args.burst:
+        _log_summary(settings, config, http=False)
     try:
         _run_on_loop(_run_workers(settings, config, args.burst), settings.event_loop)
     except PluginError as exc:  # a destination's sink refused to start
@@ -417,6 +430,17 @@ def _on_queues(
     return _on_redis(settings, command, run)
 
 
+async def _record(
+    queue: DestinationQueues, action: str, subject: str, result: str, scope: str = ""
+) -> None:
+    """Record an operator action taken here, for the servers' log
+    (router.operator_log)."""
+    from router import operator_log
+
+    done = operator_log.OperatorAction(action, subject, result, operator_log.cli_source(), scope)
+    await operator_log.record(queue.shards[0].redis, done)
+
+
 def _status(settings: Settings, args: argparse.Namespace) -> int:
     """`router status [DEST [KEY]] [--watch [S]] [--json]`."""
     from router import status_view
@@ -460,6 +484,7 @@ def _recount(settings: Settings, args: argparse.Namespace) -> int:
     async def act(queue: DestinationQueues) -> int:
         shards = await queue.recount(force=True)
         figures = await queue.figures()
+        await _record(queue, "recount", args.destination, f"{figures.messages} counted")
         print(f"{args.destination}: {figures.messages} message(s) counted in {shards} shard(s)")
         return 0
 
@@ -468,9 +493,12 @@ def _recount(settings: Settings, args: argparse.Namespace) -> int:
 
 def _retry(settings: Settings, args: argparse.Namespace) -> int:
     """`router retry DEST [KEY...]`."""
+    from router import operator_log
 
     async def act(queue: DestinationQueues) -> int:
         moved = await queue.retry_now(args.key or None)
+        scope = operator_log.keys_scope(args.key, "all waiting keys")
+        await _record(queue, "retry", args.destination, f"{moved} resumed", scope)
         print(f"{moved} waiting key(s) of {args.destination} made due now")
         return 0
 
@@ -483,6 +511,7 @@ def _pause(settings: Settings, args: argparse.Namespace) -> int:
 
     async def act(queue: DestinationQueues) -> int:
         await queue.set_paused(pausing)
+        await _record(queue, args.command, args.destination, "paused" if pausing else "resumed")
         print(
             f"{args.destination} paused: nothing new is attempted, attempts in flight "
             "finish, ingest goes on storing"
@@ -499,7 +528,7 @@ def _dead(settings: Settings, args: argparse.Namespace) -> int:
     destination or an orphaned one (removed from routes.yaml, holding
     messages): an orphan's dead letters are replayed `--into` a configured
     destination (router.moving). Tables by default, `--json` for scripts."""
-    from router import list_view
+    from router import list_view, operator_log
 
     name = args.destination
     layout = _layout_or_exit(settings)
@@ -528,9 +557,13 @@ def _dead(settings: Settings, args: argparse.Namespace) -> int:
             keys = args.key or list(await queue.blocked_keys())
             done = sum([await queue.unblock(k) for k in keys])
             print(f"unblocked {done} key(s) of {name}")
+            scope = operator_log.keys_scope(args.key, "all blocked keys")
+            await _record(queue, "unblock", name, f"{done} unblocked", scope)
         elif args.action == "purge":
             purged = await queue.purge_dead(args.count)
             print(f"purged {purged} dead letter(s) of {name}")
+            scope = operator_log.count_scope(args.count, "dead letters")
+            await _record(queue, "purge", name, f"{purged} purged", scope)
         elif args.action == "list":
             letters = [d for _, d in await queue.dead_letters(0, args.count)]
             if args.json:
@@ -555,6 +588,8 @@ def _dead(settings: Settings, args: argparse.Namespace) -> int:
         else:
             replayed = await queue.replay_oldest(args.count)
             print(f"replayed {replayed} message(s) to {name}")
+            scope = operator_log.count_scope(args.count, "dead letters")
+            await _record(queue, "replay", name, f"{replayed} replayed", scope)
         return 0
 
     return _on_queues(settings, "dead", name, act, orphans=True)
@@ -578,7 +613,7 @@ def _into_ok(layout: dict[str, int], command: str, name: str, into: str) -> bool
 async def _replay_into(
     queue: DestinationQueues, layout: dict[str, int], name: str, into: str, count: int | None
 ) -> int:
-    from router import moving
+    from router import moving, operator_log
     from router.queue import DestinationQueues
 
     first = queue.shards[0]
@@ -589,6 +624,8 @@ async def _replay_into(
         print(f"router dead: {exc}", file=sys.stderr)
         return 2
     print(f"replayed {moved} dead letter(s) of {name} into {into}")
+    scope = operator_log.count_scope(count, "dead letters")
+    await _record(queue, "replay", name, f"{moved} replayed into {into}", scope)
     return 0
 
 
@@ -627,12 +664,15 @@ def _orphan(settings: Settings, args: argparse.Namespace) -> int:
                 target = DestinationQueues(first.redis, first.scripts, args.into, layout[args.into])
                 done = await moving.move_queued(first.scripts, queue, name, target, args.into)
                 print(f"moved {done.messages} queued message(s) of {name} into {args.into}")
+                result = f"{done.messages} moved into {args.into}"
             else:
                 done = await moving.purge_queued(first.scripts, queue)
                 print(f"purged {done.messages} queued message(s) of {name}")
+                result = f"{done.messages} purged"
         except moving.MoveRefused as exc:
             print(f"router orphan: {exc}", file=sys.stderr)
             return 2
+        await _record(queue, args.action, name, result, "queued")
         if done.in_flight:
             print(
                 f"router orphan: {len(done.in_flight)} key(s) of {name} are being delivered by "
@@ -649,7 +689,7 @@ def _orphan(settings: Settings, args: argparse.Namespace) -> int:
 def _unroutable(settings: Settings, args: argparse.Namespace) -> int:
     """`router unroutable list|replay|purge ROUTE [--count N]`: the items of
     requests answered 200 that the route could not route (router.unroutable)."""
-    from router import list_view
+    from router import list_view, operator_log
     from router.config import route_key
     from router.ingest import IngestRoute, replay_unroutable
     from router.unroutable import UnroutableStore
@@ -686,7 +726,9 @@ def _unroutable(settings: Settings, args: argparse.Namespace) -> int:
                     len(items),
                 )
         elif args.action == "purge":
-            print(f"purged {await store.purge(args.count)} unroutable item(s) of {route}")
+            purged = await store.purge(args.count)
+            print(f"purged {purged} unroutable item(s) of {route}")
+            await _record_route(redis, "purge", f"{purged} purged")
         else:
             assert ingest is not None
             done = await replay_unroutable(ingest, scripts, args.count)
@@ -694,7 +736,16 @@ def _unroutable(settings: Settings, args: argparse.Namespace) -> int:
                 f"replayed {done.replayed} unroutable item(s) of {route}; "
                 f"{done.still} still not routable (kept)"
             )
+            result = f"{done.replayed} replayed, {done.still} kept"
+            await _record_route(redis, "replay", result)
         return 0
+
+    async def _record_route(redis: Any, action: str, result: str) -> None:
+        scope = operator_log.count_scope(args.count, "unroutable items")
+        done = operator_log.OperatorAction(
+            f"unroutable {action}", route, result, operator_log.cli_source(), scope
+        )
+        await operator_log.record(redis, done)
 
     return _on_redis(settings, "unroutable", act)
 

@@ -257,3 +257,11 @@ def unroutable_routes_key() -> str:
     """Set: the path of every route that ever kept an unroutable item: what
     `router status` and the dashboard list (a route since removed included)."""
     return f"{PREFIX}:unroutable-routes"
+
+
+def operator_log_key() -> str:
+    """Stream: every operator action (retry, pause, replay, ...) from the
+    CLI, the admin API or the dashboard, capped at about 10,000 entries;
+    the server processes log each once, through one consumer group
+    (router.operator_log)."""
+    return f"{PREFIX}:operator"

@@ -62,7 +62,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from router import registry, shard_layout
+from router import registry, shard_layout, start_log
 from router.config import Config, ConfigError, read_routes_file, route_key
 from router.failures import one_line
 from router.loading import load
@@ -188,6 +188,11 @@ def _read(path: str) -> bytes | None:
 
 def _digest(content: bytes | None) -> bytes:
     return b"unreadable" if content is None else hashlib.sha256(content).digest()
+
+
+def _added_or_changed(old: Config, new: Config) -> list[str]:
+    """The destinations a reload adds or changes (as _changes says)."""
+    return [n for n, d in new.destinations.items() if old.destinations.get(n) != d]
 
 
 def _changes(old: Config, new: Config) -> str:
@@ -435,6 +440,8 @@ class Reloader:
         self.reloads += 1
         self.last_error = None
         log.info("%s: reloaded %s: %s", reason, self.file, _changes(old, new))
+        for line in start_log.destination_lines(new, _added_or_changed(old, new)):
+            log.info("%s: %s", reason, line)  # as at start (router.start_log)
         for name, dest in new.destinations.items():
             before = old.destinations.get(name)
             if before is not None and before.settings.ordering_key != dest.settings.ordering_key:

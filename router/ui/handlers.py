@@ -24,7 +24,7 @@ from litestar.response import Redirect, Template
 from litestar.static_files import create_static_files_router
 from redis.exceptions import RedisError
 
-from router import envelope, paging, unroutable
+from router import envelope, operator_log, paging, unroutable
 from router.auth import BearerToken, client_of
 from router.auth_throttle import TooManyWrongTokens
 from router.errors import ApiError, redis_cause
@@ -75,6 +75,7 @@ DONE = {
     "purged": "Purged {n} dead letter(s).",
     "unblocked": "Unblocked: the key's head message is attempted again.",
     "not-blocked": "That key is no longer blocked.",
+    "retried": "Retrying now: {n} waiting key(s) made due; the destination is marked up.",
 }
 
 
@@ -177,7 +178,7 @@ def ui_router(state: RouterState, history: History) -> Router:
         return {"s": s, "rate": history.rate(s.name, s), "age": age(s.oldest_age_seconds)}
 
     @get("/", name="ui:overview")
-    async def overview(done: FromQuery[str | None] = None) -> Response[Any]:
+    async def overview(done: FromQuery[str | None] = None, n: FromQuery[int] = 0) -> Response[Any]:
         current = await figures(fresh=done is not None)
         now = time.time()
         names = [s.name for s in current]
@@ -196,7 +197,7 @@ def ui_router(state: RouterState, history: History) -> Router:
                 "charts": charts,
                 "as_of": _clock(now),
                 "refresh": REFRESH_SECONDS,
-                "done": DONE.get(done or "", "").format(n=0) or None,
+                "done": DONE.get(done or "", "").format(n=n) or None,
             },
         )
 
@@ -287,6 +288,16 @@ def ui_router(state: RouterState, history: History) -> Router:
         page = "/ui" if overview else f"/ui/destinations/{_quote(name)}"
         return Redirect(f"{page}?{query}", status_code=303)
 
+    async def recorded(
+        request: Request[Any, Any, Any], action: str, name: str, result: str, scope: str = ""
+    ) -> None:
+        """Record an action taken on the page (router.operator_log)."""
+        redis, _ = state.require_redis()
+        source = operator_log.client_source("ui", request.client and request.client.host)
+        await operator_log.record(
+            redis, operator_log.OperatorAction(action, name, result, source, scope)
+        )
+
     async def configured(name: str) -> DestinationQueues:
         """Queues a delivery action may touch: a destination of routes.yaml
         (an orphan has nobody to deliver to; it can only be purged)."""
@@ -298,24 +309,31 @@ def ui_router(state: RouterState, history: History) -> Router:
     @post("/destinations/{name:str}/pause", status_code=303)
     async def pause(request: Request[Any, Any, Any], name: FromPath[str]) -> Response[Any]:
         await (await configured(name)).set_paused(True)
+        await recorded(request, "pause", name, "paused")
         return back(name, "paused", overview=(await request.form()).get("back") == "overview")
 
     @post("/destinations/{name:str}/resume", status_code=303)
     async def resume(request: Request[Any, Any, Any], name: FromPath[str]) -> Response[Any]:
         await (await configured(name)).set_paused(False)
+        await recorded(request, "resume", name, "resumed")
         return back(name, "resumed", overview=(await request.form()).get("back") == "overview")
 
     @post("/destinations/{name:str}/dead/replay", status_code=303)
     async def replay(request: Request[Any, Any, Any], name: FromPath[str]) -> Response[Any]:
         count = _count(await request.form())
         replayed = await (await configured(name)).replay_oldest(count)
+        scope = operator_log.count_scope(count, "dead letters")
+        await recorded(request, "replay", name, f"{replayed} replayed", scope)
         return back(name, "replayed", replayed)
 
     @post("/destinations/{name:str}/dead/purge", status_code=303)
     async def purge(request: Request[Any, Any, Any], name: FromPath[str]) -> Response[Any]:
         count = _count(await request.form())
         _, queues = await find(name)
-        return back(name, "purged", await queues.purge_dead(count))
+        purged = await queues.purge_dead(count)
+        scope = operator_log.count_scope(count, "dead letters")
+        await recorded(request, "purge", name, f"{purged} purged", scope)
+        return back(name, "purged", purged)
 
     @post("/destinations/{name:str}/blocked/unblock", status_code=303)
     async def unblock(request: Request[Any, Any, Any], name: FromPath[str]) -> Response[Any]:
@@ -323,7 +341,19 @@ def ui_router(state: RouterState, history: History) -> Router:
         if not isinstance(key, str):
             raise ApiError(400, "The form names no key.")
         unblocked = await (await configured(name)).unblock(key)
+        if unblocked:
+            scope = operator_log.keys_scope([key], "")
+            await recorded(request, "unblock", name, "1 unblocked", scope)
         return back(name, "unblocked" if unblocked else "not-blocked")
+
+    @post("/destinations/{name:str}/retry", status_code=303)
+    async def retry(request: Request[Any, Any, Any], name: FromPath[str]) -> Response[Any]:
+        """`router retry DEST`: a destination down (its circuit breaker) or
+        held by a Retry-After is marked up, and every waiting key made due."""
+        resumed = await (await configured(name)).retry_now(None)
+        await recorded(request, "retry", name, f"{resumed} resumed", "all waiting keys")
+        overview = (await request.form()).get("back") == "overview"
+        return back(name, "retried", resumed, overview=overview)
 
     handlers: list[Any] = [
         login_form,
@@ -336,6 +366,7 @@ def ui_router(state: RouterState, history: History) -> Router:
         replay,
         purge,
         unblock,
+        retry,
         create_static_files_router(
             path="/static", directories=[STATIC], opt={"public": True}, name="ui:static"
         ),

@@ -9,8 +9,10 @@ import time
 
 from playwright.sync_api import Dialog, Page
 
+from router.keys import DestinationKeys, operator_log_key
 from tests.browser.conftest import Dashboard
 from tests.browser.scene import DESTINATIONS, TOKEN, Scene
+from tests.support.bot import Answer
 from tests.support.servers import wait_until
 
 FIGURES = ("messages", "ready", "in_flight", "delayed", "blocked", "dead")
@@ -265,3 +267,40 @@ def test_a_form_from_another_site_is_refused(dashboard: Dashboard, scene: Scene)
     )
     assert answer.status == 403
     assert not scene.paused("chatbot")
+
+
+def test_retry_now_on_a_held_destination_delivers_at_once_and_is_logged(
+    dashboard: Dashboard, scene: Scene
+) -> None:
+    """A destination held by a Retry-After of 5 minutes: the overview's
+    "Retry now" does what `router retry DEST` does, and the action is
+    recorded for the servers' log (router.operator_log)."""
+    holding = {"on": True}
+    scene.bot.decide = lambda m, n: (
+        Answer(503, "busy", headers={"Retry-After": "300"}) if holding["on"] else Answer()
+    )
+    scene.post("chatbot", "k1", "held-1")
+    health = DestinationKeys("chatbot").health
+    wait_until(lambda: scene.redis.hexists(health, "hold_until"), what="the destination held")
+    scene.post("chatbot", "k2", "held-2")  # waits out the hold, never attempted
+    holding["on"] = False
+    page = dashboard.page
+    dashboard.login()
+    row = page.locator('tr[data-destination="chatbot"]')
+    wait_until(  # the figures may be a second old
+        lambda: page.reload() is not None and row.locator(".badge.held").count() == 1,
+        what="the page to show the destination held",
+    )
+    assert page.locator('tr[data-destination="alerts"] button[data-action="retry"]').count() == 0
+    with page.expect_navigation():
+        row.locator('button[data-action="retry"]').click()
+    assert page.locator(".flash").inner_text().startswith("Retrying now: 2 waiting key(s)")
+    wait_until(
+        lambda: sorted(scene.bot.acked_messages()) == ["held-1", "held-2"],
+        what="both messages delivered without waiting out the hold",
+    )
+    assert not scene.redis.exists(health)
+    assert page.locator('tr[data-destination="chatbot"] button[data-action="retry"]').count() == 0
+    (entry,) = [f for _, f in scene.redis.xrange(operator_log_key())]
+    assert entry[b"action"] == b"retry" and entry[b"subject"] == b"chatbot"
+    assert entry[b"source"] == b"ui 127.0.0.1" and entry[b"result"] == b"2 resumed"
