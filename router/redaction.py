@@ -216,7 +216,11 @@ def shown_url(url: str) -> str:
 
 def shown_redis_url(url: str) -> str:
     """A Redis URL without its password, in the user part or in the query
-    (`unix:///run/redis.sock?password=...`, as redis-py takes it)."""
+    (`unix:///run/redis.sock?password=...`, as redis-py takes it). Text that
+    is no URL (no `scheme://`) is shown as written, a `user:password@`
+    in it starred."""
+    if "://" not in url:
+        return re.sub(r"^([^:/?#@]*:)[^/?#@]*@", rf"\1{MASK}@", url)
     parts = urlsplit(url)
     netloc = parts.netloc
     user, at, host = netloc.rpartition("@")

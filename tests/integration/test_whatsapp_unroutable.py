@@ -137,7 +137,9 @@ def test_a_malformed_item_is_kept_shown_listed_and_purged(
         assert shown.returncode == 0, shown.stderr
         row = next(line for line in shown.stdout.splitlines() if PATH in line)
         assert row.split()[-2:] == ["2", "0"]
-        cli_list = run_cli("--routes", str(file), "unroutable", "list", PATH, REDIS_URL=clean_redis)
+        cli_list = run_cli(
+            "--routes", str(file), "unroutable", "list", PATH, "--json", REDIS_URL=clean_redis
+        )
         assert [json.loads(line)["reason"] for line in cli_list.stdout.splitlines()] == [
             "message.from",
             "status.id",
