@@ -9,6 +9,11 @@ Without REDIS_URL the session starts the embedded valkey-server (the same
 binary `router serve` uses) on a free port. With REDIS_URL set, the suite
 runs against that server instead (e.g. the machine's Redis 7); its selected
 database is flushed before every test, so point it at a scratch database.
+
+The suite runs in parallel (pytest-xdist, `make test`): a session is one
+worker, so each worker starts its own embedded server and Redis Cluster;
+with REDIS_URL, worker N uses the URL's database + N (tests/support/workers.py),
+so no worker flushes another's data.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from tests.support.bot import Bot, serving_bot
 from tests.support.cluster import Cluster
 from tests.support.routes import STORE, write_routes
 from tests.support.servers import ServerThread, serve, wait_until
+from tests.support.workers import database_for_worker
 
 
 @pytest.fixture(scope="session")
@@ -40,7 +46,7 @@ def anyio_backend() -> str:
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     url = os.environ.get("REDIS_URL")
     if url:
-        yield url
+        yield database_for_worker(url)
         return
     server = EmbeddedRedis(tmp_path_factory.mktemp("valkey"), appendfsync="everysec")
     server.start()
