@@ -28,7 +28,7 @@ lint: $(STAMP)
 PYTEST_WORKERS ?= 4
 
 test: lint
-	$(VENV)/bin/pytest -q -m "not faults" -n $(PYTEST_WORKERS)
+	$(VENV)/bin/pytest -q -m "not faults" -n $(PYTEST_WORKERS) --dist worksteal
 
 # The slow fault-injection suite (crashes, Redis outage, flapping bot, ...).
 faults: $(STAMP)
