@@ -626,8 +626,6 @@ def scan_leftovers(lab: Lab) -> tuple[Counter[str], list[str]]:
                 problems.append(f"{name} has no TTL")
         elif name == destinations_key():
             pass  # the registry of destination names (router.registry): one small set
-        elif kind == "recovered":
-            pass  # when the breaker last closed (router.keys): one timestamp per destination
         elif kind == "wake":
             if client.llen(name) > 1:
                 problems.append(f"{name} holds {client.llen(name)} nudges")
