@@ -9,6 +9,11 @@ Without REDIS_URL the session starts the embedded valkey-server (the same
 binary `router serve` uses) on a free port. With REDIS_URL set, the suite
 runs against that server instead (e.g. the machine's Redis 7); its selected
 database is flushed before every test, so point it at a scratch database.
+
+The suite runs in parallel (pytest-xdist, `make test`): a session is one
+worker, so each worker starts its own embedded server and Redis Cluster;
+with REDIS_URL, worker N uses the URL's database + N (tests/support/workers.py),
+so no worker flushes another's data.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from tests.support.bot import Bot, serving_bot
 from tests.support.cluster import Cluster
 from tests.support.routes import STORE, write_routes
 from tests.support.servers import ServerThread, serve, wait_until
+from tests.support.workers import database_for_worker
 
 
 @pytest.fixture(scope="session")
@@ -40,7 +46,7 @@ def anyio_backend() -> str:
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     url = os.environ.get("REDIS_URL")
     if url:
-        yield url
+        yield database_for_worker(url)
         return
     server = EmbeddedRedis(tmp_path_factory.mktemp("valkey"), appendfsync="everysec")
     server.start()
@@ -155,10 +161,25 @@ def start_router(clean_redis: str, tmp_path: Path) -> Iterator[Callable[..., Run
         r.stop()
 
 
+# The slowest directories first (seconds per test: faults ~10, process ~6,
+# browser ~4, integration ~1.3, unit ~0.01): parallel workers then end
+# together on short tests instead of one still running a long one.
+SLOW_FIRST = ("faults", "process", "browser", "integration")
+
+
+def _slowness(item: pytest.Item) -> int:
+    parts = item.nodeid.split("/")
+    folder = parts[1] if len(parts) > 2 and parts[0] == "tests" else ""
+    return SLOW_FIRST.index(folder) if folder in SLOW_FIRST else len(SLOW_FIRST)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Run every `async def` test under anyio's asyncio backend."""
+    """Run every `async def` test under anyio's asyncio backend; the slow
+    directories first (a stable sort: the same order in every worker, as
+    xdist requires, and each file's tests in their order)."""
     import inspect
 
     for item in items:
         if isinstance(item, pytest.Function) and inspect.iscoroutinefunction(item.obj):
             item.add_marker(pytest.mark.anyio)
+    items.sort(key=_slowness)

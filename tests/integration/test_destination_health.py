@@ -149,12 +149,14 @@ def test_a_retry_after_holds_the_whole_destination(start_router, bot: Bot, redis
     worker = start_router(bot.url, max_in_flight=1)
     wait_until(lambda: len(bot.received) == 1, what="the first attempt")
     refused_at = bot.received[0].at
-    for i in range(5):
-        for k in "bcd":
-            assert router.post({"mensaje": f"{k}-{i}", "wa_id": k}).status_code == 200
+    # Looked at before posting more: the hold lasts 4 s, which posting on a
+    # loaded machine can outlast.
     wait_until(lambda: b"hold_until" in _health(redis), what="the hold")
     status = httpx.get(worker.url + "/metrics").text
     assert 'router_destination_state{destination="chatbot"} 2.0' in status
+    for i in range(5):
+        for k in "bcd":
+            assert router.post({"mensaje": f"{k}-{i}", "wa_id": k}).status_code == 200
     wait_until(lambda: len(bot.acknowledged()) == 16, timeout=20, what="every message")
     # The destination asked for 4 s: the next request came no sooner.
     assert bot.received[1].at - refused_at >= 3.9
