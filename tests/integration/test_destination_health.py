@@ -554,6 +554,7 @@ def test_a_bots_4xx_is_the_messages_fault_and_never_opens_it(
     wait_until(lambda: _health(redis).get(b"state") == b"down", what="a counted 422 to open it")
 
 
+@pytest.mark.serial
 def test_poison_conversations_posted_together_do_not_stop_the_others(
     start_router, bot: Bot, redis: Redis, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -590,6 +591,7 @@ def test_poison_conversations_posted_together_do_not_stop_the_others(
     assert len(downs) <= 2, [r.getMessage() for r in caplog.records]
 
 
+@pytest.mark.serial
 async def test_failing_conversations_count_again_while_others_fail(clean_redis: str) -> None:
     """An outage that reaches conversations slowly still opens it: a
     conversation that failed before counts again while others are failing

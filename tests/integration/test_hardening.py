@@ -79,6 +79,7 @@ async def test_a_key_in_ready_twice_is_never_leased_twice(clean_redis: str) -> N
 # With batching, how many calls were still queued (certain) or already taken
 # (unknown) when the deadline passed depends on timing: what is asserted
 # there is only that every "no" is true.
+@pytest.mark.serial
 @pytest.mark.parametrize("batching", [False, True], ids=["alone", "batched"])
 def test_a_frozen_redis_gets_503_within_the_deadline_and_says_what_is_certain(
     own_redis: EmbeddedRedis, tmp_path: Path, batching: bool
