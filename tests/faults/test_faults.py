@@ -793,6 +793,7 @@ async def _fill(url: str, n_keys: int, per_key: int, dedup: bool) -> tuple[int, 
         await client.aclose()
 
 
+@pytest.mark.serial  # used_memory moves with the allocator's timing under load
 @pytest.mark.parametrize("size", SIZES)
 def test_memory_per_queued_message(lab: Lab, record: Recorder, size: str) -> None:
     """Redis memory per queued message, measured (not extrapolated): messages
