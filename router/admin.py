@@ -48,10 +48,8 @@ def admin_handlers(state: RouterState) -> list[HTTPRouteHandler]:
     ) -> None:
         """Record an action taken through the API (router.operator_log)."""
         redis, _ = state.require_redis()
-        source = operator_log.client_source("admin", request.client and request.client.host)
-        await operator_log.record(
-            redis, operator_log.OperatorAction(action, subject, result, source, scope)
-        )
+        host = request.client and request.client.host
+        await operator_log.record_request(redis, "admin", host, action, subject, result, scope)
 
     def queue(name: str) -> DestinationQueues:
         destination = state.config.destinations.get(name)

@@ -109,6 +109,21 @@ def client_source(kind: str, client_host: str | None) -> str:
     return f"{kind} {client_host or 'unknown'}"
 
 
+async def record_request(
+    redis: Redis,
+    kind: str,
+    client_host: str | None,
+    action: str,
+    subject: str,
+    result: str,
+    scope: str = "",
+) -> bool:
+    """Record an action taken over HTTP (`kind`: admin, ui) by the client
+    at `client_host`."""
+    source = client_source(kind, client_host)
+    return await record(redis, OperatorAction(action, subject, result, source, scope))
+
+
 async def record(redis: Redis, action: OperatorAction) -> bool:
     """Add `action` to the stream (after it took effect); False, with a
     warning, when Redis refused: the action is done all the same, and this

@@ -293,10 +293,8 @@ def ui_router(state: RouterState, history: History) -> Router:
     ) -> None:
         """Record an action taken on the page (router.operator_log)."""
         redis, _ = state.require_redis()
-        source = operator_log.client_source("ui", request.client and request.client.host)
-        await operator_log.record(
-            redis, operator_log.OperatorAction(action, name, result, source, scope)
-        )
+        host = request.client and request.client.host
+        await operator_log.record_request(redis, "ui", host, action, name, result, scope)
 
     async def configured(name: str) -> DestinationQueues:
         """Queues a delivery action may touch: a destination of routes.yaml

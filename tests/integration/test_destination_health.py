@@ -370,6 +370,25 @@ async def _store(redis: Any, key: str, arrival: int | None = None) -> None:
     await redis.rpush(KEYS.ready, key)
 
 
+async def _attempt(redis: Any, queue: Any, breaker: Any, key: str, ok: bool) -> str:
+    """One attempt at `key`'s head, claimed alone (its lane filled or put
+    in line first): acknowledged ("ok"), or failed with a long backoff and
+    the event fail.lua reports."""
+    from router.queue import Outcome
+
+    await redis.zrem(KEYS.delayed, key)
+    if await redis.llen(KEYS.lane(key)) == 0:
+        await _store(redis, key)
+    else:
+        await redis.rpush(KEYS.ready, key)
+    [claim] = (await queue.claim(f"t-{key}-{time.time()}", 1, 30_000, 16, True)).claims
+    assert claim.key == key
+    if ok:
+        await queue.ack(claim, claim.head, 30_000, keep=False)
+        return "ok"
+    return str((await queue.fail(claim, 60_000, "HTTP 500", Outcome.RETRY, True, breaker)).event)
+
+
 async def test_a_conversation_counts_once_until_it_succeeds(clean_redis: str) -> None:
     """Two conversations that always fail, failing again after another's
     success, never count a second time: with failing_keys 3 they and one
@@ -383,17 +402,7 @@ async def test_a_conversation_counts_once_until_it_succeeds(clean_redis: str) ->
         breaker = Breaker(failing_keys=3, window_ms=60_000, probe_ms=100, probe_max_ms=150)
 
         async def attempt(key: str, ok: bool) -> str:
-            await redis.zrem(KEYS.delayed, key)
-            if await redis.llen(KEYS.lane(key)) == 0:
-                await _store(redis, key)
-            else:
-                await redis.rpush(KEYS.ready, key)
-            [claim] = (await queue.claim(f"t-{key}-{time.time()}", 1, 30_000, 16, True)).claims
-            assert claim.key == key
-            if ok:
-                await queue.ack(claim, claim.head, 30_000, keep=False)
-                return "ok"
-            return (await queue.fail(claim, 60_000, "HTTP 500", Outcome.RETRY, True, breaker)).event
+            return await _attempt(redis, queue, breaker, key, ok)
 
         assert await attempt("poison-1", ok=False) == ""
         assert await attempt("poison-2", ok=False) == ""
@@ -597,7 +606,7 @@ async def test_failing_conversations_count_again_while_others_fail(clean_redis: 
     conversation that failed before counts again while others are failing
     (before: once only, so one new failure per window/failing_keys never
     opened it). It never starts a run alone."""
-    from router.queue import Breaker, Outcome
+    from router.queue import Breaker
 
     redis = connect(clean_redis)
     try:
@@ -605,14 +614,7 @@ async def test_failing_conversations_count_again_while_others_fail(clean_redis: 
         breaker = Breaker(failing_keys=3, window_ms=2_000, probe_ms=100, probe_max_ms=150)
 
         async def attempt(key: str) -> str:
-            await redis.zrem(KEYS.delayed, key)
-            if await redis.llen(KEYS.lane(key)) == 0:
-                await _store(redis, key)
-            else:
-                await redis.rpush(KEYS.ready, key)
-            [claim] = (await queue.claim(f"t-{key}-{time.time()}", 1, 30_000, 16, True)).claims
-            assert claim.key == key
-            return (await queue.fail(claim, 60_000, "HTTP 500", Outcome.RETRY, True, breaker)).event
+            return await _attempt(redis, queue, breaker, key, ok=False)
 
         assert await attempt("k1") == ""
         assert await attempt("k1") == ""  # alone: no run of failures starts

@@ -6,12 +6,8 @@ Dockerfile's image, and the Valkey configs in deploy/ (docs/deployment.md)."""
 
 from __future__ import annotations
 
-import atexit
 import re
 import shlex
-import shutil
-import subprocess
-import tempfile
 from collections.abc import Iterator, Mapping
 from ipaddress import ip_address, ip_network
 from pathlib import Path, PurePosixPath
@@ -25,7 +21,7 @@ from router import cli
 from router.loading import load
 from router.settings import Settings, documented_variables
 from tests.support import ROOT
-from tests.support.routes import shipped_routes
+from tests.support.routes import committed, shipped_routes
 from tests.unit.test_dockerfile import image_env
 
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -266,27 +262,6 @@ def routes_source(svc: dict[str, Any]) -> Path:
     if source.resolve() == (ROOT / "routes.yaml").resolve():
         return shipped_routes()  # as shipped, not as an operator may have edited it
     return committed(source)
-
-
-def committed(path: Path) -> Path:
-    """A file of the checkout as committed, not as an operator may have
-    edited it (the compose stack's routes.yaml is theirs to edit); the
-    working tree's file outside a git checkout or before its first commit."""
-    relative = path.resolve().relative_to(ROOT)
-    try:
-        text = subprocess.run(
-            ["git", "-C", str(ROOT), "show", f"HEAD:{relative.as_posix()}"],
-            capture_output=True,
-            check=True,
-            text=True,
-            timeout=30,
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return path
-    copy = Path(tempfile.mkdtemp(prefix="router-tests-committed-")) / path.name
-    atexit.register(shutil.rmtree, copy.parent, True)
-    copy.write_text(text)
-    return copy
 
 
 def referenced_variables(text: str) -> dict[str, bool]:

@@ -77,28 +77,35 @@ def write_yaml(directory: Path, text: str, name: str = "routes.yaml") -> Path:
     return path
 
 
-@functools.cache
-def shipped_routes() -> Path:
-    """The routes.yaml this repository ships, as committed: what the tests
-    about the shipped file read, and the config of router processes that
-    name none. Operators edit (or remove) the working tree's copy, as the
-    README tells them to; the tests must not depend on it. Outside a git
-    checkout (a source archive), the working tree's file."""
+def committed(path: Path) -> Path:
+    """A file of the checkout as committed, not as an operator may have
+    edited it (routes.yaml and the compose stack's are theirs to edit): a
+    temporary copy of HEAD's; the working tree's file outside a git
+    checkout or before its first commit."""
+    relative = path.resolve().relative_to(ROOT)
     try:
         text = subprocess.run(
-            ["git", "-C", str(ROOT), "show", "HEAD:routes.yaml"],
+            ["git", "-C", str(ROOT), "show", f"HEAD:{relative.as_posix()}"],
             capture_output=True,
             check=True,
             text=True,
             timeout=30,
         ).stdout
     except (OSError, subprocess.SubprocessError):
-        path = ROOT / "routes.yaml"
-        if not path.is_file():
-            pytest.skip("no shipped routes.yaml: not a git checkout, and the file was removed")
         return path
-    directory = Path(tempfile.mkdtemp(prefix="router-tests-shipped-"))
-    atexit.register(shutil.rmtree, directory, True)
-    path = directory / "routes.yaml"
-    path.write_text(text)
+    copy = Path(tempfile.mkdtemp(prefix="router-tests-committed-")) / path.name
+    atexit.register(shutil.rmtree, copy.parent, True)
+    copy.write_text(text)
+    return copy
+
+
+@functools.cache
+def shipped_routes() -> Path:
+    """The routes.yaml this repository ships, as committed: what the tests
+    about the shipped file read, and the config of router processes that
+    name none. Operators edit (or remove) the working tree's copy, as the
+    README tells them to; the tests must not depend on it."""
+    path = committed(ROOT / "routes.yaml")
+    if not path.is_file():
+        pytest.skip("no shipped routes.yaml: not a git checkout, and the file was removed")
     return path
