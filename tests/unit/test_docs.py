@@ -1,0 +1,127 @@
+"""Claims of README.md and docs/ checked against the code: the commands and
+flags the README's table names, the body docs/whatsapp.md says the bot
+receives, the variables its "Trying it" needs, log lines the docs quote.
+(Settings: tests/unit/test_settings.py; metric names:
+tests/integration/test_metrics.py; the plugin example: test_readme.py.)"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shlex
+
+import pytest
+from router_whatsapp import WhatsAppOptions, parse
+
+from router.cli import build_parser
+from router.ingest import decode_object
+from router.ingest_formats import FormatRequest
+from tests.support import ROOT
+
+README = ROOT / "README.md"
+WHATSAPP = ROOT / "docs" / "whatsapp.md"
+
+# What a placeholder of the table stands for in a command line that parses.
+PLACEHOLDERS = {
+    "DEST": "chatbot",
+    "KEY": "442",
+    "OTHER": "other",
+    "ROUTE": "/webhooks/whatsapp",
+    "N": "5",
+    "S": "0.5",
+}
+
+
+def _section(text: str, start: str, end: str) -> str:
+    return text[text.index(start) : text.index(end, text.index(start))]
+
+
+def _command_rows() -> list[tuple[list[str], str]]:
+    """Each row of the README's command table: its command lines (the
+    `router …` in backticks of the first column) and its description."""
+    table = _section(README.read_text(), "| command | what it runs |", "\n\n")
+    rows = []
+    for row in table.splitlines()[2:]:
+        _, command, what, _ = row.split("|")
+        lines = re.findall(r"`([^`]+)`", command)
+        # `router dead blocked DEST` / `dead unblock DEST`: the second
+        # command of a row may leave out the `router`.
+        rows.append(([line.removeprefix("router ") for line in lines], what))
+    return rows
+
+
+def _argv(line: str) -> list[str]:
+    """`status [DEST] [--watch [S]] [--json]` as arguments that must parse."""
+    line = line.replace("…", "").replace("[", " ").replace("]", " ")
+    return [PLACEHOLDERS.get(word, word) for word in shlex.split(line)]
+
+
+@pytest.mark.parametrize("row", _command_rows(), ids=lambda row: row[0][0])
+def test_every_command_and_flag_of_the_readme_table_exists(row: tuple[list[str], str]) -> None:
+    lines, what = row
+    parser = build_parser()
+    for line in lines:
+        argv = _argv(line)
+        try:
+            parser.parse_args(argv)
+        except SystemExit:
+            pytest.fail(f"`router {line}` of the README does not parse as {argv}")
+    # Flags named in the description (`--burst delivers ...`) are its own.
+    command = _subcommands()[lines[0].split()[0]]
+    for flag in re.findall(r"`(--[a-z-]+)", what):
+        assert flag in command._option_string_actions, f"`router {lines[0]}`: no {flag}"
+
+
+def _subcommands() -> dict[str, argparse.ArgumentParser]:
+    (sub,) = [a for a in build_parser()._actions if a.dest == "command"]
+    assert isinstance(sub.choices, dict)
+    return sub.choices
+
+
+def test_every_command_is_in_the_readme_table() -> None:
+    documented = {lines[0].split()[0] for lines, _ in _command_rows()}
+    documented |= {line.split()[0] for lines, _ in _command_rows() for line in lines}
+    assert set(_subcommands()) == documented
+
+
+def _whatsapp_trying_it() -> str:
+    text = WHATSAPP.read_text()
+    (block,) = re.findall(r"```sh\n(.*?)```", text[text.index("## Trying it") :], re.DOTALL)
+    return block
+
+
+def test_the_whatsapp_trying_it_sets_every_variable_its_routes_yaml_names() -> None:
+    """Following "Trying it" starts the router: each `${VAR}` of the
+    routes.yaml it says to save is exported first."""
+    text = WHATSAPP.read_text()
+    routes_yaml = re.findall(r"```yaml\n(.*?)```", text, re.DOTALL)[0]
+    needed = set(re.findall(r"\$\{([A-Z_][A-Z0-9_]*)\}", routes_yaml))
+    exported = {
+        name
+        for line in _whatsapp_trying_it().splitlines()
+        if line.startswith("export ")
+        for name in re.findall(r"([A-Z_][A-Z0-9_]*)=", line)
+    }
+    assert needed == {"WHATSAPP_VERIFY_TOKEN", "WHATSAPP_APP_SECRET", "BOT_URL", "RECEIPTS_URL"}
+    assert needed <= exported, f"not set by Trying it: {sorted(needed - exported)}"
+
+
+def test_the_body_whatsapp_md_shows_is_the_one_the_bot_receives() -> None:
+    """The body shown under "What the bot receives" is, byte for byte, what
+    the plugin stores for the webhook of "Trying it" (and the chatbot
+    plugin POSTs stored bodies as they are)."""
+    webhook = re.search(r"^body='(.*)'$", _whatsapp_trying_it(), re.MULTILINE)
+    assert webhook is not None
+    options = WhatsAppOptions(verify_token="t", app_secret="s", statuses="receipts")
+    request = FormatRequest(
+        body=webhook.group(1).encode(),
+        headers={},
+        options=options,
+        decode=lambda body: decode_object(body, 1 << 20, 64, None),
+    )
+    (message,) = parse(request)
+    section = _section(WHATSAPP.read_text(), "## What the bot receives", "\nStatuses ")
+    (shown,) = re.findall(r"```json\n(.*?)\n\s*```", section, re.DOTALL)
+    assert message.body == shown.strip().encode()
+    assert json.loads(shown)["mensaje"] == "Hola!"
