@@ -488,6 +488,9 @@ class _Loader:
         problem = " ".join(str(getattr(exc, "problem", None) or exc).splitlines())
         opener = next((o for c, o in _UNCLOSED_OPENERS if context.startswith(c)), None)
         if opener and context_mark is not None:
+            # PyYAML names a key token '?' (its YAML indicator), though the
+            # file has none: a `key:` is what it found.
+            problem = problem.replace("but got '?'", "but got a `key:`")
             failed = f" on line {problem_mark.line + 1}" if problem_mark else ""
             return (
                 f"{self.file}:{context_mark.line + 1}: YAML syntax error: the {opener} "

@@ -83,6 +83,12 @@ BAD: list[tuple[str, str, list[str]]] = [
         [":3: ", "YAML syntax error", "'['", "on line 4", "fix the YAML"],
     ),
     (
+        "unclosed [ of the shipped file",  # README, "routes.yaml": its example
+        "routes:\n  - path: /v1/store_message\n    destinations: [chatbot\n"
+        "    # a comment\n    fields:\n      mensaje: string\n",
+        [":3: ", "the '[' on this line is not closed", "but got a `key:` on line 5"],
+    ),
+    (
         "unclosed {",
         "destinations:\n  x: {plugin: chatbot\n  y: {plugin: chatbot}\n",
         [":2: ", "YAML syntax error", "'{'", "on line 3"],
