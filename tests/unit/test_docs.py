@@ -125,3 +125,73 @@ def test_the_body_whatsapp_md_shows_is_the_one_the_bot_receives() -> None:
     (shown,) = re.findall(r"```json\n(.*?)\n\s*```", section, re.DOTALL)
     assert message.body == shown.strip().encode()
     assert json.loads(shown)["mensaje"] == "Hola!"
+
+
+def test_every_default_in_the_environment_table_is_the_default() -> None:
+    """Setting a variable to the default the README's table gives changes
+    nothing: the table's defaults are the code's."""
+    import dataclasses
+
+    from router.settings import Settings
+
+    table = _section(README.read_text(), "| variable | default | meaning |", "\n\n")
+    fields = {f.metadata["env"]: f.name for f in dataclasses.fields(Settings)}
+    default = Settings.from_env({})
+    checked = 0
+    for row in table.splitlines()[2:]:
+        names, defaults = (re.findall(r"`([^`]+)`", cell) for cell in row.split("|")[1:3])
+        if not defaults or names == ["BOT_URL"]:  # unset; BOT_URL is the routes.yaml's
+            continue
+        assert len(names) == len(defaults), row
+        for name, value in zip(names, defaults, strict=True):
+            field = fields[name]
+            assert getattr(Settings.from_env({name: value}), field) == getattr(default, field), (
+                f"README: {name} defaults to {value!r}; the code: {getattr(default, field)!r}"
+            )
+            checked += 1
+    assert checked >= 20
+
+
+def test_every_path_of_the_project_layout_exists_and_every_module_is_in_it() -> None:
+    table = README.read_text()[README.read_text().index("## Project layout") :]
+    table = table[table.index("| path |") :].split("\n\n")[0]
+    paths = {
+        p for row in table.splitlines()[2:] for p in re.findall(r"`([^`]+)`", row.split("|")[1])
+    }
+    assert all((ROOT / p).exists() for p in paths), sorted(
+        p for p in paths if not (ROOT / p).exists()
+    )
+    modules = {f"router/{m.name}" for m in (ROOT / "router").glob("*.py")}
+    assert modules - paths <= {"router/__init__.py", "router/__main__.py"}
+
+
+# Log lines the docs quote, by a literal part of each: the part must be in
+# the docs and in the code that logs it (an f-string's fixed text).
+QUOTED_LOG_LINES = [
+    "delivery workers on",
+    "(GET verify too)",
+    "not reloaded, the running config is kept",
+    "is valid again, as the running config",
+    "orphaned destinations (",
+    "destinations changed",
+    "skipped a malformed item",
+    "stored the rest; kept it for ",
+    "(all waiting keys)",
+    "installed after it started? restart it",
+    "set after it started? restart it",
+    "cannot read the routes file: not a regular file",
+    "router: environment error: ",
+    "YAML syntax error",
+]
+
+
+def test_the_log_lines_the_docs_quote_are_logged_by_the_code() -> None:
+    docs = " ".join(
+        " ".join(p.read_text().split()) for p in [README, *(ROOT / "docs").glob("*.md")]
+    )
+    code = "".join(
+        p.read_text() for p in [*ROOT.glob("router/*.py"), *ROOT.glob("plugins/*/*/*.py")]
+    )
+    for fragment in QUOTED_LOG_LINES:
+        assert fragment in docs, f"no doc quotes {fragment!r} any more"
+        assert fragment in code, f"the docs quote {fragment!r}; no code logs it"
