@@ -7,9 +7,11 @@ tests/integration/test_metrics.py; the plugin example: test_readme.py.)"""
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import re
 import shlex
+from pathlib import Path
 
 import pytest
 from router_whatsapp import WhatsAppOptions, parse
@@ -195,3 +197,34 @@ def test_the_log_lines_the_docs_quote_are_logged_by_the_code() -> None:
     for fragment in QUOTED_LOG_LINES:
         assert fragment in docs, f"no doc quotes {fragment!r} any more"
         assert fragment in code, f"the docs quote {fragment!r}; no code logs it"
+
+
+def _complete_routes_files() -> list[tuple[str, str]]:
+    """Every routes.yaml the docs show whole (`routes:` and `destinations:`)."""
+    found = []
+    for doc in [README, *sorted((ROOT / "docs").glob("*.md"))]:
+        text = doc.read_text()
+        for match in re.finditer(r"```yaml\n(.*?)```", text, re.DOTALL):
+            block = match.group(1)
+            if re.search(r"^routes:", block, re.M) and re.search(r"^destinations:", block, re.M):
+                found.append((f"{doc.name}:{text[: match.start()].count(chr(10)) + 2}", block))
+    return found
+
+
+@pytest.mark.parametrize(("where", "block"), _complete_routes_files(), ids=lambda v: v)
+def test_every_routes_file_the_docs_show_loads(where: str, block: str, tmp_path: Path) -> None:
+    from router.loading import load
+
+    env = {}
+    for name in re.findall(r"\$\{([A-Z_][A-Z0-9_]*)", block):
+        # A URL for a URL, a Standard Webhooks secret for a signing secret.
+        env[name] = (
+            "http://127.0.0.1:9/hook"
+            if name.endswith("URL")
+            else "whsec_" + base64.b64encode(b"k" * 32).decode()
+            if "WEBHOOK_SECRET" in name
+            else "a-secret-value"
+        )
+    path = tmp_path / "routes.yaml"
+    path.write_text(block)
+    load(str(path), env=env)  # a ConfigError fails the test with its one line
