@@ -228,3 +228,20 @@ def test_every_routes_file_the_docs_show_loads(where: str, block: str, tmp_path:
     path = tmp_path / "routes.yaml"
     path.write_text(block)
     load(str(path), env=env)  # a ConfigError fails the test with its one line
+
+
+def test_the_compose_variables_table_is_what_docker_compose_yml_reads() -> None:
+    """docs/deployment.md's table: each variable with the default compose
+    gives it (`${VAR:-default}`), or `required` for a `${VAR:?...}`."""
+    compose = (ROOT / "docker-compose.yml").read_text()
+    in_compose = {name: default for name, default in re.findall(r"\$\{(\w+):-([^}]*)\}", compose)}
+    in_compose |= {name: "required" for name in re.findall(r"\$\{(\w+):\?", compose)}
+    text = (ROOT / "docs" / "deployment.md").read_text()
+    table = _section(text, "| variable | default | meaning |", "\n\n")
+    documented: dict[str, str] = {}
+    for row in table.splitlines()[2:]:
+        names, defaults = (re.findall(r"`([^`]+)`", c) for c in row.split("|")[1:3])
+        cell = row.split("|")[2].strip()
+        defaults = defaults or [{"empty": "", "required": "required"}[cell]] * len(names)
+        documented |= dict(zip(names, defaults, strict=True))
+    assert documented == in_compose
