@@ -761,7 +761,8 @@ def _positive(text: str) -> int:
     return n
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The `router` command line (the README's "Commands" table lists it)."""
     parser = argparse.ArgumentParser(prog="router", description=__doc__)
     parser.add_argument("--routes", help="routes file (default: $ROUTES_FILE or routes.yaml)")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -870,7 +871,11 @@ def main(argv: list[str] | None = None) -> int:
         p = sub.add_parser(name, help=text)
         p.add_argument("destination")
         p.set_defaults(run=_pause)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
 
     try:
         settings = Settings.from_env()

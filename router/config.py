@@ -329,6 +329,14 @@ MAX_ALIAS_EXPANSION = 10_000
 # Python stack (a traceback), and an alias inside itself nests forever.
 MAX_NESTING = 64
 
+# PyYAML contexts that mean "an opener on the context line was never
+# closed", and what to call that opener in the message.
+_UNCLOSED_OPENERS = (
+    ("while parsing a flow sequence", "'['"),
+    ("while parsing a flow mapping", "'{'"),
+    ("while scanning a quoted scalar", "quote"),
+)
+
 
 MERGE_TAG = "tag:yaml.org,2002:merge"
 
@@ -454,12 +462,7 @@ class _Loader:
                 f"{MAX_NESTING} levels; no routes.yaml needs that, write it flatter"
             ) from None
         except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f"{self.file}:{mark.line + 1}" if mark else self.file
-            problem = getattr(exc, "problem", None) or str(exc)
-            raise ConfigError(
-                f"{where}: YAML syntax error: {problem}; fix the YAML there"
-            ) from None
+            raise ConfigError(f"{self.syntax_error_place(exc)}; fix the YAML there") from None
         if node is None:
             raise ConfigError(
                 f"{self.file}: the file is empty; declare `routes:` and `destinations:`"
@@ -471,6 +474,30 @@ class _Loader:
             where = f"{self.file}:{mark.line + 1}" if mark else self.file
             problem = " ".join(str(getattr(exc, "problem", None) or exc).splitlines())
             raise ConfigError(f"{where}: YAML error: {problem}; fix the YAML there") from None
+
+    def syntax_error_place(self, exc: yaml.YAMLError) -> str:
+        """`file:line: YAML syntax error: ...` at the line where the mistake starts.
+
+        PyYAML's problem mark is where the parser gave up; for an unclosed
+        `[`, `{` or quote that is lines later (often the next key), so the
+        line named is the one holding the opener (the context mark), and
+        the line where parsing failed follows in the text."""
+        problem_mark = getattr(exc, "problem_mark", None)
+        context_mark = getattr(exc, "context_mark", None)
+        context = getattr(exc, "context", None) or ""
+        problem = " ".join(str(getattr(exc, "problem", None) or exc).splitlines())
+        opener = next((o for c, o in _UNCLOSED_OPENERS if context.startswith(c)), None)
+        if opener and context_mark is not None:
+            # PyYAML names a key token '?' (its YAML indicator), though the
+            # file has none: a `key:` is what it found.
+            problem = problem.replace("but got '?'", "but got a `key:`")
+            failed = f" on line {problem_mark.line + 1}" if problem_mark else ""
+            return (
+                f"{self.file}:{context_mark.line + 1}: YAML syntax error: the {opener} "
+                f"on this line is not closed where expected ({problem}{failed})"
+            )
+        where = f"{self.file}:{problem_mark.line + 1}" if problem_mark else self.file
+        return f"{where}: YAML syntax error: {problem}"
 
     def value(self, node: yaml.Node, path: Path, repeated: bool = False) -> Any:
         """The plain value of `node` at `path`; `repeated`: inside an alias."""

@@ -74,6 +74,30 @@ BAD: list[tuple[str, str, list[str]]] = [
         [":3: ", "YAML syntax error", "fix the YAML"],
     ),
     ("unclosed bracket", "routes: [\n  - path: /a\n", [":2: ", "YAML syntax error"]),
+    # An unclosed opener is named at ITS line, not where the parser gave up
+    # (the next key, lines later), which is where the user must look.
+    (
+        "unclosed [ mid-file",
+        "routes:\n  - path: /a\n    destinations: [x\n    fields:\n      a: string\n"
+        "destinations:\n  x: {plugin: chatbot}\n",
+        [":3: ", "YAML syntax error", "'['", "on line 4", "fix the YAML"],
+    ),
+    (
+        "unclosed [ of the shipped file",  # README, "routes.yaml": its example
+        "routes:\n  - path: /v1/store_message\n    destinations: [chatbot\n"
+        "    # a comment\n    fields:\n      mensaje: string\n",
+        [":3: ", "the '[' on this line is not closed", "but got a `key:` on line 5"],
+    ),
+    (
+        "unclosed {",
+        "destinations:\n  x: {plugin: chatbot\n  y: {plugin: chatbot}\n",
+        [":2: ", "YAML syntax error", "'{'", "on line 3"],
+    ),
+    (
+        "unclosed quote",
+        "routes:\n  - path: '/a\n    destinations: [x]\n\ndestinations: {}\n",
+        [":2: ", "YAML syntax error", "quote"],
+    ),
     ("tab indentation", "routes:\n\t- path: /a\n", [":2: ", "YAML syntax error", "'\\t'"]),
     (
         "unsafe YAML tag",
