@@ -14,7 +14,7 @@ import time
 import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from tests.support.servers import ServerThread
 
@@ -148,15 +148,22 @@ class Bot:
         return self.server.url + "/bot"
 
 
+_Served = TypeVar("_Served", "Bot", "EchoingBot")
+
+
 @contextlib.contextmanager
-def serving_bot() -> Iterator[Bot]:
-    """A Bot served on loopback for the block, stopped after it."""
-    b = Bot()
+def _serving(b: _Served) -> Iterator[_Served]:
+    """`b` served on loopback for the block, stopped after it."""
     b.server = ServerThread(b).start()
     try:
         yield b
     finally:
         b.server.stop()
+
+
+def serving_bot() -> contextlib.AbstractContextManager[Bot]:
+    """A Bot served on loopback for the block, stopped after it."""
+    return _serving(Bot())
 
 
 def _ok_body(r: Received) -> bool:
@@ -224,12 +231,6 @@ class EchoingBot:
         return self.server.url + "/bot"
 
 
-@contextlib.contextmanager
-def serving_echoing_bot() -> Iterator[EchoingBot]:
+def serving_echoing_bot() -> contextlib.AbstractContextManager[EchoingBot]:
     """An EchoingBot served on loopback for the block."""
-    b = EchoingBot()
-    b.server = ServerThread(b).start()
-    try:
-        yield b
-    finally:
-        b.server.stop()
+    return _serving(EchoingBot())
