@@ -208,6 +208,10 @@ class OperatorLogTail:
                 return False
             if "BUSYGROUP" not in str(exc):
                 raise
+        # Joined explicitly: Redis before 7.2 makes a consumer only when a
+        # read returns entries, so a process would be missing from the group
+        # (and from XINFO CONSUMERS) until it logged something.
+        await self.redis.xgroup_createconsumer(self.stream, GROUP, self.consumer)
         self._group_ready = True
         return True
 
