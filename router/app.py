@@ -23,6 +23,7 @@ from router import openapi as docs
 from router.admin import admin_handlers
 from router.auth import BearerToken, client_of
 from router.batching import batcher
+from router.cancelling import cancel_and_wait
 from router.config import Config, route_key
 from router.errors import EXCEPTION_HANDLERS, ApiError, outage_log, redis_cause
 from router.ingest import IngestRoute, Routed, store_format
@@ -355,12 +356,6 @@ async def _count_queues(state: RouterState) -> None:
         log.warning("queue counts not checked at start: %s", exc or "timeout")
 
 
-async def _cancelled(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-
-
 def create_app(
     settings: Settings,
     config: Config | None = None,
@@ -433,7 +428,7 @@ def create_app(
                     watch = asyncio.create_task(
                         state.writes.watch(state.redis), name="redis-writable"
                     )
-                    stack.push_async_callback(_cancelled, watch)
+                    stack.push_async_callback(cancel_and_wait, watch)
                 if on_started is not None:
                     await on_started(state)
                 yield

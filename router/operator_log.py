@@ -39,6 +39,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
 from router import logs
+from router.cancelling import cancel_and_wait
 from router.keys import operator_log_key
 
 log = logging.getLogger("router.operator")
@@ -296,6 +297,4 @@ async def tailing(redis: Redis) -> AsyncIterator[OperatorLogTail]:
     try:
         yield tail
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait(task)

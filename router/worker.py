@@ -22,6 +22,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from router import envelope, logs, retry, shard_layout
+from router.cancelling import cancel_and_wait
 from router.config import Destination
 from router.keys import shard_share
 from router.metrics import DeliveryMetrics
@@ -632,11 +633,8 @@ class DestinationWorker:
         if tasks:
             await asyncio.wait(tasks, timeout=max(0.0, deadline - time.monotonic()))
         left = {t: c for t, c in self._tasks.items() if not t.done()}
-        for task in left:
-            task.cancel()
-        for task, claim in left.items():
-            with contextlib.suppress(BaseException):
-                await task
+        await cancel_and_wait(*left)
+        for claim in left.values():
             with contextlib.suppress(RedisError):
                 await self.queue.release(claim)
         if left:
@@ -747,11 +745,7 @@ class Workers:
         self.workers = [w for w, t in pairs if w.destination.name not in plan.stopping]
         self._loops = [t for w, t in pairs if w.destination.name not in plan.stopping]
         await asyncio.gather(*(w.stop(grace) for w, _ in leaving))
-        for _, loop in leaving:
-            loop.cancel()
-        for _, loop in leaving:
-            with contextlib.suppress(BaseException):
-                await loop
+        await cancel_and_wait(*(loop for _, loop in leaving))
         gone = {id(w.sink) for w, _ in leaving}
         for opened in [o for o in self._sinks if id(o.sink) in gone]:
             self._sinks.remove(opened)
@@ -777,11 +771,7 @@ class Workers:
 
     async def stop(self, grace: float) -> None:
         await asyncio.gather(*(w.stop(grace) for w in self.workers))
-        for loop in self._loops:
-            loop.cancel()
-        for loop in self._loops:
-            with contextlib.suppress(BaseException):
-                await loop
+        await cancel_and_wait(*self._loops)
         await self._close_sinks()
 
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from redis.exceptions import RedisError
 
+from router.cancelling import cancel_and_wait
 from router.state import RouterState
 from router.status import DestinationStatus, rate
 
@@ -106,15 +107,7 @@ async def sampling(state: RouterState, history: History) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        # Cancelled again until it ends: a cancellation that lands inside a
-        # Redis read can be swallowed on the way out, and one wait for the
-        # task would then hold the shutdown (and the delivery workers behind
-        # it) forever.
-        while not task.done():
-            task.cancel()
-            await asyncio.wait({task}, timeout=1.0)
-        with contextlib.suppress(asyncio.CancelledError):
-            task.result()
+        await cancel_and_wait(task)  # for sure (router.cancelling)
 
 
 # -- charts ------------------------------------------------------------------
