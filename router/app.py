@@ -18,7 +18,7 @@ from litestar.handlers import HTTPRouteHandler
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from router import logs, metrics, operator_log, redis_memory, redis_mode, shard_layout
+from router import logs, metrics, redis_memory, redis_mode, shard_layout
 from router import openapi as docs
 from router.admin import admin_handlers
 from router.auth import BearerToken, client_of
@@ -31,13 +31,12 @@ from router.ingest_formats import SkippedItem
 from router.lifespan_failure import RouterApp
 from router.loading import load
 from router.metrics import IngestMetrics
-from router.queue import DestinationQueues, EnqueueResult, Scripts
-from router.reload import IngestSwitch, Reloader
+from router.queue import DestinationQueues, EnqueueResult
+from router.reload import IngestSwitch
+from router.runtime import Runtime
 from router.settings import Settings
 from router.state import RouterState
-from router.status import StatusReader, layout_of
 from router.ui import ui_plugins
-from router.worker import running_workers
 
 log = logging.getLogger("router.api")
 
@@ -356,84 +355,58 @@ async def _count_queues(state: RouterState) -> None:
         log.warning("queue counts not checked at start: %s", exc or "timeout")
 
 
+def _start_batchers(state: RouterState) -> None:
+    """Ingest's group commit (router.batching), when on. WAIT must follow
+    the writes on their connection: the batcher's pipelines carry it, so
+    ROUTER_REDIS_WAIT keeps the batcher on."""
+    settings = state.settings
+    if not (settings.ingest_batching or settings.redis_wait):
+        return
+    redis, scripts = state.require_redis()
+    state.batcher, state.batcher_many, state.batcher_keep = (
+        batcher(
+            redis, script, replicas=settings.redis_wait, replica_timeout=settings.ingest_deadline
+        )
+        # One message; the several of one request (an ingest format's);
+        # unroutable items kept.
+        for script in (scripts.enqueue, scripts.enqueue_many, scripts.keep_unroutable)
+    )
+
+
 def create_app(
     settings: Settings,
     config: Config | None = None,
     on_started: Callable[[RouterState], Coroutine[Any, Any, None]] | None = None,
 ) -> Litestar:
-    """Build the app; the lifespan connects Redis and starts the workers."""
+    """Build the app; its lifespan runs the process's Runtime (Redis, and
+    the delivery workers when settings.run_workers: router.runtime)."""
     if config is None:
         config = load(settings.routes_file)
     state = RouterState(settings, config)
     if settings.redis_url is None:
         raise ValueError("create_app needs settings.redis_url (the CLI starts the embedded server)")
-    redis_url = settings.redis_url
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        state.redis = await redis_mode.open_client(redis_url, settings.redis_connections)
-        state.scripts = Scripts(state.redis)
-        state.status = StatusReader(
-            state.redis, state.scripts, lambda: layout_of(state.config.destinations.values())
-        )
-        await _count_queues(state)
-        # WAIT must follow the writes on their connection: the batcher's
-        # pipelines carry it, so ROUTER_REDIS_WAIT keeps the batcher on.
-        if settings.ingest_batching or settings.redis_wait:
-            state.batcher = batcher(
-                state.redis,
-                state.scripts.enqueue,
-                replicas=settings.redis_wait,
-                replica_timeout=settings.ingest_deadline,
-            )
-            # The several messages of one request (an ingest format's).
-            state.batcher_many = batcher(
-                state.redis,
-                state.scripts.enqueue_many,
-                replicas=settings.redis_wait,
-                replica_timeout=settings.ingest_deadline,
-            )
-            state.batcher_keep = batcher(
-                state.redis,
-                state.scripts.keep_unroutable,
-                replicas=settings.redis_wait,
-                replica_timeout=settings.ingest_deadline,
-            )
-        state.build_limiters()
-        try:
-            async with contextlib.AsyncExitStack() as stack:
-                if settings.run_workers:
-                    state.workers = await stack.enter_async_context(
-                        running_workers(
-                            state.redis,
-                            config.destinations.values(),
-                            settings.shutdown_grace,
-                            settings.delivery_transport,
-                        )
-                    )
-                # routes.yaml reloads (SIGHUP, file changes): router.reload.
-                state.reloader = await stack.enter_async_context(
-                    Reloader(
-                        settings,
-                        config,
-                        state.redis,
-                        workers=state.workers,
-                        ingest=IngestSwitch(app, state, lambda path: _ingest_handler(state, path)),
-                    ).running()
-                )
-                # Operator actions, from the CLI too, logged once by one
-                # of the processes (router.operator_log).
-                await stack.enter_async_context(operator_log.tailing(state.redis))
+        async with Runtime.connected(settings, config) as runtime:
+            state.runtime = runtime
+            await _count_queues(state)
+            _start_batchers(state)
+            state.build_limiters()
+            # A reload (router.reload) reaches the routes through `ingest`.
+            ingest = IngestSwitch(app, state, lambda path: _ingest_handler(state, path))
+            async with (
+                runtime.running(deliver=settings.run_workers, ingest=ingest),
+                contextlib.AsyncExitStack() as stack,
+            ):
                 if settings.redis_wait:  # logs when writes can be answered
                     watch = asyncio.create_task(
-                        state.writes.watch(state.redis), name="redis-writable"
+                        state.writes.watch(runtime.redis), name="redis-writable"
                     )
                     stack.push_async_callback(cancel_and_wait, watch)
                 if on_started is not None:
                     await on_started(state)
                 yield
-        finally:
-            await state.redis.aclose()
 
     handlers = [h for r in config.routes for h in _ingest_handler(state, r.path)]
     handlers += _health_handlers(state)

@@ -217,50 +217,26 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _run_workers(settings: Settings, config: Config, burst: bool) -> None:
-    from router import operator_log, redis_mode
-    from router.reload import Reloader
-    from router.worker import Workers, running_workers
+    from router.runtime import Runtime
 
-    assert settings.redis_url
-    redis = await redis_mode.open_client(settings.redis_url, settings.redis_connections)
-    try:
+    async with Runtime.connected(settings, config) as runtime:
         if burst:
-            await Workers(
-                redis, config.destinations.values(), settings.delivery_transport
-            ).run_burst()
+            await runtime.burst()
             return
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        # Watches routes.yaml (router.reload); its config is the running one.
-        watch = Reloader(settings, config, redis)
         async with contextlib.AsyncExitStack() as stack:
             if settings.metrics and settings.metrics_port is not None:
                 from router import metrics
-                from router.queue import Scripts
-                from router.status import StatusReader, layout_of
 
-                status = StatusReader(
-                    redis, Scripts(redis), lambda: layout_of(watch.config.destinations.values())
-                )
                 await stack.enter_async_context(
-                    metrics.served(settings, settings.metrics_port, status)
+                    metrics.served(settings, settings.metrics_port, runtime.status)
                 )
                 log.info("metrics on http://%s:%d/metrics", settings.host, settings.metrics_port)
-            watch.workers = await stack.enter_async_context(
-                running_workers(
-                    redis,
-                    config.destinations.values(),
-                    settings.shutdown_grace,
-                    settings.delivery_transport,
-                )
-            )
-            await stack.enter_async_context(watch.running())
-            await stack.enter_async_context(operator_log.tailing(redis))
+            await stack.enter_async_context(runtime.running(deliver=True))
             await stop.wait()
-    finally:
-        await redis.aclose()
 
 
 def _run_on_loop(main: Coroutine[Any, Any, None], event_loop: str) -> None:

@@ -1,4 +1,5 @@
-"""What the HTTP handlers of one app share, filled in by its lifespan."""
+"""What the HTTP handlers of one app share, filled in by its lifespan: the
+process's Runtime (router.runtime) and ingest's own parts."""
 
 from __future__ import annotations
 
@@ -15,29 +16,26 @@ from router.keys import all_shards
 from router.queue import Scripts
 from router.ratelimit import RateLimiter
 from router.settings import Settings
-from router.status import StatusReader
-from router.worker import Workers
 from router.writable import WriteGate
 
 if TYPE_CHECKING:
     from router.reload import Reloader
+    from router.runtime import Runtime
+    from router.status import StatusReader
+    from router.worker import Workers
 
 
 class RouterState:
     def __init__(self, settings: Settings, config: Config) -> None:
         self.settings = settings
         self.config = config
-        self.redis: Redis | None = None
-        self.scripts: Scripts | None = None
+        self.runtime: Runtime | None = None  # set by the lifespan
         self.batcher: Batcher | None = None  # ingest's enqueue calls, coalesced
         self.batcher_many: Batcher | None = None  # ingest formats' enqueue_many calls
         # Unroutable items kept (router.unroutable): under ROUTER_REDIS_WAIT
         # too, since their request is answered 200 as the messages' are.
         self.batcher_keep: Batcher | None = None
-        self.workers: Workers | None = None  # when this process delivers too
-        self.reloader: Reloader | None = None  # watches routes.yaml (router.reload)
         self.limiters: dict[str, RateLimiter] = {}  # route path -> its rate limit
-        self.status: StatusReader | None = None  # the queues' figures, read at most once a second
         # route_key(path) -> the route as the running routes.yaml defines it;
         # each ingest handler looks its route up here on every request, so a
         # reload (router.reload) takes effect at once.
@@ -49,6 +47,30 @@ class RouterState:
         # holding a destination shard (router.writable): /readyz's gate.
         self.writes = WriteGate(settings, self.shard_tags)
         self.use_config(config)
+
+    # The Runtime's parts, None before the lifespan connected.
+    @property
+    def redis(self) -> Redis | None:
+        return None if self.runtime is None else self.runtime.redis
+
+    @property
+    def scripts(self) -> Scripts | None:
+        return None if self.runtime is None else self.runtime.scripts
+
+    @property
+    def status(self) -> StatusReader | None:
+        """The queues' figures, read at most once a second."""
+        return None if self.runtime is None else self.runtime.status
+
+    @property
+    def workers(self) -> Workers | None:
+        """The delivery workers, when this process runs them."""
+        return None if self.runtime is None else self.runtime.workers
+
+    @property
+    def reloader(self) -> Reloader | None:
+        """The routes.yaml watch (router.reload)."""
+        return None if self.runtime is None else self.runtime.reloader
 
     def use_config(self, config: Config) -> None:
         """Serve `config`'s routes from now on (at start and at a reload)."""
