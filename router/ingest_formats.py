@@ -34,6 +34,8 @@ router's own behaviour, router.ingest). A format turns a service's webhook
   that the body is the service's JSON.
 
 Registered through the hook ``router_ingest_formats`` (router.hookspecs).
+A plugin imports these types, and the errors above, from router.plugin
+(the public API, docs/plugins.md), never from here: this module may move.
 """
 
 from __future__ import annotations

@@ -99,7 +99,7 @@ def _register(pm: pluggy.PluginManager, ep: importlib.metadata.EntryPoint) -> st
         what = (
             f"implements {', '.join(unknown)}, not a router hook"
             if unknown
-            else "implements no router hook (@hookimpl from router.hookspecs)"
+            else "implements no router hook (@hookimpl from router.plugin)"
         )
         return f"{what}; the hooks are {', '.join(sorted(known))}"
     return None

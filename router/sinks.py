@@ -1,4 +1,7 @@
-"""What a delivery plugin implements and receives: the sink protocol."""
+"""What a delivery plugin implements and receives: the sink protocol.
+
+Plugins import these names from router.plugin (the public API), never
+from here: this module may move."""
 
 from __future__ import annotations
 

@@ -14,8 +14,7 @@ import json
 
 import msgspec
 
-from router.hookspecs import hookimpl
-from router.sinks import Delivery, DeliveryFailed, SinkContext, SinkType
+from router.plugin import Delivery, DeliveryFailed, SinkContext, SinkType, hookimpl
 
 
 class RecorderOptions(msgspec.Struct, forbid_unknown_fields=True):

@@ -2,7 +2,7 @@
 flags the README's table names, the body docs/whatsapp.md says the bot
 receives, the variables its "Trying it" needs, log lines the docs quote.
 (Settings: tests/unit/test_settings.py; metric names:
-tests/integration/test_metrics.py; the plugin example: test_readme.py.)"""
+tests/integration/test_metrics.py; the plugin guide: test_plugin_api.py.)"""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ so: ``{"status": "error"}`` (also "fail"/"failed"), a numeric ``status`` of
 the attempt too; the router then backs off and retries the same message.
 
 The router reads at most the first 64 KiB of an answer
-(``router.http_sink.MAX_ANSWER_BYTES``). A longer answer is judged on the
+(``router.plugin.MAX_ANSWER_BYTES``). A longer answer is judged on the
 top-level fields with plain values that come before anything nested in
 that prefix (``{"status": "error", "detail": {...huge...}}`` still fails).
 """
@@ -20,9 +20,7 @@ from typing import Any
 
 import httpx
 
-from router.hookspecs import hookimpl
-from router.http_sink import HttpOptions, HttpSink
-from router.sinks import DeliveryFailed, SinkType
+from router.plugin import DeliveryFailed, HttpOptions, HttpSink, SinkType, hookimpl
 
 _ERROR_WORDS = {"error", "fail", "failed", "failure"}
 

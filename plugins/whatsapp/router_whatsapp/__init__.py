@@ -50,16 +50,17 @@ from typing import Annotated, Any
 
 import msgspec
 
-from router.auth import Unauthorized
-from router.errors import ApiError, BadRequest
-from router.hookspecs import hookimpl
-from router.ingest import MAX_KEY_LENGTH
-from router.ingest_formats import (
+from router.plugin import (
+    MAX_KEY_LENGTH,
+    ApiError,
+    BadRequest,
     FormatDocs,
     FormatHeader,
     FormatRequest,
     IngestedMessage,
     IngestFormat,
+    Unauthorized,
+    hookimpl,
 )
 
 SIGNATURE_HEADER = "x-hub-signature-256"

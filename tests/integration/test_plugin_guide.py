@@ -1,5 +1,6 @@
-"""The README's plugin example, run as written: its module registered
-in-process, a destination using it, a message delivered through it."""
+"""The plugin guide's delivery plugin (docs/plugins.md), run as written: its
+module registered in-process, a destination using it, a message delivered
+through it."""
 
 from __future__ import annotations
 
@@ -15,12 +16,12 @@ from router.plugins import plugin_manager, sink_types
 from tests.support.bot import Bot
 from tests.support.routes import write_routes
 from tests.support.servers import wait_until
-from tests.unit.test_readme import readme_blocks
+from tests.unit.test_plugin_api import guide_blocks
 
 
 @pytest.fixture()
 def sms_plugin(tmp_path: Path) -> Iterator[None]:
-    (code,) = readme_blocks("python")
+    (code,) = guide_blocks("python")
     package = tmp_path / "my_sms_plugin"
     package.mkdir()
     (package / "__init__.py").write_text(code)
@@ -38,7 +39,7 @@ def sms_plugin(tmp_path: Path) -> Iterator[None]:
 def test_the_plugin_example_delivers_as_written(sms_plugin: None, start_router, bot: Bot, tmp_path):
     sms = sink_types(plugin_manager())["sms"]
     assert sms.description  # what `router plugins` prints
-    (example,) = readme_blocks("yaml")[-1:]
+    (example,) = guide_blocks("yaml")[-1:]
     options = yaml.safe_load(example)["destinations"]["sms"]
     assert options["plugin"] == "sms" and set(options) >= {"url", "api_key"}
 
