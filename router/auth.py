@@ -15,7 +15,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from litestar import Request
+from litestar.connection import ASGIConnection
 
 from router import standard_webhooks
 from router.auth_throttle import FailedAuthThrottle, client_key
@@ -95,9 +95,9 @@ def bearer_token(authorization: str | None) -> str | None:
     return value.strip() if scheme.lower() == "bearer" else None
 
 
-def client_of(request: Request[Any, Any, Any]) -> str:
+def client_of(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
     """Whom a wrong token is counted against (router.auth_throttle)."""
-    return client_key(request.client.host if request.client else None)
+    return client_key(connection.client.host if connection.client else None)
 
 
 def token_matches(expected: str, given: str) -> bool:

@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from redis.asyncio import Redis
@@ -415,11 +415,14 @@ class KeyState:
 
 
 class DeadLetter(msgspec.Struct, frozen=True):
-    key: str
-    envelope: str
-    error: str
+    """A dead letter as its list holds it (JSON), and as the admin API
+    shows it (its error redacted): the descriptions are the API's."""
+
+    key: Annotated[str, msgspec.Meta(description="Its ordering key.")]
+    envelope: Annotated[str, msgspec.Meta(description="The stored message (router.envelope).")]
+    error: Annotated[str, msgspec.Meta(description="Its last attempt's error.")]
     attempts: int
-    dead_at: int
+    dead_at: Annotated[int, msgspec.Meta(description="Unix time, ms.")]
 
 
 _dead_decoder = msgspec.json.Decoder(DeadLetter)
