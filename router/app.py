@@ -411,9 +411,8 @@ def create_app(
     handlers = [h for r in config.routes for h in _ingest_handler(state, r.path)]
     handlers += _health_handlers(state)
     handlers += _metrics_handlers(state)
-    handlers += admin_handlers(state)
     return RouterApp(  # Litestar, its start-up failures in one line
-        route_handlers=handlers,
+        route_handlers=[*handlers, *admin_handlers(state)],
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         plugins=ui_plugins(state),  # the dashboard, /ui: only with ROUTER_ADMIN_TOKEN

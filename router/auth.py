@@ -2,7 +2,8 @@
 
 Configured per route in routes.yaml (`auth:`); secrets come from the
 environment through ${VAR} and never appear in logs or error bodies. Every
-comparison is constant-time.
+comparison of a secret (here, the admin and metrics tokens, the dashboard's
+session) is same_secret's, constant-time.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from litestar import Request
+from litestar.connection import ASGIConnection
 
 from router import standard_webhooks
 from router.auth_throttle import FailedAuthThrottle, client_key
@@ -49,14 +50,14 @@ class Authenticator:
             given = headers.get(self.header)
             if given is None:
                 raise Unauthorized(f"missing header {self.header_label}")
-            if not hmac.compare_digest(given.encode(), self.key):
+            if not same_secret(given, self.key):
                 raise Unauthorized(f"wrong secret in header {self.header_label}")
         elif self.type == "hmac-sha256":
             given = headers.get(self.header)
             if given is None:
                 raise Unauthorized(f"missing signature header {self.header_label}")
             expected = "sha256=" + hmac.new(self.key, body, hashlib.sha256).hexdigest()
-            if not hmac.compare_digest(given.strip().lower().encode(), expected.encode()):
+            if not same_secret(given.strip().lower(), expected):
                 raise Unauthorized(f"signature in {self.header_label} does not match the body")
         else:
             self._standard_webhooks(headers, body)
@@ -82,7 +83,7 @@ class Authenticator:
                 given = base64.b64decode(value, validate=True)
             except (binascii.Error, ValueError):
                 continue
-            if hmac.compare_digest(given, expected):
+            if same_secret(given, expected):
                 return
         raise Unauthorized("webhook-signature does not match the body")
 
@@ -95,20 +96,23 @@ def bearer_token(authorization: str | None) -> str | None:
     return value.strip() if scheme.lower() == "bearer" else None
 
 
-def client_of(request: Request[Any, Any, Any]) -> str:
+def client_of(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
     """Whom a wrong token is counted against (router.auth_throttle)."""
-    return client_key(request.client.host if request.client else None)
+    return client_key(connection.client.host if connection.client else None)
 
 
-def token_matches(expected: str, given: str) -> bool:
-    """The one comparison of a presented token with the configured one:
-    constant time in the content of `given` (its length may show)."""
-    return hmac.compare_digest(given.encode(), expected.encode())
+def same_secret(given: str | bytes, expected: str | bytes) -> bool:
+    """The one comparison of what a request presents (a token, a signature,
+    the dashboard's session MAC) with what it must be: constant time in the
+    content of `given` (its length may show); text compares as UTF-8."""
+    given_bytes = given.encode() if isinstance(given, str) else given
+    expected_bytes = expected.encode() if isinstance(expected, str) else expected
+    return hmac.compare_digest(given_bytes, expected_bytes)
 
 
 class BearerToken:
     """The check of the admin token (admin API, dashboard) or the metrics
-    token: compared by token_matches, each wrong one counted against its
+    token: compared by same_secret, each wrong one counted against its
     client by `throttle` (router.auth_throttle), which refuses a client that
     sent too many with 429 before its token is even looked at."""
 
@@ -124,7 +128,7 @@ class BearerToken:
         if given is None:
             return False
         self._throttle.refuse_if_waiting(client, where)
-        if token_matches(self._token, given):
+        if same_secret(given, self._token):
             self._throttle.succeeded(client)
             return True
         self._throttle.failed(client, where)

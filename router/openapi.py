@@ -12,7 +12,10 @@ bodies are not Litestar's. So each handler names an Operation class from
 this module (`operation_class=`), which fills in what the router really
 does: for every ingest route, the body it requires (from routes.yaml), the
 headers it honours, and every answer it can give with its JSON body; for
-the health and admin endpoints, their answers and (admin) the bearer token.
+the health endpoints, their answers. The admin endpoints' 200 answers are
+Litestar's own, from their types (router/admin_types.py), and their tags
+and bearer auth come from their controller: this module adds their errors
+and the two bodies they read themselves.
 
 Decisions:
 - The document is built once per app, from the routes.yaml it serves, and
@@ -46,6 +49,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgspec
 from litestar import Request
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, OpenAPIRenderPlugin, YamlRenderPlugin
@@ -904,378 +908,98 @@ def health_operation(name: str) -> type[Operation]:
     return HealthOperation
 
 
-_ADMIN_401 = _answer(
-    "No `Authorization: Bearer <ROUTER_ADMIN_TOKEN>`, or another token.",
-    ERROR_SCHEMA,
-    _error("admin endpoints need Authorization: Bearer <ROUTER_ADMIN_TOKEN>"),
-    headers={"WWW-Authenticate": _header("`Bearer`.", Schema(type=_STRING, const="Bearer"))},
-)
-_ADMIN_429 = _answer(
-    "Too many wrong tokens from this client (its IP address): every attempt is refused "
-    "until `Retry-After` seconds have passed, the right token too.",
-    ERROR_SCHEMA,
-    _error("too many wrong tokens from 203.0.113.9: try again in 4 s"),
-    headers=_retry_after("Seconds until this client may try a token again."),
-)
-_ADMIN_404 = _answer(
-    "No destination of that name in routes.yaml.",
-    ERROR_SCHEMA,
-    _error("no destination named 'crm'"),
-)
-_ADMIN_503 = _answer(
-    "Redis did not answer (unreachable, out of memory, timed out).",
-    ERROR_SCHEMA,
-    _error("Redis unreachable (Connection refused); retry later"),
-    headers=_retry_after("Seconds to wait before retrying (1)."),
-)
-_BAD_QUERY = _answer(
-    "A query parameter is not a whole number, or out of its range (start 0 to "
-    "2147483647, count 1 to 2147483647).",
-    ERROR_SCHEMA,
-    _error("Validation failed for GET /admin/destinations/chatbot/dead?start=x"),
-)
+_COUNT_RANGE = "count must be from 1 to 2147483647 (leave it out for all)"
+_NO_DESTINATION = _error("no destination named 'crm'")
 
-_COUNT = Schema(type=_INTEGER, minimum=0)
-_OK = Schema(const="ok")
-_ADMIN_OK: dict[str, Schema] = {
-    "destinations": Schema(
-        type=_OBJECT,
-        description="Per destination name.",
-        additional_properties=Schema(
-            type=_OBJECT,
-            required=[
-                "messages",
-                "ready",
-                "in_flight",
-                "delayed",
-                "blocked",
-                "dead",
-                "oldest_age_seconds",
-                "acknowledged",
-                "paused",
-            ],
-            properties={
-                "messages": Schema(
-                    type=_INTEGER,
-                    minimum=0,
-                    description="Messages stored and not yet acknowledged (in flight, "
-                    "waiting and blocked ones included).",
-                ),
-                "ready": Schema(
-                    type=_INTEGER, minimum=0, description="Ordering keys ready to deliver."
-                ),
-                "in_flight": Schema(
-                    type=_INTEGER, minimum=0, description="Keys with a delivery under way."
-                ),
-                "delayed": Schema(
-                    type=_INTEGER, minimum=0, description="Keys waiting out a retry backoff."
-                ),
-                "blocked": Schema(
-                    type=_INTEGER, minimum=0, description="Keys stopped by on_exhausted: block."
-                ),
-                "dead": Schema(type=_INTEGER, minimum=0, description="Dead letters (messages)."),
-                "oldest_age_seconds": Schema(
-                    one_of=[Schema(type=OpenAPIType.NUMBER, minimum=0), Schema(type=_NULL)],
-                    description="Age of the oldest message not yet acknowledged; null: none.",
-                ),
-                "acknowledged": Schema(
-                    type=_INTEGER, minimum=0, description="Messages acknowledged so far."
-                ),
-                "paused": Schema(type=OpenAPIType.BOOLEAN),
-            },
-        ),
-    ),
-    "pause": Schema(
-        type=_OBJECT,
-        required=["status", "paused"],
-        properties={"status": _OK, "paused": Schema(const=True)},
-    ),
-    "resume": Schema(
-        type=_OBJECT,
-        required=["status", "paused"],
-        properties={"status": _OK, "paused": Schema(const=False)},
-    ),
-    "dead": Schema(
-        type=_OBJECT,
-        required=["dead"],
-        properties={
-            "dead": Schema(
-                type=OpenAPIType.ARRAY,
-                description="Oldest first.",
-                items=Schema(
-                    type=_OBJECT,
-                    required=["key", "envelope", "error", "attempts", "dead_at"],
-                    properties={
-                        "key": Schema(type=_STRING, description="Its ordering key."),
-                        "envelope": Schema(
-                            type=_STRING, description="The stored message (router.envelope)."
-                        ),
-                        "error": Schema(type=_STRING, description="Its last attempt's error."),
-                        "attempts": Schema(type=_INTEGER, minimum=0),
-                        "dead_at": Schema(type=_INTEGER, description="Unix time, ms."),
-                    },
-                ),
-            )
-        },
-    ),
-    "replay": Schema(
-        type=_OBJECT,
-        required=["status", "replayed"],
-        properties={"status": _OK, "replayed": _COUNT},
-    ),
-    "blocked": Schema(
-        type=_OBJECT,
-        required=["blocked"],
-        properties={
-            "blocked": Schema(
-                type=_OBJECT,
-                description="Per blocked key.",
-                additional_properties=Schema(
-                    type=_OBJECT,
-                    properties={
-                        "error": Schema(type=_STRING, description="Its last attempt's error."),
-                        "attempts": Schema(type=_INTEGER, minimum=0),
-                        "blocked_at": Schema(type=_INTEGER, description="Unix time, ms."),
-                    },
-                ),
-            )
-        },
-    ),
-    "unblock": Schema(type=_OBJECT, required=["status"], properties={"status": _OK}),
-    "purge": Schema(
-        type=_OBJECT,
-        required=["status", "purged"],
-        properties={"status": _OK, "purged": _COUNT},
-    ),
-    "retry_now": Schema(
-        type=_OBJECT,
-        required=["status", "retried"],
-        properties={
-            "status": _OK,
-            "retried": Schema(
-                type=_INTEGER,
-                minimum=0,
-                description="Waiting keys made due now (with no body: also the keys a "
-                "destination that was down or held resumed).",
-            ),
-        },
-    ),
-    "key_state": Schema(
-        type=_OBJECT,
-        required=[
-            "key",
-            "state",
-            "messages",
-            "head_id",
-            "head_arrival_ms",
-            "attempts",
-            "last_error",
-            "next_try_ms",
-        ],
-        properties={
-            "key": Schema(type=_STRING),
-            "state": Schema(
-                type=_STRING,
-                enum=["empty", "ready", "in flight", "waiting", "blocked"],
-                description="waiting: out a retry backoff, until next_try_ms.",
-            ),
-            "messages": _COUNT,
-            "head_id": Schema(one_of=[Schema(type=_STRING), Schema(type=_NULL)]),
-            "head_arrival_ms": Schema(
-                one_of=[Schema(type=_INTEGER), Schema(type=_NULL)], description="Unix time, ms."
-            ),
-            "attempts": Schema(
-                type=_INTEGER, minimum=0, description="Failed attempts of the head message."
-            ),
-            "last_error": Schema(one_of=[Schema(type=_STRING), Schema(type=_NULL)]),
-            "next_try_ms": Schema(
-                one_of=[Schema(type=_INTEGER), Schema(type=_NULL)], description="Unix time, ms."
-            ),
-        },
-    ),
-}
-_ADMIN_OK["unblock_in_path"] = _ADMIN_OK["unblock"]
-_IN_FLIGHT = Schema(
-    type=OpenAPIType.ARRAY,
-    items=Schema(type=_STRING),
-    description="Keys left where they were: a process still configured with the destination "
-    "holds them (a live lease); call again once every process has reloaded routes.yaml.",
-)
-_ADMIN_OK["orphan_move"] = Schema(
-    type=_OBJECT,
-    required=["status", "moved", "in_flight"],
-    properties={"status": _OK, "moved": _COUNT, "in_flight": _IN_FLIGHT},
-)
-_ADMIN_OK["orphan_purge"] = Schema(
-    type=_OBJECT,
-    required=["status", "purged", "in_flight"],
-    properties={"status": _OK, "purged": _COUNT, "in_flight": _IN_FLIGHT},
-)
-# Items of requests answered 200 that a route could not route (router.unroutable).
-_ADMIN_OK["unroutable_counts"] = Schema(
-    type=_OBJECT,
-    description="Per route path that ever kept an unroutable item.",
-    additional_properties=Schema(
-        type=_OBJECT,
-        required=["kept", "trimmed"],
-        properties={
-            "kept": Schema(type=_INTEGER, minimum=0, description="Items listed now."),
-            "trimmed": Schema(
-                type=_INTEGER,
-                minimum=0,
-                description="Items dropped, oldest first, past the cap of 10,000 per route.",
-            ),
-        },
-    ),
-)
-_ADMIN_OK["unroutable_items"] = Schema(
-    type=_OBJECT,
-    required=["items"],
-    properties={
-        "items": Schema(
-            type=OpenAPIType.ARRAY,
-            items=Schema(
-                type=_OBJECT,
-                required=["route", "reason", "problem", "item", "body", "at"],
-                properties={
-                    "route": Schema(type=_STRING),
-                    "reason": Schema(type=_STRING, description="e.g. message.from"),
-                    "problem": Schema(type=_STRING, description="What is wrong, and where."),
-                    "item": Schema(description="The item as the request carried it."),
-                    "body": Schema(
-                        one_of=[Schema(type=_STRING), Schema(type=_NULL)],
-                        description="The request with only this item: what a replay reads.",
-                    ),
-                    "at": Schema(type=_INTEGER, description="When it was kept: Unix time, ms."),
-                },
-            ),
-        )
-    },
-)
-_ADMIN_OK["unroutable_replay"] = Schema(
-    type=_OBJECT,
-    required=["status", "replayed", "still_unroutable"],
-    properties={
-        "status": _OK,
-        "replayed": Schema(
-            type=_INTEGER, minimum=0, description="Routed and stored now: removed from the list."
-        ),
-        "still_unroutable": Schema(
-            type=_INTEGER, minimum=0, description="Still not routable: kept."
-        ),
-    },
-)
-_ADMIN_OK["unroutable_purge"] = Schema(
-    type=_OBJECT,
-    required=["status", "purged"],
-    properties={"status": _OK, "purged": _COUNT},
-)
-
-_UNBLOCK_BODY = RequestBody(
-    required=True,
-    content={
-        _JSON: OpenAPIMediaType(
-            schema=Schema(
-                type=_OBJECT,
-                required=["key"],
-                additional_properties=False,
-                properties={
-                    "key": Schema(
-                        type=_STRING, description="The blocked ordering key, any characters."
-                    )
-                },
-            ),
-            examples=_examples({"key": "44912345678"}),
-        )
-    },
-)
-_RETRY_BODY = RequestBody(
-    required=False,
-    description="No body: every waiting key. Else the keys to retry now.",
-    content={
-        _JSON: OpenAPIMediaType(
-            schema=Schema(
-                type=_OBJECT,
-                required=["keys"],
-                additional_properties=False,
-                properties={
-                    "keys": Schema(
-                        type=OpenAPIType.ARRAY,
-                        min_items=1,
-                        items=Schema(type=_STRING, description="An ordering key, any characters."),
-                    )
-                },
-            ),
-            examples=_examples({"keys": ["44912345678"]}),
-        )
-    },
-)
-_KEY_NOT_BLOCKED = _answer(
-    "No destination of that name, or the key is not blocked.",
-    ERROR_SCHEMA,
-    _error("no destination named 'crm'"),
-    _error("key '44912345678' of chatbot is not blocked"),
-)
-
-
-def _admin_responses(name: str) -> dict[str, OpenAPIResponse]:
-    # An endpoint not described here yet still gets its auth and errors.
-    responses = {"200": _answer("Done.", _ADMIN_OK.get(name, Schema(type=_OBJECT)))}
-    if name == "unblock":
-        responses["400"] = _answer(
-            'The body is not `{"key": "<ordering key>"}`.',
+# The errors an admin endpoint may answer besides 401, 429 and 503, by the
+# names its handler gives admin_operation (router/admin.py).
+_ADMIN_ERRORS: dict[str, tuple[str, OpenAPIResponse]] = {
+    "query": (
+        "400",
+        _answer(
+            "A query parameter is not a whole number, or out of its range (start 0 to "
+            "2147483647, count 1 to 2147483647).",
             ERROR_SCHEMA,
-            _error(
-                'send a JSON body {"key": "<ordering key>"}: Object missing required field `key`'
-            ),
-        )
-    elif name in ("dead", "unroutable_items", "unroutable_replay", "unroutable_purge"):
-        responses["400"] = _BAD_QUERY
-    elif name in ("replay", "orphan_move"):
-        responses["400"] = _answer(
+            _error("Validation failed for GET /admin/destinations/chatbot/dead?start=x"),
+        ),
+    ),
+    "into": (
+        "400",
+        _answer(
             "A query parameter is out of its range (`count` 1 to 2147483647), or `into` "
             "(which orphan/move needs) names no destination of routes.yaml, or the one "
             "named in the path.",
             ERROR_SCHEMA,
             _error("into: no destination named 'crm' in routes.yaml"),
-            _error("count must be from 1 to 2147483647 (leave it out for all)"),
-        )
-    elif name == "purge":
-        responses["400"] = _answer(
+            _error(_COUNT_RANGE),
+        ),
+    ),
+    "count": (
+        "400",
+        _answer(
             "`count` is not a whole number from 1 to 2147483647.",
             ERROR_SCHEMA,
-            _error("count must be from 1 to 2147483647 (leave it out for all)"),
-        )
-    elif name == "retry_now":
-        responses["400"] = _answer(
+            _error(_COUNT_RANGE),
+        ),
+    ),
+    "keys": (
+        "400",
+        _answer(
             'The body is neither empty nor `{"keys": ["<ordering key>", ...]}` with a key.',
             ERROR_SCHEMA,
             _error('"keys" is empty: leave the body out to retry every key'),
-        )
-    elif name == "key_state":
-        responses["400"] = _answer(
+        ),
+    ),
+    "key": (
+        "400",
+        _answer(
             "No `key` query parameter.",
             ERROR_SCHEMA,
             _error("Missing required query parameter 'key' for url .../key"),
-        )
-    responses["401"] = _ADMIN_401
-    responses["429"] = _ADMIN_429
-    if name in ("unblock", "unblock_in_path"):
-        responses["404"] = _KEY_NOT_BLOCKED
-    elif name == "unroutable_replay":
-        responses["404"] = _answer(
+        ),
+    ),
+    "unblock_body": (
+        "400",
+        _answer(
+            'The body is not `{"key": "<ordering key>"}`.',
+            ERROR_SCHEMA,
+            _error(
+                'send a JSON body {"key": "<ordering key>"}: Object missing required field `key`'
+            ),
+        ),
+    ),
+    "destination": (
+        "404",
+        _answer("No destination of that name in routes.yaml.", ERROR_SCHEMA, _NO_DESTINATION),
+    ),
+    "not_blocked": (
+        "404",
+        _answer(
+            "No destination of that name, or the key is not blocked.",
+            ERROR_SCHEMA,
+            _NO_DESTINATION,
+            _error("key '44912345678' of chatbot is not blocked"),
+        ),
+    ),
+    "no_route": (
+        "404",
+        _answer(
             "No route with that path in routes.yaml.",
             ERROR_SCHEMA,
             _error("no route with path '/nowhere' in routes.yaml"),
-        )
-        responses["409"] = _answer(
+        ),
+    ),
+    "no_format": (
+        "409",
+        _answer(
             "The route has no `format:` (a JSON route keeps no unroutable items).",
             ERROR_SCHEMA,
             _error("route /ingest has no `format:`: nothing to replay"),
-        )
-    elif name in ("replay", "orphan_move", "orphan_purge"):
-        responses["404"] = _ADMIN_404
-        responses["409"] = _answer(
+        ),
+    ),
+    "conflict": (
+        "409",
+        _answer(
             "Replay without `into` of a destination no longer in routes.yaml (nothing "
             "would deliver it); orphan/move or orphan/purge of one still in it; or a move of "
             "the destination into another one did not finish (call that one again first).",
@@ -1289,32 +1013,59 @@ def _admin_responses(name: str) -> dict[str, OpenAPIResponse]:
                 "a move of slack into chatbot did not finish (interrupted): run it again "
                 "into chatbot first, or a message could be in both"
             ),
-        )
-    elif name in _ADMIN_OK and name not in (
-        "destinations",
-        "unroutable_counts",
-        "unroutable_items",
-        "unroutable_purge",
-    ):
-        responses["404"] = _ADMIN_404
-    responses["503"] = _ADMIN_503
-    return responses
+        ),
+    ),
+}
+
+# Every admin endpoint's: the guard's two refusals, and Redis not answering.
+_ADMIN_ALWAYS = {
+    "401": _answer(
+        "No `Authorization: Bearer <ROUTER_ADMIN_TOKEN>`, or another token.",
+        ERROR_SCHEMA,
+        _error("admin endpoints need Authorization: Bearer <ROUTER_ADMIN_TOKEN>"),
+        headers={"WWW-Authenticate": _header("`Bearer`.", Schema(type=_STRING, const="Bearer"))},
+    ),
+    "429": _answer(
+        "Too many wrong tokens from this client (its IP address): every attempt is refused "
+        "until `Retry-After` seconds have passed, the right token too.",
+        ERROR_SCHEMA,
+        _error("too many wrong tokens from 203.0.113.9: try again in 4 s"),
+        headers=_retry_after("Seconds until this client may try a token again."),
+    ),
+    "503": _answer(
+        "Redis did not answer (unreachable, out of memory, timed out).",
+        ERROR_SCHEMA,
+        _error("Redis unreachable (Connection refused); retry later"),
+        headers=_retry_after("Seconds to wait before retrying (1)."),
+    ),
+}
 
 
-def admin_operation(name: str) -> type[Operation]:
-    """The Operation class of the admin endpoint `name` (its handler's name
-    in router/admin.py): the bearer token, the body, every answer."""
-    responses = _admin_responses(name)
-    body = {"unblock": _UNBLOCK_BODY, "retry_now": _RETRY_BODY}.get(name)
+def admin_operation(
+    *errors: str, body: type[msgspec.Struct] | None = None, body_optional: bool = False
+) -> type[Operation]:
+    """The Operation class of an admin endpoint (router/admin.py): Litestar's
+    own (its 200 from the handler's answer type; tags and bearer auth from
+    the controller), with the errors of `_ADMIN_ERRORS` named in `errors`,
+    those of every admin endpoint, and the JSON `body` it reads itself."""
+    responses = dict(_ADMIN_ERRORS[name] for name in errors) | _ADMIN_ALWAYS
+    request_body = None
+    if body is not None:
+        schema = schema_of(msgspec.json.schema(body)["$defs"][body.__name__])
+        media = {_JSON: OpenAPIMediaType(schema=schema)}
+        request_body = RequestBody(required=not body_optional, content=media)
 
     @dataclass
     class AdminOperation(Operation):
         def __post_init__(self) -> None:
-            self.tags = ["admin"]
-            self.security = [{ADMIN_SCHEME: []}]
-            self.responses = dict(responses)
-            if body is not None:
-                self.request_body = body
+            # Litestar's 200 (the answer type's schema); not its 400, whose
+            # body is not the router's (router.errors).
+            done = (self.responses or {})["200"]
+            assert isinstance(done, OpenAPIResponse)
+            done.description = "Done."
+            self.responses = {"200": done, **responses}
+            if request_body is not None:
+                self.request_body = request_body
 
     return AdminOperation
 

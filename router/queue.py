@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from redis.asyncio import Redis
@@ -383,22 +383,6 @@ class QueueFigures:
         now = int(time.time() * 1000) if now_ms is None else now_ms
         return max(0.0, (now - self.oldest_arrival_ms) / 1000)
 
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "messages": self.messages,
-            "ready": self.ready,
-            "in_flight": self.in_flight,
-            "delayed": self.delayed,
-            "blocked": self.blocked,
-            "dead": self.dead,
-            "oldest_age_seconds": self.oldest_age(),
-            "acknowledged": self.acked,
-            "paused": self.paused,
-            "health": self.health,
-            "down_since_ms": self.down_since_ms,
-            "held_until_ms": self.held_until_ms if self.health == "held" else None,
-        }
-
 
 @dataclass(frozen=True, slots=True)
 class KeyState:
@@ -415,11 +399,14 @@ class KeyState:
 
 
 class DeadLetter(msgspec.Struct, frozen=True):
-    key: str
-    envelope: str
-    error: str
+    """A dead letter as its list holds it (JSON), and as the admin API
+    shows it (its error redacted): the descriptions are the API's."""
+
+    key: Annotated[str, msgspec.Meta(description="Its ordering key.")]
+    envelope: Annotated[str, msgspec.Meta(description="The stored message (router.envelope).")]
+    error: Annotated[str, msgspec.Meta(description="Its last attempt's error.")]
     attempts: int
-    dead_at: int
+    dead_at: Annotated[int, msgspec.Meta(description="Unix time, ms.")]
 
 
 _dead_decoder = msgspec.json.Decoder(DeadLetter)
@@ -728,10 +715,6 @@ class DestinationQueues:
     async def figures(self) -> QueueFigures:
         """Every shard's figures added up (the oldest is the oldest of all)."""
         return QueueFigures.total([await queue.figures() for queue in self.shards])
-
-    async def stats(self) -> dict[str, Any]:
-        """The figures as the admin API answers them."""
-        return (await self.figures()).as_dict()
 
     async def recount(self, force: bool = False) -> int:
         """Count the shards not counted yet (every shard with `force`); how

@@ -23,7 +23,7 @@ import hashlib
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from redis.asyncio import Redis
@@ -41,14 +41,19 @@ MAX_KEPT = 10_000
 
 
 class UnroutableItem(msgspec.Struct, frozen=True):
-    """One kept item, as the list holds it (JSON)."""
+    """One kept item, as the list holds it (JSON), and as the admin API
+    lists it: the descriptions are the API's."""
 
     route: str  # the route's path
-    reason: str  # the metric label, e.g. "message.from"
-    problem: str  # what is wrong and where in the request
-    item: Any  # the item as the request carried it (JSON)
-    body: str | None  # a request with only this item: what a replay parses (None: not replayable)
-    at: int  # when it was kept (ms since the epoch)
+    reason: Annotated[str, msgspec.Meta(description="e.g. message.from")]  # the metric label
+    problem: Annotated[str, msgspec.Meta(description="What is wrong, and where.")]
+    item: Annotated[Any, msgspec.Meta(description="The item as the request carried it.")]
+    # None: not replayable.
+    body: Annotated[
+        str | None,
+        msgspec.Meta(description="The request with only this item: what a replay reads."),
+    ]
+    at: Annotated[int, msgspec.Meta(description="When it was kept: Unix time, ms.")]
 
 
 _encode = msgspec.json.Encoder().encode

@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 
 from litestar import Request
 
-from router.auth import bearer_token
+from router.auth import bearer_token, same_secret
 
 COOKIE = "router_ui_session"
 SESSION_SECONDS = 12 * 3600
@@ -54,7 +54,7 @@ def session_valid(token: str, value: str, now: float | None = None) -> bool:
     expires = int(expires_text)
     if expires <= (now if now is not None else time.time()):
         return False
-    return hmac.compare_digest(mac.encode(), _mac(token, expires).encode())
+    return same_secret(mac, _mac(token, expires))
 
 
 def bearer(request: Request[Any, Any, Any]) -> str | None:

@@ -114,7 +114,7 @@ async def test_dead_letters_of_several_shards_list_and_replay_oldest_first(
     dead = await shards.dead_letters(0, 10)
     assert [d.error for _, d in dead] == [f"boom {i}" for i in range(6)]
     assert [d.key for _, d in await shards.dead_letters(2, 2)] == ["c", "d"]
-    assert (await shards.stats())["dead"] == 6
+    assert (await shards.figures()).dead == 6
     assert await shards.replay_oldest(3) == 3
     for key in keys[:3]:
         lane = await queue.redis.lrange(shards.of_key(key).keys.lane(key), 0, -1)
