@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from router import redaction
+from router import durations, redaction
 from router.filters import Filter
 from router.ingest_formats import IngestFormat
 from router.redaction import Redactor
@@ -23,8 +23,6 @@ class ConfigError(Exception):
 
 # -- value types ---------------------------------------------------------
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 _SIZE = re.compile(r"^\s*(\d+)\s*(b|kb|kib|mb|mib|gb|gib)?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {
     None: 1,
@@ -55,13 +53,13 @@ def parse_duration(value: object) -> Duration:
         if not math.isfinite(value):  # YAML .nan / .inf
             raise ValueError(f"invalid duration {value!r}: must be a finite number")
         return Duration(value)
-    match = _DURATION.match(str(value))
-    if not match:
+    seconds = durations.seconds(str(value))
+    if seconds is None:
         raise ValueError(
             f"invalid duration {value!r}: write seconds as a number "
             "or a string like 500ms, 10s, 1m, 2h"
         )
-    return Duration(float(match.group(1)) * _DURATION_UNITS[match.group(2)])
+    return Duration(seconds)
 
 
 def parse_size(value: object) -> Size:
