@@ -35,7 +35,7 @@ from router.reload import IngestSwitch, Reloader
 from router.settings import Settings
 from router.state import RouterState
 from router.status import StatusReader, layout_of
-from router.ui import ui_plugins
+from router.ui.dashboard import ui_plugins
 from router.worker import running_workers
 
 log = logging.getLogger("router.api")
