@@ -1,5 +1,6 @@
 """What routes.yaml holds: the value types (durations, sizes), the schema
-its sections are converted into, and the Config the checks build from it."""
+its sections are converted into, the Config the checks build from it, and
+ConfigError, what every problem with it raises."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from router.sinks import SinkType
 
 
 class ConfigError(Exception):
-    pass
+    """A problem with the routes file, as one line naming where and what to fix."""
 
 
 # -- value types ---------------------------------------------------------
@@ -223,7 +224,7 @@ class RouteSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 
 class RawConfig(msgspec.Struct, forbid_unknown_fields=True):
     routes: list[RouteSettings]
-    destinations: dict[str, Any]  # each checked below, naming the destination
+    destinations: dict[str, Any]  # each checked by load_config, naming the destination
 
 
 @dataclass(frozen=True)
