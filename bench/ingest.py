@@ -23,7 +23,7 @@ import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import stack
 from context import Context
@@ -39,9 +39,6 @@ from procs import (
 )
 from profiling import record_pid, summarize_profile
 from redisdb import flush, llen
-
-if TYPE_CHECKING:
-    from burst import Burst
 
 POST_LUA = PEERS / "post.lua"
 DEDUP_LUA = PEERS / "post_dedup.lua"  # a unique Idempotency-Key per request
@@ -255,12 +252,19 @@ def stored(ctx: Context, case: Case) -> tuple[int, str]:
 # -- the measurement ---------------------------------------------------------------
 
 
+class SameRounds(Protocol):
+    """What runs in Ingest's rounds after its cases (bench/burst.py's Burst,
+    which imports this module: named by what it does, not imported)."""
+
+    def run_round(self, rnd: int) -> None: ...
+
+
 @dataclass
 class Ingest:
     ctx: Context
     results: dict[str, list[WrkResult]] = field(default_factory=dict)  # key -> one per round
     stacks: dict[str, stack.Stack | None] = field(default_factory=dict)  # key -> as run
-    burst: Burst | None = None  # bench/burst.py, run in the same rounds
+    burst: SameRounds | None = None  # bench/burst.py's Burst, run in the same rounds
 
     def run(self) -> None:
         """--rounds rounds, interleaved: each runs every case, then the burst,

@@ -265,7 +265,7 @@ def _burst_table(ctx: Context, burst: Burst) -> list[str]:
 def _ingest(ctx: Context, ingest: Ingest) -> list[str]:
     w = _Wrk(ingest)
     out = _stack_table(ctx, w) + _features_table(ctx, w)
-    if ingest.burst is not None and ingest.burst.results:
+    if isinstance(ingest.burst, Burst) and ingest.burst.results:
         out += _burst_table(ctx, ingest.burst)
     return out + _cores_table(ctx, w)
 

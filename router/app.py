@@ -36,7 +36,7 @@ from router.reload import IngestSwitch
 from router.runtime import Runtime
 from router.settings import Settings
 from router.state import RouterState
-from router.ui import ui_plugins
+from router.ui.dashboard import ui_plugins
 
 log = logging.getLogger("router.api")
 

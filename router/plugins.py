@@ -7,7 +7,7 @@ import functools
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Generic, TypeVar
 
 import httpx
 import pluggy
@@ -74,12 +74,8 @@ def available(pm: PluginManager) -> Available:
     broken = list(pm.broken)
     types = _provided(pm, pm.hook.router_sink_types, SinkType, "plugin", broken)
     formats = _provided(pm, pm.hook.router_ingest_formats, IngestFormat, "format", broken)
-    pm.providers = {name: pm.origin_of(owner) for name, (_, owner) in types.items()}
-    return Available(
-        {name: st for name, (st, _) in types.items()},
-        {name: f for name, (f, _) in formats.items()},
-        broken,
-    )
+    pm.providers = {name: pm.origin_of(owner) for name, owner in types.owners.items()}
+    return Available(types.items, formats.items, broken)
 
 
 def sink_types(pm: PluginManager) -> dict[str, SinkType]:
@@ -92,15 +88,28 @@ def ingest_formats(pm: PluginManager) -> dict[str, IngestFormat]:
     return available(pm).formats
 
 
+Provided = TypeVar("Provided", SinkType, IngestFormat)
+
+
+@dataclass(frozen=True)
+class _Found(Generic[Provided]):
+    """What one hook's implementations provide, by name, and which plugin
+    provides each."""
+
+    items: dict[str, Provided]
+    owners: dict[str, str]  # name -> its plugin's name
+
+
 def _provided(
     pm: PluginManager,
     hook: pluggy.HookCaller,
-    kind: type[Any],
+    kind: type[Provided],
     label: str,
     broken: list[BrokenPlugin],
-) -> dict[str, tuple[Any, str]]:
-    """Name -> (what one hook's implementations provide, its plugin's name)."""
-    found: dict[str, tuple[Any, str]] = {}
+) -> _Found[Provided]:
+    """Collect one hook (router_sink_types, router_ingest_formats) from
+    every plugin: the same code for each kind of thing plugins provide."""
+    found: _Found[Provided] = _Found({}, {})
     for impl in hook.get_hookimpls():
         owner = impl.plugin_name
         try:
@@ -116,13 +125,14 @@ def _provided(
             broken.append(BrokenPlugin(owner, pm.origin_of(owner), problem))
             continue
         for item in provided:
-            if item.name in found:
+            if item.name in found.items:
                 raise PluginError(
                     f"{label} {item.name!r} is provided twice, by "
-                    f"{pm.origin_of(found[item.name][1])} and {pm.origin_of(owner)}: "
+                    f"{pm.origin_of(found.owners[item.name])} and {pm.origin_of(owner)}: "
                     "uninstall one of them"
                 )
-            found[item.name] = (item, owner)
+            found.items[item.name] = item
+            found.owners[item.name] = owner
     return found
 
 

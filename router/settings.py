@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
+from router import durations
 from router.redaction import shown_redis_url
 
 
@@ -25,8 +25,6 @@ class SettingsError(Exception):
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
-_SECONDS = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m)?\s*$")
-_SECONDS_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, None: 1.0}
 
 
 def _text(value: str) -> str:
@@ -107,16 +105,19 @@ def _replicas(value: str) -> int:
     return number
 
 
+# The units a variable's duration may have (router.durations): none of its
+# durations is counted in hours.
+_SECONDS_UNITS = ("ms", "s", "m")
+
 # Longest duration of a variable: past it a grace, deadline or poll is in
 # effect never (1e17 s passed before), which no setting here means to say.
 MAX_SECONDS = 86400.0
 
 
 def _seconds(value: str) -> float:
-    match = _SECONDS.match(value)
-    if not match:
+    seconds = durations.seconds(value, _SECONDS_UNITS)
+    if seconds is None:
         raise ValueError("seconds as a number or like 500ms, 10s, 1m")
-    seconds = float(match.group(1)) * _SECONDS_UNITS[match.group(2)]
     if seconds > MAX_SECONDS:
         raise ValueError("at most 1 day (86400 seconds)")
     return seconds

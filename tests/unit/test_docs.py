@@ -192,7 +192,7 @@ def test_the_log_lines_the_docs_quote_are_logged_by_the_code() -> None:
         " ".join(p.read_text().split()) for p in [README, *(ROOT / "docs").glob("*.md")]
     )
     code = "".join(
-        p.read_text() for p in [*ROOT.glob("router/*.py"), *ROOT.glob("plugins/*/*/*.py")]
+        p.read_text() for p in [*ROOT.glob("router/**/*.py"), *ROOT.glob("plugins/*/*/*.py")]
     )
     for fragment in QUOTED_LOG_LINES:
         assert fragment in docs, f"no doc quotes {fragment!r} any more"

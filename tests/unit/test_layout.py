@@ -1,60 +1,110 @@
-"""The package's shape: no import cycles (lazy and type-only imports
-included), and the README's layout table names every module."""
+"""The code's shape: no import cycle anywhere in router/ (its packages
+included) or in bench/ (lazy and type-only imports counted too), and the
+README's layout table names every module."""
 
 from __future__ import annotations
 
 import ast
 import re
+from collections import deque
+from pathlib import Path
 
 from tests.support import ROOT
 
 PACKAGE = ROOT / "router"
+BENCH = ROOT / "bench"
 
 
-def _imports() -> dict[str, set[str]]:
+def _package_modules(package: Path) -> dict[str, Path]:
+    """Dotted name -> file of every module of `package`, its subpackages'
+    included (a package is its __init__.py)."""
+    modules = {}
+    for path in package.rglob("*.py"):
+        parts = path.relative_to(package.parent).with_suffix("").parts
+        modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return modules
+
+
+def _script_modules(folder: Path) -> dict[str, Path]:
+    """The scripts of `folder` (bench/, bench/peers/): run from there, they
+    import each other by their bare names."""
+    return {path.stem: path for path in folder.glob("*.py")}
+
+
+def _imports(modules: dict[str, Path]) -> dict[str, set[str]]:
+    """Module -> the modules of `modules` it imports anywhere in its file
+    (in a function, under `if TYPE_CHECKING:`). `from a import b` imports
+    a, and a.b when that is a module; a package's __init__ run before its
+    module is not counted (a package re-exporting its modules would be a
+    cycle), so a module must not import from its own package's __init__."""
     graph: dict[str, set[str]] = {}
-    for path in PACKAGE.glob("*.py"):
-        name = f"router.{path.stem}"
-        deps: set[str] = set()
-        for node in ast.walk(ast.parse(path.read_text())):  # every import, wherever it is
-            if (
-                isinstance(node, ast.ImportFrom)
-                and node.module
-                and node.module.startswith("router")
-            ):
-                deps.add(node.module)
-                if node.module == "router":
-                    deps |= {f"router.{alias.name}" for alias in node.names}
-            elif isinstance(node, ast.Import):
-                deps |= {a.name for a in node.names if a.name.startswith("router")}
-        graph[name] = deps - {name, "router"}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        targets: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                targets |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:  # relative: from the module's package, up level - 1
+                    up = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    base = ".".join([*up, *([base] if base else [])])
+                targets |= {base, *(f"{base}.{alias.name}" for alias in node.names)}
+        graph[name] = {t for t in targets if t in modules} - {name}
     return graph
 
 
-def test_no_import_cycles() -> None:
-    graph = _imports()
-    cycles = []
+def _cycles(graph: dict[str, set[str]]) -> list[str]:
+    """The shortest cycle through each module that is on one, each once,
+    as "a -> b -> a"."""
+    found: set[tuple[str, ...]] = set()
     for start in graph:
-        stack = [(start, [start])]
-        while stack:
-            node, path = stack.pop()
-            for dep in graph.get(node, ()):
-                if dep == start:
-                    cycles.append(" -> ".join([*path, dep]))
-                elif dep not in path and dep in graph:
-                    stack.append((dep, [*path, dep]))
-    assert not cycles, cycles
+        came_from: dict[str, str] = {}
+        queue = deque([start])
+        while queue and start not in came_from:
+            node = queue.popleft()
+            for dep in sorted(graph[node]):
+                if dep not in came_from:
+                    came_from[dep] = node
+                    queue.append(dep)
+        if start in came_from:
+            cycle = [start]
+            while (node := came_from[cycle[-1]]) != start:
+                cycle.append(node)
+            cycle.reverse()  # start -> ... -> the module importing start
+            first = cycle.index(min(cycle))
+            found.add(tuple(cycle[first:] + cycle[:first]))
+    return sorted(" -> ".join([*cycle, cycle[0]]) for cycle in found)
+
+
+def test_no_import_cycles_in_the_router() -> None:
+    cycles = _cycles(_imports(_package_modules(PACKAGE)))
+    assert not cycles, "import cycles: " + "; ".join(cycles)
+
+
+def test_no_import_cycles_in_the_benchmarks() -> None:
+    for folder in (BENCH, BENCH / "peers"):
+        cycles = _cycles(_imports(_script_modules(folder)))
+        assert not cycles, f"import cycles in {folder.relative_to(ROOT)}/: " + "; ".join(cycles)
+
+
+def test_the_cycle_check_finds_cycles() -> None:
+    graph = {"a": {"b"}, "b": {"c", "a"}, "c": {"a"}, "d": {"a", "d"}, "e": set()}
+    assert _cycles(graph) == ["a -> b -> a", "a -> b -> c -> a", "d -> d"]
 
 
 def test_the_readme_layout_table_names_every_module() -> None:
     text = (ROOT / "README.md").read_text()
     table = text[text.index("## Project layout") :]
     named = set(re.findall(r"`(router/[\w/]+(?:\.py)?)`", table))
-    for path in PACKAGE.glob("*.py"):
+    folders = {n for n in named if n.endswith("/")}
+    for path in PACKAGE.rglob("*.py"):
         if path.name in ("__init__.py", "__main__.py"):
             continue
-        rel = f"router/{path.name}"
-        assert rel in named, f"{rel} is missing from the README's layout table"
+        rel = path.relative_to(ROOT).as_posix()
+        assert rel in named or any(rel.startswith(f) for f in folders), (
+            f"{rel} is missing from the README's layout table (itself or its folder)"
+        )
     for rel in named:
         assert (ROOT / rel).exists(), f"the README's layout table names {rel}, which is gone"
 
