@@ -27,6 +27,20 @@ log = logging.getLogger(__name__)
 AGAIN_AFTER = 0.5
 
 
+async def outlast(task: asyncio.Task[Any]) -> None:
+    """Return once `task` has ended, however often the caller is cancelled
+    meanwhile (the cancellation is raised then): a task's cleanup is never
+    cut loose by a repeated cancel (cancel_and_wait) to run on unwatched."""
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.wait({task})
+        except asyncio.CancelledError:
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
+
+
 async def cancel_and_wait(*tasks: asyncio.Task[Any], again_after: float = AGAIN_AFTER) -> None:
     """Cancel `tasks` and return once every one has ended. An exception
     other than the cancellation is logged (shutdown goes on)."""

@@ -70,7 +70,8 @@ class Runtime:
         routes.yaml watch (applying a reload to the workers and to `ingest`,
         the HTTP side, when given) and this process's part in logging
         operator actions. Stopped in the reverse order on leaving: the
-        watch first, so no reload meets workers that are stopping."""
+        operator-log tail, then the watch (a reload being applied finishes
+        first), then the workers, so no reload meets workers that stop."""
         async with contextlib.AsyncExitStack() as stack:
             if deliver:
                 self.workers = await stack.enter_async_context(

@@ -22,7 +22,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from router import envelope, logs, retry, shard_layout
-from router.cancelling import cancel_and_wait
+from router.cancelling import cancel_and_wait, outlast
 from router.config import Destination
 from router.keys import shard_share
 from router.metrics import DeliveryMetrics
@@ -371,6 +371,10 @@ class DestinationWorker:
             with contextlib.suppress(RedisError):
                 await self.queue.release(claim)
 
+    async def _timed(self, delivery: Delivery) -> None:
+        async with asyncio.timeout(self.settings.timeout):
+            await self.sink.deliver(delivery)
+
     async def _attempt(self, claim: Claim, delivery: Delivery) -> None:
         """Run one attempt while renewing the lease; a lost lease aborts it."""
         interval = self.settings.lease / 3
@@ -378,14 +382,13 @@ class DestinationWorker:
             # The attempt times out before the lease needs renewing (the
             # default: timeout 10s, lease 30s): no renewal task per message.
             try:
-                async with asyncio.timeout(self.settings.timeout):
-                    await self.sink.deliver(delivery)
+                await self._timed(delivery)
             except TimeoutError:
                 raise DeliveryFailed(f"timed out after {self.settings.timeout:g}s") from None
             return
-        attempt = asyncio.create_task(
-            asyncio.wait_for(self.sink.deliver(delivery), self.settings.timeout)
-        )
+        # The sink's own coroutine is the task (no wait_for between): when
+        # it has ended, nothing of the attempt runs on.
+        attempt = asyncio.create_task(self._timed(delivery))
         try:
             while True:
                 done, _ = await asyncio.wait({attempt}, timeout=interval)
@@ -405,10 +408,12 @@ class DestinationWorker:
                     raise LeaseLost()
         finally:
             if not attempt.done():
+                # Its cleanup (a plugin's abort) ends before the claim is
+                # handed back or the sink closed, however often a stopping
+                # process cancels this task meanwhile (router.cancelling).
                 attempt.cancel()
-                with contextlib.suppress(BaseException):
-                    await attempt
-            elif not attempt.cancelled():
+                await outlast(attempt)
+            if not attempt.cancelled():
                 # It ended (e.g. timed out) while the lease was being lost:
                 # its outcome no longer counts, and retrieving it keeps
                 # asyncio from logging "Task exception was never retrieved".

@@ -15,7 +15,7 @@ import pytest
 from redis.asyncio import Redis
 
 from router import operator_log
-from router.cancelling import cancel_and_wait
+from router.cancelling import cancel_and_wait, outlast
 from router.operator_log import OperatorAction
 from router.redis_mode import open_client
 
@@ -80,6 +80,33 @@ async def test_the_operator_log_tail_ends_with_its_block_while_it_logs(
             assert await _ends_in_time(_tailing_until_it_logs(redis))
     finally:
         await redis.aclose()
+
+
+async def test_a_cleanup_that_takes_longer_than_a_cancel_is_not_cut_loose() -> None:
+    """A task that outlasts its attempt (as a delivery outlasts its sink's
+    call) has ended only once the attempt's cleanup has, though cancelled
+    again meanwhile: nothing of it runs on after the claim is handed back."""
+    cleaned = asyncio.Event()
+
+    async def attempt() -> None:
+        try:
+            await asyncio.sleep(HANG)
+        finally:
+            await asyncio.shield(asyncio.sleep(0.3))  # a plugin's slow abort
+            cleaned.set()
+
+    async def delivery() -> None:
+        task = asyncio.create_task(attempt())
+        try:
+            await asyncio.sleep(HANG)
+        finally:
+            task.cancel()
+            await outlast(task)
+
+    outer = asyncio.create_task(delivery())
+    await asyncio.sleep(0.01)
+    await cancel_and_wait(outer, again_after=0.05)  # several cancels meanwhile
+    assert outer.cancelled() and cleaned.is_set()
 
 
 async def test_an_error_a_cancelled_task_ends_with_is_logged_not_raised(

@@ -50,7 +50,8 @@ def test_workers_and_the_reload_watch_are_built_only_in_the_runtime() -> None:
     assert builders == {"router/runtime.py": sorted(BUILT_IN_RUNTIME_ONLY)}
 
 
-def test_the_http_side_imports_no_delivery_code() -> None:
+def test_the_http_side_imports_no_delivery_module_itself() -> None:
+    """Directly: it reaches the workers through router.runtime only."""
     for path in HTTP_SIDE:
         imported = _runtime_imports(ast.parse(path.read_text()))
         assert "router.worker" not in imported, f"{path.name} imports router.worker"
