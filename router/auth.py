@@ -22,15 +22,11 @@ from router import standard_webhooks
 from router.auth_throttle import FailedAuthThrottle, client_key
 from router.config import AuthSettings
 from router.errors import ApiError
+from router.refusal import Unauthorized as Unauthorized
 
 # Standard Webhooks: a signed timestamp older or newer than this is refused,
 # so a captured request cannot be replayed later.
 STANDARD_WEBHOOKS_TOLERANCE = 300
-
-
-class Unauthorized(ApiError):
-    def __init__(self, message: str) -> None:
-        super().__init__(401, message)
 
 
 class Authenticator:

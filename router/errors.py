@@ -18,6 +18,10 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from router.redis_client import PoolExhausted, pool_busy_cause, waiting_for_connection
 
+# The refusals themselves (plain exceptions a plugin may raise): router.refusal.
+from router.refusal import ApiError as ApiError
+from router.refusal import BadRequest as BadRequest
+
 log = logging.getLogger("router.api")
 
 # How long a client should wait before retrying while Redis is away.
@@ -26,23 +30,6 @@ REDIS_RETRY_AFTER = "1"
 # During an outage every request fails the same way: one log line per cause
 # at most this often (with how many were not logged), not one per request.
 OUTAGE_LOG_INTERVAL = 10.0
-
-
-class ApiError(Exception):
-    """A request the router refuses, with the status and the reason."""
-
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        headers: dict[str, str] | None = None,
-        extra: dict[str, Any] | None = None,
-    ):
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.headers = headers or {}
-        self.extra = extra or {}
 
 
 Stored = Literal["no", "unknown"]
@@ -112,11 +99,6 @@ class OutageLog:
 
 
 outage_log = OutageLog(log)
-
-
-class BadRequest(ApiError):
-    def __init__(self, message: str) -> None:
-        super().__init__(400, message)
 
 
 def error_response(

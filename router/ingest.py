@@ -18,7 +18,13 @@ from router.batching import Batcher
 from router.config import Destination, Route, route_key
 from router.errors import ApiError, BadRequest, StorageUnavailable, Stored, redis_cause
 from router.filters import MISSING, Getter, compile_path
-from router.ingest_formats import FormatRequest, IngestedMessage, IngestFormat, SkippedItem
+from router.ingest_formats import (
+    MAX_KEY_LENGTH,
+    FormatRequest,
+    IngestedMessage,
+    IngestFormat,
+    SkippedItem,
+)
 from router.keys import DestinationKeys, all_shards, shard_of
 from router.queue import EnqueueResult, Pending, Scripts, Target, enqueue, enqueue_many
 from router.ratelimit import RateLimiter
@@ -26,7 +32,6 @@ from router.redis_client import command_written, waiting_for_connection
 from router.unroutable import UnroutableStore
 
 GLOBAL_KEY = "*"
-MAX_KEY_LENGTH = 256
 IDEMPOTENCY_HEADER = "idempotency-key"
 WEBHOOK_ID_HEADER = "webhook-id"
 

@@ -48,6 +48,10 @@ import msgspec
 
 from router.sinks import NoOptions
 
+# The longest conversation key (ordering key) a message may have, in
+# characters: longer ones are refused with a 400.
+MAX_KEY_LENGTH = 256
+
 
 @dataclass(frozen=True, slots=True)
 class IngestedMessage:

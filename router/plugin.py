@@ -22,12 +22,10 @@ there). tests/unit/test_plugin_api.py keeps the shipped plugins
 
 from __future__ import annotations
 
-from router.auth import Unauthorized
-from router.errors import ApiError, BadRequest
 from router.hookspecs import hookimpl
 from router.http_sink import MAX_ANSWER_BYTES, HttpOptions, HttpSink
-from router.ingest import MAX_KEY_LENGTH
 from router.ingest_formats import (
+    MAX_KEY_LENGTH,
     FormatDocs,
     FormatHeader,
     FormatRequest,
@@ -36,6 +34,7 @@ from router.ingest_formats import (
     SkippedItem,
 )
 from router.redaction import Redactor
+from router.refusal import ApiError, BadRequest, Unauthorized
 from router.sinks import (
     Delivery,
     DeliveryFailed,
