@@ -7,14 +7,15 @@ PACKAGES := -e '.[dev]' -e plugins/chatbot -e plugins/whatsapp
 
 .PHONY: run test lint faults bench clean
 
+# uv installs in about 6 s what pip takes 23 s for (a fresh clone's `make
+# test`); compiled, as pip does, so that no router process a test starts
+# pays for it. uv reads no pip.conf (index, find-links): where it cannot
+# install, pip does, saying so.
 $(STAMP): pyproject.toml plugins/chatbot/pyproject.toml plugins/whatsapp/pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
-	# uv installs in about 6 s what pip takes 23 s for (a fresh clone's
-	# `make test`); compiled, as pip does, so that no router process a
-	# test starts pays for it. pip when uv cannot be had.
 	$(PIP) install -q uv \
 		&& $(VENV)/bin/uv pip install -q --compile-bytecode --python $(PY) $(PACKAGES) \
-		|| $(PIP) install -q $(PACKAGES)
+		|| { echo "uv could not install: installing with pip"; $(PIP) install -q $(PACKAGES); }
 	touch $(STAMP)
 
 # Ingest + delivery in one process on $PORT (default 3000); without REDIS_URL

@@ -11,7 +11,7 @@ the same messages to the same sink in the same round:
   target >= 0.8 x 64 / 0.05 s = 1,024 msg/s, whatever the floor does.
 
 Every router case runs twice, with the default delivery transport (aiohttp
-under the httpx client, router/delivery_http.py) and with
+under the httpx client, router/aiohttp_transport.py) and with
 ROUTER_DELIVERY_TRANSPORT=httpx, so the report shows what the transport buys.
 
     BENCH_REDIS_DB=12 .venv/bin/python bench/delivery.py -n 2000 --rounds 1

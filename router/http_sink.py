@@ -280,7 +280,7 @@ class HttpSink:
         self.http = context.http
         self.method = options.method.upper()
         # Under the router's aiohttp transport the request goes to it directly
-        # (router.delivery_http.AiohttpTransport.post_prefix).
+        # (router.aiohttp_transport.AiohttpTransport.post_prefix).
         self._direct = direct_transport(context.http)
         self._request = httpx.Request(self.method, options.url)  # what answers refer to
         self._headers = {

@@ -7,11 +7,11 @@ router's own behaviour, router.ingest). A format turns a service's webhook
 
 - ``authenticate(options, headers, body)`` checks the request is the
   service's (a signature over the raw body) before anything is parsed; it
-  raises ``router.auth.Unauthorized`` (401) to refuse.
+  raises ``router.plugin.Unauthorized`` (401) to refuse.
 - ``parse(request)`` returns the messages of one request, each with its own
   body, ordering key, dedup id and destinations. All of them are stored in
   one atomic step (router.queue.enqueue_many), or none is. It raises
-  ``router.errors.BadRequest`` (400) naming what is wrong when the request
+  ``router.plugin.BadRequest`` (400) naming what is wrong when the request
   is not the service's webhook at all; a refused request stores nothing.
   One malformed item in a good request (a message without its id) is
   ``request.skip(reason, problem)``-ed instead: the others are stored, the

@@ -21,6 +21,8 @@ from router.redis_mode import open_client
 
 # Each trial cancels a task in the middle of a Redis command.
 TRIALS = 6
+# Blocks of the operator-log tail left while it logs.
+TAIL_TRIALS = 10
 # Far beyond an ending task's time: only a task that outlives its cancel
 # comes near it.
 HANG = 10.0
@@ -73,7 +75,7 @@ async def test_the_operator_log_tail_ends_with_its_block_while_it_logs(
     caplog.set_level(logging.INFO, logger="router.operator")
     redis = await open_client(clean_redis, 4)
     try:
-        for trial in range(TRIALS):
+        for trial in range(TAIL_TRIALS):
             for n in range(200):
                 action = OperatorAction("retry", "chatbot", f"{trial}.{n}", "cli root@host", "k")
                 assert await operator_log.record(redis, action)
