@@ -34,7 +34,10 @@ from tests.support.bot import Bot, serving_bot
 from tests.support.cluster import Cluster
 from tests.support.routes import STORE, write_routes
 from tests.support.servers import ServerThread, serve, wait_until
+from tests.support.trust_store import use_small_trust_store
 from tests.support.workers import database_for_worker
+
+use_small_trust_store()  # each HTTP client 1 ms of CPU, not 25 (tests/support/trust_store.py)
 
 
 @pytest.fixture(scope="session")
