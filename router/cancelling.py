@@ -41,14 +41,19 @@ async def outlast(task: asyncio.Task[Any]) -> None:
         raise asyncio.CancelledError
 
 
-async def cancel_and_wait(*tasks: asyncio.Task[Any], again_after: float = AGAIN_AFTER) -> None:
+async def cancel_and_wait(
+    *tasks: asyncio.Task[Any], again_after: float = AGAIN_AFTER, log_errors: bool = True
+) -> None:
     """Cancel `tasks` and return once every one has ended. An exception
-    other than the cancellation is logged (shutdown goes on)."""
+    other than the cancellation is logged (shutdown goes on), unless
+    `log_errors` is False: tasks whose own done callback reports it."""
     pending = {t for t in tasks if not t.done()}
     while pending:
         for task in pending:
             task.cancel()
         _, pending = await asyncio.wait(pending, timeout=again_after)
+    if not log_errors:
+        return
     for task in tasks:
         error = None if task.cancelled() else task.exception()
         if error is not None:
