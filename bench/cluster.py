@@ -22,7 +22,7 @@ puts them so).
 
 The cost of ROUTER_REDIS_WAIT (ingest answers 200 only once that many
 replicas acknowledged the write: `WAIT` ends each batched pipeline, see
-router/batching.py): two ingest-only setups on one shared Cluster of 3
+router/queue/batching.py): two ingest-only setups on one shared Cluster of 3
 masters + 3 replicas (valkey-cli --cluster create --cluster-replicas 1,
 every replica's master_link_status up before the runs), `router api` with
 ROUTER_REDIS_WAIT=0 and =1; the ratio of the two, round by round, is what
@@ -303,7 +303,7 @@ class Cluster:
         return [f"redis://{HOST}:{p}/0" for p in self.master_ports]
 
     def start(self) -> Cluster:
-        from router.embedded import server_binary
+        from router.redis.embedded import server_binary
 
         base = Path(tempfile.mkdtemp(prefix=f"cluster-{self.name}-", dir=self.ctx.tmp))
         taken: set[int] = set()
@@ -399,7 +399,7 @@ class Cluster:
         import redis
         from redis.crc import key_slot
 
-        from router.keys import all_shards
+        from router.queue.keys import all_shards
 
         with redis.Redis(host=HOST, port=self.master_ports[0]) as c:
             ranges = c.execute_command("CLUSTER", "SLOTS")
@@ -431,7 +431,7 @@ def _ping(port: int, proc: subprocess.Popen[bytes]) -> bool:
 def cluster_missing() -> str | None:
     """Why no Cluster can be started here, or None."""
     try:
-        from router.embedded import server_binary
+        from router.redis.embedded import server_binary
 
         binary = Path(server_binary())
     except (ImportError, RuntimeError) as exc:
@@ -629,7 +629,7 @@ class ClusterPart:
         """Messages in the lanes of post_keys.lua's wa_ids, each in its shard."""
         import redis
 
-        from router.keys import DestinationKeys, shard_of
+        from router.queue.keys import DestinationKeys, shard_of
 
         url = self.urls[setup.key]
         client: Any = (

@@ -11,7 +11,7 @@ the same messages to the same sink in the same round:
   target >= 0.8 x 64 / 0.05 s = 1,024 msg/s, whatever the floor does.
 
 Every router case runs twice, with the default delivery transport (aiohttp
-under the httpx client, router/aiohttp_transport.py) and with
+under the httpx client, router/plugin/aiohttp_transport.py) and with
 ROUTER_DELIVERY_TRANSPORT=httpx, so the report shows what the transport buys.
 
     BENCH_REDIS_DB=12 .venv/bin/python bench/delivery.py -n 2000 --rounds 1
@@ -82,14 +82,15 @@ CASES = (
 
 async def _preload(url: str, n: int, keys: int, shards: int) -> None:
     """Store N messages over `keys` wa_ids the way ingest does (the enqueue
-    script through router.batching, each wa_id in its shard), in order:
+    script through router.queue.batching, each wa_id in its shard), in order:
     calls made in order are stored in order, and a million take seconds
     rather than minutes. On a Redis Cluster node, through the cluster client
-    the router itself opens (router.redis_mode)."""
-    from router import envelope, redis_mode
-    from router.batching import batcher as make_batcher
-    from router.keys import all_shards, shard_of
-    from router.queue import Scripts, Target, enqueue
+    the router itself opens (router.redis.mode)."""
+    from router.queue import envelope
+    from router.queue.batching import batcher as make_batcher
+    from router.queue.keys import all_shards, shard_of
+    from router.queue.lanes import Scripts, Target, enqueue
+    from router.redis import mode as redis_mode
 
     redis = await redis_mode.open_client(url)
     try:

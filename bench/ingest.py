@@ -240,7 +240,7 @@ def count_keys(url: str, pattern: str) -> int:
 def stored(ctx: Context, case: Case) -> tuple[int, str]:
     """The fewest messages `case`'s server has stored in any one of its
     queues, and which queue that is."""
-    from router.keys import DestinationKeys
+    from router.queue.keys import DestinationKeys
 
     if case.server == "floor":
         return llen(ctx.redis_url, FLOOR_QUEUE), FLOOR_QUEUE
@@ -342,7 +342,7 @@ class Ingest:
         """Every 200 stored, once per destination, and with dedup a marker for
         each (a request still in flight when wrk stopped may be stored without
         being counted: more is fine)."""
-        from router.keys import DestinationKeys
+        from router.queue.keys import DestinationKeys
 
         count, queue = stored(self.ctx, case)
         if count < answered:

@@ -80,7 +80,7 @@ def wait_http(port: int, path: str, proc: subprocess.Popen[bytes], timeout: floa
 
 
 def free_port() -> int:
-    from router.embedded import free_port as _free_port
+    from router.redis.embedded import free_port as _free_port
 
     return _free_port(HOST)
 
@@ -98,18 +98,18 @@ sys.meta_path[:] = [
 ]
 sys.path.insert(0, src)
 sys.argv[0] = "router"
-from router.cli import main
+from router.cli.main import main
 raise SystemExit(main())
 """
 _router_src: str | None = None
 
 
 def set_router_src(src: str) -> None:
-    """Run the router from `src` (a tree with router/cli.py) from now on."""
+    """Run the router from `src` (a tree with router/cli/main.py) from now on."""
     global _router_src
     _router_src = str(Path(src).resolve())
-    if not (Path(_router_src) / "router" / "cli.py").exists():
-        sys.exit(f"bench: no router/cli.py under {_router_src}")
+    if not (Path(_router_src) / "router" / "cli" / "main.py").exists():
+        sys.exit(f"bench: no router/cli/main.py under {_router_src}")
 
 
 def router_argv(*args: str) -> list[str]:

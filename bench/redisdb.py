@@ -24,7 +24,7 @@ def redis_server(tmp: Path) -> Iterator[tuple[str, str]]:
     if version is not None:
         yield url, f"system Redis {version} at 127.0.0.1:6379, db {db}"
         return
-    from router.embedded import EmbeddedRedis
+    from router.redis.embedded import EmbeddedRedis
 
     # No append-only file: the system Redis used otherwise has none either,
     # and fsync is not what this benchmark measures.
@@ -37,7 +37,7 @@ def redis_server(tmp: Path) -> Iterator[tuple[str, str]]:
             client.info("server").get("valkey_version") or client.info("server")["redis_version"]
         )
         client.close()
-        yield url, f"embedded valkey-server {version} (router.embedded), db {db}"
+        yield url, f"embedded valkey-server {version} (router.redis.embedded), db {db}"
     finally:
         server.stop()
 

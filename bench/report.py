@@ -195,7 +195,7 @@ def _features_table(ctx: Context, w: _Wrk) -> list[str]:
         "",
         "cost = 1 - variant / plain router, req/s, medians of each round's pair (the plain "
         "router is the stack table's router row, same round; router / floor "
-        f"{plain}). Route auth: of router/auth.py's types, `header` (a shared secret compared "
+        f"{plain}). Route auth: of router/http/auth.py's types, `header` (a shared secret compared "
         "in constant time) and `hmac-sha256` need no timestamp; hmac-sha256 is measured, "
         "the dearer of the two and what WhatsApp sends. Each variant's Redis must hold a copy "
         "of every message answered 200 in each of its destinations' lanes.",

@@ -3,7 +3,7 @@ every uvicorn the bench starts runs on.
 
 The floors (bare_ingest's `/v1/hello` and `/v1/store_message`) are only floors
 if they run on the router's own stack. The router chooses its stack from
-ROUTER_LOOP and ROUTER_HTTP (router/settings.py), "auto" by default: uvloop
+ROUTER_LOOP and ROUTER_HTTP (router/config/settings.py), "auto" by default: uvloop
 and httptools when installed (uvicorn[standard]), asyncio and h11 otherwise.
 CHOSEN follows that default and is what the floors, the sink and every
 `router` the bench starts run on. COMPARED is the stack the router ran on
@@ -106,7 +106,7 @@ def running(pid: int, host: str, port: int) -> Stack | None:
     Loop: uvloop is a compiled extension, mapped into the process only once
     imported, which uvicorn does only to run on it (with several worker
     processes, every one of them must have it). HTTP: importing httptools
-    proves nothing (router/http_server.py imports it when present and may
+    proves nothing (router/http/server.py imports it when present and may
     still run h11), so ask the server: h11 takes any token as a method and
     hands the request to the app, httptools (llhttp) knows only the
     registered methods and answers 400 itself.

@@ -29,7 +29,7 @@ import httpx
 import pytest
 import redis as redis_sync
 
-from router.embedded import EmbeddedRedis
+from router.redis.embedded import EmbeddedRedis
 from tests.support.bot import Bot, serving_bot
 from tests.support.cluster import Cluster
 from tests.support.routes import STORE, write_routes

@@ -2,7 +2,7 @@
 with an HTTP client and nothing else (no Redis, no queue).
 
 The same loop with httpx (the router's client API) and with aiohttp (what
-moves the router's bytes by default, router/aiohttp_transport.py), C requests
+moves the router's bytes by default, router/plugin/aiohttp_transport.py), C requests
 in flight, so a delivery run can say how close it comes to its transport's
 limit. Each POST is what the router's chatbot sink sends: the body as
 stored (bytes, not re-encoded), content-type, accept-encoding identity, an

@@ -55,7 +55,7 @@ def convert(
                 parts = (*parts, int(index) if index else key)
             in_mapping = bool(mapped) and not rest
         # A plugin's __post_init__ may name the option it refuses
-        # (router.sinks.OptionError): the error is placed there.
+        # (router.plugin.sinks.OptionError): the error is placed there.
         parts = (*parts, *getattr(exc.__cause__, "where", ()))
         info = _type_at(typ, parts)
         if in_mapping and isinstance(info, msgspec.inspect.DictType):

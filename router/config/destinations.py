@@ -7,10 +7,10 @@ import re
 from typing import Any
 
 from router.config.checks import Check, require
+from router.config.filters import compile_path
 from router.config.schema import MAX_SHARDS, DestinationSettings, Path
 from router.config.yaml_loader import Loader
-from router.filters import compile_path
-from router.statuses import StatusSpecError, parse_statuses
+from router.plugin.status_codes import StatusSpecError, parse_statuses
 
 
 def check_destination(loader: Loader, path: Path, s: DestinationSettings) -> None:
@@ -69,7 +69,7 @@ def check_destination(loader: Loader, path: Path, s: DestinationSettings) -> Non
 
 
 def check_ordering_key(loader: Loader, path: Path, ordering_key: str | None) -> list[str]:
-    """An ordering key is a path into the body (router.filters): a
+    """An ordering key is a path into the body (router.config.filters): a
     top-level field, or dotted keys into nested objects. Its warnings: a
     dot reads a nested field since content routing came; a config written
     before it meant a top-level field named with a dot."""

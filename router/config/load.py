@@ -10,7 +10,6 @@ from collections.abc import Sequence
 
 import msgspec
 
-from router import redaction
 from router.config.checks import require, upper_bounds
 from router.config.convert import convert
 from router.config.destinations import check_destination, check_ordering_key, option_warnings
@@ -35,9 +34,10 @@ from router.config.schema import (
 )
 from router.config.secret_values import destination_secrets, lenient_secrets, route_secrets
 from router.config.yaml_loader import Loader
-from router.ingest_formats import IngestFormat
-from router.redaction import Redactor
-from router.sinks import SinkType
+from router.ops import redaction
+from router.ops.redaction import Redactor
+from router.plugin.formats import IngestFormat
+from router.plugin.sinks import SinkType
 
 
 class _LayoutFields(msgspec.Struct):
@@ -69,7 +69,7 @@ def load_layout(file: str, env: dict[str, str] | None = None) -> dict[str, int]:
             raise loader.error((*path, "shards"), f"must be between 1 and {MAX_SHARDS}")
         layout[name] = shards
     # The operator commands print errors stored in Redis: the secrets this
-    # file's variables hold are starred out of them (router.redaction.known).
+    # file's variables hold are starred out of them (router.ops.redaction.known).
     redaction.remember(Redactor(lenient_secrets(loader.variables)))
     return layout
 

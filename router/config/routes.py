@@ -9,13 +9,13 @@ import re
 
 import msgspec
 
-from router import standard_webhooks
 from router.config.checks import Check, require
 from router.config.convert import convert
+from router.config.filters import Filter, FilterError, compile_filter
 from router.config.schema import Destination, Path, Route, RouteSettings
 from router.config.yaml_loader import Loader
-from router.filters import Filter, FilterError, compile_filter
-from router.ingest_formats import IngestFormat
+from router.plugin import standard_webhooks
+from router.plugin.formats import IngestFormat
 
 # The router's own paths (app.py, admin.py, Litestar's OpenAPI under
 # /schema, the dashboard under /ui); a route may be neither one of them nor

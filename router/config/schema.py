@@ -11,11 +11,12 @@ from typing import Any, Literal
 
 import msgspec
 
-from router import durations, redaction
-from router.filters import Filter
-from router.ingest_formats import IngestFormat
-from router.redaction import Redactor
-from router.sinks import SinkType
+from router.config import durations
+from router.config.filters import Filter
+from router.ops import redaction
+from router.ops.redaction import Redactor
+from router.plugin.formats import IngestFormat
+from router.plugin.sinks import SinkType
 
 
 class ConfigError(Exception):
@@ -146,7 +147,7 @@ class CircuitBreakerSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=
 
 class OutboundRateLimit(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """A destination's `rate_limit`: requests started per period, across
-    all processes (router.outbound_rate). Not a route's RateLimitSettings,
+    all processes (router.queue.outbound_rate). Not a route's RateLimitSettings,
     which refuses senders at ingest."""
 
     requests: int
@@ -168,7 +169,7 @@ class DestinationSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=Tru
     plugin: str
     ordering_key: str | None = None  # a message field; None: one global order
     max_in_flight: int = 16
-    # Hash tags the destination's lanes are spread over (router.keys): more
+    # Hash tags the destination's lanes are spread over (router.queue.keys): more
     # than one spreads a destination over a Redis Cluster's masters.
     shards: int = 1
     timeout: Duration = Duration(10.0)
@@ -183,7 +184,7 @@ ROUTER_DESTINATION_FIELDS = set(DestinationSettings.__struct_fields__)
 
 class RouteDestination(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """A route's destination written as a mapping: its name and the filter
-    a message must match to be stored for it (router.filters); no `when`:
+    a message must match to be stored for it (router.config.filters); no `when`:
     every message, as a destination written by its name alone."""
 
     name: str
@@ -210,7 +211,7 @@ class RouteSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     rate_limit: RateLimitSettings | None = None
     # How requests are read: None, one JSON object per POST; or a format an
     # ingest plugin provides (`router plugins` lists them), e.g. whatsapp,
-    # with its options (router.ingest_formats).
+    # with its options (router.plugin.formats).
     format: str | None = None
     format_options: dict[str, Any] = {}
     # A message that no destination's `when:` matches: stored nowhere and
@@ -233,7 +234,7 @@ class Destination:
     settings: DestinationSettings
     sink_type: SinkType
     options: Any  # an instance of sink_type.options
-    # Stars its secrets out of failure reasons (router.redaction).
+    # Stars its secrets out of failure reasons (router.ops.redaction).
     redactor: Redactor = field(default=redaction.NOTHING, compare=False, repr=False)
     # Options as written where a ${VAR} was expanded, by their path below
     # the destination (("url",)): what `router check` shows.
@@ -287,7 +288,7 @@ class Config:
     # Accepted but worth an operator's look; one line each, like errors.
     warnings: tuple[str, ...] = ()
     # Every secret of the file: what the admin API, the dashboard and the
-    # CLI star out of the texts they show (router.redaction).
+    # CLI star out of the texts they show (router.ops.redaction).
     redactor: Redactor = field(default=redaction.NOTHING, compare=False, repr=False)
 
 

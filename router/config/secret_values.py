@@ -1,5 +1,5 @@
 """The secrets a routes file holds, which the admin API, the dashboard,
-the CLI and failure reasons star out (router.redaction): what plugins'
+the CLI and failure reasons star out (router.ops.redaction): what plugins'
 options declare secret, a route's `auth.secret`, and every value a
 `${VAR}` put where a secret may be."""
 
@@ -19,7 +19,7 @@ def lenient_secrets(variables: Variables) -> list[str]:
 
 def _declared_secrets(options: Any) -> list[str]:
     """What a plugin's options name as secret (`secret_values()`, if they
-    have it: router.http_sink.HttpOptions)."""
+    have it: router.plugin.http_sink.HttpOptions)."""
     declared = getattr(options, "secret_values", None)
     return [s for s in (declared() if declared is not None else ()) if isinstance(s, str)]
 

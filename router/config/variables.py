@@ -8,9 +8,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from router import redaction
 from router.config.schema import Path
-from router.redaction import Redactor
+from router.ops import redaction
+from router.ops.redaction import Redactor
 
 _VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 

@@ -22,8 +22,8 @@ import pytest
 import redis as redis_sync
 from playwright.sync_api import Browser, Page, Request, sync_playwright
 
-import router.ui.handlers
-import router.ui.history
+import router.web.ui.handlers
+import router.web.ui.history
 from tests.browser.scene import TOKEN, Scene, scene_routes
 from tests.support.bot import Bot
 from tests.support.servers import serve
@@ -95,8 +95,8 @@ class Dashboard:
 def fast_refresh(monkeypatch: pytest.MonkeyPatch) -> None:
     """Pages refresh every second and the sampler reads every half second,
     so a test sees both work without waiting minutes."""
-    monkeypatch.setattr(router.ui.handlers, "REFRESH_SECONDS", 1)
-    monkeypatch.setattr(router.ui.history, "SAMPLE_EVERY", 0.5)
+    monkeypatch.setattr(router.web.ui.handlers, "REFRESH_SECONDS", 1)
+    monkeypatch.setattr(router.web.ui.history, "SAMPLE_EVERY", 0.5)
 
 
 @pytest.fixture()

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import redis as redis_sync
 
-from router.keys import DestinationKeys
+from router.queue.keys import DestinationKeys
 from tests.support.bot import Answer, Bot
 
 TOKEN = "ui-test-token"

@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 from playwright.sync_api import sync_playwright
 
-from router.embedded import EmbeddedRedis
+from router.redis.embedded import EmbeddedRedis
 from tests.browser.conftest import chromium_executable
 from tests.support import ROOT
 from tests.support.bot import Answer, serving_bot

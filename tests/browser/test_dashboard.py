@@ -9,7 +9,7 @@ import time
 
 from playwright.sync_api import Dialog, Page
 
-from router.keys import DestinationKeys, operator_log_key
+from router.queue.keys import DestinationKeys, operator_log_key
 from tests.browser.conftest import Dashboard
 from tests.browser.scene import DESTINATIONS, TOKEN, Scene
 from tests.support.bot import Answer
@@ -274,7 +274,7 @@ def test_retry_now_on_a_held_destination_delivers_at_once_and_is_logged(
 ) -> None:
     """A destination held by a Retry-After of 5 minutes: the overview's
     "Retry now" does what `router retry DEST` does, and the action is
-    recorded for the servers' log (router.operator_log)."""
+    recorded for the servers' log (router.queue.operator_log)."""
     holding = {"on": True}
     scene.bot.decide = lambda m, n: (
         Answer(503, "busy", headers={"Retry-After": "300"}) if holding["on"] else Answer()

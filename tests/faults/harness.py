@@ -5,7 +5,7 @@
   environment the README documents (REDIS_URL, PORT, ROUTES_FILE,
   ROUTER_SHUTDOWN_GRACE, ROUTER_DATA_DIR), killed with SIGKILL or stopped
   with SIGTERM by the test.
-- A real valkey-server (`router.embedded.EmbeddedRedis`) on a fixed port and
+- A real valkey-server (`router.redis.embedded.EmbeddedRedis`) on a fixed port and
   data directory, so a SIGKILL + restart reloads its append-only file.
 - `FaultBot`: the chatbot, an ASGI app served by uvicorn in a thread. It
   answers as its policy says, notices when the router abandons a request
@@ -37,8 +37,8 @@ from typing import Any
 import redis as redis_sync
 from router_chatbot import error_in_body
 
-from router.embedded import EmbeddedRedis
-from router.keys import all_shards
+from router.queue.keys import all_shards
+from router.redis.embedded import EmbeddedRedis
 from tests.support import ROOT
 from tests.support.bot import read_request, send_json
 from tests.support.cluster import Cluster, sync_client

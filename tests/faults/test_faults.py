@@ -27,9 +27,9 @@ import httpx
 import pytest
 import redis.asyncio as redis_async
 
-from router import envelope
-from router.keys import destinations_key
-from router.queue import Scripts, Target, enqueue
+from router.queue import envelope
+from router.queue.keys import destinations_key
+from router.queue.lanes import Scripts, Target, enqueue
 from tests.faults.harness import (
     KEYS,
     BotRequest,
@@ -625,7 +625,7 @@ def scan_leftovers(lab: Lab) -> tuple[Counter[str], list[str]]:
             if client.ttl(name) < 0:
                 problems.append(f"{name} has no TTL")
         elif name == destinations_key():
-            pass  # the registry of destination names (router.registry): one small set
+            pass  # the registry of destination names (router.queue.orphans): one small set
         elif kind == "breaker":
             pass  # the breaker's memory (last recovery): one small hash per destination shard
         elif kind == "wake":

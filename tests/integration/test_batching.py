@@ -1,4 +1,4 @@
-"""router.batching: concurrent ingest writes share one pipeline, and each
+"""router.queue.batching: concurrent ingest writes share one pipeline, and each
 caller still learns exactly what happened to its own write."""
 
 from __future__ import annotations
@@ -15,11 +15,12 @@ import pytest
 import redis as redis_sync
 from redis.asyncio import Redis
 
-from router import envelope, redis_client
-from router.batching import ScriptBatcher
-from router.embedded import EmbeddedRedis
-from router.queue import Scripts, Target, enqueue
-from router.redis_client import command_written
+from router.queue import envelope
+from router.queue.batching import ScriptBatcher
+from router.queue.lanes import Scripts, Target, enqueue
+from router.redis import client as redis_client
+from router.redis.client import command_written
+from router.redis.embedded import EmbeddedRedis
 from tests.support.routes import KEYS
 
 
@@ -127,7 +128,7 @@ async def test_a_call_that_never_left_the_process_is_certainly_not_stored(
     """Sent inline (nothing else on its way) but stuck waiting for a pooled
     connection when its deadline passes: its bytes never went out, so the
     caller learns "not stored", and why (a busy pool, not a slow Redis)."""
-    from router.errors import redis_cause
+    from router.http.errors import redis_cause
 
     async with batched(clean_redis, max_connections=1) as (client, scripts, batcher):
         holder = asyncio.create_task(client.blpop(["nothing"], 1))  # the one connection

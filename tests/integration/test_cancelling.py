@@ -1,6 +1,6 @@
 """Background tasks that poll a real Redis end when the shutdown cancels
 them, even where redis-py loses a cancellation (it finishes the command
-and returns its answer): router.cancelling. A server process once hung in
+and returns its answer): router.ops.cancelling. A server process once hung in
 its shutdown this way, its operator-log tail asleep in its loop."""
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from router import operator_log
-from router.cancelling import cancel_and_wait, outlast
-from router.operator_log import OperatorAction
-from router.redis_mode import open_client
+from router.ops.cancelling import cancel_and_wait, outlast
+from router.queue import operator_log
+from router.queue.operator_log import OperatorAction
+from router.redis.mode import open_client
 
 # Each trial cancels a task in the middle of a Redis command.
 TRIALS = 6

@@ -18,8 +18,8 @@ import pytest
 from openapi_spec_validator import validate
 from redis import Redis
 
-from router.envelope import decode
-from router.keys import DestinationKeys
+from router.queue.envelope import decode
+from router.queue.keys import DestinationKeys
 from tests.integration.test_metrics import scrape, value
 from tests.integration.test_whatsapp import envelope, image, signed, text
 from tests.integration.test_whatsapp import value as wa_value

@@ -16,9 +16,9 @@ import pytest
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 
-from router import envelope
-from router.keys import DestinationKeys
-from router.queue import Acked, DestinationQueue, Outcome, Scripts
+from router.queue import envelope
+from router.queue.keys import DestinationKeys
+from router.queue.lanes import Acked, DestinationQueue, Outcome, Scripts
 from tests.support.bot import Answer, Bot, check_order
 from tests.support.messages import (
     enqueue_json,

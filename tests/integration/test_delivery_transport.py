@@ -1,4 +1,4 @@
-"""The HTTP client a destination delivers with (router.delivery_http), under
+"""The HTTP client a destination delivers with (router.plugin.client), under
 both transports (ROUTER_DELIVERY_TRANSPORT=aiohttp, the default, and httpx's
 own): how failures are reported, no cookies between deliveries, keep-alive
 and idle expiry, the httpx API a plugin uses, the cap on an answer read by
@@ -18,13 +18,13 @@ from typing import Any, ClassVar
 import httpx
 import pytest
 
-import router.delivery_http
+import router.plugin.client
 from router.config import Destination, DestinationSettings, Duration
-from router.delivery_http import delivery_client
-from router.http_sink import MAX_ANSWER_BYTES, HttpOptions, HttpSink
-from router.plugins import OpenSink, open_sink, plugin_manager, sink_types
-from router.settings import DeliveryTransport
-from router.sinks import Delivery, DeliveryFailed, SinkType
+from router.config.plugins import OpenSink, open_sink, plugin_manager, sink_types
+from router.config.settings import DeliveryTransport
+from router.plugin.client import delivery_client
+from router.plugin.http_sink import MAX_ANSWER_BYTES, HttpOptions, HttpSink
+from router.plugin.sinks import Delivery, DeliveryFailed, SinkType
 from tests.support.servers import free_port
 
 # Marked here, not only by the root conftest's late marking: anyio's plugin
@@ -278,7 +278,7 @@ async def test_cookies_are_not_carried_between_deliveries(transport: DeliveryTra
         # A plugin using the client directly gets no cookie either.
         await opened.http.post(server.url, json={"plugin": True})
     assert len(server.requests) == 3
-    # Each message stands alone (router/delivery_http.py's docstring): a
+    # Each message stands alone (router/plugin/client.py's docstring): a
     # cookie a destination set must not reach it again.
     assert [r.headers.get("cookie") for r in server.requests] == [None, None, None]
 
@@ -301,7 +301,7 @@ async def test_idle_connection_is_dropped_after_the_expiry(
     transport: DeliveryTransport, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # delivery_client reads the constant when the client is made.
-    monkeypatch.setattr(router.delivery_http, "IDLE_CONNECTION_EXPIRY", 0.3)
+    monkeypatch.setattr(router.plugin.client, "IDLE_CONNECTION_EXPIRY", 0.3)
     async with RawServer() as server, http_sink(server.url, transport) as opened:
         await opened.sink.deliver(delivery(1))
         await asyncio.sleep(1.5)  # well past 0.3 s idle; the server keeps it open

@@ -16,9 +16,9 @@ import httpx
 import pytest
 from redis import Redis
 
-from router.keys import DestinationKeys
-from router.queue import DestinationQueues, Scripts
-from router.redis_client import connect
+from router.queue.keys import DestinationKeys
+from router.queue.lanes import DestinationQueues, Scripts
+from router.redis.client import connect
 from tests.support.bot import Answer, Bot
 from tests.support.servers import wait_until
 
@@ -200,7 +200,7 @@ async def test_while_down_one_probe_at_a_time_and_a_probe_given_up_frees_the_slo
     leases only the probe, none while it is out; a probe given up without a
     try (max_attempts reached after a lost lease) lets the next go at once,
     and a probe that fails doubles the wait."""
-    from router.queue import DOWN, Breaker, Outcome
+    from router.queue.lanes import DOWN, Breaker, Outcome
 
     redis = connect(clean_redis)
     try:
@@ -242,7 +242,7 @@ async def test_failures_that_are_the_messages_own_never_open_it(clean_redis: str
     without a field the body template needs) is the message's fault: any
     number of them, on any number of conversations, leave the destination
     up; the same failures from the destination open it."""
-    from router.queue import Blame, Breaker, Outcome
+    from router.queue.lanes import Blame, Breaker, Outcome
 
     redis = connect(clean_redis)
     try:
@@ -282,7 +282,7 @@ async def test_the_probe_slot_and_the_hold_report(clean_redis: str) -> None:
     to probe tells workers to wait for a nudge, not to poll; a Retry-After
     is reported (logged) when a hold begins, not when another answer
     lengthens it; turning the breaker off forgets a stale state."""
-    from router.queue import DOWN, HELD, Breaker, Outcome
+    from router.queue.lanes import DOWN, HELD, Breaker, Outcome
 
     redis = connect(clean_redis)
     try:
@@ -374,7 +374,7 @@ async def _attempt(redis: Any, queue: Any, breaker: Any, key: str, ok: bool) -> 
     """One attempt at `key`'s head, claimed alone (its lane filled or put
     in line first): acknowledged ("ok"), or failed with a long backoff and
     the event fail.lua reports."""
-    from router.queue import Outcome
+    from router.queue.lanes import Outcome
 
     await redis.zrem(KEYS.delayed, key)
     if await redis.llen(KEYS.lane(key)) == 0:
@@ -394,7 +394,7 @@ async def test_a_conversation_counts_once_until_it_succeeds(clean_redis: str) ->
     success, never count a second time: with failing_keys 3 they and one
     more failure leave the destination up (before: down), while three
     conversations failing for the first time still open it."""
-    from router.queue import Breaker, Outcome
+    from router.queue.lanes import Breaker, Outcome
 
     redis = connect(clean_redis)
     try:
@@ -432,7 +432,7 @@ async def test_the_backlog_of_an_outage_cannot_open_it_again_at_once(clean_redis
     """After the recovery, failures of messages that waited through the
     outage (a poison conversation's, never tried yet) do not open it again;
     conversations that arrive afterwards and fail still do."""
-    from router.queue import Breaker, Outcome
+    from router.queue.lanes import Breaker, Outcome
 
     redis = connect(clean_redis)
     try:
@@ -472,7 +472,7 @@ async def test_probes_go_to_healthy_looking_conversations(clean_redis: str) -> N
     whose backoff ends first; the recovery leaves conversations that were
     failing on their own before the outage to their backoff, and an
     operator's retry resumes everyone."""
-    from router.queue import DOWN
+    from router.queue.lanes import DOWN
 
     redis = connect(clean_redis)
     try:
@@ -606,7 +606,7 @@ async def test_failing_conversations_count_again_while_others_fail(clean_redis: 
     conversation that failed before counts again while others are failing
     (before: once only, so one new failure per window/failing_keys never
     opened it). It never starts a run alone."""
-    from router.queue import Breaker
+    from router.queue.lanes import Breaker
 
     redis = connect(clean_redis)
     try:

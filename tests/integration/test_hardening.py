@@ -23,9 +23,9 @@ import pytest
 import redis as redis_sync
 from redis.asyncio import Redis as AsyncRedis
 
-from router import envelope
-from router.embedded import EmbeddedRedis
-from router.queue import DestinationQueue, Scripts
+from router.queue import envelope
+from router.queue.lanes import DestinationQueue, Scripts
+from router.redis.embedded import EmbeddedRedis
 from tests.support.bot import Answer, Bot
 from tests.support.messages import enqueue_json, stored_count
 from tests.support.routes import KEYS, STORE, routes_file, write_routes

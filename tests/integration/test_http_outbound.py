@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 import redis as redis_sync
 
-from router.auth import Authenticator
 from router.config import AuthSettings
-from router.keys import DestinationKeys
+from router.http.auth import Authenticator
+from router.queue.keys import DestinationKeys
 from tests.support.bot import read_request
 from tests.support.servers import ServerThread, wait_until
 

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from redis import Redis
 
-from router.embedded import EmbeddedRedis
+from router.redis.embedded import EmbeddedRedis
 from tests.support.messages import assert_refused, stored_bodies, stored_count, stored_keys
 from tests.support.routes import KEYS, STORE, routes_file
 from tests.support.servers import ServerThread, free_port, serve

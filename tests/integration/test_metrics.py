@@ -12,7 +12,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 from redis import Redis
 
-from router import metrics
+from router.web import prometheus
 from tests.support.bot import Answer, Bot
 from tests.support.messages import post_message
 from tests.support.routes import KEYS, STORE, write_routes
@@ -91,7 +91,7 @@ def test_queue_gauges_match_redis(start_router, bot: Bot, redis: Redis) -> None:
     post_message(router.url, "c", "c1")
     time.sleep(1.1)  # past the reading of the first scrape
     samples = scrape(router.url)
-    gauge = {name: value(samples, name, destination="chatbot") for name in metrics.QUEUE_GAUGES}
+    gauge = {name: value(samples, name, destination="chatbot") for name in prometheus.QUEUE_GAUGES}
     assert gauge["router_queue_messages"] == 5  # messages, not keys
     assert gauge["router_delayed_keys"] == 1
     assert gauge["router_ready_keys"] == 1  # c, held by the pause
@@ -153,4 +153,4 @@ def test_every_metric_is_documented_and_every_documented_metric_exists() -> None
     text = README.read_text()
     section = text[text.index("### Metrics") : text.index("### Logs")]
     documented = set(re.findall(r"^\| `(router_\w+)` \|", section, re.MULTILINE))
-    assert documented == set(metrics.family_names())
+    assert documented == set(prometheus.family_names())

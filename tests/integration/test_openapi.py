@@ -26,11 +26,11 @@ import pytest
 import yaml
 from openapi_spec_validator import validate
 
-from router.app import create_app
-from router.http_server import protocol_class
-from router.loading import load
-from router.openapi import ASSETS_DIR
-from router.settings import Settings
+from router.config.loading import load
+from router.config.settings import Settings
+from router.http.server import protocol_class
+from router.web.app import create_app
+from router.web.openapi import ASSETS_DIR
 from tests.support import ROOT
 from tests.support import whatsapp as wa
 from tests.support.routes import write_yaml
@@ -596,10 +596,10 @@ def test_the_docs_assets_ship_in_the_package_with_their_licence() -> None:
     """pyproject.toml's package-data takes every file the page needs into
     the wheel (the page is served from the installed package)."""
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    patterns = pyproject["tool"]["setuptools"]["package-data"]["router"]
+    patterns = pyproject["tool"]["setuptools"]["package-data"]["router.web"]
     shipped = {p.name for p in ASSETS_DIR.iterdir()}
     assert {"swagger-ui-bundle.js", "swagger-ui.css", "LICENSE", "NOTICE"} <= shipped
-    package = ROOT / "router"
+    package = ROOT / "router" / "web"
     for path in ASSETS_DIR.iterdir():
         relative = str(path.relative_to(package))
         assert any(fnmatch.fnmatch(relative, p) for p in patterns), relative

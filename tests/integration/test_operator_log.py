@@ -1,7 +1,7 @@
 """The operator log's stream in a real Redis: each recorded action logged
 once by one of the processes reading it, an entry left unacknowledged by a
 process that died logged by another, the stream and the group bounded
-(router.operator_log)."""
+(router.queue.operator_log)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import logging
 import pytest
 from redis.asyncio import Redis
 
-from router import operator_log
-from router.keys import operator_log_key
-from router.operator_log import GROUP, OperatorAction, OperatorLogTail
+from router.queue import operator_log
+from router.queue.keys import operator_log_key
+from router.queue.operator_log import GROUP, OperatorAction, OperatorLogTail
 
 STREAM = operator_log_key()
 

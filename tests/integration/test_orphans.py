@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 from redis import Redis
 
-from router.keys import DestinationKeys
+from router.queue.keys import DestinationKeys
 from tests.integration.test_openapi import assert_documented
 from tests.support.bot import Bot
 from tests.support.queues import build_queue, lane

@@ -1,4 +1,4 @@
-"""A destination's outbound `rate_limit` (router.outbound_rate): the rate
+"""A destination's outbound `rate_limit` (router.queue.outbound_rate): the rate
 seen at a real HTTP destination stays under the limit with several workers
 sharing one Redis (as separate processes do: each Workers here has its own
 Redis client and claim loops), a held message costs no attempt, per-key
@@ -24,11 +24,11 @@ from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 
 from router.config import Destination
-from router.keys import DestinationKeys, shard_of
-from router.loading import load
-from router.outbound_rate import ShardRate
-from router.queue import DestinationQueue, Scripts
-from router.worker import running_workers
+from router.config.loading import load
+from router.delivery.worker import running_workers
+from router.queue.keys import DestinationKeys, shard_of
+from router.queue.lanes import DestinationQueue, Scripts
+from router.queue.outbound_rate import ShardRate
 from tests.support.bot import Bot, Received, check_order
 from tests.support.messages import enqueue_json, interleaved
 from tests.support.routes import KEYS, write_routes

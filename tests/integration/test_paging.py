@@ -1,6 +1,6 @@
 """Paging parameters from outside (huge, negative, not numbers) on the
 dashboard and the admin API: a 400 naming the allowed range, never Redis's
-error as a 503 (router.paging)."""
+error as a 503 (router.http.paging)."""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import redis as redis_sync
 
-from router.keys import all_shards
+from router.queue.keys import all_shards
 from tests.support.bot import Bot
 from tests.support.processes import run_cli
 from tests.support.routes import STORE, write_routes

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from router.loading import load
-from router.plugins import plugin_manager, sink_types
+from router.config.loading import load
+from router.config.plugins import plugin_manager, sink_types
 from tests.support.bot import Bot
 from tests.support.routes import write_routes
 from tests.support.servers import wait_until

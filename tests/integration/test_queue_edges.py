@@ -10,9 +10,9 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis as AsyncRedis
 
-from router import envelope
-from router.keys import DestinationKeys
-from router.queue import (
+from router.queue import envelope
+from router.queue.keys import DestinationKeys
+from router.queue.lanes import (
     DestinationQueue,
     DestinationQueues,
     Outcome,

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from redis import Redis
 
-from router import envelope
+from router.queue import envelope
 from tests.support.processes import run_cli
 from tests.support.routes import KEYS, write_routes
 from tests.support.servers import serve

@@ -1,4 +1,4 @@
-"""router.redis_client's pool: past its size a command waits for a free
+"""router.redis.client's pool: past its size a command waits for a free
 connection; a wait that ends (the caller's deadline, or the pool's own
 timeout) is named as a busy pool, not as an unreachable Redis."""
 
@@ -8,8 +8,8 @@ import asyncio
 
 import pytest
 
-from router import redis_client
-from router.errors import redis_cause
+from router.http.errors import redis_cause
+from router.redis import client as redis_client
 
 
 async def test_a_command_past_the_pool_size_waits_for_a_free_connection(clean_redis: str) -> None:

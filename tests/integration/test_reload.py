@@ -1,4 +1,4 @@
-"""Live routes.yaml (router.reload): the router's real app, in-process with
+"""Live routes.yaml (router.runtime.reload): the router's real app, in-process with
 its workers, watching its routes file; real bots, a real Redis-compatible
 server. A reload is waited for by the reloader's own counters, never by a
 sleep. (SIGHUP to real processes: tests/process/test_reload.py.)"""
@@ -24,14 +24,14 @@ import redis as redis_sync
 import yaml
 from redis.asyncio import Redis as AsyncRedis
 
-from router import registry
-from router.app import create_app
 from router.config import ConfigError
-from router.keys import DestinationKeys
-from router.loading import load
-from router.reload import Reloader
-from router.settings import Settings
-from router.state import RouterState
+from router.config.loading import load
+from router.config.settings import Settings
+from router.queue import orphans
+from router.queue.keys import DestinationKeys
+from router.runtime.reload import Reloader
+from router.web.app import create_app
+from router.web.state import RouterState
 from tests.support.bot import Answer, check_order, serving_bot
 from tests.support.messages import assert_refused
 from tests.support.processes import run_cli
@@ -413,11 +413,11 @@ def test_a_removed_destination_keeps_its_queue_and_shows_as_orphaned(
             lanes = redis.scan_iter(match=sms_keys.lane_prefix + "*")
             return sum(int(redis.llen(k)) for k in lanes)
 
-        def orphans(configured: list[str]) -> list[str]:
+        def orphaned(configured: list[str]) -> list[str]:
             async def look() -> list[str]:
                 client = AsyncRedis.from_url(clean_redis)
                 try:
-                    return await registry.orphaned_destinations(client, configured)
+                    return await orphans.orphaned_destinations(client, configured)
                 finally:
                     await client.aclose()
 
@@ -431,13 +431,13 @@ def test_a_removed_destination_keeps_its_queue_and_shows_as_orphaned(
                 assert post(url, "/v1/sms", f"sms-{i}", key=f"k{i}").status_code == 200
             wait_until(lambda: len(sms.received) >= 3, what="first attempts")
             assert held() == 3
-            assert orphans(["chatbot"]) == ["sms"]  # known, would be orphaned if removed
+            assert orphaned(["chatbot"]) == ["sms"]  # known, would be orphaned if removed
 
             write(file, chatbot_only(bot.url))
             reloaded(reloader, 1)
             assert_refused(post(url, "/v1/sms", "x"), 404)
             assert held() == 3  # kept, untouched
-            assert orphans(["chatbot"]) == ["sms"]
+            assert orphaned(["chatbot"]) == ["sms"]
             wait_until(
                 lambda: any("orphaned destinations" in r.getMessage() for r in caplog.records),
                 what="the orphan warning",
@@ -472,8 +472,8 @@ def test_a_removed_destination_keeps_its_queue_and_shows_as_orphaned(
             reloaded(reloader, 2)
             wait_until(lambda: len(sms.acknowledged()) == 3, what="the orphan's messages")
             # The bot answers before the router's ack reaches Redis.
-            wait_until(lambda: orphans(["chatbot"]) == [], what="the acks in Redis")
-            assert orphans(["chatbot", "sms"]) == []
+            wait_until(lambda: orphaned(["chatbot"]) == [], what="the acks in Redis")
+            assert orphaned(["chatbot", "sms"]) == []
             assert "sms" not in [
                 n
                 for n, s in httpx.get(url + "/admin/destinations", headers=AUTH).json().items()

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from redis import Redis
 
-from router.envelope import decode
+from router.queue.envelope import decode
 from tests.support.bot import Answer, Bot
 from tests.support.cluster import sync_client
 from tests.support.routes import KEYS

@@ -1,5 +1,5 @@
 """Slow and broken clients against a real uvicorn server using
-router.http_server.protocol_class: header deadline, pending-connection cap,
+router.http.server.protocol_class: header deadline, pending-connection cap,
 JSON bodies for uvicorn's own 400s.
 
 Each test talks raw TCP to a real server on loopback. Timings have wide
@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from router.http_server import protocol_class
+from router.http.server import protocol_class
 from tests.support.servers import ServerThread
 
 # The httptools variant is tested too wherever httptools is installed

@@ -16,8 +16,8 @@ import pytest
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 
-from router import envelope
-from router.queue import (
+from router.queue import envelope
+from router.queue.lanes import (
     Claim,
     DestinationQueue,
     DestinationQueues,

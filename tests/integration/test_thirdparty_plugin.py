@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from router.loading import load
+from router.config.loading import load
 from tests.support.bot import Bot, check_order
 from tests.support.messages import interleaved, post_round_robin
 from tests.support.plugin import recorder_registered, write_recorder_routes

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from redis import Redis
 
-from router.ui import auth
+from router.web.ui import auth
 from tests.support.routes import KEYS, routes_file
 from tests.support.servers import serve, wait_until
 

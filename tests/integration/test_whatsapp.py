@@ -18,8 +18,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from redis import Redis
 
-from router.envelope import decode
-from router.keys import DestinationKeys, RouteKeys, unroutable_routes_key
+from router.queue.envelope import decode
+from router.queue.keys import DestinationKeys, RouteKeys, unroutable_routes_key
 from tests.support.bot import Bot
 from tests.support.messages import assert_refused, stored_keys
 from tests.support.routes import write_yaml
@@ -306,7 +306,7 @@ def test_a_post_of_only_malformed_items_is_200_stores_no_message_and_keeps_the_i
         ],
     }
     # No message for any destination; the item is kept for the operator
-    # (router.unroutable, tests/integration/test_whatsapp_unroutable.py).
+    # (router.queue.unroutable, tests/integration/test_whatsapp_unroutable.py).
     kept = RouteKeys(PATH)
     markers = list(redis.scan_iter(match="*unroutable:seen:*"))
     assert len(markers) == 1

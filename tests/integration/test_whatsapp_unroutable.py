@@ -17,11 +17,11 @@ import httpx
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 
-from router.embedded import EmbeddedRedis
-from router.ingest_formats import SkippedItem
-from router.keys import RouteKeys
-from router.queue import Scripts
-from router.unroutable import UnroutableStore
+from router.plugin.formats import SkippedItem
+from router.queue.keys import RouteKeys
+from router.queue.lanes import Scripts
+from router.queue.unroutable import UnroutableStore
+from router.redis.embedded import EmbeddedRedis
 from tests.integration.test_whatsapp import ROUTES, lane, post
 from tests.support.bot import Bot
 from tests.support.processes import run_cli

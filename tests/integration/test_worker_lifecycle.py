@@ -1,4 +1,4 @@
-"""router.worker.running_workers: a plugin that refuses to start leaves
+"""router.delivery.worker.running_workers: a plugin that refuses to start leaves
 nothing open behind it (a real plugin registered in-process, a real Redis)."""
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from router.hookspecs import hookimpl
-from router.loading import load
-from router.plugins import PluginError, plugin_manager
-from router.sinks import Delivery, SinkContext, SinkType
-from router.worker import running_workers
+from router.config.loading import load
+from router.config.plugins import PluginError, plugin_manager
+from router.delivery.worker import running_workers
+from router.plugin.hookspecs import hookimpl
+from router.plugin.sinks import Delivery, SinkContext, SinkType
 
 
 class _Plugin:

@@ -1,6 +1,6 @@
 """Guessing the admin token: wrong tokens are throttled per client and
 logged, on the dashboard's login, its bearer access and the admin API alike
-(one table, router.auth_throttle); the Bearer scheme is case-insensitive
+(one table, router.http.throttle); the Bearer scheme is case-insensitive
 everywhere (RFC 7235)."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from router.auth_throttle import (
+from router.http.throttle import (
     FREE_FAILURES,
     MAX_CLIENTS,
     MAX_DELAY,

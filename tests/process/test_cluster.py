@@ -20,10 +20,10 @@ import pytest
 import redis as redis_sync
 from redis.asyncio.cluster import RedisCluster
 
-from router import envelope
-from router.embedded import EmbeddedRedis
-from router.keys import DestinationKeys, all_shards, shard_count_key, shard_of
-from router.queue import Scripts, Target, enqueue
+from router.queue import envelope
+from router.queue.keys import DestinationKeys, all_shards, shard_count_key, shard_of
+from router.queue.lanes import Scripts, Target, enqueue
+from router.redis.embedded import EmbeddedRedis
 from tests.support import whatsapp as wa
 from tests.support.bot import Bot, check_order, serving_bot
 from tests.support.cluster import Cluster, sync_client

@@ -17,9 +17,9 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from router import cli
-from router.loading import load
-from router.settings import Settings, documented_variables
+import router.cli.main as cli
+from router.config.loading import load
+from router.config.settings import Settings, documented_variables
 from tests.support import ROOT
 from tests.support.routes import committed, shipped_routes
 from tests.unit.test_dockerfile import image_env
@@ -524,7 +524,7 @@ def test_routes_yaml_is_reached_through_a_mounted_folder_as_the_docs_say() -> No
         assert len(mount) == 1, f"{name}: {len(mount)} mounts hold {routes_file}"
         source, target = mount[0]
         # A folder: a bind-mounted file keeps its inode, so the reload
-        # (router.reload, by path) would never see a file an editor replaced
+        # (router.runtime.reload, by path) would never see a file an editor replaced
         # by renaming a new one over it.
         assert PurePosixPath(target) == routes_file.parent, f"{name}: mounts the file alone"
         assert (ROOT / source).is_dir(), f"{name}: {source} is not a folder of the checkout"

@@ -9,7 +9,7 @@ import time
 
 from redis import Redis
 
-from router import envelope
+from router.queue import envelope
 from tests.integration.test_delivery import FAST_RETRY, poison_bot
 from tests.support.bot import Bot, check_order
 from tests.support.messages import interleaved, post_message, post_round_robin

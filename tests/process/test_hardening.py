@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import redis as redis_sync
 
-from router.embedded import EmbeddedRedis
+from router.redis.embedded import EmbeddedRedis
 from tests.support.bot import Answer, Bot
 from tests.support.processes import RouterProcess, run_cli
 from tests.support.routes import STORE, routes_file, write_routes
@@ -145,7 +145,7 @@ def test_a_process_resumed_after_losing_its_lease_logs_one_line(
 def test_router_serve_closes_connections_that_trickle_their_headers(
     tmp_path: Path, bot: Bot, clean_redis: str
 ) -> None:
-    """The protocol of router/http_server.py (tested in depth in
+    """The protocol of router/http/server.py (tested in depth in
     test_slow_clients.py) is the one `router serve` runs."""
     routes = write_routes(tmp_path / "routes.yaml", bot.url)
     process = RouterProcess(

@@ -1,5 +1,5 @@
 """Every operator action, from the CLI or the admin API, logged once
-across the running `router` processes (router.operator_log)."""
+across the running `router` processes (router.queue.operator_log)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from pathlib import Path
 import httpx
 from redis import Redis
 
-from router.keys import operator_log_key
-from router.operator_log import GROUP
+from router.queue.keys import operator_log_key
+from router.queue.operator_log import GROUP
 from tests.support.processes import RouterProcess, run_cli
 from tests.support.routes import write_routes
 from tests.support.servers import wait_until

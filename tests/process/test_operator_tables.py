@@ -9,10 +9,10 @@ import json
 import re
 from pathlib import Path
 
-from router import redis_mode
-from router.ingest_formats import SkippedItem
-from router.queue import Scripts
-from router.unroutable import UnroutableStore
+from router.plugin.formats import SkippedItem
+from router.queue.lanes import Scripts
+from router.queue.unroutable import UnroutableStore
+from router.redis import mode as redis_mode
 from tests.support.bot import Bot
 from tests.support.processes import run_cli
 from tests.support.queues import ERROR, build_queue

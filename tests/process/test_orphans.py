@@ -12,7 +12,7 @@ from pathlib import Path
 
 from redis import Redis
 
-from router.keys import DestinationKeys, move_key
+from router.queue.keys import DestinationKeys, move_key
 from tests.support.bot import Bot
 from tests.support.cluster import sync_client
 from tests.support.processes import run_cli

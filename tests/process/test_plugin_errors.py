@@ -17,7 +17,7 @@ from tests.support.routes import write_routes
 MISSPELT = "[router]\nslackish = router_slackishh\n"  # the module is router_slackish
 
 HOOK_RAISES = """
-from router.hookspecs import hookimpl
+from router.plugin.hookspecs import hookimpl
 
 @hookimpl
 def router_sink_types():
@@ -25,8 +25,8 @@ def router_sink_types():
 """
 
 SINK_REFUSES = """
-from router.hookspecs import hookimpl
-from router.sinks import SinkType
+from router.plugin.hookspecs import hookimpl
+from router.plugin.sinks import SinkType
 
 class Refusing:
     def __init__(self, options, context):

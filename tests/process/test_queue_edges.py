@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from router.keys import DestinationKeys
+from router.queue.keys import DestinationKeys
 from tests.support.bot import Answer
 from tests.support.processes import run_cli
 

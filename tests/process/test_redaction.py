@@ -1,4 +1,4 @@
-"""Secrets never leave (router.redaction): a destination echoing the
+"""Secrets never leave (router.ops.redaction): a destination echoing the
 request's Authorization header in its error answer (JSON-escaped,
 percent-encoded, base64) puts none of its forms in the log, the dead
 letters of the admin API, the dashboard or `router status` / `router dead`,

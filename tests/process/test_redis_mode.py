@@ -13,7 +13,7 @@ import httpx
 import pytest
 import redis as redis_sync
 
-from router.embedded import server_binary
+from router.redis.embedded import server_binary
 from tests.support.processes import RouterProcess
 from tests.support.routes import STORE, routes_file
 from tests.support.servers import free_port, port_open, serve, wait_until

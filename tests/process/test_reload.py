@@ -16,8 +16,8 @@ import httpx
 import pytest
 from redis.asyncio import Redis as AsyncRedis
 
-from router.keys import DestinationKeys
-from router.queue import Scripts
+from router.queue.keys import DestinationKeys
+from router.queue.lanes import Scripts
 from tests.support.bot import Bot
 from tests.support.messages import enqueue_json
 from tests.support.processes import RouterProcess

@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from router.settings import Settings, SettingsError
+from router.config.settings import Settings, SettingsError
 from tests.support.processes import RouterProcess, run_cli
 from tests.support.routes import routes_file
 

@@ -1,6 +1,6 @@
 """What a starting process logs about where messages go and which
 endpoints are on, and a reload about what it changed, from real `router`
-processes (router.start_log)."""
+processes (router.runtime.start_log)."""
 
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import redis as redis_sync
 
-from router.embedded import server_binary
+from router.redis.embedded import server_binary
 from tests.support.processes import die_with_parent
 from tests.support.servers import free_port, port_open, wait_until
 

@@ -12,10 +12,10 @@ from typing import Any
 import httpx
 from redis import Redis
 
-from router import envelope
-from router.envelope import decode
-from router.keys import DestinationKeys, destinations_key
-from router.queue import Scripts, Target, enqueue
+from router.queue import envelope
+from router.queue.envelope import decode
+from router.queue.keys import DestinationKeys, destinations_key
+from router.queue.lanes import Scripts, Target, enqueue
 from tests.support.routes import KEYS, STORE
 
 
@@ -76,7 +76,7 @@ async def enqueue_json(scripts: Scripts, keys: DestinationKeys, key: str, value:
 
 def stored_keys(redis: Redis) -> list[bytes]:
     """Every key in the database but the bookkeeping a router writes when it
-    starts: the registry of destination names (router.registry) and each
+    starts: the registry of destination names (router.queue.orphans) and each
     queue's counts while they say it is empty (recount.lua): what requests
     stored."""
     out = []

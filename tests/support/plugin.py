@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from router.plugins import plugin_manager
+from router.config.plugins import plugin_manager
 from tests.support import ROOT
 from tests.support.routes import write_routes
 

@@ -1,6 +1,6 @@
 """A destination's queue as the router leaves it, built with the router's own
 scripts: messages enqueued, some given up (dead letters) or blocked by a
-failed attempt, the name in the registry (router.registry). Removed from
+failed attempt, the name in the registry (router.queue.orphans). Removed from
 routes.yaml, such a destination is an orphan."""
 
 from __future__ import annotations
@@ -9,9 +9,10 @@ import asyncio
 import json
 from typing import Any
 
-from router import redis_mode, registry
-from router.keys import DestinationKeys
-from router.queue import DestinationQueue, Outcome, Scripts
+from router.queue import orphans
+from router.queue.keys import DestinationKeys
+from router.queue.lanes import DestinationQueue, Outcome, Scripts
+from router.redis import mode as redis_mode
 from tests.support.messages import enqueue_json
 
 ERROR = "HTTP 500 from http://127.0.0.1:9/bot: the bot was down for this one"
@@ -42,7 +43,7 @@ async def _build(
     client: Any = await redis_mode.open_client(url)  # a Cluster's client on a Cluster
     try:
         scripts = Scripts(client)
-        await registry.record(client, [name])
+        await orphans.record(client, [name])
         queue = DestinationQueue(client, scripts, name)
         ids: dict[str, str] = {}
 

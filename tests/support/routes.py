@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from router.keys import DestinationKeys
+from router.queue.keys import DestinationKeys
 from tests.support import ROOT
 
 STORE = "/v1/store_message"

@@ -15,9 +15,9 @@ from typing import Any
 import uvicorn
 from uvicorn._compat import asyncio_run
 
-from router.app import create_app
-from router.loading import load
-from router.settings import Settings
+from router.config.loading import load
+from router.config.settings import Settings
+from router.web.app import create_app
 
 
 def free_port() -> int:
@@ -52,7 +52,7 @@ class ServerThread:
     def __init__(self, app: Any, port: int | None = None, http: Any = "auto") -> None:
         self.app = app
         self.port = port or free_port()
-        self.http = http  # uvicorn's protocol: a name, or a class (router.http_server)
+        self.http = http  # uvicorn's protocol: a name, or a class (router.http.server)
         self.server: uvicorn.Server | None = None
         self.thread: threading.Thread | None = None
         self.loop: asyncio.AbstractEventLoop | None = None

@@ -20,7 +20,6 @@ from litestar import Litestar
 from litestar.exceptions import ImproperlyConfiguredException, NotFoundException
 from litestar.utils import normalize_path
 
-from router.app import create_app
 from router.config import (
     MAX_ALIAS_EXPANSION,
     MAX_NESTING,
@@ -29,10 +28,11 @@ from router.config import (
     Route,
     load_config,
 )
-from router.http_sink import HttpOptions
-from router.loading import load
-from router.settings import Settings
-from router.sinks import SinkType
+from router.config.loading import load
+from router.config.settings import Settings
+from router.plugin.http_sink import HttpOptions
+from router.plugin.sinks import SinkType
+from router.web.app import create_app
 from tests.support.routes import shipped_routes, write_yaml
 
 # Nothing listens there; create_app connects only in its lifespan, never run here.

@@ -1,4 +1,4 @@
-"""Content routing filters (router.filters): every operator and combinator,
+"""Content routing filters (router.config.filters): every operator and combinator,
 nested paths, missing values, JSON type strictness, and the one-line
 config errors a bad filter or path gives (docs/content-routing.md)."""
 
@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from router.filters import MISSING, FilterError, compile_filter, compile_path, split_path
-from router.loading import load
+from router.config.filters import MISSING, FilterError, compile_filter, compile_path, split_path
+from router.config.loading import load
 from tests.support.routes import write_yaml
 from tests.unit.test_config import config_error
 

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from router.http_sink import HttpOptions
-from router.loading import load
-from router.reshape import compile_template, render
-from router.sinks import DeliveryFailed, OptionError
+from router.config.loading import load
+from router.plugin.http_sink import HttpOptions
+from router.plugin.reshape import compile_template, render
+from router.plugin.sinks import DeliveryFailed, OptionError
 from tests.support import ROOT
 from tests.support.routes import write_yaml
 from tests.unit.test_config import GOOD, config_error

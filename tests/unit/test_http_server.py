@@ -1,4 +1,4 @@
-"""router.http_server.protocol_class refuses what it cannot build. (The
+"""router.http.server.protocol_class refuses what it cannot build. (The
 protocol against slow and broken clients: tests/integration/test_slow_clients.py.)"""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import importlib.util
 
 import pytest
 
-from router.http_server import protocol_class
+from router.http.server import protocol_class
 
 
 def test_protocol_class_rejects_bad_arguments() -> None:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from redis.exceptions import TimeoutError as RedisTimeout
 
-from router.ingest import IngestRoute
-from router.loading import load
-from router.redis_client import command_written
+from router.config.loading import load
+from router.ingest.route import IngestRoute
+from router.redis.client import command_written
 from tests.support.routes import write_routes
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from router.config import ConfigError
-from router.loading import load
+from router.config.loading import load
 from tests.support.routes import write_yaml
 
 ROUTE = """

@@ -1,4 +1,4 @@
-"""router.logs: one record, one line (tracebacks: indented lines), whatever
+"""router.ops.logs: one record, one line (tracebacks: indented lines), whatever
 outside text the record carries."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import io
 import logging
 from collections.abc import Callable
 
-from router.logs import FORMAT, TRACEBACK_PREFIX, OneLineFormatter
+from router.ops.logs import FORMAT, TRACEBACK_PREFIX, OneLineFormatter
 
 FORGED = "1\n2026-01-01 00:00:00,000 ERROR router: forged\u2028line \x1b[31mred"
 
@@ -51,7 +51,7 @@ def test_a_traceback_cannot_forge_a_record() -> None:
 def _logged_json(emit: Callable[[logging.Logger], None]) -> list[dict[str, object]]:
     import json
 
-    from router.logs import JsonFormatter
+    from router.ops.logs import JsonFormatter
 
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
@@ -67,7 +67,7 @@ def _logged_json(emit: Callable[[logging.Logger], None]) -> list[dict[str, objec
 
 
 def test_json_lines_carry_fields_and_cannot_be_forged() -> None:
-    from router.logs import fields
+    from router.ops.logs import fields
 
     def emit(log: logging.Logger) -> None:
         log.warning("key %s failed", FORGED, extra=fields(key=FORGED, attempt=2, error=None))
@@ -84,7 +84,7 @@ def test_json_lines_carry_fields_and_cannot_be_forged() -> None:
 
 
 def test_console_lines_show_fields_as_key_value() -> None:
-    from router.logs import fields
+    from router.ops.logs import fields
 
     text = _logged(
         lambda log: log.warning("delivered", extra=fields(key="a b", attempt=1, error=FORGED))
@@ -94,7 +94,7 @@ def test_console_lines_show_fields_as_key_value() -> None:
 
 
 def test_the_access_log_keeps_no_verify_token() -> None:
-    from router.logs import setup
+    from router.ops.logs import setup
 
     setup("info")
     access = logging.getLogger("uvicorn.access")

@@ -1,5 +1,5 @@
 """How a destination's outbound rate limit is split over its shards
-(router.outbound_rate): the shards' rates add up to the limit."""
+(router.queue.outbound_rate): the shards' rates add up to the limit."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from router.config import OutboundRateLimit
-from router.loading import load
-from router.outbound_rate import shard_rate
+from router.config.loading import load
+from router.queue.outbound_rate import shard_rate
 from tests.support import ROOT
 
 

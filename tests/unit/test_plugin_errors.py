@@ -7,9 +7,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from router.failures import one_line
-from router.hookspecs import hookimpl
-from router.plugins import available, plugin_manager
+from router.config.plugins import available, plugin_manager
+from router.ops.failures import one_line
+from router.plugin.hookspecs import hookimpl
 
 
 @hookimpl

@@ -11,7 +11,7 @@ import pytest
 
 async def test_enqueue_with_short_dedup_ttl_is_refused_by_config(tmp_path) -> None:
     from router.config import ConfigError
-    from router.loading import load
+    from router.config.loading import load
 
     path = tmp_path / "routes.yaml"
     path.write_text(
@@ -27,8 +27,8 @@ async def test_enqueue_with_short_dedup_ttl_is_refused_by_config(tmp_path) -> No
 
 
 def test_absurd_standard_webhooks_timestamp_is_401_not_500() -> None:
-    from router.auth import Authenticator, Unauthorized
     from router.config import AuthSettings
+    from router.http.auth import Authenticator, Unauthorized
 
     auth = Authenticator(AuthSettings(type="standard-webhooks", secret="whsec_c2VjcmV0"))
     headers = {"webhook-id": "1", "webhook-timestamp": "9" * 400, "webhook-signature": "v1,x"}

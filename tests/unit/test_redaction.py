@@ -1,4 +1,4 @@
-"""router.redaction: which values of routes.yaml are secrets, and every
+"""router.ops.redaction: which values of routes.yaml are secrets, and every
 written form of them starred out, with the parts around them kept."""
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ import logging
 from pathlib import Path
 from urllib.parse import quote, quote_plus
 
-from router import redaction
-from router.loading import load
-from router.logs import FORMAT, JsonFormatter, OneLineFormatter
-from router.redaction import Redactor
+from router.config.loading import load
+from router.ops import redaction
+from router.ops.logs import FORMAT, JsonFormatter, OneLineFormatter
+from router.ops.redaction import Redactor
 from tests.support.routes import write_yaml
 
 SECRET = 'Q"UOTED\\s3cret/é+x'

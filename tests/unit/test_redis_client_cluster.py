@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from redis.asyncio.connection import SSLConnection
 
-from router.redis_client import connect_cluster
+from router.redis.client import connect_cluster
 
 
 def test_a_rediss_url_gives_tls_connections_that_note_writes() -> None:

@@ -2,7 +2,7 @@
 and every key in that table is one the code names (datasette's
 `test_settings_are_documented` is the model).
 
-The key names are found by introspecting router/keys.py, not listed here: a
+The key names are found by introspecting router/queue/keys.py, not listed here: a
 key added there fails this test until the README documents it."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from router import keys
-from router.keys import DestinationKeys, RouteKeys, all_shards, shard_tag
+from router.queue import keys
+from router.queue.keys import DestinationKeys, RouteKeys, all_shards, shard_tag
 from tests.support import ROOT
 
 README = ROOT / "README.md"
@@ -21,7 +21,7 @@ README = ROOT / "README.md"
 DESTINATION = "chatbot"
 # One shard (the default) and four: every shard of each.
 LAYOUTS = (1, 4)
-# Names in router/keys.py that return a str but are not keys.
+# Names in router/queue/keys.py that return a str but are not keys.
 NOT_KEYS = {
     "tag": "the hash tag every key of a shard starts with (the README's prose)",
     "shard_tag": "the same, as a function",
@@ -79,7 +79,7 @@ def _as_documented(name: str) -> str:
 
 def _key_names() -> Iterator[tuple[str, str]]:
     """(where it comes from, key name as the README writes it) for every key
-    router/keys.py can name, for every shard of every sample layout."""
+    router/queue/keys.py can name, for every shard of every sample layout."""
     members = [
         (name, member)
         for name, member in vars(DestinationKeys).items()
@@ -98,7 +98,7 @@ def _key_names() -> Iterator[tuple[str, str]]:
                 if value.endswith(":"):  # a prefix (lane_prefix): the key it starts
                     value += "sample"
                 yield f"DestinationKeys.{name} of {k}", _as_documented(value)
-    # A route's keys (router.unroutable), for a sample route path.
+    # A route's keys (router.queue.unroutable), for a sample route path.
     route = RouteKeys("/sample")
     for name, member in vars(RouteKeys).items():
         if name.startswith("_") or name in NOT_KEYS:

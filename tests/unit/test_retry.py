@@ -13,9 +13,9 @@ import pytest
 from router_chatbot import error_in_body
 
 from router.config import RetryPolicy, parse_duration, parse_size
-from router.http_sink import parse_retry_after
-from router.queue import Outcome
-from router.retry import MAX_RETRY_AFTER, Decision, backoff_seconds, decide
+from router.delivery.retry import MAX_RETRY_AFTER, Decision, backoff_seconds, decide
+from router.plugin.http_sink import parse_retry_after
+from router.queue.lanes import Outcome
 
 EXACT = RetryPolicy(initial=1.0, factor=2.0, max_delay=60.0, jitter=0.0)  # type: ignore[arg-type]
 

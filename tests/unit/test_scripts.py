@@ -1,5 +1,5 @@
 """The Lua scripts: each names its KEYS at the top, and the Python side's
-list (router.scripts.SCRIPT_KEYS) agrees with it by name and position."""
+list (router.queue.scripts.SCRIPT_KEYS) agrees with it by name and position."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from importlib import resources
 
 import pytest
 
-from router.scripts import PER_DESTINATION, SCRIPT_KEYS, source
+from router.queue.scripts import PER_DESTINATION, SCRIPT_KEYS, source
 
-LUA = resources.files("router").joinpath("lua")
+LUA = resources.files("router.queue").joinpath("lua")
 SCRIPTS = sorted(p.name.removesuffix(".lua") for p in LUA.iterdir() if p.name.endswith(".lua"))
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from redis.crc import key_slot
 
-from router.keys import DestinationKeys, shard_of, shard_share, shard_tag
+from router.queue.keys import DestinationKeys, shard_of, shard_share, shard_tag
 
 
 def test_tags_and_shards_never_change() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from router.start_log import target_host
+from router.runtime.start_log import target_host
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from router.plugins import plugin_manager, sink_types
+from router.config.plugins import plugin_manager, sink_types
 from tests.support.plugin import recorder_registered
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from router import envelope
-from router.tracecontext import from_headers
+from router.ingest.tracecontext import from_headers
+from router.queue import envelope
 
 VALID = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 

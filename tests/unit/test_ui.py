@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import time
 
-from router.status import DestinationStatus
-from router.ui import auth
-from router.ui.history import History, chart, nice_ceiling
+from router.queue.status import DestinationStatus
+from router.web.ui import auth
+from router.web.ui.history import History, chart, nice_ceiling
 
 
 def status(at: float, delivered: int = 0, name: str = "d") -> DestinationStatus:

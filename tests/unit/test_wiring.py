@@ -1,6 +1,6 @@
 """One wiring place: every kind of process (`serve`, `api`, `worker`,
 `worker --burst`) gets its delivery workers and its routes.yaml watch from
-router/runtime.py, and the HTTP side imports no delivery code."""
+router/runtime/wiring.py, and the HTTP side imports no delivery code."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from pathlib import Path
 ROUTER = Path(__file__).resolve().parents[2] / "router"
 # What runs a process's delivery and reloads, and the one module that builds it.
 BUILT_IN_RUNTIME_ONLY = {"Workers", "running_workers", "Reloader"}
-WIRING = ROUTER / "runtime.py"
+WIRING = ROUTER / "runtime" / "wiring.py"
 # Where they are defined (and may build their own parts).
-DEFINED_IN = {ROUTER / "worker.py", ROUTER / "reload.py"}
-HTTP_SIDE = [ROUTER / "app.py", ROUTER / "state.py", ROUTER / "admin.py", *ROUTER.glob("ui/*.py")]
+DEFINED_IN = {ROUTER / "delivery" / "worker.py", ROUTER / "runtime" / "reload.py"}
+HTTP_SIDE = [*ROUTER.glob("web/*.py"), *ROUTER.glob("web/ui/*.py")]
 
 
 def _called_names(tree: ast.AST) -> set[str]:
@@ -47,11 +47,11 @@ def test_workers_and_the_reload_watch_are_built_only_in_the_runtime() -> None:
         built = _called_names(ast.parse(path.read_text())) & BUILT_IN_RUNTIME_ONLY
         if built:
             builders[str(path.relative_to(ROUTER.parent))] = sorted(built)
-    assert builders == {"router/runtime.py": sorted(BUILT_IN_RUNTIME_ONLY)}
+    assert builders == {"router/runtime/wiring.py": sorted(BUILT_IN_RUNTIME_ONLY)}
 
 
 def test_the_http_side_imports_no_delivery_module_itself() -> None:
-    """Directly: it reaches the workers through router.runtime only."""
+    """Directly: it reaches the workers through router.runtime.wiring only."""
     for path in HTTP_SIDE:
         imported = _runtime_imports(ast.parse(path.read_text()))
-        assert "router.worker" not in imported, f"{path.name} imports router.worker"
+        assert "router.delivery.worker" not in imported, f"{path.name} imports the workers"

@@ -31,7 +31,7 @@ webhook as Meta sends it (docs/whatsapp.md).
   ``from_user_id``, a text without ``text.body``, a status without ``id``,
   ``status`` or a recipient, an item that is not an object) is skipped,
   not the POST: the rest is stored and the answer is 200 naming how many
-  were skipped; the item is kept for the operator (router.unroutable),
+  were skipped; the item is kept for the operator (router.queue.unroutable),
   with the webhook carrying only it, to replay.
   Meta redelivers a POST that got no 200 for days, and the good messages in
   it would never arrive. A body that is not Meta's envelope (not JSON,
@@ -329,7 +329,7 @@ def _destinations(options: WhatsAppOptions) -> list[str]:
     return [] if options.statuses == DROP else [options.statuses]
 
 
-# -- what /schema says about a `format: whatsapp` route (router.openapi) ----------
+# -- what /schema says about a `format: whatsapp` route (router.web.openapi) ----------
 
 _ID = {"type": "string", "minLength": 1, "maxLength": MAX_KEY_LENGTH}
 _MESSAGE_SCHEMA = {

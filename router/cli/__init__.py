@@ -1,0 +1,1 @@
+"""The `router` command (main.py): every subcommand, its tables and lists."""

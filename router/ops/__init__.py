@@ -1,0 +1,3 @@
+"""How a router process reports: one log format, the metrics it counts,
+an exception as one line, configured secrets kept out of every text, and
+background tasks ended for sure."""

@@ -1,0 +1,165 @@
+"""Logging for every router process: one format, one line per record.
+
+LOG_FORMAT=console writes `time LEVEL logger: message key=value ...`;
+LOG_FORMAT=json one JSON object per line (`time`, `level`, `logger`,
+`message`, the record's fields, `traceback`), uvicorn's own lines included:
+they propagate to the root logger. Fields travel as `extra={"fields": {...}}`
+(see `fields`), so both formats carry the same data.
+
+Values from outside (ordering keys, ids, error texts of destinations, paths)
+reach log messages. A newline in a `wa_id` must not start a forged log line
+with its own timestamp and level, and ANSI escapes must not reach an
+operator's terminal: control characters in the message are written as
+escapes (\\n, \\x1b, \\u2028). Tracebacks keep their own lines, each
+indented with "  | " and escaped too: an exception's text is outside data
+as often as a message is, and no line of a traceback may look like the
+start of a record.
+
+Every line, tracebacks included, is written without the secrets of the
+routes.yaml the process loaded, in any of their written forms
+(router.ops.redaction): a destination's error text or a plugin's exception may
+quote one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+from router.ops import redaction
+
+FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+TRACEBACK_PREFIX = "  | "
+
+# C0 and C1 controls, DEL, and the Unicode line and paragraph separators.
+_CONTROLS = [*range(0x00, 0x20), *range(0x7F, 0xA0), 0x2028, 0x2029]
+_ESCAPES = {c: ascii(chr(c))[1:-1] for c in _CONTROLS}
+
+
+def escape(text: str) -> str:
+    r"""`text` with every control character written as its escape (\n, \x1b)."""
+    return text.translate(_ESCAPES)
+
+
+def fields(**values: Any) -> dict[str, Any]:
+    """`extra=` for a record with fields: `log.info("...", extra=fields(key=k))`."""
+    return {"fields": values}
+
+
+_NEEDS_QUOTES = re.compile(r'[ "=]|^$')
+
+
+def _console_value(value: Any) -> str:
+    # One line per delivery attempt goes through here: the common values
+    # (ids, numbers) take the short paths.
+    if isinstance(value, int | float):
+        return repr(value)
+    text = value if isinstance(value, str) else json.dumps(value)
+    if _NEEDS_QUOTES.search(text):
+        text = json.dumps(text, ensure_ascii=False)
+    return escape(text)
+
+
+class OneLineFormatter(logging.Formatter):
+    """Formats the message with its control characters escaped, then the
+    record's fields as key=value (values with spaces quoted)."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = escape(record.message)
+        values = getattr(record, "fields", None)
+        if values:
+            record.message += "".join(
+                f" {k}={_console_value(v)}" for k, v in values.items() if v is not None
+            )
+        return super().formatMessage(record)
+
+    def format(self, record: logging.LogRecord) -> str:
+        # Another handler may have cached its own rendering of the traceback
+        # in exc_text (logging does); render ours, and leave theirs.
+        cached = record.exc_text
+        record.exc_text = None
+        try:
+            return redaction.known(super().format(record))
+        finally:
+            record.exc_text = cached
+
+    def formatException(self, ei: Any) -> str:
+        return _indented(super().formatException(ei))
+
+    def formatStack(self, stack_info: str) -> str:
+        return _indented(super().formatStack(stack_info))
+
+
+def _indented(text: str) -> str:
+    # splitlines() splits on every line break (\u2028 too); what is left of
+    # each line is escaped like a message.
+    return "\n".join(TRACEBACK_PREFIX + escape(line) for line in text.splitlines())
+
+
+# Query parameters that carry a secret in a URL a client calls (Meta's
+# webhook verification sends the verify token in the query).
+_SECRET_QUERY = re.compile(r"((?:^|[?&])hub\.verify_token=)[^&\s]*", re.IGNORECASE)
+
+
+class _AccessLogSecrets(logging.Filter):
+    """`--access-log` writes every request line: the verify token of a
+    WhatsApp route's GET handshake must not reach the log with it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                _SECRET_QUERY.sub(r"\1***", a) if isinstance(a, str) else a for a in record.args
+            )
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record: control characters are JSON escapes, so
+    no value can start a line of its own."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        values = getattr(record, "fields", None)
+        if values:
+            out.update((k, v) for k, v in values.items() if v is not None and k not in out)
+        if record.exc_info:
+            out["traceback"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            out["stack"] = self.formatStack(record.stack_info)
+        # ensure_ascii: \u2028 and friends escaped too (some readers split on them).
+        return redaction.known(json.dumps(out, default=str))
+
+
+def setup(level: str, format: str = "console") -> None:
+    """Configure the root logger once per process; uvicorn's own loggers
+    propagate to it (the CLI passes uvicorn log_config=None)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if format == "json" else OneLineFormatter(FORMAT))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(getattr(logging, level.upper(), logging.INFO))
+    # Neither format shows the caller, thread or process of a record: not
+    # looking them up halves the cost of the line per delivery attempt
+    # (logging's own switches; _srcfile = None skips findCaller, as its
+    # source says).
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
+    logging._srcfile = None
+    access = logging.getLogger("uvicorn.access")
+    for old_filter in [f for f in access.filters if isinstance(f, _AccessLogSecrets)]:
+        access.removeFilter(old_filter)
+    access.addFilter(_AccessLogSecrets())
+    # One line per delivery from httpx would drown the router's own log.
+    logging.getLogger("httpx").setLevel(logging.WARNING)

@@ -1,0 +1,217 @@
+-- Shared by every script: router/queue/scripts.py prepends this file when it loads
+-- a script (as BullMQ's `--- @include` does), so each helper is written once.
+--
+-- Return codes: a script that changes a claimed key first checks that the
+-- caller still holds its lease (the fencing token in `owner`), and returns
+-- LEASE_LOST (-1) when it does not, changing nothing. Otherwise it returns 1
+-- (done), 0 (nothing to do), or the data its header describes.
+local LEASE_LOST = -1
+
+-- Milliseconds on the Redis server's clock, so that instances with skewed
+-- clocks agree on leases and backoffs.
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- Wake one worker blocked in BLPOP on `wake`; the list never holds more
+-- than one nudge.
+local function nudge(wake)
+  redis.call('LPUSH', wake, '1')
+  redis.call('LTRIM', wake, 0, 0)
+end
+
+-- True when `token` is the fencing token of the claim of `key`.
+local function holds_lease(owner, key, token)
+  return redis.call('HGET', owner, key) == token
+end
+
+
+-- Outbound rate limit of a destination shard (a destination's `rate_limit`;
+-- router/queue/outbound_rate.py), as GCRA: `throttle` holds the theoretical
+-- arrival time (TAT, µs on the server clock), which each start pushes
+-- `interval` µs further. A start conforms while TAT - now <= (burst - 1) *
+-- interval: `burst` starts may go at once after a quiet time, then one per
+-- interval. A request held back writes nothing: it costs no attempt.
+-- How many of `want` starts conform at `now` (ms), and the TAT to pass on.
+local function throttle_allows(throttle, interval, burst, now, want)
+  local now_us = now * 1000
+  local tat = math.max(tonumber(redis.call('GET', throttle) or '0'), now_us)
+  local n = math.floor((now_us - tat) / interval) + burst
+  if n > want then n = want end
+  if n < 0 then n = 0 end
+  return n, tat
+end
+
+-- Record `n` starts from `tat` (throttle_allows's); returns when (ms) the
+-- next start conforms. The key expires once TAT has passed: an absent key
+-- is a full allowance, exactly what a TAT in the past means.
+local function throttle_take(throttle, interval, burst, now, tat, n)
+  if n > 0 then
+    tat = tat + n * interval
+    redis.call('SET', throttle, string.format('%.0f', tat),
+      'PX', math.ceil((tat - now * 1000) / 1000) + 1)
+  end
+  return math.ceil((tat - (burst - 1) * interval) / 1000)
+end
+
+-- Arrival time (ms) of a stored envelope: the router encodes it as
+-- {"id":"...","ts":<ms>,...}, and an id cannot hold an unescaped quote, so
+-- the first ,"ts": is the envelope's own (no JSON decoding of the body,
+-- and the match ends a few bytes in). Anything else counts as arriving now.
+local function arrival_ms(envelope)
+  return tonumber(string.match(envelope, ',"ts":(%d+)')) or now_ms()
+end
+
+-- Keep `heads` (ordering key -> arrival of its head message) in step with a
+-- lane whose head changed: the oldest waiting message is then one ZRANGE.
+local function track_head(heads, lane, k)
+  local head = redis.call('LINDEX', lane, 0)
+  if head then
+    redis.call('ZADD', heads, arrival_ms(head), k)
+  else
+    redis.call('ZREM', heads, k)
+  end
+end
+
+-- Append one message to the tail of key `k`'s lane (enqueue, and a move
+-- from another destination: move_in.lua). A lane that was empty held its key
+-- in none of ready/leases/delayed: the key becomes ready.
+local function append_message(lane, ready, wake, counts, heads, k, envelope, arrival)
+  redis.call('HINCRBY', counts, 'messages', 1)
+  if redis.call('RPUSH', lane, envelope) == 1 then
+    redis.call('RPUSH', ready, k)
+    redis.call('ZADD', heads, arrival or arrival_ms(envelope), k)
+    nudge(wake)
+  end
+end
+
+-- One message into the lanes of its `n` destinations (enqueue.lua and
+-- enqueue_many.lua), whose KEYS groups (lane, ready, wake, seen, counts,
+-- heads) start after the first `g` groups; its ordering-key values are
+-- ARGV[key_at], ARGV[key_at + 1], ... Returns the destinations written and
+-- the id stored: when every destination had already seen the dedup id,
+-- 0 and the id stored the first time.
+local function store_message(g, n, envelope, id, dedup, ttl, replicate, key_at)
+  local LANE, READY, WAKE, SEEN, COUNTS, HEADS = 1, 2, 3, 4, 5, 6
+  local GROUP = 6
+  local arrival = arrival_ms(envelope)
+  local fresh = {}
+  local original = id
+  local first_marker = nil -- the first destination's marker, as it was
+  for i = 0, n - 1 do
+    local seen = false
+    if dedup ~= '' then
+      local prev = redis.call('GET', KEYS[(g + i) * GROUP + SEEN])
+      if prev then
+        seen = true
+        original = prev
+        if i == 0 then first_marker = prev end
+      end
+    end
+    if not seen then fresh[#fresh + 1] = i end
+  end
+  -- A partly seen id (a fan-out half done on a Cluster) completes the
+  -- missing destinations under the id that was stored first.
+  if #fresh < n then id = original end
+  -- A duplicate changes nothing, so a WAIT after it would not cover the
+  -- original write, which may not have reached a replica yet (its first
+  -- request timed out waiting): rewriting a marker as it is puts this
+  -- connection's replication offset past the original. (ROUTER_REDIS_WAIT
+  -- only; pcall: on a full Redis the duplicate is still answered as one.)
+  if #fresh == 0 and replicate == '1' and n > 0 then
+    redis.pcall('SET', KEYS[g * GROUP + SEEN], first_marker, 'KEEPTTL')
+  end
+  for _, i in ipairs(fresh) do
+    local base = (g + i) * GROUP
+    local key = ARGV[key_at + i]
+    if dedup ~= '' then redis.call('SET', KEYS[base + SEEN], id, 'EX', ttl) end
+    append_message(KEYS[base + LANE], KEYS[base + READY], KEYS[base + WAKE],
+      KEYS[base + COUNTS], KEYS[base + HEADS], key, envelope, arrival)
+  end
+  return #fresh, id
+end
+
+-- The circuit breaker (docs/destination-health.md). `health` is a hash that
+-- exists only while something holds the destination: `state` = 'down' (with
+-- `since`, `onset`, `probe_at`, `probe_ms`, `probe_key`, `error`) after
+-- failures on many ordering keys with no success between them, and/or
+-- `hold_until` (ms) after a Retry-After. `failing` is a sorted set: ordering
+-- key -> time of its counted failure since the destination's last success.
+-- `suspects`: ordering key -> time of its first failure since its own last
+-- success. `breaker` (a hash): `recovered`, when (ms) the destination last
+-- came back up (a failure of a message that waited through that outage does
+-- not count: fail.lua), and `streak`, when the current run of counted
+-- failures began (the outage's `onset` once it opens).
+
+-- Most waiting keys reopen sorts by their head's arrival in Lua (about
+-- 30 ms of Redis time at this size); past it, a cheaper step in C.
+local REOPEN_SORT_MAX = 5000
+
+-- The destination answered: it is up. Every conversation that waited because
+-- of the outage, in `ready` (due while it was down) or `delayed` (its own
+-- backoff), goes to `ready` at once, the one with the oldest head message
+-- first, instead of waiting out a backoff grown during the outage. A key that
+-- was failing on its own since before the outage's first counted failure
+-- (`onset`) keeps its own backoff: the outage did not cause it, and resuming
+-- it would only repeat a failure (`everyone`: an operator's retry resumes
+-- those too). Once per outage. Returns how many keys resumed.
+local function reopen(health, failing, ready, delayed, heads, wake, suspects, breaker, everyone)
+  local now = now_ms()
+  local onset = tonumber(redis.call('HGET', health, 'onset') or '')
+  -- The down state goes first, whichever way the keys resume. A Retry-After
+  -- hold (hold_until) stays: the destination asked for it.
+  redis.call('DEL', failing)
+  redis.call('HDEL', health, 'state', 'since', 'onset', 'probe_at', 'probe_ms', 'probe_key', 'error')
+  redis.call('HSET', breaker, 'recovered', now)
+  local count = redis.call('LLEN', ready) + redis.call('ZCARD', delayed)
+  if count > REOPEN_SORT_MAX then
+    -- Too many to sort here without holding Redis (1.3 s at 200,000):
+    -- every backoff ends now, in the order they would have ended (each due
+    -- time scaled to a moment long past, one ZUNIONSTORE in C), so claims
+    -- take the keys that were due during the outage, then these, a hundred
+    -- at a time to the front of ready.
+    redis.call('ZUNIONSTORE', delayed, 1, delayed, 'WEIGHTS', 0.000001)
+    nudge(wake)
+    return count
+  end
+  local waiting = {}
+  local seen = {}
+  local kept = 0 -- keys left to their own backoff
+  local function add(list, from_delayed)
+    for _, k in ipairs(list) do
+      if not seen[k] then
+        seen[k] = true
+        local first = from_delayed and onset and not everyone
+          and tonumber(redis.call('ZSCORE', suspects, k))
+        if first and first < onset then
+          kept = kept + 1
+        else
+          -- A key without a tracked head (a queue not counted yet) sorts last.
+          waiting[#waiting + 1] = {tonumber(redis.call('ZSCORE', heads, k)) or math.huge, k}
+        end
+      end
+    end
+  end
+  add(redis.call('LRANGE', ready, 0, -1), false)
+  add(redis.call('ZRANGE', delayed, 0, -1), true)
+  table.sort(waiting, function(a, b) return a[1] < b[1] end)
+  redis.call('DEL', ready)
+  if kept == 0 then
+    redis.call('DEL', delayed)
+  else
+    for _, entry in ipairs(waiting) do redis.call('ZREM', delayed, entry[2]) end
+  end
+  -- RPUSH takes many values at once; a few thousand per call keeps Lua's
+  -- unpack within its stack limit.
+  local chunk = {}
+  for i, entry in ipairs(waiting) do
+    chunk[#chunk + 1] = entry[2]
+    if #chunk == 1000 or i == #waiting then
+      redis.call('RPUSH', ready, unpack(chunk))
+      chunk = {}
+    end
+  end
+  if #waiting > 0 then nudge(wake) end
+  return #waiting
+end

@@ -1,0 +1,180 @@
+"""The Lua scripts in router/queue/lua/: loading, and the KEYS each one takes.
+
+Every script starts with the shared prelude `_lib.lua` (the server clock, the
+wake nudge, the fencing check and the LEASE_LOST return code, each written
+once). Each script names its keys at the top (`local ready, leases = KEYS[1],
+KEYS[2]`); SCRIPT_KEYS below is the Python side of the same list, and
+tests/unit/test_scripts.py checks that the two agree by name and position.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib import resources
+
+from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
+
+from router.queue.keys import DestinationKeys
+from router.redis.client import is_cluster
+
+# What a script returns when the caller no longer holds the lease of the key
+# it works on (_lib.lua's LEASE_LOST).
+LEASE_LOST = -1
+
+# Script -> its KEYS in order, as DestinationKeys names ("lane" is the lane of
+# the call's ordering key). enqueue takes its group once per destination.
+SCRIPT_KEYS: dict[str, tuple[str, ...]] = {
+    "enqueue": ("lane", "ready", "wake", "seen", "counts", "heads"),
+    # Several messages of one request (an ingest format), each its own targets.
+    "enqueue_many": ("lane", "ready", "wake", "seen", "counts", "heads"),
+    "claim": (
+        "ready",
+        "leases",
+        "owner",
+        "delayed",
+        "attempts",
+        "wake",
+        "blocked",
+        "paused",
+        "health",
+        "throttle",  # the outbound rate limit (router.queue.outbound_rate)
+        "suspects",
+    ),
+    "ack": (
+        "lane",
+        "ready",
+        "leases",
+        "owner",
+        "attempts",
+        "last_error",
+        "wake",
+        "delayed",
+        "paused",
+        "counts",
+        "heads",
+        "health",
+        "failing",
+        "throttle",  # the outbound rate limit (router.queue.outbound_rate)
+        "suspects",
+        "breaker",
+    ),
+    "fail": (
+        "lane",
+        "ready",
+        "leases",
+        "owner",
+        "delayed",
+        "attempts",
+        "last_error",
+        "wake",
+        "dead",
+        "blocked",
+        "counts",
+        "heads",
+        "health",
+        "failing",
+        "suspects",
+        "breaker",
+    ),
+    "renew": ("leases", "owner"),
+    "release": ("ready", "leases", "owner", "wake", "health"),
+    "replay": (
+        "dead",
+        "lane",
+        "ready",
+        "wake",
+        "leases",
+        "attempts",
+        "last_error",
+        "counts",
+        "heads",
+    ),
+    "unblock": ("blocked", "ready", "attempts", "wake"),
+    "resume": ("paused", "wake"),
+    "recount": ("counts", "heads", "ready", "leases", "delayed", "blocked"),
+    "retry": ("delayed", "ready", "wake"),
+    "purge": ("dead",),
+    # A move between destinations (router.queue.moving): into the target, then out
+    # of the source (each one slot); move_out alone purges an orphan's queue.
+    "move_in": ("lane", "ready", "wake", "counts", "heads", "moved"),
+    "move_out": (
+        "dead",
+        "lane",
+        "ready",
+        "leases",
+        "owner",
+        "delayed",
+        "attempts",
+        "last_error",
+        "blocked",
+        "counts",
+        "heads",
+    ),
+    "reopen": (
+        "health",
+        "failing",
+        "ready",
+        "delayed",
+        "heads",
+        "wake",
+        "suspects",
+        "breaker",
+    ),
+    "ratelimit": ("counter",),  # not a destination's: see router.queue.keys.rate_limit_key
+    # A route's, not a destination's: router.queue.keys.RouteKeys (router.queue.unroutable).
+    "keep_unroutable": ("unroutable", "trimmed"),
+}
+PER_DESTINATION = {"enqueue", "enqueue_many"}
+
+
+@cache
+def source(name: str) -> str:
+    """The script as sent to Redis: the prelude, then the script itself."""
+    lua = resources.files("router.queue").joinpath("lua")
+    return lua.joinpath("_lib.lua").read_text() + lua.joinpath(f"{name}.lua").read_text()
+
+
+def load(redis: Redis, name: str) -> AsyncScript:
+    """Register a script with a client (EVALSHA after the first call;
+    redis-py reloads it by itself after a server restart)."""
+    return redis.register_script(source(name))
+
+
+def keys_for(name: str, keys: DestinationKeys, ordering_key: str = "", **given: str) -> list[str]:
+    """The KEYS of script `name` for one destination and ordering key;
+    `given` names keys that depend on the call (enqueue's `seen`)."""
+    out = []
+    for part in SCRIPT_KEYS[name]:
+        if part in given:
+            out.append(given[part])
+        elif part == "lane":
+            out.append(keys.lane(ordering_key))
+        else:
+            out.append(getattr(keys, part))
+    return out
+
+
+class Scripts:
+    """The destination scripts, registered once per Redis client."""
+
+    def __init__(self, redis: Redis) -> None:
+        self.cluster = is_cluster(redis)  # one slot per script: see queue.enqueue
+        self.redis = redis  # for the plain commands next to a script (router.queue.unroutable)
+        self.enqueue = load(redis, "enqueue")
+        self.enqueue_many = load(redis, "enqueue_many")
+        self.claim = load(redis, "claim")
+        self.ack = load(redis, "ack")
+        self.fail = load(redis, "fail")
+        self.renew = load(redis, "renew")
+        self.release = load(redis, "release")
+        self.replay = load(redis, "replay")
+        self.unblock = load(redis, "unblock")
+        self.resume = load(redis, "resume")
+        self.recount = load(redis, "recount")
+        self.retry = load(redis, "retry")
+        self.purge = load(redis, "purge")
+        self.move_in = load(redis, "move_in")
+        self.move_out = load(redis, "move_out")
+        self.reopen = load(redis, "reopen")
+        self.keep_unroutable = load(redis, "keep_unroutable")

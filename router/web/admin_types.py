@@ -1,0 +1,229 @@
+"""The admin API's answers and request bodies (router/web/admin.py), declared
+once: the handlers return these, msgspec encodes them, and Litestar derives
+the OpenAPI document's schemas from them (components named after the
+classes; the two request bodies, read by the handlers themselves, through
+router.web.openapi.admin_operation).
+
+Field order is the JSON's order, descriptions are the document's. Dead
+letters and unroutable items are answered as their lists hold them
+(router.queue.lanes.DeadLetter, router.queue.unroutable.UnroutableItem).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+
+from router.queue.lanes import DeadLetter, KeyState, QueueFigures
+from router.queue.unroutable import MAX_KEPT, UnroutableItem
+
+Count = Annotated[int, msgspec.Meta(ge=0)]
+UnixMs = Annotated[int, msgspec.Meta(description="Unix time, ms.")]
+Ok = Literal["ok"]
+
+_IN_FLIGHT = (
+    "Keys left where they were: a process still configured with the destination holds "
+    "them (a live lease); call again once every process has reloaded routes.yaml."
+)
+
+
+class QueueStats(msgspec.Struct):
+    """What a destination's queue holds (GET /admin/destinations, per name)."""
+
+    messages: Annotated[
+        int,
+        msgspec.Meta(
+            ge=0,
+            description="Messages stored and not yet acknowledged (in flight, waiting and "
+            "blocked ones included).",
+        ),
+    ]
+    ready: Annotated[int, msgspec.Meta(ge=0, description="Ordering keys ready to deliver.")]
+    in_flight: Annotated[int, msgspec.Meta(ge=0, description="Keys with a delivery under way.")]
+    delayed: Annotated[int, msgspec.Meta(ge=0, description="Keys waiting out a retry backoff.")]
+    blocked: Annotated[int, msgspec.Meta(ge=0, description="Keys stopped by on_exhausted: block.")]
+    dead: Annotated[int, msgspec.Meta(ge=0, description="Dead letters (messages).")]
+    oldest_age_seconds: Annotated[
+        float | None,
+        msgspec.Meta(description="Age of the oldest message not yet acknowledged; null: none."),
+    ]
+    acknowledged: Annotated[int, msgspec.Meta(ge=0, description="Messages acknowledged so far.")]
+    paused: bool
+    health: Annotated[
+        Literal["up", "down", "held"],
+        msgspec.Meta(
+            description="The circuit breaker (docs/destination-health.md): down since "
+            "down_since_ms, or held by a Retry-After until held_until_ms."
+        ),
+    ]
+    down_since_ms: Annotated[int | None, msgspec.Meta(description="Unix time, ms.")]
+    held_until_ms: Annotated[int | None, msgspec.Meta(description="Unix time, ms.")]
+    orphaned: Annotated[
+        bool, msgspec.Meta(description="No longer in routes.yaml, still holding messages.")
+    ]
+
+    @classmethod
+    def of(cls, figures: QueueFigures, orphaned: bool) -> QueueStats:
+        health = figures.health
+        return cls(
+            messages=figures.messages,
+            ready=figures.ready,
+            in_flight=figures.in_flight,
+            delayed=figures.delayed,
+            blocked=figures.blocked,
+            dead=figures.dead,
+            oldest_age_seconds=figures.oldest_age(),
+            acknowledged=figures.acked,
+            paused=figures.paused,
+            health=health,  # type: ignore[arg-type]  # one of the three (QueueFigures.health)
+            down_since_ms=figures.down_since_ms,
+            held_until_ms=figures.held_until_ms if health == "held" else None,
+            orphaned=orphaned,
+        )
+
+
+class Paused(msgspec.Struct):
+    status: Ok
+    paused: Literal[True]
+
+
+class Resumed(msgspec.Struct):
+    status: Ok
+    paused: Literal[False]
+
+
+class DeadLetters(msgspec.Struct):
+    dead: Annotated[list[DeadLetter], msgspec.Meta(description="Oldest first.")]
+
+
+class Replayed(msgspec.Struct):
+    status: Ok
+    replayed: Count
+
+
+class Purged(msgspec.Struct):
+    status: Ok
+    purged: Count
+
+
+class Retried(msgspec.Struct):
+    status: Ok
+    retried: Annotated[
+        int,
+        msgspec.Meta(
+            ge=0,
+            description="Waiting keys made due now (with no body: also the keys a "
+            "destination that was down or held resumed).",
+        ),
+    ]
+
+
+class KeyStateAnswer(msgspec.Struct):
+    """One conversation (router.queue.lanes.KeyState), its error redacted."""
+
+    key: str
+    state: Annotated[
+        Literal["empty", "ready", "in flight", "waiting", "blocked"],
+        msgspec.Meta(description="waiting: out a retry backoff, until next_try_ms."),
+    ]
+    messages: Count
+    head_id: str | None
+    head_arrival_ms: Annotated[int | None, msgspec.Meta(description="Unix time, ms.")]
+    attempts: Annotated[int, msgspec.Meta(ge=0, description="Failed attempts of the head message.")]
+    last_error: str | None
+    next_try_ms: Annotated[int | None, msgspec.Meta(description="Unix time, ms.")]
+
+    @classmethod
+    def of(cls, found: KeyState, last_error: str | None) -> KeyStateAnswer:
+        return cls(
+            key=found.key,
+            state=found.state,  # type: ignore[arg-type]  # one of the five (queue.py)
+            messages=found.messages,
+            head_id=found.head_id,
+            head_arrival_ms=found.head_arrival_ms,
+            attempts=found.attempts,
+            last_error=last_error,
+            next_try_ms=found.next_try_ms,
+        )
+
+
+class BlockedKey(msgspec.Struct):
+    """A key stopped by on_exhausted: block (written by fail.lua)."""
+
+    error: Annotated[str, msgspec.Meta(description="Its last attempt's error.")]
+    attempts: Count
+    blocked_at: UnixMs
+
+
+class BlockedKeys(msgspec.Struct):
+    blocked: Annotated[dict[str, BlockedKey], msgspec.Meta(description="Per blocked key.")]
+
+
+class Done(msgspec.Struct):
+    status: Ok
+
+
+class OrphanMoved(msgspec.Struct):
+    status: Ok
+    moved: Count
+    in_flight: Annotated[list[str], msgspec.Meta(description=_IN_FLIGHT)]
+
+
+class OrphanPurged(msgspec.Struct):
+    status: Ok
+    purged: Count
+    in_flight: Annotated[list[str], msgspec.Meta(description=_IN_FLIGHT)]
+
+
+class UnroutableCount(msgspec.Struct):
+    """A route path's unroutable items (GET /admin/unroutable, per path)."""
+
+    kept: Annotated[int, msgspec.Meta(ge=0, description="Items listed now.")]
+    trimmed: Annotated[
+        int,
+        msgspec.Meta(
+            ge=0,
+            description=f"Items dropped, oldest first, past the cap of {MAX_KEPT:,} per route.",
+        ),
+    ]
+
+
+class UnroutableItems(msgspec.Struct):
+    items: list[UnroutableItem]
+
+
+class UnroutableReplayed(msgspec.Struct):
+    status: Ok
+    replayed: Annotated[
+        int, msgspec.Meta(ge=0, description="Routed and stored now: removed from the list.")
+    ]
+    still_unroutable: Annotated[int, msgspec.Meta(ge=0, description="Still not routable: kept.")]
+
+
+class UnblockRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """The key to unblock."""
+
+    key: Annotated[
+        str,
+        msgspec.Meta(
+            description="The blocked ordering key, any characters.", examples=["44912345678"]
+        ),
+    ]
+
+
+class RetryRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """No body: every waiting key. Else the keys to retry now."""
+
+    keys: Annotated[
+        list[
+            Annotated[
+                str,
+                msgspec.Meta(
+                    description="An ordering key, any characters.", examples=["44912345678"]
+                ),
+            ]
+        ],
+        # Documented, not enforced by decoding: an empty list gets its own 400.
+        msgspec.Meta(extra_json_schema={"minItems": 1}),
+    ]

@@ -1,0 +1,441 @@
+"""The HTTP side: ingest routes from routes.yaml, health, admin."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import msgspec
+from litestar import Litestar, Request, Response, get, post
+from litestar.exceptions import HTTPException, InternalServerException
+from litestar.handlers import HTTPRouteHandler
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from router.config import Config, route_key
+from router.config.loading import load
+from router.config.settings import Settings
+from router.http.auth import BearerToken, client_of
+from router.http.errors import EXCEPTION_HANDLERS, ApiError, outage_log, redis_cause
+from router.http.lifespan_failure import RouterApp
+from router.ingest.route import IngestRoute, Routed, store_format
+from router.ops import logs, metrics
+from router.ops.cancelling import cancel_and_wait
+from router.ops.metrics import IngestMetrics
+from router.plugin.formats import SkippedItem
+from router.queue import shard_layout
+from router.queue.batching import batcher
+from router.queue.lanes import DestinationQueues, EnqueueResult
+from router.redis import memory as redis_memory
+from router.redis import mode as redis_mode
+from router.runtime.reload import IngestSwitch
+from router.runtime.wiring import Runtime
+from router.web import openapi as docs
+from router.web import prometheus
+from router.web.admin import admin_handlers
+from router.web.state import RouterState
+from router.web.ui.dashboard import ui_plugins
+
+log = logging.getLogger("router.api")
+
+_json = msgspec.json.Encoder()
+
+# Answers after which the connection cannot carry another request.
+CLOSE = {"connection": "close"}
+
+
+def _ingest_handler(state: RouterState, path: str) -> list[HTTPRouteHandler]:
+    """The handler of route `path`; it serves the route as the running
+    routes.yaml defines it (state.ingest, switched by a reload), and 404 once
+    a reload removed it (Litestar cannot unregister a handler)."""
+    read_timeout = state.settings.header_timeout
+    deadline = state.settings.ingest_deadline
+    key = route_key(path)
+    first = state.ingest[key]
+
+    def _unavailable(ingest: IngestRoute, exc: BaseException) -> ApiError:
+        error = ingest.unavailable(exc, deadline)
+        outage_log.warning(error.cause, f"ingest {ingest.route.path}")
+        return error
+
+    metrics = IngestMetrics(path)
+
+    async def store_message(request: Request[Any, Any, Any]) -> Response[bytes]:
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = await _store(request)
+            status = 200
+            return response
+        except ApiError as exc:
+            status = exc.status
+            raise
+        except HTTPException as exc:
+            status = exc.status_code
+            raise
+        finally:
+            metrics.observe(status, started)
+
+    async def _store(request: Request[Any, Any, Any]) -> Response[bytes]:
+        ingest = state.ingest.get(key)
+        if ingest is None:
+            raise ApiError(404, "no route for this path")
+        _, scripts = state.require_redis()
+        body: bytes | None = None
+        try:
+            # One timer for the two phases (a profile showed each costs): a
+            # client trickling its body must not hold the request forever,
+            # and one deadline covers every Redis step of the request,
+            # whatever the pool or the connection does (a frozen Redis
+            # accepts connections and never answers).
+            async with asyncio.timeout(read_timeout) as timer:
+                body = await _read_body(request, ingest.route.settings.max_body)
+                timer.reschedule(asyncio.get_running_loop().time() + deadline)
+                client = request.client.host if request.client else "unknown"
+                if ingest.format is not None:
+                    results, skipped = await store_format(
+                        ingest,
+                        scripts,
+                        body,
+                        request.headers,
+                        client,
+                        state.limiters.get(ingest.route.path),
+                        state.batcher,
+                        state.batcher_many,
+                        state.batcher_keep,
+                    )
+                    metrics.unrouted(sum(1 for r in results if _unrouted(r)))
+                    _log_skipped(path, skipped, metrics)
+                    return _stored_many(results, skipped)
+                result = await ingest.store(
+                    scripts,
+                    body,
+                    request.headers,
+                    client,
+                    state.limiters.get(ingest.route.path),
+                    state.batcher,
+                )
+        except InternalServerException:
+            # The client went away mid-body: nothing to store, nobody to answer.
+            raise ApiError(400, "incomplete request body", CLOSE) from None
+        except TimeoutError as exc:
+            if body is None:
+                # The rest of the body may still come: the connection cannot
+                # carry another request, so say it closes.
+                raise ApiError(
+                    408, f"request body not received within {read_timeout:g}s", CLOSE
+                ) from None
+            raise _unavailable(ingest, exc) from None
+        except RedisError as exc:
+            raise _unavailable(ingest, exc) from None
+        if isinstance(result, Routed):  # a route with `when:` filters
+            if result.result is None:
+                metrics.unrouted()
+            return Response(
+                _json.encode({"status": "ok", **result.answer()}), media_type="application/json"
+            )
+        return Response(
+            _json.encode({"status": "ok", "id": result.id, "duplicate": result.duplicate}),
+            media_type="application/json",
+        )
+
+    return [
+        *_verify_handlers(state, path),
+        post(
+            path,
+            status_code=200,
+            # The route's max_body is applied by _read_body, as the running
+            # routes.yaml says (a reload may change it).
+            request_max_body_size=None,
+            name=f"ingest:{path}",
+            # Unique per route (paths are): Litestar's generated ids collide for
+            # paths like /a-b and /a/b, which broke /schema.
+            operation_id=f"store_message {path}",
+            summary=(
+                f"Store a message for {', '.join(d.name for d in first.route.destinations)}"
+                if first.format is None
+                else f"Store the messages of a {first.format.name} webhook"
+            ),
+            # As the route was when the handler was made: a reload that changes
+            # it does not rewrite the document (a route it adds gets its own).
+            operation_class=docs.ingest_operation(first, state.settings),  # body, headers, answers
+        )(store_message),
+    ]
+
+
+def _unrouted(result: EnqueueResult | Routed) -> bool:
+    return isinstance(result, Routed) and result.result is None
+
+
+def _stored_many(
+    results: Sequence[EnqueueResult | Routed], skipped: list[SkippedItem]
+) -> Response[bytes]:
+    """The answer to a format route's request: each message stored (or a
+    duplicate), in the request's order, and the items the format left out;
+    on a route with `when:` filters each names its destinations (none:
+    stored nowhere, id null)."""
+    messages = [
+        r.answer() if isinstance(r, Routed) else {"id": r.id, "duplicate": r.duplicate}
+        for r in results
+    ]
+    answer = {
+        "status": "ok",
+        "messages": messages,
+        "skipped": len(skipped),
+        "problems": [s.problem for s in skipped],
+    }
+    return Response(_json.encode(answer), media_type="application/json")
+
+
+def _log_skipped(path: str, skipped: list[SkippedItem], metrics: IngestMetrics) -> None:
+    """Each item a format left out of a stored request, once: logged with
+    what was wrong, and counted by reason (it is kept: router.queue.unroutable).
+    Only after the store: a request answered 503 and redelivered is not
+    logged twice."""
+    for item in skipped:
+        metrics.skipped(item.reason)
+        log.warning(
+            "ingest %s: skipped a malformed item (%s), stored the rest; kept it for "
+            "`router unroutable`: %s",
+            path,
+            item.reason,
+            item.problem,
+            extra=logs.fields(route=path, reason=item.reason, error=item.problem),
+        )
+
+
+def _verify_handlers(state: RouterState, path: str) -> list[HTTPRouteHandler]:
+    """GET on a route whose format has a handshake (WhatsApp's subscription
+    check); registered once a route needs it (at start or by a reload) and
+    answering as the running routes.yaml defines the route: 405 once it no
+    longer has one, as a route without a GET answers."""
+    key = route_key(path)
+    route = state.ingest[key].route
+    if route.format is None or route.format.verify is None:
+        return []
+
+    async def verify(request: Request[Any, Any, Any]) -> Response[bytes]:
+        ingest = state.ingest.get(key)
+        if ingest is None:
+            raise ApiError(404, "no route for this path")
+        fmt = ingest.format
+        if fmt is None or fmt.verify is None:
+            raise ApiError(405, "method not allowed for this path", {"Allow": "POST"})
+        answer = fmt.verify(ingest.route.format_options, request.query_params)
+        # The answer echoes what the caller sent: never sniffed as a page.
+        return Response(
+            answer.encode(), media_type="text/plain", headers={"X-Content-Type-Options": "nosniff"}
+        )
+
+    return [
+        get(
+            path,
+            name=f"verify:{path}",
+            operation_id=f"verify {path}",
+            # As the route was when the handler was made (as the POST's).
+            operation_class=docs.verify_operation(state.ingest[key]),
+        )(verify)
+    ]
+
+
+async def _read_body(request: Request[Any, Any, Any], limit: int) -> bytes:
+    """The request body, refused with 413 past `limit` bytes: up front from
+    Content-Length, else while it streams in (never held whole in memory)."""
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > limit:
+        raise ApiError(413, f"request body too large: the limit is {limit} bytes")
+    chunks = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, f"request body too large: the limit is {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _health_handlers(state: RouterState) -> list[HTTPRouteHandler]:
+    @get("/healthz", sync_to_thread=False, operation_class=docs.health_operation("healthz"))
+    def healthz() -> dict[str, str]:
+        """Alive: the process answers HTTP."""
+        return {"status": "ok"}
+
+    @get("/readyz", operation_class=docs.health_operation("readyz"))
+    async def readyz() -> Response[dict[str, Any]]:
+        """Ready: Redis answers (`redis_mode` says single or cluster), is not out of memory and
+        does not evict queued messages, with ROUTER_REDIS_WAIT its replicas are
+        in sync (router.ingest.writable), and the delivery workers run (when this
+        process runs them)."""
+        checks: dict[str, Any] = {}
+        warnings: list[str] = []
+        try:
+            redis, _ = state.require_redis()
+            async with asyncio.timeout(state.settings.ingest_deadline):
+                problem = await _redis_problem(redis, state, warnings)
+        except ApiError as exc:
+            problem = exc.message
+        except (RedisError, OSError, TimeoutError) as exc:
+            problem = redis_cause(exc, state.settings.ingest_deadline)
+        checks["redis"] = problem or "ok"
+        if state.redis is not None:
+            checks["redis_mode"] = redis_mode.mode(state.redis)
+        if warnings:
+            checks["warnings"] = warnings
+        ok = problem is None
+        if state.settings.run_workers:
+            running = state.delivering
+            checks["workers"] = "running" if running else "stopped"
+            ok = ok and running
+        return Response(
+            {"status": "ready" if ok else "not ready", **checks}, status_code=200 if ok else 503
+        )
+
+    return [healthz, readyz]
+
+
+def _metrics_handlers(state: RouterState) -> list[HTTPRouteHandler]:
+    if not state.settings.metrics:
+        return []
+    token = state.settings.metrics_token
+    bearer = BearerToken(token, "ROUTER_METRICS_TOKEN", state.wrong_tokens) if token else None
+
+    @get("/metrics", include_in_schema=False)
+    async def scrape(request: Request[Any, Any, Any]) -> Response[bytes]:
+        """Prometheus metrics (router.ops.metrics)."""
+        if bearer is not None:
+            bearer.check(request.headers.get("authorization"), client_of(request), "/metrics")
+        statuses = None
+        if state.status is not None:
+            statuses = await state.status.read_or_none(state.settings.ingest_deadline)
+        body = prometheus.exposition(statuses, state.settings.metrics_multiproc_dir)
+        return Response(body, media_type=prometheus.CONTENT_TYPE)
+
+    return [scrape]
+
+
+async def _redis_problem(redis: Redis, state: RouterState, warnings: list[str]) -> str | None:
+    """Why Redis cannot take messages now, or None; `warnings` gets what
+    limits it without stopping it."""
+    memory = await redis_memory.read(redis)  # doubles as the ping
+    if memory is not None:  # None: INFO not allowed
+        refusal = redis_memory.refusal(memory, state.settings.allow_eviction)
+        if refusal is not None:
+            return refusal
+        if memory.full:
+            return redis_memory.out_of_memory(memory)
+    if not redis_mode.is_cluster(redis) and await redis_mode.is_cluster_node(redis):
+        return redis_mode.LATE_CLUSTER
+    replicas = await state.writes.problem(redis)
+    if replicas is not None:
+        if not redis_mode.is_cluster(redis) or not state.writes.writable:
+            # One Redis: every write waits out the deadline. Not writable
+            # yet (a Cluster just formed): the first writes would.
+            return replicas
+        # On a Cluster once writable, only that master's slots wait (a
+        # failover): the process still takes the others' (a balancer
+        # dropping it would stop them all). router.ingest.writable
+        warnings.append(replicas)
+    # The start-up check of the shard counts, again: it is skipped when
+    # Redis did not answer at start.
+    return await shard_layout.refusal(redis, state.config.destinations.values(), record=False)
+
+
+async def _count_queues(state: RouterState) -> None:
+    """Count the queues stored by a version without counts, before this
+    process stores anything (recount.lua; workers do it too, for `router
+    worker` alone). Redis away now: the workers' loops do it once it is back."""
+    redis, scripts = state.require_redis()
+    try:
+        async with asyncio.timeout(state.settings.ingest_deadline):
+            for d in state.config.destinations.values():
+                await DestinationQueues.of(redis, scripts, d).recount()
+    except (RedisError, OSError, TimeoutError) as exc:
+        log.warning("queue counts not checked at start: %s", exc or "timeout")
+
+
+def _start_batchers(state: RouterState) -> None:
+    """Ingest's group commit (router.queue.batching), when on. WAIT must follow
+    the writes on their connection: the batcher's pipelines carry it, so
+    ROUTER_REDIS_WAIT keeps the batcher on."""
+    settings = state.settings
+    if not (settings.ingest_batching or settings.redis_wait):
+        return
+    redis, scripts = state.require_redis()
+    state.batcher, state.batcher_many, state.batcher_keep = (
+        batcher(
+            redis, script, replicas=settings.redis_wait, replica_timeout=settings.ingest_deadline
+        )
+        # One message; the several of one request (an ingest format's);
+        # unroutable items kept.
+        for script in (scripts.enqueue, scripts.enqueue_many, scripts.keep_unroutable)
+    )
+
+
+def create_app(
+    settings: Settings,
+    config: Config | None = None,
+    on_started: Callable[[RouterState], Coroutine[Any, Any, None]] | None = None,
+) -> Litestar:
+    """Build the app; its lifespan runs the process's Runtime (Redis, and
+    the delivery workers when settings.run_workers: router.runtime.wiring)."""
+    if config is None:
+        config = load(settings.routes_file)
+    state = RouterState(settings, config)
+    if settings.redis_url is None:
+        raise ValueError("create_app needs settings.redis_url (the CLI starts the embedded server)")
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        async with Runtime.connected(settings, config) as runtime:
+            state.runtime = runtime
+            await _count_queues(state)
+            _start_batchers(state)
+            state.build_limiters()
+            # A reload (router.runtime.reload) reaches the routes through `ingest`.
+            ingest = IngestSwitch(app, state, lambda path: _ingest_handler(state, path))
+            async with (
+                runtime.running(deliver=settings.run_workers, ingest=ingest),
+                contextlib.AsyncExitStack() as stack,
+            ):
+                if settings.redis_wait:  # logs when writes can be answered
+                    watch = asyncio.create_task(
+                        state.writes.watch(runtime.redis), name="redis-writable"
+                    )
+                    stack.push_async_callback(cancel_and_wait, watch)
+                if on_started is not None:
+                    await on_started(state)
+                yield
+
+    handlers = [h for r in config.routes for h in _ingest_handler(state, r.path)]
+    handlers += _health_handlers(state)
+    handlers += _metrics_handlers(state)
+    return RouterApp(  # Litestar, its start-up failures in one line
+        route_handlers=[*handlers, *admin_handlers(state)],
+        lifespan=[lifespan],
+        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        plugins=ui_plugins(state),  # the dashboard, /ui: only with ROUTER_ADMIN_TOKEN
+        openapi_config=docs.openapi_config(config, admin=bool(settings.admin_token)),
+        logging_config=None,  # the CLI configures logging once for the process
+        debug=False,
+    )
+
+
+def app_from_env() -> Litestar:
+    """Factory for `uvicorn --factory` (`router serve --reload`, and each
+    server process of ROUTER_PROCESSES > 1)."""
+    # A spawned server process starts with SIGHUP at its default (end the
+    # process): ignored from here until its Reloader handles it. (One
+    # arriving in the moment before this line, while the interpreter
+    # starts, still ends the process; uvicorn's supervisor starts another.)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    settings = Settings.from_env()
+    logs.setup(settings.log_level, settings.log_format)
+    if not settings.metrics:
+        metrics.switch_off()
+    return create_app(settings)

@@ -1,0 +1,470 @@
+"""The dashboard's pages and actions, under /ui.
+
+Pages are rendered on the server (Jinja2, autoescaped: message bodies,
+keys and errors come from outside). Every action is a POST form answered
+with a 303 back to the page (post/redirect/get: reloading does not repeat
+it), guarded by the session and, for CSRF, by SameSite=Strict and a check
+of the Origin header. The Content-Security-Policy allows only the router's
+own origin: no inline script or style, no third party.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlencode, urlsplit
+
+from litestar import Request, Response, Router, get, post
+from litestar.datastructures import Cookie
+from litestar.params import FromPath, FromQuery
+from litestar.response import Redirect, Template
+from litestar.static_files import create_static_files_router
+from redis.exceptions import RedisError
+
+from router.config.durations import age
+from router.http import paging
+from router.http.auth import BearerToken, client_of
+from router.http.errors import ApiError, redis_cause
+from router.http.throttle import TooManyWrongTokens
+from router.queue import envelope, operator_log, unroutable
+from router.queue.keys import shard_count_key
+from router.queue.lanes import DestinationQueues
+from router.queue.status import DestinationStatus, StatusReader, layout_of, read_status
+from router.web.state import RouterState
+from router.web.ui import auth
+from router.web.ui.history import History, chart
+
+HERE = Path(__file__).parent
+STATIC = HERE / "static"
+
+REFRESH_SECONDS = 5  # how often an open page refreshes its figures
+DEAD_PAGE = 50  # dead letters per page
+BLOCKED_SHOWN = 100  # blocked keys listed (each costs two reads for its head)
+BODY_SHOWN = 64 * 1024  # characters of a message body shown (the rest: "… N more")
+
+CSP = "; ".join(
+    [
+        "default-src 'self'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "img-src 'self'",
+        "connect-src 'self'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+        "base-uri 'none'",
+        "object-src 'none'",
+    ]
+)
+SECURITY_HEADERS = {
+    "content-security-policy": CSP,
+    "x-content-type-options": "nosniff",
+    "x-frame-options": "DENY",
+    # same-origin: same-origin POSTs carry a real Origin (no-referrer would
+    # make the browser send "Origin: null"), other sites learn nothing.
+    "referrer-policy": "same-origin",
+}
+
+# What an action did, shown once on the page it redirects to. Codes, not
+# text, in the URL: a link cannot make the page say what its author wants.
+DONE = {
+    "paused": "Paused: nothing new is attempted; attempts in flight finish.",
+    "resumed": "Resumed: waiting messages go out, oldest first per key.",
+    "replayed": "Replayed {n} dead letter(s): each is back in its key's lane, where it arrived.",
+    "purged": "Purged {n} dead letter(s).",
+    "unblocked": "Unblocked: the key's head message is attempted again.",
+    "not-blocked": "That key is no longer blocked.",
+    "retried": "Retrying now: {n} waiting key(s) made due; the destination is marked up.",
+}
+
+
+def ui_router(state: RouterState, history: History) -> Router:
+    token = state.settings.admin_token
+    assert token, "the dashboard needs ROUTER_ADMIN_TOKEN"
+    admin = BearerToken(token, "ROUTER_ADMIN_TOKEN", state.wrong_tokens)
+
+    def status() -> StatusReader:
+        if state.status is None:  # set by the app's lifespan
+            raise ApiError(503, "Starting up.", {"retry-after": "1"})
+        return state.status
+
+    # -- guards ---------------------------------------------------------------
+
+    async def guard(request: Request[Any, Any, Any]) -> Response[Any] | None:
+        if request.method not in ("GET", "HEAD") and not auth.same_origin(request):
+            return _error(request, 403, "This form was sent from another site: refused.")
+        if request.route_handler.opt.get("public"):
+            return None
+        given = auth.bearer(request)
+        if given is not None:  # a script: the admin API's check, throttled alike
+            if admin.accepts(given, client_of(request), request.url.path):
+                return None
+            return _error(request, 401, "Wrong token.", {"www-authenticate": "Bearer"})
+        if auth.has_session(request, token):
+            return None
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        if request.method != "GET":
+            target = request.headers.get("referer", "/ui")  # back where the form was
+            target = auth.safe_next(_path_of(target))
+        return Redirect(f"/ui/login?{urlencode({'next': target})}", status_code=303)
+
+    def after(response: Response[Any]) -> Response[Any]:
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        return response
+
+    # -- login ----------------------------------------------------------------
+
+    @get("/login", opt={"public": True}, name="ui:login")
+    async def login_form(
+        request: Request[Any, Any, Any], next: FromQuery[str | None] = None
+    ) -> Response[Any]:
+        if auth.has_session(request, token):
+            return Redirect(auth.safe_next(next), status_code=303)
+        return _page("login.html", {"next": auth.safe_next(next), "error": None})
+
+    @post("/login", opt={"public": True}, status_code=303)
+    async def login(request: Request[Any, Any, Any]) -> Response[Any]:
+        form = await request.form()
+        target = auth.safe_next(form.get("next"))
+        given = form.get("token")
+        try:
+            accepted = isinstance(given, str) and admin.accepts(
+                given.strip(), client_of(request), "/ui/login"
+            )
+        except TooManyWrongTokens as exc:
+            page = _page("login.html", {"next": target, "error": exc.message}, status=429)
+            page.headers.update(exc.headers)
+            return page
+        if not accepted:
+            return _page(
+                "login.html",
+                {"next": target, "error": "That is not the admin token."},
+                status=401,
+            )
+        cookie = Cookie(
+            key=auth.COOKIE,
+            value=auth.new_session(token),
+            path="/ui",
+            max_age=auth.SESSION_SECONDS,
+            httponly=True,
+            samesite="strict",
+            secure=auth.is_https(request),
+        )
+        return Redirect(target, status_code=303, cookies=[cookie])
+
+    @post("/logout", opt={"public": True}, status_code=303)
+    async def logout() -> Response[Any]:
+        gone = Cookie(
+            key=auth.COOKIE, value="", path="/ui", max_age=0, httponly=True, samesite="strict"
+        )
+        return Redirect("/ui/login", status_code=303, cookies=[gone])
+
+    # -- pages ----------------------------------------------------------------
+
+    async def figures(fresh: bool = False) -> list[DestinationStatus]:
+        """The reader's figures (at most a second old), or, on the page that
+        answers an action (`fresh`), read now: a pause must show at once."""
+        if fresh:
+            redis, scripts = state.require_redis()
+            layout = layout_of(state.config.destinations.values())
+            current = await read_status(redis, scripts, layout, layout)  # orphans too
+        else:
+            current = await status().read()
+        return sorted(current, key=lambda s: (s.orphaned, s.name))
+
+    def row(s: DestinationStatus) -> dict[str, Any]:
+        return {"s": s, "rate": history.rate(s.name, s), "age": age(s.oldest_age_seconds)}
+
+    @get("/", name="ui:overview")
+    async def overview(done: FromQuery[str | None] = None, n: FromQuery[int] = 0) -> Response[Any]:
+        current = await figures(fresh=done is not None)
+        now = time.time()
+        names = [s.name for s in current]
+        charts = [
+            chart("Messages stored", [(n, history.series(n, "messages")) for n in names], now),
+            chart("Delivered per second", [(n, history.rates(n)) for n in names], now),
+        ]
+        _, scripts = state.require_redis()
+        # A few O(1) reads per route that ever kept one (router.queue.unroutable).
+        kept = [c for c in await unroutable.counts(scripts) if c.kept or c.trimmed]
+        return _page(
+            "overview.html",
+            {
+                "rows": [row(s) for s in current],
+                "unroutable": kept,
+                "charts": charts,
+                "as_of": _clock(now),
+                "refresh": REFRESH_SECONDS,
+                "done": DONE.get(done or "", "").format(n=n) or None,
+            },
+        )
+
+    async def find(name: str, fresh: bool = False) -> tuple[DestinationStatus, DestinationQueues]:
+        """A destination's figures and queues: one of routes.yaml, or an
+        orphan (no longer there, still holding messages)."""
+        match = [s for s in await figures(fresh) if s.name == name]
+        if not match:
+            raise ApiError(404, f"No destination named {name!r}.")
+        redis, scripts = state.require_redis()
+        destination = state.config.destinations.get(name)
+        if destination is not None:
+            return match[0], DestinationQueues.of(redis, scripts, destination)
+        client: Any = redis
+        shards = int(await client.get(shard_count_key(name)) or 1)
+        return match[0], DestinationQueues(redis, scripts, name, shards)
+
+    @get("/destinations/{name:str}", name="ui:destination")
+    async def destination(
+        name: FromPath[str],
+        start: FromQuery[int] = 0,
+        done: FromQuery[str | None] = None,
+        n: FromQuery[int] = 0,
+    ) -> Response[Any]:
+        start = paging.start_of(start)  # before any Redis read: a 400, not a 503
+        current, queues = await find(name, fresh=done is not None)
+        now = time.time()
+        dead = await queues.dead_letters(start, DEAD_PAGE)
+        # Counted now, with the list (the figures may be a second old).
+        dead_total = sum([int(await q.redis.llen(q.keys.dead)) for q in queues.shards])
+        blocked = await queues.blocked_keys()
+        blocked_rows = []
+        for key in sorted(blocked)[:BLOCKED_SHOWN]:
+            shard = queues.of_key(key)
+            head = await shard.redis.lindex(shard.keys.lane(key), 0)
+            blocked_rows.append(
+                {
+                    "key": key,
+                    "error": state.config.redactor(str(blocked[key].get("error", ""))),
+                    "attempts": blocked[key].get("attempts"),
+                    "when": _when(blocked[key].get("blocked_at"), now),
+                    "waiting": await shard.lane_length(key),
+                    "body": _body(head) if head is not None else None,
+                }
+            )
+        charts = [
+            chart(
+                "Messages",
+                [
+                    ("stored", history.series(name, "messages")),
+                    ("dead letters", history.series(name, "dead")),
+                ],
+                now,
+            ),
+            chart("Delivered per second", [("delivered/s", history.rates(name))], now),
+        ]
+        return _page(
+            "destination.html",
+            {
+                "r": row(current),
+                "charts": charts,
+                "dead": [
+                    {
+                        "key": d.key,
+                        # Stored before a fix, an error may hold a secret.
+                        "error": state.config.redactor(d.error),
+                        "attempts": d.attempts,
+                        "when": _when(d.dead_at, now),
+                        "body": _body(d.envelope.encode()),
+                    }
+                    for _, d in dead
+                ],
+                "dead_total": dead_total,
+                "start": start,
+                "page": DEAD_PAGE,
+                "blocked": blocked_rows,
+                "blocked_total": len(blocked),
+                "done": DONE.get(done or "", "").format(n=n) or None,
+                "as_of": _clock(now),
+                "refresh": REFRESH_SECONDS,
+            },
+        )
+
+    # -- actions --------------------------------------------------------------
+
+    def back(name: str, done: str, n: int = 0, overview: bool = False) -> Redirect:
+        query = urlencode({"done": done, "n": n} if n else {"done": done})
+        page = "/ui" if overview else f"/ui/destinations/{_quote(name)}"
+        return Redirect(f"{page}?{query}", status_code=303)
+
+    async def recorded(
+        request: Request[Any, Any, Any], action: str, name: str, result: str, scope: str = ""
+    ) -> None:
+        """Record an action taken on the page (router.queue.operator_log)."""
+        redis, _ = state.require_redis()
+        host = request.client and request.client.host
+        await operator_log.record_request(redis, "ui", host, action, name, result, scope)
+
+    async def configured(name: str) -> DestinationQueues:
+        """Queues a delivery action may touch: a destination of routes.yaml
+        (an orphan has nobody to deliver to; it can only be purged)."""
+        current, queues = await find(name)
+        if current.orphaned or name not in state.config.destinations:
+            raise ApiError(409, f"{name} is not in routes.yaml: only purging its dead letters.")
+        return queues
+
+    @post("/destinations/{name:str}/pause", status_code=303)
+    async def pause(request: Request[Any, Any, Any], name: FromPath[str]) -> Response[Any]:
+        await (await configured(name)).set_paused(True)
+        await recorded(request, "pause", name, "paused")
+        return back(name, "paused", overview=(await request.form()).get("back") == "overview")
+
+    @post("/destinations/{name:str}/resume", status_code=303)
+    async def resume(request: Request[Any, Any, Any], name: FromPath[str]) -> Response[Any]:
+        await (await configured(name)).set_paused(False)
+        await recorded(request, "resume", name, "resumed")
+        return back(name, "resumed", overview=(await request.form()).get("back") == "overview")
+
+    @post("/destinations/{name:str}/dead/replay", status_code=303)
+    async def replay(request: Request[Any, Any, Any], name: FromPath[str]) -> Response[Any]:
+        count = _count(await request.form())
+        replayed = await (await configured(name)).replay_oldest(count)
+        scope = operator_log.count_scope(count, "dead letters")
+        await recorded(request, "replay", name, f"{replayed} replayed", scope)
+        return back(name, "replayed", replayed)
+
+    @post("/destinations/{name:str}/dead/purge", status_code=303)
+    async def purge(request: Request[Any, Any, Any], name: FromPath[str]) -> Response[Any]:
+        count = _count(await request.form())
+        _, queues = await find(name)
+        purged = await queues.purge_dead(count)
+        scope = operator_log.count_scope(count, "dead letters")
+        await recorded(request, "purge", name, f"{purged} purged", scope)
+        return back(name, "purged", purged)
+
+    @post("/destinations/{name:str}/blocked/unblock", status_code=303)
+    async def unblock(request: Request[Any, Any, Any], name: FromPath[str]) -> Response[Any]:
+        key = (await request.form()).get("key")
+        if not isinstance(key, str):
+            raise ApiError(400, "The form names no key.")
+        unblocked = await (await configured(name)).unblock(key)
+        if unblocked:
+            scope = operator_log.keys_scope([key], "")
+            await recorded(request, "unblock", name, "1 unblocked", scope)
+        return back(name, "unblocked" if unblocked else "not-blocked")
+
+    @post("/destinations/{name:str}/retry", status_code=303)
+    async def retry(request: Request[Any, Any, Any], name: FromPath[str]) -> Response[Any]:
+        """`router retry DEST`: a destination down (its circuit breaker) or
+        held by a Retry-After is marked up, and every waiting key made due."""
+        resumed = await (await configured(name)).retry_now(None)
+        await recorded(request, "retry", name, f"{resumed} resumed", "all waiting keys")
+        overview = (await request.form()).get("back") == "overview"
+        return back(name, "retried", resumed, overview=overview)
+
+    handlers: list[Any] = [
+        login_form,
+        login,
+        logout,
+        overview,
+        destination,
+        pause,
+        resume,
+        replay,
+        purge,
+        unblock,
+        retry,
+        create_static_files_router(
+            path="/static", directories=[STATIC], opt={"public": True}, name="ui:static"
+        ),
+    ]
+    return Router(
+        path="/ui",
+        route_handlers=handlers,
+        before_request=guard,
+        after_request=after,
+        exception_handlers={ApiError: _api_error, RedisError: _redis_error},
+        include_in_schema=False,
+    )
+
+
+def _page(name: str, context: dict[str, Any], status: int = 200) -> Template:
+    return Template(
+        template_name=name,
+        context={"done": None, **context},
+        status_code=status,
+        # Here too, not only in the router's after_request: error pages
+        # (exception handlers) do not pass through that hook.
+        headers={"cache-control": "no-store", **SECURITY_HEADERS},
+    )
+
+
+def _error(
+    request: Request[Any, Any, Any],
+    status: int,
+    message: str,
+    headers: dict[str, str] | None = None,
+) -> Response[Any]:
+    page = _page("error.html", {"status": status, "message": message}, status)
+    page.headers.update(headers or {})
+    return page
+
+
+def _api_error(request: Request[Any, Any, Any], exc: ApiError) -> Response[Any]:
+    return _error(request, exc.status, exc.message, exc.headers)
+
+
+def _redis_error(request: Request[Any, Any, Any], exc: RedisError) -> Response[Any]:
+    return _error(request, 503, f"Redis: {redis_cause(exc)}", {"retry-after": "1"})
+
+
+def _count(form: Any) -> int | None:
+    """The form's count: a whole number of at least 1, or empty for all."""
+    text = str(form.get("count") or "").strip()
+    if not text or text == "all":
+        return None
+    digits = text.isascii() and text.isdigit() and len(text) <= 10  # int() of 5000 digits raises
+    if not digits or not 1 <= int(text) <= paging.MAX_INDEX:
+        raise ApiError(
+            400,
+            f"Count {text[:20]!r}: write a whole number from 1 to {paging.MAX_INDEX}, "
+            "or leave empty.",
+        )
+    return int(text)
+
+
+def _quote(name: str) -> str:
+    return quote(name, safe="")
+
+
+def _path_of(url: str) -> str:
+    parts = urlsplit(url)
+    return parts.path + (f"?{parts.query}" if parts.query else "")
+
+
+def _clock(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).strftime("%H:%M:%S UTC")
+
+
+def _when(ms: Any, now: float) -> dict[str, str] | None:
+    if not isinstance(ms, int | float):
+        return None
+    at = ms / 1000
+    return {
+        "iso": datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        "ago": age(max(0.0, now - at)),
+    }
+
+
+def _body(raw: bytes) -> dict[str, Any]:
+    """A stored message for display: its id, when it arrived, its body
+    pretty-printed when it is JSON (it always is, unless damaged), cut at
+    BODY_SHOWN characters."""
+    try:
+        env = envelope.decode(raw)
+    except Exception:  # a damaged entry is shown, not a reason to fail the page
+        text = raw.decode(errors="replace")
+        return {"id": None, "text": text[:BODY_SHOWN], "more": 0, "summary": text[:120]}
+    body = bytes(env.body)
+    try:
+        text = json.dumps(json.loads(body), indent=2, ensure_ascii=False)
+    except ValueError:
+        text = body.decode(errors="replace")
+    return {
+        "id": env.id,
+        "text": text[:BODY_SHOWN],
+        "more": max(0, len(text) - BODY_SHOWN),
+        "summary": " ".join(text.split())[:120],
+    }
