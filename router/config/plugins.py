@@ -82,11 +82,6 @@ def sink_types(pm: PluginManager) -> dict[str, SinkType]:
     return available(pm).sink_types
 
 
-def ingest_formats(pm: PluginManager) -> dict[str, IngestFormat]:
-    """Every webhook format the installed plugins read at ingest, by name."""
-    return available(pm).formats
-
-
 Provided = TypeVar("Provided", SinkType, IngestFormat)
 
 

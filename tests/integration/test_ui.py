@@ -13,7 +13,7 @@ import httpx
 import pytest
 from redis import Redis
 
-from router.web.ui import auth
+from router.web.ui import sessions
 from tests.support.routes import KEYS, routes_file
 from tests.support.servers import serve, wait_until
 
@@ -51,8 +51,8 @@ def test_pages_need_a_session_or_the_bearer_token(ui: httpx.Client) -> None:
     wrong = ui.get("/ui", headers={"authorization": "Bearer nope"})
     assert wrong.status_code == 401 and wrong.headers["www-authenticate"] == "Bearer"
     # A session made with another token, or altered, is no session.
-    for forged in (auth.new_session("another token"), "99999999999.00", "x"):
-        ui.cookies.set(auth.COOKIE, forged, path="/ui")
+    for forged in (sessions.new_session("another token"), "99999999999.00", "x"):
+        ui.cookies.set(sessions.COOKIE, forged, path="/ui")
         assert ui.get("/ui").status_code == 303
     ui.cookies.clear()
     # The static files are no secret: the login page needs them.

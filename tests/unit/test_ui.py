@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 from router.queue.status import DestinationStatus
-from router.web.ui import auth
+from router.web.ui import sessions
 from router.web.ui.history import History, chart, nice_ceiling
 
 
@@ -29,20 +29,20 @@ def status(at: float, delivered: int = 0, name: str = "d") -> DestinationStatus:
 
 def test_a_session_is_signed_by_the_token_and_expires() -> None:
     now = 1_700_000_000.0
-    session = auth.new_session("token", now)
+    session = sessions.new_session("token", now)
     assert "token" not in session
-    assert auth.session_valid("token", session, now + 60)
-    assert not auth.session_valid("token", session, now + auth.SESSION_SECONDS + 1)
-    assert not auth.session_valid("another token", session, now + 60)  # a new token ends it
+    assert sessions.session_valid("token", session, now + 60)
+    assert not sessions.session_valid("token", session, now + sessions.SESSION_SECONDS + 1)
+    assert not sessions.session_valid("another token", session, now + 60)  # a new token ends it
     expires, mac = session.split(".")
     later = str(int(expires) + 3600)
-    assert not auth.session_valid("token", f"{later}.{mac}", now + 60)  # extended by hand
+    assert not sessions.session_valid("token", f"{later}.{mac}", now + 60)  # extended by hand
     for junk in ("", ".", "abc", f"{expires}.", f"-1.{mac}", "9" * 40 + "." + mac):
-        assert not auth.session_valid("token", junk, now)
+        assert not sessions.session_valid("token", junk, now)
 
 
 def test_after_login_only_a_dashboard_page_is_a_destination() -> None:
-    assert auth.safe_next("/ui/destinations/chatbot?start=50") == (
+    assert sessions.safe_next("/ui/destinations/chatbot?start=50") == (
         "/ui/destinations/chatbot?start=50"
     )
     for elsewhere in (
@@ -55,7 +55,7 @@ def test_after_login_only_a_dashboard_page_is_a_destination() -> None:
         "/ui\nLocation: x",
         "javascript:alert(1)",
     ):
-        assert auth.safe_next(elsewhere) == "/ui"
+        assert sessions.safe_next(elsewhere) == "/ui"
 
 
 def test_nice_ceilings() -> None:

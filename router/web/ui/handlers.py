@@ -34,7 +34,7 @@ from router.queue.keys import shard_count_key
 from router.queue.lanes import DestinationQueues
 from router.queue.status import DestinationStatus, StatusReader, layout_of, read_status
 from router.web.state import RouterState
-from router.web.ui import auth
+from router.web.ui import sessions
 from router.web.ui.history import History, chart
 
 HERE = Path(__file__).parent
@@ -93,21 +93,21 @@ def ui_router(state: RouterState, history: History) -> Router:
     # -- guards ---------------------------------------------------------------
 
     async def guard(request: Request[Any, Any, Any]) -> Response[Any] | None:
-        if request.method not in ("GET", "HEAD") and not auth.same_origin(request):
+        if request.method not in ("GET", "HEAD") and not sessions.same_origin(request):
             return _error(request, 403, "This form was sent from another site: refused.")
         if request.route_handler.opt.get("public"):
             return None
-        given = auth.bearer(request)
+        given = sessions.bearer(request)
         if given is not None:  # a script: the admin API's check, throttled alike
             if admin.accepts(given, client_of(request), request.url.path):
                 return None
             return _error(request, 401, "Wrong token.", {"www-authenticate": "Bearer"})
-        if auth.has_session(request, token):
+        if sessions.has_session(request, token):
             return None
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         if request.method != "GET":
             target = request.headers.get("referer", "/ui")  # back where the form was
-            target = auth.safe_next(_path_of(target))
+            target = sessions.safe_next(_path_of(target))
         return Redirect(f"/ui/login?{urlencode({'next': target})}", status_code=303)
 
     def after(response: Response[Any]) -> Response[Any]:
@@ -121,14 +121,14 @@ def ui_router(state: RouterState, history: History) -> Router:
     async def login_form(
         request: Request[Any, Any, Any], next: FromQuery[str | None] = None
     ) -> Response[Any]:
-        if auth.has_session(request, token):
-            return Redirect(auth.safe_next(next), status_code=303)
-        return _page("login.html", {"next": auth.safe_next(next), "error": None})
+        if sessions.has_session(request, token):
+            return Redirect(sessions.safe_next(next), status_code=303)
+        return _page("login.html", {"next": sessions.safe_next(next), "error": None})
 
     @post("/login", opt={"public": True}, status_code=303)
     async def login(request: Request[Any, Any, Any]) -> Response[Any]:
         form = await request.form()
-        target = auth.safe_next(form.get("next"))
+        target = sessions.safe_next(form.get("next"))
         given = form.get("token")
         try:
             accepted = isinstance(given, str) and admin.accepts(
@@ -145,20 +145,20 @@ def ui_router(state: RouterState, history: History) -> Router:
                 status=401,
             )
         cookie = Cookie(
-            key=auth.COOKIE,
-            value=auth.new_session(token),
+            key=sessions.COOKIE,
+            value=sessions.new_session(token),
             path="/ui",
-            max_age=auth.SESSION_SECONDS,
+            max_age=sessions.SESSION_SECONDS,
             httponly=True,
             samesite="strict",
-            secure=auth.is_https(request),
+            secure=sessions.is_https(request),
         )
         return Redirect(target, status_code=303, cookies=[cookie])
 
     @post("/logout", opt={"public": True}, status_code=303)
     async def logout() -> Response[Any]:
         gone = Cookie(
-            key=auth.COOKIE, value="", path="/ui", max_age=0, httponly=True, samesite="strict"
+            key=sessions.COOKIE, value="", path="/ui", max_age=0, httponly=True, samesite="strict"
         )
         return Redirect("/ui/login", status_code=303, cookies=[gone])
 

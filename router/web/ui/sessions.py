@@ -1,4 +1,4 @@
-"""Who may see the dashboard: the holder of ROUTER_ADMIN_TOKEN.
+"""Who may see the dashboard, and its login sessions: the holder of ROUTER_ADMIN_TOKEN.
 
 A browser logs in once with the token and gets a session cookie; scripts
 may send `Authorization: Bearer <token>` instead, as to the admin API. A
