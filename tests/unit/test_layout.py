@@ -1,6 +1,7 @@
 """The code's shape: no import cycle anywhere in router/ (its packages
-included) or in bench/ (lazy and type-only imports counted too), and the
-README's layout table names every module."""
+included) or in bench/ (lazy and type-only imports counted too), each
+package imports only those below it in the README's layout table, and that
+table names every module."""
 
 from __future__ import annotations
 
@@ -110,6 +111,43 @@ def test_the_readme_layout_table_names_every_module() -> None:
         )
     for rel in named:
         assert (ROOT / rel).exists(), f"the README's layout table names {rel}, which is gone"
+
+
+def _layers() -> list[str]:
+    """The router's packages in the README's layout table, top first."""
+    text = (ROOT / "README.md").read_text()
+    table = text[text.index("## Project layout") :]
+    table = table[table.index("| path |") :].split("\n\n")[0]
+    return re.findall(r"^\| `router/(\w+)/` \|", table, re.M)
+
+
+def _upward(graph: dict[str, set[str]], layers: list[str]) -> list[str]:
+    """Each import of a package by one listed below it in `layers` (top
+    first): "module imports target"."""
+    rank = {name: i for i, name in enumerate(layers)}
+
+    def layer(module: str) -> int | None:
+        parts = module.split(".")
+        return rank.get(parts[1]) if len(parts) > 1 else None
+
+    return sorted(
+        f"{module} imports {target}"
+        for module, targets in graph.items()
+        for target in targets
+        if (a := layer(module)) is not None and (b := layer(target)) is not None and b < a
+    )
+
+
+def test_each_package_imports_only_the_packages_below_it_in_the_readme() -> None:
+    layers = _layers()
+    assert sorted(layers) == sorted(p.parent.name for p in PACKAGE.glob("*/__init__.py"))
+    upward = _upward(_imports(_package_modules(PACKAGE)), layers)
+    assert upward == [], "imports of a package above (the README's layout table order)"
+
+
+def test_the_layer_check_finds_an_upward_import() -> None:
+    graph = {"r.web.app": {"r.queue.keys"}, "r.queue.keys": {"r.web.app", "r.queue.lua"}}
+    assert _upward(graph, ["web", "queue"]) == ["r.queue.keys imports r.web.app"]
 
 
 # Written by `make bench`, not tracked (.gitignore).
