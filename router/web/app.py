@@ -39,6 +39,8 @@ from router.runtime.wiring import Runtime
 from router.web import openapi as docs
 from router.web import prometheus
 from router.web.admin import admin_handlers
+from router.web.health_docs import health_operation
+from router.web.ingest_docs import ingest_operation, verify_operation
 from router.web.state import RouterState
 from router.web.ui.dashboard import ui_plugins
 
@@ -164,7 +166,7 @@ def _ingest_handler(state: RouterState, path: str) -> list[HTTPRouteHandler]:
             ),
             # As the route was when the handler was made: a reload that changes
             # it does not rewrite the document (a route it adds gets its own).
-            operation_class=docs.ingest_operation(first, state.settings),  # body, headers, answers
+            operation_class=ingest_operation(first, state.settings),  # body, headers, answers
         )(store_message),
     ]
 
@@ -239,7 +241,7 @@ def _verify_handlers(state: RouterState, path: str) -> list[HTTPRouteHandler]:
             name=f"verify:{path}",
             operation_id=f"verify {path}",
             # As the route was when the handler was made (as the POST's).
-            operation_class=docs.verify_operation(state.ingest[key]),
+            operation_class=verify_operation(state.ingest[key]),
         )(verify)
     ]
 
@@ -261,12 +263,12 @@ async def _read_body(request: Request[Any, Any, Any], limit: int) -> bytes:
 
 
 def _health_handlers(state: RouterState) -> list[HTTPRouteHandler]:
-    @get("/healthz", sync_to_thread=False, operation_class=docs.health_operation("healthz"))
+    @get("/healthz", sync_to_thread=False, operation_class=health_operation("healthz"))
     def healthz() -> dict[str, str]:
         """Alive: the process answers HTTP."""
         return {"status": "ok"}
 
-    @get("/readyz", operation_class=docs.health_operation("readyz"))
+    @get("/readyz", operation_class=health_operation("readyz"))
     async def readyz() -> Response[dict[str, Any]]:
         """Ready: Redis answers (`redis_mode` says single or cluster), is not out of memory and
         does not evict queued messages, with ROUTER_REDIS_WAIT its replicas are
