@@ -28,7 +28,7 @@ router's own behaviour, router.ingest.route). A format turns a service's webhook
   messages to besides the route's `destinations:` (WhatsApp's statuses);
   the config check refuses a name that is not defined.
 - ``docs`` (optional, a ``FormatDocs``) is what the OpenAPI document
-  (/schema, router.web.openapi) says about such a route: the service's POST
+  (/schema, router.web.openapi.ingest) says about such a route: the service's POST
   body as a JSON Schema, the headers the format reads (its signature), the
   GET handshake's query parameters. Without it the document says only
   that the body is the service's JSON.
@@ -133,7 +133,7 @@ class FormatHeader:
 
 @dataclass(frozen=True, slots=True)
 class FormatDocs:
-    """What the OpenAPI document says about a format's route (router.web.openapi)."""
+    """What the OpenAPI document says about a format's route (router.web.openapi.ingest)."""
 
     # The POST body as the service sends it: a JSON Schema (2020-12, as
     # OpenAPI 3.1 takes it), plain dicts and lists.

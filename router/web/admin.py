@@ -5,7 +5,7 @@ They read and change queues, so they exist only when ROUTER_ADMIN_TOKEN is
 set, and every call must carry `Authorization: Bearer <token>`: one guard
 on the controller checks it before any handler runs (or its parameters are
 read). The answers are the structs of router/web/admin_types.py, from which
-Litestar documents them; router/web/admin_docs.py adds the errors and the bearer
+Litestar documents them; router/web/openapi/admin.py adds the errors and the bearer
 auth (`operation_class=doc(...)`, naming each handler's own errors).
 """
 
@@ -27,8 +27,6 @@ from router.ingest.route import IngestRoute, replay_unroutable
 from router.queue import moving, operator_log, orphans, unroutable
 from router.queue.lanes import DestinationQueues
 from router.queue.unroutable import UnroutableStore
-from router.web.admin_docs import ADMIN_SCHEME
-from router.web.admin_docs import admin_operation as doc  # each handler's errors, its body
 from router.web.admin_types import (
     BlockedKey,
     BlockedKeys,
@@ -49,6 +47,8 @@ from router.web.admin_types import (
     UnroutableItems,
     UnroutableReplayed,
 )
+from router.web.openapi.admin import ADMIN_SCHEME
+from router.web.openapi.admin import admin_operation as doc  # each handler's errors, its body
 from router.web.state import RouterState
 
 AnyRequest = Request[Any, Any, Any]

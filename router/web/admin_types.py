@@ -2,7 +2,7 @@
 once: the handlers return these, msgspec encodes them, and Litestar derives
 the OpenAPI document's schemas from them (components named after the
 classes; the two request bodies, read by the handlers themselves, through
-router.web.admin_docs.admin_operation).
+router.web.openapi.admin.admin_operation).
 
 Field order is the JSON's order, descriptions are the document's. Dead
 letters and unroutable items are answered as their lists hold them

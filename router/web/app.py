@@ -36,11 +36,11 @@ from router.redis import memory as redis_memory
 from router.redis import mode as redis_mode
 from router.runtime.reload import IngestSwitch
 from router.runtime.wiring import Runtime
-from router.web import openapi as docs
 from router.web import prometheus
 from router.web.admin import admin_handlers
-from router.web.health_docs import health_operation
-from router.web.ingest_docs import ingest_operation, verify_operation
+from router.web.openapi import document as docs
+from router.web.openapi.health import health_operation
+from router.web.openapi.ingest import ingest_operation, verify_operation
 from router.web.state import RouterState
 from router.web.ui.dashboard import ui_plugins
 

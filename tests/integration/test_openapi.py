@@ -30,7 +30,7 @@ from router.config.loading import load
 from router.config.settings import Settings
 from router.http.server import protocol_class
 from router.web.app import create_app
-from router.web.openapi import ASSETS_DIR
+from router.web.openapi.document import ASSETS_DIR
 from tests.support import ROOT
 from tests.support import whatsapp as wa
 from tests.support.routes import write_yaml

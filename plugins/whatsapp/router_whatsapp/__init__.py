@@ -329,7 +329,7 @@ def _destinations(options: WhatsAppOptions) -> list[str]:
     return [] if options.statuses == DROP else [options.statuses]
 
 
-# -- what /schema says about a `format: whatsapp` route (router.web.openapi) ----------
+# -- what /schema says about a `format: whatsapp` route (router.web.openapi.ingest) ----------
 
 _ID = {"type": "string", "minLength": 1, "maxLength": MAX_KEY_LENGTH}
 _MESSAGE_SCHEMA = {

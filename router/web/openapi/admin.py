@@ -23,7 +23,7 @@ from litestar.openapi.spec import (
     Schema,
 )
 
-from router.web.openapi_parts import (
+from router.web.openapi.parts import (
     ERROR_SCHEMA,
     JSON,
     answer,

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from litestar.openapi.spec import OpenAPIResponse, OpenAPIType, Operation, Schema
 
-from router.web.openapi_parts import answer
+from router.web.openapi.parts import answer
 
 _STRING, _OBJECT = OpenAPIType.STRING, OpenAPIType.OBJECT
 

@@ -2,7 +2,7 @@
 (`operation_class=` of its handlers, router/web/app.py): the body it
 requires (from routes.yaml; on a format route, the service's envelope from
 the format's FormatDocs), the headers it honours, its description, and
-every answer it can give (router/web/ingest_answers.py); and the GET
+every answer it can give (router/web/openapi/ingest_answers.py); and the GET
 handshake of a format route with `verify`.
 
 What Litestar derives from the handler's signature says little here: the
@@ -44,8 +44,8 @@ from router.http.auth import STANDARD_WEBHOOKS_TOLERANCE, Authenticator
 from router.ingest.route import MAX_KEY_LENGTH, IngestRoute
 from router.ingest.tracecontext import MAX_TRACESTATE
 from router.plugin.formats import IngestFormat
-from router.web.ingest_answers import ingest_responses
-from router.web.openapi_parts import (
+from router.web.openapi.ingest_answers import ingest_responses
+from router.web.openapi.parts import (
     ERROR_SCHEMA,
     JSON,
     answer,

@@ -8,12 +8,12 @@ works without internet access.
 This module assembles the document: its description, tags and security
 schemes, and where it and its page are served. What each operation says
 comes from the Operation class its handler names (`operation_class=`):
-router/web/ingest_docs.py for the ingest routes (the body each requires,
+router/web/openapi/ingest.py for the ingest routes (the body each requires,
 from routes.yaml, the headers it honours, every answer it can give with its
-JSON body: router/web/ingest_answers.py), router/web/health_docs.py for the
-health endpoints, router/web/admin_docs.py for the admin API (whose 200
+JSON body: router/web/openapi/ingest_answers.py), router/web/openapi/health.py for the
+health endpoints, router/web/openapi/admin.py for the admin API (whose 200
 answers Litestar derives from router/web/admin_types.py); their common
-parts are router/web/openapi_parts.py.
+parts are router/web/openapi/parts.py.
 
 Decisions:
 - The document is built once per app, from the routes.yaml it serves, and
@@ -40,8 +40,8 @@ from litestar.static_files import create_static_files_router
 
 from router.config import Config
 from router.http.auth import Authenticator
-from router.web.admin_docs import ADMIN_SCHEME
-from router.web.ingest_docs import token_scheme_name
+from router.web.openapi.admin import ADMIN_SCHEME
+from router.web.openapi.ingest import token_scheme_name
 
 TITLE = "message-router"
 VERSION = "0.1.0"
@@ -49,7 +49,7 @@ DOCS_PATH = "/schema"  # the docs page; the documents are below it
 
 # The docs page's assets, shipped in the package (see its README.md).
 SWAGGER_UI_VERSION = "5.35.0"
-ASSETS_DIR = Path(__file__).parent / "static" / "swagger-ui"
+ASSETS_DIR = Path(__file__).parent.parent / "static" / "swagger-ui"
 ASSETS_PATH = f"{DOCS_PATH}/static/swagger-ui"
 
 # -- the document and the docs page -------------------------------------------

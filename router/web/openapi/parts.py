@@ -1,5 +1,5 @@
 """The parts the OpenAPI document's operations are built from
-(router/web/openapi.py assembles it): the error body every error answer
+(router/web/openapi/document.py assembles it): the error body every error answer
 has, an answer with its examples, a header, a header parameter, the error
 the router's own code gives for a call (so examples use its words), and a
 JSON Schema written as plain dicts turned into the spec objects."""

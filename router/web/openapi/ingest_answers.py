@@ -1,5 +1,5 @@
 """What an ingest route answers, as the OpenAPI document lists it
-(router/web/ingest_docs.py builds the route's operation): its 200 body
+(router/web/openapi/ingest.py builds the route's operation): its 200 body
 (stored; on a route with `when:` filters, where to; on a format route,
 every message), its refusals and the answers every ingest route can give
 (408, 413, 429, 503 with `stored`).
@@ -27,7 +27,7 @@ from router.http.errors import BadRequest
 from router.ingest.route import IngestRoute, NoMatch, Routed, decode_object
 from router.plugin.formats import FormatRequest, IngestFormat
 from router.redis.client import command_written
-from router.web.openapi_parts import (
+from router.web.openapi.parts import (
     ERROR_SCHEMA,
     answer,
     error_body,
