@@ -21,7 +21,7 @@ from aiohttp import web
 from context import Context
 from procs import DESTINATION, HOST, free_port, router_argv, wait_http
 
-# The router's one line per transition of the breaker (router/delivery/worker.py), at
+# The router's one line per transition of the breaker (router/delivery/health.py), at
 # LOG_LEVEL=warning. An operator's `router retry` reopens it without a line.
 DOWN_LINE = f"destination {DESTINATION} is down"
 UP_LINE = f"destination {DESTINATION} is up again"

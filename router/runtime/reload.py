@@ -27,7 +27,7 @@ them converge without a restart:
   definition is unchanged keep running untouched; changed and removed ones
   stop the way shutdown stops them (no new claims; deliveries in flight get
   ROUTER_SHUTDOWN_GRACE, the rest are handed back untried), then changed
-  and new ones start with their new settings (router.delivery.worker,
+  and new ones start with their new settings (router.delivery.workers,
   Workers.prepare/switch). The lanes in Redis keep each key's order across
   processes and switches, so nothing is dropped, duplicated or reordered.
 - **`shards`** of a running destination cannot change by a reload (refused,
@@ -74,7 +74,7 @@ if TYPE_CHECKING:
     from litestar import Litestar
     from litestar.handlers import HTTPRouteHandler
 
-    from router.delivery.worker import Workers
+    from router.delivery.workers import Workers
 
 log = logging.getLogger("router.reload")
 

@@ -22,7 +22,7 @@ from redis.asyncio import Redis
 
 from router.config import Config
 from router.config.settings import Settings
-from router.delivery.worker import Workers, running_workers
+from router.delivery.workers import Workers, running_workers
 from router.queue import operator_log
 from router.queue.lanes import Scripts
 from router.queue.status import StatusReader, layout_of

@@ -25,7 +25,7 @@ from redis.asyncio import Redis as AsyncRedis
 
 from router.config import Destination
 from router.config.loading import load
-from router.delivery.worker import running_workers
+from router.delivery.workers import running_workers
 from router.queue.keys import DestinationKeys, shard_of
 from router.queue.lanes import DestinationQueue, Scripts
 from router.queue.outbound_rate import ShardRate

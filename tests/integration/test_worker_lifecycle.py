@@ -1,4 +1,4 @@
-"""router.delivery.worker.running_workers: a plugin that refuses to start leaves
+"""router.delivery.workers.running_workers: a plugin that refuses to start leaves
 nothing open behind it (a real plugin registered in-process, a real Redis)."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 
 from router.config.loading import load
 from router.config.plugins import PluginError, plugin_manager
-from router.delivery.worker import running_workers
+from router.delivery.workers import running_workers
 from router.plugin.hookspecs import hookimpl
 from router.plugin.sinks import Delivery, SinkContext, SinkType
 

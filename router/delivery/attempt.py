@@ -1,0 +1,378 @@
+"""One attempt at a time of a claimed key: its head posted to the sink while
+the lease is renewed, then the outcome recorded in Redis (ack.lua takes the
+next message of the key while the claim is kept; fail.lua counts a failure,
+decides the backoff with router.delivery.retry's decision, and keeps the
+destination's health), counted in the metrics and logged once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Literal, TypeVar
+
+from redis.exceptions import RedisError
+
+from router.config import Destination
+from router.delivery import retry
+from router.delivery.health import DestinationHealth
+from router.ops import logs
+from router.ops.cancelling import outlast
+from router.ops.metrics import DeliveryMetrics
+from router.plugin.sinks import Delivery, DeliveryFailed, Sink
+from router.queue import envelope
+from router.queue.lanes import Blame, Claim, DestinationQueue, Failed, Outcome
+
+# The delivery path's logger (operators filter on it).
+log = logging.getLogger("router.worker")
+
+T = TypeVar("T")
+
+
+class LeaseLost(Exception):
+    pass
+
+
+def _age(env: envelope.Envelope) -> float:
+    """Seconds since the message arrived."""
+    return time.time() - env.ts / 1000
+
+
+class Attempts:
+    """The attempts of one delivery loop (a destination's shard): each claimed
+    key's messages delivered in order, one attempt at a time, and every
+    outcome recorded."""
+
+    def __init__(
+        self,
+        destination: Destination,
+        queue: DestinationQueue,
+        sink: Sink,
+        lease_ms: int,
+        health: DestinationHealth,
+        stopping: Callable[[], bool],
+    ) -> None:
+        self.destination = destination
+        self.settings = destination.settings
+        self.queue = queue
+        self.sink = sink
+        self.lease_ms = lease_ms
+        self._health = health
+        self._stopping = stopping  # whether the loop is stopping
+        self._metrics = DeliveryMetrics(destination.name)
+
+    async def deliver(self, claim: Claim) -> None:
+        """Deliver the head of a claimed key, and its successors while the
+        claim is kept (see ack.lua)."""
+        head: bytes | None = claim.head
+        attempts = claim.attempts
+        while head is not None and not self._stopping():
+            env = envelope.decode(head)
+            if attempts:
+                # Failures counted without an answer (a lease that ran out:
+                # claim.lua counts it) and a max_age that passed during the
+                # backoff are decided here, before trying again: a message
+                # that kills its worker ends instead of killing workers forever.
+                # Not a second decision about the failure _failed() decided:
+                # only a give-up is acted on (its delay is dropped, the count
+                # is not raised), and one comes only from what changed since
+                # (a lease expiry, the clock passing max_age, a lowered limit).
+                decision = retry.decide(self.settings.retry, attempts, _age(env))
+                if decision.gives_up:
+                    # Which of the two brought the count here is not
+                    # recorded: name both.
+                    error = (
+                        f"not tried again after {attempts} attempts: the last one's lease "
+                        "expired (its worker crashed or stalled?), or retry.max_attempts "
+                        "was lowered since"
+                        if decision.rule == "max_attempts"
+                        else "not tried again: too old"
+                    )
+                    await self._record_failure(
+                        claim, attempts, decision, error, env.id, None, counted=False
+                    )
+                    return
+            delivery = Delivery(
+                id=env.id,
+                body=bytes(env.body),
+                key=claim.key,
+                attempt=attempts + 1,
+                received_at_ms=env.ts,
+                destination=self.destination.name,
+                traceparent=env.tp,
+                tracestate=env.tst,
+            )
+            started = time.perf_counter()
+            try:
+                await self._attempt(claim, delivery)
+            except LeaseLost:
+                log.warning(
+                    "destination %s key %s: lease lost during delivery of %s; another "
+                    "worker owns the key now",
+                    self.destination.name,
+                    claim.key,
+                    env.id,
+                )
+                return
+            except DeliveryFailed as exc:
+                await self._failed(claim, env, attempts + 1, exc.reason, started, exc)
+                return
+            except Exception as exc:
+                # A plugin bug is a failed attempt, never a dead worker.
+                log.exception(
+                    "destination %s: plugin %s raised on message %s",
+                    self.destination.name,
+                    self.settings.plugin,
+                    env.id,
+                )
+                error = f"{type(exc).__name__}: {exc}"
+                await self._failed(claim, env, attempts + 1, error, started)
+                return
+            seconds = time.perf_counter() - started
+            # The destination took it: an ok attempt, whatever the ack meets.
+            self._metrics.attempted("ok", seconds)
+            acked = await self._settle(
+                functools.partial(
+                    self.queue.ack, claim, head, self.lease_ms, keep=not self._stopping()
+                )
+            )
+            if acked is False:
+                return  # not recorded (Redis away past the lease): logged by _settle
+            if acked.lease_lost:
+                log.warning(
+                    "destination %s key %s: ack of %s refused: the lease was lost (it "
+                    "will be delivered again), or a retried ack had already landed",
+                    self.destination.name,
+                    claim.key,
+                    env.id,
+                )
+                return
+            self._metrics.acknowledged(env.ts)
+            if acked.resumed is not None:
+                self._health.log_up(acked.resumed, "an attempt succeeded")
+            if log.isEnabledFor(logging.INFO):
+                log.info(
+                    "delivered",
+                    extra=logs.fields(
+                        message_id=env.id,
+                        destination=self.destination.name,
+                        key=claim.key,
+                        attempt=attempts + 1,
+                        outcome="ok",
+                        duration_ms=round(seconds * 1000, 1),
+                    ),
+                )
+            head = acked.next_head
+            attempts = 0
+        if head is not None:
+            # Stopping while the key is still ours (an ack that raced stop()
+            # kept it, or the claim came back after stop began): hand it back
+            # untried instead of leaving it leased until the lease runs out.
+            with contextlib.suppress(RedisError):
+                await self.queue.release(claim)
+
+    async def _timed(self, delivery: Delivery) -> None:
+        async with asyncio.timeout(self.settings.timeout):
+            await self.sink.deliver(delivery)
+
+    async def _attempt(self, claim: Claim, delivery: Delivery) -> None:
+        """Run one attempt while renewing the lease; a lost lease aborts it."""
+        interval = self.settings.lease / 3
+        if self.settings.timeout <= interval:
+            # The attempt times out before the lease needs renewing (the
+            # default: timeout 10s, lease 30s): no renewal task per message.
+            try:
+                await self._timed(delivery)
+            except TimeoutError:
+                raise DeliveryFailed(f"timed out after {self.settings.timeout:g}s") from None
+            return
+        # The sink's own coroutine is the task (no wait_for between): when
+        # it has ended, nothing of the attempt runs on.
+        attempt = asyncio.create_task(self._timed(delivery))
+        try:
+            while True:
+                done, _ = await asyncio.wait({attempt}, timeout=interval)
+                if done:
+                    try:
+                        attempt.result()
+                    except TimeoutError:
+                        raise DeliveryFailed(
+                            f"timed out after {self.settings.timeout:g}s"
+                        ) from None
+                    return
+                try:
+                    renewed = await self.queue.renew(claim, self.lease_ms)
+                except RedisError:
+                    continue  # the lease may still hold; try again next interval
+                if not renewed:
+                    raise LeaseLost()
+        finally:
+            if not attempt.done():
+                # Its cleanup (a plugin's abort) ends before the claim is
+                # handed back or the sink closed, however often a stopping
+                # process cancels this task meanwhile (router.ops.cancelling).
+                attempt.cancel()
+                await outlast(attempt)
+            if not attempt.cancelled():
+                # It ended (e.g. timed out) while the lease was being lost:
+                # its outcome no longer counts, and retrieving it keeps
+                # asyncio from logging "Task exception was never retrieved".
+                attempt.exception()
+
+    async def _failed(
+        self,
+        claim: Claim,
+        env: envelope.Envelope,
+        attempts: int,
+        error: str,
+        started: float,
+        failure: DeliveryFailed | None = None,
+    ) -> None:
+        """Attempt number `attempts` (begun at perf_counter `started`) failed
+        with `error` (`failure`: what the sink raised, when it said more: a
+        Retry-After, whether it holds the destination, a permanent failure):
+        decide and record."""
+        seconds = time.perf_counter() - started
+        retry_after = failure.retry_after if failure else None
+        decision = retry.decide(
+            self.settings.retry,
+            attempts,
+            _age(env),
+            retry_after,
+            permanent=failure is not None and failure.permanent,
+        )
+        hold = retry_after if failure is not None and failure.hold_destination else None
+        await self._record_failure(
+            claim,
+            attempts,
+            decision,
+            error,
+            env.id,
+            hold,
+            seconds=seconds,
+            blame=(
+                Blame.PERMANENT
+                if decision.rule == "permanent"
+                else Blame.MESSAGE
+                if self._health.blames_message(failure)
+                else Blame.DESTINATION
+            ),
+        )
+
+    async def _record_failure(
+        self,
+        claim: Claim,
+        attempts: int,
+        decision: retry.Decision,
+        error: str,
+        message_id: str,
+        hold: float | None,
+        counted: bool = True,
+        seconds: float | None = None,
+        blame: Blame = Blame.DESTINATION,
+    ) -> None:
+        """Record the decision in Redis (fail.lua counts the attempt, and
+        keeps the destination's health), then log it once. `hold`: the
+        seconds the destination asked all deliveries to wait; `seconds`: how
+        long the attempt that failed took (None: the worker gave up before
+        trying again: counted=False); `blame`: whose fault it was, for the
+        destination's health."""
+        # Every plugin's reason (and an exception's text) is stored, logged
+        # and shown: the destination's secrets go before any of it.
+        error = self.destination.redactor(error)
+        recorded: Failed | Literal[False] = await self._settle(
+            lambda: self.queue.fail(
+                claim,
+                int(decision.delay * 1000),
+                error[:1000],
+                decision.outcome,
+                counted,
+                self._health.breaker,
+                hold,
+                blame=blame,
+            )
+        )
+        outcome = "failed"  # also when the lease was lost: nothing else was recorded
+        if decision.gives_up and recorded is not False and not recorded.lease_lost:
+            outcome = "blocked" if decision.outcome is Outcome.BLOCK else "dead"
+        if seconds is not None or outcome != "failed":  # a give-up is counted as such
+            self._metrics.attempted(outcome, seconds)
+        if recorded is False:
+            return  # not recorded (Redis away past the lease): logged by _settle
+        name, key = self.destination.name, claim.key
+        # The attempt's fields on its one line (LOG_FORMAT=json makes them keys).
+        extra = logs.fields(
+            message_id=message_id,
+            destination=name,
+            key=key,
+            attempt=attempts,
+            outcome=outcome,
+            duration_ms=round(seconds * 1000, 1) if seconds is not None else None,
+            error=error,
+        )
+        if recorded.event == "up":
+            self._health.log_up(
+                recorded.resumed or 0, "an answer blamed its message, so it answers"
+            )
+        elif recorded.event:
+            self._health.log_transition(recorded.event, error, hold)
+        if recorded.lease_lost:
+            # Logged once, instead of a "retrying" line for an attempt whose
+            # outcome no longer counts (e.g. a process paused past its lease).
+            log.warning(
+                "destination %s key %s: attempt %d failed (%s) after the lease was lost: "
+                "another worker owns the key now (or a retried write had already landed)",
+                name,
+                key,
+                attempts,
+                error,
+                extra=extra,
+            )
+        elif decision.gives_up:
+            log.error(
+                "destination %s key %s: %s after %d attempts (%s): %s",
+                name,
+                key,
+                "blocked (see `router dead unblock`)"
+                if decision.outcome is Outcome.BLOCK
+                else "dead-lettered",
+                attempts,
+                decision.reason,
+                error,
+                extra=extra,
+            )
+        else:
+            log.warning(
+                "destination %s key %s: attempt %d failed (%s); %s",
+                name,
+                key,
+                attempts,
+                error,
+                decision.reason,
+                extra=extra,
+            )
+
+    async def _settle(self, op: Callable[[], Awaitable[T]]) -> T | Literal[False]:
+        """Record an outcome in Redis, retrying through a short outage. If
+        Redis stays away past the lease, give up: the lease expires and the
+        message is attempted again (at-least-once, never lost)."""
+        deadline = time.monotonic() + self.settings.lease
+        delay = 0.05
+        while True:
+            try:
+                return await op()
+            except RedisError as exc:
+                if time.monotonic() + delay > deadline:
+                    log.error(
+                        "destination %s: could not record an outcome in Redis (%s); the "
+                        "message will be attempted again",
+                        self.destination.name,
+                        exc,
+                    )
+                    return False
+                await asyncio.sleep(delay)
+                delay = min(1.0, delay * 2)
