@@ -26,7 +26,7 @@ from router.ops import logs, redaction
 from router.redis.embedded import EmbeddedRedis
 
 if TYPE_CHECKING:
-    from router.queue.lanes import DestinationQueues
+    from router.queue.sharded_queue import DestinationQueues
 
 log = logging.getLogger("router")
 
@@ -356,7 +356,7 @@ def _on_redis(
     settings: Settings, command: str, act: Callable[[Any, Any], Coroutine[Any, Any, int]]
 ) -> int:
     """Run `act(redis, scripts)` on the router's Redis, then close it."""
-    from router.queue.lanes import Scripts
+    from router.queue.scripts import Scripts
     from router.redis import mode as redis_mode
 
     url = _redis_url_or_exit(settings, command)
@@ -593,7 +593,7 @@ async def _replay_into(
     queue: DestinationQueues, layout: dict[str, int], name: str, into: str, count: int | None
 ) -> int:
     from router.queue import moving, operator_log
-    from router.queue.lanes import DestinationQueues
+    from router.queue.sharded_queue import DestinationQueues
 
     first = queue.shards[0]
     target = DestinationQueues(first.redis, first.scripts, into, layout[into])
@@ -635,7 +635,7 @@ def _orphan(settings: Settings, args: argparse.Namespace) -> int:
         return 2
 
     async def act(queue: DestinationQueues) -> int:
-        from router.queue.lanes import DestinationQueues
+        from router.queue.sharded_queue import DestinationQueues
 
         first = queue.shards[0]
         try:

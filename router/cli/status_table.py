@@ -22,7 +22,9 @@ from rich.text import Text
 from router.config.durations import age
 from router.ops import logs, redaction
 from router.queue import unroutable
-from router.queue.lanes import DestinationQueues, KeyState, Scripts
+from router.queue.inspection import KeyState
+from router.queue.scripts import Scripts
+from router.queue.sharded_queue import DestinationQueues
 from router.queue.status import DestinationStatus, Layout, rate, read_status
 from router.queue.unroutable import RouteCount
 

@@ -32,18 +32,10 @@ from router.plugin.sinks import Delivery, DeliveryFailed, Sink
 from router.plugin.status_codes import matches, parse_statuses
 from router.queue import envelope, shard_layout
 from router.queue.keys import shard_share
-from router.queue.lanes import (
-    BREAKER_OFF,
-    Blame,
-    Breaker,
-    Claim,
-    DestinationQueue,
-    DestinationQueues,
-    Failed,
-    Outcome,
-    Scripts,
-)
+from router.queue.lanes import BREAKER_OFF, Blame, Breaker, Claim, DestinationQueue, Failed, Outcome
 from router.queue.outbound_rate import shard_rate
+from router.queue.scripts import Scripts
+from router.queue.sharded_queue import DestinationQueues
 from router.redis.client import SOCKET_TIMEOUT
 
 log = logging.getLogger("router.worker")

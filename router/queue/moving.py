@@ -34,9 +34,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from router.queue import envelope
+from router.queue.inspection import DeadLetter
 from router.queue.keys import move_key
-from router.queue.lanes import DeadLetter, DestinationQueue, DestinationQueues
+from router.queue.lanes import DestinationQueue
 from router.queue.scripts import LEASE_LOST, Scripts, keys_for
+from router.queue.sharded_queue import DestinationQueues
 
 # Messages of one key per step: a step's script runs for about a millisecond
 # per hundred, and a crash repeats at most one step's worth of work.

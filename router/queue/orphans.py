@@ -21,8 +21,9 @@ from typing import Any
 from redis.asyncio import Redis
 
 from router.queue.keys import destinations_key, shard_count_key
-from router.queue.lanes import DestinationQueues, Scripts
+from router.queue.scripts import Scripts
 from router.queue.shard_layout import held_messages
+from router.queue.sharded_queue import DestinationQueues
 
 
 async def record(redis: Redis, names: Iterable[str]) -> None:

@@ -25,7 +25,7 @@ from router.http.errors import ApiError, BadRequest
 from router.http.paging import batch_of, count_of, start_of
 from router.ingest.route import IngestRoute, replay_unroutable
 from router.queue import moving, operator_log, orphans, unroutable
-from router.queue.lanes import DestinationQueues
+from router.queue.sharded_queue import DestinationQueues
 from router.queue.unroutable import UnroutableStore
 from router.web.admin_types import (
     BlockedKey,

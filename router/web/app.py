@@ -31,7 +31,8 @@ from router.ops.metrics import IngestMetrics
 from router.plugin.formats import SkippedItem
 from router.queue import shard_layout
 from router.queue.batching import batcher
-from router.queue.lanes import DestinationQueues, EnqueueResult
+from router.queue.enqueue import EnqueueResult
+from router.queue.sharded_queue import DestinationQueues
 from router.redis import memory as redis_memory
 from router.redis import mode as redis_mode
 from router.runtime.reload import IngestSwitch

@@ -17,7 +17,8 @@ import pytest
 from redis import Redis
 
 from router.queue.keys import DestinationKeys
-from router.queue.lanes import DestinationQueues, Scripts
+from router.queue.scripts import Scripts
+from router.queue.sharded_queue import DestinationQueues
 from router.redis.client import connect
 from tests.support.bot import Answer, Bot
 from tests.support.servers import wait_until

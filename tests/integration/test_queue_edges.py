@@ -11,15 +11,11 @@ import pytest
 from redis.asyncio import Redis as AsyncRedis
 
 from router.queue import envelope
+from router.queue.enqueue import Target, enqueue
 from router.queue.keys import DestinationKeys
-from router.queue.lanes import (
-    DestinationQueue,
-    DestinationQueues,
-    Outcome,
-    Scripts,
-    Target,
-    enqueue,
-)
+from router.queue.lanes import DestinationQueue, Outcome
+from router.queue.scripts import Scripts
+from router.queue.sharded_queue import DestinationQueues
 from tests.support.messages import enqueue_json
 
 

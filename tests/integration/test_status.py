@@ -17,16 +17,11 @@ from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 
 from router.queue import envelope
-from router.queue.lanes import (
-    Claim,
-    DestinationQueue,
-    DestinationQueues,
-    Outcome,
-    QueueFigures,
-    Scripts,
-    Target,
-    enqueue,
-)
+from router.queue.enqueue import Target, enqueue
+from router.queue.inspection import QueueFigures
+from router.queue.lanes import Claim, DestinationQueue, Outcome
+from router.queue.scripts import Scripts
+from router.queue.sharded_queue import DestinationQueues
 from tests.support.bot import Answer, Bot
 from tests.support.messages import enqueue_json
 from tests.support.routes import KEYS as ROUTE_KEYS

@@ -31,7 +31,7 @@ from router.http.errors import ApiError, redis_cause
 from router.http.throttle import TooManyWrongTokens
 from router.queue import envelope, operator_log, unroutable
 from router.queue.keys import shard_count_key
-from router.queue.lanes import DestinationQueues
+from router.queue.sharded_queue import DestinationQueues
 from router.queue.status import DestinationStatus, StatusReader, layout_of, read_status
 from router.web.state import RouterState
 from router.web.ui import auth
