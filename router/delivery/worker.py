@@ -35,7 +35,7 @@ from router.queue.keys import shard_share
 from router.queue.lanes import BREAKER_OFF, Blame, Breaker, Claim, DestinationQueue, Failed, Outcome
 from router.queue.outbound_rate import shard_rate
 from router.queue.scripts import Scripts
-from router.queue.sharded_queue import DestinationQueues
+from router.queue.sharded_queue import ShardedQueue
 from router.redis.client import SOCKET_TIMEOUT
 
 log = logging.getLogger("router.worker")
@@ -219,7 +219,7 @@ class DestinationWorker:
     async def _recount(self) -> None:
         """Every shard of the destination (the gate runs this once for all)."""
         d = self.destination
-        counted = await DestinationQueues.of(self.queue.redis, self.queue.scripts, d).recount()
+        counted = await ShardedQueue.of(self.queue.redis, self.queue.scripts, d).recount()
         if counted:
             log.info("destination %s: counted the queue's messages (%d shards)", d.name, counted)
 

@@ -1,4 +1,4 @@
-"""A destination's queue over all its shards (DestinationQueues): what the
+"""A destination's queue over all its shards (ShardedQueue): what the
 CLI, the admin API, status, moving and purging act on. One shard's queue is
 router.queue.lanes' DestinationQueue.
 """
@@ -16,7 +16,7 @@ from router.queue.lanes import DestinationQueue
 from router.queue.scripts import Scripts
 
 
-class DestinationQueues:
+class ShardedQueue:
     """All shards of one destination, for the CLI and the admin API: sizes
     add up, dead letters merge oldest first, a key is found in its shard."""
 
@@ -26,7 +26,7 @@ class DestinationQueues:
         ]
 
     @classmethod
-    def of(cls, redis: Redis, scripts: Scripts, destination: Destination) -> DestinationQueues:
+    def of(cls, redis: Redis, scripts: Scripts, destination: Destination) -> ShardedQueue:
         """The queues of a configured destination, as many shards as it has."""
         return cls(redis, scripts, destination.name, destination.settings.shards)
 

@@ -22,7 +22,7 @@ from router.config import Destination
 from router.queue import orphans
 from router.queue.inspection import QueueFigures
 from router.queue.scripts import Scripts
-from router.queue.sharded_queue import DestinationQueues
+from router.queue.sharded_queue import ShardedQueue
 
 log = logging.getLogger("router.status")
 
@@ -104,13 +104,13 @@ async def read_status(
     (router.queue.orphans: known, not configured, still holding messages)."""
     out = []
     for name, shards in layout.items():
-        figures = await DestinationQueues(redis, scripts, name, shards).figures()
+        figures = await ShardedQueue(redis, scripts, name, shards).figures()
         out.append(DestinationStatus.of(name, figures))
     for name in (
         [] if configured is None else await orphans.orphaned_destinations(redis, configured)
     ):
         shards = await orphans.stored_shards(redis, name)
-        figures = await DestinationQueues(redis, scripts, name, shards).figures()
+        figures = await ShardedQueue(redis, scripts, name, shards).figures()
         out.append(DestinationStatus.of(name, figures, orphaned=True))
     return out
 
