@@ -88,8 +88,9 @@ async def _preload(url: str, n: int, keys: int, shards: int) -> None:
     the router itself opens (router.redis.mode)."""
     from router.queue import envelope
     from router.queue.batching import batcher as make_batcher
+    from router.queue.enqueue import Target, enqueue
     from router.queue.keys import all_shards, shard_of
-    from router.queue.lanes import Scripts, Target, enqueue
+    from router.queue.scripts import Scripts
     from router.redis import mode as redis_mode
 
     redis = await redis_mode.open_client(url)

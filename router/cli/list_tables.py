@@ -17,7 +17,7 @@ from router.cli.status_table import _console, _plain
 from router.config.durations import age
 from router.ops import redaction
 from router.queue import envelope
-from router.queue.lanes import DeadLetter
+from router.queue.inspection import DeadLetter
 from router.queue.unroutable import UnroutableItem
 
 # An error or item is cut to this many characters (the whole one: --json).

@@ -26,7 +26,7 @@ from router.ops import logs, redaction
 from router.redis.embedded import EmbeddedRedis
 
 if TYPE_CHECKING:
-    from router.queue.lanes import DestinationQueues
+    from router.queue.sharded_queue import ShardedQueue
 
 log = logging.getLogger("router")
 
@@ -356,7 +356,7 @@ def _on_redis(
     settings: Settings, command: str, act: Callable[[Any, Any], Coroutine[Any, Any, int]]
 ) -> int:
     """Run `act(redis, scripts)` on the router's Redis, then close it."""
-    from router.queue.lanes import Scripts
+    from router.queue.scripts import Scripts
     from router.redis import mode as redis_mode
 
     url = _redis_url_or_exit(settings, command)
@@ -380,7 +380,7 @@ def _on_queues(
     settings: Settings,
     command: str,
     name: str,
-    act: Callable[[DestinationQueues], Coroutine[Any, Any, int]],
+    act: Callable[[ShardedQueue], Coroutine[Any, Any, int]],
     or_orphaned: bool = False,
 ) -> int:
     """Run `act` on the queues of destination `name` (every shard), for a
@@ -409,7 +409,7 @@ def _on_queues(
 
 
 async def _record(
-    queue: DestinationQueues, action: str, subject: str, result: str, scope: str = ""
+    queue: ShardedQueue, action: str, subject: str, result: str, scope: str = ""
 ) -> None:
     """Record an operator action taken here, for the servers' log
     (router.queue.operator_log)."""
@@ -431,7 +431,7 @@ def _status(settings: Settings, args: argparse.Namespace) -> int:
             print("router status: --watch shows destinations, not one key", file=sys.stderr)
             return 2
 
-        async def one_key(queues: DestinationQueues) -> int:
+        async def one_key(queues: ShardedQueue) -> int:
             return await status_table.show_key(queues, args.destination, args.key, args.json)
 
         return _on_queues(settings, "status", args.destination, one_key)
@@ -459,7 +459,7 @@ def _status(settings: Settings, args: argparse.Namespace) -> int:
 def _recount(settings: Settings, args: argparse.Namespace) -> int:
     """`router recount DEST`."""
 
-    async def act(queue: DestinationQueues) -> int:
+    async def act(queue: ShardedQueue) -> int:
         shards = await queue.recount(force=True)
         figures = await queue.figures()
         await _record(queue, "recount", args.destination, f"{figures.messages} counted")
@@ -473,7 +473,7 @@ def _retry(settings: Settings, args: argparse.Namespace) -> int:
     """`router retry DEST [KEY...]`."""
     from router.queue import operator_log
 
-    async def act(queue: DestinationQueues) -> int:
+    async def act(queue: ShardedQueue) -> int:
         moved = await queue.retry_now(args.key or None)
         scope = operator_log.keys_scope(args.key, "all waiting keys")
         await _record(queue, "retry", args.destination, f"{moved} resumed", scope)
@@ -487,7 +487,7 @@ def _pause(settings: Settings, args: argparse.Namespace) -> int:
     """`router pause DEST` / `router resume DEST`."""
     pausing = args.command == "pause"
 
-    async def act(queue: DestinationQueues) -> int:
+    async def act(queue: ShardedQueue) -> int:
         await queue.set_paused(pausing)
         await _record(queue, args.command, args.destination, "paused" if pausing else "resumed")
         print(
@@ -520,7 +520,7 @@ def _dead(settings: Settings, args: argparse.Namespace) -> int:
         print("router dead: --json goes with list and blocked", file=sys.stderr)
         return 2
 
-    async def act(queue: DestinationQueues) -> int:
+    async def act(queue: ShardedQueue) -> int:
         if args.action == "blocked":
             blocked = await queue.blocked_keys()
             if args.json:
@@ -590,13 +590,13 @@ def _into_ok(layout: dict[str, int], command: str, name: str, into: str) -> bool
 
 
 async def _replay_into(
-    queue: DestinationQueues, layout: dict[str, int], name: str, into: str, count: int | None
+    queue: ShardedQueue, layout: dict[str, int], name: str, into: str, count: int | None
 ) -> int:
     from router.queue import moving, operator_log
-    from router.queue.lanes import DestinationQueues
+    from router.queue.sharded_queue import ShardedQueue
 
     first = queue.shards[0]
-    target = DestinationQueues(first.redis, first.scripts, into, layout[into])
+    target = ShardedQueue(first.redis, first.scripts, into, layout[into])
     try:
         moved = await moving.replay_dead_into(first.scripts, queue, name, target, into, count)
     except moving.MoveRefused as exc:
@@ -634,13 +634,13 @@ def _orphan(settings: Settings, args: argparse.Namespace) -> int:
     if args.into is not None and not _into_ok(layout, "orphan", name, args.into):
         return 2
 
-    async def act(queue: DestinationQueues) -> int:
-        from router.queue.lanes import DestinationQueues
+    async def act(queue: ShardedQueue) -> int:
+        from router.queue.sharded_queue import ShardedQueue
 
         first = queue.shards[0]
         try:
             if args.action == "move":
-                target = DestinationQueues(first.redis, first.scripts, args.into, layout[args.into])
+                target = ShardedQueue(first.redis, first.scripts, args.into, layout[args.into])
                 done = await moving.move_queued(first.scripts, queue, name, target, args.into)
                 print(f"moved {done.messages} queued message(s) of {name} into {args.into}")
                 result = f"{done.messages} moved into {args.into}"

@@ -22,7 +22,9 @@ from rich.text import Text
 from router.config.durations import age
 from router.ops import logs, redaction
 from router.queue import unroutable
-from router.queue.lanes import DestinationQueues, KeyState, Scripts
+from router.queue.inspection import KeyState
+from router.queue.scripts import Scripts
+from router.queue.sharded_queue import ShardedQueue
 from router.queue.status import DestinationStatus, Layout, rate, read_status
 from router.queue.unroutable import RouteCount
 
@@ -213,7 +215,7 @@ async def _until_interrupted() -> AsyncIterator[asyncio.Event]:
             loop.remove_signal_handler(sig)
 
 
-async def show_key(queues: DestinationQueues, name: str, key: str, as_json_output: bool) -> int:
+async def show_key(queues: ShardedQueue, name: str, key: str, as_json_output: bool) -> int:
     state = await queues.key_state(key)
     if state.last_error is not None:  # stored before a fix, it may hold a secret
         state = dataclasses.replace(state, last_error=redaction.known(state.last_error))

@@ -26,8 +26,10 @@ from router.ops.cancelling import cancel_and_wait
 from router.plugin.sinks import Sink
 from router.queue import shard_layout
 from router.queue.keys import shard_share
-from router.queue.lanes import Claim, DestinationQueue, DestinationQueues, Scripts
+from router.queue.lanes import Claim, DestinationQueue
 from router.queue.outbound_rate import shard_rate
+from router.queue.scripts import Scripts
+from router.queue.sharded_queue import ShardedQueue
 from router.redis.client import SOCKET_TIMEOUT
 
 log = logging.getLogger("router.worker")
@@ -206,7 +208,7 @@ class DestinationWorker:
     async def _recount(self) -> None:
         """Every shard of the destination (the gate runs this once for all)."""
         d = self.destination
-        counted = await DestinationQueues.of(self.queue.redis, self.queue.scripts, d).recount()
+        counted = await ShardedQueue.of(self.queue.redis, self.queue.scripts, d).recount()
         if counted:
             log.info("destination %s: counted the queue's messages (%d shards)", d.name, counted)
 

@@ -19,7 +19,7 @@ from router.config.plugins import OpenSink, open_sink
 from router.delivery.worker import DestinationWorker, LayoutGate
 from router.ops.cancelling import cancel_and_wait
 from router.plugin.client import DeliveryTransport
-from router.queue.lanes import Scripts
+from router.queue.scripts import Scripts
 
 # The delivery path's logger (operators filter on it).
 log = logging.getLogger("router.worker")

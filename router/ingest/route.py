@@ -27,8 +27,9 @@ from router.plugin.formats import (
 )
 from router.queue import envelope
 from router.queue.batching import Batcher
+from router.queue.enqueue import EnqueueResult, Pending, Target, enqueue, enqueue_many
 from router.queue.keys import DestinationKeys, all_shards, shard_of
-from router.queue.lanes import EnqueueResult, Pending, Scripts, Target, enqueue, enqueue_many
+from router.queue.scripts import Scripts
 from router.queue.unroutable import UnroutableStore
 from router.redis.client import command_written, waiting_for_connection
 
@@ -429,7 +430,7 @@ async def _store_routed(
     batcher: Batcher | None,
     batcher_many: Batcher | None,
 ) -> Sequence[EnqueueResult | Routed]:
-    """Store routed messages in one atomic step (router.queue.lanes.enqueue_many)."""
+    """Store routed messages in one atomic step (router.queue.enqueue.enqueue_many)."""
     now_ms = int(time.time() * 1000)
     traceparent, tracestate = tracecontext.from_headers(headers)
     pending = []

@@ -10,7 +10,7 @@ router's own behaviour, router.ingest.route). A format turns a service's webhook
   raises ``router.plugin.Unauthorized`` (401) to refuse.
 - ``parse(request)`` returns the messages of one request, each with its own
   body, ordering key, dedup id and destinations. All of them are stored in
-  one atomic step (router.queue.lanes.enqueue_many), or none is. It raises
+  one atomic step (router.queue.enqueue.enqueue_many), or none is. It raises
   ``router.plugin.BadRequest`` (400) naming what is wrong when the request
   is not the service's webhook at all; a refused request stores nothing.
   One malformed item in a good request (a message without its id) is

@@ -1,8 +1,11 @@
-"""A destination's queue in Redis: per-key lanes moved by atomic Lua scripts.
+"""One shard of a destination's queue in Redis: per-key lanes moved by atomic
+Lua scripts (DestinationQueue), and what its transitions take and answer.
 
 Each transition of the design in the README ("Redis layout") is one script,
 so a message is never in two states or in none. Scripts use the server's
 clock (TIME), so instances with skewed clocks agree on lease deadlines.
+Ingest's writes are router.queue.enqueue's; all shards of a destination
+together, router.queue.sharded_queue's.
 """
 
 from __future__ import annotations
@@ -10,24 +13,17 @@ from __future__ import annotations
 import enum
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Any
 
 import msgspec
 from redis.asyncio import Redis
-from redis.crc import key_slot
-from redis.exceptions import RedisError
 
-from router.config import Destination
 from router.queue import batching, envelope
-from router.queue.batching import Batcher
-from router.queue.keys import DestinationKeys, shard_of
+from router.queue.inspection import DeadLetter, KeyState, QueueFigures
+from router.queue.keys import DestinationKeys
 from router.queue.outbound_rate import NO_LIMIT_ARGS, ShardRate
 from router.queue.scripts import LEASE_LOST, Scripts, keys_for
-from router.redis.client import command_written
-
-__all__ = ["LEASE_LOST", "Scripts"]
 
 log = logging.getLogger("router.queue")
 
@@ -35,205 +31,7 @@ log = logging.getLogger("router.queue")
 RETRY_STEP = 1000
 
 # Destination shards whose negative count was logged (once per process).
-_drift_reported: set[str] = set()  # re-exported: callers build queues from these
-
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    """One destination a message is written to, and its ordering-key value."""
-
-    keys: DestinationKeys
-    ordering_key: str
-
-
-@dataclass(frozen=True, slots=True)
-class EnqueueResult:
-    id: str
-    duplicate: bool
-
-
-class FanOutIncomplete(RedisError):
-    """A fan-out over several Cluster slots stopped after some destinations
-    had stored their copy (not a ResponseError: something was written)."""
-
-
-async def enqueue(
-    scripts: Scripts,
-    targets: list[Target],
-    envelope: bytes,
-    message_id: str,
-    dedup_id: str | None,
-    dedup_ttl: int,
-    batcher: Batcher | None = None,
-    reencode: Callable[[str], bytes] | None = None,
-) -> EnqueueResult:
-    """Append a message to the lanes of all targets (through `batcher`, the
-    enqueue script's, when given: router.queue.batching).
-
-    On one Redis that is one atomic step. On a Cluster a script may only
-    touch one slot, so targets are written slot by slot, in route order:
-    with a dedup id, a retried request finds the copies an earlier try
-    stored, and completes the rest under the id stored first (`reencode`
-    builds the envelope for that id); copies are never stored twice."""
-    if not scripts.cluster or len(targets) == 1:
-        return await _enqueue_atomic(
-            scripts, targets, envelope, message_id, dedup_id, dedup_ttl, batcher
-        )
-    groups: dict[int, list[Target]] = {}
-    for t in targets:
-        groups.setdefault(key_slot(t.keys.tag.encode()), []).append(t)
-    held = False  # some destination holds the message (this try's or an earlier one's)
-    duplicate = True
-    stored_id = message_id
-    for group in groups.values():
-        try:
-            result = await _enqueue_atomic(
-                scripts, group, envelope, stored_id, dedup_id, dedup_ttl, batcher
-            )
-        except RedisError as exc:
-            if not held:
-                raise
-            command_written.set(True)
-            missing = ", ".join(t.keys.destination for t in group)
-            raise FanOutIncomplete(
-                f"stored for some destinations, not for {missing}: {exc}"
-            ) from exc
-        held = True
-        duplicate = duplicate and result.duplicate
-        if result.id != stored_id:  # stored first by an earlier try of this request
-            stored_id = result.id
-            if reencode is not None:
-                envelope = reencode(stored_id)
-    return EnqueueResult(id=stored_id, duplicate=duplicate)
-
-
-async def _enqueue_atomic(
-    scripts: Scripts,
-    targets: list[Target],
-    envelope: bytes,
-    message_id: str,
-    dedup_id: str | None,
-    dedup_ttl: int,
-    batcher: Batcher | None,
-) -> EnqueueResult:
-    """One enqueue script: all targets share one Cluster slot (or one Redis)."""
-    keys: list[str] = []
-    for t in targets:
-        # Without a dedup id the script never reads `seen`; the name keeps
-        # the destination's hash tag so all KEYS stay in one Cluster slot.
-        seen = t.keys.seen(dedup_id) if dedup_id else t.keys.tag + ":seen:"
-        keys += keys_for("enqueue", t.keys, t.ordering_key, seen=seen)
-    # With ROUTER_REDIS_WAIT a duplicate writes its marker again (enqueue.lua).
-    replicate = "1" if batcher is not None and batcher.replicas else "0"
-    args: list[Any] = [envelope, message_id, dedup_id or "", dedup_ttl, replicate]
-    args += [t.ordering_key for t in targets]
-    if batcher is None:
-        written, stored_id = await scripts.enqueue(keys=keys, args=args)
-    else:
-        written, stored_id = await batcher(keys, args)
-    return EnqueueResult(id=_text(stored_id), duplicate=written == 0)
-
-
-@dataclass(frozen=True, slots=True)
-class Pending:
-    """One message of a request to store: enqueue's arguments."""
-
-    targets: list[Target]
-    envelope: bytes
-    message_id: str
-    dedup_id: str | None
-    reencode: Callable[[str], bytes] | None = None  # its envelope under another id
-
-
-async def enqueue_many(
-    scripts: Scripts,
-    messages: list[Pending],
-    dedup_ttl: int,
-    batcher: Batcher | None = None,
-    batcher_many: Batcher | None = None,
-) -> list[EnqueueResult]:
-    """Store the messages of one request, each in the lanes of its own
-    targets, all in one atomic step on one Redis (enqueue_many.lua): all or
-    none. One message takes enqueue()'s path (its script, its batcher:
-    the single-message hot path is unchanged).
-
-    On a Cluster a script touches one slot, so the writes go slot by slot
-    (the messages keep their order within each), as enqueue() fans out: a
-    failure after a slot stored its part is FanOutIncomplete ("stored":
-    "unknown"), and a retry with the same dedup ids completes the rest
-    under the ids stored first."""
-    if len(messages) == 1:
-        m = messages[0]
-        result = await enqueue(
-            scripts,
-            m.targets,
-            m.envelope,
-            m.message_id,
-            m.dedup_id,
-            dedup_ttl,
-            batcher,
-            m.reencode,
-        )
-        return [result]
-    if not scripts.cluster:
-        return await _enqueue_many_atomic(
-            scripts, [(i, m, m.targets) for i, m in enumerate(messages)], dedup_ttl, batcher_many
-        )
-    groups: dict[int, list[tuple[int, Pending, list[Target]]]] = {}
-    for i, m in enumerate(messages):
-        by_slot: dict[int, list[Target]] = {}
-        for t in m.targets:
-            by_slot.setdefault(key_slot(t.keys.tag.encode()), []).append(t)
-        for slot, targets in by_slot.items():
-            groups.setdefault(slot, []).append((i, m, targets))
-    results: list[EnqueueResult | None] = [None] * len(messages)
-    current = list(messages)  # each message's envelope and id as stored so far
-    held = False
-    for group in groups.values():
-        calls = [(i, current[i], targets) for i, _, targets in group]
-        try:
-            stored = await _enqueue_many_atomic(scripts, calls, dedup_ttl, batcher_many)
-        except RedisError as exc:
-            if not held:
-                raise
-            command_written.set(True)
-            raise FanOutIncomplete(f"stored in part, not on every Cluster slot: {exc}") from exc
-        held = True
-        for (i, m, _), result in zip(calls, stored, strict=True):
-            earlier = results[i]
-            duplicate = result.duplicate and (earlier is None or earlier.duplicate)
-            results[i] = EnqueueResult(result.id, duplicate)
-            if result.id != m.message_id and m.reencode is not None:
-                current[i] = Pending(
-                    m.targets, m.reencode(result.id), result.id, m.dedup_id, m.reencode
-                )
-    return [r for r in results if r is not None]
-
-
-async def _enqueue_many_atomic(
-    scripts: Scripts,
-    calls: list[tuple[int, Pending, list[Target]]],
-    dedup_ttl: int,
-    batcher: Batcher | None,
-) -> list[EnqueueResult]:
-    """One enqueue_many script: all targets share one Cluster slot (or one Redis)."""
-    keys: list[str] = []
-    replicate = "1" if batcher is not None and batcher.replicas else "0"
-    args: list[Any] = [dedup_ttl, replicate]
-    for _, m, targets in calls:
-        args += [m.envelope, m.message_id, m.dedup_id or "", len(targets)]
-        for t in targets:
-            seen = t.keys.seen(m.dedup_id) if m.dedup_id else t.keys.tag + ":seen:"
-            keys += keys_for("enqueue_many", t.keys, t.ordering_key, seen=seen)
-            args.append(t.ordering_key)
-    if batcher is None:
-        raw = await scripts.enqueue_many(keys=keys, args=args)
-    else:
-        raw = await batcher(keys, args)
-    return [
-        EnqueueResult(id=_text(raw[j + 1]), duplicate=int(raw[j]) == 0)
-        for j in range(0, len(raw), 2)
-    ]
+_drift_reported: set[str] = set()
 
 
 # Claim's gates (claim.lua): why nothing, or only a probe, was claimed.
@@ -328,85 +126,6 @@ class ClaimResult:
     def paused(self) -> bool:
         """Paused by an operator (`router pause`)."""
         return self.ready_left == PAUSED
-
-
-@dataclass(frozen=True, slots=True)
-class QueueFigures:
-    """A destination's (or one shard's) queue, as status and metrics show it."""
-
-    messages: int  # stored, not yet acknowledged (in flight, waiting, blocked included)
-    ready: int  # keys whose head can be attempted now
-    in_flight: int  # keys being attempted
-    delayed: int  # keys waiting out a backoff
-    blocked: int  # keys stopped by on_exhausted: block
-    dead: int  # dead letters
-    oldest_arrival_ms: int | None  # arrival of the oldest message not yet acknowledged
-    acked: int  # messages acknowledged so far (rates are its change over time)
-    paused: bool
-    # The circuit breaker (docs/destination-health.md): since when the
-    # destination is down (ms), and until when a Retry-After holds it.
-    down_since_ms: int | None = None
-    held_until_ms: int | None = None
-
-    @property
-    def health(self) -> str:
-        """ "down" (the breaker is open), "held" (a Retry-After), or "up"."""
-        if self.down_since_ms is not None:
-            return "down"
-        if self.held_until_ms is not None and self.held_until_ms > time.time() * 1000:
-            return "held"
-        return "up"
-
-    @classmethod
-    def total(cls, parts: list[QueueFigures]) -> QueueFigures:
-        oldest = [p.oldest_arrival_ms for p in parts if p.oldest_arrival_ms is not None]
-        down = [p.down_since_ms for p in parts if p.down_since_ms is not None]
-        held = [p.held_until_ms for p in parts if p.held_until_ms is not None]
-        return cls(
-            messages=sum(p.messages for p in parts),
-            ready=sum(p.ready for p in parts),
-            in_flight=sum(p.in_flight for p in parts),
-            delayed=sum(p.delayed for p in parts),
-            blocked=sum(p.blocked for p in parts),
-            dead=sum(p.dead for p in parts),
-            oldest_arrival_ms=min(oldest) if oldest else None,
-            acked=sum(p.acked for p in parts),
-            paused=any(p.paused for p in parts),
-            down_since_ms=min(down) if down else None,
-            held_until_ms=max(held) if held else None,
-        )
-
-    def oldest_age(self, now_ms: int | None = None) -> float | None:
-        """Seconds the oldest unacknowledged message has waited."""
-        if self.oldest_arrival_ms is None:
-            return None
-        now = int(time.time() * 1000) if now_ms is None else now_ms
-        return max(0.0, (now - self.oldest_arrival_ms) / 1000)
-
-
-@dataclass(frozen=True, slots=True)
-class KeyState:
-    """One ordering key (conversation) of a destination."""
-
-    key: str
-    state: str  # empty, ready, in flight, waiting (a backoff), blocked
-    messages: int
-    head_id: str | None
-    head_arrival_ms: int | None
-    attempts: int  # failed attempts of the head message so far
-    last_error: str | None
-    next_try_ms: int | None  # when waiting: when it is due (ms since the epoch)
-
-
-class DeadLetter(msgspec.Struct, frozen=True):
-    """A dead letter as its list holds it (JSON), and as the admin API
-    shows it (its error redacted): the descriptions are the API's."""
-
-    key: Annotated[str, msgspec.Meta(description="Its ordering key.")]
-    envelope: Annotated[str, msgspec.Meta(description="The stored message (its envelope).")]
-    error: Annotated[str, msgspec.Meta(description="Its last attempt's error.")]
-    attempts: int
-    dead_at: Annotated[int, msgspec.Meta(description="Unix time, ms.")]
 
 
 _dead_decoder = msgspec.json.Decoder(DeadLetter)
@@ -693,105 +412,6 @@ class DestinationQueue:
 
     async def unblock(self, key: str) -> bool:
         return bool(await self.scripts.unblock(keys=keys_for("unblock", self.keys), args=[key]))
-
-
-class DestinationQueues:
-    """All shards of one destination, for the CLI and the admin API: sizes
-    add up, dead letters merge oldest first, a key is found in its shard."""
-
-    def __init__(self, redis: Redis, scripts: Scripts, destination: str, shards: int = 1) -> None:
-        self.shards = [
-            DestinationQueue(redis, scripts, destination, i, shards) for i in range(shards)
-        ]
-
-    @classmethod
-    def of(cls, redis: Redis, scripts: Scripts, destination: Destination) -> DestinationQueues:
-        """The queues of a configured destination, as many shards as it has."""
-        return cls(redis, scripts, destination.name, destination.settings.shards)
-
-    def of_key(self, key: str) -> DestinationQueue:
-        return self.shards[shard_of(key, len(self.shards))]
-
-    async def figures(self) -> QueueFigures:
-        """Every shard's figures added up (the oldest is the oldest of all)."""
-        return QueueFigures.total([await queue.figures() for queue in self.shards])
-
-    async def recount(self, force: bool = False) -> int:
-        """Count the shards not counted yet (every shard with `force`); how
-        many were counted."""
-        return sum([await queue.recount(force) != -2 for queue in self.shards])
-
-    async def retry_now(self, keys: list[str] | None = None) -> int:
-        """Make waiting keys due now (all of them when `keys` is None; then
-        a destination that is down or held by a Retry-After is up again:
-        the operator says so)."""
-        if not keys:
-            resumed = [max(0, await queue.reopen()) for queue in self.shards]
-            return sum(resumed) + sum([await queue.retry_now([]) for queue in self.shards])
-        by_shard: dict[int, list[str]] = {}
-        for key in keys:
-            by_shard.setdefault(shard_of(key, len(self.shards)), []).append(key)
-        return sum([await self.shards[i].retry_now(ks) for i, ks in by_shard.items()])
-
-    async def key_state(self, key: str) -> KeyState:
-        return await self.of_key(key).key_state(key)
-
-    async def set_paused(self, paused: bool) -> None:
-        """Pause (nothing new is attempted; attempts in flight finish; ingest
-        goes on storing) or resume, every shard, for every process."""
-        for queue in self.shards:
-            await queue.set_paused(paused)
-
-    async def oldest_dead(self, count: int) -> list[tuple[DestinationQueue, bytes, DeadLetter]]:
-        """The oldest `count` dead letters over all shards, oldest first
-        (each shard's list is oldest first: merged by dead_at)."""
-        merged = []
-        for queue in self.shards:
-            merged += [(queue, raw, d) for raw, d in await queue.dead_letters(0, count)]
-        merged.sort(key=lambda entry: entry[2].dead_at)  # stable: a shard's order holds on ties
-        return merged[:count]
-
-    async def dead_letters(
-        self, start: int = 0, count: int = 100
-    ) -> list[tuple[bytes, DeadLetter]]:
-        if len(self.shards) == 1:
-            return await self.shards[0].dead_letters(start, count)
-        return [(raw, d) for _, raw, d in (await self.oldest_dead(start + count))[start:]]
-
-    async def replay_oldest(self, count: int | None = None) -> int:
-        """Replay the oldest `count` dead letters (all when None), each key's
-        in one step, oldest first: each goes back where it arrived in its
-        key's lane (replay.lua), so per key the messages come back in their
-        original order."""
-        if count is None:
-            count = sum([int(await q.redis.llen(q.keys.dead)) for q in self.shards])
-        if count <= 0:
-            return 0
-        by_key: dict[tuple[DestinationQueue, str], list[bytes]] = {}
-        for queue, raw, letter in await self.oldest_dead(count):
-            by_key.setdefault((queue, letter.key), []).append(raw)
-        return sum([await q.replay_key(key, raws) for (q, key), raws in by_key.items()])
-
-    async def purge_dead(self, count: int | None = None) -> int:
-        """Delete the oldest `count` dead letters (all when None: nothing is
-        read back, however many there are)."""
-        if count is None:
-            return sum([await queue.purge_all() for queue in self.shards])
-        if count <= 0:
-            return 0
-        chosen: dict[DestinationQueue, list[bytes]] = {}
-        for queue, raw, _ in await self.oldest_dead(count):
-            chosen.setdefault(queue, []).append(raw)
-        return sum([await queue.purge(raws) for queue, raws in chosen.items()])
-
-    async def blocked_keys(self) -> dict[str, dict[str, Any]]:
-        blocked: dict[str, dict[str, Any]] = {}
-        for queue in self.shards:
-            blocked.update(await queue.blocked_keys())
-        return blocked
-
-    async def unblock(self, key: str) -> bool:
-        return await self.of_key(key).unblock(key)
 
 
 async def remove_entries(redis: Any, list_key: str, raw_entries: list[bytes]) -> int:

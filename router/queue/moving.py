@@ -34,9 +34,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from router.queue import envelope
+from router.queue.inspection import DeadLetter
 from router.queue.keys import move_key
-from router.queue.lanes import DeadLetter, DestinationQueue, DestinationQueues
+from router.queue.lanes import DestinationQueue
 from router.queue.scripts import LEASE_LOST, Scripts, keys_for
+from router.queue.sharded_queue import ShardedQueue
 
 # Messages of one key per step: a step's script runs for about a millisecond
 # per hundred, and a crash repeats at most one step's worth of work.
@@ -89,7 +91,7 @@ async def _finish(redis: Any, source: str, kind: str) -> None:
 async def _move_chunk(
     scripts: Scripts,
     source: DestinationQueue,
-    target: DestinationQueues | None,
+    target: ShardedQueue | None,
     token: str,
     mode: str,
     key: str,
@@ -120,9 +122,9 @@ async def _move_chunk(
 
 async def replay_dead_into(
     scripts: Scripts,
-    source: DestinationQueues,
+    source: ShardedQueue,
     source_name: str,
-    target: DestinationQueues,
+    target: ShardedQueue,
     target_name: str,
     count: int | None,
 ) -> int:
@@ -158,9 +160,9 @@ async def replay_dead_into(
 
 async def move_queued(
     scripts: Scripts,
-    source: DestinationQueues,
+    source: ShardedQueue,
     source_name: str,
-    target: DestinationQueues,
+    target: ShardedQueue,
     target_name: str,
 ) -> Moved:
     """Move every queued message of `source` (an orphan: nothing delivers
@@ -174,14 +176,14 @@ async def move_queued(
     return done
 
 
-async def purge_queued(scripts: Scripts, source: DestinationQueues) -> Moved:
+async def purge_queued(scripts: Scripts, source: ShardedQueue) -> Moved:
     """Delete every queued message of `source` (an orphan) for good. Dead
     letters stay (`router dead purge`)."""
     return await _drain(scripts, source, None, "")
 
 
 async def _drain(
-    scripts: Scripts, source: DestinationQueues, target: DestinationQueues | None, token: str
+    scripts: Scripts, source: ShardedQueue, target: ShardedQueue | None, token: str
 ) -> Moved:
     # Paused first: a process that still delivers the source (one not yet
     # reloaded) then starts nothing new, so no key is leased between the

@@ -21,8 +21,9 @@ from typing import Any
 from redis.asyncio import Redis
 
 from router.queue.keys import destinations_key, shard_count_key
-from router.queue.lanes import DestinationQueues, Scripts
+from router.queue.scripts import Scripts
 from router.queue.shard_layout import held_messages
+from router.queue.sharded_queue import ShardedQueue
 
 
 async def record(redis: Redis, names: Iterable[str]) -> None:
@@ -62,13 +63,13 @@ async def orphaned_destinations(redis: Redis, configured_names: Iterable[str]) -
 
 async def queues_of(
     redis: Redis, scripts: Scripts, name: str, configured: Mapping[str, int]
-) -> DestinationQueues | None:
+) -> ShardedQueue | None:
     """The queues of destination `name`: a configured one (`configured`:
     name -> shards) with its shard count, or one no longer configured that
     a process once was (an orphan, or one emptied since) with the count its
     messages are stored under; None for a name never configured."""
     if name in configured:
-        return DestinationQueues(redis, scripts, name, configured[name])
+        return ShardedQueue(redis, scripts, name, configured[name])
     if name in await known_destinations(redis):
-        return DestinationQueues(redis, scripts, name, await stored_shards(redis, name))
+        return ShardedQueue(redis, scripts, name, await stored_shards(redis, name))
     return None

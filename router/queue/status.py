@@ -2,7 +2,7 @@
 dashboard, the admin API and the Prometheus gauges.
 
 Each figure is an O(1) read (the scripts keep the counts: router.queue.lanes
-QueueFigures), and a StatusReader reads Redis at most once a second however
+DestinationQueue.figures), and a StatusReader reads Redis at most once a second however
 often it is asked, so scrapes and dashboards cost Redis nothing that grows
 with the queue or the number of viewers.
 """
@@ -20,7 +20,9 @@ from redis.exceptions import RedisError
 
 from router.config import Destination
 from router.queue import orphans
-from router.queue.lanes import DestinationQueues, QueueFigures, Scripts
+from router.queue.inspection import QueueFigures
+from router.queue.scripts import Scripts
+from router.queue.sharded_queue import ShardedQueue
 
 log = logging.getLogger("router.status")
 
@@ -102,13 +104,13 @@ async def read_status(
     (router.queue.orphans: known, not configured, still holding messages)."""
     out = []
     for name, shards in layout.items():
-        figures = await DestinationQueues(redis, scripts, name, shards).figures()
+        figures = await ShardedQueue(redis, scripts, name, shards).figures()
         out.append(DestinationStatus.of(name, figures))
     for name in (
         [] if configured is None else await orphans.orphaned_destinations(redis, configured)
     ):
         shards = await orphans.stored_shards(redis, name)
-        figures = await DestinationQueues(redis, scripts, name, shards).figures()
+        figures = await ShardedQueue(redis, scripts, name, shards).figures()
         out.append(DestinationStatus.of(name, figures, orphaned=True))
     return out
 

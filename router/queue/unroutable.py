@@ -31,7 +31,8 @@ from redis.asyncio import Redis
 from router.plugin.formats import SkippedItem
 from router.queue.batching import Batcher
 from router.queue.keys import RouteKeys, unroutable_routes_key
-from router.queue.lanes import Scripts, remove_entries
+from router.queue.lanes import remove_entries
+from router.queue.scripts import Scripts
 
 # Items kept per route; past it the oldest go first (counted in `trimmed`).
 # 10,000 items of at most a request's max_body each: a route keeps at most

@@ -24,7 +24,7 @@ from router.config import Config
 from router.config.settings import Settings
 from router.delivery.workers import Workers, running_workers
 from router.queue import operator_log
-from router.queue.lanes import Scripts
+from router.queue.scripts import Scripts
 from router.queue.status import StatusReader, layout_of
 from router.redis import mode as redis_mode
 from router.runtime.reload import IngestSwitch, Reloader

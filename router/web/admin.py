@@ -25,7 +25,7 @@ from router.http.errors import ApiError, BadRequest
 from router.http.paging import batch_of, count_of, start_of
 from router.ingest.route import IngestRoute, replay_unroutable
 from router.queue import moving, operator_log, orphans, unroutable
-from router.queue.lanes import DestinationQueues
+from router.queue.sharded_queue import ShardedQueue
 from router.queue.unroutable import UnroutableStore
 from router.web.admin_types import (
     BlockedKey,
@@ -100,14 +100,14 @@ class AdminController(Controller):
         host = request.client and request.client.host
         await operator_log.record_request(redis, "admin", host, action, subject, result, scope)
 
-    def _queue(self, name: str) -> DestinationQueues:
+    def _queue(self, name: str) -> ShardedQueue:
         destination = self._state.config.destinations.get(name)
         if destination is None:
             raise ApiError(404, f"no destination named {name!r}")
         redis, scripts = self._state.require_redis()
-        return DestinationQueues.of(redis, scripts, destination)
+        return ShardedQueue.of(redis, scripts, destination)
 
-    async def _any_queue(self, name: str) -> DestinationQueues:
+    async def _any_queue(self, name: str) -> ShardedQueue:
         """A configured destination's queues, or an orphan's (removed from
         routes.yaml: its dead letters and blocked keys are still reachable)."""
         redis, scripts = self._state.require_redis()
@@ -117,7 +117,7 @@ class AdminController(Controller):
             raise ApiError(404, f"no destination named {name!r}")
         return found
 
-    def _into_queue(self, name: str, into: str) -> DestinationQueues:
+    def _into_queue(self, name: str, into: str) -> ShardedQueue:
         """The configured destination a move from `name` goes into."""
         if into == name:
             raise BadRequest(f"into names {name} itself")
@@ -125,7 +125,7 @@ class AdminController(Controller):
             raise BadRequest(f"into: no destination named {into!r} in routes.yaml")
         return self._queue(into)
 
-    async def _orphan_queue(self, name: str) -> DestinationQueues:
+    async def _orphan_queue(self, name: str) -> ShardedQueue:
         if name in self._state.config.destinations:
             raise ApiError(
                 409,
@@ -160,7 +160,7 @@ class AdminController(Controller):
         redis, scripts = self._state.require_redis()
         for name in await orphans.orphaned_destinations(redis, out):
             shards = await orphans.stored_shards(redis, name)
-            figures = await DestinationQueues(redis, scripts, name, shards).figures()
+            figures = await ShardedQueue(redis, scripts, name, shards).figures()
             out[name] = QueueStats.of(figures, orphaned=True)
         return out
 

@@ -6,7 +6,7 @@ router.web.openapi.admin.admin_operation).
 
 Field order is the JSON's order, descriptions are the document's. Dead
 letters and unroutable items are answered as their lists hold them
-(router.queue.lanes.DeadLetter, router.queue.unroutable.UnroutableItem).
+(router.queue.inspection.DeadLetter, router.queue.unroutable.UnroutableItem).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from router.queue.lanes import DeadLetter, KeyState, QueueFigures
+from router.queue.inspection import DeadLetter, KeyState, QueueFigures
 from router.queue.unroutable import MAX_KEPT, UnroutableItem
 
 Count = Annotated[int, msgspec.Meta(ge=0)]
@@ -120,7 +120,7 @@ class Retried(msgspec.Struct):
 
 
 class KeyStateAnswer(msgspec.Struct):
-    """One conversation (router.queue.lanes.KeyState), its error redacted."""
+    """One conversation (router.queue.inspection.KeyState), its error redacted."""
 
     key: str
     state: Annotated[

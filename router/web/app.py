@@ -31,7 +31,8 @@ from router.ops.metrics import IngestMetrics
 from router.plugin.formats import SkippedItem
 from router.queue import shard_layout
 from router.queue.batching import batcher
-from router.queue.lanes import DestinationQueues, EnqueueResult
+from router.queue.enqueue import EnqueueResult
+from router.queue.sharded_queue import ShardedQueue
 from router.redis import memory as redis_memory
 from router.redis import mode as redis_mode
 from router.runtime.reload import IngestSwitch
@@ -356,7 +357,7 @@ async def _count_queues(state: RouterState) -> None:
     try:
         async with asyncio.timeout(state.settings.ingest_deadline):
             for d in state.config.destinations.values():
-                await DestinationQueues.of(redis, scripts, d).recount()
+                await ShardedQueue.of(redis, scripts, d).recount()
     except (RedisError, OSError, TimeoutError) as exc:
         log.warning("queue counts not checked at start: %s", exc or "timeout")
 

@@ -16,7 +16,7 @@ from router.ingest.route import IngestRoute
 from router.ingest.writable import WriteGate
 from router.queue.batching import Batcher
 from router.queue.keys import all_shards
-from router.queue.lanes import Scripts
+from router.queue.scripts import Scripts
 
 if TYPE_CHECKING:
     from router.queue.status import StatusReader

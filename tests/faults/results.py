@@ -153,7 +153,7 @@ def render(rows: list[Row], memory: list[MemoryRow]) -> str:
             "",
             "## Redis memory per queued message",
             "",
-            "Messages written with `router.queue.lanes.enqueue` (the ingest path's Lua script,",
+            "Messages written with `router.queue.enqueue.enqueue` (the ingest path's Lua script,",
             "64 at a time) straight into an empty valkey-server (append-only file off for",
             "this measurement), 10 per wa_id, nothing delivered; `used_memory` from",
             "`INFO memory` before and after (`FLUSHDB SYNC` between the two runs). These",

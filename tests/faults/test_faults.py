@@ -28,8 +28,9 @@ import pytest
 import redis.asyncio as redis_async
 
 from router.queue import envelope
+from router.queue.enqueue import Target, enqueue
 from router.queue.keys import destinations_key
-from router.queue.lanes import Scripts, Target, enqueue
+from router.queue.scripts import Scripts
 from tests.faults.harness import (
     KEYS,
     BotRequest,

@@ -17,7 +17,8 @@ from redis.asyncio import Redis
 
 from router.queue import envelope
 from router.queue.batching import ScriptBatcher
-from router.queue.lanes import Scripts, Target, enqueue
+from router.queue.enqueue import Target, enqueue
+from router.queue.scripts import Scripts
 from router.redis import client as redis_client
 from router.redis.client import command_written
 from router.redis.embedded import EmbeddedRedis

@@ -18,7 +18,8 @@ from redis.asyncio import Redis as AsyncRedis
 
 from router.queue import envelope
 from router.queue.keys import DestinationKeys
-from router.queue.lanes import Acked, DestinationQueue, Outcome, Scripts
+from router.queue.lanes import Acked, DestinationQueue, Outcome
+from router.queue.scripts import Scripts
 from tests.support.bot import Answer, Bot, check_order
 from tests.support.messages import (
     enqueue_json,

@@ -17,7 +17,8 @@ import pytest
 from redis import Redis
 
 from router.queue.keys import DestinationKeys
-from router.queue.lanes import DestinationQueues, Scripts
+from router.queue.scripts import Scripts
+from router.queue.sharded_queue import ShardedQueue
 from router.redis.client import connect
 from tests.support.bot import Answer, Bot
 from tests.support.servers import wait_until
@@ -171,7 +172,7 @@ async def test_router_retry_says_a_down_destination_is_up(clean_redis: str) -> N
     oldest first, without waiting for the next probe."""
     redis = connect(clean_redis)
     try:
-        queues = DestinationQueues(redis, Scripts(redis), "chatbot")
+        queues = ShardedQueue(redis, Scripts(redis), "chatbot")
         queue = queues.shards[0]
         now = int(time.time() * 1000)
         # Three conversations stored at different times, then failed while
@@ -204,7 +205,7 @@ async def test_while_down_one_probe_at_a_time_and_a_probe_given_up_frees_the_slo
 
     redis = connect(clean_redis)
     try:
-        queue = DestinationQueues(redis, Scripts(redis), "chatbot").shards[0]
+        queue = ShardedQueue(redis, Scripts(redis), "chatbot").shards[0]
         for key in ("a", "b", "c"):
             await redis.rpush(KEYS.lane(key), b'{"id":"m-%s","ts":1,"body":{}}' % key.encode())
             await redis.rpush(KEYS.ready, key)
@@ -246,7 +247,7 @@ async def test_failures_that_are_the_messages_own_never_open_it(clean_redis: str
 
     redis = connect(clean_redis)
     try:
-        queue = DestinationQueues(redis, Scripts(redis), "chatbot").shards[0]
+        queue = ShardedQueue(redis, Scripts(redis), "chatbot").shards[0]
         breaker = Breaker(failing_keys=3, window_ms=10_000, probe_ms=100, probe_max_ms=150)
 
         async def fail_each(n: int, message_fault: bool) -> list[str]:
@@ -286,7 +287,7 @@ async def test_the_probe_slot_and_the_hold_report(clean_redis: str) -> None:
 
     redis = connect(clean_redis)
     try:
-        queue = DestinationQueues(redis, Scripts(redis), "chatbot").shards[0]
+        queue = ShardedQueue(redis, Scripts(redis), "chatbot").shards[0]
         breaker = Breaker(
             failing_keys=3, window_ms=10_000, probe_ms=10, probe_max_ms=10, max_hold_ms=60_000
         )
@@ -329,7 +330,7 @@ async def test_a_large_backlog_resumes_without_sorting_in_redis(clean_redis: str
     once, in the order they would have ended, and claims take them all."""
     redis = connect(clean_redis)
     try:
-        queue = DestinationQueues(redis, Scripts(redis), "chatbot").shards[0]
+        queue = ShardedQueue(redis, Scripts(redis), "chatbot").shards[0]
         now = int(time.time() * 1000)
         keys = [f"k{i:05d}" for i in range(6000)]
         async with redis.pipeline(transaction=False) as pipe:
@@ -398,7 +399,7 @@ async def test_a_conversation_counts_once_until_it_succeeds(clean_redis: str) ->
 
     redis = connect(clean_redis)
     try:
-        queue = DestinationQueues(redis, Scripts(redis), "chatbot").shards[0]
+        queue = ShardedQueue(redis, Scripts(redis), "chatbot").shards[0]
         breaker = Breaker(failing_keys=3, window_ms=60_000, probe_ms=100, probe_max_ms=150)
 
         async def attempt(key: str, ok: bool) -> str:
@@ -436,7 +437,7 @@ async def test_the_backlog_of_an_outage_cannot_open_it_again_at_once(clean_redis
 
     redis = connect(clean_redis)
     try:
-        queue = DestinationQueues(redis, Scripts(redis), "chatbot").shards[0]
+        queue = ShardedQueue(redis, Scripts(redis), "chatbot").shards[0]
         breaker = Breaker(failing_keys=3, window_ms=60_000, probe_ms=10, probe_max_ms=10)
         now = int(time.time() * 1000)
         for i, key in enumerate(("w1", "w2", "w3", "w4", "probe")):
@@ -476,7 +477,7 @@ async def test_probes_go_to_healthy_looking_conversations(clean_redis: str) -> N
 
     redis = connect(clean_redis)
     try:
-        queues = DestinationQueues(redis, Scripts(redis), "chatbot")
+        queues = ShardedQueue(redis, Scripts(redis), "chatbot")
         queue = queues.shards[0]
         now = int(time.time() * 1000)
         # "old": failing since long before the outage; "p1", "p2": failed
@@ -610,7 +611,7 @@ async def test_failing_conversations_count_again_while_others_fail(clean_redis: 
 
     redis = connect(clean_redis)
     try:
-        queue = DestinationQueues(redis, Scripts(redis), "chatbot").shards[0]
+        queue = ShardedQueue(redis, Scripts(redis), "chatbot").shards[0]
         breaker = Breaker(failing_keys=3, window_ms=2_000, probe_ms=100, probe_max_ms=150)
 
         async def attempt(key: str) -> str:

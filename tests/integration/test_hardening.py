@@ -24,7 +24,8 @@ import redis as redis_sync
 from redis.asyncio import Redis as AsyncRedis
 
 from router.queue import envelope
-from router.queue.lanes import DestinationQueue, Scripts
+from router.queue.lanes import DestinationQueue
+from router.queue.scripts import Scripts
 from router.redis.embedded import EmbeddedRedis
 from tests.support.bot import Answer, Bot
 from tests.support.messages import enqueue_json, stored_count

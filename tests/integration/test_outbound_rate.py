@@ -27,8 +27,9 @@ from router.config import Destination
 from router.config.loading import load
 from router.delivery.workers import running_workers
 from router.queue.keys import DestinationKeys, shard_of
-from router.queue.lanes import DestinationQueue, Scripts
+from router.queue.lanes import DestinationQueue
 from router.queue.outbound_rate import ShardRate
+from router.queue.scripts import Scripts
 from tests.support.bot import Bot, Received, check_order
 from tests.support.messages import enqueue_json, interleaved
 from tests.support.routes import KEYS, write_routes

@@ -11,15 +11,11 @@ import pytest
 from redis.asyncio import Redis as AsyncRedis
 
 from router.queue import envelope
+from router.queue.enqueue import Target, enqueue
 from router.queue.keys import DestinationKeys
-from router.queue.lanes import (
-    DestinationQueue,
-    DestinationQueues,
-    Outcome,
-    Scripts,
-    Target,
-    enqueue,
-)
+from router.queue.lanes import DestinationQueue, Outcome
+from router.queue.scripts import Scripts
+from router.queue.sharded_queue import ShardedQueue
 from tests.support.messages import enqueue_json
 
 
@@ -46,7 +42,7 @@ async def test_replayed_dead_letters_keep_their_order(queue: DestinationQueue) -
     for _ in range(2):  # m0 then m1 die
         (claim,) = (await queue.claim("t", 1, 30_000, 10)).claims
         assert (await queue.fail(claim, 0, "boom", Outcome.DEAD_LETTER)).attempts == 1
-    assert await DestinationQueues(queue.redis, queue.scripts, "edge").replay_oldest() == 2
+    assert await ShardedQueue(queue.redis, queue.scripts, "edge").replay_oldest() == 2
     lane = await queue.redis.lrange(DestinationKeys("edge").lane("k"), 0, -1)
     assert [body(raw) for raw in lane] == ["m0", "m1", "m2"]
 
@@ -88,7 +84,7 @@ async def test_a_key_s_letters_replayed_together_go_back_in_one_step(
         await asyncio.sleep(0.002)
     (claim,) = (await queue.claim("w", 1, 30_000, 10)).claims  # "new" is in flight
     assert body(claim.head) == "new"
-    replayed = await DestinationQueues(queue.redis, queue.scripts, "edge").replay_oldest()
+    replayed = await ShardedQueue(queue.redis, queue.scripts, "edge").replay_oldest()
     assert replayed == 2
     lane = await queue.redis.lrange(queue.keys.lane("k"), 0, -1)
     assert [body(raw) for raw in lane] == ["new", "d1", "d2"]  # never ahead of the head in flight
@@ -99,7 +95,7 @@ async def test_dead_letters_of_several_shards_list_and_replay_oldest_first(
 ) -> None:
     """A sharded destination's dead letters are one list to the operator:
     merged oldest first, replayed into each key's own shard, in order."""
-    shards = DestinationQueues(queue.redis, queue.scripts, "edge", 4)
+    shards = ShardedQueue(queue.redis, queue.scripts, "edge", 4)
     keys = ["a", "b", "c", "d", "e", "f"]
     assert len({shards.of_key(k).keys.tag for k in keys}) > 1  # the keys span shards
     for i, key in enumerate(keys):

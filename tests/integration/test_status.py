@@ -17,16 +17,11 @@ from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 
 from router.queue import envelope
-from router.queue.lanes import (
-    Claim,
-    DestinationQueue,
-    DestinationQueues,
-    Outcome,
-    QueueFigures,
-    Scripts,
-    Target,
-    enqueue,
-)
+from router.queue.enqueue import Target, enqueue
+from router.queue.inspection import QueueFigures
+from router.queue.lanes import Claim, DestinationQueue, Outcome
+from router.queue.scripts import Scripts
+from router.queue.sharded_queue import ShardedQueue
 from tests.support.bot import Answer, Bot
 from tests.support.messages import enqueue_json
 from tests.support.routes import KEYS as ROUTE_KEYS
@@ -156,7 +151,7 @@ async def test_a_queue_without_counts_is_counted_once_at_start(client: AsyncRedi
 async def test_retry_makes_waiting_keys_due_now_keeping_their_attempts(
     client: AsyncRedis,
 ) -> None:
-    queues = DestinationQueues(client, Scripts(client), "retried", shards=3)
+    queues = ShardedQueue(client, Scripts(client), "retried", shards=3)
     for key in KEYS:
         shard = queues.of_key(key)
         await enqueue_json(shard.scripts, shard.keys, key, key)
@@ -195,7 +190,7 @@ async def test_one_conversation_can_be_looked_at(client: AsyncRedis) -> None:
 async def test_purge_deletes_the_oldest_dead_letters_over_all_shards(
     client: AsyncRedis,
 ) -> None:
-    queues = DestinationQueues(client, Scripts(client), "purged", shards=2)
+    queues = ShardedQueue(client, Scripts(client), "purged", shards=2)
     for key in KEYS:
         shard = queues.of_key(key)
         await enqueue_json(shard.scripts, shard.keys, key, key)

@@ -19,7 +19,7 @@ from redis.asyncio import Redis as AsyncRedis
 
 from router.plugin.formats import SkippedItem
 from router.queue.keys import RouteKeys
-from router.queue.lanes import Scripts
+from router.queue.scripts import Scripts
 from router.queue.unroutable import UnroutableStore
 from router.redis.embedded import EmbeddedRedis
 from tests.integration.test_whatsapp import ROUTES, lane, post

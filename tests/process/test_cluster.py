@@ -21,8 +21,9 @@ import redis as redis_sync
 from redis.asyncio.cluster import RedisCluster
 
 from router.queue import envelope
+from router.queue.enqueue import Target, enqueue
 from router.queue.keys import DestinationKeys, all_shards, shard_count_key, shard_of
-from router.queue.lanes import Scripts, Target, enqueue
+from router.queue.scripts import Scripts
 from router.redis.embedded import EmbeddedRedis
 from tests.support import whatsapp as wa
 from tests.support.bot import Bot, check_order, serving_bot

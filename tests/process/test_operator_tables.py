@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 
 from router.plugin.formats import SkippedItem
-from router.queue.lanes import Scripts
+from router.queue.scripts import Scripts
 from router.queue.unroutable import UnroutableStore
 from router.redis import mode as redis_mode
 from tests.support.bot import Bot

@@ -17,7 +17,7 @@ import pytest
 from redis.asyncio import Redis as AsyncRedis
 
 from router.queue.keys import DestinationKeys
-from router.queue.lanes import Scripts
+from router.queue.scripts import Scripts
 from tests.support.bot import Bot
 from tests.support.messages import enqueue_json
 from tests.support.processes import RouterProcess

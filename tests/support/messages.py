@@ -13,9 +13,10 @@ import httpx
 from redis import Redis
 
 from router.queue import envelope
+from router.queue.enqueue import Target, enqueue
 from router.queue.envelope import decode
 from router.queue.keys import DestinationKeys, destinations_key
-from router.queue.lanes import Scripts, Target, enqueue
+from router.queue.scripts import Scripts
 from tests.support.routes import KEYS, STORE
 
 

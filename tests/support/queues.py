@@ -11,7 +11,8 @@ from typing import Any
 
 from router.queue import orphans
 from router.queue.keys import DestinationKeys
-from router.queue.lanes import DestinationQueue, Outcome, Scripts
+from router.queue.lanes import DestinationQueue, Outcome
+from router.queue.scripts import Scripts
 from router.redis import mode as redis_mode
 from tests.support.messages import enqueue_json
 

@@ -31,7 +31,7 @@ from router.http.errors import ApiError, redis_cause
 from router.http.throttle import TooManyWrongTokens
 from router.queue import envelope, operator_log, unroutable
 from router.queue.keys import shard_count_key
-from router.queue.lanes import DestinationQueues
+from router.queue.sharded_queue import ShardedQueue
 from router.queue.status import DestinationStatus, StatusReader, layout_of, read_status
 from router.web.state import RouterState
 from router.web.ui import sessions
@@ -202,7 +202,7 @@ def ui_router(state: RouterState, history: History) -> Router:
             },
         )
 
-    async def find(name: str, fresh: bool = False) -> tuple[DestinationStatus, DestinationQueues]:
+    async def find(name: str, fresh: bool = False) -> tuple[DestinationStatus, ShardedQueue]:
         """A destination's figures and queues: one of routes.yaml, or an
         orphan (no longer there, still holding messages)."""
         match = [s for s in await figures(fresh) if s.name == name]
@@ -211,10 +211,10 @@ def ui_router(state: RouterState, history: History) -> Router:
         redis, scripts = state.require_redis()
         destination = state.config.destinations.get(name)
         if destination is not None:
-            return match[0], DestinationQueues.of(redis, scripts, destination)
+            return match[0], ShardedQueue.of(redis, scripts, destination)
         client: Any = redis
         shards = int(await client.get(shard_count_key(name)) or 1)
-        return match[0], DestinationQueues(redis, scripts, name, shards)
+        return match[0], ShardedQueue(redis, scripts, name, shards)
 
     @get("/destinations/{name:str}", name="ui:destination")
     async def destination(
@@ -297,7 +297,7 @@ def ui_router(state: RouterState, history: History) -> Router:
         host = request.client and request.client.host
         await operator_log.record_request(redis, "ui", host, action, name, result, scope)
 
-    async def configured(name: str) -> DestinationQueues:
+    async def configured(name: str) -> ShardedQueue:
         """Queues a delivery action may touch: a destination of routes.yaml
         (an orphan has nobody to deliver to; it can only be purged)."""
         current, queues = await find(name)
