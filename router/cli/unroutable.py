@@ -22,7 +22,6 @@ def unroutable(settings: Settings, args: argparse.Namespace) -> int:
     requests answered 200 that the route could not route (router.queue.unroutable)."""
     from router.cli import list_tables
     from router.config import route_key
-    from router.ingest.route import IngestRoute, replay_unroutable
     from router.queue import operator_log
     from router.queue.unroutable import UnroutableStore
 
@@ -34,6 +33,8 @@ def unroutable(settings: Settings, args: argparse.Namespace) -> int:
     # with the format's options (list and purge need no config at all).
     ingest = None
     if args.action == "replay":
+        from router.ingest.route import IngestRoute
+
         config = load_or_exit(settings)
         found = [r for r in config.routes if route_key(r.path) == route]
         if not found:
@@ -64,6 +65,8 @@ def unroutable(settings: Settings, args: argparse.Namespace) -> int:
             print(f"purged {purged} unroutable item(s) of {route}")
             await _record_route(redis, "purge", f"{purged} purged")
         else:
+            from router.ingest.route import replay_unroutable
+
             assert ingest is not None
             done = await replay_unroutable(ingest, scripts, args.count)
             print(
