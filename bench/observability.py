@@ -19,7 +19,7 @@ every instrument a no-op: the floor), measured back to back in each round.
 
 The delivery runs use `router worker` without --burst, stopped (SIGTERM)
 once the sink has counted N: `router worker --burst` does not serve
-ROUTER_METRICS_PORT (router/cli/main.py returns from _run_workers before starting
+ROUTER_METRICS_PORT (router/cli/serving.py returns from _run_workers before starting
 the metrics server), so it could not be scraped; all three runs use the same
 mode, so the pair stays fair. N defaults to 4 x -n: at a few thousand msg/s
 a drain of 5,000 lasts about a second, too short for a once-a-second scrape

@@ -1,7 +1,7 @@
 """The event loop a Python peer runs on: the router's own choice.
 
 The router runs every process on uvloop when it is installed
-(ROUTER_LOOP=auto, router/cli/main.py); a peer or floor measured beside it on
+(ROUTER_LOOP=auto, router/cli/serving.py); a peer or floor measured beside it on
 plain asyncio would be handicapped by the loop, not by its design.
 """
 
