@@ -41,6 +41,13 @@ def unroutable(settings: Settings, args: argparse.Namespace) -> int:
             paths = ", ".join(r.path for r in config.routes)
             print(f"router unroutable: no route {args.route!r}; defined: {paths}", file=sys.stderr)
             return 2
+        if found[0].format is None:
+            print(
+                f"router unroutable: route {found[0].path} has no `format:`: nothing to replay "
+                "(only a format route keeps unroutable items)",
+                file=sys.stderr,
+            )
+            return 2
         ingest = IngestRoute.of(found[0])
 
     async def act(redis: Any, scripts: Any) -> int:

@@ -280,3 +280,27 @@ def test_with_redis_wait_a_kept_item_is_answered_200_only_once_replicated(
         assert r.status_code == 503, r.text
     finally:
         server.stop()
+
+
+def test_replaying_a_route_without_a_format_is_one_line_not_a_traceback(
+    clean_redis: str, tmp_path: Path
+) -> None:
+    file = write_yaml(
+        tmp_path,
+        """
+        routes:
+          - path: /v1/plain
+            destinations: [chatbot]
+        destinations:
+          chatbot:
+            plugin: http
+            url: http://127.0.0.1:9/bot
+        """,
+    )
+    argv = ("--routes", str(file), "unroutable", "replay", "/v1/plain")
+    done = run_cli(*argv, REDIS_URL=clean_redis)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "router unroutable: route /v1/plain has no `format:`: nothing to replay "
+        "(only a format route keeps unroutable items)"
+    ]
