@@ -17,16 +17,20 @@ import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import redis as redis_sync
-from playwright.sync_api import Browser, Page, Request, sync_playwright
 
 import router.web.ui.handlers
 import router.web.ui.history
 from tests.browser.scene import TOKEN, Scene, scene_routes
 from tests.support.bot import Bot
 from tests.support.servers import serve
+
+if TYPE_CHECKING:  # playwright is imported by the fixture that runs it: every
+    # parallel worker collects this file, few run a browser test.
+    from playwright.sync_api import Browser, Page, Request
 
 
 def chromium_executable() -> str | None:
@@ -52,6 +56,8 @@ def browser() -> Iterator[Browser]:
             "no Chromium found (apt-get install chromium, or set ROUTER_TEST_CHROMIUM): "
             "the dashboard's browser tests need one"
         )
+    from playwright.sync_api import sync_playwright
+
     with sync_playwright() as playwright:
         # --no-sandbox: CI runs as root, where Chromium's sandbox refuses to start.
         launched = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])

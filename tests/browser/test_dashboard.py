@@ -6,14 +6,16 @@ error or failed request of its pages (conftest.Watch)."""
 from __future__ import annotations
 
 import time
-
-from playwright.sync_api import Dialog, Page
+from typing import TYPE_CHECKING
 
 from router.queue.keys import DestinationKeys, operator_log_key
 from tests.browser.conftest import Dashboard
 from tests.browser.scene import DESTINATIONS, TOKEN, Scene
 from tests.support.bot import Answer
 from tests.support.servers import wait_until
+
+if TYPE_CHECKING:  # imported only where a browser runs (tests/browser/conftest.py)
+    from playwright.sync_api import Dialog, Page
 
 FIGURES = ("messages", "ready", "in_flight", "delayed", "blocked", "dead")
 
