@@ -31,21 +31,27 @@ def interleaved(keys: list[str], per_key: int) -> dict[str, list[str]]:
     return {k: [f"{k}-{i}" for i in range(per_key)] for k in keys}
 
 
-def post_concurrently(url: str, sent: dict[str, list[str]], path: str = STORE) -> None:
-    """Post every key's messages concurrently across keys, one after the other
-    within a key (each waits for the previous answer), so the per-key order
-    of arrival is the order of `sent`."""
+def post_concurrently(
+    url: str, sent: dict[str, list[str]], path: str = STORE, keys_at_once: int | None = None
+) -> None:
+    """Post every key's messages concurrently across keys (at most
+    `keys_at_once` keys at a time, default all), one after the other within
+    a key (each waits for the previous answer), so the per-key order of
+    arrival is the order of `sent`."""
+    limit = asyncio.Semaphore(keys_at_once or len(sent) or 1)
 
     async def one_key(client: httpx.AsyncClient, key: str, messages: list[str]) -> None:
-        for m in messages:
-            r = await client.post(path, json={"mensaje": m, "wa_id": key})
-            assert r.status_code == 200, r.text
+        async with limit:
+            for m in messages:
+                r = await client.post(path, json={"mensaje": m, "wa_id": key})
+                assert r.status_code == 200, r.text
 
     async def run() -> None:
         # An idle expiry well under the server's keep-alive timeout (uvicorn:
         # 5 s): with equal timeouts a request can go out on a connection the
         # server is closing at that moment (ReadError, seen in CI).
-        limits = httpx.Limits(max_connections=len(sent) or 1, keepalive_expiry=1.0)
+        connections = min(len(sent), keys_at_once or len(sent)) or 1
+        limits = httpx.Limits(max_connections=connections, keepalive_expiry=1.0)
         async with httpx.AsyncClient(base_url=url, limits=limits, timeout=10) as client:
             await asyncio.gather(*(one_key(client, k, ms) for k, ms in sent.items()))
 
