@@ -17,8 +17,8 @@ costs its master replication work and takes a core share of its own, and on
 a 2-core machine that would be measured as the Cluster's cost, so 3 masters
 alone is the fair throughput comparison (replicas are for failover, which
 tests/process/test_cluster.py covers). On both Clusters the destination is
-at `shards: 6`: 2 shards per master on 3 masters (router/keys.shard_tag
-puts them so).
+at `shards: 6`: 2 shards per master on 3 masters (router/queue/keys.py's
+shard_tag puts them so).
 
 The cost of ROUTER_REDIS_WAIT (ingest answers 200 only once that many
 replicas acknowledged the write: `WAIT` ends each batched pipeline, see
@@ -395,7 +395,7 @@ class Cluster:
 
     def shards_per_master(self, shards: int) -> list[int]:
         """How many of the destination's `shards` tags each master serves,
-        in node order (router/keys.shard_tag spreads them by slot range)."""
+        in node order (router/queue/keys.py's shard_tag spreads them by slot range)."""
         import redis
         from redis.crc import key_slot
 

@@ -98,18 +98,19 @@ sys.meta_path[:] = [
 ]
 sys.path.insert(0, src)
 sys.argv[0] = "router"
-from router.cli.main import main
-raise SystemExit(main())
+import runpy
+runpy.run_module("router", run_name="__main__", alter_sys=True)
 """
 _router_src: str | None = None
 
 
 def set_router_src(src: str) -> None:
-    """Run the router from `src` (a tree with router/cli/main.py) from now on."""
+    """Run the router from `src` (a tree with router/__main__.py, of any
+    layout: `python -m router` is what every version runs) from now on."""
     global _router_src
     _router_src = str(Path(src).resolve())
-    if not (Path(_router_src) / "router" / "cli" / "main.py").exists():
-        sys.exit(f"bench: no router/cli/main.py under {_router_src}")
+    if not (Path(_router_src) / "router" / "__main__.py").exists():
+        sys.exit(f"bench: no router/__main__.py under {_router_src}")
 
 
 def router_argv(*args: str) -> list[str]:

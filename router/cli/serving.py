@@ -134,7 +134,7 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
     multiproc_dir = None
     if settings.processes > 1 and settings.metrics_multiproc_dir is None:
         # A scrape reaches one of the processes on the port: they share a
-        # directory so each scrape adds up all of them (router.ops.metrics).
+        # directory so each scrape adds up all of them (router.web.prometheus).
         import tempfile
 
         multiproc_dir = tempfile.mkdtemp(prefix="router-metrics-")

@@ -12,7 +12,7 @@ a warning, or the reason a routes.yaml that needs it is refused.
 A plugin declared in another entry-point group than `router` is never
 loaded and nothing fails: a distribution that depends on the router and
 declares entry points in a group that looks like `router` (`routers`,
-`message_router`, `router.config.plugins`) is reported too, since that is almost
+`message_router`, `router.plugins`) is reported too, since that is almost
 surely the mistake. Only its metadata is read (no import), and only for
 groups that look like it, so the look costs next to nothing.
 """

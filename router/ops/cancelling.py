@@ -21,7 +21,7 @@ from typing import Any
 
 from router.ops.failures import one_line
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("router.cancelling")
 
 # How long a cancelled task may take to end before it is cancelled again.
 AGAIN_AFTER = 0.5

@@ -310,7 +310,7 @@ def _metrics_handlers(state: RouterState) -> list[HTTPRouteHandler]:
 
     @get("/metrics", include_in_schema=False)
     async def scrape(request: Request[Any, Any, Any]) -> Response[bytes]:
-        """Prometheus metrics (router.ops.metrics)."""
+        """Prometheus metrics (router.web.prometheus)."""
         if bearer is not None:
             bearer.check(request.headers.get("authorization"), client_of(request), "/metrics")
         statuses = None
