@@ -33,7 +33,7 @@ from router.redis.embedded import EmbeddedRedis
 from tests.support.bot import Bot, serving_bot
 from tests.support.cluster import Cluster
 from tests.support.routes import STORE, write_routes
-from tests.support.servers import ServerThread, serve, wait_until
+from tests.support.servers import ServerThread, free_port, serve, wait_until
 from tests.support.trust_store import use_small_trust_store
 from tests.support.workers import database_for_worker
 
@@ -51,7 +51,9 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if url:
         yield database_for_worker(url)
         return
-    server = EmbeddedRedis(tmp_path_factory.mktemp("valkey"), appendfsync="everysec")
+    server = EmbeddedRedis(
+        tmp_path_factory.mktemp("valkey"), port=free_port(), appendfsync="everysec"
+    )
     server.start()
     try:
         yield server.url
@@ -103,7 +105,7 @@ def redis(clean_redis: str) -> Iterator[redis_sync.Redis]:
 @pytest.fixture()
 def own_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
     """A server of this test's own, for settings the shared one must not get."""
-    server = EmbeddedRedis(tmp_path / "own-valkey", appendonly=False)
+    server = EmbeddedRedis(tmp_path / "own-valkey", port=free_port(), appendonly=False)
     server.start()
     try:
         yield server

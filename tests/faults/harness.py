@@ -471,7 +471,10 @@ class Lab:
 
     def start_redis(self, appendfsync: str = "everysec", appendonly: bool = True) -> EmbeddedRedis:
         self.redis_server = EmbeddedRedis(
-            self.workdir / "valkey", appendfsync=appendfsync, appendonly=appendonly
+            self.workdir / "valkey",
+            port=free_port(),
+            appendfsync=appendfsync,
+            appendonly=appendonly,
         )
         self.redis_server.start()
         return self.redis_server

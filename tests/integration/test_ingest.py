@@ -234,7 +234,7 @@ def test_redis_unreachable_is_503_quickly(tmp_path: Path) -> None:
 
 
 def test_router_recovers_when_redis_comes_back(tmp_path: Path) -> None:
-    valkey = EmbeddedRedis(tmp_path / "data", appendfsync="always")
+    valkey = EmbeddedRedis(tmp_path / "data", port=free_port(), appendfsync="always")
     valkey.start()
     server: ServerThread | None = None
     try:

@@ -31,7 +31,7 @@ from tests.support.cluster import Cluster, sync_client
 from tests.support.messages import interleaved, post_concurrently
 from tests.support.processes import RouterProcess, run_cli
 from tests.support.routes import STORE, write_routes, write_yaml
-from tests.support.servers import serve, wait_until
+from tests.support.servers import free_port, serve, wait_until
 
 
 def _started(
@@ -511,7 +511,7 @@ def test_with_redis_wait_one_redis_is_ready_once_its_replica_is_in_sync(
     first POST then is answered 200."""
     with redis_sync.Redis.from_url(own_redis.url) as primary:
         primary.config_set("repl-diskless-sync-delay", 3)  # the first sync held 3 s
-    replica = EmbeddedRedis(tmp_path / "replica", appendonly=False)
+    replica = EmbeddedRedis(tmp_path / "replica", port=free_port(), appendonly=False)
     replica.start()
     routes = write_routes(tmp_path / "r.yaml", "http://127.0.0.1:9/bot")
     server = None

@@ -4,6 +4,8 @@ served by uvicorn in a background thread, the router's own app in-process."""
 from __future__ import annotations
 
 import asyncio
+import itertools
+import os
 import socket
 import threading
 import time
@@ -19,11 +21,36 @@ from router.config.loading import load
 from router.config.settings import Settings
 from router.web.app import create_app
 
+# Ports for the servers tests start, handed out per test process: each
+# xdist worker (and the serial run) takes its ports from its own block,
+# below the kernel's ephemeral range (32768-60999 by default), where
+# bind(0) and outgoing connections take theirs. A port asked of the kernel
+# with bind(0) is free only until its socket closes: another worker could
+# get it again before the server bound it (two tests once shared a port,
+# and one test's bot received another's load).
+_PORT_BLOCK = 2000
+_FIRST_PORT = 12000
+_ports = itertools.count()
+
+
+def _block() -> int:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")  # gw0, gw1, ... or unset
+    return (int(worker[2:]) + 1) % 10 if worker.startswith("gw") else 0  # 10 blocks fit
+
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port nothing listens on, and that no other test process of this
+    run is handed (see _PORT_BLOCK)."""
+    start = _FIRST_PORT + _block() * _PORT_BLOCK
+    for _ in range(_PORT_BLOCK):
+        port = start + next(_ports) % _PORT_BLOCK
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # in use (a server still up, or another program's)
+            return port
+    raise RuntimeError(f"no free port in {start}-{start + _PORT_BLOCK - 1}")
 
 
 def port_open(port: int) -> bool:
