@@ -189,6 +189,15 @@ class DestinationKeys:
         source (router.queue.moving): a move run again after a crash skips them."""
         return f"{self.tag}:moved"
 
+    @property
+    def seq(self) -> str:
+        """Hash: ordering key -> the last sequence number given to a message
+        of that key here (1, 2, 3... in arrival order: `X-Router-Sequence`).
+        Incremented by the script that appends a message to its lane
+        (store_message, move_in.lua), so numbers follow lane order. Kept as
+        long as the destination: a purge of an orphan's queue deletes it."""
+        return f"{self.tag}:seq"
+
     def seen(self, message_id: str) -> str:
         """Dedup marker of a message id (string with TTL; value = stored message id)."""
         return f"{self.tag}:seen:{message_id}"
