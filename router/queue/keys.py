@@ -112,7 +112,8 @@ class DestinationKeys:
 
     @property
     def dead(self) -> str:
-        """List of dead-lettered messages (JSON: key, envelope, error, attempts, dead_at)."""
+        """List of dead-lettered messages (JSON: key, envelope, error, attempts,
+        dead_at, and seq: its sequence number, absent when it had none)."""
         return f"{self.tag}:dead"
 
     @property
