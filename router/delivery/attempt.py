@@ -71,7 +71,8 @@ class Attempts:
         head: bytes | None = claim.head
         attempts = claim.attempts
         while head is not None and not self._stopping():
-            env = envelope.decode(head)
+            # The entry's sequence number (none: stored before numbers existed).
+            sequence, env = envelope.decode_entry(head)
             if attempts:
                 # Failures counted without an answer (a lease that ran out:
                 # claim.lua counts it) and a max_age that passed during the
@@ -105,6 +106,7 @@ class Attempts:
                 destination=self.destination.name,
                 traceparent=env.tp,
                 tracestate=env.tst,
+                sequence=sequence,
             )
             started = time.perf_counter()
             try:

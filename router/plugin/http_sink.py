@@ -166,7 +166,7 @@ class HttpOptions(msgspec.Struct, forbid_unknown_fields=True):
                 )
             if lower in _FRAMING_HEADERS:
                 raise OptionError(where, "the HTTP client sets it from the request; remove it")
-            if lower in (self.id_header.lower(), "x-router-attempt"):
+            if lower in (self.id_header.lower(), "x-router-attempt", "x-router-sequence"):
                 raise OptionError(
                     where, "the router sets it on every delivery (see id_header); remove it"
                 )
@@ -330,6 +330,8 @@ class HttpSink:
             self.options.id_header.lower(): delivery.id,  # (header names lower-cased: one of each)
             "x-router-attempt": str(delivery.attempt),
         }
+        if delivery.sequence is not None:
+            headers["x-router-sequence"] = str(delivery.sequence)
         if delivery.traceparent is not None:
             headers["traceparent"] = delivery.traceparent
             if delivery.tracestate is not None:

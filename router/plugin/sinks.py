@@ -30,6 +30,12 @@ class Delivery:
     # a sink that speaks HTTP should send them as headers, as the built-in one does.
     traceparent: str | None = None
     tracestate: str | None = None
+    # 1, 2, 3... per destination and ordering key in arrival order, the same
+    # on every retry (and after a replay from the dead letters), so the
+    # receiver can tell a gap or a reorder; a sink that speaks HTTP should
+    # send it as `X-Router-Sequence`, as the built-in one does. None for a
+    # message stored before the router numbered them.
+    sequence: int | None = None
 
     def json(self) -> Any:
         return json.loads(self.body)

@@ -89,3 +89,12 @@ class DeadLetter(msgspec.Struct, frozen=True):
     error: Annotated[str, msgspec.Meta(description="Its last attempt's error.")]
     attempts: int
     dead_at: Annotated[int, msgspec.Meta(description="Unix time, ms.")]
+    # Its sequence number (X-Router-Sequence), kept apart from the envelope
+    # (fail.lua): a replay puts it back with it. None: stored without one.
+    seq: (
+        Annotated[
+            int,
+            msgspec.Meta(description="Its sequence number (X-Router-Sequence); a replay keeps it."),
+        ]
+        | None
+    ) = None

@@ -112,7 +112,8 @@ class DestinationKeys:
 
     @property
     def dead(self) -> str:
-        """List of dead-lettered messages (JSON: key, envelope, error, attempts, dead_at)."""
+        """List of dead-lettered messages (JSON: key, envelope, error, attempts,
+        dead_at, and seq: its sequence number, absent when it had none)."""
         return f"{self.tag}:dead"
 
     @property
@@ -188,6 +189,15 @@ class DestinationKeys:
         another destination copied here and has not yet removed from its
         source (router.queue.moving): a move run again after a crash skips them."""
         return f"{self.tag}:moved"
+
+    @property
+    def seq(self) -> str:
+        """Hash: ordering key -> the last sequence number given to a message
+        of that key here (1, 2, 3... in arrival order: `X-Router-Sequence`).
+        Incremented by the script that appends a message to its lane
+        (store_message, move_in.lua), so numbers follow lane order. Kept as
+        long as the destination: a purge of an orphan's queue deletes it."""
+        return f"{self.tag}:seq"
 
     def seen(self, message_id: str) -> str:
         """Dedup marker of a message id (string with TTL; value = stored message id)."""

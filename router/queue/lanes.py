@@ -373,7 +373,9 @@ class DestinationQueue:
         one step: a worker cannot claim the first before the others are in."""
         args: list[Any] = [key]
         for raw in raw_entries:
-            args += [raw, _dead_decoder.decode(raw).envelope]
+            letter = _dead_decoder.decode(raw)
+            # Back with the sequence number it was stored with (replay.lua).
+            args += [raw, envelope.entry(letter.seq, letter.envelope.encode())]
         return int(await self.scripts.replay(keys=keys_for("replay", self.keys, key), args=args))
 
     async def purge_all(self) -> int:

@@ -6,7 +6,10 @@ A destination removed from routes.yaml keeps what it held (router.queue.orphans)
 these are the ways out of it. Messages keep their ordering key and their
 order per key, and join the end of that key's lane in the target (their
 arrival there is the move: what the target already held for the key goes
-first, and no message is put in front of one being attempted).
+first, and no message is put in front of one being attempted). Each takes a
+new sequence number (X-Router-Sequence) from the target's counter of its
+key, in the order moved (move_in.lua): its number at the source counted
+that destination's messages, not the target's.
 
 On a Redis Cluster the two destinations live in different slots, so no
 script can touch both: each chunk of one key's messages is
@@ -178,8 +181,14 @@ async def move_queued(
 
 async def purge_queued(scripts: Scripts, source: ShardedQueue) -> Moved:
     """Delete every queued message of `source` (an orphan) for good. Dead
-    letters stay (`router dead purge`)."""
-    return await _drain(scripts, source, None, "")
+    letters stay (`router dead purge`). Once nothing is left in flight its
+    sequence counters go too (keys.seq: kept as long as the destination):
+    a message stored there later starts its key at 1 again."""
+    done = await _drain(scripts, source, None, "")
+    if not done.in_flight:
+        for queue in source.shards:
+            await queue.redis.delete(queue.keys.seq)
+    return done
 
 
 async def _drain(

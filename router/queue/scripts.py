@@ -25,9 +25,9 @@ LEASE_LOST = -1
 # Script -> its KEYS in order, as DestinationKeys names ("lane" is the lane of
 # the call's ordering key). enqueue takes its group once per destination.
 SCRIPT_KEYS: dict[str, tuple[str, ...]] = {
-    "enqueue": ("lane", "ready", "wake", "seen", "counts", "heads"),
+    "enqueue": ("lane", "ready", "wake", "seen", "counts", "heads", "seq"),
     # Several messages of one request (an ingest format), each its own targets.
-    "enqueue_many": ("lane", "ready", "wake", "seen", "counts", "heads"),
+    "enqueue_many": ("lane", "ready", "wake", "seen", "counts", "heads", "seq"),
     "claim": (
         "ready",
         "leases",
@@ -97,7 +97,7 @@ SCRIPT_KEYS: dict[str, tuple[str, ...]] = {
     "purge": ("dead",),
     # A move between destinations (router.queue.moving): into the target, then out
     # of the source (each one slot); move_out alone purges an orphan's queue.
-    "move_in": ("lane", "ready", "wake", "counts", "heads", "moved"),
+    "move_in": ("lane", "ready", "wake", "counts", "heads", "moved", "seq"),
     "move_out": (
         "dead",
         "lane",

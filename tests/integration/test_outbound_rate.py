@@ -26,6 +26,7 @@ from redis.asyncio import Redis as AsyncRedis
 from router.config import Destination
 from router.config.loading import load
 from router.delivery.workers import running_workers
+from router.queue import envelope
 from router.queue.keys import DestinationKeys, shard_of
 from router.queue.lanes import DestinationQueue
 from router.queue.outbound_rate import ShardRate
@@ -179,6 +180,8 @@ async def test_a_held_key_stays_in_ready_with_no_lease_and_no_attempt(
         assert not acked.lease_lost and acked.next_head is None
         assert redis.lrange(KEYS.ready, 0, -1) == [b"a"]
         assert redis.zscore(KEYS.leases, "a") is None
-        assert json.loads(redis.lindex(KEYS.lane("a"), 0) or b"{}")["body"]["mensaje"] == "a2"
+        head = redis.lindex(KEYS.lane("a"), 0)
+        assert head is not None
+        assert json.loads(bytes(envelope.decode(head).body))["mensaje"] == "a2"
     finally:
         await client.aclose()

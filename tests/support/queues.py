@@ -9,7 +9,7 @@ import asyncio
 import json
 from typing import Any
 
-from router.queue import orphans
+from router.queue import envelope, orphans
 from router.queue.keys import DestinationKeys
 from router.queue.lanes import DestinationQueue, Outcome
 from router.queue.scripts import Scripts
@@ -77,6 +77,6 @@ def lane(client: Any, keys: DestinationKeys, key: str) -> list[str]:
     """The `mensaje` of each message in a lane, head first."""
     out = []
     for raw in client.lrange(keys.lane(key), 0, -1):
-        body = json.loads(raw)["body"]
+        body = json.loads(bytes(envelope.decode(raw).body))  # an entry: <n>:<envelope>
         out.append(body["mensaje"])
     return out

@@ -120,6 +120,11 @@ BAD: list[tuple[str, str, list[str]]] = [
         ["headers.idempotency-key: the router sets it"],
     ),
     (
+        "router's sequence header",
+        "    headers: {X-Router-Sequence: '7'}\n",
+        ["headers.X-Router-Sequence: the router sets it"],
+    ),
+    (
         "signing header set by hand",
         "    signing: {type: standard-webhooks, secret: '${WHSEC}'}\n"
         "    headers: {Webhook-Signature: '${TOKEN}'}\n",

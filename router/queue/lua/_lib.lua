@@ -63,6 +63,22 @@ local function arrival_ms(envelope)
   return tonumber(string.match(envelope, ',"ts":(%d+)')) or now_ms()
 end
 
+-- A lane entry is `<n>:` then the envelope, n its sequence number for the
+-- destination and ordering key (router/queue/envelope.py); an envelope
+-- starts with '{', so an entry stored before numbers existed has no prefix.
+-- Returns the entry's prefix ('' for none) and its envelope.
+local function split_entry(entry)
+  if string.byte(entry, 1) == 123 then return '', entry end -- '{'
+  local colon = string.find(entry, ':', 1, true)
+  return string.sub(entry, 1, colon), string.sub(entry, colon + 1)
+end
+
+-- The next sequence number of ordering key `k` in `seq` (keys.py), as the
+-- prefix of the lane entry of `envelope` (an envelope, never an entry).
+local function numbered(seq, k, envelope)
+  return string.format('%d:', redis.call('HINCRBY', seq, k, 1)) .. envelope
+end
+
 -- Keep `heads` (ordering key -> arrival of its head message) in step with a
 -- lane whose head changed: the oldest waiting message is then one ZRANGE.
 local function track_head(heads, lane, k)
@@ -88,13 +104,16 @@ end
 
 -- One message into the lanes of its `n` destinations (enqueue.lua and
 -- enqueue_many.lua), whose KEYS groups (lane, ready, wake, seen, counts,
--- heads) start after the first `g` groups; its ordering-key values are
+-- heads, seq) start after the first `g` groups; its ordering-key values are
 -- ARGV[key_at], ARGV[key_at + 1], ... Returns the destinations written and
 -- the id stored: when every destination had already seen the dedup id,
 -- 0 and the id stored the first time.
+-- Each destination's lane gets the envelope behind that destination's next
+-- sequence number for the key (HINCRBY seq, here in the step that appends
+-- it, so numbers follow lane order exactly); a duplicate takes no number.
 local function store_message(g, n, envelope, id, dedup, ttl, replicate, key_at)
-  local LANE, READY, WAKE, SEEN, COUNTS, HEADS = 1, 2, 3, 4, 5, 6
-  local GROUP = 6
+  local LANE, READY, WAKE, SEEN, COUNTS, HEADS, SEQ = 1, 2, 3, 4, 5, 6, 7
+  local GROUP = 7
   local arrival = arrival_ms(envelope)
   local fresh = {}
   local original = id
@@ -127,7 +146,8 @@ local function store_message(g, n, envelope, id, dedup, ttl, replicate, key_at)
     local key = ARGV[key_at + i]
     if dedup ~= '' then redis.call('SET', KEYS[base + SEEN], id, 'EX', ttl) end
     append_message(KEYS[base + LANE], KEYS[base + READY], KEYS[base + WAKE],
-      KEYS[base + COUNTS], KEYS[base + HEADS], key, envelope, arrival)
+      KEYS[base + COUNTS], KEYS[base + HEADS], key,
+      numbered(KEYS[base + SEQ], key, envelope), arrival)
   end
   return #fresh, id
 end

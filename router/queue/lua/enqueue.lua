@@ -1,7 +1,7 @@
 -- Store one message in the lanes of all destinations of a route, atomically.
--- KEYS, per destination: lane, ready, wake, seen, counts, heads
-local LANE, READY, WAKE, SEEN, COUNTS, HEADS = 1, 2, 3, 4, 5, 6 -- places in each group
-local GROUP = 6
+-- KEYS, per destination: lane, ready, wake, seen, counts, heads, seq
+local LANE, READY, WAKE, SEEN, COUNTS, HEADS, SEQ = 1, 2, 3, 4, 5, 6, 7 -- places in each group
+local GROUP = 7
 -- ARGV: envelope, message id, dedup id ('' = none), dedup ttl seconds,
 --       '1' to make a duplicate write something (store_message in _lib.lua),
 --       then one ordering-key value per destination

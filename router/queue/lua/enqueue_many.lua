@@ -1,8 +1,8 @@
 -- Store several messages, each in the lanes of its own destinations, in one
 -- atomic step: every message of one webhook request, or none.
--- KEYS, per destination: lane, ready, wake, seen, counts, heads
-local LANE, READY, WAKE, SEEN, COUNTS, HEADS = 1, 2, 3, 4, 5, 6 -- places in each group
-local GROUP = 6
+-- KEYS, per destination: lane, ready, wake, seen, counts, heads, seq
+local LANE, READY, WAKE, SEEN, COUNTS, HEADS, SEQ = 1, 2, 3, 4, 5, 6, 7 -- places in each group
+local GROUP = 7
 -- ARGV: dedup ttl seconds, '1' to make a duplicate write something (as in
 --       enqueue.lua), then per message: envelope, message id, dedup id
 --       ('' = none), its number of destinations n, n ordering-key values.

@@ -107,9 +107,12 @@ if threshold > 0 then
   end
 end
 if ARGV[5] == '1' then
-  local envelope = redis.call('LPOP', lane)
+  -- The letter keeps its envelope and, apart, its sequence number (none
+  -- for an entry stored without one): a replay puts it back with it.
+  local prefix, envelope = split_entry(redis.call('LPOP', lane))
   redis.call('RPUSH', dead, cjson.encode({
-    key = k, envelope = envelope, error = ARGV[4], attempts = made, dead_at = now}))
+    key = k, envelope = envelope, error = ARGV[4], attempts = made, dead_at = now,
+    seq = tonumber(string.sub(prefix, 1, -2))}))
   redis.call('HDEL', attempts, k)
   redis.call('HDEL', last_error, k)
   redis.call('HINCRBY', counts, 'messages', -1)

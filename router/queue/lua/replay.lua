@@ -4,7 +4,8 @@
 local dead, lane, ready, wake, leases, attempts, last_error, counts, heads =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
 -- ARGV: ordering key, then per letter, oldest first: the dead entry (exact
---       list element), its envelope
+--       list element), its lane entry (its envelope behind the sequence
+--       number it was stored with, if any: a replayed letter keeps it)
 -- Returns how many were replayed (an entry no longer in the dead list is
 -- skipped: replayed or purged meanwhile).
 --
@@ -22,10 +23,11 @@ local k = ARGV[1]
 local replayed = 0
 for a = 2, #ARGV, 2 do
   if redis.call('LREM', dead, 1, ARGV[a]) == 1 then
-    local envelope = ARGV[a + 1]
+    local prefix, envelope = split_entry(ARGV[a + 1])
     if string.sub(envelope, 1, #MARK) ~= MARK then
       envelope = MARK .. string.sub(envelope, 2)
     end
+    envelope = prefix .. envelope -- the lane entry
     local arrived = arrival_ms(envelope)
     local from = 0
     if redis.call('ZSCORE', leases, k) then from = 1 end
@@ -34,7 +36,8 @@ for a = 2, #ARGV, 2 do
     while place == nil and from < len do
       local page = redis.call('LRANGE', lane, from, from + 99)
       for i, other in ipairs(page) do
-        if string.sub(other, 1, #MARK) ~= MARK or arrival_ms(other) > arrived then
+        local _, other_envelope = split_entry(other)
+        if string.sub(other_envelope, 1, #MARK) ~= MARK or arrival_ms(other) > arrived then
           place, pivot = from + i - 1, other
           break
         end
