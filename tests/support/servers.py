@@ -22,20 +22,23 @@ from router.config.settings import Settings
 from router.web.app import create_app
 
 # Ports for the servers tests start, handed out per test process: each
-# xdist worker (and the serial run) takes its ports from its own block,
-# below the kernel's ephemeral range (32768-60999 by default), where
-# bind(0) and outgoing connections take theirs. A port asked of the kernel
-# with bind(0) is free only until its socket closes: another worker could
-# get it again before the server bound it (two tests once shared a port,
-# and one test's bot received another's load).
-_PORT_BLOCK = 2000
+# xdist worker (and the serial run) takes its ports from its own block of
+# 1,000 in 12000-21999, below the kernel's ephemeral range (32768-60999 by
+# default), where bind(0) and outgoing connections take theirs. A port asked
+# of the kernel with bind(0) is free only until its socket closes: another
+# worker could get it again before the server bound it (two tests once
+# shared a port, and one test's bot received another's load). A Redis
+# Cluster node also listens on its port + 10000 (the cluster bus):
+# 22000-31999, which no block hands out.
+_PORT_BLOCK = 1000
 _FIRST_PORT = 12000
+_BLOCKS = 10
 _ports = itertools.count()
 
 
 def _block() -> int:
     worker = os.environ.get("PYTEST_XDIST_WORKER", "")  # gw0, gw1, ... or unset
-    return (int(worker[2:]) + 1) % 10 if worker.startswith("gw") else 0  # 10 blocks fit
+    return (int(worker[2:]) + 1) % _BLOCKS if worker.startswith("gw") else 0
 
 
 def free_port() -> int:
