@@ -32,12 +32,17 @@ def interleaved(keys: list[str], per_key: int) -> dict[str, list[str]]:
 
 
 def post_concurrently(
-    url: str, sent: dict[str, list[str]], path: str = STORE, keys_at_once: int | None = None
+    url: str,
+    sent: dict[str, list[str]],
+    path: str = STORE,
+    keys_at_once: int | None = None,
+    keep_alive: bool = True,
 ) -> None:
     """Post every key's messages concurrently across keys (at most
     `keys_at_once` keys at a time, default all), one after the other within
     a key (each waits for the previous answer), so the per-key order of
-    arrival is the order of `sent`."""
+    arrival is the order of `sent`. Without `keep_alive`, a connection per
+    request: no request can go out on a connection the server is closing."""
     limit = asyncio.Semaphore(keys_at_once or len(sent) or 1)
 
     async def one_key(client: httpx.AsyncClient, key: str, messages: list[str]) -> None:
@@ -51,7 +56,11 @@ def post_concurrently(
         # 5 s): with equal timeouts a request can go out on a connection the
         # server is closing at that moment (ReadError, seen in CI).
         connections = min(len(sent), keys_at_once or len(sent)) or 1
-        limits = httpx.Limits(max_connections=connections, keepalive_expiry=1.0)
+        limits = httpx.Limits(
+            max_connections=connections,
+            max_keepalive_connections=None if keep_alive else 0,
+            keepalive_expiry=1.0,
+        )
         async with httpx.AsyncClient(base_url=url, limits=limits, timeout=10) as client:
             await asyncio.gather(*(one_key(client, k, ms) for k, ms in sent.items()))
 
