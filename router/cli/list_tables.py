@@ -72,6 +72,7 @@ def dead_json(letter: DeadLetter) -> str:
         "error": letter.error,
         "attempts": letter.attempts,
         "dead_at": letter.dead_at,
+        "seq": letter.seq,
         "envelope": json.loads(letter.envelope),
     }
     return redaction.known(json.dumps(entry))

@@ -135,6 +135,11 @@ class HttpOptions(msgspec.Struct, forbid_unknown_fields=True):
         name the header, never its value (often a secret)."""
         if not _TOKEN.match(self.id_header):
             raise OptionError(("id_header",), f"{self.id_header!r} is not a header name")
+        if self.id_header.lower() in ("x-router-attempt", "x-router-sequence"):
+            raise OptionError(
+                ("id_header",),
+                f"the router sets {self.id_header} on every delivery; name another header",
+            )
         seen: dict[str, str] = {}
         for name, value in self.headers.items():
             where = ("headers", name)

@@ -94,7 +94,10 @@ class DeadLetter(msgspec.Struct, frozen=True):
     seq: (
         Annotated[
             int,
-            msgspec.Meta(description="Its sequence number (X-Router-Sequence); a replay keeps it."),
+            msgspec.Meta(
+                description="Its sequence number (X-Router-Sequence): a replay into "
+                "its destination keeps it; one --into another takes that one's next."
+            ),
         ]
         | None
     ) = None

@@ -181,14 +181,12 @@ async def move_queued(
 
 async def purge_queued(scripts: Scripts, source: ShardedQueue) -> Moved:
     """Delete every queued message of `source` (an orphan) for good. Dead
-    letters stay (`router dead purge`). Once nothing is left in flight its
-    sequence counters go too (keys.seq: kept as long as the destination):
-    a message stored there later starts its key at 1 again."""
-    done = await _drain(scripts, source, None, "")
-    if not done.in_flight:
-        for queue in source.shards:
-            await queue.redis.delete(queue.keys.seq)
-    return done
+    letters stay (`router dead purge`), and so do its sequence counters
+    (keys.seq): its dead letters keep their numbers, a process not yet
+    reloaded may still store a message there, and the destination may be
+    added back; restarting its keys at 1 would repeat numbers a receiver
+    has seen."""
+    return await _drain(scripts, source, None, "")
 
 
 async def _drain(

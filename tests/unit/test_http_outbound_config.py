@@ -125,6 +125,11 @@ BAD: list[tuple[str, str, list[str]]] = [
         ["headers.X-Router-Sequence: the router sets it"],
     ),
     (
+        "id_header naming the router's sequence header",
+        "    id_header: X-Router-Sequence\n",
+        ["id_header: the router sets X-Router-Sequence on every delivery"],
+    ),
+    (
         "signing header set by hand",
         "    signing: {type: standard-webhooks, secret: '${WHSEC}'}\n"
         "    headers: {Webhook-Signature: '${TOKEN}'}\n",
