@@ -44,7 +44,9 @@ def status(settings: Settings, args: argparse.Namespace) -> int:
         layout = {args.destination: layout[args.destination]}
 
     async def show(redis: Any, scripts: Any) -> int:
-        return await status_table.show(redis, scripts, layout, args.watch, args.json, configured)
+        return await status_table.show(
+            redis, scripts, layout, args.watch, args.json, configured, waiting=args.destination
+        )
 
     try:
         return on_redis(settings, "status", show)

@@ -110,13 +110,21 @@ def _with_unroutable(queues: Table, counts: list[RouteCount]) -> Group:
     return Group(queues) if extra is None else Group(queues, extra)
 
 
-def as_json(now: list[DestinationStatus], before: list[DestinationStatus] | None) -> str:
+def as_json(
+    now: list[DestinationStatus],
+    before: list[DestinationStatus] | None,
+    waiting: dict[str, list[KeyState]] | None = None,
+) -> str:
+    """Each destination's figures; with `waiting`, a destination's
+    conversations waiting longest too (`waiting_longest`)."""
     previous = {s.name: s for s in before or []}
     out: dict[str, Any] = {}
     for s in now:
         fields = dataclasses.asdict(s)
         del fields["name"], fields["read_at"]
         fields["rate_per_second"] = rate(previous[s.name], s) if s.name in previous else None
+        if waiting is not None and s.name in waiting:
+            fields["waiting_longest"] = [dataclasses.asdict(k) for k in waiting[s.name]]
         out[s.name] = fields
     return json.dumps(out, indent=2)
 
@@ -139,6 +147,37 @@ def key_view(destination: str, state: KeyState) -> Table:
     return t
 
 
+# How many conversations `router status DEST` lists under its destination.
+LONGEST_WAITING = 10
+
+
+def waiting_table(destination: str, states: list[KeyState]) -> Table | None:
+    """The conversations whose head message has waited longest (None: no
+    message waits)."""
+    if not states:
+        return None
+    t = Table(
+        title=_plain(f"conversations of {destination} waiting longest"),
+        box=box.SIMPLE,
+        title_justify="left",
+    )
+    for column in ("key", "state", "head waiting", "messages", "failed attempts"):
+        t.add_column(column, justify="left" if column in ("key", "state") else "right")
+    t.add_column("last error", overflow="fold")
+    now_ms = time.time() * 1000
+    for s in states:
+        waited = None if s.head_arrival_ms is None else (now_ms - s.head_arrival_ms) / 1000
+        t.add_row(
+            _plain(s.key),
+            s.state,
+            age(waited),
+            str(s.messages),
+            str(s.attempts),
+            _plain((s.last_error or "-")[:120]),
+        )
+    return t
+
+
 async def show(
     redis: Any,
     scripts: Scripts,
@@ -146,20 +185,38 @@ async def show(
     watch: float | None,
     as_json_output: bool,
     configured: Collection[str] | None = None,
+    waiting: str | None = None,
 ) -> int:
     """Print the table once (rate over RATE_WINDOW), or refresh it every
     `watch` seconds until interrupted; with `configured` (every configured
-    destination), orphaned destinations too."""
+    destination), orphaned destinations too; with `waiting` (a destination
+    of `layout`), its conversations waiting longest under the table."""
     console = _console()
+    conversations = (
+        None if waiting is None else ShardedQueue(redis, scripts, waiting, layout[waiting])
+    )
+
+    async def longest() -> list[KeyState]:
+        if conversations is None:
+            return []
+        states = await conversations.longest_waiting(LONGEST_WAITING)
+        return [_redacted(s) for s in states]
+
+    def with_waiting(group: Group, states: list[KeyState]) -> Group:
+        shown = waiting_table(waiting or "", states)
+        return group if shown is None else Group(group, shown)
+
     before = await read_status(redis, scripts, layout, configured)
     if watch is None:
         await asyncio.sleep(RATE_WINDOW)
         now = await read_status(redis, scripts, layout, configured)
         if as_json_output:
-            print(as_json(now, before))
+            extra = {} if waiting is None else {waiting: await longest()}
+            print(as_json(now, before, extra))
         else:
             counts = await unroutable.counts(scripts)
-            console.print(_with_unroutable(table(now, before, "queues"), counts))
+            queues = _with_unroutable(table(now, before, "queues"), counts)
+            console.print(with_waiting(queues, await longest()))
         return 0
 
     async def frame(
@@ -167,7 +224,9 @@ async def show(
     ) -> Group:
         stamp = time.strftime("%H:%M:%S")
         queues = table(now, previous, f"queues at {stamp} (every {watch:g}s; Ctrl-C to stop)")
-        return _with_unroutable(queues, await unroutable.counts(scripts))
+        return with_waiting(
+            _with_unroutable(queues, await unroutable.counts(scripts)), await longest()
+        )
 
     async with _until_interrupted() as interrupted:
 
@@ -215,10 +274,14 @@ async def _until_interrupted() -> AsyncIterator[asyncio.Event]:
             loop.remove_signal_handler(sig)
 
 
+def _redacted(state: KeyState) -> KeyState:
+    if state.last_error is None:  # stored before a fix, it may hold a secret
+        return state
+    return dataclasses.replace(state, last_error=redaction.known(state.last_error))
+
+
 async def show_key(queues: ShardedQueue, name: str, key: str, as_json_output: bool) -> int:
-    state = await queues.key_state(key)
-    if state.last_error is not None:  # stored before a fix, it may hold a secret
-        state = dataclasses.replace(state, last_error=redaction.known(state.last_error))
+    state = _redacted(await queues.key_state(key))
     if as_json_output:
         print(json.dumps(dataclasses.asdict(state), indent=2))
     else:

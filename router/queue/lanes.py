@@ -349,6 +349,12 @@ class DestinationQueue:
             next_try_ms=int(due) if due is not None else None,
         )
 
+    async def longest_waiting(self, count: int) -> list[KeyState]:
+        """The `count` ordering keys whose head message has waited longest,
+        oldest first (`heads` is ordered by head arrival: one ZRANGE)."""
+        keys = await self.redis.zrange(self.keys.heads, 0, count - 1)
+        return [await self.key_state(_text(k)) for k in keys]
+
     async def set_paused(self, paused: bool) -> None:
         if paused:
             await self.redis.set(self.keys.paused, int(time.time() * 1000))

@@ -57,6 +57,13 @@ class ShardedQueue:
     async def key_state(self, key: str) -> KeyState:
         return await self.of_key(key).key_state(key)
 
+    async def longest_waiting(self, count: int) -> list[KeyState]:
+        """The `count` conversations whose head message has waited longest
+        over all shards, oldest first (`router status DEST`)."""
+        merged = [s for queue in self.shards for s in await queue.longest_waiting(count)]
+        merged.sort(key=lambda s: s.head_arrival_ms or 0)
+        return merged[:count]
+
     async def set_paused(self, paused: bool) -> None:
         """Pause (nothing new is attempted; attempts in flight finish; ingest
         goes on storing) or resume, every shard, for every process."""

@@ -66,6 +66,22 @@ def test_status_retry_and_purge_from_the_command_line(
     assert (state["state"], state["messages"], state["attempts"]) == ("waiting", 1, 1)
     assert "HTTP 500" in state["last_error"] and state["next_try_ms"] is not None
 
+    # One destination: its conversations whose head has waited longest, oldest first.
+    one = run_cli("--routes", routes, "status", "chatbot", "--json", REDIS_URL=clean_redis)
+    assert one.returncode == 0, one.stderr
+    waiting = json.loads(one.stdout)["chatbot"]["waiting_longest"]
+    assert [(w["key"], w["state"], w["messages"], w["attempts"]) for w in waiting] == [
+        ("a", "waiting", 3, 1),
+        ("b/with slash", "waiting", 1, 1),
+    ]
+    assert waiting[0]["head_arrival_ms"] <= waiting[1]["head_arrival_ms"]
+    assert "HTTP 500" in waiting[0]["last_error"]
+    shown_one = run_cli("--routes", routes, "status", "chatbot", REDIS_URL=clean_redis).stdout
+    lines = shown_one.splitlines()
+    below = lines[next(i for i, line in enumerate(lines) if "waiting longest" in line) :]
+    rows = [line.split() for line in below if line.split()[:1] in (["a"], ["b/with"])]
+    assert [r[:2] for r in rows] == [["a", "waiting"], ["b/with", "slash"]]
+
     # The bot is fixed: nobody waits out the 60 s backoff.
     down["on"] = False
     retried = run_cli("--routes", routes, "retry", "chatbot", REDIS_URL=clean_redis)
