@@ -1,6 +1,8 @@
 """`router status`: the queues as a table (rich), once or refreshed
-(--watch), or one conversation; --json for scripts (the queues only). The
-table is followed by the routes keeping unroutable items, when any is."""
+(--watch), or one conversation; --json for scripts (the queues, and for
+one destination its conversations waiting longest). The table is followed
+by the routes keeping unroutable items, when any is, and for one
+destination by its conversations waiting longest."""
 
 from __future__ import annotations
 

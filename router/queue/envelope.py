@@ -74,6 +74,4 @@ def decode_entry(data: bytes) -> tuple[int | None, Envelope]:
 
 def decode(data: bytes) -> Envelope:
     """An envelope, or a lane entry's (its sequence number dropped)."""
-    if data[:1] != b"{":
-        data = split_entry(data)[1]
-    return _decoder.decode(data)
+    return _decoder.decode(split_entry(data)[1])
