@@ -25,9 +25,9 @@ LEASE_LOST = -1
 # Script -> its KEYS in order, as DestinationKeys names ("lane" is the lane of
 # the call's ordering key). enqueue takes its group once per destination.
 SCRIPT_KEYS: dict[str, tuple[str, ...]] = {
-    "enqueue": ("lane", "ready", "wake", "seen", "counts", "heads", "seq"),
+    "enqueue": ("lane", "ready", "wake", "seen", "counts", "heads", "seq", "log", "logged"),
     # Several messages of one request (an ingest format), each its own targets.
-    "enqueue_many": ("lane", "ready", "wake", "seen", "counts", "heads", "seq"),
+    "enqueue_many": ("lane", "ready", "wake", "seen", "counts", "heads", "seq", "log", "logged"),
     "claim": (
         "ready",
         "leases",
@@ -40,6 +40,8 @@ SCRIPT_KEYS: dict[str, tuple[str, ...]] = {
         "health",
         "throttle",  # the outbound rate limit (router.queue.outbound_rate)
         "suspects",
+        "log",
+        "logged",
     ),
     "ack": (
         "lane",
@@ -58,6 +60,8 @@ SCRIPT_KEYS: dict[str, tuple[str, ...]] = {
         "throttle",  # the outbound rate limit (router.queue.outbound_rate)
         "suspects",
         "breaker",
+        "log",
+        "logged",
     ),
     "fail": (
         "lane",
@@ -76,6 +80,8 @@ SCRIPT_KEYS: dict[str, tuple[str, ...]] = {
         "failing",
         "suspects",
         "breaker",
+        "log",
+        "logged",
     ),
     "renew": ("leases", "owner"),
     "release": ("ready", "leases", "owner", "wake", "health"),
@@ -89,6 +95,7 @@ SCRIPT_KEYS: dict[str, tuple[str, ...]] = {
         "last_error",
         "counts",
         "heads",
+        "log",
     ),
     "unblock": ("blocked", "ready", "attempts", "wake"),
     "resume": ("paused", "wake"),
@@ -110,6 +117,8 @@ SCRIPT_KEYS: dict[str, tuple[str, ...]] = {
         "blocked",
         "counts",
         "heads",
+        "log",
+        "logged",
     ),
     "reopen": (
         "health",
