@@ -55,6 +55,8 @@ class Case:
     # is left out where it only repeats the router's httpx-transport run
     # slowly (its pool scans every connection per request: ~130 msg/s at 64).
     floors: tuple[str, ...] = ("aiohttp", "httpx")
+    # Also run the router with ROUTER_MESSAGE_LOG=0: what the message log costs.
+    log_cost: bool = False
     target: float = 0.0  # router / aiohttp floor (or / ideal, for a slow bot)
     stretch: float | None = None  # (no nan here: a Case is a dict key)
 
@@ -74,22 +76,25 @@ class Case:
 
 
 CASES = (
-    Case(1000, 64, target=0.5, stretch=0.7),
+    Case(1000, 64, log_cost=True, target=0.5, stretch=0.7),
     Case(1, 1, peers=False, target=0.7),
     Case(1000, 64, delay_ms=50, floors=("aiohttp",), target=0.8),
 )
 
 
-async def _preload(url: str, n: int, keys: int, shards: int) -> None:
+async def _preload(url: str, n: int, keys: int, shards: int, log: bool) -> None:
     """Store N messages over `keys` wa_ids the way ingest does (the enqueue
-    script through router.queue.batching, each wa_id in its shard), in order:
+    script through router.queue.batching, each wa_id in its shard, with the
+    default message log unless `log` is False), in order:
     calls made in order are stored in order, and a million take seconds
     rather than minutes. On a Redis Cluster node, through the cluster client
     the router itself opens (router.redis.mode)."""
+    from router.config import MessageLogSettings
     from router.queue import envelope
     from router.queue.batching import batcher as make_batcher
     from router.queue.enqueue import Target, enqueue
     from router.queue.keys import all_shards, shard_of
+    from router.queue.message_log import policy
     from router.queue.scripts import Scripts
     from router.redis import mode as redis_mode
 
@@ -105,7 +110,9 @@ async def _preload(url: str, n: int, keys: int, shards: int) -> None:
             now_ms = int(time.time() * 1000)
             mid = envelope.new_message_id(now_ms)
             raw = envelope.encode(mid, now_ms, body)
-            target = Target(dests[shard_of(wa_id, shards)], wa_id)
+            shard = shard_of(wa_id, shards)
+            logged = policy(MessageLogSettings() if log else None, shard, shards)
+            target = Target(dests[shard], wa_id, logged)
             await enqueue(scripts, [target], raw, mid, None, 60, batcher)
 
         step = 2_000
@@ -115,8 +122,8 @@ async def _preload(url: str, n: int, keys: int, shards: int) -> None:
         await redis.aclose()
 
 
-def preload(url: str, n: int, keys: int, shards: int = 1) -> None:
-    asyncio.run(_preload(url, n, keys, shards))
+def preload(url: str, n: int, keys: int, shards: int = 1, log: bool = True) -> None:
+    asyncio.run(_preload(url, n, keys, shards, log))
 
 
 def window_problems(ctx: Context, what: str, w: Window, n: int) -> None:
@@ -188,7 +195,7 @@ class Delivery:
             result = {f: statistics.median(r[f] for r in rs) for f in rs[0]}
             pairs = [(c, "aiohttp") for c in ("router", "router_httpx", "httpx", "arq", "bullmq")]
             pairs += [("router", "httpx"), ("router", "arq"), ("router", "bullmq")]
-            pairs += [("router", "router_httpx")]
+            pairs += [("router", "router_httpx"), ("router", "router_nolog")]
             for a, b in pairs:
                 if a in rs[0] and b in rs[0]:
                     result[f"{a}/{b}"] = statistics.median(ratio(r[a], r[b]) for r in rs)
@@ -203,6 +210,8 @@ class Delivery:
         run = {"aiohttp": floor.get("aiohttp", NAN), "httpx": floor.get("httpx", NAN)}
         run["router"] = self.run_router(case, "aiohttp")
         run["router_httpx"] = self.run_router(case, "httpx")
+        if case.log_cost:
+            run["router_nolog"] = self.run_router(case, "aiohttp", log=False)
         if case.peers:
             run["arq"] = self.run_arq(case)
             if not self.bullmq_skipped:
@@ -246,12 +255,14 @@ class Delivery:
 
     # the contenders
 
-    def run_router(self, case: Case, transport: str, profile: bool = False) -> float:
+    def run_router(
+        self, case: Case, transport: str, profile: bool = False, log: bool = True
+    ) -> float:
         ctx = self.ctx
         n = ctx.args.n
         sink = self.sink(case)
         flush(ctx.redis_url)
-        preload(ctx.redis_url, n, case.keys)
+        preload(ctx.redis_url, n, case.keys, log=log)
         sink.reset()
         routes = write_routes(
             ctx.tmp / f"routes-{case.in_flight}-{case.delay_ms}.yaml", sink.url, case.in_flight
@@ -261,9 +272,11 @@ class Delivery:
             "ROUTES_FILE": str(routes),
             "LOG_LEVEL": "warning",
             "ROUTER_DELIVERY_TRANSPORT": transport,
+            "ROUTER_MESSAGE_LOG": "1" if log else "0",
         }
         argv = router_argv("worker", "--burst")
         name = f"{case.keys}keys-{case.in_flight}-{case.delay_ms}ms-{transport}"
+        name += "" if log else "-nolog"
         out = RESULTS / f"profile-delivery-{name}.txt"
         if profile:
             assert ctx.pyspy
@@ -274,7 +287,7 @@ class Delivery:
         ctx.procs.stop(proc)
         reads = read_events(ctx.redis_url) - reads - 1  # less command_stats' own INFO
         trips, usec = round_trips(before, command_stats(ctx.redis_url))
-        if not profile:
+        if not profile and log:
             self.trips[(case, transport)] = (trips / n, usec / n)
             self.reads[(case, transport)] = reads / n
         self.check_window(f"router ({transport} transport) {case.label}", w, n)
@@ -510,6 +523,15 @@ def report_lines(delivery: Delivery) -> list[str]:
         "server time per message in brackets; each as default transport / httpx transport. "
         "Both are server-wide: anything else using the same Redis during the run is counted.",
     ]
+    for case, d in delivery.by_case.items():
+        if case.log_cost:
+            value = d.get("router/router_nolog", NAN)
+            out.append(
+                f"**The message log's cost** ({case.label}): the router with it on (the "
+                f"default) / with `ROUTER_MESSAGE_LOG=0`: **{x2(value)}** "
+                f"(goal ≥ 0.85: {_verdict(value, 0.85)}); "
+                f"{rate(d.get('router', NAN))} vs {rate(d.get('router_nolog', NAN))} msg/s."
+            )
     if delivery.bullmq_skipped:
         out.append(f"**BullMQ not run**: {delivery.bullmq_skipped}.")
     if delivery.arq_own:

@@ -141,7 +141,7 @@ class Attempts:
             seconds = time.perf_counter() - started
             # The destination took it: an ok attempt, whatever the ack meets.
             self._metrics.attempted("ok", seconds)
-            logged = ""
+            logged = b""
             if self._log is not None:
                 logged = message_log.entry(
                     attempts + 1,
@@ -317,7 +317,7 @@ class Attempts:
         ending = "failed"
         if decision.gives_up:
             ending = "blocked" if decision.outcome is Outcome.BLOCK else "dead"
-        logged = ""
+        logged = b""
         if self._log is not None:
             logged = message_log.entry(
                 attempts,

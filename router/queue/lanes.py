@@ -188,7 +188,7 @@ class DestinationQueue:
         lease_ms: int,
         keep: bool,
         message_id: str = "",
-        logged: str = "",
+        logged: bytes = b"",
     ) -> Acked:
         """Remove the acknowledged `head` (a no-op if a retried ack already
         did); with `keep`, the claim may go on to the key's next message.
@@ -212,7 +212,7 @@ class DestinationQueue:
         retry_after: float | None = None,
         blame: Blame = Blame.DESTINATION,
         message_id: str = "",
-        logged: str = "",
+        logged: bytes = b"",
     ) -> Failed:
         """Record a failed attempt (with the destination's health: `breaker`,
         the `retry_after` seconds the destination asked for, and whose fault

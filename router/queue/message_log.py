@@ -15,7 +15,6 @@ oldest dropped first as new messages arrive.
 
 from __future__ import annotations
 
-import json
 from functools import cache
 from typing import Any
 
@@ -60,18 +59,10 @@ def entry(
     response: bytes | None = None,
     response_bytes: int = 0,
     redactor: Redactor | None = None,
-) -> str:
+) -> bytes:
     """One entry of a story, as JSON: the start of `response` (its first
     `response_bytes` bytes as text, the destination's secrets starred)."""
-    item: dict[str, Any] = {"attempt": attempt, "outcome": outcome}
-    if started_at_ms is not None:
-        item["started_at"] = started_at_ms
-    if duration_ms is not None:
-        item["duration_ms"] = round(duration_ms, 1)
-    if status is not None:
-        item["status"] = status
-    if error is not None:
-        item["error"] = error
+    text = None
     if response and response_bytes > 0:
         # Secrets starred before the cut, so none straddles it half shown.
         text = response.decode("utf-8", "replace")
@@ -79,8 +70,17 @@ def entry(
         raw = text.encode()
         if len(raw) > response_bytes:  # characters beyond ASCII take more bytes
             text = raw[:response_bytes].decode("utf-8", "ignore")
-        item["response"] = text
-    return json.dumps(item, separators=(",", ":"), ensure_ascii=False)
+    return _encode(
+        Attempt(
+            attempt,
+            outcome,
+            started_at_ms,
+            None if duration_ms is None else round(duration_ms, 1),
+            status,
+            error,
+            text,
+        )
+    )
 
 
 class Attempt(msgspec.Struct, omit_defaults=True):
@@ -128,6 +128,7 @@ class Found(msgspec.Struct):
     seq: int | None = None
 
 
+_encode = msgspec.json.Encoder().encode
 _record = msgspec.json.Decoder(Record)
 _attempt = msgspec.json.Decoder(Attempt)
 

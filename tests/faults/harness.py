@@ -74,6 +74,7 @@ class BotRequest:
     instance: str  # which router process sent it (X-Router-Instance)
     attempt: int  # X-Router-Attempt
     start: float
+    number: int = 0  # X-Router-Sequence: the router's number of the message (0: none)
     end: float = 0.0
     status: int = 0
     # ack: answered with success; error: answered with a failure;
@@ -125,6 +126,7 @@ class FaultBot:
                 instance=headers.get(INSTANCE_HEADER.lower(), "?"),
                 attempt=int(headers.get("x-router-attempt") or 0),
                 start=time.monotonic(),
+                number=int(headers.get("x-router-sequence") or 0),
             )
             self.requests.append(request)
             active = self._active[request.key]
@@ -631,13 +633,18 @@ class Stats:
     uncertain: int = 0  # posted, never answered 200 (may or may not be delivered)
     lost_sample: list[str] = field(default_factory=list)  # every lost message, key#seq
     violation_sample: list[str] = field(default_factory=list)
+    # X-Router-Sequence per key at the bot, in ack order: each the last one
+    # again (a redelivery) or the next, from 1; anything else is a gap.
+    number_gaps: int = 0
+    gap_sample: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         return (
             f"sent {self.sent}, accepted {self.accepted}, delivered {self.delivered}, "
             f"duplicated {self.duplicated}, lost {self.lost} {self.lost_sample[:5]}, "
             f"order violations {self.order_violations} {self.violation_sample[:5]}, "
-            f"uncertain {self.uncertain}"
+            f"uncertain {self.uncertain}, sequence-number gaps {self.number_gaps} "
+            f"{self.gap_sample[:5]}"
         )
 
 
@@ -654,8 +661,14 @@ def analyze(
     stats.accepted = len(accepted)
     stats.uncertain = stats.sent - stats.accepted
     acks_by_key: dict[str, list[int]] = defaultdict(list)
+    last_number: dict[str, int] = {}
     for ack in acks:
         acks_by_key[ack.key].append(ack.seq)
+        before = last_number.get(ack.key, 0)
+        if ack.number not in (before, before + 1):
+            stats.number_gaps += 1
+            stats.gap_sample.append(f"{ack.key}: X-Router-Sequence {ack.number} after {before}")
+        last_number[ack.key] = ack.number
     for key in set(order) | set(acks_by_key):
         expected = order.get(key, [])
         position = {seq: i for i, seq in enumerate(expected)}
