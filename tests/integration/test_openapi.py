@@ -467,7 +467,7 @@ def test_the_admin_api_is_documented_with_its_bearer_auth(doc: dict[str, Any]) -
     scheme = doc["components"]["securitySchemes"]["adminToken"]
     assert (scheme["type"], scheme["scheme"]) == ("http", "bearer")
     admin = {p: item for p, item in doc["paths"].items() if p.startswith("/admin/")}
-    assert len(admin) == 17  # README "Admin API"
+    assert len(admin) == 21  # README "Admin API"
     for path, item in admin.items():
         for method, operation in item.items():
             assert operation["security"] == [{"adminToken": []}], (path, method)
