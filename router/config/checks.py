@@ -21,11 +21,14 @@ DURATION_MAXIMA: dict[tuple[str, ...], float] = {
     ("timeout",): 3600.0,  # one HTTP attempt
     ("retry", "max_age"): 365 * DAY,  # a give-up time, not a wait
     ("dedup_ttl",): 365 * DAY,  # how long ids are kept
+    ("message_log", "max_age"): 365 * DAY,  # how long stories are kept
 }
 # Counts that feed a rate (requests per period, and the slack on top).
 COUNT_MAXIMA: dict[tuple[str, ...], int] = {
     ("rate_limit", "requests"): 1_000_000,
     ("rate_limit", "burst"): 1_000_000,
+    # Stories kept per destination (each a few hundred bytes of Redis).
+    ("message_log", "max_messages"): 100_000_000,
 }
 
 

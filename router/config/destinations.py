@@ -8,7 +8,7 @@ from typing import Any
 
 from router.config.checks import Check, require
 from router.config.filters import compile_path
-from router.config.schema import MAX_SHARDS, DestinationSettings, Path
+from router.config.schema import MAX_LOGGED_RESPONSE, MAX_SHARDS, DestinationSettings, Path
 from router.config.yaml_loader import Loader
 from router.plugin.status_codes import StatusSpecError, parse_statuses
 
@@ -53,6 +53,16 @@ def check_destination(loader: Loader, path: Path, s: DestinationSettings) -> Non
     except StatusSpecError as exc:
         where = (*path, "circuit_breaker", "ignore_statuses", exc.index)
         raise loader.error(where, exc.message) from None
+    log = s.message_log
+    checks += [
+        (("message_log", "max_messages"), log.max_messages >= 1, "must be at least 1"),
+        (("message_log", "max_age"), log.max_age > 0, "must be more than 0"),
+        (
+            ("message_log", "response_bytes"),
+            log.response_bytes <= MAX_LOGGED_RESPONSE,
+            f"must be at most {MAX_LOGGED_RESPONSE // 1024}KiB (what a delivery reads)",
+        ),
+    ]
     limit = s.rate_limit
     if limit is not None:
         checks += [

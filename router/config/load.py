@@ -33,6 +33,7 @@ from router.config.schema import (
     Route,
 )
 from router.config.secret_values import destination_secrets, lenient_secrets, route_secrets
+from router.config.settings import message_log_allowed
 from router.config.yaml_loader import Loader
 from router.ops import redaction
 from router.ops.redaction import Redactor
@@ -102,6 +103,7 @@ def load_config(
 
     destinations: dict[str, Destination] = {}
     warnings: list[str] = []
+    log_allowed = message_log_allowed(env)
     for name, fields in raw.destinations.items():
         path: Path = ("destinations", name)
         if not re.match(NAME, name):
@@ -132,6 +134,7 @@ def load_config(
             options,
             Redactor(destination_secrets(loader.variables, name, options)),
             {p[2:]: text for p, text in loader.variables.written.items() if p[:2] == path},
+            log_allowed=log_allowed,
         )
 
     routes: list[Route] = []

@@ -162,6 +162,26 @@ class OutboundRateLimit(msgspec.Struct, forbid_unknown_fields=True, frozen=True)
 # Most shards of one destination: far more than masters in any cluster.
 MAX_SHARDS = 1024
 
+# Most of a destination's answer the message log keeps per attempt: what the
+# built-in HTTP sink reads of it (router.plugin.MAX_ANSWER_BYTES).
+MAX_LOGGED_RESPONSE = 64 * 1024
+
+
+class MessageLogSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """A destination's `message_log`: each message's story there (every
+    attempt, its outcome and the start of the destination's answer), kept
+    in Redis for `router trace`, `router messages`, the admin API and the
+    dashboard (docs/message-log.md). ROUTER_MESSAGE_LOG=0 turns it off for
+    every destination."""
+
+    enabled: bool = True
+    # Stories kept per destination, the oldest dropped first...
+    max_messages: int = 10_000
+    # ...and none kept longer than this after its message arrived.
+    max_age: Duration = Duration(7 * 24 * 3600)
+    # The start of the destination's answer kept per attempt (secrets starred).
+    response_bytes: Size = Size(4096)
+
 
 class DestinationSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """The router's own fields of a destination; the rest go to its plugin."""
@@ -177,6 +197,7 @@ class DestinationSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=Tru
     retry: RetryPolicy = RetryPolicy()
     circuit_breaker: CircuitBreakerSettings = CircuitBreakerSettings()
     rate_limit: OutboundRateLimit | None = None  # None: as fast as max_in_flight allows
+    message_log: MessageLogSettings = MessageLogSettings()
 
 
 ROUTER_DESTINATION_FIELDS = set(DestinationSettings.__struct_fields__)
@@ -239,6 +260,14 @@ class Destination:
     # Options as written where a ${VAR} was expanded, by their path below
     # the destination (("url",)): what `router check` shows.
     written: dict[tuple[str | int, ...], str] = field(default_factory=dict, compare=False)
+    # False when ROUTER_MESSAGE_LOG=0 turned the message log off everywhere.
+    log_allowed: bool = True
+
+    @property
+    def message_log(self) -> MessageLogSettings | None:
+        """The destination's message log settings; None while it is off."""
+        log = self.settings.message_log
+        return log if log.enabled and self.log_allowed else None
 
     @property
     def ordering_key(self) -> str | None:

@@ -316,6 +316,13 @@ class Settings:
         "aiohttp",
     )
 
+    message_log: bool = _env(
+        "ROUTER_MESSAGE_LOG",
+        _flag,
+        "0 turns the message log (each message's attempts, for `router trace`) off for every "
+        "destination; on, each destination's `message_log:` settings apply",
+        True,
+    )
     routes_poll: float = _env(
         "ROUTER_ROUTES_POLL",
         _seconds,
@@ -372,3 +379,13 @@ class Settings:
 def documented_variables() -> dict[str, str]:
     """Every variable the router reads -> its meaning."""
     return {f.metadata["env"]: f.metadata["doc"] for f in dataclasses.fields(Settings)}
+
+
+def message_log_allowed(env: Mapping[str, str]) -> bool:
+    """ROUTER_MESSAGE_LOG as routes.yaml's loading reads it (router.config.load):
+    whether destinations may keep a message log. A value that is not a flag
+    counts as on here: Settings.from_env refuses it at start, naming it."""
+    try:
+        return _flag(env.get("ROUTER_MESSAGE_LOG", "1"))
+    except ValueError:
+        return True

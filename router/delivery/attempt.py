@@ -23,8 +23,8 @@ from router.delivery.health import DestinationHealth
 from router.ops import logs
 from router.ops.cancelling import outlast
 from router.ops.metrics import DeliveryMetrics
-from router.plugin.sinks import Delivery, DeliveryFailed, Sink
-from router.queue import envelope
+from router.plugin.sinks import Delivery, DeliveryFailed, DeliveryResponse, Sink
+from router.queue import envelope, message_log
 from router.queue.lanes import Blame, Claim, DestinationQueue, Failed, Outcome
 
 # The delivery path's logger (operators filter on it).
@@ -64,6 +64,7 @@ class Attempts:
         self._health = health
         self._stopping = stopping  # whether the loop is stopping
         self._metrics = DeliveryMetrics(destination.name)
+        self._log = queue.log  # the message log's settings; None: off
 
     async def deliver(self, claim: Claim) -> None:
         """Deliver the head of a claimed key, and its successors while the
@@ -97,6 +98,7 @@ class Attempts:
                         claim, attempts, decision, error, env.id, None, counted=False
                     )
                     return
+            started_at_ms = int(time.time() * 1000)
             delivery = Delivery(
                 id=env.id,
                 body=bytes(env.body),
@@ -110,7 +112,7 @@ class Attempts:
             )
             started = time.perf_counter()
             try:
-                await self._attempt(claim, delivery)
+                answer = await self._attempt(claim, delivery)
             except LeaseLost:
                 log.warning(
                     "destination %s key %s: lease lost during delivery of %s; another "
@@ -121,7 +123,9 @@ class Attempts:
                 )
                 return
             except DeliveryFailed as exc:
-                await self._failed(claim, env, attempts + 1, exc.reason, started, exc)
+                await self._failed(
+                    claim, env, attempts + 1, exc.reason, started, started_at_ms, exc
+                )
                 return
             except Exception as exc:
                 # A plugin bug is a failed attempt, never a dead worker.
@@ -132,14 +136,32 @@ class Attempts:
                     env.id,
                 )
                 error = f"{type(exc).__name__}: {exc}"
-                await self._failed(claim, env, attempts + 1, error, started)
+                await self._failed(claim, env, attempts + 1, error, started, started_at_ms)
                 return
             seconds = time.perf_counter() - started
             # The destination took it: an ok attempt, whatever the ack meets.
             self._metrics.attempted("ok", seconds)
+            logged = ""
+            if self._log is not None:
+                logged = message_log.entry(
+                    attempts + 1,
+                    "ok",
+                    started_at_ms=started_at_ms,
+                    duration_ms=seconds * 1000,
+                    status=answer.status if answer else None,
+                    response=answer.body if answer else None,
+                    response_bytes=self._log.response_bytes,
+                    redactor=self.destination.redactor,
+                )
             acked = await self._settle(
                 functools.partial(
-                    self.queue.ack, claim, head, self.lease_ms, keep=not self._stopping()
+                    self.queue.ack,
+                    claim,
+                    head,
+                    self.lease_ms,
+                    keep=not self._stopping(),
+                    message_id=env.id,
+                    logged=logged,
                 )
             )
             if acked is False:
@@ -177,21 +199,21 @@ class Attempts:
             with contextlib.suppress(RedisError):
                 await self.queue.release(claim)
 
-    async def _timed(self, delivery: Delivery) -> None:
+    async def _timed(self, delivery: Delivery) -> DeliveryResponse | None:
         async with asyncio.timeout(self.settings.timeout):
-            await self.sink.deliver(delivery)
+            return await self.sink.deliver(delivery)
 
-    async def _attempt(self, claim: Claim, delivery: Delivery) -> None:
-        """Run one attempt while renewing the lease; a lost lease aborts it."""
+    async def _attempt(self, claim: Claim, delivery: Delivery) -> DeliveryResponse | None:
+        """Run one attempt while renewing the lease; a lost lease aborts it.
+        What the destination answered, when the sink says."""
         interval = self.settings.lease / 3
         if self.settings.timeout <= interval:
             # The attempt times out before the lease needs renewing (the
             # default: timeout 10s, lease 30s): no renewal task per message.
             try:
-                await self._timed(delivery)
+                return await self._timed(delivery)
             except TimeoutError:
                 raise DeliveryFailed(f"timed out after {self.settings.timeout:g}s") from None
-            return
         # The sink's own coroutine is the task (no wait_for between): when
         # it has ended, nothing of the attempt runs on.
         attempt = asyncio.create_task(self._timed(delivery))
@@ -200,12 +222,11 @@ class Attempts:
                 done, _ = await asyncio.wait({attempt}, timeout=interval)
                 if done:
                     try:
-                        attempt.result()
+                        return attempt.result()
                     except TimeoutError:
                         raise DeliveryFailed(
                             f"timed out after {self.settings.timeout:g}s"
                         ) from None
-                    return
                 try:
                     renewed = await self.queue.renew(claim, self.lease_ms)
                 except RedisError:
@@ -232,9 +253,11 @@ class Attempts:
         attempts: int,
         error: str,
         started: float,
+        started_at_ms: int,
         failure: DeliveryFailed | None = None,
     ) -> None:
-        """Attempt number `attempts` (begun at perf_counter `started`) failed
+        """Attempt number `attempts` (begun at perf_counter `started`, and
+        `started_at_ms` on the clock) failed
         with `error` (`failure`: what the sink raised, when it said more: a
         Retry-After, whether it holds the destination, a permanent failure):
         decide and record."""
@@ -256,6 +279,8 @@ class Attempts:
             env.id,
             hold,
             seconds=seconds,
+            started_at_ms=started_at_ms,
+            failure=failure,
             blame=(
                 Blame.PERMANENT
                 if decision.rule == "permanent"
@@ -276,6 +301,8 @@ class Attempts:
         counted: bool = True,
         seconds: float | None = None,
         blame: Blame = Blame.DESTINATION,
+        started_at_ms: int | None = None,
+        failure: DeliveryFailed | None = None,
     ) -> None:
         """Record the decision in Redis (fail.lua counts the attempt, and
         keeps the destination's health), then log it once. `hold`: the
@@ -286,6 +313,23 @@ class Attempts:
         # Every plugin's reason (and an exception's text) is stored, logged
         # and shown: the destination's secrets go before any of it.
         error = self.destination.redactor(error)
+        # What the log says of it: the script acts on the same decision.
+        ending = "failed"
+        if decision.gives_up:
+            ending = "blocked" if decision.outcome is Outcome.BLOCK else "dead"
+        logged = ""
+        if self._log is not None:
+            logged = message_log.entry(
+                attempts,
+                ending,
+                started_at_ms=started_at_ms,
+                duration_ms=seconds * 1000 if seconds is not None else None,
+                status=failure.status if failure else None,
+                error=error[:1000],
+                response=failure.response if failure else None,
+                response_bytes=self._log.response_bytes,
+                redactor=self.destination.redactor,
+            )
         recorded: Failed | Literal[False] = await self._settle(
             lambda: self.queue.fail(
                 claim,
@@ -296,11 +340,13 @@ class Attempts:
                 self._health.breaker,
                 hold,
                 blame=blame,
+                message_id=message_id,
+                logged=logged,
             )
         )
         outcome = "failed"  # also when the lease was lost: nothing else was recorded
         if decision.gives_up and recorded is not False and not recorded.lease_lost:
-            outcome = "blocked" if decision.outcome is Outcome.BLOCK else "dead"
+            outcome = ending
         if seconds is not None or outcome != "failed":  # a give-up is counted as such
             self._metrics.attempted(outcome, seconds)
         if recorded is False:

@@ -76,7 +76,9 @@ class DestinationWorker:
         self.settings = destination.settings
         shards = self.settings.shards
         rate = shard_rate(self.settings.rate_limit, shard, shards)  # router.queue.outbound_rate
-        self.queue = DestinationQueue(redis, scripts, destination.name, shard, shards, rate)
+        self.queue = DestinationQueue(
+            redis, scripts, destination.name, shard, shards, rate, destination.message_log
+        )
         self._rate_limited = rate is not None
         # A shard's part of max_in_flight: the parts add up to it, so the
         # cap holds over all shards and processes (each claim counts the

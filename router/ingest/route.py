@@ -29,6 +29,7 @@ from router.queue import envelope
 from router.queue.batching import Batcher
 from router.queue.enqueue import EnqueueResult, Pending, Target, enqueue, enqueue_many
 from router.queue.keys import DestinationKeys, all_shards, shard_of
+from router.queue.message_log import policy
 from router.queue.scripts import Scripts
 from router.queue.unroutable import UnroutableStore
 from router.redis.client import command_written, waiting_for_connection
@@ -193,7 +194,8 @@ class IngestRoute:
                         )
                     raise BadRequest(f"missing field `{field}` (ordering key of {dest.name}){hint}")
                 key = _key_text(value, f"field `{field}`")
-            out.append(Target(shards[shard_of(key, len(shards))], key))
+            shard = shard_of(key, len(shards))
+            out.append(Target(shards[shard], key, policy(dest.message_log, shard, len(shards))))
         return out
 
     def _id_header(self) -> tuple[str, str]:
@@ -341,7 +343,8 @@ def _format_targets(
             raise RuntimeError(f"ingest format sent a message to {name!r}, not one of the route's")
         dest, shards = found
         k = GLOBAL_KEY if dest.ordering_key is None else key
-        out.append(Target(shards[shard_of(k, len(shards))], k))
+        shard = shard_of(k, len(shards))
+        out.append(Target(shards[shard], k, policy(dest.message_log, shard, len(shards))))
     return out
 
 

@@ -38,6 +38,7 @@ from router.plugin.refusal import ApiError, BadRequest, Unauthorized
 from router.plugin.sinks import (
     Delivery,
     DeliveryFailed,
+    DeliveryResponse,
     NoOptions,
     OptionError,
     Sink,
@@ -52,6 +53,7 @@ __all__ = [
     "BadRequest",
     "Delivery",
     "DeliveryFailed",
+    "DeliveryResponse",
     "FormatDocs",
     "FormatHeader",
     "FormatRequest",

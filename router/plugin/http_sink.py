@@ -25,7 +25,13 @@ from router.ops.redaction import Redactor
 from router.plugin import standard_webhooks
 from router.plugin.client import USER_AGENT, direct_transport
 from router.plugin.reshape import Template, compile_template, render
-from router.plugin.sinks import Delivery, DeliveryFailed, OptionError, SinkContext
+from router.plugin.sinks import (
+    Delivery,
+    DeliveryFailed,
+    DeliveryResponse,
+    OptionError,
+    SinkContext,
+)
 from router.plugin.status_codes import Ranges, StatusSpecError, matches, parse_statuses
 
 # Methods a delivery may use: each sends the message as its body. GET, HEAD,
@@ -315,9 +321,9 @@ class HttpSink:
         # when the sink is built without it.
         self._redactor = context.redactor or Redactor(options.secret_values())
 
-    async def deliver(self, delivery: Delivery) -> None:
+    async def deliver(self, delivery: Delivery) -> DeliveryResponse:
         try:
-            await self._deliver(delivery)
+            return await self._deliver(delivery)
         except DeliveryFailed as exc:
             # The reason is logged and kept with the message (router status,
             # dead letters): a destination echoing the request's headers in
@@ -328,7 +334,7 @@ class HttpSink:
                 exc.args = (reason,)
             raise
 
-    async def _deliver(self, delivery: Delivery) -> None:
+    async def _deliver(self, delivery: Delivery) -> DeliveryResponse:
         body = delivery.body if self._template is None else render(self._template, delivery.body)
         headers = {
             **self._headers,
@@ -373,6 +379,7 @@ class HttpSink:
             raise DeliveryFailed(f"{type(exc).__name__}: {exc}") from exc
         kept = [(k, v) for k, v in raw_headers if k.lower() not in _WIRE_HEADERS]
         self.check(httpx.Response(status, headers=kept, content=prefix, request=self._request))
+        return DeliveryResponse(status, prefix)
 
     def accepts(self, status: int) -> bool:
         """Whether `status` acknowledges a message: a 2xx, or one of
@@ -404,6 +411,7 @@ class HttpSink:
                 # Whether it is the message's fault (a 4xx) or the
                 # destination's: the destination's circuit_breaker decides.
                 status=response.status_code,
+                response=response.content,
             )
 
     def _redact(self, text: str, limit: int | None = None) -> str:

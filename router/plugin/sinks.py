@@ -41,6 +41,18 @@ class Delivery:
         return json.loads(self.body)
 
 
+@dataclass(frozen=True, slots=True)
+class DeliveryResponse:
+    """What the destination answered an attempt it accepted, for the message
+    log (`router trace`): a sink's ``deliver`` may return one; None (or
+    nothing) logs the attempt without a status or answer. ``body`` is the
+    start of the answer; the router keeps the destination's
+    `message_log.response_bytes` of it, secrets starred."""
+
+    status: int | None = None
+    body: bytes = b""
+
+
 class DeliveryFailed(Exception):
     """Raised by a sink when the destination did not accept the message.
 
@@ -71,6 +83,10 @@ class DeliveryFailed(Exception):
     ``message_fault=True`` or ``False`` decides it outright, for a plugin
     that knows better (a broker's "no such queue" is the destination's).
     Without either, a failure counts (a timeout, a refused connection).
+
+    ``response``: the start of the destination's answer, for the message log
+    (`router trace`); the router keeps `message_log.response_bytes` of it,
+    secrets starred.
     """
 
     def __init__(
@@ -82,6 +98,7 @@ class DeliveryFailed(Exception):
         hold_destination: bool = False,
         status: int | None = None,
         message_fault: bool | None = None,
+        response: bytes | None = None,
     ) -> None:
         super().__init__(reason)
         self.reason = reason
@@ -90,6 +107,7 @@ class DeliveryFailed(Exception):
         self.hold_destination = hold_destination
         self.status = status
         self.message_fault = message_fault
+        self.response = response
 
 
 class OptionError(ValueError):
@@ -104,7 +122,8 @@ class OptionError(ValueError):
 
 
 class Sink(Protocol):
-    async def deliver(self, delivery: Delivery) -> None: ...
+    # None, or what the destination answered (for the message log).
+    async def deliver(self, delivery: Delivery) -> DeliveryResponse | None: ...
 
     async def aclose(self) -> None: ...
 

@@ -25,6 +25,8 @@ class Target:
 
     keys: DestinationKeys
     ordering_key: str
+    # The shard's message log policy (router.queue.message_log.policy): '' off.
+    log: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +109,8 @@ async def _enqueue_atomic(
     # With ROUTER_REDIS_WAIT a duplicate writes its marker again (enqueue.lua).
     replicate = "1" if batcher is not None and batcher.replicas else "0"
     args: list[Any] = [envelope, message_id, dedup_id or "", dedup_ttl, replicate]
-    args += [t.ordering_key for t in targets]
+    for t in targets:
+        args += [t.ordering_key, t.log]
     if batcher is None:
         written, stored_id = await scripts.enqueue(keys=keys, args=args)
     else:
@@ -206,7 +209,7 @@ async def _enqueue_many_atomic(
         for t in targets:
             seen = t.keys.seen(m.dedup_id) if m.dedup_id else t.keys.tag + ":seen:"
             keys += keys_for("enqueue_many", t.keys, t.ordering_key, seen=seen)
-            args.append(t.ordering_key)
+            args += [t.ordering_key, t.log]
     if batcher is None:
         raw = await scripts.enqueue_many(keys=keys, args=args)
     else:

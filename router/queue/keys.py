@@ -209,6 +209,22 @@ class DestinationKeys:
         long as the destination: a purge of an orphan's queue deletes it."""
         return f"{self.tag}:seq"
 
+    @property
+    def log(self) -> str:
+        """Hash, the message log (router.queue.message_log): `<id>` -> the
+        message's record here (JSON: key, received_at, seq, state, n
+        entries, failed entries), `<id>:<i>` -> the i-th entry of its story
+        (JSON: attempt, started_at, duration_ms, outcome, status, error,
+        response). Absent while the log is off (ROUTER_MESSAGE_LOG=0)."""
+        return f"{self.tag}:log"
+
+    @property
+    def logged(self) -> str:
+        """Sorted set: message id -> arrival time (ms) of every message in
+        `log`: what retention trims, oldest first, and search reads, newest
+        first."""
+        return f"{self.tag}:logged"
+
     def seen(self, message_id: str) -> str:
         """Dedup marker of a message id (string with TTL; value = stored message id)."""
         return f"{self.tag}:seen:{message_id}"

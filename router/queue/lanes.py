@@ -19,7 +19,8 @@ from typing import Any
 import msgspec
 from redis.asyncio import Redis
 
-from router.queue import batching, envelope
+from router.config import MessageLogSettings
+from router.queue import batching, envelope, message_log
 from router.queue.inspection import DeadLetter, KeyState, PausedKey, QueueFigures, Skipped
 from router.queue.keys import DestinationKeys
 from router.queue.outbound_rate import NO_LIMIT_ARGS, ShardRate
@@ -146,6 +147,7 @@ class DestinationQueue:
         shard: int = 0,
         shards: int = 1,
         rate: ShardRate | None = None,
+        log: MessageLogSettings | None = None,
     ) -> None:
         # Any: redis-py types its commands as "Awaitable[T] | T" for both
         # clients, which mypy cannot await.
@@ -154,6 +156,9 @@ class DestinationQueue:
         self.keys = DestinationKeys(destination, shard, shards)
         # The outbound rate limit's part of claim's and ack's ARGV (last).
         self._rate_args = rate.script_args() if rate else NO_LIMIT_ARGS
+        # The message log (router.queue.message_log): None while it is off.
+        self.log = log
+        self._log_policy = message_log.policy(log, shard, shards)
         # Acks of the deliveries that finish together share a round trip.
         self._ack = batching.batcher(redis, scripts.ack)
         # On a Cluster, claims go straight to their shard's node as acks do:
@@ -169,6 +174,7 @@ class DestinationQueue:
         keys = keys_for("claim", k)
         args: list[Any] = [k.lane_prefix, lease_ms, max_in_flight, token, want, int(breaker)]
         args += self._rate_args
+        args.append(self._log_policy)
         if self._claim is not None:
             raw = await self._claim(keys, args)
         else:
@@ -179,13 +185,21 @@ class DestinationQueue:
         ]
         return ClaimResult(claims, int(raw[0]), int(raw[1]), int(raw[2]))
 
-    async def ack(self, claim: Claim, head: bytes, lease_ms: int, keep: bool) -> Acked:
+    async def ack(
+        self,
+        claim: Claim,
+        head: bytes,
+        lease_ms: int,
+        keep: bool,
+        message_id: str = "",
+        logged: str = "",
+    ) -> Acked:
         """Remove the acknowledged `head` (a no-op if a retried ack already
-        did); with `keep`, the claim may go on to the key's next message."""
-        raw = await self._ack(
-            keys_for("ack", self.keys, claim.key),
-            [claim.key, claim.token, lease_ms, "1" if keep else "0", head, *self._rate_args],
-        )
+        did); with `keep`, the claim may go on to the key's next message.
+        `logged`: the attempt's message log entry ('' none)."""
+        args = [claim.key, claim.token, lease_ms, "1" if keep else "0", head, *self._rate_args]
+        args += [message_id, logged]
+        raw = await self._ack(keys_for("ack", self.keys, claim.key), args)
         if raw == LEASE_LOST:
             return Acked(lease_lost=True)
         resumed = int(raw[2])
@@ -201,10 +215,13 @@ class DestinationQueue:
         breaker: Breaker = BREAKER_OFF,
         retry_after: float | None = None,
         blame: Blame = Blame.DESTINATION,
+        message_id: str = "",
+        logged: str = "",
     ) -> Failed:
         """Record a failed attempt (with the destination's health: `breaker`,
         the `retry_after` seconds the destination asked for, and whose fault
-        it was: `blame`). `counted` False: the worker gave up before trying."""
+        it was: `blame`). `counted` False: the worker gave up before trying.
+        `logged`: its message log entry ('' none)."""
         raw = await self.scripts.fail(
             keys=keys_for("fail", self.keys, claim.key),
             args=[
@@ -215,6 +232,8 @@ class DestinationQueue:
                 outcome.value,
                 blame.value if counted else "0",
                 *breaker.args(retry_after),
+                message_id,
+                logged,
             ],
         )
         if raw == LEASE_LOST:

@@ -25,9 +25,9 @@ LEASE_LOST = -1
 # Script -> its KEYS in order, as DestinationKeys names ("lane" is the lane of
 # the call's ordering key). enqueue takes its group once per destination.
 SCRIPT_KEYS: dict[str, tuple[str, ...]] = {
-    "enqueue": ("lane", "ready", "wake", "seen", "counts", "heads", "seq"),
+    "enqueue": ("lane", "ready", "wake", "seen", "counts", "heads", "seq", "log", "logged"),
     # Several messages of one request (an ingest format), each its own targets.
-    "enqueue_many": ("lane", "ready", "wake", "seen", "counts", "heads", "seq"),
+    "enqueue_many": ("lane", "ready", "wake", "seen", "counts", "heads", "seq", "log", "logged"),
     "claim": (
         "ready",
         "leases",
@@ -40,6 +40,8 @@ SCRIPT_KEYS: dict[str, tuple[str, ...]] = {
         "health",
         "throttle",  # the outbound rate limit (router.queue.outbound_rate)
         "suspects",
+        "log",
+        "logged",
         "paused_keys",  # conversations paused by an operator: parked, not claimed
     ),
     "ack": (
@@ -59,6 +61,8 @@ SCRIPT_KEYS: dict[str, tuple[str, ...]] = {
         "throttle",  # the outbound rate limit (router.queue.outbound_rate)
         "suspects",
         "breaker",
+        "log",
+        "logged",
         "paused_keys",  # a paused conversation is never kept
     ),
     "fail": (
@@ -78,6 +82,8 @@ SCRIPT_KEYS: dict[str, tuple[str, ...]] = {
         "failing",
         "suspects",
         "breaker",
+        "log",
+        "logged",
     ),
     "renew": ("leases", "owner"),
     "release": ("ready", "leases", "owner", "wake", "health"),
@@ -91,6 +97,7 @@ SCRIPT_KEYS: dict[str, tuple[str, ...]] = {
         "last_error",
         "counts",
         "heads",
+        "log",
     ),
     "unblock": ("blocked", "ready", "attempts", "wake"),
     "resume": ("paused", "wake"),
@@ -132,6 +139,8 @@ SCRIPT_KEYS: dict[str, tuple[str, ...]] = {
         "blocked",
         "counts",
         "heads",
+        "log",
+        "logged",
         "paused_keys",
     ),
     "reopen": (

@@ -10,6 +10,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from router.config import Destination
+from router.queue import message_log
 from router.queue.inspection import DeadLetter, KeyState, PausedKey, QueueFigures, Skipped
 from router.queue.keys import shard_of
 from router.queue.lanes import DestinationQueue
@@ -63,6 +64,31 @@ class ShardedQueue:
         merged = [s for queue in self.shards for s in await queue.longest_waiting(count)]
         merged.sort(key=lambda s: s.head_arrival_ms or 0)
         return merged[:count]
+
+    async def story(self, message_id: str) -> message_log.Delivery | None:
+        """The message's story at this destination (the message log): looked
+        up in every shard (an id does not say which); None when it has none."""
+        for queue in self.shards:
+            found = await message_log.story(queue.redis, queue.keys, message_id)
+            if found is not None:
+                return found
+        return None
+
+    async def search(
+        self, key: str | None, failed: bool, since_ms: int | None, limit: int
+    ) -> list[message_log.Found]:
+        """The destination's logged messages that match, newest first (a key
+        is searched in its own shard only)."""
+        shards = [self.of_key(key)] if key is not None else self.shards
+        merged = [
+            found
+            for queue in shards
+            for found in await message_log.search(
+                queue.redis, queue.keys, key, failed, since_ms, limit
+            )
+        ]
+        merged.sort(key=lambda f: f.received_at, reverse=True)
+        return merged[:limit]
 
     async def set_paused(self, paused: bool) -> None:
         """Pause (nothing new is attempted; attempts in flight finish; ingest

@@ -77,7 +77,11 @@ class ChatbotSink(HttpSink):
         error = error_in_body(payload)
         if error:
             detail = payload.get("error") or payload.get("message")
-            raise DeliveryFailed(f"{error}: {detail}" if detail else error)
+            raise DeliveryFailed(
+                f"{error}: {detail}" if detail else error,
+                status=response.status_code,
+                response=response.content,
+            )
 
 
 @hookimpl

@@ -90,6 +90,91 @@ local function track_head(heads, lane, k)
   end
 end
 
+-- The message log (router/queue/message_log.py): each message's story at this
+-- destination shard. `log` is a hash: field <id> holds the message's record
+-- (JSON: key, received_at ms, seq, state, n entries, failed entries) and
+-- field <id>:<i> its i-th entry (JSON built by the worker: attempt,
+-- started_at, duration_ms, outcome, status, error, response). `logged` is a
+-- sorted set: id -> received_at, what retention trims (oldest first) and
+-- search reads (newest first). `policy` is '' (the log is off) or
+-- '<max messages> <max age ms>'.
+
+-- The message id of an envelope: the router encodes it first,
+-- {"id":"...",...} ({"rp":1,"id":... once replayed), and an id holds no quote.
+local function envelope_id(envelope)
+  return string.match(envelope, '"id":"([^"]*)"')
+end
+
+-- Delete a message's record and its entries.
+local function log_forget(log, logged, id)
+  local raw = redis.call('HGET', log, id)
+  if raw then
+    local fields = {id}
+    local n = tonumber(string.match(raw, '"n":(%d+)')) or 0
+    for i = 1, n do fields[#fields + 1] = id .. ':' .. i end
+    redis.call('HDEL', log, unpack(fields))
+  end
+  redis.call('ZREM', logged, id)
+end
+
+-- Retention: at most `max messages` stories, none older than `max age`;
+-- a few removed per call (each call adds at most one), so no call holds
+-- Redis long however much is over.
+local TRIM_STEP = 8
+local function log_trim(log, logged, policy, now)
+  local max_messages, max_age = string.match(policy, '^(%d+) (%d+)$')
+  max_messages, max_age = tonumber(max_messages), tonumber(max_age)
+  local over = redis.call('ZCARD', logged) - max_messages
+  local drop = {}
+  if over > 0 then
+    drop = redis.call('ZRANGE', logged, 0, math.min(over, TRIM_STEP) - 1)
+  elseif max_age > 0 then
+    drop = redis.call('ZRANGEBYSCORE', logged, '-inf', now - max_age, 'LIMIT', 0, TRIM_STEP)
+  end
+  for _, id in ipairs(drop) do log_forget(log, logged, id) end
+end
+
+-- A message stored here: its record, state waiting, no entries yet.
+local function log_received(log, logged, policy, id, k, entry, arrival)
+  if policy == '' then return end
+  local prefix = split_entry(entry)
+  redis.call('HSET', log, id, cjson.encode({
+    key = k, received_at = arrival, seq = tonumber(string.sub(prefix, 1, -2)),
+    state = 'waiting', n = 0, failed = 0}))
+  redis.call('ZADD', logged, arrival, id)
+  log_trim(log, logged, policy, arrival)
+end
+
+-- One more entry of message `id`'s story (`item`, JSON), its state now
+-- `state`; `failed` when the entry is a failure. `entry` is its lane entry,
+-- where a record trimmed (or written before the log was on) is rebuilt from.
+local function log_entry(log, logged, id, k, entry, item, state, failed)
+  local raw = redis.call('HGET', log, id)
+  local record
+  if raw then
+    record = cjson.decode(raw)
+  else
+    local prefix, envelope = split_entry(entry)
+    record = {key = k, received_at = arrival_ms(envelope),
+      seq = tonumber(string.sub(prefix, 1, -2)), n = 0, failed = 0}
+    redis.call('ZADD', logged, record.received_at, id)
+  end
+  record.n = record.n + 1
+  if failed then record.failed = record.failed + 1 end
+  record.state = state
+  redis.call('HSET', log, id, cjson.encode(record), id .. ':' .. record.n, item)
+end
+
+-- Only the state of a logged message changes (a replay, an unblock).
+local function log_state(log, id, state)
+  local raw = redis.call('HGET', log, id)
+  if raw then
+    local record = cjson.decode(raw)
+    record.state = state
+    redis.call('HSET', log, id, cjson.encode(record))
+  end
+end
+
 -- Append one message to the tail of key `k`'s lane (enqueue, and a move
 -- from another destination: move_in.lua). A lane that was empty held its key
 -- in none of ready/leases/delayed: the key becomes ready.
@@ -104,16 +189,17 @@ end
 
 -- One message into the lanes of its `n` destinations (enqueue.lua and
 -- enqueue_many.lua), whose KEYS groups (lane, ready, wake, seen, counts,
--- heads, seq) start after the first `g` groups; its ordering-key values are
--- ARGV[key_at], ARGV[key_at + 1], ... Returns the destinations written and
+-- heads, seq, log, logged) start after the first `g` groups; per
+-- destination, ARGV from key_at holds its ordering-key value and its
+-- message log policy (log_trim). Returns the destinations written and
 -- the id stored: when every destination had already seen the dedup id,
 -- 0 and the id stored the first time.
 -- Each destination's lane gets the envelope behind that destination's next
 -- sequence number for the key (HINCRBY seq, here in the step that appends
 -- it, so numbers follow lane order exactly); a duplicate takes no number.
 local function store_message(g, n, envelope, id, dedup, ttl, replicate, key_at)
-  local LANE, READY, WAKE, SEEN, COUNTS, HEADS, SEQ = 1, 2, 3, 4, 5, 6, 7
-  local GROUP = 7
+  local LANE, READY, WAKE, SEEN, COUNTS, HEADS, SEQ, LOG, LOGGED = 1, 2, 3, 4, 5, 6, 7, 8, 9
+  local GROUP = 9
   local arrival = arrival_ms(envelope)
   local fresh = {}
   local original = id
@@ -143,11 +229,13 @@ local function store_message(g, n, envelope, id, dedup, ttl, replicate, key_at)
   end
   for _, i in ipairs(fresh) do
     local base = (g + i) * GROUP
-    local key = ARGV[key_at + i]
+    local key = ARGV[key_at + 2 * i]
     if dedup ~= '' then redis.call('SET', KEYS[base + SEEN], id, 'EX', ttl) end
+    local entry = numbered(KEYS[base + SEQ], key, envelope)
     append_message(KEYS[base + LANE], KEYS[base + READY], KEYS[base + WAKE],
-      KEYS[base + COUNTS], KEYS[base + HEADS], key,
-      numbered(KEYS[base + SEQ], key, envelope), arrival)
+      KEYS[base + COUNTS], KEYS[base + HEADS], key, entry, arrival)
+    log_received(KEYS[base + LOG], KEYS[base + LOGGED], ARGV[key_at + 2 * i + 1], id, key,
+      entry, arrival)
   end
   return #fresh, id
 end

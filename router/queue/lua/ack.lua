@@ -1,11 +1,12 @@
 -- The destination acknowledged the head of a lane: remove it.
--- KEYS: lane, ready, leases, owner, attempts, last_error, wake, delayed, paused, counts, heads, health, failing, throttle, suspects, breaker, paused_keys
-local lane, ready, leases, owner, attempts, last_error, wake, delayed, paused, counts, heads, health, failing, throttle, suspects, breaker, paused_keys =
+-- KEYS: lane, ready, leases, owner, attempts, last_error, wake, delayed, paused, counts, heads, health, failing, throttle, suspects, breaker, log, logged, paused_keys
+local lane, ready, leases, owner, attempts, last_error, wake, delayed, paused, counts, heads, health, failing, throttle, suspects, breaker, log, logged, paused_keys =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10],
-  KEYS[11], KEYS[12], KEYS[13], KEYS[14], KEYS[15], KEYS[16], KEYS[17]
+  KEYS[11], KEYS[12], KEYS[13], KEYS[14], KEYS[15], KEYS[16], KEYS[17], KEYS[18], KEYS[19]
 -- ARGV: ordering key, token, lease ms, keep ('1' = may keep the key),
---       the acknowledged envelope, rate limit interval µs ('0' or absent:
---       none), rate limit burst
+--       the acknowledged lane entry, rate limit interval µs ('0': none),
+--       rate limit burst, the message id, and its message log entry (JSON;
+--       '' or absent: the log is off)
 -- Returns LEASE_LOST when another claim owns the key now (this delivery was
 -- a duplicate and changes nothing). Otherwise {left, next head or false,
 -- keys resumed when this success reopened a destination that was down (its
@@ -27,6 +28,9 @@ if redis.call('LINDEX', lane, 0) == ARGV[5] then
   redis.call('HINCRBY', counts, 'messages', -1)
   redis.call('HINCRBY', counts, 'acked', 1)
   track_head(heads, lane, k)
+  if (ARGV[9] or '') ~= '' then
+    log_entry(log, logged, ARGV[8], k, ARGV[5], ARGV[9], 'delivered', false)
+  end
 end
 -- A success: the failures seen so far were not the destination's, this
 -- conversation is no longer suspect, and a destination that was down is up

@@ -1,11 +1,12 @@
 -- Claim up to `want` ordering keys whose head message can be attempted now.
--- KEYS: ready, leases, owner, delayed, attempts, wake, blocked, paused, health, throttle, suspects, paused_keys
-local ready, leases, owner, delayed, attempts, wake, blocked, paused, health, throttle, suspects, paused_keys =
+-- KEYS: ready, leases, owner, delayed, attempts, wake, blocked, paused, health, throttle, suspects, log, logged, paused_keys
+local ready, leases, owner, delayed, attempts, wake, blocked, paused, health, throttle, suspects, log, logged, paused_keys =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11],
-  KEYS[12]
+  KEYS[12], KEYS[13], KEYS[14]
 -- ARGV: lane prefix, lease ms, max in flight (all processes), token, want,
 --       breaker ('1': the circuit breaker is on; '0': `health` is ignored),
---       rate limit interval µs ('0' or absent: none), rate limit burst
+--       rate limit interval µs ('0' or absent: none), rate limit burst,
+--       message log policy ('' or absent: off; _lib.lua's log_trim)
 -- Returns {ready left, next deadline ms or -1, now ms, key, head, attempts, ...};
 -- ready left is negative while nothing may be claimed: -1 paused by an
 -- operator, -2 held by a Retry-After, -3 down (the circuit breaker is open;
@@ -59,11 +60,20 @@ end
 -- the front of the line (it was first) and the lost try counts as an attempt,
 -- so a message that kills its worker is caught by max_attempts too.
 local expired = redis.call('ZRANGEBYSCORE', leases, '-inf', now, 'LIMIT', 0, 100)
+local logging = (ARGV[9] or '') ~= ''
 for _, k in ipairs(expired) do
   redis.call('ZREM', leases, k)
   redis.call('HDEL', owner, k)
-  redis.call('HINCRBY', attempts, k, 1)
+  local made = redis.call('HINCRBY', attempts, k, 1)
   redis.call('LPUSH', ready, k)
+  local head = logging and redis.call('LINDEX', lane .. k, 0)
+  if head then
+    -- The attempt nobody finished is in the message's story too.
+    local _, envelope = split_entry(head)
+    log_entry(log, logged, envelope_id(envelope), k, head, cjson.encode({
+      attempt = made, outcome = 'failed',
+      error = 'the lease ran out: its worker crashed, stalled or lost Redis'}), 'waiting', true)
+  end
 end
 local out = {0, -1, now}
 local room = cap - redis.call('ZCARD', leases)

@@ -1,11 +1,12 @@
 -- Store several messages, each in the lanes of its own destinations, in one
 -- atomic step: every message of one webhook request, or none.
--- KEYS, per destination: lane, ready, wake, seen, counts, heads, seq
-local LANE, READY, WAKE, SEEN, COUNTS, HEADS, SEQ = 1, 2, 3, 4, 5, 6, 7 -- places in each group
-local GROUP = 7
+-- KEYS, per destination: lane, ready, wake, seen, counts, heads, seq, log, logged
+local LANE, READY, WAKE, SEEN, COUNTS, HEADS, SEQ, LOG, LOGGED = 1, 2, 3, 4, 5, 6, 7, 8, 9 -- places in each group
+local GROUP = 9
 -- ARGV: dedup ttl seconds, '1' to make a duplicate write something (as in
 --       enqueue.lua), then per message: envelope, message id, dedup id
---       ('' = none), its number of destinations n, n ordering-key values.
+--       ('' = none), its number of destinations n, then per destination
+--       its ordering-key value and message log policy (as in enqueue.lua).
 --       The KEYS groups follow the messages' destinations in that order.
 -- Returns, per message, {number of destinations written, id}, flattened.
 -- Each message is enqueue.lua's step: a dedup id seen by every destination
@@ -22,6 +23,6 @@ while a <= #ARGV do
   out[#out + 1] = written
   out[#out + 1] = id
   g = g + n
-  a = a + 4 + n
+  a = a + 4 + 2 * n
 end
 return out

@@ -1,8 +1,8 @@
 -- An attempt at the head of a lane failed: back off, dead-letter or block.
--- KEYS: lane, ready, leases, owner, delayed, attempts, last_error, wake, dead, blocked, counts, heads, health, failing, suspects, breaker
-local lane, ready, leases, owner, delayed, attempts, last_error, wake, dead, blocked, counts, heads, health, failing, suspects, breaker =
+-- KEYS: lane, ready, leases, owner, delayed, attempts, last_error, wake, dead, blocked, counts, heads, health, failing, suspects, breaker, log, logged
+local lane, ready, leases, owner, delayed, attempts, last_error, wake, dead, blocked, counts, heads, health, failing, suspects, breaker, log, logged =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10],
-  KEYS[11], KEYS[12], KEYS[13], KEYS[14], KEYS[15], KEYS[16]
+  KEYS[11], KEYS[12], KEYS[13], KEYS[14], KEYS[15], KEYS[16], KEYS[17], KEYS[18]
 -- ARGV: ordering key, token, delay ms, error, outcome: '0' retry after the
 --       delay, '1' dead-letter the head, '2' block the key (the head stays);
 --       counted: '1' when an attempt was made and failed for the
@@ -14,7 +14,9 @@ local lane, ready, leases, owner, delayed, attempts, last_error, wake, dead, blo
 --       gave up before trying (the count is already the attempts made);
 --       the circuit breaker (docs/destination-health.md): failing keys that
 --       open it (0: off), window ms, first probe interval ms, longest probe
---       interval ms, hold ms (a Retry-After: the whole destination waits)
+--       interval ms, hold ms (a Retry-After: the whole destination waits),
+--       the message id, and its message log entry (JSON; '' or absent:
+--       the log is off)
 -- Returns LEASE_LOST, else {attempts made so far (the one counter of
 -- attempts, with claim's count of expired leases), what changed for the
 -- destination: '' nothing, 'down' the breaker opened, 'up' a probe's answer
@@ -105,6 +107,12 @@ if threshold > 0 then
     -- answer of the same kind lengthens it.
     if event == '' and held_until <= now then event = 'hold' end
   end
+end
+if (ARGV[13] or '') ~= '' then
+  -- The story first, while the entry is still the lane's head.
+  local head = redis.call('LINDEX', lane, 0)
+  local state = ({['0'] = 'waiting', ['1'] = 'dead', ['2'] = 'blocked'})[ARGV[5]]
+  if head then log_entry(log, logged, ARGV[12], k, head, ARGV[13], state, true) end
 end
 if ARGV[5] == '1' then
   dead_letter(lane, dead, attempts, last_error, counts, heads, k, ARGV[4], made, now)

@@ -1,10 +1,10 @@
 -- Remove messages of one ordering key from this destination: the second
 -- step of a move into another destination (router/queue/moving.py; the first
 -- copied them there, move_in.lua), or an orphan's queue purged.
--- KEYS: dead, lane, ready, leases, owner, delayed, attempts, last_error, blocked, counts, heads, paused_keys
-local dead, lane, ready, leases, owner, delayed, attempts, last_error, blocked, counts, heads, paused_keys =
+-- KEYS: dead, lane, ready, leases, owner, delayed, attempts, last_error, blocked, counts, heads, log, logged, paused_keys
+local dead, lane, ready, leases, owner, delayed, attempts, last_error, blocked, counts, heads, log, logged, paused_keys =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10],
-  KEYS[11], KEYS[12]
+  KEYS[11], KEYS[12], KEYS[13], KEYS[14]
 -- ARGV: 'dead' (dead letters) or 'lane' (queued messages), the ordering key,
 --       the `counts` field that records them ('moved' or 'purged'), then
 --       the entries, oldest first: exact dead-list elements, or the lane's
@@ -12,6 +12,8 @@ local dead, lane, ready, leases, owner, delayed, attempts, last_error, blocked, 
 -- Returns how many were removed; -1 (LEASE_LOST's value: someone holds the
 -- key) when its lease is live, changing nothing: a head being delivered is
 -- never taken away from under its worker.
+-- A message removed leaves the message log here too (its story goes on
+-- at the destination it moved to, from its first attempt there).
 --
 -- What is there is counted first and `counts` written before anything
 -- else: a write refused here (a full Redis, a key of the wrong type) leaves
@@ -26,7 +28,13 @@ if mode == 'dead' then
   if there == 0 then return 0 end
   redis.call('HINCRBY', counts, field, there)
   local removed = 0
-  for a = 4, #ARGV do removed = removed + redis.call('LREM', dead, 1, ARGV[a]) end
+  for a = 4, #ARGV do
+    if redis.call('LREM', dead, 1, ARGV[a]) == 1 then
+      removed = removed + 1
+      local id = envelope_id(cjson.decode(ARGV[a]).envelope)
+      if id then log_forget(log, logged, id) end
+    end
+  end
   return removed
 end
 
@@ -41,6 +49,11 @@ if n == 0 then return 0 end
 redis.call('HINCRBY', counts, field, n)
 redis.call('HINCRBY', counts, 'messages', -n)
 redis.call('LPOP', lane, n)
+for a = 4, n + 3 do
+  local _, envelope = split_entry(ARGV[a])
+  local id = envelope_id(envelope)
+  if id then log_forget(log, logged, id) end
+end
 -- A new head (or none): a fresh attempt count, as after an ack.
 redis.call('HDEL', attempts, k)
 redis.call('HDEL', last_error, k)

@@ -1,8 +1,8 @@
 -- Put dead-lettered messages of one ordering key back in its lane, where
 -- they arrived.
--- KEYS: dead, lane, ready, wake, leases, attempts, last_error, counts, heads
-local dead, lane, ready, wake, leases, attempts, last_error, counts, heads =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
+-- KEYS: dead, lane, ready, wake, leases, attempts, last_error, counts, heads, log
+local dead, lane, ready, wake, leases, attempts, last_error, counts, heads, log =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
 -- ARGV: ordering key, then per letter, oldest first: the dead entry (exact
 --       list element), its lane entry (its envelope behind the sequence
 --       number it was stored with, if any: a replayed letter keeps it)
@@ -62,6 +62,9 @@ for a = 2, #ARGV, 2 do
       track_head(heads, lane, k)
     end
     redis.call('HINCRBY', counts, 'messages', 1)
+    -- Its story goes on: it waits again (its next attempt is logged as usual).
+    local id = envelope_id(envelope)
+    if id then log_state(log, id, 'waiting') end
     replayed = replayed + 1
   end
 end

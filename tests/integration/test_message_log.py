@@ -1,0 +1,220 @@
+"""The message log: each message's story at its destination (every attempt,
+its outcome, status, duration and the start of the answer), its state, the
+search over stories, retention, and ROUTER_MESSAGE_LOG=0. Real Redis, the
+router's app under uvicorn, a real HTTP destination on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+from redis import Redis
+from redis.asyncio import Redis as AsyncRedis
+
+from router.queue import message_log
+from router.queue.keys import DestinationKeys
+from router.queue.scripts import Scripts
+from router.queue.sharded_queue import ShardedQueue
+from tests.support.bot import Answer, Bot
+from tests.support.servers import wait_until
+
+FAST_RETRY = {"initial": "20ms", "factor": 1, "max_delay": "20ms", "jitter": 0}
+
+
+def post(router: Any, key: str, text: str) -> str:
+    """Post one message; its id."""
+    r = router.post({"mensaje": text, "wa_id": key})
+    assert r.status_code == 200, r.text
+    return str(r.json()["id"])
+
+
+def story(redis_url: str, message_id: str, shards: int = 1) -> message_log.Delivery | None:
+    async def read() -> message_log.Delivery | None:
+        redis = AsyncRedis.from_url(redis_url)
+        try:
+            return await ShardedQueue(redis, Scripts(redis), "chatbot", shards).story(message_id)
+        finally:
+            await redis.aclose()
+
+    return asyncio.run(read())
+
+
+def search(redis_url: str, **kw: Any) -> list[message_log.Found]:
+    async def read() -> list[message_log.Found]:
+        redis = AsyncRedis.from_url(redis_url)
+        try:
+            queue = ShardedQueue(redis, Scripts(redis), "chatbot", kw.pop("shards", 1))
+            return await queue.search(
+                kw.get("key"), kw.get("failed", False), kw.get("since"), kw.get("limit", 100)
+            )
+        finally:
+            await redis.aclose()
+
+    return asyncio.run(read())
+
+
+def on_queue(redis_url: str, act: Any) -> Any:
+    """`act(queue)` on the chatbot destination's queue (what the CLI does)."""
+
+    async def run() -> Any:
+        redis = AsyncRedis.from_url(redis_url)
+        try:
+            return await act(ShardedQueue(redis, Scripts(redis), "chatbot", 1))
+        finally:
+            await redis.aclose()
+
+    return asyncio.run(run())
+
+
+def delivered(redis_url: str, message_id: str, shards: int = 1) -> bool:
+    found = story(redis_url, message_id, shards)
+    return found is not None and found.state == "delivered"
+
+
+def test_story_of_a_message_retried_then_delivered(start_router, bot: Bot, clean_redis) -> None:
+    def decide(message: dict[str, Any], n: int) -> Answer:
+        if n < 2:
+            return Answer(status=503, body={"error": "warming up", "try": n})
+        return Answer(body={"status": "ok", "reply": "hola"})
+
+    bot.decide = decide
+    router = start_router(bot.url, retry=FAST_RETRY, circuit_breaker={"enabled": False})
+    before = int(time.time() * 1000)
+    message_id = post(router, "4491", "Hola!")
+    wait_until(lambda: delivered(clean_redis, message_id), what="delivered")
+
+    found = story(clean_redis, message_id)
+    assert found is not None
+    assert (found.state, found.key, found.seq) == ("delivered", "4491", 1)
+    assert found.received_at >= before
+    assert [(a.attempt, a.outcome, a.status) for a in found.attempts] == [
+        (1, "failed", 503),
+        (2, "failed", 503),
+        (3, "ok", 200),
+    ]
+    first, _, last = found.attempts
+    assert first.error is not None and first.error.startswith("HTTP 503")
+    assert first.response is not None and '"warming up"' in first.response
+    assert last.response is not None and '"hola"' in last.response
+    assert last.error is None
+    for a in found.attempts:
+        assert a.started_at is not None and a.started_at >= found.received_at
+        assert a.duration_ms is not None and a.duration_ms >= 0
+    assert [a.started_at for a in found.attempts] == sorted(a.started_at for a in found.attempts)
+
+
+def test_a_waiting_message_has_a_story_before_its_first_attempt(
+    start_router, bot: Bot, clean_redis
+) -> None:
+    router = start_router(bot.url, workers=False)
+    message_id = post(router, "4492", "Hola!")
+    found = story(clean_redis, message_id)
+    assert found is not None
+    assert (found.state, found.key, found.attempts, found.seq) == ("waiting", "4492", [], 1)
+    assert story(clean_redis, "no-such-id") is None
+
+
+def test_given_up_message_is_dead_and_a_replay_continues_its_story(
+    start_router, bot: Bot, clean_redis
+) -> None:
+    failing = True
+    bot.decide = lambda m, n: Answer(status=500, body="boom") if failing else Answer()
+    retry = {**FAST_RETRY, "max_attempts": 2}
+    router = start_router(bot.url, retry=retry, circuit_breaker={"enabled": False})
+    message_id = post(router, "4493", "Hola!")
+    wait_until(
+        lambda: (s := story(clean_redis, message_id)) is not None and s.state == "dead",
+        what="dead-lettered",
+    )
+    found = story(clean_redis, message_id)
+    assert found is not None
+    assert [(a.attempt, a.outcome) for a in found.attempts] == [(1, "failed"), (2, "dead")]
+
+    failing = False
+    assert on_queue(clean_redis, lambda q: q.replay_oldest()) == 1
+    wait_until(lambda: delivered(clean_redis, message_id), what="delivered after the replay")
+    found = story(clean_redis, message_id)
+    assert found is not None
+    assert [a.outcome for a in found.attempts] == ["failed", "dead", "ok"]
+    assert found.seq == 1  # a replay keeps its number
+
+
+def test_blocked_then_unblocked(start_router, bot: Bot, clean_redis) -> None:
+    bot.decide = lambda m, n: Answer(status=500, body="no") if n == 0 else Answer()
+    retry = {**FAST_RETRY, "max_attempts": 1, "on_exhausted": "block"}
+    router = start_router(bot.url, retry=retry, circuit_breaker={"enabled": False})
+    message_id = post(router, "4494", "Hola!")
+    wait_until(
+        lambda: (s := story(clean_redis, message_id)) is not None and s.state == "blocked",
+        what="blocked",
+    )
+    found = story(clean_redis, message_id)
+    assert found is not None and [a.outcome for a in found.attempts] == ["blocked"]
+    assert on_queue(clean_redis, lambda q: q.unblock("4494"))
+    found = story(clean_redis, message_id)
+    assert found is not None and found.state in ("waiting", "delivered")  # no longer blocked
+    wait_until(lambda: delivered(clean_redis, message_id), what="delivered after unblock")
+
+
+def test_search_newest_first_by_key_failed_since_and_limit(
+    start_router, bot: Bot, clean_redis
+) -> None:
+    bot.decide = lambda m, n: Answer(status=500) if m["mensaje"] == "bad" and n < 3 else Answer()
+    router = start_router(
+        bot.url, retry=FAST_RETRY, shards=2, max_in_flight=4, circuit_breaker={"enabled": False}
+    )
+    ids = [post(router, key, text) for key, text in [("a", "1"), ("b", "bad"), ("a", "2")]]
+    cut = int(time.time() * 1000)
+    ids.append(post(router, "c", "3"))
+    wait_until(lambda: all(delivered(clean_redis, i, 2) for i in ids), what="all delivered")
+
+    everything = search(clean_redis, shards=2)
+    assert [f.id for f in everything] == ids[::-1]  # newest first, over both shards
+    assert [f.id for f in search(clean_redis, shards=2, key="a")] == [ids[2], ids[0]]
+    failed = search(clean_redis, shards=2, failed=True)
+    assert [(f.id, f.key, f.state) for f in failed] == [(ids[1], "b", "delivered")]
+    assert failed[0].attempts >= 2
+    assert [f.id for f in search(clean_redis, shards=2, since=cut)] == [ids[3]]
+    assert [f.id for f in search(clean_redis, shards=2, limit=2)] == ids[:1:-1]
+
+
+def test_retention_keeps_the_newest_stories(start_router, bot: Bot, clean_redis) -> None:
+    router = start_router(bot.url, workers=False, message_log={"max_messages": 3})
+    ids = [post(router, "k", str(i)) for i in range(10)]
+    assert [story(clean_redis, i) is not None for i in ids] == [False] * 7 + [True] * 3
+    keys = DestinationKeys("chatbot")
+    redis = Redis.from_url(clean_redis)
+    assert redis.zcard(keys.logged) == 3
+    assert redis.hlen(keys.log) == 3  # no entries of a dropped story stay behind
+
+
+def test_response_is_cut_and_secrets_starred(start_router, bot: Bot, clean_redis) -> None:
+    secret = "s3cr3t-token-value"
+    bot.decide = lambda m, n: Answer(body={"echo": secret, "pad": "x" * 500})
+    router = start_router(
+        bot.url,
+        headers={"Authorization": f"Bearer {secret}"},
+        message_log={"response_bytes": 100},
+    )
+    message_id = post(router, "4495", "Hola!")
+    wait_until(lambda: delivered(clean_redis, message_id), what="delivered")
+    found = story(clean_redis, message_id)
+    assert found is not None
+    response = found.attempts[0].response
+    assert response is not None and len(response.encode()) <= 100
+    assert secret not in response and "***" in response
+
+
+def test_router_message_log_0_keeps_no_log(
+    start_router, bot: Bot, clean_redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ROUTER_MESSAGE_LOG", "0")
+    router = start_router(bot.url)
+    message_id = post(router, "4496", "Hola!")
+    wait_until(lambda: len(bot.acknowledged()) == 1, what="delivered")
+    assert story(clean_redis, message_id) is None
+    redis = Redis.from_url(clean_redis)
+    keys = DestinationKeys("chatbot")
+    assert not redis.exists(keys.log, keys.logged)
