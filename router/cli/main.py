@@ -1,5 +1,5 @@
 """The `router` command: serve, api, worker, check, status, retry, dead, orphan,
-unroutable, pause, resume, plugins."""
+unroutable, pause, resume, skip, plugins."""
 
 # The parser and the dispatch only: each subcommand lives in its own module
 # (router.cli.serving, .check, .queues, .dead, .orphans, .unroutable),
@@ -126,11 +126,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="list: JSON lines, not a table")
     for name, text in [
-        ("pause", "pause a destination: nothing new is attempted, ingest goes on storing"),
-        ("resume", "resume a paused destination"),
+        (
+            "pause",
+            "pause a destination, or one conversation of it (KEY): nothing new is "
+            "attempted, ingest goes on storing",
+        ),
+        ("resume", "resume a paused destination, or one paused conversation of it (KEY)"),
     ]:
         p = sub.add_parser(name, help=text)
         p.add_argument("destination")
+        p.add_argument(
+            "key", nargs="?", help="one ordering key (conversation) of DEST (default: all of DEST)"
+        )
+    p = sub.add_parser(
+        "skip",
+        help="move one conversation's head message to the dead letters (an attempt in "
+        "flight is fenced out); its next message goes next",
+    )
+    p.add_argument("destination")
+    p.add_argument("key", help="the ordering key (conversation)")
     return parser
 
 
@@ -168,6 +182,10 @@ def _runner(command: str) -> Callable[[Settings, argparse.Namespace], int]:
         from router.cli.queues import pause
 
         return pause
+    if command == "skip":
+        from router.cli.queues import skip
+
+        return skip
     if command == "dead":
         from router.cli.dead import dead
 

@@ -1,5 +1,6 @@
-"""`router status`, `router retry`, `router recount`, `router pause` and
-`router resume`: a destination's queues, shown or acted on."""
+"""`router status`, `router retry`, `router recount`, `router pause`,
+`router resume` and `router skip`: a destination's queues (or one
+conversation of it), shown or acted on."""
 
 from __future__ import annotations
 
@@ -82,8 +83,10 @@ def retry(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def pause(settings: Settings, args: argparse.Namespace) -> int:
-    """`router pause DEST` / `router resume DEST`."""
+    """`router pause DEST [KEY]` / `router resume DEST [KEY]`."""
     pausing = args.command == "pause"
+    if args.key is not None:
+        return _pause_key(settings, args, pausing)
 
     async def act(queue: ShardedQueue) -> int:
         await queue.set_paused(pausing)
@@ -97,3 +100,70 @@ def pause(settings: Settings, args: argparse.Namespace) -> int:
         return 0
 
     return on_queues(settings, args.command, args.destination, act)
+
+
+def _pause_key(settings: Settings, args: argparse.Namespace, pausing: bool) -> int:
+    """One conversation: `router pause DEST KEY` / `router resume DEST KEY`."""
+    from router.ops import logs
+    from router.queue import operator_log
+
+    key, name = args.key, args.destination
+    shown = logs.escape(repr(key))
+
+    async def act(queue: ShardedQueue) -> int:
+        if pausing:
+            changed = await queue.pause_key(key)
+            result = "paused" if changed else "already paused"
+            line = (
+                f"conversation {shown} of {name} paused: none of its messages is attempted "
+                "(an attempt in flight finishes), ingest goes on storing"
+                if changed
+                else f"conversation {shown} of {name} was already paused"
+            )
+        else:
+            changed = await queue.resume_key(key)
+            result = "resumed" if changed else "not paused"
+            line = (
+                f"conversation {shown} of {name} resumed: its messages go on, oldest first"
+                if changed
+                else f"conversation {shown} of {name} was not paused"
+            )
+        await record(queue, args.command, name, result, operator_log.keys_scope([key], ""))
+        print(line)
+        return 0
+
+    return on_queues(settings, args.command, name, act)
+
+
+def skip(settings: Settings, args: argparse.Namespace) -> int:
+    """`router skip DEST KEY`: the conversation's head message to the dead letters."""
+    from router.ops import logs
+    from router.queue import operator_log
+
+    key, name = args.key, args.destination
+    shown = logs.escape(repr(key))
+
+    async def act(queue: ShardedQueue) -> int:
+        skipped = await queue.skip(key)
+        if skipped is None:
+            print(
+                f"router skip: conversation {shown} of {name} has no message to skip",
+                file=sys.stderr,
+            )
+            return 2
+        seq = "no sequence number" if skipped.seq is None else f"sequence number {skipped.seq}"
+        result = f"skipped {skipped.message_id} ({seq}, was {skipped.was})"
+        await record(queue, "skip", name, result, operator_log.keys_scope([key], ""))
+        fenced = (
+            " (its attempt in flight was fenced out: its outcome is ignored, though the "
+            "destination may still receive it)"
+            if skipped.was == "in flight"
+            else ""
+        )
+        print(
+            f"skipped message {skipped.message_id} ({seq}) of conversation {shown} of {name}: "
+            f"now a dead letter{fenced}; {skipped.left} message(s) left"
+        )
+        return 0
+
+    return on_queues(settings, "skip", name, act)

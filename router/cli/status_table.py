@@ -1,8 +1,9 @@
 """`router status`: the queues as a table (rich), once or refreshed
 (--watch), or one conversation; --json for scripts (the queues, and for
-one destination its conversations waiting longest). The table is followed
-by the routes keeping unroutable items, when any is, and for one
-destination by its conversations waiting longest."""
+one destination its conversations waiting longest and those paused). The
+table is followed by the routes keeping unroutable items, when any is, and
+for one destination by its conversations waiting longest and the
+conversations an operator paused."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from rich.text import Text
 from router.config.durations import age
 from router.ops import logs, redaction
 from router.queue import unroutable
-from router.queue.inspection import KeyState
+from router.queue.inspection import KeyState, PausedKey
 from router.queue.scripts import Scripts
 from router.queue.sharded_queue import ShardedQueue
 from router.queue.status import DestinationStatus, Layout, rate, read_status
@@ -69,6 +70,8 @@ def table(
         elif s.health == "held" and s.held_until_ms is not None:
             held_for = age(max(0.0, s.held_until_ms / 1000 - s.read_at))
             state = Text(f"held {held_for} (Retry-After)", style="yellow")
+        if s.paused_keys:
+            state.append(f", {s.paused_keys} conversation(s) paused", style="yellow")
         t.add_row(
             s.name,
             str(s.messages),
@@ -116,9 +119,11 @@ def as_json(
     now: list[DestinationStatus],
     before: list[DestinationStatus] | None,
     waiting: dict[str, list[KeyState]] | None = None,
+    paused: dict[str, list[PausedKey]] | None = None,
 ) -> str:
     """Each destination's figures; with `waiting`, a destination's
-    conversations waiting longest too (`waiting_longest`)."""
+    conversations waiting longest too (`waiting_longest`); with `paused`,
+    its paused conversations (`paused_conversations`)."""
     previous = {s.name: s for s in before or []}
     out: dict[str, Any] = {}
     for s in now:
@@ -127,6 +132,8 @@ def as_json(
         fields["rate_per_second"] = rate(previous[s.name], s) if s.name in previous else None
         if waiting is not None and s.name in waiting:
             fields["waiting_longest"] = [dataclasses.asdict(k) for k in waiting[s.name]]
+        if paused is not None and s.name in paused:
+            fields["paused_conversations"] = [dataclasses.asdict(p) for p in paused[s.name]]
         out[s.name] = fields
     return json.dumps(out, indent=2)
 
@@ -136,7 +143,8 @@ def key_view(destination: str, state: KeyState) -> Table:
     t.add_column(style="bold")
     t.add_column()
     now_ms = time.time() * 1000
-    t.add_row("state", state.state)
+    paused = state.paused and state.state != "paused"
+    t.add_row("state", state.state + (" (paused by an operator)" if paused else ""))
     t.add_row("messages", str(state.messages))
     # Ids and errors are outside text: never rich markup, never raw controls.
     t.add_row("head message", _plain(state.head_id or "-"))
@@ -151,6 +159,34 @@ def key_view(destination: str, state: KeyState) -> Table:
 
 # How many conversations `router status DEST` lists under its destination.
 LONGEST_WAITING = 10
+# How many paused conversations its table lists (--json: all of them).
+PAUSED_SHOWN = 50
+
+
+def paused_table(destination: str, paused: list[PausedKey]) -> Table | None:
+    """The conversations an operator paused, paused longest first (None: none)."""
+    if not paused:
+        return None
+    more = len(paused) - PAUSED_SHOWN
+    t = Table(
+        title=_plain(
+            f"conversations of {destination} paused (`router resume {destination} KEY`)"
+            + (f"; the first {PAUSED_SHOWN} of {len(paused)}" if more > 0 else "")
+        ),
+        box=box.SIMPLE,
+        title_justify="left",
+    )
+    t.add_column("key")
+    t.add_column("paused for", justify="right")
+    t.add_column("state")
+    now_ms = time.time() * 1000
+    for p in paused[:PAUSED_SHOWN]:
+        t.add_row(
+            _plain(p.key),
+            age(max(0.0, now_ms - p.since_ms) / 1000),
+            "held (its turn came)" if p.parked else "not its turn yet",
+        )
+    return t
 
 
 def waiting_table(destination: str, states: list[KeyState]) -> Table | None:
@@ -204,9 +240,12 @@ async def show(
         states = await conversations.longest_waiting(LONGEST_WAITING)
         return [_redacted(s) for s in states]
 
-    def with_waiting(group: Group, states: list[KeyState]) -> Group:
-        shown = waiting_table(waiting or "", states)
-        return group if shown is None else Group(group, shown)
+    async def paused() -> list[PausedKey]:
+        return [] if conversations is None else await conversations.paused_keys()
+
+    def with_waiting(group: Group, states: list[KeyState], held: list[PausedKey]) -> Group:
+        shown = [waiting_table(waiting or "", states), paused_table(waiting or "", held)]
+        return Group(group, *[t for t in shown if t is not None])
 
     before = await read_status(redis, scripts, layout, configured)
     if watch is None:
@@ -214,11 +253,12 @@ async def show(
         now = await read_status(redis, scripts, layout, configured)
         if as_json_output:
             extra = {} if waiting is None else {waiting: await longest()}
-            print(as_json(now, before, extra))
+            held = {} if waiting is None else {waiting: await paused()}
+            print(as_json(now, before, extra, held))
         else:
             counts = await unroutable.counts(scripts)
             queues = _with_unroutable(table(now, before, "queues"), counts)
-            console.print(with_waiting(queues, await longest()))
+            console.print(with_waiting(queues, await longest(), await paused()))
         return 0
 
     async def frame(
@@ -227,7 +267,9 @@ async def show(
         stamp = time.strftime("%H:%M:%S")
         queues = table(now, previous, f"queues at {stamp} (every {watch:g}s; Ctrl-C to stop)")
         return with_waiting(
-            _with_unroutable(queues, await unroutable.counts(scripts)), await longest()
+            _with_unroutable(queues, await unroutable.counts(scripts)),
+            await longest(),
+            await paused(),
         )
 
     async with _until_interrupted() as interrupted:

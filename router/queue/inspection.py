@@ -29,6 +29,7 @@ class QueueFigures:
     # destination is down (ms), and until when a Retry-After holds it.
     down_since_ms: int | None = None
     held_until_ms: int | None = None
+    paused_keys: int = 0  # conversations paused by an operator (`router pause DEST KEY`)
 
     @property
     def health(self) -> str:
@@ -56,6 +57,7 @@ class QueueFigures:
             paused=any(p.paused for p in parts),
             down_since_ms=min(down) if down else None,
             held_until_ms=max(held) if held else None,
+            paused_keys=sum(p.paused_keys for p in parts),
         )
 
     def oldest_age(self, now_ms: int | None = None) -> float | None:
@@ -71,13 +73,36 @@ class KeyState:
     """One ordering key (conversation) of a destination."""
 
     key: str
-    state: str  # empty, ready, in flight, waiting (a backoff), blocked
+    # empty, ready, in flight, waiting (a backoff), blocked, paused (its turn
+    # came while an operator paused it: parked until resumed)
+    state: str
     messages: int
     head_id: str | None
     head_arrival_ms: int | None
     attempts: int  # failed attempts of the head message so far
     last_error: str | None
     next_try_ms: int | None  # when waiting: when it is due (ms since the epoch)
+    paused: bool = False  # paused by an operator (`router pause DEST KEY`)
+
+
+@dataclass(frozen=True, slots=True)
+class PausedKey:
+    """A conversation paused by an operator (keys.DestinationKeys.paused_keys)."""
+
+    key: str
+    since_ms: int  # when it was paused (Unix time, ms)
+    parked: bool  # its turn came while paused: it waits out of line until resumed
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    """What skipping a conversation's head did (skip.lua)."""
+
+    key: str
+    message_id: str  # the skipped message, now a dead letter
+    seq: int | None  # its sequence number (X-Router-Sequence); None: stored without one
+    was: str  # where the key was: ready, in flight (fenced out), waiting, blocked, parked
+    left: int  # the conversation's messages left (its next one goes next)
 
 
 class DeadLetter(msgspec.Struct, frozen=True):

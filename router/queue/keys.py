@@ -132,6 +132,16 @@ class DestinationKeys:
         return f"{self.tag}:paused"
 
     @property
+    def paused_keys(self) -> str:
+        """Hash: ordering key paused by an operator (`router pause DEST KEY`)
+        -> JSON {"since": ms, "parked": true when its turn came while paused}.
+        A parked key is in none of ready/leases/delayed/blocked (claim.lua
+        took it out of ready instead of claiming it); resume_key.lua puts it
+        back in ready. Kept while the conversation has no messages too: what
+        arrives for it waits."""
+        return f"{self.tag}:paused_keys"
+
+    @property
     def counts(self) -> str:
         """Hash: `messages` stored and not yet acknowledged (dead letters
         not included), `acked` acknowledged so far; kept by the scripts so

@@ -21,7 +21,7 @@ from redis.asyncio import Redis
 
 from router.config import MessageLogSettings
 from router.queue import batching, envelope, message_log
-from router.queue.inspection import DeadLetter, KeyState, QueueFigures
+from router.queue.inspection import DeadLetter, KeyState, PausedKey, QueueFigures, Skipped
 from router.queue.keys import DestinationKeys
 from router.queue.outbound_rate import NO_LIMIT_ARGS, ShardRate
 from router.queue.scripts import LEASE_LOST, Scripts, keys_for
@@ -30,6 +30,10 @@ log = logging.getLogger("router.queue")
 
 # `router retry` with no keys moves this many waiting keys per script call.
 RETRY_STEP = 1000
+
+# The error of a dead letter skipped by an operator (skip.lua adds the
+# head's last error, if any).
+SKIPPED = "skipped by an operator"
 
 # Destination shards whose negative count was logged (once per process).
 _drift_reported: set[str] = set()
@@ -271,8 +275,9 @@ class DestinationQueue:
             pipe.exists(k.paused)
             pipe.zrange(k.heads, 0, 0, withscores=True)
             pipe.hmget(k.health, "state", "since", "hold_until")
+            pipe.hlen(k.paused_keys)
             replies = await pipe.execute()
-        counts, ready, in_flight, delayed, blocked, dead, paused, oldest, health = replies
+        counts, ready, in_flight, delayed, blocked, dead, paused, oldest, health, keys = replies
         messages = int(counts[0] or 0)
         if messages < 0 and k.tag not in _drift_reported:
             # Only an older version's process acknowledging alongside this
@@ -300,6 +305,7 @@ class DestinationQueue:
             if health[0] is not None and _text(health[0]) == "down"
             else None,
             held_until_ms=int(health[2]) if health[2] is not None else None,
+            paused_keys=int(keys),
         )
 
     async def recount(self, force: bool = False) -> int:
@@ -344,12 +350,16 @@ class DestinationQueue:
             pipe.zscore(k.delayed, key)
             pipe.zscore(k.leases, key)
             pipe.hget(k.blocked, key)
-            length, head, attempts, error, due, lease, blocked = await pipe.execute()
+            pipe.hget(k.paused_keys, key)
+            length, head, attempts, error, due, lease, blocked, paused = await pipe.execute()
         head_env = envelope.decode(head) if head is not None else None
         # A key with messages is in exactly one of ready/leases/delayed/
-        # blocked: not in the other three, it is in ready (no O(n) LPOS).
+        # blocked, or parked: in none of those, it is in ready (no O(n) LPOS).
+        parked = paused is not None and bool(msgspec.json.decode(paused).get("parked"))
         state = "empty"
-        if blocked is not None:
+        if parked and length:
+            state = "paused"
+        elif blocked is not None:
             state = "blocked"
         elif lease is not None:
             state = "in flight"
@@ -366,6 +376,7 @@ class DestinationQueue:
             attempts=int(attempts or 0),
             last_error=_text(error) if error is not None else None,
             next_try_ms=int(due) if due is not None else None,
+            paused=paused is not None,
         )
 
     async def longest_waiting(self, count: int) -> list[KeyState]:
@@ -379,6 +390,36 @@ class DestinationQueue:
             await self.redis.set(self.keys.paused, int(time.time() * 1000))
         else:
             await self.scripts.resume(keys=keys_for("resume", self.keys))
+
+    async def pause_key(self, key: str) -> bool:
+        """Pause one conversation (pause_key.lua); False when it already was."""
+        k = self.keys
+        return bool(await self.scripts.pause_key(keys=keys_for("pause_key", k), args=[key]))
+
+    async def resume_key(self, key: str) -> bool:
+        """Resume one paused conversation (resume_key.lua); False when it was not paused."""
+        keys = keys_for("resume_key", self.keys, key)
+        return bool(await self.scripts.resume_key(keys=keys, args=[key]))
+
+    async def paused_keys(self) -> list[PausedKey]:
+        """The conversations paused by an operator (an operator's list: read whole)."""
+        raw = await self.redis.hgetall(self.keys.paused_keys)
+        out = []
+        for key, value in raw.items():
+            entry = msgspec.json.decode(value)
+            out.append(PausedKey(_text(key), int(entry["since"]), bool(entry.get("parked"))))
+        return out
+
+    async def skip(self, key: str) -> Skipped | None:
+        """Move one conversation's head message to the dead letters, fencing
+        out an attempt in flight (skip.lua); None when it has no message."""
+        keys = keys_for("skip", self.keys, key)
+        raw = await self.scripts.skip(keys=keys, args=[key, SKIPPED])
+        if raw == 0:
+            return None
+        env = envelope.decode(raw[0])
+        seq = int(raw[1])
+        return Skipped(key, env.id, seq if seq >= 0 else None, _text(raw[2]), int(raw[3]))
 
     async def lane_length(self, key: str) -> int:
         return int(await self.redis.llen(self.keys.lane(key)))
@@ -414,13 +455,16 @@ class DestinationQueue:
 
     async def keys_with_messages(self) -> list[str]:
         """Every ordering key whose lane holds messages: each is in exactly one
-        of ready, leases, delayed and blocked (not a hot path: reads them whole)."""
+        of ready, leases, delayed and blocked, or parked (paused_keys: a
+        paused one without messages is listed too); not a hot path: reads
+        them whole."""
         k = self.keys
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.lrange(k.ready, 0, -1)
             pipe.zrange(k.leases, 0, -1)
             pipe.zrange(k.delayed, 0, -1)
             pipe.hkeys(k.blocked)
+            pipe.hkeys(k.paused_keys)
             lists = await pipe.execute()
         return list(dict.fromkeys(_text(key) for found in lists for key in found))
 

@@ -1,4 +1,4 @@
-"""Operator actions (retry, pause, resume, replay, purge, unblock, recount,
+"""Operator actions (retry, pause, resume, skip, replay, purge, unblock, recount,
 unroutable replay/purge), recorded once and logged once by the servers.
 
 The CLI acts on Redis directly, the admin API and the dashboard inside one

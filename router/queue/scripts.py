@@ -42,6 +42,7 @@ SCRIPT_KEYS: dict[str, tuple[str, ...]] = {
         "suspects",
         "log",
         "logged",
+        "paused_keys",  # conversations paused by an operator: parked, not claimed
     ),
     "ack": (
         "lane",
@@ -62,6 +63,7 @@ SCRIPT_KEYS: dict[str, tuple[str, ...]] = {
         "breaker",
         "log",
         "logged",
+        "paused_keys",  # a paused conversation is never kept
     ),
     "fail": (
         "lane",
@@ -99,7 +101,27 @@ SCRIPT_KEYS: dict[str, tuple[str, ...]] = {
     ),
     "unblock": ("blocked", "ready", "attempts", "wake"),
     "resume": ("paused", "wake"),
-    "recount": ("counts", "heads", "ready", "leases", "delayed", "blocked"),
+    # One conversation (an ordering key) paused, resumed, or its head skipped.
+    "pause_key": ("paused_keys",),
+    "resume_key": ("paused_keys", "lane", "ready", "wake"),
+    "skip": (
+        "lane",
+        "ready",
+        "leases",
+        "owner",
+        "delayed",
+        "attempts",
+        "last_error",
+        "wake",
+        "dead",
+        "blocked",
+        "counts",
+        "heads",
+        "paused_keys",
+        "suspects",
+        "health",
+    ),
+    "recount": ("counts", "heads", "ready", "leases", "delayed", "blocked", "paused_keys"),
     "retry": ("delayed", "ready", "wake"),
     "purge": ("dead",),
     # A move between destinations (router.queue.moving): into the target, then out
@@ -119,6 +141,7 @@ SCRIPT_KEYS: dict[str, tuple[str, ...]] = {
         "heads",
         "log",
         "logged",
+        "paused_keys",
     ),
     "reopen": (
         "health",
@@ -180,6 +203,9 @@ class Scripts:
         self.replay = load(redis, "replay")
         self.unblock = load(redis, "unblock")
         self.resume = load(redis, "resume")
+        self.pause_key = load(redis, "pause_key")
+        self.resume_key = load(redis, "resume_key")
+        self.skip = load(redis, "skip")
         self.recount = load(redis, "recount")
         self.retry = load(redis, "retry")
         self.purge = load(redis, "purge")

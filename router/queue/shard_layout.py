@@ -6,7 +6,7 @@ in the old ones: two lanes of one conversation, delivered out of order. The
 count in use is kept in Redis (keys.shard_count_key); a routes.yaml whose
 `shards` differs is refused at start while the destination still holds
 anything under the old count (queued, in flight, waiting out a backoff,
-blocked, or dead letters). Once it holds nothing, the new count is taken.
+blocked, paused conversations, or dead letters). Once it holds nothing, the new count is taken.
 Stop every router process before changing it: one still running with the
 old count would go on writing the old layout.
 """
@@ -24,12 +24,15 @@ from router.queue.keys import all_shards, shard_count_key
 
 async def held_messages(redis: Redis, destination: str, shards: int) -> int:
     """Entries the destination holds under `shards`: keys queued, leased,
-    delayed or blocked, and dead letters."""
+    delayed, blocked or paused, and dead letters."""
     client: Any = redis
     total = 0
     for keys in all_shards(destination, shards):
         total += int(await client.llen(keys.ready)) + int(await client.zcard(keys.leases))
         total += int(await client.zcard(keys.delayed)) + int(await client.hlen(keys.blocked))
+        # Paused conversations: a parked one holds messages, and each pause
+        # is kept in its shard (a new count would put the key elsewhere).
+        total += int(await client.hlen(keys.paused_keys))
         total += int(await client.llen(keys.dead))
     return total
 
@@ -53,7 +56,7 @@ async def refusal(
                 f"destination {dest.name}: routes.yaml says shards: {wanted}, but {held} "
                 f"key(s) and dead letters are stored under shards: {stored}; set shards "
                 f"back to {stored}, or let the destination drain first (deliver, replay "
-                "or clear its dead letters)"
+                "or clear its dead letters, resume its paused conversations)"
             )
         if not record:
             continue

@@ -11,7 +11,7 @@ from redis.asyncio import Redis
 
 from router.config import Destination
 from router.queue import message_log
-from router.queue.inspection import DeadLetter, KeyState, QueueFigures
+from router.queue.inspection import DeadLetter, KeyState, PausedKey, QueueFigures, Skipped
 from router.queue.keys import shard_of
 from router.queue.lanes import DestinationQueue
 from router.queue.scripts import Scripts
@@ -95,6 +95,28 @@ class ShardedQueue:
         goes on storing) or resume, every shard, for every process."""
         for queue in self.shards:
             await queue.set_paused(paused)
+
+    async def pause_key(self, key: str) -> bool:
+        """Pause one conversation in its shard, for every process: none of
+        its messages is attempted (an attempt in flight finishes), ingest
+        goes on storing; False when it already was paused."""
+        return await self.of_key(key).pause_key(key)
+
+    async def resume_key(self, key: str) -> bool:
+        """Resume one paused conversation: its messages go on, oldest first;
+        False when it was not paused."""
+        return await self.of_key(key).resume_key(key)
+
+    async def paused_keys(self) -> list[PausedKey]:
+        """Every paused conversation over all shards, paused longest first."""
+        merged = [p for queue in self.shards for p in await queue.paused_keys()]
+        merged.sort(key=lambda p: (p.since_ms, p.key))
+        return merged
+
+    async def skip(self, key: str) -> Skipped | None:
+        """Dead-letter one conversation's head message (skip.lua); None when
+        the conversation has no message."""
+        return await self.of_key(key).skip(key)
 
     async def oldest_dead(self, count: int) -> list[tuple[DestinationQueue, bytes, DeadLetter]]:
         """The oldest `count` dead letters over all shards, oldest first

@@ -52,6 +52,7 @@ class DestinationStatus:
     health: str = "up"
     down_since_ms: int | None = None
     held_until_ms: int | None = None
+    paused_keys: int = 0  # conversations paused by an operator (`router pause DEST KEY`)
 
     @property
     def health_code(self) -> int:
@@ -77,6 +78,7 @@ class DestinationStatus:
             health=figures.health,
             down_since_ms=figures.down_since_ms,
             held_until_ms=figures.held_until_ms if figures.health == "held" else None,
+            paused_keys=figures.paused_keys,
         )
 
 

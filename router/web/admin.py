@@ -30,12 +30,18 @@ from router.queue.unroutable import UnroutableStore
 from router.web.admin_types import (
     BlockedKey,
     BlockedKeys,
+    ConversationPaused,
+    ConversationRequest,
+    ConversationResumed,
+    ConversationSkipped,
     DeadLetters,
     Done,
     KeyStateAnswer,
     OrphanMoved,
     OrphanPurged,
     Paused,
+    PausedConversation,
+    PausedConversations,
     Purged,
     QueueStats,
     Replayed,
@@ -178,6 +184,82 @@ class AdminController(Controller):
         await self._queue(name).set_paused(False)
         await self._recorded(request, "resume", name, "resumed")
         return Resumed("ok", False)
+
+    # -- one conversation (an ordering key): its key in a JSON body, so every
+    # key is reachable (`/`, `%`, spaces, any unicode) ---------------------
+
+    @staticmethod
+    async def _conversation(request: AnyRequest) -> str:
+        try:
+            return msgspec.json.decode(await request.body(), type=ConversationRequest).key
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+            raise BadRequest(f'send a JSON body {{"key": "<ordering key>"}}: {exc}') from None
+
+    @post(
+        "/destinations/{name:str}/conversations/pause",
+        status_code=200,
+        operation_class=doc("conversation_body", "destination", body=ConversationRequest),
+    )
+    async def pause_conversation(
+        self, request: AnyRequest, name: FromPath[str]
+    ) -> ConversationPaused:
+        """Pause one conversation, in every process: none of its messages is
+        attempted (an attempt in flight finishes), ingest goes on storing, other
+        conversations go on. A key with no message yet may be paused too: what
+        arrives for it waits. Kept in Redis until resumed."""
+        queue = self._queue(name)
+        key = await self._conversation(request)
+        changed = await queue.pause_key(key)
+        scope = operator_log.keys_scope([key], "")
+        await self._recorded(
+            request, "pause", name, "paused" if changed else "already paused", scope
+        )
+        return ConversationPaused("ok", key, True, changed)
+
+    @post(
+        "/destinations/{name:str}/conversations/resume",
+        status_code=200,
+        operation_class=doc("conversation_body", "destination", body=ConversationRequest),
+    )
+    async def resume_conversation(
+        self, request: AnyRequest, name: FromPath[str]
+    ) -> ConversationResumed:
+        """Resume a paused conversation: its messages go on, oldest first."""
+        queue = self._queue(name)
+        key = await self._conversation(request)
+        changed = await queue.resume_key(key)
+        scope = operator_log.keys_scope([key], "")
+        await self._recorded(request, "resume", name, "resumed" if changed else "not paused", scope)
+        return ConversationResumed("ok", key, False, changed)
+
+    @get("/destinations/{name:str}/conversations/paused", operation_class=doc("destination"))
+    async def paused_conversations(self, name: FromPath[str]) -> PausedConversations:
+        """The conversations an operator paused, paused longest first."""
+        found = await self._queue(name).paused_keys()
+        return PausedConversations([PausedConversation.of(p) for p in found])
+
+    @post(
+        "/destinations/{name:str}/conversations/skip",
+        status_code=200,
+        operation_class=doc("conversation_body", "no_message", body=ConversationRequest),
+    )
+    async def skip_conversation(
+        self, request: AnyRequest, name: FromPath[str]
+    ) -> ConversationSkipped:
+        """Move one conversation's head message to the dead letters (error
+        "skipped by an operator", its sequence number kept): its next message
+        goes next. Wherever the conversation is: ready, waiting out a backoff,
+        blocked, paused, or in flight; an attempt in flight is fenced out (its
+        outcome is ignored), though the destination may still receive it."""
+        queue = self._queue(name)
+        key = await self._conversation(request)
+        done = await queue.skip(key)
+        if done is None:
+            raise ApiError(404, f"conversation {key!r} of {name} has no message to skip")
+        seq = "no sequence number" if done.seq is None else f"sequence number {done.seq}"
+        result = f"skipped {done.message_id} ({seq}, was {done.was})"
+        await self._recorded(request, "skip", name, result, operator_log.keys_scope([key], ""))
+        return ConversationSkipped.of(done)
 
     @get("/destinations/{name:str}/dead", operation_class=doc("query", "destination"))
     async def dead(

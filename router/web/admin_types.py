@@ -15,7 +15,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from router.queue.inspection import DeadLetter, KeyState, QueueFigures
+from router.queue.inspection import DeadLetter, KeyState, PausedKey, QueueFigures, Skipped
 from router.queue.unroutable import MAX_KEPT, UnroutableItem
 
 Count = Annotated[int, msgspec.Meta(ge=0)]
@@ -62,6 +62,14 @@ class QueueStats(msgspec.Struct):
     orphaned: Annotated[
         bool, msgspec.Meta(description="No longer in routes.yaml, still holding messages.")
     ]
+    paused_conversations: Annotated[
+        int,
+        msgspec.Meta(
+            ge=0,
+            description="Conversations (ordering keys) paused by an operator; which: "
+            "GET /admin/destinations/{name}/conversations/paused.",
+        ),
+    ] = 0
 
     @classmethod
     def of(cls, figures: QueueFigures, orphaned: bool) -> QueueStats:
@@ -80,6 +88,7 @@ class QueueStats(msgspec.Struct):
             down_since_ms=figures.down_since_ms,
             held_until_ms=figures.held_until_ms if health == "held" else None,
             orphaned=orphaned,
+            paused_conversations=figures.paused_keys,
         )
 
 
@@ -124,8 +133,11 @@ class KeyStateAnswer(msgspec.Struct):
 
     key: str
     state: Annotated[
-        Literal["empty", "ready", "in flight", "waiting", "blocked"],
-        msgspec.Meta(description="waiting: out a retry backoff, until next_try_ms."),
+        Literal["empty", "ready", "in flight", "waiting", "blocked", "paused"],
+        msgspec.Meta(
+            description="waiting: out a retry backoff, until next_try_ms; paused: its turn "
+            "came while an operator paused it (held until resumed)."
+        ),
     ]
     messages: Count
     head_id: str | None
@@ -133,6 +145,12 @@ class KeyStateAnswer(msgspec.Struct):
     attempts: Annotated[int, msgspec.Meta(ge=0, description="Failed attempts of the head message.")]
     last_error: str | None
     next_try_ms: Annotated[int | None, msgspec.Meta(description="Unix time, ms.")]
+    paused: Annotated[
+        bool,
+        msgspec.Meta(
+            description="Paused by an operator (conversations/pause), whatever its state."
+        ),
+    ] = False
 
     @classmethod
     def of(cls, found: KeyState, last_error: str | None) -> KeyStateAnswer:
@@ -145,6 +163,7 @@ class KeyStateAnswer(msgspec.Struct):
             attempts=found.attempts,
             last_error=last_error,
             next_try_ms=found.next_try_ms,
+            paused=found.paused,
         )
 
 
@@ -227,3 +246,84 @@ class RetryRequest(msgspec.Struct, forbid_unknown_fields=True):
         # Documented, not enforced by decoding: an empty list gets its own 400.
         msgspec.Meta(extra_json_schema={"minItems": 1}),
     ]
+
+
+_KEY = msgspec.Meta(description="The ordering key, any characters.", examples=["44912345678"])
+
+
+class ConversationRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """The conversation (ordering key) to pause, resume or skip."""
+
+    key: Annotated[str, _KEY]
+
+
+class ConversationPaused(msgspec.Struct):
+    status: Ok
+    key: str
+    paused: Literal[True]
+    changed: Annotated[bool, msgspec.Meta(description="false: it was already paused.")]
+
+
+class ConversationResumed(msgspec.Struct):
+    status: Ok
+    key: str
+    paused: Literal[False]
+    changed: Annotated[bool, msgspec.Meta(description="false: it was not paused.")]
+
+
+class PausedConversation(msgspec.Struct):
+    """A conversation paused by an operator."""
+
+    key: str
+    since_ms: UnixMs
+    parked: Annotated[
+        bool,
+        msgspec.Meta(
+            description="Its turn came while paused: it is held out of line until resumed "
+            "(false: no message was due yet, or one was in flight)."
+        ),
+    ]
+
+    @classmethod
+    def of(cls, found: PausedKey) -> PausedConversation:
+        return cls(found.key, found.since_ms, found.parked)
+
+
+class PausedConversations(msgspec.Struct):
+    paused: Annotated[list[PausedConversation], msgspec.Meta(description="Paused longest first.")]
+
+
+class ConversationSkipped(msgspec.Struct):
+    """A conversation's head message moved to the dead letters."""
+
+    status: Ok
+    key: str
+    skipped_id: Annotated[str, msgspec.Meta(description="The skipped message's id.")]
+    seq: Annotated[
+        int | None,
+        msgspec.Meta(
+            description="Its sequence number (X-Router-Sequence), kept in its dead letter; "
+            "null: stored without one."
+        ),
+    ]
+    was: Annotated[
+        Literal["ready", "in flight", "waiting", "blocked", "parked"],
+        msgspec.Meta(
+            description="Where the conversation was. in flight: that attempt was fenced out "
+            "(its outcome is ignored), though the destination may still receive it."
+        ),
+    ]
+    left: Annotated[
+        int, msgspec.Meta(ge=0, description="Its messages left; the next one goes next.")
+    ]
+
+    @classmethod
+    def of(cls, done: Skipped) -> ConversationSkipped:
+        return cls(
+            "ok",
+            done.key,
+            done.message_id,
+            done.seq,
+            done.was,  # type: ignore[arg-type]  # one of the five (skip.lua)
+            done.left,
+        )

@@ -467,7 +467,7 @@ def test_the_admin_api_is_documented_with_its_bearer_auth(doc: dict[str, Any]) -
     scheme = doc["components"]["securitySchemes"]["adminToken"]
     assert (scheme["type"], scheme["scheme"]) == ("http", "bearer")
     admin = {p: item for p, item in doc["paths"].items() if p.startswith("/admin/")}
-    assert len(admin) == 17  # README "Admin API"
+    assert len(admin) == 21  # README "Admin API"
     for path, item in admin.items():
         for method, operation in item.items():
             assert operation["security"] == [{"adminToken": []}], (path, method)
@@ -479,6 +479,11 @@ def test_the_admin_api_is_documented_with_its_bearer_auth(doc: dict[str, Any]) -
     unblock = doc["paths"]["/admin/destinations/{name}/blocked/unblock"]["post"]
     body = unblock["requestBody"]["content"]["application/json"]["schema"]
     assert body["required"] == ["key"] and body["properties"]["key"]["type"] == "string"
+    for action in ("pause", "resume", "skip"):
+        operation = doc["paths"][f"/admin/destinations/{{name}}/conversations/{action}"]["post"]
+        body = operation["requestBody"]["content"]["application/json"]["schema"]
+        assert body["required"] == ["key"], action
+        assert {"400", "404"} <= set(operation["responses"]), action
 
 
 def test_admin_answers_are_the_documented_ones(

@@ -142,6 +142,7 @@ def test_admin_endpoints_need_a_configured_token(clean_redis, bot: Bot, tmp_path
                 "down_since_ms": None,
                 "held_until_ms": None,
                 "orphaned": False,
+                "paused_conversations": 0,
             }
         }
     finally:

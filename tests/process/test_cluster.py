@@ -225,7 +225,8 @@ def test_changing_shards_while_messages_wait_is_refused_with_one_line(
     assert refused.stderr.strip().splitlines() == [
         "router: destination chatbot: routes.yaml says shards: 4, but 1 key(s) and dead "
         "letters are stored under shards: 1; set shards back to 1, or let the destination "
-        "drain first (deliver, replay or clear its dead letters)"
+        "drain first (deliver, replay or clear its dead letters, resume its paused "
+        "conversations)"
     ]
     client = redis_sync.Redis.from_url(clean_redis)
     try:

@@ -324,3 +324,39 @@ local function reopen(health, failing, ready, delayed, heads, wake, suspects, br
   return #waiting
 end
 
+-- Move the head of key `k`'s lane to the dead letters, with error `err` and
+-- the `made` attempts (fail.lua's give-up, skip.lua's skip). The letter
+-- keeps its envelope and, apart, its sequence number (none for an entry
+-- stored without one): a replay puts it back with it. The next message,
+-- if any, starts afresh. Returns the envelope and its sequence number
+-- (nil: none); the caller puts the key where its lane now belongs.
+local function dead_letter(lane, dead, attempts, last_error, counts, heads, k, err, made, now)
+  local prefix, envelope = split_entry(redis.call('LPOP', lane))
+  local seq = tonumber(string.sub(prefix, 1, -2))
+  redis.call('RPUSH', dead, cjson.encode({
+    key = k, envelope = envelope, error = err, attempts = made, dead_at = now, seq = seq}))
+  redis.call('HDEL', attempts, k)
+  redis.call('HDEL', last_error, k)
+  redis.call('HINCRBY', counts, 'messages', -1)
+  track_head(heads, lane, k)
+  return envelope, seq
+end
+
+-- One conversation paused by an operator (`paused_keys`, keys.py): key ->
+-- {"since": ms, "parked": true}. A paused key is scheduled as any other
+-- until its turn comes: claim.lua then parks it (takes it out of ready
+-- without claiming it, and marks it `parked`), so a parked key is in none
+-- of ready/leases/delayed/blocked and its lane is never empty (a script
+-- that empties it clears the mark). resume_key.lua puts a parked key back
+-- in ready; one not parked is where it was. Its entry, or nil.
+local function paused_entry(paused_keys, k)
+  local raw = redis.call('HGET', paused_keys, k)
+  if raw then return cjson.decode(raw) end
+  return nil
+end
+
+-- Set or clear the parked mark of a paused key's `entry`.
+local function mark_parked(paused_keys, k, entry, parked)
+  if parked then entry.parked = true else entry.parked = nil end
+  redis.call('HSET', paused_keys, k, cjson.encode(entry))
+end

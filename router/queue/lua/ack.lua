@@ -1,8 +1,8 @@
 -- The destination acknowledged the head of a lane: remove it.
--- KEYS: lane, ready, leases, owner, attempts, last_error, wake, delayed, paused, counts, heads, health, failing, throttle, suspects, breaker, log, logged
-local lane, ready, leases, owner, attempts, last_error, wake, delayed, paused, counts, heads, health, failing, throttle, suspects, breaker, log, logged =
+-- KEYS: lane, ready, leases, owner, attempts, last_error, wake, delayed, paused, counts, heads, health, failing, throttle, suspects, breaker, log, logged, paused_keys
+local lane, ready, leases, owner, attempts, last_error, wake, delayed, paused, counts, heads, health, failing, throttle, suspects, breaker, log, logged, paused_keys =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10],
-  KEYS[11], KEYS[12], KEYS[13], KEYS[14], KEYS[15], KEYS[16], KEYS[17], KEYS[18]
+  KEYS[11], KEYS[12], KEYS[13], KEYS[14], KEYS[15], KEYS[16], KEYS[17], KEYS[18], KEYS[19]
 -- ARGV: ordering key, token, lease ms, keep ('1' = may keep the key),
 --       the acknowledged lane entry, rate limit interval µs ('0': none),
 --       rate limit burst, the message id, and its message log entry (JSON;
@@ -53,9 +53,11 @@ local function rate_allows_one()
   throttle_take(throttle, interval, burst, now, tat, 1)
   return true
 end
--- (Not while paused or held: the attempt in flight finished, nothing new starts.)
+-- (Not while paused or held: the attempt in flight finished, nothing new
+-- starts; nor while this conversation is paused: claim.lua parks it.)
 if left > 0 and ARGV[4] == '1' and redis.call('LLEN', ready) == 0
     and redis.call('EXISTS', paused) == 0 and redis.call('EXISTS', health) == 0
+    and redis.call('HEXISTS', paused_keys, k) == 0
     and #redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, 1) == 0
     and #redis.call('ZRANGEBYSCORE', leases, '-inf', now, 'LIMIT', 0, 1) == 0
     and rate_allows_one() then

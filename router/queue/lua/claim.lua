@@ -1,8 +1,8 @@
 -- Claim up to `want` ordering keys whose head message can be attempted now.
--- KEYS: ready, leases, owner, delayed, attempts, wake, blocked, paused, health, throttle, suspects, log, logged
-local ready, leases, owner, delayed, attempts, wake, blocked, paused, health, throttle, suspects, log, logged =
+-- KEYS: ready, leases, owner, delayed, attempts, wake, blocked, paused, health, throttle, suspects, log, logged, paused_keys
+local ready, leases, owner, delayed, attempts, wake, blocked, paused, health, throttle, suspects, log, logged, paused_keys =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11],
-  KEYS[12], KEYS[13]
+  KEYS[12], KEYS[13], KEYS[14]
 -- ARGV: lane prefix, lease ms, max in flight (all processes), token, want,
 --       breaker ('1': the circuit breaker is on; '0': `health` is ignored),
 --       rate limit interval µs ('0' or absent: none), rate limit burst,
@@ -18,6 +18,28 @@ local PAUSED, HELD, DOWN = -1, -2, -3
 local PROBE_SCAN = 20
 local now = now_ms()
 local lane, lease, cap, token, want = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
+
+-- A key just taken from ready: its head message, or nil when it is not to
+-- be claimed. A key is in exactly one of ready/leases/delayed/blocked.
+-- Should a key ever be in ready twice (a Redis that evicted or lost part of
+-- the state), a copy whose key is already leased, waiting or blocked is
+-- dropped: never two leases of one key. A conversation paused by an
+-- operator is parked (_lib.lua's paused_entry): out of ready, unclaimed,
+-- until resume_key.lua.
+local function head_of(k)
+  local elsewhere = redis.call('ZSCORE', leases, k) or redis.call('ZSCORE', delayed, k)
+    or redis.call('HEXISTS', blocked, k) == 1
+  if elsewhere then return nil end
+  local head = redis.call('LINDEX', lane .. k, 0)
+  if not head then return nil end
+  local entry = paused_entry(paused_keys, k)
+  if entry then
+    mark_parked(paused_keys, k, entry, true)
+    return nil
+  end
+  return head
+end
+local function is_paused(k) return redis.call('HEXISTS', paused_keys, k) == 1 end
 
 -- While the destination is down, keys whose backoff ended stay in delayed:
 -- they would only crowd the front of ready, where the probe is chosen
@@ -89,11 +111,12 @@ elseif ARGV[6] == '1' then
       -- of ready. Each failed probe's key backs off on its own, so probes
       -- rotate. No second probe while it is out: the next one is due when
       -- its lease would run out (fail.lua sets it sooner when the probe
-      -- fails; ack.lua reopens on success).
+      -- fails; ack.lua reopens on success). Never a paused conversation:
+      -- it would only be parked.
       local k = nil
       local tail = redis.call('LRANGE', ready, -PROBE_SCAN, -1)
       for i = #tail, 1, -1 do
-        if not redis.call('ZSCORE', suspects, tail[i]) then
+        if not redis.call('ZSCORE', suspects, tail[i]) and not is_paused(tail[i]) then
           k = tail[i]
           break
         end
@@ -101,11 +124,19 @@ elseif ARGV[6] == '1' then
       if k then
         redis.call('LREM', ready, -1, k)
       else
-        k = redis.call('ZRANGE', delayed, 0, 0)[1]
-        if k then
-          redis.call('ZREM', delayed, k)
-        else
-          k = redis.call('LPOP', ready)
+        for _, d in ipairs(redis.call('ZRANGE', delayed, 0, PROBE_SCAN - 1)) do
+          if not is_paused(d) then
+            k = d
+            redis.call('ZREM', delayed, k)
+            break
+          end
+        end
+        -- The front of ready, parking the paused keys met on the way.
+        for _ = 1, PROBE_SCAN do
+          if k then break end
+          local c = redis.call('LPOP', ready)
+          if not c then break end
+          if is_paused(c) then head_of(c) else k = c end
         end
       end
       if k then redis.call('LPUSH', ready, k) end
@@ -137,13 +168,7 @@ if gate == PAUSED or gate == HELD then room = 0 end
 while room > 0 do
   local k = redis.call('LPOP', ready)
   if not k then break end
-  -- A key is in exactly one of ready/leases/delayed/blocked. Should a key
-  -- ever be in ready twice (a Redis that evicted or lost part of the
-  -- state), a copy whose key is already leased, waiting or blocked is
-  -- dropped: never two leases of one key.
-  local elsewhere = redis.call('ZSCORE', leases, k) or redis.call('ZSCORE', delayed, k)
-    or redis.call('HEXISTS', blocked, k) == 1
-  local head = (not elsewhere) and redis.call('LINDEX', lane .. k, 0)
+  local head = head_of(k)
   if head then
     redis.call('ZADD', leases, now + lease, k)
     redis.call('HSET', owner, k, token)

@@ -115,16 +115,7 @@ if (ARGV[13] or '') ~= '' then
   if head then log_entry(log, logged, ARGV[12], k, head, ARGV[13], state, true) end
 end
 if ARGV[5] == '1' then
-  -- The letter keeps its envelope and, apart, its sequence number (none
-  -- for an entry stored without one): a replay puts it back with it.
-  local prefix, envelope = split_entry(redis.call('LPOP', lane))
-  redis.call('RPUSH', dead, cjson.encode({
-    key = k, envelope = envelope, error = ARGV[4], attempts = made, dead_at = now,
-    seq = tonumber(string.sub(prefix, 1, -2))}))
-  redis.call('HDEL', attempts, k)
-  redis.call('HDEL', last_error, k)
-  redis.call('HINCRBY', counts, 'messages', -1)
-  track_head(heads, lane, k)
+  dead_letter(lane, dead, attempts, last_error, counts, heads, k, ARGV[4], made, now)
   if redis.call('LLEN', lane) > 0 then redis.call('RPUSH', ready, k) end
 elseif ARGV[5] == '2' then
   -- The key leaves the scheduling sets until an operator unblocks it.

@@ -1,10 +1,10 @@
 -- Remove messages of one ordering key from this destination: the second
 -- step of a move into another destination (router/queue/moving.py; the first
 -- copied them there, move_in.lua), or an orphan's queue purged.
--- KEYS: dead, lane, ready, leases, owner, delayed, attempts, last_error, blocked, counts, heads, log, logged
-local dead, lane, ready, leases, owner, delayed, attempts, last_error, blocked, counts, heads, log, logged =
+-- KEYS: dead, lane, ready, leases, owner, delayed, attempts, last_error, blocked, counts, heads, log, logged, paused_keys
+local dead, lane, ready, leases, owner, delayed, attempts, last_error, blocked, counts, heads, log, logged, paused_keys =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10],
-  KEYS[11], KEYS[12], KEYS[13]
+  KEYS[11], KEYS[12], KEYS[13], KEYS[14]
 -- ARGV: 'dead' (dead letters) or 'lane' (queued messages), the ordering key,
 --       the `counts` field that records them ('moved' or 'purged'), then
 --       the entries, oldest first: exact dead-list elements, or the lane's
@@ -65,11 +65,15 @@ if lease then
   redis.call('HDEL', owner, k)
 end
 if redis.call('LLEN', lane) == 0 then
-  -- An empty lane's key is in none of ready/leases/delayed/blocked.
+  -- An empty lane's key is in none of ready/leases/delayed/blocked, and
+  -- not parked (it stays paused: what arrives for it waits).
   redis.call('LREM', ready, 0, k)
   redis.call('ZREM', delayed, k)
   redis.call('HDEL', blocked, k)
+  local entry = paused_entry(paused_keys, k)
+  if entry and entry.parked then mark_parked(paused_keys, k, entry, false) end
 elseif lease then
+  -- (A paused key is parked by the claim that takes it.)
   redis.call('RPUSH', ready, k)
 end
 return n

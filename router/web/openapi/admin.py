@@ -97,6 +97,25 @@ _ADMIN_ERRORS: dict[str, tuple[str, OpenAPIResponse]] = {
             ),
         ),
     ),
+    "conversation_body": (
+        "400",
+        answer(
+            'The body is not `{"key": "<ordering key>"}`.',
+            ERROR_SCHEMA,
+            error_body(
+                'send a JSON body {"key": "<ordering key>"}: Object missing required field `key`'
+            ),
+        ),
+    ),
+    "no_message": (
+        "404",
+        answer(
+            "No destination of that name in routes.yaml, or the conversation has no message.",
+            ERROR_SCHEMA,
+            _NO_DESTINATION,
+            error_body("conversation '44912345678' of chatbot has no message to skip"),
+        ),
+    ),
     "destination": (
         "404",
         answer("No destination of that name in routes.yaml.", ERROR_SCHEMA, _NO_DESTINATION),

@@ -43,6 +43,7 @@ STATIC = HERE / "static"
 REFRESH_SECONDS = 5  # how often an open page refreshes its figures
 DEAD_PAGE = 50  # dead letters per page
 BLOCKED_SHOWN = 100  # blocked keys listed (each costs two reads for its head)
+PAUSED_SHOWN = 100  # paused conversations listed (each costs a few reads for its state)
 BODY_SHOWN = 64 * 1024  # characters of a message body shown (the rest: "… N more")
 
 CSP = "; ".join(
@@ -77,6 +78,16 @@ DONE = {
     "unblocked": "Unblocked: the key's head message is attempted again.",
     "not-blocked": "That key is no longer blocked.",
     "retried": "Retrying now: {n} waiting key(s) made due; the destination is marked up.",
+    "key-paused": "Conversation paused: none of its messages is attempted; an attempt in "
+    "flight finishes.",
+    "key-already-paused": "That conversation was already paused.",
+    "key-resumed": "Conversation resumed: its messages go on, oldest first.",
+    "key-not-paused": "That conversation was not paused.",
+    "skipped": "Skipped the conversation's head message (sequence number {n}): it is a dead "
+    "letter now, and the next message goes next.",
+    "skipped-unnumbered": "Skipped the conversation's head message: it is a dead letter now, "
+    "and the next message goes next.",
+    "nothing-to-skip": "That conversation has no message to skip.",
 }
 
 
@@ -244,6 +255,19 @@ def ui_router(state: RouterState, history: History) -> Router:
                     "body": _body(head) if head is not None else None,
                 }
             )
+        paused = await queues.paused_keys()
+        paused_rows = []
+        for p in paused[:PAUSED_SHOWN]:
+            found = await queues.key_state(p.key)
+            paused_rows.append(
+                {
+                    "key": p.key,
+                    "when": _when(p.since_ms, now),
+                    "state": found.state,
+                    "waiting": found.messages,
+                    "head": found.head_id,
+                }
+            )
         charts = [
             chart(
                 "Messages",
@@ -276,6 +300,8 @@ def ui_router(state: RouterState, history: History) -> Router:
                 "page": DEAD_PAGE,
                 "blocked": blocked_rows,
                 "blocked_total": len(blocked),
+                "paused": paused_rows,
+                "paused_total": len(paused),
                 "done": DONE.get(done or "", "").format(n=n) or None,
                 "as_of": _clock(now),
                 "refresh": REFRESH_SECONDS,
@@ -345,6 +371,46 @@ def ui_router(state: RouterState, history: History) -> Router:
             await recorded(request, "unblock", name, "1 unblocked", scope)
         return back(name, "unblocked" if unblocked else "not-blocked")
 
+    async def form_key(request: Request[Any, Any, Any]) -> str:
+        key = (await request.form()).get("key")
+        if not isinstance(key, str) or not key:
+            raise ApiError(400, "The form names no conversation (ordering key).")
+        return key
+
+    @post("/destinations/{name:str}/conversations/pause", status_code=303)
+    async def pause_key(request: Request[Any, Any, Any], name: FromPath[str]) -> Response[Any]:
+        """`router pause DEST KEY`: one conversation held, the others go on."""
+        queues = await configured(name)
+        key = await form_key(request)
+        changed = await queues.pause_key(key)
+        scope = operator_log.keys_scope([key], "")
+        await recorded(request, "pause", name, "paused" if changed else "already paused", scope)
+        return back(name, "key-paused" if changed else "key-already-paused")
+
+    @post("/destinations/{name:str}/conversations/resume", status_code=303)
+    async def resume_key(request: Request[Any, Any, Any], name: FromPath[str]) -> Response[Any]:
+        queues = await configured(name)
+        key = await form_key(request)
+        changed = await queues.resume_key(key)
+        scope = operator_log.keys_scope([key], "")
+        await recorded(request, "resume", name, "resumed" if changed else "not paused", scope)
+        return back(name, "key-resumed" if changed else "key-not-paused")
+
+    @post("/destinations/{name:str}/conversations/skip", status_code=303)
+    async def skip(request: Request[Any, Any, Any], name: FromPath[str]) -> Response[Any]:
+        """`router skip DEST KEY`: the conversation's head to the dead letters."""
+        queues = await configured(name)
+        key = await form_key(request)
+        done = await queues.skip(key)
+        if done is None:
+            return back(name, "nothing-to-skip")
+        seq = "no sequence number" if done.seq is None else f"sequence number {done.seq}"
+        result = f"skipped {done.message_id} ({seq}, was {done.was})"
+        await recorded(request, "skip", name, result, operator_log.keys_scope([key], ""))
+        if done.seq is None:
+            return back(name, "skipped-unnumbered")
+        return back(name, "skipped", done.seq)
+
     @post("/destinations/{name:str}/retry", status_code=303)
     async def retry(request: Request[Any, Any, Any], name: FromPath[str]) -> Response[Any]:
         """`router retry DEST`: a destination down (its circuit breaker) or
@@ -365,6 +431,9 @@ def ui_router(state: RouterState, history: History) -> Router:
         replay,
         purge,
         unblock,
+        pause_key,
+        resume_key,
+        skip,
         retry,
         create_static_files_router(
             path="/static", directories=[STATIC], opt={"public": True}, name="ui:static"

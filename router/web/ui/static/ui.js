@@ -13,10 +13,14 @@
     window.history.replaceState(null, "", url.pathname + url.search + url.hash);
   }
 
-  // Forms with data-confirm ask first (replay, purge).
+  // Forms with data-confirm ask first (replay, purge), and so do buttons
+  // with their own (a conversation's skip, beside its pause).
   document.addEventListener("submit", function (event) {
     const form = event.target;
-    const question = form instanceof HTMLFormElement && form.dataset.confirm;
+    const button = event.submitter;
+    const question =
+      (button instanceof HTMLElement && button.dataset.confirm) ||
+      (form instanceof HTMLFormElement && form.dataset.confirm);
     if (question && !window.confirm(question)) {
       event.preventDefault();
     }
