@@ -1,5 +1,5 @@
-"""Tables of `router dead list`, `router dead blocked` and `router unroutable
-list` (rich, as `router status`): times as local times with their age, long
+"""Tables of `router dead list`, `router dead blocked`, `router unroutable
+list` and `router messages` (rich, as `router status`): times as local times with their age, long
 texts cut to a column. `--json` prints what scripts read instead (the
 commands' JSON lines, unchanged)."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich import box
 from rich.table import Table
@@ -19,6 +19,9 @@ from router.ops import redaction
 from router.queue import envelope
 from router.queue.inspection import DeadLetter
 from router.queue.unroutable import UnroutableItem
+
+if TYPE_CHECKING:
+    from router.web.admin_types import FoundMessage
 
 # An error or item is cut to this many characters (the whole one: --json).
 TEXT_WIDTH = 80
@@ -112,6 +115,18 @@ def unroutable_table(title: str, items: list[UnroutableItem]) -> Table:
             cut(i.problem, TEXT_WIDTH // 2),
             cut(json.dumps(i.item, ensure_ascii=False), TEXT_WIDTH // 2),
         )
+    return t
+
+
+def messages_table(title: str, found: list[FoundMessage]) -> Table:
+    t = Table(title=_plain(title), box=box.SIMPLE_HEAVY, title_justify="left")
+    t.add_column("message id")
+    t.add_column("key")
+    t.add_column("state")
+    t.add_column("received")
+    t.add_column("attempts", justify="right")
+    for f in found:
+        t.add_row(_plain(f.id), _plain(f.key), f.state, when(f.received_at), str(f.attempts))
     return t
 
 

@@ -1,8 +1,9 @@
 """The `router` command: serve, api, worker, check, status, retry, dead, orphan,
-unroutable, pause, resume, skip, plugins."""
+unroutable, pause, resume, skip, trace, messages, plugins."""
 
 # The parser and the dispatch only: each subcommand lives in its own module
-# (router.cli.serving, .check, .queues, .dead, .orphans, .unroutable),
+# (router.cli.serving, .check, .queues, .dead, .orphans, .unroutable,
+# .messages),
 # imported once the command line is parsed, so that a process imports what
 # its subcommand needs and no other's (`--help` needs none of them).
 
@@ -29,6 +30,17 @@ def _positive(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if n < 1:
         raise argparse.ArgumentTypeError(f"{n} is not at least 1 (leave --count out for all)")
+    return n
+
+
+def _limit(text: str) -> int:
+    """A --limit: a whole number from 1 to 1000."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 1 <= n <= 1000:
+        raise argparse.ArgumentTypeError(f"{n} is not from 1 to 1000")
     return n
 
 
@@ -125,6 +137,29 @@ def build_parser() -> argparse.ArgumentParser:
         help="how many, oldest first (list: default 100; replay, purge: all)",
     )
     p.add_argument("--json", action="store_true", help="list: JSON lines, not a table")
+    p = sub.add_parser(
+        "trace",
+        help="a message's story (the message log): its state at each destination and "
+        "every attempt, with its outcome, status, duration, error and answer",
+    )
+    p.add_argument("id", help="the message id (what ingest answered)")
+    p.add_argument("--json", action="store_true", help="what GET /admin/messages/ID answers")
+    p = sub.add_parser(
+        "messages", help="a destination's logged messages, newest first (the message log)"
+    )
+    p.add_argument("destination")
+    p.add_argument("--key", help="only this ordering key (conversation)")
+    p.add_argument("--failed", action="store_true", help="only messages with a failed attempt")
+    p.add_argument(
+        "--since",
+        metavar="WHEN",
+        help="received since: an ISO 8601 time, ms since the epoch, or a duration back "
+        "from now (15m, 2h, 7d)",
+    )
+    p.add_argument(
+        "--limit", type=_limit, default=50, metavar="N", help="at most N, 1 to 1000 (default 50)"
+    )
+    p.add_argument("--json", action="store_true", help="what the admin API answers")
     for name, text in [
         (
             "pause",
@@ -194,6 +229,14 @@ def _runner(command: str) -> Callable[[Settings, argparse.Namespace], int]:
         from router.cli.orphans import orphan
 
         return orphan
+    if command == "trace":
+        from router.cli.messages import trace
+
+        return trace
+    if command == "messages":
+        from router.cli.messages import messages
+
+        return messages
     assert command == "unroutable", command
     from router.cli.unroutable import unroutable
 

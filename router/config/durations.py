@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection
+from datetime import UTC, datetime
 
 UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
@@ -40,3 +41,24 @@ def age(seconds: float | None) -> str:
     if s < 86400:
         return f"{s // 3600}h{s % 3600 // 60:02d}m"
     return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+def since_ms(text: str, now: float) -> int | None:
+    """The moment `text` names, in ms since the epoch, or None when it names
+    none: an ISO 8601 time (without an offset: UTC), ms since the epoch (a
+    whole number), or a duration back from `now` (seconds since the epoch)
+    with its unit, 15m, 2h, 7d (`router messages --since`, the admin API's
+    `since`)."""
+    text = text.strip()
+    if text.isascii() and text.isdigit():
+        return int(text) if len(text) <= 16 else None  # int() of 5000 digits raises
+    back = seconds(text, ("ms", "s", "m", "h", "d")) if text[-1:].isalpha() else None
+    if back is not None:
+        return int((now - back) * 1000)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)

@@ -35,3 +35,11 @@ def batch_of(count: int | None) -> int | None:
     if count is not None and not 1 <= count <= MAX_INDEX:
         raise BadRequest(f"count must be from 1 to {MAX_INDEX} (leave it out for all)")
     return count
+
+
+def limit_of(limit: int, most: int = MAX_PAGE) -> int:
+    """How many a search lists (`limit`): from 1 to `most`, else BadRequest
+    (not cut: a search costs what it reads)."""
+    if not 1 <= limit <= most:
+        raise BadRequest(f"limit must be from 1 to {most}")
+    return limit

@@ -11,6 +11,7 @@ auth (`operation_class=doc(...)`, naming each handler's own errors).
 
 from __future__ import annotations
 
+import time
 from typing import Any, ClassVar
 
 import msgspec
@@ -20,12 +21,14 @@ from litestar.handlers import BaseRouteHandler
 from litestar.params import FromPath, FromQuery
 
 from router.config import route_key
+from router.config.durations import since_ms
 from router.http.auth import BearerToken, client_of
 from router.http.errors import ApiError, BadRequest
-from router.http.paging import batch_of, count_of, start_of
+from router.http.paging import batch_of, count_of, limit_of, start_of
 from router.ingest.route import IngestRoute, replay_unroutable
 from router.queue import moving, operator_log, orphans, unroutable
 from router.queue.sharded_queue import ShardedQueue
+from router.queue.stories import stories
 from router.queue.unroutable import UnroutableStore
 from router.web.admin_types import (
     BlockedKey,
@@ -36,7 +39,10 @@ from router.web.admin_types import (
     ConversationSkipped,
     DeadLetters,
     Done,
+    FoundMessage,
+    FoundMessages,
     KeyStateAnswer,
+    MessageStory,
     OrphanMoved,
     OrphanPurged,
     Paused,
@@ -405,6 +411,45 @@ class AdminController(Controller):
         """The same for a key without `/` in the path (URL-encoded); a `%2F`
         is decoded before routing, so keys with `/` need the body form."""
         return await self._unblock_key(request, name, key)
+
+    # -- the message log (router.queue.message_log) ------------------------------
+
+    @get("/messages/{id:str}", operation_class=doc("message"))
+    async def message(self, id: FromPath[str]) -> MessageStory:
+        """A message's story at each destination that has one: its state
+        there, and every attempt (outcome, HTTP status, duration, error, the
+        start of the answer), oldest first (docs/message-log.md)."""
+        redis, scripts = self._state.require_redis()
+        layout = {n: d.settings.shards for n, d in self._state.config.destinations.items()}
+        found = await stories(redis, scripts, id, layout)
+        if not found:
+            raise ApiError(404, f"no destination's message log has a message {id!r}")
+        return MessageStory.of(id, found, self._shown)
+
+    @get("/destinations/{name:str}/messages", operation_class=doc("search", "destination"))
+    async def messages(
+        self,
+        name: FromPath[str],
+        key: FromQuery[str | None] = None,
+        outcome: FromQuery[str | None] = None,
+        since: FromQuery[str | None] = None,
+        limit: FromQuery[int] = 50,
+    ) -> FoundMessages:
+        """A destination's logged messages, newest first: of one conversation
+        (`key`), with a failed attempt (`outcome=failed`, delivered later or
+        not), received since `since` (an ISO 8601 time, ms since the epoch, or
+        a duration back from now: `15m`, `2h`, `7d`); `limit` 1 to 1000."""
+        if outcome not in (None, "failed"):
+            raise BadRequest(f"outcome {outcome[:40]!r}: only `failed` is searched for")
+        start = None if since is None else since_ms(since, time.time())
+        if since is not None and start is None:
+            raise BadRequest(
+                f"since {since[:40]!r}: write an ISO 8601 time, ms since the epoch, "
+                "or a duration back from now (15m, 2h, 7d)"
+            )
+        limit = limit_of(limit)
+        found = await (await self._any_queue(name)).search(key, outcome == "failed", start, limit)
+        return FoundMessages([FoundMessage.of(f) for f in found])
 
     # -- the queued messages of an orphaned destination (router.queue.moving) ------
 

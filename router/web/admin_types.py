@@ -11,11 +11,13 @@ letters and unroutable items are answered as their lists hold them
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Literal
 
 import msgspec
 
 from router.queue.inspection import DeadLetter, KeyState, PausedKey, QueueFigures, Skipped
+from router.queue.message_log import Attempt, Delivery, Found
 from router.queue.unroutable import MAX_KEPT, UnroutableItem
 
 Count = Annotated[int, msgspec.Meta(ge=0)]
@@ -218,6 +220,115 @@ class UnroutableReplayed(msgspec.Struct):
         int, msgspec.Meta(ge=0, description="Routed and stored now: removed from the list.")
     ]
     still_unroutable: Annotated[int, msgspec.Meta(ge=0, description="Still not routable: kept.")]
+
+
+State = Annotated[
+    Literal["waiting", "delivered", "dead", "blocked"],
+    msgspec.Meta(
+        description="waiting: not yet acknowledged (never tried, waiting out a backoff, or "
+        "in flight); delivered: acknowledged; dead: given up, a dead letter; blocked: its "
+        "conversation is stopped (on_exhausted: block)."
+    ),
+]
+Seq = Annotated[
+    int | None, msgspec.Meta(description="Its sequence number (X-Router-Sequence); null: none.")
+]
+
+
+class AttemptAnswer(msgspec.Struct):
+    """One entry of a message's story (docs/message-log.md), oldest first."""
+
+    attempt: Annotated[int, msgspec.Meta(ge=1, description="1 for the first try.")]
+    outcome: Annotated[
+        Literal["ok", "failed", "dead", "blocked", "skipped"],
+        msgspec.Meta(
+            description="ok: acknowledged; failed: retried later; dead: given up (a dead "
+            "letter); blocked: given up, its conversation blocked; skipped: by an operator."
+        ),
+    ]
+    status: Annotated[int | None, msgspec.Meta(description="The HTTP status answered; null: none.")]
+    duration_ms: Annotated[float | None, msgspec.Meta(description="How long it took.")]
+    started_at: Annotated[
+        int | None,
+        msgspec.Meta(
+            description="Unix time, ms; null for an attempt nobody finished (its lease ran "
+            "out) and for a give-up decided without a new try."
+        ),
+    ]
+    error: Annotated[str | None, msgspec.Meta(description="Why it failed, secrets starred.")]
+    response: Annotated[
+        str | None,
+        msgspec.Meta(
+            description="The start of the destination's answer (message_log.response_bytes), "
+            "secrets starred."
+        ),
+    ]
+
+    @classmethod
+    def of(cls, a: Attempt, shown: Callable[[str], str]) -> AttemptAnswer:
+        return cls(
+            attempt=a.attempt,
+            outcome=a.outcome,  # type: ignore[arg-type]  # one of message_log.OUTCOMES
+            status=a.status,
+            duration_ms=a.duration_ms,
+            started_at=a.started_at,
+            error=None if a.error is None else shown(a.error),
+            response=None if a.response is None else shown(a.response),
+        )
+
+
+class DeliveryAnswer(msgspec.Struct):
+    """A message's story at one destination."""
+
+    state: State
+    key: Annotated[str, msgspec.Meta(description="Its ordering key (conversation).")]
+    received_at: UnixMs
+    seq: Seq
+    attempts: Annotated[list[AttemptAnswer], msgspec.Meta(description="Oldest first.")]
+
+    @classmethod
+    def of(cls, d: Delivery, shown: Callable[[str], str]) -> DeliveryAnswer:
+        return cls(
+            state=d.state,  # type: ignore[arg-type]  # one of message_log.STATES
+            key=d.key,
+            received_at=d.received_at,
+            seq=d.seq,
+            attempts=[AttemptAnswer.of(a, shown) for a in d.attempts],
+        )
+
+
+class MessageStory(msgspec.Struct):
+    """GET /admin/messages/{id}: the message's story at each destination
+    that has one (routes.yaml's, and ones removed from it)."""
+
+    id: str
+    deliveries: Annotated[dict[str, DeliveryAnswer], msgspec.Meta(description="Per destination.")]
+
+    @classmethod
+    def of(
+        cls, message_id: str, found: dict[str, Delivery], shown: Callable[[str], str]
+    ) -> MessageStory:
+        return cls(message_id, {name: DeliveryAnswer.of(d, shown) for name, d in found.items()})
+
+
+class FoundMessage(msgspec.Struct):
+    """A message of a destination's log (GET /admin/destinations/{name}/messages)."""
+
+    id: str
+    key: Annotated[str, msgspec.Meta(description="Its ordering key (conversation).")]
+    state: State
+    received_at: UnixMs
+    attempts: Annotated[int, msgspec.Meta(ge=0, description="Entries of its story.")]
+    seq: Seq
+
+    @classmethod
+    def of(cls, f: Found) -> FoundMessage:
+        state = f.state  # one of message_log.STATES
+        return cls(f.id, f.key, state, f.received_at, f.attempts, f.seq)  # type: ignore[arg-type]
+
+
+class FoundMessages(msgspec.Struct):
+    messages: Annotated[list[FoundMessage], msgspec.Meta(description="Newest first.")]
 
 
 class UnblockRequest(msgspec.Struct, forbid_unknown_fields=True):

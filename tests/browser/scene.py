@@ -75,10 +75,15 @@ class Scene:
             self.failing.clear()
 
     def post(self, destination: str, key: str, mensaje: str) -> None:
+        self.post_id(destination, key, mensaje)
+
+    def post_id(self, destination: str, key: str, mensaje: str) -> str:
+        """Post one message; its id."""
         r = httpx.post(
             self.url + PATHS[destination], json={"mensaje": mensaje, "wa_id": key}, timeout=10
         )
         assert r.status_code == 200, r.text
+        return str(r.json()["id"])
 
     def figures(self, destination: str) -> dict[str, int]:
         """What Redis holds for the destination (one shard), key by key."""

@@ -6,7 +6,7 @@ error or failed request of its pages (conftest.Watch)."""
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from router.queue.keys import DestinationKeys, operator_log_key
 from tests.browser.conftest import Dashboard
@@ -306,3 +306,46 @@ def test_retry_now_on_a_held_destination_delivers_at_once_and_is_logged(
     (entry,) = [f for _, f in scene.redis.xrange(operator_log_key())]
     assert entry[b"action"] == b"retry" and entry[b"subject"] == b"chatbot"
     assert entry[b"source"] == b"ui 127.0.0.1" and entry[b"result"] == b"2 resumed"
+
+
+def test_search_an_id_then_read_its_story_and_filter_the_failed(
+    dashboard: Dashboard, scene: Scene
+) -> None:
+    hostile = "<script>alert('answer')</script>"
+
+    def decide(message: dict[str, Any], n: int) -> Answer:
+        if message.get("mensaje") == "flaky" and n == 0:
+            return Answer(503, {"error": hostile})
+        return Answer()
+
+    scene.bot.decide = decide
+    ids = [scene.post_id("chatbot", "k1", "flaky"), scene.post_id("chatbot", "k2", "fine")]
+    page = dashboard.page
+    alerts: list[str] = []
+    page.on("dialog", lambda d: (alerts.append(d.message), d.dismiss()))
+    dashboard.login()
+
+    # The search box takes an id: its page, each attempt, the answer as text.
+    page.fill("input[name=q]", ids[0])
+    page.click("button[data-action=search]")
+    page.wait_for_url(f"**/ui/messages/{ids[0]}")
+    wait_until(
+        lambda: page.reload() is not None and page.locator('tr[data-outcome="ok"]').count() == 1,
+        what="the delivery shown",
+    )
+    assert page.locator("tr[data-attempt]").count() == 2
+    assert page.locator('tr[data-outcome="failed"] pre.response').inner_text() == (
+        f'{{"error": "{hostile}"}}'
+    )
+    assert alerts == []
+
+    # Its destination's page: recent messages, then failed only.
+    page.click('a[href="/ui/destinations/chatbot"]')
+    page.wait_for_url("**/ui/destinations/chatbot")
+    assert page.locator("#messages tr[data-message]").count() == 2
+    page.check("#messages input[name=failed]")
+    page.click("button[data-action=filter]")
+    page.wait_for_url(lambda url: "failed=1" in url)
+    assert page.locator("#messages tr[data-message]").count() == 1
+    page.click(f'#messages a[href="/ui/messages/{ids[0]}"]')
+    page.wait_for_url(f"**/ui/messages/{ids[0]}")

@@ -467,7 +467,7 @@ def test_the_admin_api_is_documented_with_its_bearer_auth(doc: dict[str, Any]) -
     scheme = doc["components"]["securitySchemes"]["adminToken"]
     assert (scheme["type"], scheme["scheme"]) == ("http", "bearer")
     admin = {p: item for p, item in doc["paths"].items() if p.startswith("/admin/")}
-    assert len(admin) == 21  # README "Admin API"
+    assert len(admin) == 23  # README "Admin API"
     for path, item in admin.items():
         for method, operation in item.items():
             assert operation["security"] == [{"adminToken": []}], (path, method)
@@ -532,6 +532,30 @@ def test_admin_answers_are_the_documented_ones(
         httpx.post(base + "/chatbot/dead/purge?count=0", headers=auth),
     ):
         assert_documented(doc, "post", purge, answer)
+    # The message log: a search (200, 400 for each bad parameter, 404), a story (404).
+    search = "/admin/destinations/{name}/messages"
+    for query, status in [
+        ("?key=a&outcome=failed&since=15m&limit=5", 200),
+        ("?outcome=ok", 400),
+        ("?since=yesterday", 400),
+        ("?limit=0", 400),
+        ("?limit=x", 400),
+    ]:
+        answer = httpx.get(base + "/chatbot/messages" + query, headers=auth)
+        assert answer.status_code == status, (query, answer.text)
+        assert_documented(doc, "get", search, answer)
+    unknown = httpx.get(base + "/nobody/messages", headers=auth)
+    assert unknown.status_code == 404
+    assert_documented(doc, "get", search, unknown)
+    stored = httpx.post(router + "/v1/store_message", json={"mensaje": "hi", "wa_id": "a"})
+    assert stored.status_code == 200, stored.text
+    for message_id, status in [(stored.json()["id"], 200), ("msg_nothing", 404)]:
+        story = httpx.get(router + f"/admin/messages/{message_id}", headers=auth)
+        assert story.status_code == status, story.text
+        assert_documented(doc, "get", "/admin/messages/{id}", story)
+    found = httpx.get(base + "/chatbot/messages", headers=auth)
+    assert [m["state"] for m in found.json()["messages"]] == ["waiting"]
+    assert_documented(doc, "get", search, found)
 
 
 def test_without_the_token_the_admin_api_is_neither_documented_nor_there(

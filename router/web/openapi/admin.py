@@ -116,6 +116,31 @@ _ADMIN_ERRORS: dict[str, tuple[str, OpenAPIResponse]] = {
             error_body("conversation '44912345678' of chatbot has no message to skip"),
         ),
     ),
+    "search": (
+        "400",
+        answer(
+            "`outcome` is not `failed`, `since` is no time (ISO 8601, ms since the epoch, or "
+            "a duration back from now such as `15m`), or `limit` is not a whole number "
+            "from 1 to 1000.",
+            ERROR_SCHEMA,
+            error_body("outcome 'ok': only `failed` is searched for"),
+            error_body(
+                "since 'yesterday': write an ISO 8601 time, ms since the epoch, or a "
+                "duration back from now (15m, 2h, 7d)"
+            ),
+            error_body("limit must be from 1 to 1000"),
+            error_body("Validation failed for GET /admin/destinations/chatbot/messages?limit=x"),
+        ),
+    ),
+    "message": (
+        "404",
+        answer(
+            "No destination's message log has that message (never stored, stored while the "
+            "log was off, or dropped by its retention).",
+            ERROR_SCHEMA,
+            error_body("no destination's message log has a message 'msg_01J0'"),
+        ),
+    ),
     "destination": (
         "404",
         answer("No destination of that name in routes.yaml.", ERROR_SCHEMA, _NO_DESTINATION),

@@ -34,8 +34,10 @@ from router.queue.keys import shard_count_key
 from router.queue.sharded_queue import ShardedQueue
 from router.queue.status import DestinationStatus, StatusReader, layout_of, read_status
 from router.web.state import RouterState
+from router.web.ui import messages as message_log
 from router.web.ui import sessions
 from router.web.ui.history import History, chart
+from router.web.ui.messages import when as _when
 
 HERE = Path(__file__).parent
 STATIC = HERE / "static"
@@ -233,10 +235,14 @@ def ui_router(state: RouterState, history: History) -> Router:
         start: FromQuery[int] = 0,
         done: FromQuery[str | None] = None,
         n: FromQuery[int] = 0,
+        key: FromQuery[str | None] = None,
+        failed: FromQuery[str | None] = None,
     ) -> Response[Any]:
         start = paging.start_of(start)  # before any Redis read: a 400, not a 503
         current, queues = await find(name, fresh=done is not None)
         now = time.time()
+        # The message log's newest (of one key, or failed only: the filter form).
+        recent = await message_log.recent(queues, key or None, bool(failed), now)
         dead = await queues.dead_letters(start, DEAD_PAGE)
         # Counted now, with the list (the figures may be a second old).
         dead_total = sum([int(await q.redis.llen(q.keys.dead)) for q in queues.shards])
@@ -302,11 +308,54 @@ def ui_router(state: RouterState, history: History) -> Router:
                 "blocked_total": len(blocked),
                 "paused": paused_rows,
                 "paused_total": len(paused),
+                "recent": recent,
+                "recent_shown": message_log.RECENT,
+                "key": key or "",
+                "failed": bool(failed),
                 "done": DONE.get(done or "", "").format(n=n) or None,
                 "as_of": _clock(now),
                 "refresh": REFRESH_SECONDS,
             },
         )
+
+    def layout() -> dict[str, int]:
+        return {n: d.settings.shards for n, d in state.config.destinations.items()}
+
+    @get("/messages/{id:str}", name="ui:message")
+    async def message(id: FromPath[str]) -> Response[Any]:
+        """A message's story at each destination (the message log)."""
+        redis, scripts = state.require_redis()
+        found = await message_log.story_of(redis, scripts, id, layout())
+        if not found:
+            raise ApiError(404, f"No destination's message log has a message {id[:200]!r}.")
+        rows = message_log.story_rows(found, state.config.redactor, time.time())
+        return _page("message.html", {"id": id, "deliveries": rows})
+
+    @get("/search", name="ui:search")
+    async def search(
+        q: FromQuery[str] = "", destination: FromQuery[str | None] = None
+    ) -> Response[Any]:
+        """The search box: a message id leads to its page; else `q` is a
+        conversation key, whose messages are listed (of `destination`, on
+        its page; else of every destination of routes.yaml)."""
+        q = q.strip()
+        if not q:
+            raise ApiError(400, "Type a message id or a conversation key.")
+        redis, scripts = state.require_redis()
+        if await message_log.story_of(redis, scripts, q, layout()):
+            return Redirect(f"/ui/messages/{_quote(q)}", status_code=303)
+        if destination:
+            query = urlencode({"key": q})
+            page = f"/ui/destinations/{_quote(destination)}?{query}#messages"
+            return Redirect(page, status_code=303)
+        now = time.time()
+        results = []
+        for name, d in state.config.destinations.items():
+            queues = ShardedQueue.of(redis, scripts, d)
+            shown = message_log.FOUND_PER_DESTINATION
+            found = await message_log.recent(queues, q, False, now, shown)
+            results.append({"destination": name, "messages": found})
+        return _page("search.html", {"q": q, "results": results})
 
     # -- actions --------------------------------------------------------------
 
@@ -426,6 +475,8 @@ def ui_router(state: RouterState, history: History) -> Router:
         logout,
         overview,
         destination,
+        message,
+        search,
         pause,
         resume,
         replay,
@@ -505,16 +556,6 @@ def _path_of(url: str) -> str:
 
 def _clock(at: float) -> str:
     return datetime.fromtimestamp(at, UTC).strftime("%H:%M:%S UTC")
-
-
-def _when(ms: Any, now: float) -> dict[str, str] | None:
-    if not isinstance(ms, int | float):
-        return None
-    at = ms / 1000
-    return {
-        "iso": datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
-        "ago": age(max(0.0, now - at)),
-    }
 
 
 def _body(raw: bytes) -> dict[str, Any]:
