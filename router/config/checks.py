@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import msgspec
 
-from router.config.schema import Duration, Path
+from router.config.schema import MAX_COALESCE_WINDOW, Duration, Path
 from router.config.yaml_loader import Loader
 
 Check = tuple[str | tuple[str, ...], bool, str]  # where, holds, what to fix
@@ -22,6 +22,7 @@ DURATION_MAXIMA: dict[tuple[str, ...], float] = {
     ("retry", "max_age"): 365 * DAY,  # a give-up time, not a wait
     ("dedup_ttl",): 365 * DAY,  # how long ids are kept
     ("message_log", "max_age"): 365 * DAY,  # how long stories are kept
+    ("coalesce", "window"): MAX_COALESCE_WINDOW,  # each conversation's first message waits it
 }
 # Counts that feed a rate (requests per period, and the slack on top).
 COUNT_MAXIMA: dict[tuple[str, ...], int] = {

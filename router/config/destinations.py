@@ -8,7 +8,13 @@ from typing import Any
 
 from router.config.checks import Check, require
 from router.config.filters import compile_path
-from router.config.schema import MAX_LOGGED_RESPONSE, MAX_SHARDS, DestinationSettings, Path
+from router.config.schema import (
+    MAX_COALESCED,
+    MAX_LOGGED_RESPONSE,
+    MAX_SHARDS,
+    DestinationSettings,
+    Path,
+)
 from router.config.yaml_loader import Loader
 from router.plugin.status_codes import StatusSpecError, parse_statuses
 
@@ -73,6 +79,16 @@ def check_destination(loader: Loader, path: Path, s: DestinationSettings) -> Non
                 ("rate_limit", "requests"),
                 limit.requests >= s.shards,
                 "must be at least `shards` (each shard gets its part of it)",
+            ),
+        ]
+    coalesce = s.coalesce
+    if coalesce is not None:
+        checks += [
+            (("coalesce", "window"), coalesce.window > 0, "must be more than 0"),
+            (
+                ("coalesce", "max_messages"),
+                2 <= coalesce.max_messages <= MAX_COALESCED,
+                f"must be between 2 and {MAX_COALESCED}",
             ),
         ]
     require(loader, path, checks)

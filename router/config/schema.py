@@ -183,6 +183,23 @@ class MessageLogSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True
     response_bytes: Size = Size(4096)
 
 
+# Coalescing's bounds: a window waits this long at most, a group holds this
+# many messages at most (each one request; README "Delivery semantics").
+MAX_COALESCE_WINDOW = 60.0
+MAX_COALESCED = 1000
+
+
+class CoalesceSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """A destination's `coalesce`: the messages of one conversation (ordering
+    key) waiting together go as one request, a JSON array of them (README
+    "Delivery semantics"). A conversation's first message waits `window`
+    after its arrival for others to join it, unless `max_messages` are
+    already waiting."""
+
+    window: Duration = Duration(1.0)
+    max_messages: int = 10
+
+
 class DestinationSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """The router's own fields of a destination; the rest go to its plugin."""
 
@@ -198,6 +215,8 @@ class DestinationSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=Tru
     circuit_breaker: CircuitBreakerSettings = CircuitBreakerSettings()
     rate_limit: OutboundRateLimit | None = None  # None: as fast as max_in_flight allows
     message_log: MessageLogSettings = MessageLogSettings()
+    # None: one request per message (the default).
+    coalesce: CoalesceSettings | None = None
 
 
 ROUTER_DESTINATION_FIELDS = set(DestinationSettings.__struct_fields__)

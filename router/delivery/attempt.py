@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import time
@@ -25,7 +26,7 @@ from router.ops.cancelling import outlast
 from router.ops.metrics import DeliveryMetrics
 from router.plugin.sinks import Delivery, DeliveryFailed, DeliveryResponse, Sink
 from router.queue import envelope, message_log
-from router.queue.lanes import Blame, Claim, DestinationQueue, Failed, Outcome
+from router.queue.lanes import Blame, Claim, DestinationQueue, Failed, Group, Outcome
 
 # The delivery path's logger (operators filter on it).
 log = logging.getLogger("router.worker")
@@ -40,6 +41,25 @@ class LeaseLost(Exception):
 def _age(env: envelope.Envelope) -> float:
     """Seconds since the message arrived."""
     return time.time() - env.ts / 1000
+
+
+def _coalesced(first: Delivery, members: list[tuple[int | None, envelope.Envelope]]) -> Delivery:
+    """A coalesced request: `first` (its head's Delivery) carrying every
+    message, its body the JSON array of their bodies, in order."""
+    parts = tuple(
+        dataclasses.replace(
+            first,
+            id=env.id,
+            body=bytes(env.body),
+            received_at_ms=env.ts,
+            traceparent=env.tp,
+            tracestate=env.tst,
+            sequence=sequence,
+        )
+        for sequence, env in members
+    )
+    body = b"[" + b",".join(part.body for part in parts) + b"]"
+    return dataclasses.replace(first, body=body, coalesced=parts)
 
 
 class Attempts:
@@ -71,9 +91,19 @@ class Attempts:
         claim is kept (see ack.lua)."""
         head: bytes | None = claim.head
         attempts = claim.attempts
+        coalesce = self.settings.coalesce
         while head is not None and not self._stopping():
-            # The entry's sequence number (none: stored before numbers existed).
-            sequence, env = envelope.decode_entry(head)
+            group: Group | None = None
+            if coalesce is None:
+                # The entry's sequence number (none: stored before numbers existed).
+                sequence, env = envelope.decode_entry(head)
+            else:
+                gathered = await self._gather(claim)
+                if gathered is None:
+                    return  # waiting for more messages, or not ours any more
+                group, members = gathered
+                head = group.entries[0]
+                sequence, env = members[0]
             if attempts:
                 # Failures counted without an answer (a lease that ran out:
                 # claim.lua counts it) and a max_age that passed during the
@@ -95,7 +125,7 @@ class Attempts:
                         else "not tried again: too old"
                     )
                     await self._record_failure(
-                        claim, attempts, decision, error, env.id, None, counted=False
+                        claim, attempts, decision, error, env.id, None, counted=False, group=group
                     )
                     return
             started_at_ms = int(time.time() * 1000)
@@ -110,6 +140,8 @@ class Attempts:
                 tracestate=env.tst,
                 sequence=sequence,
             )
+            if group is not None:
+                delivery = _coalesced(delivery, members)
             started = time.perf_counter()
             try:
                 answer = await self._attempt(claim, delivery)
@@ -124,7 +156,7 @@ class Attempts:
                 return
             except DeliveryFailed as exc:
                 await self._failed(
-                    claim, env, attempts + 1, exc.reason, started, started_at_ms, exc
+                    claim, env, attempts + 1, exc.reason, started, started_at_ms, exc, group
                 )
                 return
             except Exception as exc:
@@ -136,7 +168,9 @@ class Attempts:
                     env.id,
                 )
                 error = f"{type(exc).__name__}: {exc}"
-                await self._failed(claim, env, attempts + 1, error, started, started_at_ms)
+                await self._failed(
+                    claim, env, attempts + 1, error, started, started_at_ms, group=group
+                )
                 return
             seconds = time.perf_counter() - started
             # The destination took it: an ok attempt, whatever the ack meets.
@@ -162,6 +196,7 @@ class Attempts:
                     keep=not self._stopping(),
                     message_id=env.id,
                     logged=logged,
+                    group=group,
                 )
             )
             if acked is False:
@@ -175,7 +210,11 @@ class Attempts:
                     env.id,
                 )
                 return
-            self._metrics.acknowledged(env.ts)
+            if group is None:
+                self._metrics.acknowledged(env.ts)
+            else:
+                for _, member in members:
+                    self._metrics.acknowledged(member.ts)
             if acked.resumed is not None:
                 self._health.log_up(acked.resumed, "an attempt succeeded")
             if log.isEnabledFor(logging.INFO):
@@ -198,6 +237,31 @@ class Attempts:
             # untried instead of leaving it leased until the lease runs out.
             with contextlib.suppress(RedisError):
                 await self.queue.release(claim)
+
+    async def _gather(
+        self, claim: Claim
+    ) -> tuple[Group, list[tuple[int | None, envelope.Envelope]]] | None:
+        """Coalescing: the messages of the claim's next request, each entry's
+        sequence number and envelope (gather.lua); None when the key went
+        back to wait for more, or the claim was lost."""
+        coalesce = self.settings.coalesce
+        assert coalesce is not None
+        gathered = await self._settle(
+            lambda: self.queue.gather(claim, int(coalesce.window * 1000), coalesce.max_messages)
+        )
+        if gathered is False or isinstance(gathered, int):
+            return None  # waits in `delayed` (gathered: its due time), or Redis away
+        if not gathered:
+            if gathered is None:
+                log.warning(
+                    "destination %s key %s: the lease was lost before delivery; another "
+                    "worker owns the key now",
+                    self.destination.name,
+                    claim.key,
+                )
+            return None
+        members = [envelope.decode_entry(entry) for entry in gathered]
+        return Group(gathered, [env.id for _, env in members]), members
 
     async def _timed(self, delivery: Delivery) -> DeliveryResponse | None:
         async with asyncio.timeout(self.settings.timeout):
@@ -255,6 +319,7 @@ class Attempts:
         started: float,
         started_at_ms: int,
         failure: DeliveryFailed | None = None,
+        group: Group | None = None,
     ) -> None:
         """Attempt number `attempts` (begun at perf_counter `started`, and
         `started_at_ms` on the clock) failed
@@ -288,6 +353,7 @@ class Attempts:
                 if self._health.blames_message(failure)
                 else Blame.DESTINATION
             ),
+            group=group,
         )
 
     async def _record_failure(
@@ -303,6 +369,7 @@ class Attempts:
         blame: Blame = Blame.DESTINATION,
         started_at_ms: int | None = None,
         failure: DeliveryFailed | None = None,
+        group: Group | None = None,
     ) -> None:
         """Record the decision in Redis (fail.lua counts the attempt, and
         keeps the destination's health), then log it once. `hold`: the
@@ -342,6 +409,7 @@ class Attempts:
                 blame=blame,
                 message_id=message_id,
                 logged=logged,
+                group=group,
             )
         )
         outcome = "failed"  # also when the lease was lost: nothing else was recorded

@@ -47,6 +47,8 @@ _BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 # Set by the HTTP client from the request itself; a configured one would
 # contradict it (a wrong Content-Length) or smuggle a second request.
 _FRAMING_HEADERS = frozenset({"content-length", "transfer-encoding", "host", "connection"})
+# What the router sets on every delivery (x-router-coalesced: a coalesced one).
+_ROUTER_HEADERS = ("x-router-attempt", "x-router-sequence", "x-router-coalesced")
 _SIGNING_HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")
 
 
@@ -141,7 +143,7 @@ class HttpOptions(msgspec.Struct, forbid_unknown_fields=True):
         name the header, never its value (often a secret)."""
         if not _TOKEN.match(self.id_header):
             raise OptionError(("id_header",), f"{self.id_header!r} is not a header name")
-        if self.id_header.lower() in ("x-router-attempt", "x-router-sequence"):
+        if self.id_header.lower() in _ROUTER_HEADERS:
             raise OptionError(
                 ("id_header",),
                 f"the router sets {self.id_header} on every delivery; name another header",
@@ -177,7 +179,7 @@ class HttpOptions(msgspec.Struct, forbid_unknown_fields=True):
                 )
             if lower in _FRAMING_HEADERS:
                 raise OptionError(where, "the HTTP client sets it from the request; remove it")
-            if lower in (self.id_header.lower(), "x-router-attempt", "x-router-sequence"):
+            if lower == self.id_header.lower() or lower in _ROUTER_HEADERS:
                 raise OptionError(
                     where, "the router sets it on every delivery (see id_header); remove it"
                 )
@@ -335,14 +337,25 @@ class HttpSink:
             raise
 
     async def _deliver(self, delivery: Delivery) -> DeliveryResponse:
-        body = delivery.body if self._template is None else render(self._template, delivery.body)
+        body = delivery.body
+        if self._template is not None:
+            if delivery.coalesced:
+                # Each message of a coalesced request through the template.
+                body = b"[%s]" % b",".join(
+                    render(self._template, m.body) for m in delivery.coalesced
+                )
+            else:
+                body = render(self._template, delivery.body)
+        request_id = delivery.request_id if delivery.coalesced else delivery.id
         headers = {
             **self._headers,
-            self.options.id_header.lower(): delivery.id,  # (header names lower-cased: one of each)
+            self.options.id_header.lower(): request_id,  # (header names lower-cased: one of each)
             "x-router-attempt": str(delivery.attempt),
         }
         if delivery.sequence is not None:
             headers["x-router-sequence"] = str(delivery.sequence)
+        if delivery.coalesced:
+            headers["x-router-coalesced"] = str(len(delivery.coalesced))
         if delivery.traceparent is not None:
             headers["traceparent"] = delivery.traceparent
             if delivery.tracestate is not None:
@@ -352,10 +365,10 @@ class HttpSink:
             # key); a timestamp of this attempt, so a retry after minutes
             # still falls within the receiver's tolerance (5 minutes).
             timestamp = str(int(time.time()))
-            headers["webhook-id"] = delivery.id
+            headers["webhook-id"] = request_id
             headers["webhook-timestamp"] = timestamp
             headers["webhook-signature"] = standard_webhooks.sign(
-                self._signing_key, delivery.id, timestamp, body
+                self._signing_key, request_id, timestamp, body
             )
         timeout = self.context.timeout
         try:

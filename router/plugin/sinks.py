@@ -5,6 +5,7 @@ from here: this module may move."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,9 +37,29 @@ class Delivery:
     # send it as `X-Router-Sequence`, as the built-in one does. None for a
     # message stored before the router numbered them.
     sequence: int | None = None
+    # Coalescing (the destination's `coalesce`): the messages of this one
+    # request, oldest first, each as its own Delivery (its id, body,
+    # sequence, ...). Then `body` is the JSON array of their bodies, and
+    # `id`, `sequence`, `received_at_ms` and the trace context are the
+    # first's. Empty: one message, as without coalescing.
+    coalesced: tuple[Delivery, ...] = ()
 
     def json(self) -> Any:
         return json.loads(self.body)
+
+    @property
+    def request_id(self) -> str:
+        """What a receiver may drop a redelivered request by (the http
+        plugin's `id_header`): the message id; for a coalesced request of
+        several messages, `<first id>+<count>.<digest of every id>`, so one
+        value always stands for the same messages, and a retry (which sends
+        the same group) repeats it."""
+        if len(self.coalesced) < 2:
+            return self.id
+        digest = hashlib.blake2b(
+            "\n".join(m.id for m in self.coalesced).encode(), digest_size=4
+        ).hexdigest()
+        return f"{self.id}+{len(self.coalesced)}.{digest}"
 
 
 @dataclass(frozen=True, slots=True)

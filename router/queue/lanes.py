@@ -97,6 +97,22 @@ class Claim:
 
 
 @dataclass(frozen=True, slots=True)
+class Group:
+    """A coalesced request's messages (gather.lua): lane entries, oldest
+    first, the first the claim's head; the same on every retry."""
+
+    entries: list[bytes]
+    ids: list[str]  # each entry's message id
+
+    def args(self) -> list[Any]:
+        """ack.lua's and fail.lua's last ARGV: the messages after the head."""
+        out: list[Any] = [len(self.entries) - 1]
+        for entry, message_id in zip(self.entries[1:], self.ids[1:], strict=True):
+            out += [entry, message_id]
+        return out
+
+
+@dataclass(frozen=True, slots=True)
 class Acked:
     """What an ack did."""
 
@@ -193,12 +209,16 @@ class DestinationQueue:
         keep: bool,
         message_id: str = "",
         logged: bytes = b"",
+        group: Group | None = None,
     ) -> Acked:
         """Remove the acknowledged `head` (a no-op if a retried ack already
         did); with `keep`, the claim may go on to the key's next message.
-        `logged`: the attempt's message log entry ('' none)."""
+        `logged`: the attempt's message log entry ('' none); `group`: a
+        coalesced request's messages, `head` its first, removed together."""
         args = [claim.key, claim.token, lease_ms, "1" if keep else "0", head, *self._rate_args]
         args += [message_id, logged]
+        if group is not None:
+            args += group.args()
         raw = await self._ack(keys_for("ack", self.keys, claim.key), args)
         if raw == LEASE_LOST:
             return Acked(lease_lost=True)
@@ -217,29 +237,49 @@ class DestinationQueue:
         blame: Blame = Blame.DESTINATION,
         message_id: str = "",
         logged: bytes = b"",
+        group: Group | None = None,
     ) -> Failed:
         """Record a failed attempt (with the destination's health: `breaker`,
         the `retry_after` seconds the destination asked for, and whose fault
         it was: `blame`). `counted` False: the worker gave up before trying.
-        `logged`: its message log entry ('' none)."""
-        raw = await self.scripts.fail(
-            keys=keys_for("fail", self.keys, claim.key),
-            args=[
-                claim.key,
-                claim.token,
-                max(0, delay_ms),
-                error,
-                outcome.value,
-                blame.value if counted else "0",
-                *breaker.args(retry_after),
-                message_id,
-                logged,
-            ],
-        )
+        `logged`: its message log entry ('' none); `group`: a coalesced
+        request's messages (each logged; a give-up gives up all of them)."""
+        args: list[Any] = [
+            claim.key,
+            claim.token,
+            max(0, delay_ms),
+            error,
+            outcome.value,
+            blame.value if counted else "0",
+            *breaker.args(retry_after),
+            message_id,
+            logged,
+        ]
+        if group is not None:
+            args += group.args()
+        raw = await self.scripts.fail(keys=keys_for("fail", self.keys, claim.key), args=args)
         if raw == LEASE_LOST:
             return Failed(lease_lost=True)
         resumed = int(raw[2])
         return Failed(False, int(raw[0]), _text(raw[1]), resumed if resumed >= 0 else None)
+
+    async def gather(
+        self, claim: Claim, window_ms: int, max_messages: int
+    ) -> list[bytes] | int | None:
+        """Coalescing: the lane entries the claim's next request carries,
+        oldest first (the pinned group on a retry: gather.lua); or, when the
+        key was handed back to wait for more (its head arrived less than
+        `window_ms` ago), when it is due (ms, Redis clock); None when the
+        lease was lost."""
+        raw = await self.scripts.gather(
+            keys=keys_for("gather", self.keys, claim.key),
+            args=[claim.key, claim.token, window_ms, max_messages],
+        )
+        if raw == LEASE_LOST:
+            return None
+        if int(raw[0]) == 0:
+            return int(raw[1])
+        return [_bytes(e) for e in raw[1:]]
 
     async def renew(self, claim: Claim, lease_ms: int) -> bool:
         """Extend the lease; False when it was lost."""

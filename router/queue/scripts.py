@@ -85,6 +85,8 @@ SCRIPT_KEYS: dict[str, tuple[str, ...]] = {
         "log",
         "logged",
     ),
+    # Coalescing (a destination's `coalesce`): a claimed key's group, or its wait.
+    "gather": ("lane", "leases", "owner", "delayed", "attempts", "wake", "health"),
     "renew": ("leases", "owner"),
     "release": ("ready", "leases", "owner", "wake", "health"),
     "replay": (
@@ -198,6 +200,7 @@ class Scripts:
         self.claim = load(redis, "claim")
         self.ack = load(redis, "ack")
         self.fail = load(redis, "fail")
+        self.gather = load(redis, "gather")
         self.renew = load(redis, "renew")
         self.release = load(redis, "release")
         self.replay = load(redis, "replay")

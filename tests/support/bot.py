@@ -69,7 +69,7 @@ async def send_json(
 
 @dataclass
 class Received:
-    body: dict[str, Any]
+    body: Any  # a JSON object; an array of them for a coalesced request
     headers: dict[str, str]
     at: float
     status: int  # what the bot answered
@@ -105,7 +105,9 @@ class Bot:
         if request is None:
             return
         message, headers = request
-        key = str(message.get("wa_id"))
+        # A coalesced request is an array of messages: its first one's key.
+        first = message[0] if isinstance(message, list) and message else message
+        key = str(first.get("wa_id")) if isinstance(first, dict) else ""
         with self.lock:
             n = len(self.received)
             answer = self.decide(message, n)

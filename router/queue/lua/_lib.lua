@@ -175,6 +175,34 @@ local function log_state(log, id, state)
   end
 end
 
+-- Coalescing (gather.lua): the attempts hash also pins a key's group under
+-- this byte then the key (never an ordering key: UTF-8 has no byte 255).
+local GROUP_MARK = '\255'
+
+-- The pinned group of key `k` whose lane `lane` has `head` at its head (the
+-- attempts hash's field GROUP_MARK..k: '<size> <head id>'): its entries,
+-- oldest first; nil when it has none, or a pin of a former head (a replay
+-- put a letter in front).
+local function pinned_group(attempts, lane, k, head)
+  local pin = redis.call('HGET', attempts, GROUP_MARK .. k)
+  if not pin then return nil end
+  local size, pinned = string.match(pin, '^(%d+) (.*)$')
+  local _, envelope = split_entry(head)
+  if pinned ~= (envelope_id(envelope) or '') then return nil end
+  return redis.call('LRANGE', lane, 0, tonumber(size) - 1)
+end
+
+-- The messages after the head of a coalesced request (ack.lua, fail.lua),
+-- from ARGV at `at`: their count (absent: not coalesced), then each one's
+-- lane entry and message id. A list of {entry, id}, oldest first.
+local function group_rest(at)
+  local rest = {}
+  for i = 1, tonumber(ARGV[at] or '0') do
+    rest[i] = {ARGV[at + 2 * i - 1], ARGV[at + 2 * i]}
+  end
+  return rest
+end
+
 -- Append one message to the tail of key `k`'s lane (enqueue, and a move
 -- from another destination: move_in.lua). A lane that was empty held its key
 -- in none of ready/leases/delayed: the key becomes ready.

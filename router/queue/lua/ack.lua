@@ -6,7 +6,9 @@ local lane, ready, leases, owner, attempts, last_error, wake, delayed, paused, c
 -- ARGV: ordering key, token, lease ms, keep ('1' = may keep the key),
 --       the acknowledged lane entry, rate limit interval µs ('0': none),
 --       rate limit burst, the message id, and its message log entry (JSON;
---       '' or absent: the log is off)
+--       '' or absent: the log is off); a coalesced request (gather.lua):
+--       how many messages follow the head in it, then each one's lane
+--       entry and message id (all acknowledged together, each logged)
 -- Returns LEASE_LOST when another claim owns the key now (this delivery was
 -- a duplicate and changes nothing). Otherwise {left, next head or false,
 -- keys resumed when this success reopened a destination that was down (its
@@ -21,15 +23,27 @@ local now = now_ms()
 -- Idempotent: if the head is no longer the acknowledged envelope, this ack
 -- already ran (its reply was lost and the caller retried it); popping again
 -- would drop a message nobody delivered.
-if redis.call('LINDEX', lane, 0) == ARGV[5] then
-  redis.call('LPOP', lane)
+local rest = group_rest(10)
+local function whole_group()
+  local found = redis.call('LRANGE', lane, 1, #rest)
+  for i, m in ipairs(rest) do
+    if found[i] ~= m[1] then return false end
+  end
+  return true
+end
+if redis.call('LINDEX', lane, 0) == ARGV[5] and (#rest == 0 or whole_group()) then
+  for _ = 0, #rest do redis.call('LPOP', lane) end
+  if ARGV[10] then redis.call('HDEL', attempts, GROUP_MARK .. k) end
   redis.call('HDEL', attempts, k)
   redis.call('HDEL', last_error, k)
-  redis.call('HINCRBY', counts, 'messages', -1)
-  redis.call('HINCRBY', counts, 'acked', 1)
+  redis.call('HINCRBY', counts, 'messages', -1 - #rest)
+  redis.call('HINCRBY', counts, 'acked', 1 + #rest)
   track_head(heads, lane, k)
   if (ARGV[9] or '') ~= '' then
     log_entry(log, logged, ARGV[8], k, ARGV[5], ARGV[9], 'delivered', false)
+    for _, m in ipairs(rest) do
+      log_entry(log, logged, m[2], k, m[1], ARGV[9], 'delivered', false)
+    end
   end
 end
 -- A success: the failures seen so far were not the destination's, this

@@ -69,10 +69,13 @@ for _, k in ipairs(expired) do
   local head = logging and redis.call('LINDEX', lane .. k, 0)
   if head then
     -- The attempt nobody finished is in the message's story too.
-    local _, envelope = split_entry(head)
-    log_entry(log, logged, envelope_id(envelope), k, head, cjson.encode({
-      attempt = made, outcome = 'failed',
-      error = 'the lease ran out: its worker crashed, stalled or lost Redis'}), 'waiting', true)
+    -- (Each message of a coalesced request too: gather.lua.)
+    for _, entry in ipairs(pinned_group(attempts, lane .. k, k, head) or {head}) do
+      local _, envelope = split_entry(entry)
+      log_entry(log, logged, envelope_id(envelope), k, entry, cjson.encode({
+        attempt = made, outcome = 'failed',
+        error = 'the lease ran out: its worker crashed, stalled or lost Redis'}), 'waiting', true)
+    end
   end
 end
 local out = {0, -1, now}

@@ -16,7 +16,9 @@ local lane, ready, leases, owner, delayed, attempts, last_error, wake, dead, blo
 --       open it (0: off), window ms, first probe interval ms, longest probe
 --       interval ms, hold ms (a Retry-After: the whole destination waits),
 --       the message id, and its message log entry (JSON; '' or absent:
---       the log is off)
+--       the log is off); a coalesced request (gather.lua): how many
+--       messages follow the head in it, then each one's lane entry and
+--       message id (each logged; a give-up gives the whole group up)
 -- Returns LEASE_LOST, else {attempts made so far (the one counter of
 -- attempts, with claim's count of expired leases), what changed for the
 -- destination: '' nothing, 'down' the breaker opened, 'up' a probe's answer
@@ -113,9 +115,20 @@ if (ARGV[13] or '') ~= '' then
   local head = redis.call('LINDEX', lane, 0)
   local state = ({['0'] = 'waiting', ['1'] = 'dead', ['2'] = 'blocked'})[ARGV[5]]
   if head then log_entry(log, logged, ARGV[12], k, head, ARGV[13], state, true) end
+  for _, m in ipairs(group_rest(14)) do
+    log_entry(log, logged, m[2], k, m[1], ARGV[13], state, true)
+  end
 end
 if ARGV[5] == '1' then
-  dead_letter(lane, dead, attempts, last_error, counts, heads, k, ARGV[4], made, now)
+  -- Each letter keeps its envelope and, apart, its sequence number (a
+  -- replay puts it back with it). A coalesced request's messages go
+  -- together, each a letter.
+  local given = 1 + tonumber(ARGV[14] or '0')
+  for _ = 1, given do
+    if redis.call('LLEN', lane) == 0 then break end
+    dead_letter(lane, dead, attempts, last_error, counts, heads, k, ARGV[4], made, now)
+  end
+  if ARGV[14] then redis.call('HDEL', attempts, GROUP_MARK .. k) end
   if redis.call('LLEN', lane) > 0 then redis.call('RPUSH', ready, k) end
 elseif ARGV[5] == '2' then
   -- The key leaves the scheduling sets until an operator unblocks it.
