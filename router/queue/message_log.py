@@ -181,11 +181,14 @@ async def search(
                 continue
             if failed and record.failed == 0:
                 continue
+            state = record.state
+            if state == "blocked" and not await redis.hexists(keys.blocked, record.key):
+                state = "waiting"  # unblocked since, as story() says
             found.append(
                 Found(
                     _text(message_id),
                     record.key,
-                    record.state,
+                    state,
                     record.received_at,
                     record.n,
                     record.seq,

@@ -122,6 +122,8 @@ SCRIPT_KEYS: dict[str, tuple[str, ...]] = {
         "paused_keys",
         "suspects",
         "health",
+        "log",
+        "logged",
     ),
     "recount": ("counts", "heads", "ready", "leases", "delayed", "blocked", "paused_keys"),
     "retry": ("delayed", "ready", "wake"),

@@ -147,6 +147,13 @@ def test_skipping_a_failing_head_lets_the_next_ones_through_in_order(
         assert (dead[0]["key"], dead[0]["seq"]) == ("k1", 1)
         assert json.loads(dead[0]["envelope"])["id"] == answer["skipped_id"]
         assert dead[0]["error"].startswith("skipped by an operator")
+        # Its story: the failed attempts, then the skip; dead.
+        story = httpx.get(f"{server.url}/admin/messages/{answer['skipped_id']}", headers=AUTH)
+        delivery = story.json()["deliveries"]["chatbot"]
+        outcomes = [a["outcome"] for a in delivery["attempts"]]
+        assert delivery["state"] == "dead"
+        assert outcomes[-1] == "skipped" and set(outcomes[:-1]) == {"failed"}, outcomes
+        assert delivery["attempts"][-1]["error"].startswith("skipped by an operator")
         # Nothing left to skip: a 404 naming it.
         nothing = admin(server.url, "skip", "k1")
         assert nothing.status_code == 404
@@ -185,6 +192,11 @@ def test_a_skip_fences_out_the_attempt_in_flight(
         finally:
             client.close()
         assert len(bot.attempts_of("a0")) == 1  # never tried again
+        # The fenced attempt wrote nothing to the story: it ends with the skip.
+        story = httpx.get(f"{server.url}/admin/messages/{skipped['skipped_id']}", headers=AUTH)
+        delivery = story.json()["deliveries"]["chatbot"]
+        assert delivery["state"] == "dead"
+        assert [a["outcome"] for a in delivery["attempts"]] == ["skipped"]
 
 
 def test_the_commands_on_one_conversation_with_shards(clean_redis: str, tmp_path: Path) -> None:

@@ -4,10 +4,10 @@
 -- blocked, parked (paused), or in flight. An attempt in flight is fenced
 -- out: its lease and owner go, so its ack or fail answers LEASE_LOST and
 -- changes nothing (the destination may still receive that attempt).
--- KEYS: lane, ready, leases, owner, delayed, attempts, last_error, wake, dead, blocked, counts, heads, paused_keys, suspects, health
-local lane, ready, leases, owner, delayed, attempts, last_error, wake, dead, blocked, counts, heads, paused_keys, suspects, health =
+-- KEYS: lane, ready, leases, owner, delayed, attempts, last_error, wake, dead, blocked, counts, heads, paused_keys, suspects, health, log, logged
+local lane, ready, leases, owner, delayed, attempts, last_error, wake, dead, blocked, counts, heads, paused_keys, suspects, health, log, logged =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10],
-  KEYS[11], KEYS[12], KEYS[13], KEYS[14], KEYS[15]
+  KEYS[11], KEYS[12], KEYS[13], KEYS[14], KEYS[15], KEYS[16], KEYS[17]
 -- ARGV: ordering key, the dead letter's error (its head's last error, if
 --       any, is added in parentheses)
 -- Returns 0 when the conversation has no message, else {the skipped
@@ -41,6 +41,14 @@ local made = tonumber(redis.call('HGET', attempts, k) or '0')
 local err = ARGV[2]
 local last = redis.call('HGET', last_error, k)
 if last then err = err .. ' (last error: ' .. last .. ')' end
+-- The story ends with the skip (when the message has one: the log is on).
+local head = redis.call('LINDEX', lane, 0)
+local _, head_envelope = split_entry(head)
+local id = envelope_id(head_envelope)
+if id and redis.call('HEXISTS', log, id) == 1 then
+  log_entry(log, logged, id, k, head, cjson.encode({
+    attempt = made, outcome = 'skipped', started_at = now, error = err}), 'dead', false)
+end
 local envelope, seq = dead_letter(lane, dead, attempts, last_error, counts, heads, k, err, made, now)
 local left = redis.call('LLEN', lane)
 if left == 0 then
