@@ -182,8 +182,9 @@ class Attempts:
                     "ok",
                     started_at_ms=started_at_ms,
                     duration_ms=seconds * 1000,
-                    status=answer.status if answer else None,
-                    response=answer.body if answer else None,
+                    # (Whatever else a plugin returns is no answer to log.)
+                    status=answer.status if isinstance(answer, DeliveryResponse) else None,
+                    response=answer.body if isinstance(answer, DeliveryResponse) else None,
                     response_bytes=self._log.response_bytes,
                     redactor=self.destination.redactor,
                 )

@@ -54,18 +54,22 @@ def entry(
     *,
     started_at_ms: int | None = None,
     duration_ms: float | None = None,
-    status: int | None = None,
+    status: object = None,
     error: str | None = None,
-    response: bytes | None = None,
+    response: object = None,
     response_bytes: int = 0,
     redactor: Redactor | None = None,
 ) -> bytes:
     """One entry of a story, as JSON: the start of `response` (its first
-    `response_bytes` bytes as text, the destination's secrets starred)."""
+    `response_bytes` bytes as text, the destination's secrets starred).
+    `status` and `response` come from a plugin: a status that is no int,
+    or a response that is neither bytes nor text, is left out."""
     text = None
-    if response and response_bytes > 0:
+    if isinstance(response, str):
+        response = response.encode()
+    if isinstance(response, bytes | bytearray | memoryview) and response and response_bytes > 0:
         # Secrets starred before the cut, so none straddles it half shown.
-        text = response.decode("utf-8", "replace")
+        text = bytes(response).decode("utf-8", "replace")
         text = redactor.cut(text, response_bytes) if redactor else text[:response_bytes]
         raw = text.encode()
         if len(raw) > response_bytes:  # characters beyond ASCII take more bytes
@@ -76,7 +80,7 @@ def entry(
             outcome,
             started_at_ms,
             None if duration_ms is None else round(duration_ms, 1),
-            status,
+            status if isinstance(status, int) and not isinstance(status, bool) else None,
             error,
             text,
         )
@@ -166,12 +170,26 @@ async def search(
     after `since_ms`; at most `limit`, from at most SEARCH_SCAN read."""
     found: list[Found] = []
     low = "-inf" if since_ms is None else since_ms
-    offset = 0
-    while len(found) < limit and offset < SEARCH_SCAN:
-        ids = await redis.zrevrangebyscore(keys.logged, "+inf", low, start=offset, num=_SEARCH_PAGE)
-        if not ids:
-            break
-        offset += len(ids)
+    # Paged by score, newest first: a message stored meanwhile (newer than
+    # the first page) never shifts a page. Ids of one millisecond may span
+    # two pages: each id is taken once.
+    high: float | str = "+inf"
+    seen: set[bytes] = set()
+    read = 0
+    while len(found) < limit and read < SEARCH_SCAN:
+        page = await redis.zrevrangebyscore(
+            keys.logged, high, low, start=0, num=_SEARCH_PAGE, withscores=True
+        )
+        fresh = [(i, score) for i, score in page if i not in seen]
+        if not fresh:
+            if len(page) < _SEARCH_PAGE:
+                break
+            high = f"({page[-1][1]:.0f}"  # a full page of one millisecond: step past it
+            continue
+        read += len(fresh)
+        high = fresh[-1][1]
+        ids = [i for i, _ in fresh]
+        seen.update(ids)
         records = await redis.hmget(keys.log, ids)
         for message_id, raw in zip(ids, records, strict=True):
             if raw is None:

@@ -238,7 +238,14 @@ Seq = Annotated[
 class AttemptAnswer(msgspec.Struct):
     """One entry of a message's story (docs/message-log.md), oldest first."""
 
-    attempt: Annotated[int, msgspec.Meta(ge=1, description="1 for the first try.")]
+    attempt: Annotated[
+        int,
+        msgspec.Meta(
+            ge=0,
+            description="1 for the first try; a skip's entry says how many were made "
+            "(0: skipped before any).",
+        ),
+    ]
     outcome: Annotated[
         Literal["ok", "failed", "dead", "blocked", "skipped"],
         msgspec.Meta(

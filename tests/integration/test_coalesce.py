@@ -6,14 +6,15 @@ app under uvicorn, a real HTTP bot on loopback."""
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 
 from router.config import MessageLogSettings
-from router.queue import message_log
-from router.queue.lanes import DestinationQueue
+from router.queue import envelope, message_log
+from router.queue.lanes import DestinationQueue, Group, Outcome
 from router.queue.scripts import Scripts
 from router.queue.sharded_queue import ShardedQueue
 from tests.support.bot import Answer, Bot, Received
@@ -262,3 +263,61 @@ async def test_a_lease_that_ran_out_keeps_the_group_and_is_in_each_story(
             assert "lease ran out" in (found.attempts[0].error or "")
     finally:
         await client.aclose()
+
+
+async def _a_letter_replayed_while_a_group_is_out(clean_redis: str, give_up: bool) -> None:
+    """m0 died; m1..m3 went out as one group; m0 is replayed meanwhile. The
+    replay lands behind the group (never inside it), so the group's ack
+    removes exactly its messages, and its give-up dead-letters exactly them;
+    m0 is next either way, never tried under the group's id."""
+    client = AsyncRedis.from_url(clean_redis)
+    try:
+        scripts = Scripts(client)
+        queue = DestinationQueue(client, scripts, "chatbot", log=MessageLogSettings())
+        shards = ShardedQueue(client, scripts, "chatbot", 1)
+
+        async def store(text: str) -> str:
+            return await enqueue_json(scripts, KEYS, "k", {"mensaje": text, "wa_id": "k"})
+
+        await store("m0")
+        [claim] = (await queue.claim("a", 1, 30_000, 10)).claims
+        failed = await queue.fail(claim, 0, "HTTP 500", Outcome.DEAD_LETTER)
+        assert not failed.lease_lost
+        for text in ("m1", "m2", "m3"):
+            await store(text)
+        [claim] = (await queue.claim("b", 1, 30_000, 10)).claims
+        entries = await queue.gather(claim, 0, 10)
+        assert isinstance(entries, list) and len(entries) == 3
+        group = Group(entries, [envelope.decode_entry(e)[1].id for e in entries])
+        assert await shards.replay_oldest() == 1  # while the group is out
+
+        def lane_texts(raw: list[bytes]) -> list[str]:
+            return [json.loads(bytes(envelope.decode_entry(e)[1].body))["mensaje"] for e in raw]
+
+        assert lane_texts(await client.lrange(KEYS.lane("k"), 0, -1)) == ["m1", "m2", "m3", "m0"]
+        if give_up:
+            done = await queue.fail(claim, 0, "HTTP 500", Outcome.DEAD_LETTER, group=group)
+            assert not done.lease_lost
+            letters = await shards.dead_letters(0, 10)
+            assert [json.loads(d.envelope)["body"]["mensaje"] for _, d in letters] == [
+                "m1",
+                "m2",
+                "m3",
+            ]
+        else:
+            acked = await queue.ack(claim, entries[0], 30_000, False, group=group)
+            assert not acked.lease_lost
+            assert int(await client.hget(KEYS.counts, "acked") or 0) == 3
+        assert lane_texts(await client.lrange(KEYS.lane("k"), 0, -1)) == ["m0"]
+        [claim] = (await queue.claim("c", 1, 30_000, 10)).claims
+        assert lane_texts(await queue.gather(claim, 0, 10)) == ["m0"]  # a group of its own
+    finally:
+        await client.aclose()
+
+
+async def test_a_replay_never_lands_inside_a_group_being_acked(clean_redis: str) -> None:
+    await _a_letter_replayed_while_a_group_is_out(clean_redis, give_up=False)
+
+
+async def test_a_replay_never_lands_inside_a_group_given_up(clean_redis: str) -> None:
+    await _a_letter_replayed_while_a_group_is_out(clean_redis, give_up=True)

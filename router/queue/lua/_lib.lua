@@ -363,7 +363,7 @@ local function dead_letter(lane, dead, attempts, last_error, counts, heads, k, e
   local seq = tonumber(string.sub(prefix, 1, -2))
   redis.call('RPUSH', dead, cjson.encode({
     key = k, envelope = envelope, error = err, attempts = made, dead_at = now, seq = seq}))
-  redis.call('HDEL', attempts, k)
+  redis.call('HDEL', attempts, k, GROUP_MARK .. k) -- a pinned group is over too
   redis.call('HDEL', last_error, k)
   redis.call('HINCRBY', counts, 'messages', -1)
   track_head(heads, lane, k)

@@ -123,7 +123,15 @@ if ARGV[5] == '1' then
   -- Each letter keeps its envelope and, apart, its sequence number (a
   -- replay puts it back with it). A coalesced request's messages go
   -- together, each a letter.
-  local given = 1 + tonumber(ARGV[14] or '0')
+  -- Only the group's messages still where they were delivered (the same
+  -- check as ack.lua's): never one that came in between.
+  local rest = group_rest(14)
+  local given = 1
+  local found = redis.call('LRANGE', lane, 1, #rest)
+  for i, m in ipairs(rest) do
+    if found[i] ~= m[1] then break end
+    given = given + 1
+  end
   for _ = 1, given do
     if redis.call('LLEN', lane) == 0 then break end
     dead_letter(lane, dead, attempts, last_error, counts, heads, k, ARGV[4], made, now)

@@ -54,8 +54,9 @@ for a = 4, n + 3 do
   local id = envelope_id(envelope)
   if id then log_forget(log, logged, id) end
 end
--- A new head (or none): a fresh attempt count, as after an ack.
-redis.call('HDEL', attempts, k)
+-- A new head (or none): a fresh attempt count, as after an ack (and no
+-- coalesced group pinned: gather.lua).
+redis.call('HDEL', attempts, k, GROUP_MARK .. k)
 redis.call('HDEL', last_error, k)
 track_head(heads, lane, k)
 -- A lease that ran out: its worker died or stalled, and its ack is fenced

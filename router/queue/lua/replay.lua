@@ -31,6 +31,11 @@ for a = 2, #ARGV, 2 do
     local arrived = arrival_ms(envelope)
     local from = 0
     if redis.call('ZSCORE', leases, k) then from = 1 end
+    -- Never inside a coalesced request formed already (gather.lua's pin):
+    -- each retry must send exactly its messages.
+    local first = redis.call('LINDEX', lane, 0)
+    local pinned = first and pinned_group(attempts, lane, k, first)
+    if pinned and #pinned > from then from = #pinned end
     local len = redis.call('LLEN', lane)
     local place, pivot = nil, nil
     while place == nil and from < len do
