@@ -204,7 +204,7 @@ class AdminController(Controller):
     @post(
         "/destinations/{name:str}/conversations/pause",
         status_code=200,
-        operation_class=doc("conversation_body", "destination", body=ConversationRequest),
+        operation_class=doc("key_body", "destination", body=ConversationRequest),
     )
     async def pause_conversation(
         self, request: AnyRequest, name: FromPath[str]
@@ -213,30 +213,37 @@ class AdminController(Controller):
         attempted (an attempt in flight finishes), ingest goes on storing, other
         conversations go on. A key with no message yet may be paused too: what
         arrives for it waits. Kept in Redis until resumed."""
-        queue = self._queue(name)
-        key = await self._conversation(request)
-        changed = await queue.pause_key(key)
-        scope = operator_log.keys_scope([key], "")
-        await self._recorded(
-            request, "pause", name, "paused" if changed else "already paused", scope
-        )
+        key, changed = await self._pause_conversation(request, name, True)
         return ConversationPaused("ok", key, True, changed)
 
     @post(
         "/destinations/{name:str}/conversations/resume",
         status_code=200,
-        operation_class=doc("conversation_body", "destination", body=ConversationRequest),
+        operation_class=doc("key_body", "destination", body=ConversationRequest),
     )
     async def resume_conversation(
         self, request: AnyRequest, name: FromPath[str]
     ) -> ConversationResumed:
         """Resume a paused conversation: its messages go on, oldest first."""
+        key, changed = await self._pause_conversation(request, name, False)
+        return ConversationResumed("ok", key, False, changed)
+
+    async def _pause_conversation(
+        self, request: AnyRequest, name: str, pausing: bool
+    ) -> tuple[str, bool]:
+        """Pause (or resume) the conversation the body names, recorded in the
+        operator log; the key, and whether anything changed."""
         queue = self._queue(name)
         key = await self._conversation(request)
-        changed = await queue.resume_key(key)
-        scope = operator_log.keys_scope([key], "")
-        await self._recorded(request, "resume", name, "resumed" if changed else "not paused", scope)
-        return ConversationResumed("ok", key, False, changed)
+        if pausing:
+            changed = await queue.pause_key(key)
+            result = "paused" if changed else "already paused"
+        else:
+            changed = await queue.resume_key(key)
+            result = "resumed" if changed else "not paused"
+        action = "pause" if pausing else "resume"
+        await self._recorded(request, action, name, result, operator_log.keys_scope([key], ""))
+        return key, changed
 
     @get("/destinations/{name:str}/conversations/paused", operation_class=doc("destination"))
     async def paused_conversations(self, name: FromPath[str]) -> PausedConversations:
@@ -247,7 +254,7 @@ class AdminController(Controller):
     @post(
         "/destinations/{name:str}/conversations/skip",
         status_code=200,
-        operation_class=doc("conversation_body", "no_message", body=ConversationRequest),
+        operation_class=doc("key_body", "no_message", body=ConversationRequest),
     )
     async def skip_conversation(
         self, request: AnyRequest, name: FromPath[str]
@@ -388,7 +395,7 @@ class AdminController(Controller):
     @post(
         "/destinations/{name:str}/blocked/unblock",
         status_code=200,
-        operation_class=doc("unblock_body", "not_blocked", body=UnblockRequest),
+        operation_class=doc("key_body", "not_blocked", body=UnblockRequest),
     )
     async def unblock(self, request: AnyRequest, name: FromPath[str]) -> Done:
         """Put a blocked key back in line: its head message is attempted again.

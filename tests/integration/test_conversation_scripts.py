@@ -17,27 +17,15 @@ from router.queue.keys import DestinationKeys
 from router.queue.lanes import DestinationQueue, Outcome
 from router.queue.scripts import Scripts
 from router.queue.sharded_queue import ShardedQueue
-from tests.support.messages import enqueue_json
+from tests.support.queues import body, destination_queue, store
 
 K = DestinationKeys("convo")
 
 
 @pytest.fixture()
 async def queue(clean_redis: str) -> AsyncIterator[DestinationQueue]:
-    client = AsyncRedis.from_url(clean_redis)
-    try:
-        yield DestinationQueue(client, Scripts(client), "convo")
-    finally:
-        await client.aclose()
-
-
-async def store(queue: DestinationQueue, key: str, *names: str) -> None:
-    for name in names:
-        await enqueue_json(queue.scripts, queue.keys, key, name)
-
-
-def body(raw: bytes) -> str:
-    return str(json.loads(bytes(envelope.decode(raw).body)))
+    async with destination_queue(clean_redis, "convo") as opened:
+        yield opened
 
 
 async def claimed(queue: DestinationQueue, want: int = 10) -> dict[str, str]:

@@ -3,38 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import AsyncIterator
 
 import pytest
-from redis.asyncio import Redis as AsyncRedis
 
 from router.queue import envelope
 from router.queue.enqueue import Target, enqueue
 from router.queue.keys import DestinationKeys
 from router.queue.lanes import DestinationQueue, Outcome
-from router.queue.scripts import Scripts
 from router.queue.sharded_queue import ShardedQueue
-from tests.support.messages import enqueue_json
+from tests.support.queues import body, destination_queue, store
 
 
 @pytest.fixture()
 async def queue(clean_redis: str) -> AsyncIterator[DestinationQueue]:
-    client = AsyncRedis.from_url(clean_redis)
-    try:
-        yield DestinationQueue(client, Scripts(client), "edge")
-    finally:
-        await client.aclose()
-
-
-async def store(queue: DestinationQueue, key: str, *names: str) -> None:
-    for name in names:
-        await enqueue_json(queue.scripts, queue.keys, key, name)
-
-
-def body(raw: bytes) -> str:
-    return str(json.loads(bytes(envelope.decode(raw).body)))
+    async with destination_queue(clean_redis, "edge") as opened:
+        yield opened
 
 
 async def test_replayed_dead_letters_keep_their_order(queue: DestinationQueue) -> None:

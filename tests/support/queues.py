@@ -1,13 +1,18 @@
 """A destination's queue as the router leaves it, built with the router's own
 scripts: messages enqueued, some given up (dead letters) or blocked by a
 failed attempt, the name in the registry (router.queue.orphans). Removed from
-routes.yaml, such a destination is an orphan."""
+routes.yaml, such a destination is an orphan. And one shard's queue for the
+tests that drive the lane scripts directly (destination_queue, store, body)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+from collections.abc import AsyncIterator
 from typing import Any
+
+from redis.asyncio import Redis as AsyncRedis
 
 from router.queue import envelope, orphans
 from router.queue.keys import DestinationKeys
@@ -80,3 +85,24 @@ def lane(client: Any, keys: DestinationKeys, key: str) -> list[str]:
         body = json.loads(bytes(envelope.decode(raw).body))  # an entry: <n>:<envelope>
         out.append(body["mensaje"])
     return out
+
+
+@contextlib.asynccontextmanager
+async def destination_queue(redis_url: str, destination: str) -> AsyncIterator[DestinationQueue]:
+    """One shard's queue on a client opened for it and closed after."""
+    client = AsyncRedis.from_url(redis_url)
+    try:
+        yield DestinationQueue(client, Scripts(client), destination)
+    finally:
+        await client.aclose()
+
+
+async def store(queue: DestinationQueue, key: str, *names: str) -> None:
+    """Each of `names` (a JSON string) stored at the end of `key`'s lane."""
+    for name in names:
+        await enqueue_json(queue.scripts, queue.keys, key, name)
+
+
+def body(raw: bytes) -> str:
+    """The message (a JSON string) of a lane entry."""
+    return str(json.loads(bytes(envelope.decode(raw).body)))

@@ -87,17 +87,8 @@ _ADMIN_ERRORS: dict[str, tuple[str, OpenAPIResponse]] = {
             error_body("Missing required query parameter 'key' for url .../key"),
         ),
     ),
-    "unblock_body": (
-        "400",
-        answer(
-            'The body is not `{"key": "<ordering key>"}`.',
-            ERROR_SCHEMA,
-            error_body(
-                'send a JSON body {"key": "<ordering key>"}: Object missing required field `key`'
-            ),
-        ),
-    ),
-    "conversation_body": (
+    # A body naming one conversation (ordering key): unblock, pause, resume, skip.
+    "key_body": (
         "400",
         answer(
             'The body is not `{"key": "<ordering key>"}`.',

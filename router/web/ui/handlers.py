@@ -426,24 +426,33 @@ def ui_router(state: RouterState, history: History) -> Router:
             raise ApiError(400, "The form names no conversation (ordering key).")
         return key
 
+    async def pause_conversation(
+        request: Request[Any, Any, Any], name: str, pausing: bool
+    ) -> Response[Any]:
+        queues = await configured(name)
+        key = await form_key(request)
+        if pausing:
+            changed = await queues.pause_key(key)
+            result, done = (
+                ("paused", "key-paused") if changed else ("already paused", "key-already-paused")
+            )
+        else:
+            changed = await queues.resume_key(key)
+            result, done = (
+                ("resumed", "key-resumed") if changed else ("not paused", "key-not-paused")
+            )
+        action = "pause" if pausing else "resume"
+        await recorded(request, action, name, result, operator_log.keys_scope([key], ""))
+        return back(name, done)
+
     @post("/destinations/{name:str}/conversations/pause", status_code=303)
     async def pause_key(request: Request[Any, Any, Any], name: FromPath[str]) -> Response[Any]:
         """`router pause DEST KEY`: one conversation held, the others go on."""
-        queues = await configured(name)
-        key = await form_key(request)
-        changed = await queues.pause_key(key)
-        scope = operator_log.keys_scope([key], "")
-        await recorded(request, "pause", name, "paused" if changed else "already paused", scope)
-        return back(name, "key-paused" if changed else "key-already-paused")
+        return await pause_conversation(request, name, True)
 
     @post("/destinations/{name:str}/conversations/resume", status_code=303)
     async def resume_key(request: Request[Any, Any, Any], name: FromPath[str]) -> Response[Any]:
-        queues = await configured(name)
-        key = await form_key(request)
-        changed = await queues.resume_key(key)
-        scope = operator_log.keys_scope([key], "")
-        await recorded(request, "resume", name, "resumed" if changed else "not paused", scope)
-        return back(name, "key-resumed" if changed else "key-not-paused")
+        return await pause_conversation(request, name, False)
 
     @post("/destinations/{name:str}/conversations/skip", status_code=303)
     async def skip(request: Request[Any, Any, Any], name: FromPath[str]) -> Response[Any]:
