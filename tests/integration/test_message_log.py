@@ -218,3 +218,17 @@ def test_router_message_log_0_keeps_no_log(
     redis = Redis.from_url(clean_redis)
     keys = DestinationKeys("chatbot")
     assert not redis.exists(keys.log, keys.logged)
+
+
+def test_a_story_retention_dropped_while_waiting_stays_dropped(
+    start_router, bot: Bot, clean_redis
+) -> None:
+    """Retention goes by arrival: the 2 oldest of 5 waiting messages lose
+    their stories to the 3 newer ones, and get none back when delivered."""
+    api = start_router(bot.url, workers=False, message_log={"max_messages": 3})
+    ids = [post(api, "k", str(i)) for i in range(5)]
+    start_router(bot.url, routes_file=api.routes_file)  # the workers
+    wait_until(lambda: len(bot.acknowledged()) == 5, what="all delivered")
+    wait_until(lambda: delivered(clean_redis, ids[-1]), what="the last story")
+    assert [story(clean_redis, i) is not None for i in ids] == [False, False, True, True, True]
+    assert Redis.from_url(clean_redis).zcard(DestinationKeys("chatbot").logged) == 3

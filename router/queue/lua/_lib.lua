@@ -146,8 +146,11 @@ local function log_received(log, logged, policy, id, k, entry, arrival)
 end
 
 -- One more entry of message `id`'s story (`item`, JSON), its state now
--- `state`; `failed` when the entry is a failure. `entry` is its lane entry,
--- where a record trimmed (or written before the log was on) is rebuilt from.
+-- `state`; `failed` when the entry is a failure. `entry` is its lane entry:
+-- a message without a record (stored while the log was off, or moved in)
+-- gets one from it, unless it is older than every story kept: then
+-- retention dropped its story while it waited, and it stays dropped (the
+-- stories kept never outgrow `max messages` this way).
 local function log_entry(log, logged, id, k, entry, item, state, failed)
   local raw = redis.call('HGET', log, id)
   local record
@@ -155,7 +158,10 @@ local function log_entry(log, logged, id, k, entry, item, state, failed)
     record = cjson.decode(raw)
   else
     local prefix, envelope = split_entry(entry)
-    record = {key = k, received_at = arrival_ms(envelope),
+    local arrival = arrival_ms(envelope)
+    local oldest = redis.call('ZRANGE', logged, 0, 0, 'WITHSCORES')
+    if oldest[2] and arrival < tonumber(oldest[2]) then return end
+    record = {key = k, received_at = arrival,
       seq = tonumber(string.sub(prefix, 1, -2)), n = 0, failed = 0}
     redis.call('ZADD', logged, record.received_at, id)
   end
