@@ -326,7 +326,19 @@ def test_redis_sigkill_and_restart(lab: Lab, record: Recorder, size: str, fsync:
     lost = {tuple(x.split("#")) for x in stats.lost_sample}
     kept = {k: [s for s in seqs if (k, str(s)) not in lost] for k, seqs in gen.order().items()}
     survivors = {m for m in gen.accepted_set() if (m[0], str(m[1])) not in lost}
-    assert analyze(kept, survivors, acks).order_violations == 0, stats.summary()
+    if fsync == "always":
+        assert analyze(kept, survivors, acks).order_violations == 0, stats.summary()
+    else:
+        # With everysec, Redis may come back without its last writes, the
+        # acknowledgements among them (a busy disk lets a write wait up to
+        # 2 s): what it had delivered then goes again after the restart, in
+        # order, after later messages the bot already has. Order holds on
+        # each side of the restart.
+        before = [a for a in acks if a.start < t_restart]
+        after = [a for a in acks if a.start >= t_restart]
+        for part, resume in ((before, False), (after, True)):
+            found = analyze(kept, survivors, part, resume=resume)
+            assert found.order_violations == 0, found.summary()
 
 
 # -- 4 -----------------------------------------------------------------------------
@@ -507,8 +519,9 @@ def test_sigterm_during_delivery(lab: Lab, record: Recorder, size: str) -> None:
     )
     assert code == 0, router.log_tail()
     # The grace period bounds the deliveries; closing uvicorn, Redis and the
-    # interpreter after it takes a fraction of a second (more on a busy machine).
-    assert took <= grace + 2.0, f"exit took {took:.1f}s with a {grace:g}s grace period"
+    # interpreter after it takes a fraction of a second (more on a busy
+    # machine: 2.0 s after a 2 s grace seen at a load average of 10).
+    assert took <= grace + 3.0, f"exit took {took:.1f}s with a {grace:g}s grace period"
     assert_invariants(stats, overlaps)
     assert stats.duplicated <= max_in_flight
 
@@ -758,6 +771,11 @@ def test_analyze_catches_gaps_reordering_and_duplicates() -> None:
     gap = analyze(order, accepted, [_ack("a", 0), _ack("a", 2), _ack("a", 1)])
     assert gap.order_violations == 2  # 2 skipped ahead, then 1 went back
     assert analyze(order, accepted, [_ack("a", 7)]).order_violations == 1
+    # A later part of a run may take a key up anywhere, then in order.
+    later = [_ack("a", 1), _ack("a", 2)]
+    assert analyze(order, accepted, later).order_violations == 1
+    assert analyze(order, accepted, later, resume=True).order_violations == 0
+    assert analyze(order, accepted, [*later, _ack("a", 1)], resume=True).order_violations == 1
     # X-Router-Sequence: from 1, each the next or the last again (a redelivery).
     numbered = [_ack("a", 0, 1), _ack("a", 0, 1), _ack("a", 1, 2), _ack("b", 0, 1)]
     assert analyze(order, accepted, numbered).number_gaps == 0

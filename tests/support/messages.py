@@ -42,13 +42,23 @@ def post_concurrently(
     `keys_at_once` keys at a time, default all), one after the other within
     a key (each waits for the previous answer), so the per-key order of
     arrival is the order of `sent`. Without `keep_alive`, a connection per
-    request: no request can go out on a connection the server is closing."""
+    request: no request can go out on a connection the server is closing.
+    A 503 saying the message was not stored is retried, as a sender does;
+    anything else but a 200 fails."""
     limit = asyncio.Semaphore(keys_at_once or len(sent) or 1)
 
     async def one_key(client: httpx.AsyncClient, key: str, messages: list[str]) -> None:
         async with limit:
             for m in messages:
-                r = await client.post(path, json={"mensaje": m, "wa_id": key})
+                for wait in (0.1, 0.2, 0.4, 0.8, 0):
+                    r = await client.post(path, json={"mensaje": m, "wa_id": key})
+                    # What a sender does with the documented 503 "stored": "no"
+                    # (a loaded machine's Redis did not answer in time): the
+                    # message was not stored, so it is sent again, before the
+                    # key's next one (its order holds).
+                    if r.status_code != 503 or r.json().get("stored") != "no" or not wait:
+                        break
+                    await asyncio.sleep(wait)
                 assert r.status_code == 200, r.text
 
     async def run() -> None:
