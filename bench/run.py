@@ -8,7 +8,7 @@ against the same Redis and the same sink, so their ratios hold.
     .venv/bin/python bench/run.py [--rounds 3] [-n 5000] [--profile] [--docs]
     .venv/bin/python bench/run.py --only ingest delivery   # some parts only
 
-Seven parts, each in its own module:
+Eight parts, each in its own module:
 - Ingest (bench/ingest.py, bench/burst.py): wrk against bare_ingest's
   /v1/hello (framework ceiling) and /v1/store_message (ingest floor) and
   `router api`, on the chosen server stack and on asyncio + h11; the
@@ -35,6 +35,10 @@ Seven parts, each in its own module:
 - Outbound rate limit (bench/outbound_rate.py): 3 `router worker`
   processes deliver with `rate_limit: {requests: 80, period: 1s}`; the
   rate at the sink as a ratio to the limit (goal: within 5 %).
+- Delivery to RabbitMQ (bench/broker_amqp.py): `router worker --burst`
+  publishing N preloaded messages with the amqp plugin, beside a plain
+  aio-pika publisher with confirms, as a ratio (goal >= 0.5); skipped
+  without RabbitMQ at 127.0.0.1:5672.
 Every load is bounded in time and runs on 127.0.0.1 only.
 
 Writes a markdown report (bench/report.py) to stdout and
@@ -59,6 +63,7 @@ from pathlib import Path
 import chart
 import procs
 import report
+from broker_amqp import BrokerAmqp
 from burst import Burst
 from cluster import ClusterPart
 from context import Context
@@ -71,7 +76,16 @@ from observability import Observability
 from outbound_rate import OutboundRate
 from redisdb import flush, redis_server
 
-PARTS = ("ingest", "delivery", "latency", "growth", "cluster", "observability", "rate-limit")
+PARTS = (
+    "ingest",
+    "delivery",
+    "latency",
+    "growth",
+    "cluster",
+    "observability",
+    "rate-limit",
+    "amqp",
+)
 
 
 def check_prerequisites(need_wrk: bool, need_pyspy: bool, need_arq: bool = True) -> str | None:
@@ -103,7 +117,7 @@ def parse_args() -> argparse.Namespace:
         "--only",
         choices=PARTS,
         nargs="+",
-        help="run these parts only (default: all seven)",
+        help="run these parts only (default: all eight)",
     )
     p.add_argument("--rounds", type=int, default=1, help="ingest rounds, interleaved (median)")
     p.add_argument("--duration", type=int, default=10, help="seconds per wrk run (default 10)")
@@ -147,6 +161,7 @@ def main() -> int:
     running = procs.Procs(logs)
     started = datetime.now(UTC)
     ingest = delivery = latency = growth = cluster = observability = outbound = None
+    amqp = None
     try:
         with tempfile.TemporaryDirectory(prefix="router-bench-") as tmp_text:
             tmp = Path(tmp_text)
@@ -177,6 +192,9 @@ def main() -> int:
                 if "rate-limit" in parts:
                     outbound = OutboundRate(ctx)
                     outbound.run()
+                if "amqp" in parts:
+                    amqp = BrokerAmqp(ctx)
+                    amqp.run()
                 if args.profile:
                     if ingest is not None:
                         ingest.profile()
@@ -193,6 +211,7 @@ def main() -> int:
     more += cluster.report_lines() if cluster else []
     more += observability.report_lines() if observability else []
     more += outbound.report_lines() if outbound else []
+    more += amqp.report_lines() if amqp else []
     text = report.report(ctx, ingest, delivery, head, more)
     rows = (report.ingest_chart_rows(ingest) if ingest and ingest.results else []) + (
         delivery.chart_rows() if delivery and delivery.results else []

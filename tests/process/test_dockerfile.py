@@ -159,6 +159,6 @@ def test_the_image_installs_every_shipped_plugin_and_plugin_requirements(tmp_pat
     ).stdout
     names = set(re.findall(r"\w+", listed))
     shipped = set(" ".join(shipped_plugins().values()).split())
-    assert {"chatbot", "whatsapp"} <= shipped
+    assert {"chatbot", "whatsapp", "amqp"} <= shipped
     assert shipped <= names, f"the image lacks {sorted(shipped - names)}:\n{listed}"
     assert "recorder" in names, f"PLUGIN_REQUIREMENTS was not installed:\n{listed}"

@@ -1,0 +1,343 @@
+"""The amqp destination: publish each message to RabbitMQ (AMQP 0-9-1).
+
+Each delivery is one persistent message (delivery mode 2) published with
+``mandatory`` set on a channel in publisher-confirm mode, and the attempt
+succeeds only when the broker confirms it (``basic.ack``). A message the
+broker cannot route (no queue bound, an exchange that does not exist) or
+refuses (``basic.nack``: a full queue that rejects publishes) fails the
+attempt, and the router retries it with backoff: nothing is dropped
+quietly. docs/amqp.md is the user's page.
+
+One connection and one channel serve every delivery of the destination in a
+process: opened at the first delivery, dropped when the broker or the
+network breaks them (or an attempt times out) and opened again at the next
+attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+from urllib.parse import unquote, urlsplit
+
+import aio_pika
+import aiormq
+import msgspec
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
+
+from router.plugin import (
+    Delivery,
+    DeliveryFailed,
+    DeliveryResponse,
+    OptionError,
+    SinkContext,
+    SinkType,
+    hookimpl,
+)
+
+# AMQP 0-9-1 short strings (routing keys, exchange names) hold at most 255 bytes.
+MAX_SHORT_STRING = 255
+KEY_FIELD = "{key}"
+# scheme://user:password@rest, read loosely (the password of a URL that
+# fails to parse stays out of its error too): the password runs to the last @.
+_USERINFO = re.compile(r"(?P<head>[^:@]*:/*[^:@/]*):(?P<password>.*)@(?P<rest>[^@]*)$", re.S)
+
+
+class AmqpOptions(msgspec.Struct, forbid_unknown_fields=True):
+    """A destination's options (routes.yaml)."""
+
+    # amqp://user:password@host:port/vhost (amqps:// for TLS); query
+    # parameters as aio-pika reads them (heartbeat=30, ...).
+    url: str
+    # Where the exchange routes the message: with the default exchange ""
+    # the name of the queue. `{key}` is replaced by the message's ordering
+    # key ("*" for a destination with one global order).
+    routing_key: str
+    # "" is the default exchange (direct to the queue named by routing_key).
+    # The exchange is never declared: it must exist.
+    exchange: str = ""
+
+    _UNSAFE_CHARACTERS: ClassVar[re.Pattern[str]] = re.compile(r"[\s\x00-\x1f\x7f-\x9f]")
+
+    def __post_init__(self) -> None:
+        self._check_url()
+        rest = self.routing_key.replace(KEY_FIELD, "")
+        if "{" in rest or "}" in rest:
+            raise OptionError(
+                ("routing_key",),
+                f"{self.routing_key!r}: the only field a routing key may hold is {{key}} "
+                "(the ordering key)",
+            )
+        if len(rest.encode()) > MAX_SHORT_STRING:
+            raise OptionError(
+                ("routing_key",), f"longer than AMQP allows ({MAX_SHORT_STRING} bytes)"
+            )
+        if not self.exchange and not self.routing_key:
+            raise OptionError(
+                ("routing_key",),
+                'with the default exchange (exchange: "") the routing key is the name of '
+                "the queue; name it",
+            )
+        if len(self.exchange.encode()) > MAX_SHORT_STRING:
+            raise OptionError(("exchange",), f"longer than AMQP allows ({MAX_SHORT_STRING} bytes)")
+
+    def _check_url(self) -> None:
+        # The errors quote the URL as shown_url would (no password).
+        if not self.url.startswith(("amqp://", "amqps://")):
+            raise OptionError(("url",), f"must start with amqp:// or amqps://, got {self.shown}")
+        if self._UNSAFE_CHARACTERS.search(self.url):
+            raise OptionError(
+                ("url",),
+                "contains a space or control character; percent-encode it (a space is %20)",
+            )
+        try:
+            parts = urlsplit(self.url)
+            port = parts.port
+        except ValueError as exc:
+            raise OptionError(("url",), f"{self.shown} is not a valid URL: {exc}") from None
+        if not parts.hostname:
+            raise OptionError(("url",), f"{self.shown} names no host; write amqp://host[:port]/")
+        if port is not None and not 1 <= port <= 65535:
+            raise OptionError(("url",), "a port is a number from 1 to 65535")
+        if parts.path.count("/") > 1:
+            raise OptionError(
+                ("url",),
+                f"{self.shown}: the path is the virtual host, one segment "
+                "(percent-encode a '/' in its name as %2F)",
+            )
+
+    @property
+    def shown(self) -> str:
+        """The URL with its password starred (even in a URL too broken to parse)."""
+        found = _USERINFO.match(self.url)
+        if found is None or found.group("password") is None:
+            return self.url
+        return f"{found.group('head')}:***@{found.group('rest')}"
+
+    def _password(self) -> str | None:
+        found = _USERINFO.match(self.url)
+        return found.group("password") if found is not None else None
+
+    def secret_values(self) -> list[str]:
+        """The URL's password, as written and decoded: never shown."""
+        password = self._password()
+        if not password:
+            return []
+        return list(dict.fromkeys([password, unquote(password)]))
+
+    def routing_key_for(self, key: str) -> str:
+        return self.routing_key.replace(KEY_FIELD, key)
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(url={self.shown!r}, exchange={self.exchange!r}, "
+            f"routing_key={self.routing_key!r})"
+        )
+
+
+class AmqpSink:
+    """Publish with confirms; one connection and channel, reopened after a break."""
+
+    def __init__(self, options: AmqpOptions, context: SinkContext) -> None:
+        self.options = options
+        self.context = context
+        self.timeout = context.timeout
+        self._lock = asyncio.Lock()
+        self._connection: AbstractConnection | None = None
+        self._channel: AbstractChannel | None = None
+        self._exchange: AbstractExchange | None = None
+        self._closing: set[asyncio.Task[None]] = set()
+        self._closed = False
+
+    async def deliver(self, delivery: Delivery) -> DeliveryResponse:
+        routing_key = self.options.routing_key_for(delivery.key)
+        if len(routing_key.encode()) > MAX_SHORT_STRING:
+            # The key makes it too long: no retry can publish this message.
+            raise DeliveryFailed(
+                f"routing key for ordering key {delivery.key!r} is longer than AMQP "
+                f"allows ({MAX_SHORT_STRING} bytes)",
+                permanent=True,
+                message_fault=True,
+            )
+        message = self._message(delivery)
+        connection: AbstractConnection | None = None
+        try:
+            async with asyncio.timeout(self.timeout):
+                connection, _, exchange = await self._open()
+                await exchange.publish(message, routing_key, mandatory=True)
+        except aiormq.exceptions.PublishError as exc:
+            # basic.return (then basic.ack): the exchange had no queue for it.
+            raise DeliveryFailed(
+                f"unroutable: exchange {self._exchange_name} has no queue bound for "
+                f"routing key {routing_key!r} ({_reply(exc)})",
+                message_fault=False,
+            ) from None
+        except aiormq.exceptions.DeliveryError as exc:
+            raise DeliveryFailed(
+                f"the broker refused the message (basic.nack) on exchange "
+                f"{self._exchange_name}, routing key {routing_key!r}: {_reply(exc)}",
+                message_fault=False,
+            ) from None
+        except aiormq.exceptions.ChannelNotFoundEntity as exc:
+            self._drop_channel()
+            raise DeliveryFailed(
+                f"exchange {self._exchange_name} does not exist: {_reply(exc)}",
+                message_fault=False,
+            ) from None
+        except aiormq.exceptions.ChannelClosed as exc:
+            self._drop_channel()
+            raise DeliveryFailed(f"the broker closed the channel: {_reply(exc)}") from None
+        except TimeoutError:
+            # A publish left unconfirmed on a connection we keep could be
+            # confirmed later; open afresh instead.
+            self._drop(connection)
+            raise DeliveryFailed(f"no confirm from the broker within {self.timeout:g}s") from None
+        except (OSError, aiormq.exceptions.AMQPError, RuntimeError) as exc:
+            # Refused, reset, closed by the broker, an invalid channel state:
+            # the connection is gone or unusable.
+            self._drop(connection)
+            raise DeliveryFailed(f"broker connection failed: {_describe(exc)}") from None
+        return DeliveryResponse(body=b"basic.ack")
+
+    def _message(self, delivery: Delivery) -> aio_pika.Message:
+        headers: dict[str, Any] = {
+            "x-router-attempt": delivery.attempt,
+            "x-router-key": delivery.key,
+        }
+        if delivery.sequence is not None:
+            headers["x-router-sequence"] = delivery.sequence
+        if len(delivery.coalesced) > 1:
+            headers["x-router-coalesced"] = len(delivery.coalesced)
+        if delivery.traceparent is not None:
+            headers["traceparent"] = delivery.traceparent
+        if delivery.tracestate is not None:
+            headers["tracestate"] = delivery.tracestate
+        return aio_pika.Message(
+            delivery.body,
+            headers=headers,
+            content_type="application/json",
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            message_id=delivery.request_id,
+            timestamp=datetime.fromtimestamp(delivery.received_at_ms / 1000, UTC),
+            app_id="message-router",
+        )
+
+    @property
+    def _exchange_name(self) -> str:
+        return repr(self.options.exchange) if self.options.exchange else "'' (the default)"
+
+    async def _open(self) -> tuple[AbstractConnection, AbstractChannel, AbstractExchange]:
+        """The connection, channel and exchange, opened if they are not."""
+        if (opened := self._opened()) is not None:
+            return opened
+        async with self._lock:
+            if (opened := self._opened()) is not None:
+                return opened
+            if self._closed:
+                raise RuntimeError("the sink is closed")
+            if not _alive(self._connection):
+                if self._connection is not None:
+                    self._drop(self._connection)
+                self._connection = await aio_pika.connect(
+                    self.options.url,
+                    timeout=self.timeout,
+                    client_properties={
+                        "connection_name": f"message-router {self.context.destination}"
+                    },
+                )
+                self._channel = None
+            connection = self._connection
+            assert connection is not None
+            try:
+                channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+            except BaseException:
+                # A connection that cannot open a channel is of no more use.
+                self._drop(connection)
+                raise
+            if self.options.exchange:
+                exchange = await channel.get_exchange(self.options.exchange, ensure=False)
+            else:
+                exchange = channel.default_exchange
+            self._channel, self._exchange = channel, exchange
+            return connection, channel, exchange
+
+    def _opened(self) -> tuple[AbstractConnection, AbstractChannel, AbstractExchange] | None:
+        connection, channel, exchange = self._connection, self._channel, self._exchange
+        if connection is None or channel is None or exchange is None:
+            return None
+        if not _alive(connection) or channel.is_closed:
+            return None
+        return connection, channel, exchange
+
+    def _drop_channel(self) -> None:
+        """The broker closed the channel (not the connection): a new one next time."""
+        channel, self._channel, self._exchange = self._channel, None, None
+        if channel is not None and not channel.is_closed:
+            self._close_later(channel.close())
+
+    def _drop(self, connection: AbstractConnection | None) -> None:
+        """Forget the connection an attempt failed on (unless another
+        attempt replaced it already), and close it in the background."""
+        if connection is None or connection is not self._connection:
+            return
+        self._connection, self._channel, self._exchange = None, None, None
+        self._close_later(connection.close())
+
+    def _close_later(self, closing: Any) -> None:
+        async def close() -> None:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(5):
+                    await closing
+
+        task = asyncio.get_running_loop().create_task(close())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def aclose(self) -> None:
+        self._closed = True
+        async with self._lock:
+            connection, self._connection = self._connection, None
+            self._channel, self._exchange = None, None
+        if connection is not None:
+            self._close_later(connection.close())
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
+
+
+def _alive(connection: AbstractConnection | None) -> bool:
+    """Open and connected: aio-pika sets `is_closed` only when closed by us,
+    and clears `connected` when the broker or the network ends it."""
+    return connection is not None and not connection.is_closed and connection.connected.is_set()
+
+
+def _reply(exc: BaseException) -> str:
+    """The broker's reply code and text out of an aiormq error."""
+    frame = getattr(exc, "frame", None)
+    code, text = getattr(frame, "reply_code", None), getattr(frame, "reply_text", None)
+    if code is not None:
+        return f"{code} {text}"
+    if frame is not None:
+        return type(frame).__name__
+    return _describe(exc)
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or repr(exc)
+    return f"{type(exc).__name__}: {text}"
+
+
+@hookimpl
+def router_sink_types() -> list[SinkType]:
+    return [
+        SinkType(
+            name="amqp",
+            factory=AmqpSink,
+            options=AmqpOptions,
+            circuit_breaker=True,
+            description="publish to RabbitMQ (AMQP 0-9-1) with publisher confirms, "
+            "persistent and mandatory",
+        )
+    ]
