@@ -8,7 +8,7 @@ against the same Redis and the same sink, so their ratios hold.
     .venv/bin/python bench/run.py [--rounds 3] [-n 5000] [--profile] [--docs]
     .venv/bin/python bench/run.py --only ingest delivery   # some parts only
 
-Seven parts, each in its own module:
+The parts, each in its own module:
 - Ingest (bench/ingest.py, bench/burst.py): wrk against bare_ingest's
   /v1/hello (framework ceiling) and /v1/store_message (ingest floor) and
   `router api`, on the chosen server stack and on asyncio + h11; the
@@ -35,6 +35,11 @@ Seven parts, each in its own module:
 - Outbound rate limit (bench/outbound_rate.py): 3 `router worker`
   processes deliver with `rate_limit: {requests: 80, period: 1s}`; the
   rate at the sink as a ratio to the limit (goal: within 5 %).
+- Brokers (bench/broker_nats.py, bench/broker_mqtt.py; `--only nats mqtt`):
+  `router worker --burst` delivering through the nats plugin (JetStream
+  and core) and the mqtt plugin (QoS 1) beside a plain client of the same
+  library publishing the same messages with the same ack, as a ratio (goal
+  >= 0.5); skipped, and said so, where the broker is not on 127.0.0.1.
 Every load is bounded in time and runs on 127.0.0.1 only.
 
 Writes a markdown report (bench/report.py) to stdout and
@@ -59,6 +64,8 @@ from pathlib import Path
 import chart
 import procs
 import report
+from broker_mqtt import MqttPart
+from broker_nats import NatsPart
 from burst import Burst
 from cluster import ClusterPart
 from context import Context
@@ -71,7 +78,17 @@ from observability import Observability
 from outbound_rate import OutboundRate
 from redisdb import flush, redis_server
 
-PARTS = ("ingest", "delivery", "latency", "growth", "cluster", "observability", "rate-limit")
+PARTS = (
+    "ingest",
+    "delivery",
+    "latency",
+    "growth",
+    "cluster",
+    "observability",
+    "rate-limit",
+    "nats",
+    "mqtt",
+)
 
 
 def check_prerequisites(need_wrk: bool, need_pyspy: bool, need_arq: bool = True) -> str | None:
@@ -103,7 +120,7 @@ def parse_args() -> argparse.Namespace:
         "--only",
         choices=PARTS,
         nargs="+",
-        help="run these parts only (default: all seven)",
+        help="run these parts only (default: all)",
     )
     p.add_argument("--rounds", type=int, default=1, help="ingest rounds, interleaved (median)")
     p.add_argument("--duration", type=int, default=10, help="seconds per wrk run (default 10)")
@@ -147,6 +164,7 @@ def main() -> int:
     running = procs.Procs(logs)
     started = datetime.now(UTC)
     ingest = delivery = latency = growth = cluster = observability = outbound = None
+    brokers: list[NatsPart | MqttPart] = []
     try:
         with tempfile.TemporaryDirectory(prefix="router-bench-") as tmp_text:
             tmp = Path(tmp_text)
@@ -177,6 +195,10 @@ def main() -> int:
                 if "rate-limit" in parts:
                     outbound = OutboundRate(ctx)
                     outbound.run()
+                for part, make in (("nats", NatsPart), ("mqtt", MqttPart)):
+                    if part in parts:
+                        brokers.append(make(ctx))
+                        brokers[-1].run()
                 if args.profile:
                     if ingest is not None:
                         ingest.profile()
@@ -193,6 +215,8 @@ def main() -> int:
     more += cluster.report_lines() if cluster else []
     more += observability.report_lines() if observability else []
     more += outbound.report_lines() if outbound else []
+    for broker in brokers:
+        more += broker.report_lines()
     text = report.report(ctx, ingest, delivery, head, more)
     rows = (report.ingest_chart_rows(ingest) if ingest and ingest.results else []) + (
         delivery.chart_rows() if delivery and delivery.results else []
