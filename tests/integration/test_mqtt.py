@@ -51,9 +51,12 @@ async def subscriber() -> AsyncIterator[Subscriber]:
     sub = Subscriber(unique("rt"))
     ready = asyncio.Event()
     task = asyncio.create_task(sub.run(ready))
-    await asyncio.wait({task, asyncio.ensure_future(ready.wait())}, timeout=10)
+    subscribed = asyncio.ensure_future(ready.wait())
+    await asyncio.wait({task, subscribed}, timeout=10, return_when=asyncio.FIRST_COMPLETED)
+    subscribed.cancel()
     if task.done():
-        task.result()
+        task.result()  # its error, if it could not subscribe
+    assert ready.is_set(), "the subscriber did not subscribe within 10 s"
     try:
         yield sub
     finally:

@@ -16,7 +16,8 @@ import nats
 import pytest
 from nats.aio.client import Client as NatsClient
 from nats.js.api import StreamConfig
-from router_nats import NatsOptions, NatsSink, escape_token
+from router_nats import NatsOptions, escape_token
+from router_nats.sink import NatsSink
 
 from router.plugin import Delivery, DeliveryFailed, SinkContext
 from tests.support.brokers import (
