@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aiomqtt
@@ -128,11 +128,16 @@ async def test_a_cut_connection_loses_nothing_and_keeps_order(
             destination=destination,
             **mqtt_settings(
                 subscriber.prefix,
-                circuit_breaker={"probe_interval": "100ms", "probe_interval_max": "300ms"},
+                circuit_breaker={
+                    "failing_keys": 2,  # the breaker opens during the cut
+                    "probe_interval": "100ms",
+                    "probe_interval_max": "300ms",
+                },
             ),
         )
         ids = await post_in_order(router.url, KEYS, 10)
         await subscriber.wait_for(set(ids))
+        assert proxy.accepted == 1  # one connection for every message
         assert proxy.down() >= 1  # the router's connection cut, new ones refused
         ids |= await post_in_order(router.url, KEYS, 10, start=10)
 
@@ -142,4 +147,14 @@ async def test_a_cut_connection_loses_nothing_and_keeps_order(
         await eventually(failing, what="a failed attempt while the broker is unreachable")
         proxy.up()
         await subscriber.wait_for(set(ids))
+        assert proxy.accepted >= 2  # reopened after the cut
+        router.stop()
+        await eventually(_no_connection(proxy), what="the connection closed at stop")
     check_delivered(subscriber, ids, once=False)
+
+
+def _no_connection(proxy: TcpProxy) -> Callable[[], Awaitable[bool]]:
+    async def closed() -> bool:
+        return proxy.live == 0
+
+    return closed

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import urllib.parse
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -185,11 +185,16 @@ async def test_a_cut_connection_loses_nothing_and_keeps_order(
             **nats_settings(
                 prefix,
                 jetstream=True,
-                circuit_breaker={"probe_interval": "100ms", "probe_interval_max": "300ms"},
+                circuit_breaker={
+                    "failing_keys": 2,  # the breaker opens during the cut
+                    "probe_interval": "100ms",
+                    "probe_interval_max": "300ms",
+                },
             ),
         )
         ids = await post_in_order(router.url, KEYS, 10)
         await stored(nc, name, len(ids))
+        assert proxy.accepted == 1  # one connection for every message
         assert proxy.down() >= 1  # the router's connection cut, new ones refused
         ids |= await post_in_order(router.url, KEYS, 10, start=10)
 
@@ -199,6 +204,16 @@ async def test_a_cut_connection_loses_nothing_and_keeps_order(
         await eventually(failing, what="a failed attempt while NATS is unreachable")
         proxy.up()
         messages = await stored(nc, name, len(ids))
+        assert proxy.accepted >= 2  # reopened after the cut
+        router.stop()
+        await eventually(_no_connection(proxy), what="the connection closed at stop")
     # Exactly once in the stream: an attempt whose ack was cut is retried,
     # and the stream's dedup (Nats-Msg-Id) drops the copy.
     check_delivered(messages, ids, prefix)
+
+
+def _no_connection(proxy: TcpProxy) -> Callable[[], Awaitable[bool]]:
+    async def closed() -> bool:
+        return proxy.live == 0
+
+    return closed
