@@ -3,7 +3,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 # The router with its dev tools and the plugins of plugins/, editable.
-PACKAGES := -e '.[dev]' -e plugins/chatbot -e plugins/whatsapp -e plugins/amqp
+PACKAGES := -e '.[dev]' -e plugins/chatbot -e plugins/whatsapp -e plugins/amqp -e plugins/nats -e plugins/mqtt
 
 .PHONY: run test lint faults bench clean
 
@@ -12,7 +12,7 @@ PACKAGES := -e '.[dev]' -e plugins/chatbot -e plugins/whatsapp -e plugins/amqp
 # pays for it. uv reads no pip.conf (index, find-links): where it cannot
 # install, pip does, saying so.
 $(STAMP): pyproject.toml plugins/chatbot/pyproject.toml plugins/whatsapp/pyproject.toml \
-		plugins/amqp/pyproject.toml
+		plugins/amqp/pyproject.toml plugins/nats/pyproject.toml plugins/mqtt/pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q uv \
 		&& $(VENV)/bin/uv pip install -q --compile-bytecode --python $(PY) $(PACKAGES) \

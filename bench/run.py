@@ -8,7 +8,7 @@ against the same Redis and the same sink, so their ratios hold.
     .venv/bin/python bench/run.py [--rounds 3] [-n 5000] [--profile] [--docs]
     .venv/bin/python bench/run.py --only ingest delivery   # some parts only
 
-Eight parts, each in its own module:
+The parts, each in its own module:
 - Ingest (bench/ingest.py, bench/burst.py): wrk against bare_ingest's
   /v1/hello (framework ceiling) and /v1/store_message (ingest floor) and
   `router api`, on the chosen server stack and on asyncio + h11; the
@@ -39,6 +39,11 @@ Eight parts, each in its own module:
   publishing N preloaded messages with the amqp plugin, beside a plain
   aio-pika publisher with confirms, as a ratio (goal >= 0.5); skipped
   without RabbitMQ at 127.0.0.1:5672.
+- Brokers (bench/broker_nats.py, bench/broker_mqtt.py; `--only nats mqtt`):
+  `router worker --burst` delivering through the nats plugin (JetStream
+  and core) and the mqtt plugin (QoS 1) beside a plain client of the same
+  library publishing the same messages with the same ack, as a ratio (goal
+  >= 0.5); skipped, and said so, where the broker is not on 127.0.0.1.
 Every load is bounded in time and runs on 127.0.0.1 only.
 
 Writes a markdown report (bench/report.py) to stdout and
@@ -64,6 +69,8 @@ import chart
 import procs
 import report
 from broker_amqp import BrokerAmqp
+from broker_mqtt import MqttPart
+from broker_nats import NatsPart
 from burst import Burst
 from cluster import ClusterPart
 from context import Context
@@ -85,6 +92,8 @@ PARTS = (
     "observability",
     "rate-limit",
     "amqp",
+    "nats",
+    "mqtt",
 )
 
 
@@ -117,7 +126,7 @@ def parse_args() -> argparse.Namespace:
         "--only",
         choices=PARTS,
         nargs="+",
-        help="run these parts only (default: all eight)",
+        help="run these parts only (default: all)",
     )
     p.add_argument("--rounds", type=int, default=1, help="ingest rounds, interleaved (median)")
     p.add_argument("--duration", type=int, default=10, help="seconds per wrk run (default 10)")
@@ -162,6 +171,7 @@ def main() -> int:
     started = datetime.now(UTC)
     ingest = delivery = latency = growth = cluster = observability = outbound = None
     amqp = None
+    brokers: list[NatsPart | MqttPart] = []
     try:
         with tempfile.TemporaryDirectory(prefix="router-bench-") as tmp_text:
             tmp = Path(tmp_text)
@@ -195,6 +205,10 @@ def main() -> int:
                 if "amqp" in parts:
                     amqp = BrokerAmqp(ctx)
                     amqp.run()
+                for part, make in (("nats", NatsPart), ("mqtt", MqttPart)):
+                    if part in parts:
+                        brokers.append(make(ctx))
+                        brokers[-1].run()
                 if args.profile:
                     if ingest is not None:
                         ingest.profile()
@@ -212,6 +226,8 @@ def main() -> int:
     more += observability.report_lines() if observability else []
     more += outbound.report_lines() if outbound else []
     more += amqp.report_lines() if amqp else []
+    for broker in brokers:
+        more += broker.report_lines()
     text = report.report(ctx, ingest, delivery, head, more)
     rows = (report.ingest_chart_rows(ingest) if ingest and ingest.results else []) + (
         delivery.chart_rows() if delivery and delivery.results else []

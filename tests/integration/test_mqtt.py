@@ -1,0 +1,160 @@
+"""The mqtt plugin (plugins/mqtt, docs/mqtt.md) against the machine's
+Mosquitto (127.0.0.1:1883, MQTT 5): a real router posting over HTTP, a real
+subscriber (QoS 1) on topics of this test's own."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import aiomqtt
+import pytest
+from router_mqtt import escape_level
+
+from tests.support.brokers import eventually, failed_attempts, post_in_order, require, unique
+from tests.support.tcp_proxy import TcpProxy
+
+pytestmark = pytest.mark.anyio
+
+HOST, PORT = "127.0.0.1", 1883
+URL = f"mqtt://{HOST}:{PORT}"
+KEYS = ["44/91", "k +#$%x", "ñandú"]
+
+
+class Subscriber:
+    """Every message published under `prefix/`, as they arrive."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.messages: list[aiomqtt.Message] = []
+
+    async def run(self, ready: asyncio.Event) -> None:
+        async with aiomqtt.Client(HOST, PORT, protocol=aiomqtt.ProtocolVersion.V5) as client:
+            await client.subscribe(f"{self.prefix}/#", qos=1)
+            ready.set()
+            async for message in client.messages:
+                self.messages.append(message)
+
+    async def wait_for(self, bodies: set[bytes]) -> None:
+        async def all_there() -> bool:
+            return bodies <= {bytes(m.payload) for m in self.messages}  # type: ignore[arg-type]
+
+        await eventually(all_there, what=f"{len(bodies)} messages under {self.prefix}/")
+
+
+@pytest.fixture()
+async def subscriber() -> AsyncIterator[Subscriber]:
+    require(HOST, PORT, "Mosquitto (MQTT)")
+    sub = Subscriber(unique("rt"))
+    ready = asyncio.Event()
+    task = asyncio.create_task(sub.run(ready))
+    subscribed = asyncio.ensure_future(ready.wait())
+    await asyncio.wait({task, subscribed}, timeout=10, return_when=asyncio.FIRST_COMPLETED)
+    subscribed.cancel()
+    if task.done():
+        task.result()  # its error, if it could not subscribe
+    assert ready.is_set(), "the subscriber did not subscribe within 10 s"
+    try:
+        yield sub
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def mqtt_settings(prefix: str, **more: Any) -> dict[str, Any]:
+    return {"plugin": "mqtt", "topic": prefix + "/{key}", "qos": 1, "max_in_flight": 8, **more}
+
+
+def check_delivered(sub: Subscriber, ids: dict[bytes, str], once: bool = True) -> None:
+    """Every posted body, bytes exact, with its user properties, in order
+    per key (a copy of a message whose PUBACK was cut may follow it when
+    `once` is False: at least once, never out of order)."""
+    got = [m for m in sub.messages if bytes(m.payload) in ids]  # type: ignore[arg-type]
+    bodies = [bytes(m.payload) for m in got]  # type: ignore[arg-type]
+    assert set(bodies) == set(ids)
+    if once:
+        assert len(bodies) == len(ids)
+    per_key: dict[str, list[int]] = {}
+    for m in got:
+        raw = bytes(m.payload)  # type: ignore[arg-type]
+        sent = json.loads(raw)
+        key = sent["wa_id"]
+        assert m.topic.value == f"{sub.prefix}/{escape_level(key)}"
+        assert m.properties is not None
+        props = dict(m.properties.UserProperty)
+        assert props["x-router-id"] == ids[raw]
+        assert props["x-router-key"] == key
+        assert props["x-router-attempt"].isdigit()
+        assert int(props["x-router-sequence"]) == sent["n"] + 1
+        per_key.setdefault(key, []).append(sent["n"])
+    for key, ns in per_key.items():
+        assert ns == sorted(ns), f"key {key} out of order: {ns}"
+
+
+async def test_puback_delivers_every_message_in_order(
+    subscriber: Subscriber, start_router: Callable[..., Any]
+) -> None:
+    router = start_router(URL, **mqtt_settings(subscriber.prefix))
+    ids = await post_in_order(router.url, KEYS, 10)
+    await subscriber.wait_for(set(ids))
+    check_delivered(subscriber, ids)
+    assert {m.topic.value for m in subscriber.messages} == {
+        f"{subscriber.prefix}/44%2F91",
+        f"{subscriber.prefix}/k%20%2B%23%24%25x",
+        f"{subscriber.prefix}/%C3%B1and%C3%BA",
+    }
+
+
+async def test_qos_2_pubcomp_delivers(
+    subscriber: Subscriber, start_router: Callable[..., Any]
+) -> None:
+    router = start_router(URL, **mqtt_settings(subscriber.prefix, qos=2))
+    ids = await post_in_order(router.url, KEYS, 3)
+    await subscriber.wait_for(set(ids))
+    check_delivered(subscriber, ids)
+
+
+async def test_a_cut_connection_loses_nothing_and_keeps_order(
+    subscriber: Subscriber, start_router: Callable[..., Any]
+) -> None:
+    destination = unique("mqtt-")
+    with TcpProxy(HOST, PORT) as proxy:
+        router = start_router(
+            f"mqtt://127.0.0.1:{proxy.port}",
+            destination=destination,
+            **mqtt_settings(
+                subscriber.prefix,
+                circuit_breaker={
+                    "failing_keys": 2,  # the breaker opens during the cut
+                    "probe_interval": "100ms",
+                    "probe_interval_max": "300ms",
+                },
+            ),
+        )
+        ids = await post_in_order(router.url, KEYS, 10)
+        await subscriber.wait_for(set(ids))
+        assert proxy.accepted == 1  # one connection for every message
+        assert proxy.down() >= 1  # the router's connection cut, new ones refused
+        ids |= await post_in_order(router.url, KEYS, 10, start=10)
+
+        async def failing() -> bool:
+            return await failed_attempts(router.url, destination) >= 1
+
+        await eventually(failing, what="a failed attempt while the broker is unreachable")
+        proxy.up()
+        await subscriber.wait_for(set(ids))
+        assert proxy.accepted >= 2  # reopened after the cut
+        router.stop()
+        await eventually(_no_connection(proxy), what="the connection closed at stop")
+    check_delivered(subscriber, ids, once=False)
+
+
+def _no_connection(proxy: TcpProxy) -> Callable[[], Awaitable[bool]]:
+    async def closed() -> bool:
+        return proxy.live == 0
+
+    return closed
