@@ -3,7 +3,8 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 # The router with its dev tools and the plugins of plugins/, editable.
-PACKAGES := -e '.[dev]' -e plugins/chatbot -e plugins/whatsapp
+PACKAGES := -e '.[dev]' -e plugins/chatbot -e plugins/whatsapp -e plugins/twilio \
+	-e plugins/telegram
 
 .PHONY: run test lint faults bench clean
 
@@ -11,7 +12,8 @@ PACKAGES := -e '.[dev]' -e plugins/chatbot -e plugins/whatsapp
 # test`); compiled, as pip does, so that no router process a test starts
 # pays for it. uv reads no pip.conf (index, find-links): where it cannot
 # install, pip does, saying so.
-$(STAMP): pyproject.toml plugins/chatbot/pyproject.toml plugins/whatsapp/pyproject.toml
+$(STAMP): pyproject.toml plugins/chatbot/pyproject.toml plugins/whatsapp/pyproject.toml \
+		plugins/twilio/pyproject.toml plugins/telegram/pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q uv \
 		&& $(VENV)/bin/uv pip install -q --compile-bytecode --python $(PY) $(PACKAGES) \

@@ -286,7 +286,7 @@ def _format_body(ingest: IngestRoute, fmt: IngestFormat) -> RequestBody:
     example = dict(fmt.docs.example) if fmt.docs.example is not None else None
     return RequestBody(
         required=True,
-        content={JSON: OpenAPIMediaType(schema=schema, example=example)},
+        content={fmt.docs.media_type: OpenAPIMediaType(schema=schema, example=example)},
     )
 
 
