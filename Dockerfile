@@ -15,9 +15,9 @@ COPY plugins ./plugins
 # docs/deployment.md, "Plugins in the image".
 ARG PLUGIN_REQUIREMENTS=""
 # Wheels of the router, of every plugin this repository ships (each
-# directory of plugins/: chatbot, whatsapp, amqp, nats, mqtt, and any you add there), of
-# PLUGIN_REQUIREMENTS, and of their runtime dependencies only: no dev
-# extras reach the image.
+# directory of plugins/: chatbot, whatsapp, twilio, telegram, amqp, nats,
+# mqtt, and any you add there), of PLUGIN_REQUIREMENTS, and of their
+# runtime dependencies only: no dev extras reach the image.
 RUN pip wheel --no-cache-dir --wheel-dir /wheels . ./plugins/*/ $PLUGIN_REQUIREMENTS
 
 FROM python:3.11-slim

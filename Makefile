@@ -3,7 +3,8 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 # The router with its dev tools and the plugins of plugins/, editable.
-PACKAGES := -e '.[dev]' -e plugins/chatbot -e plugins/whatsapp -e plugins/amqp -e plugins/nats -e plugins/mqtt
+PACKAGES := -e '.[dev]' -e plugins/chatbot -e plugins/whatsapp -e plugins/twilio \
+	-e plugins/telegram -e plugins/amqp -e plugins/nats -e plugins/mqtt
 
 .PHONY: run test lint faults bench clean
 
@@ -12,6 +13,7 @@ PACKAGES := -e '.[dev]' -e plugins/chatbot -e plugins/whatsapp -e plugins/amqp -
 # pays for it. uv reads no pip.conf (index, find-links): where it cannot
 # install, pip does, saying so.
 $(STAMP): pyproject.toml plugins/chatbot/pyproject.toml plugins/whatsapp/pyproject.toml \
+		plugins/twilio/pyproject.toml plugins/telegram/pyproject.toml \
 		plugins/amqp/pyproject.toml plugins/nats/pyproject.toml plugins/mqtt/pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q uv \

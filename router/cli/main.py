@@ -1,9 +1,9 @@
 """The `router` command: serve, api, worker, check, status, retry, dead, orphan,
-unroutable, pause, resume, skip, trace, messages, plugins."""
+unroutable, pause, resume, skip, trace, messages, plugins, new-plugin."""
 
 # The parser and the dispatch only: each subcommand lives in its own module
 # (router.cli.serving, .check, .queues, .dead, .orphans, .unroutable,
-# .messages),
+# .messages, .scaffold),
 # imported once the command line is parsed, so that a process imports what
 # its subcommand needs and no other's (`--help` needs none of them).
 
@@ -180,6 +180,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("destination")
     p.add_argument("key", help="the ordering key (conversation)")
+    p = sub.add_parser(
+        "new-plugin",
+        help="write a plugin package, router-NAME, that passes its own test (docs/plugins.md)",
+    )
+    p.add_argument("name", help="the plugin's name: what `plugin:` or `format:` will say")
+    p.add_argument(
+        "--kind",
+        choices=["delivery", "ingest"],
+        default="delivery",
+        help="a delivery plugin (a sink: `plugin: NAME`) or an ingest format "
+        "(`format: NAME`); default delivery",
+    )
+    p.add_argument("--dir", default=".", help="where to write router-NAME/ (default: here)")
     return parser
 
 
@@ -245,6 +258,10 @@ def _runner(command: str) -> Callable[[Settings, argparse.Namespace], int]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "new-plugin":  # writes files: no environment, no routes.yaml
+        from router.cli.scaffold import new_plugin
+
+        return new_plugin(None, args)
     from router.config.settings import Settings, SettingsError
     from router.ops import logs
 

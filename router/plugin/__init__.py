@@ -25,6 +25,7 @@ from __future__ import annotations
 from router.ops.redaction import Redactor
 from router.plugin.formats import (
     MAX_KEY_LENGTH,
+    FormatAnswer,
     FormatDocs,
     FormatHeader,
     FormatRequest,
@@ -54,6 +55,7 @@ __all__ = [
     "Delivery",
     "DeliveryFailed",
     "DeliveryResponse",
+    "FormatAnswer",
     "FormatDocs",
     "FormatHeader",
     "FormatRequest",

@@ -27,6 +27,10 @@ router's own behaviour, router.ingest.route). A format turns a service's webhook
 - ``destinations(options)`` names the destinations the options send
   messages to besides the route's `destinations:` (WhatsApp's statuses);
   the config check refuses a name that is not defined.
+- ``answer(options)`` (optional) is the body and content type of the 200
+  once a request is stored, a ``FormatAnswer``: what the service expects
+  back (Twilio: an empty TwiML document). None: the router's JSON answer
+  listing the stored messages. Refusals (4xx, 503) stay the router's JSON.
 - ``docs`` (optional, a ``FormatDocs``) is what the OpenAPI document
   (/schema, router.web.openapi.ingest) says about such a route: the service's POST
   body as a JSON Schema, the headers the format reads (its signature), the
@@ -132,6 +136,15 @@ class FormatHeader:
 
 
 @dataclass(frozen=True, slots=True)
+class FormatAnswer:
+    """The 200 a format's route answers once a request is stored, instead
+    of the router's JSON (IngestFormat.answer)."""
+
+    body: bytes
+    media_type: str = "application/json"  # the answer's Content-Type
+
+
+@dataclass(frozen=True, slots=True)
 class FormatDocs:
     """What the OpenAPI document says about a format's route (router.web.openapi.ingest)."""
 
@@ -145,6 +158,9 @@ class FormatDocs:
     verify_query: Mapping[str, str] = field(default_factory=dict)
     # The handshake in words (what it checks, what it answers).
     verify_description: str = ""
+    # The POST body's content type (the schema above describes its fields
+    # then, e.g. a form's names and values).
+    media_type: str = "application/json"
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,3 +175,5 @@ class IngestFormat:
     destinations: Callable[[Any], list[str]] = field(default=lambda options: [])
     description: str = ""
     docs: FormatDocs | None = None
+    # The 200's body once a request is stored; None: the router's JSON.
+    answer: Callable[[Any], FormatAnswer] | None = None

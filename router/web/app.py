@@ -115,6 +115,9 @@ def _ingest_handler(state: RouterState, path: str) -> list[HTTPRouteHandler]:
                     )
                     metrics.unrouted(sum(1 for r in results if _unrouted(r)))
                     _log_skipped(path, skipped, metrics)
+                    if ingest.format.answer is not None:  # what the service expects back
+                        own = ingest.format.answer(ingest.route.format_options)
+                        return Response(own.body, media_type=own.media_type)
                     return _stored_many(results, skipped)
                 result = await ingest.store(
                     scripts,

@@ -44,7 +44,7 @@ def test_a_whatsapp_route_loads(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("fmt", "options", "extra", "words"),
     [
-        ("telegram", GOOD, "", ["format 'telegram' is not installed", "whatsapp"]),
+        ("signal", GOOD, "", ["format 'signal' is not installed", "whatsapp"]),
         ("whatsapp", "{verify_token: t}", "", ["format_options", "app_secret"]),
         ("whatsapp", '{verify_token: "", app_secret: s}', "", ["format_options.verify_token"]),
         ("whatsapp", "{verify_token: t, app_secret: s, extra: 1}", "", ["unknown field `extra`"]),

@@ -91,6 +91,8 @@ def test_the_plugins_import_only_the_public_api() -> None:
     assert {p.parent.name for p in files} >= {
         "router_chatbot",
         "router_whatsapp",
+        "router_twilio",
+        "router_telegram",
         "router_amqp",
         "router_nats",
         "router_mqtt",

@@ -286,7 +286,7 @@ def _format_body(ingest: IngestRoute, fmt: IngestFormat) -> RequestBody:
     example = dict(fmt.docs.example) if fmt.docs.example is not None else None
     return RequestBody(
         required=True,
-        content={JSON: OpenAPIMediaType(schema=schema, example=example)},
+        content={fmt.docs.media_type: OpenAPIMediaType(schema=schema, example=example)},
     )
 
 
@@ -297,8 +297,14 @@ def _format_description(ingest: IngestRoute, fmt: IngestFormat) -> str:
         [
             f"A {fmt.name} webhook (`format: {fmt.name}`): {fmt.description}. Every message "
             f"it carries is stored on its own, for {destinations}, all in one step (or none), "
-            "and listed in the answer in order; a malformed item is left out, counted in "
-            "`skipped` and named in `problems`, the rest stored.",
+            + (
+                "and listed in the answer in order; a malformed item is left out, counted in "
+                "`skipped` and named in `problems`, the rest stored."
+                if fmt.answer is None
+                else f"and answered as the {fmt.name} service expects (the 200 below); a "
+                "malformed item is left out, logged and kept for `router unroutable`, the "
+                "rest stored."
+            ),
             f"Dedup: by the service's own message id, within {route.settings.dedup_ttl:g} s "
             "(dedup_ttl): a redelivered webhook answers 200 with `duplicate: true` for what "
             "was stored before, and stores only what is new.",

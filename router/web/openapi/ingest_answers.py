@@ -19,7 +19,14 @@ import contextvars
 import json
 from typing import Any
 
-from litestar.openapi.spec import OpenAPIHeader, OpenAPIResponse, OpenAPIType, Reference, Schema
+from litestar.openapi.spec import (
+    OpenAPIHeader,
+    OpenAPIMediaType,
+    OpenAPIResponse,
+    OpenAPIType,
+    Reference,
+    Schema,
+)
 from redis.exceptions import OutOfMemoryError
 
 from router.config.settings import Settings
@@ -297,6 +304,18 @@ def _format_responses(ingest: IngestRoute, fmt: IngestFormat) -> dict[str, OpenA
             error_body("invalid JSON: input data was truncated"),
         ),
     }
+    if fmt.answer is not None:  # the service's own answer, not the router's JSON
+        own = fmt.answer(ingest.route.format_options)
+        responses["200"] = OpenAPIResponse(
+            description="Every message of the request stored in one step (each new or a "
+            "duplicate; malformed items left out, logged and kept for `router unroutable`), "
+            f"answered as the {fmt.name} service expects.",
+            content={
+                own.media_type: OpenAPIMediaType(
+                    schema=Schema(type=_STRING), example=own.body.decode("utf-8", "replace")
+                )
+            },
+        )
     responses |= _no_match_answer(ingest)
     if fmt.authenticate is not None:
         missing = refusal(fmt.authenticate, ingest.route.format_options, {}, b"")

@@ -1,0 +1,143 @@
+"""`router new-plugin` (router/cli/scaffold.py): the package it writes passes
+its own test right away, as a user runs it (the plugin installed, found
+through its entry point; here pip-installed into a throwaway directory on
+PYTHONPATH, nothing installed into the project's environment), with the
+generated test's own router (`router serve` and its embedded server).
+The name is checked, and nothing is ever overwritten."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from router.cli.main import main
+from tests.support.processes import router_env, run_cli
+from tests.unit.test_plugin_api import private_imports
+
+
+def pytest_env(**extra: str) -> dict[str, str]:
+    """A user's shell: none of the router's variables, nor this run's pytest's."""
+    base = {
+        k: v
+        for k, v in router_env().items()
+        if not k.startswith(("PYTEST_", "COV_")) and k != "ROUTES_FILE"
+    }
+    return {**base, **extra}
+
+
+def install(root: Path, site: Path) -> None:
+    """pip-install the package into `site` only, built from a copy (the
+    generated tree stays as written)."""
+    src = site.parent / f"build-{root.name}"
+    shutil.copytree(root, src)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(site),
+            str(src),
+        ],
+        check=True,
+        timeout=300,
+    )
+
+
+def run_its_tests(root: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(root)],
+        cwd=root.parent,
+        env=pytest_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("kind", ["delivery", "ingest"])
+def test_a_generated_plugin_passes_its_own_test(tmp_path: Path, kind: str) -> None:
+    name = f"made_{kind}"
+    made = run_cli("new-plugin", name, "--kind", kind, "--dir", str(tmp_path))
+    assert made.returncode == 0, made.stderr
+    root = tmp_path / f"router-{name}"
+    assert str(root) in made.stdout and made.stderr == ""
+    assert sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()) == [
+        "README.md",
+        "pyproject.toml",
+        f"router_{name}/__init__.py",
+        f"router_{name}/py.typed",
+        f"tests/test_{name}.py",
+    ]
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    assert project["name"] == f"router-{name}"
+    assert project["entry-points"]["router"] == {name: f"router_{name}"}
+    assert "message-router" in project["dependencies"]
+    for path in root.rglob("*.py"):
+        assert private_imports(path.read_text()) == [], path  # router.plugin only
+
+    # Not installed: its test says so, and how.
+    alone = run_its_tests(root)
+    assert alone.returncode != 0
+    assert f"router-{name} is not installed here: pip install -e .[test]" in alone.stdout
+
+    site = tmp_path / "site"
+    install(root, site)
+    ran = run_its_tests(root, PYTHONPATH=str(site))
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    summary = ran.stdout.strip().splitlines()[-1]
+    assert " passed" in summary and "skipped" not in summary and "failed" not in summary
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["Sms", "9lives", "my-plugin", "two words", "sms!", "class", "sms_", "a" * 41, "http", ""],
+)
+def test_a_bad_name_is_refused_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str
+) -> None:
+    assert main(["new-plugin", name, "--dir", str(tmp_path)]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith("router new-plugin: ") and err.count("\n") == 1, err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_existing_directory_is_never_overwritten(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    mine = tmp_path / "router-sms"
+    mine.mkdir()
+    (mine / "pyproject.toml").write_text("mine")
+    assert main(["new-plugin", "sms", "--dir", str(tmp_path)]) == 2
+    _, err = capsys.readouterr()
+    assert "exists: not overwritten" in err and err.count("\n") == 1
+    assert [p.name for p in mine.iterdir()] == ["pyproject.toml"]
+    assert (mine / "pyproject.toml").read_text() == "mine"
+
+
+def test_a_missing_dir_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["new-plugin", "sms", "--dir", str(tmp_path / "nowhere")]) == 2
+    _, err = capsys.readouterr()
+    assert "is not a directory" in err and err.count("\n") == 1
+    assert not (tmp_path / "nowhere").exists()
+
+
+def test_it_needs_no_environment(tmp_path: Path) -> None:
+    """It writes files: a broken router environment does not stop it."""
+    made = run_cli(
+        "new-plugin", "sms", "--dir", str(tmp_path), PORT="not-a-port", ROUTES_FILE="/nowhere"
+    )
+    assert made.returncode == 0, made.stderr
+    assert (tmp_path / "router-sms" / "router_sms" / "__init__.py").is_file()
+    assert os.access(tmp_path / "router-sms" / "tests" / "test_sms.py", os.R_OK)
