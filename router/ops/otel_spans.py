@@ -128,14 +128,15 @@ class IngestSpan:
 
 class AttemptSpan:
     """One delivery attempt's span; `traceparent` is what the destination
-    gets."""
+    gets: the span's, or `stored` when the SDK made none (OTEL_SDK_DISABLED)."""
 
     __slots__ = ("_span", "_start_ns", "traceparent")
 
-    def __init__(self, span: Span, start_ns: int) -> None:
+    def __init__(self, span: Span, start_ns: int, stored: str | None) -> None:
         self._span = span
         self._start_ns = start_ns
-        self.traceparent = traceparent_of(span.get_span_context())
+        context = span.get_span_context()
+        self.traceparent = traceparent_of(context) if context.is_valid else stored
 
     def end(
         self,
@@ -276,4 +277,4 @@ class Tracer:
             links,
             start_time=start,
         )
-        return AttemptSpan(span, start)
+        return AttemptSpan(span, start, traceparent)

@@ -16,7 +16,7 @@ from tests.support.bot import Answer, Bot
 from tests.support.otlp import CLIENT, SERVER, STATUS_ERROR, Collector, Span, serving_collector
 from tests.support.processes import RouterProcess, run_cli
 from tests.support.routes import STORE, write_routes
-from tests.support.servers import wait_until
+from tests.support.servers import free_port, wait_until
 
 SENDER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 SENDER_SPAN = "00f067aa0ba902b7"
@@ -217,3 +217,69 @@ def test_an_endpoint_without_the_extra_refuses_to_start_naming_the_fix(tmp_path:
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith("router: environment error: OTEL_EXPORTER_OTLP_ENDPOINT=")
     assert "pip install 'message-router[otel]'" in line
+
+
+def test_a_coalesced_request_is_one_attempt_linked_to_every_message(
+    tmp_path: Path, clean_redis: str, bot: Bot
+) -> None:
+    """Three messages in one coalesced request, each from its own sender's
+    trace: one attempt span, under the first message's ingest span, with a
+    link to each other message's."""
+    routes = write_routes(tmp_path / "routes.yaml", bot.url, coalesce={"window": "2s"})
+    with serving_collector() as collector:
+        router = RouterProcess(
+            tmp_path / "router.log",
+            die_with_parent=True,
+            REDIS_URL=clean_redis,
+            ROUTES_FILE=str(routes),
+            OTEL_EXPORTER_OTLP_ENDPOINT=collector.url,
+        ).start()
+        try:
+            traces = [f"{n:032x}" for n in (0xA1, 0xA2, 0xA3)]
+            ids = []
+            for n, trace in enumerate(traces):
+                answer = httpx.post(
+                    router.url + STORE,
+                    json={"mensaje": f"m{n}", "wa_id": "7"},
+                    headers={"traceparent": f"00-{trace}-{SENDER_SPAN}-01"},
+                )
+                ids.append(answer.json()["id"])
+            wait_until(lambda: bot.acknowledged(), what="the coalesced request")
+        finally:
+            _stopped(router)
+    (request,) = bot.received
+    assert request.headers["x-router-coalesced"] == "3"
+    ingests = {s.attributes["messaging.message.id"]: s for s in collector.named("POST ")}
+    (attempt,) = collector.named("deliver chatbot")
+    first = ingests[ids[0]]
+    assert (attempt.trace_id, attempt.parent_span_id) == (traces[0], first.span_id)
+    assert attempt.attributes["messaging.batch.message_count"] == 3
+    assert attempt.attributes["router.message_ids"] == ids
+    assert [(link.trace_id, link.span_id) for link in attempt.links] == [
+        (traces[n], ingests[ids[n]].span_id) for n in (1, 2)
+    ]
+    assert [link.attributes["messaging.message.id"] for link in attempt.links] == ids[1:]
+    assert request.headers["traceparent"] == f"00-{traces[0]}-{attempt.span_id}-01"
+
+
+def test_a_collector_that_is_down_costs_spans_never_messages(
+    tmp_path: Path, clean_redis: str, bot: Bot
+) -> None:
+    """Nothing listens at the endpoint: messages are stored and delivered
+    as ever, and the router still stops cleanly (the last spans are given
+    up after a bounded wait)."""
+    router = _router(
+        tmp_path,
+        clean_redis,
+        bot,
+        OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{free_port()}",
+        OTEL_BSP_SCHEDULE_DELAY="50",
+    ).start()
+    try:
+        for n in range(3):
+            answer = httpx.post(router.url + STORE, json={"mensaje": f"m{n}", "wa_id": "1"})
+            assert answer.status_code == 200
+        wait_until(lambda: len(bot.acknowledged()) == 3, what="three deliveries")
+    finally:
+        _stopped(router)
+    assert bot.acked_messages("1") == ["m0", "m1", "m2"]
