@@ -193,6 +193,11 @@ class Attempts:
                     claim, env, attempts + 1, error, started, started_at_ms, group=group, span=span
                 )
                 return
+            except asyncio.CancelledError:
+                # The process stops mid-attempt: the message is handed back.
+                if span is not None:
+                    span.end("cancelled", error="the process stopped during the attempt")
+                raise
             seconds = time.perf_counter() - started
             # The destination took it: an ok attempt, whatever the ack meets.
             self._metrics.attempted("ok", seconds)

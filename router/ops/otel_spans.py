@@ -145,7 +145,7 @@ class AttemptSpan:
         status: int | None = None,
         error: str | None = None,
     ) -> None:
-        """The attempt's outcome (ok, failed, dead, blocked, lease_lost),
+        """The attempt's outcome (ok, failed, dead, blocked, lease_lost, cancelled),
         what the destination answered, and the error (as logged: redacted).
         `seconds`: how long the sink took, the span's duration (None: until now)."""
         span = self._span
