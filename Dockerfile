@@ -17,8 +17,11 @@ ARG PLUGIN_REQUIREMENTS=""
 # Wheels of the router, of every plugin this repository ships (each
 # directory of plugins/: chatbot, whatsapp, twilio, telegram, amqp, nats,
 # mqtt, and any you add there), of PLUGIN_REQUIREMENTS, and of their
-# runtime dependencies only: no dev extras reach the image.
-RUN pip wheel --no-cache-dir --wheel-dir /wheels . ./plugins/*/ $PLUGIN_REQUIREMENTS
+# runtime dependencies only: no dev extras reach the image. The `otel`
+# extra does: OpenTelemetry traces are one variable away
+# (OTEL_EXPORTER_OTLP_ENDPOINT: docs/tracing.md), and nothing of it is
+# imported while that is unset.
+RUN pip wheel --no-cache-dir --wheel-dir /wheels '.[otel]' ./plugins/*/ $PLUGIN_REQUIREMENTS
 
 FROM python:3.11-slim
 RUN useradd --create-home --uid 10001 router

@@ -2,8 +2,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
-# The router with its dev tools and the plugins of plugins/, editable.
-PACKAGES := -e '.[dev]' -e plugins/chatbot -e plugins/whatsapp -e plugins/twilio \
+# The router with its dev tools, its OpenTelemetry extra (tests/process/
+# test_tracing.py) and the plugins of plugins/, editable.
+PACKAGES := -e '.[dev,otel]' -e plugins/chatbot -e plugins/whatsapp -e plugins/twilio \
 	-e plugins/telegram -e plugins/amqp -e plugins/nats -e plugins/mqtt
 
 .PHONY: run test lint faults bench clean

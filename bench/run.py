@@ -32,6 +32,10 @@ The parts, each in its own module:
   round: `router api` under wrk with /metrics scraped once a second, and
   `router worker` draining N messages with metrics on (scraped) and with
   metrics on + LOG_LEVEL=info.
+- Tracing (bench/tracing.py): the cost of OpenTelemetry spans exported
+  over OTLP/HTTP (OTEL_EXPORTER_OTLP_ENDPOINT set, a collector that answers
+  200), against tracing off in the same round: `router api` under wrk and
+  `router worker` draining N messages.
 - Outbound rate limit (bench/outbound_rate.py): 3 `router worker`
   processes deliver with `rate_limit: {requests: 80, period: 1s}`; the
   rate at the sink as a ratio to the limit (goal: within 5 %).
@@ -82,6 +86,7 @@ from latency import Latency
 from observability import Observability
 from outbound_rate import OutboundRate
 from redisdb import flush, redis_server
+from tracing import Tracing
 
 PARTS = (
     "ingest",
@@ -90,6 +95,7 @@ PARTS = (
     "growth",
     "cluster",
     "observability",
+    "tracing",
     "rate-limit",
     "amqp",
     "nats",
@@ -140,7 +146,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument(
         "--observability-n",
         type=int,
-        help="messages per delivery run of the observability part (default 4 x -n)",
+        help="messages per delivery run of the observability and tracing parts (default 4 x -n)",
     )
     p.add_argument("--timeout", type=float, default=180, help="seconds any delivery run may take")
     p.add_argument("--profile", action="store_true", help="also profile the router with py-spy")
@@ -156,7 +162,7 @@ def main() -> int:
     parts = set(args.only or PARTS)
     ingest_on, delivery_on = "ingest" in parts, "delivery" in parts
     pyspy = check_prerequisites(
-        bool(parts & {"ingest", "growth", "cluster", "observability"}),
+        bool(parts & {"ingest", "growth", "cluster", "observability", "tracing"}),
         args.profile,
         need_arq=delivery_on,
     )
@@ -172,6 +178,7 @@ def main() -> int:
     ingest = delivery = latency = growth = cluster = observability = outbound = None
     amqp = None
     brokers: list[NatsPart | MqttPart] = []
+    tracing: Tracing | None = None
     try:
         with tempfile.TemporaryDirectory(prefix="router-bench-") as tmp_text:
             tmp = Path(tmp_text)
@@ -199,6 +206,9 @@ def main() -> int:
                 if "observability" in parts:
                     observability = Observability(ctx)
                     observability.run()
+                if "tracing" in parts:
+                    tracing = Tracing(ctx)
+                    tracing.run()
                 if "rate-limit" in parts:
                     outbound = OutboundRate(ctx)
                     outbound.run()
@@ -224,6 +234,7 @@ def main() -> int:
     more = (latency.report_lines() if latency else []) + (growth.report_lines() if growth else [])
     more += cluster.report_lines() if cluster else []
     more += observability.report_lines() if observability else []
+    more += tracing.report_lines() if tracing else []
     more += outbound.report_lines() if outbound else []
     more += amqp.report_lines() if amqp else []
     for broker in brokers:
@@ -234,6 +245,7 @@ def main() -> int:
     )
     rows += cluster.chart_rows() if cluster and cluster.runs else []
     rows += observability.chart_rows() if observability else []
+    rows += tracing.chart_rows() if tracing else []
     targets = {row[0]: 1.0 for row in rows if row[0].startswith("ingest")}
     targets.update(delivery.chart_targets() if delivery and delivery.results else {})
     targets.update(observability.chart_targets() if observability else {})

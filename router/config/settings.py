@@ -149,6 +149,47 @@ def _redis_url(value: str) -> str | None:
     return value
 
 
+class _Missing(ValueError):
+    """A value that is fine, in an environment that lacks what it needs:
+    said as is, not as what the variable allows."""
+
+
+# The OpenTelemetry packages of the `otel` extra (router.ops.tracing).
+OTEL_MODULES = ("opentelemetry.sdk", "opentelemetry.exporter.otlp.proto.http")
+OTEL_FIX = "pip install 'message-router[otel]'"
+
+
+def _otel_installed() -> bool:
+    """Whether the `otel` extra is installed, by looking (find_spec), not
+    importing: with it missing, nothing of OpenTelemetry is loaded."""
+    import importlib.util
+
+    try:
+        return all(importlib.util.find_spec(name) is not None for name in OTEL_MODULES)
+    except ModuleNotFoundError:  # a parent package missing
+        return False
+
+
+def _otlp_endpoint(value: str) -> str | None:
+    """An OTLP/HTTP endpoint: unset or empty is off (no tracing); set, the
+    `otel` extra must be installed, or the router refuses to start."""
+    if not value.strip():
+        return None
+    if not value.strip().startswith(("http://", "https://")):
+        raise ValueError("a URL starting with http:// or https:// (OTLP over HTTP)")
+    if not _otel_installed():
+        raise _Missing(
+            f"tracing is on but OpenTelemetry is not installed: {OTEL_FIX} (or unset the variable)"
+        )
+    return value.strip()
+
+
+def _service_name(value: str) -> str:
+    if not value.strip():
+        raise ValueError("a service name, not empty")
+    return value.strip()
+
+
 def _env(
     name: str,
     parse: Callable[[str], Any],
@@ -339,6 +380,41 @@ class Settings:
         2.0,
     )
 
+    otlp_endpoint: str | None = _env(
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        _otlp_endpoint,
+        "OpenTelemetry collector (OTLP over HTTP, e.g. http://collector:4318): set, each ingest "
+        "request and delivery attempt is a span sent to <url>/v1/traces (docs/tracing.md; "
+        "needs the `otel` extra); unset: no tracing",
+        None,
+        shown=shown_redis_url,  # a password in the URL never
+    )
+    otlp_traces_endpoint: str | None = _env(
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        _otlp_endpoint,
+        "the traces endpoint itself (used as is, e.g. http://collector:4318/v1/traces); "
+        "wins over OTEL_EXPORTER_OTLP_ENDPOINT",
+        None,
+        shown=shown_redis_url,
+    )
+    otel_service_name: str = _env(
+        "OTEL_SERVICE_NAME",
+        _service_name,
+        "service.name of the router's spans (with tracing on); the other OTEL_* variables "
+        "(sampler, headers, batching) are read by OpenTelemetry itself: docs/tracing.md",
+        "message-router",
+    )
+
+    @property
+    def traces_endpoint(self) -> str | None:
+        """Where spans go (OTLP/HTTP), as OpenTelemetry reads its two
+        variables; None: tracing off."""
+        if self.otlp_traces_endpoint is not None:
+            return self.otlp_traces_endpoint
+        if self.otlp_endpoint is not None:
+            return self.otlp_endpoint.removesuffix("/") + "/v1/traces"
+        return None
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Read every declared variable; raise SettingsError (one line) on a
@@ -353,13 +429,14 @@ class Settings:
             try:
                 values[f.name] = f.metadata["parse"](raw)
             except ValueError as exc:
+                said = f"{exc}" if isinstance(exc, _Missing) else f"allowed: {exc}"
                 if f.metadata["secret"]:
-                    raise SettingsError(f"{name} (value not shown): allowed: {exc}") from None
+                    raise SettingsError(f"{name} (value not shown): {said}") from None
                 # Cut inside the quotes (a long path is still read as one
                 # value); repr escapes newlines: one line.
                 raw = f.metadata["shown"](raw)
                 shown = repr(raw if len(raw) <= 200 else raw[:200] + "…")
-                raise SettingsError(f"{name}={shown}: allowed: {exc}") from None
+                raise SettingsError(f"{name}={shown}: {said}") from None
         return cls(**values)
 
     def warnings(self) -> list[str]:

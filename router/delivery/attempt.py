@@ -14,19 +14,22 @@ import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Literal, TypeVar
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 from redis.exceptions import RedisError
 
 from router.config import Destination
 from router.delivery import retry
 from router.delivery.health import DestinationHealth
-from router.ops import logs
+from router.ops import logs, tracing
 from router.ops.cancelling import outlast
 from router.ops.metrics import DeliveryMetrics
 from router.plugin.sinks import Delivery, DeliveryFailed, DeliveryResponse, Sink
 from router.queue import envelope, message_log
 from router.queue.lanes import Blame, Claim, DestinationQueue, Failed, Group, Outcome
+
+if TYPE_CHECKING:
+    from router.ops.otel_spans import AttemptSpan
 
 # The delivery path's logger (operators filter on it).
 log = logging.getLogger("router.worker")
@@ -129,6 +132,20 @@ class Attempts:
                     )
                     return
             started_at_ms = int(time.time() * 1000)
+            tracer = tracing.active
+            span = None
+            if tracer is not None:  # (tracing off: this check is all it costs)
+                span = tracer.attempt(
+                    self.destination.name,
+                    self.settings.plugin,
+                    claim.key,
+                    attempts + 1,
+                    env.id,
+                    sequence,
+                    env.tp,
+                    env.tst,
+                    [(m.id, m.tp, m.tst) for _, m in members[1:]] if group is not None else (),
+                )
             delivery = Delivery(
                 id=env.id,
                 body=bytes(env.body),
@@ -136,7 +153,9 @@ class Attempts:
                 attempt=attempts + 1,
                 received_at_ms=env.ts,
                 destination=self.destination.name,
-                traceparent=env.tp,
+                # With tracing on, the attempt's span: the destination's
+                # trace continues under it.
+                traceparent=env.tp if span is None else span.traceparent,
                 tracestate=env.tst,
                 sequence=sequence,
             )
@@ -146,6 +165,8 @@ class Attempts:
             try:
                 answer = await self._attempt(claim, delivery)
             except LeaseLost:
+                if span is not None:
+                    span.end("lease_lost", error="the lease was lost during the attempt")
                 log.warning(
                     "destination %s key %s: lease lost during delivery of %s; another "
                     "worker owns the key now",
@@ -156,7 +177,7 @@ class Attempts:
                 return
             except DeliveryFailed as exc:
                 await self._failed(
-                    claim, env, attempts + 1, exc.reason, started, started_at_ms, exc, group
+                    claim, env, attempts + 1, exc.reason, started, started_at_ms, exc, group, span
                 )
                 return
             except Exception as exc:
@@ -169,12 +190,21 @@ class Attempts:
                 )
                 error = f"{type(exc).__name__}: {exc}"
                 await self._failed(
-                    claim, env, attempts + 1, error, started, started_at_ms, group=group
+                    claim, env, attempts + 1, error, started, started_at_ms, group=group, span=span
                 )
                 return
+            except asyncio.CancelledError:
+                # The process stops mid-attempt: the message is handed back.
+                if span is not None:
+                    span.end("cancelled", error="the process stopped during the attempt")
+                raise
             seconds = time.perf_counter() - started
             # The destination took it: an ok attempt, whatever the ack meets.
             self._metrics.attempted("ok", seconds)
+            if span is not None:
+                span.end(
+                    "ok", seconds, answer.status if isinstance(answer, DeliveryResponse) else None
+                )
             logged = b""
             if self._log is not None:
                 logged = message_log.entry(
@@ -321,6 +351,7 @@ class Attempts:
         started_at_ms: int,
         failure: DeliveryFailed | None = None,
         group: Group | None = None,
+        span: AttemptSpan | None = None,
     ) -> None:
         """Attempt number `attempts` (begun at perf_counter `started`, and
         `started_at_ms` on the clock) failed
@@ -355,6 +386,7 @@ class Attempts:
                 else Blame.DESTINATION
             ),
             group=group,
+            span=span,
         )
 
     async def _record_failure(
@@ -371,6 +403,7 @@ class Attempts:
         started_at_ms: int | None = None,
         failure: DeliveryFailed | None = None,
         group: Group | None = None,
+        span: AttemptSpan | None = None,
     ) -> None:
         """Record the decision in Redis (fail.lua counts the attempt, and
         keeps the destination's health), then log it once. `hold`: the
@@ -418,6 +451,8 @@ class Attempts:
             outcome = ending
         if seconds is not None or outcome != "failed":  # a give-up is counted as such
             self._metrics.attempted(outcome, seconds)
+        if span is not None:  # (`span`: the attempt that failed, with tracing on)
+            span.end(outcome, seconds, failure.status if failure else None, error)
         if recorded is False:
             return  # not recorded (Redis away past the lease): logged by _settle
         name, key = self.destination.name, claim.key

@@ -272,7 +272,7 @@ class IngestRoute:
             return Routed(None, ())  # on_no_match: accept; nothing to store
         now_ms = int(time.time() * 1000)
         message_id = envelope.new_message_id(now_ms)
-        traceparent, tracestate = tracecontext.from_headers(headers)
+        traceparent, tracestate = tracecontext.for_message(headers)
         result = await enqueue(
             scripts,
             targets,
@@ -435,7 +435,7 @@ async def _store_routed(
 ) -> Sequence[EnqueueResult | Routed]:
     """Store routed messages in one atomic step (router.queue.enqueue.enqueue_many)."""
     now_ms = int(time.time() * 1000)
-    traceparent, tracestate = tracecontext.from_headers(headers)
+    traceparent, tracestate = tracecontext.for_message(headers)
     pending = []
     for m, _, targets in routed:
         if not targets:

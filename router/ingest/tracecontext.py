@@ -3,6 +3,11 @@
 message and sent on every delivery attempt, so the bot's traces join the
 sender's.
 
+With tracing on (router.ops.tracing), the trace context kept is the
+ingest request's own span's instead (for_message), a child of the
+sender's: the deliveries join the trace below the request that stored
+the message.
+
 An invalid `traceparent` is ignored, as the spec asks of a receiver (never
 a 400: tracing must not cost a message), and so is a `tracestate` without
 a valid `traceparent` or longer than the spec's 512 characters.
@@ -12,6 +17,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+
+from router.ops import tracing
 
 # version-traceid-parentid-flags; a future version may append fields.
 _TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-[ -~]*)?")
@@ -53,3 +60,13 @@ def from_headers(headers: Mapping[str, str]) -> tuple[str | None, str | None]:
     if not state or len(state) > MAX_TRACESTATE or not _TRACESTATE.fullmatch(state):
         return value, None
     return value, state
+
+
+def for_message(headers: Mapping[str, str]) -> tuple[str | None, str | None]:
+    """(traceparent, tracestate) to store with a message: the sender's, or
+    with tracing on the current (ingest) span's, with the sender's tracestate."""
+    traceparent, tracestate = from_headers(headers)
+    tracer = tracing.active
+    if tracer is not None:
+        traceparent = tracer.current_traceparent() or traceparent
+    return traceparent, tracestate

@@ -27,8 +27,10 @@ class Delivery:
     attempt: int  # 1 for the first try
     received_at_ms: int
     destination: str
-    # W3C trace context the sender posted with the message (router.ingest.tracecontext):
-    # a sink that speaks HTTP should send them as headers, as the built-in one does.
+    # W3C trace context the sender posted with the message (router.ingest.tracecontext);
+    # with tracing on (docs/tracing.md), this attempt's span's, so the destination's
+    # trace continues under it. A sink that speaks HTTP should send them as headers,
+    # as the built-in one does; another should carry them as its protocol does.
     traceparent: str | None = None
     tracestate: str | None = None
     # 1, 2, 3... per destination and ordering key in arrival order, the same

@@ -23,6 +23,7 @@ from redis.asyncio import Redis
 from router.config import Config
 from router.config.settings import Settings
 from router.delivery.workers import Workers, running_workers
+from router.ops import tracing
 from router.queue import operator_log
 from router.queue.scripts import Scripts
 from router.queue.status import StatusReader, layout_of
@@ -59,14 +60,23 @@ class Runtime:
     @classmethod
     @contextlib.asynccontextmanager
     async def connected(cls, settings: Settings, config: Config) -> AsyncIterator[Runtime]:
-        """A Runtime on settings.redis_url; the client closed on leaving."""
+        """A Runtime on settings.redis_url; the client closed on leaving.
+        With an OTLP endpoint set, tracing runs as long (router.ops.tracing):
+        the spans still queued are sent on leaving."""
         if settings.redis_url is None:
             raise ValueError("a Runtime needs settings.redis_url (the CLI starts the embedded one)")
-        redis = await redis_mode.open_client(settings.redis_url, settings.redis_connections)
+        endpoint = settings.traces_endpoint
+        if endpoint is not None:
+            tracing.start(endpoint, settings.otel_service_name)
         try:
-            yield cls(settings, config, redis)
+            redis = await redis_mode.open_client(settings.redis_url, settings.redis_connections)
+            try:
+                yield cls(settings, config, redis)
+            finally:
+                await redis.aclose()
         finally:
-            await redis.aclose()
+            if endpoint is not None:
+                await tracing.stop()
 
     @contextlib.asynccontextmanager
     async def running(

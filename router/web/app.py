@@ -9,7 +9,7 @@ import signal
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 from litestar import Litestar, Request, Response, get, post
@@ -24,8 +24,9 @@ from router.config.settings import Settings
 from router.http.auth import BearerToken, client_of
 from router.http.errors import EXCEPTION_HANDLERS, ApiError, outage_log, redis_cause
 from router.http.lifespan_failure import RouterApp
+from router.ingest import tracecontext
 from router.ingest.route import IngestRoute, Routed, store_format
-from router.ops import logs, metrics
+from router.ops import logs, metrics, tracing
 from router.ops.cancelling import cancel_and_wait
 from router.ops.metrics import IngestMetrics
 from router.plugin.formats import SkippedItem
@@ -44,6 +45,9 @@ from router.web.openapi.health import health_operation
 from router.web.openapi.ingest import ingest_operation, verify_operation
 from router.web.state import RouterState
 from router.web.ui.dashboard import ui_plugins
+
+if TYPE_CHECKING:
+    from router.ops.otel_spans import IngestSpan
 
 log = logging.getLogger("router.api")
 
@@ -72,8 +76,16 @@ def _ingest_handler(state: RouterState, path: str) -> list[HTTPRouteHandler]:
     async def store_message(request: Request[Any, Any, Any]) -> Response[bytes]:
         started = time.perf_counter()
         status = 500
+        tracer = tracing.active
+        span = None
+        if tracer is not None:  # (tracing off: this check is all it costs)
+            span = tracer.ingest(
+                path,
+                *tracecontext.from_headers(request.headers),
+                request.client.host if request.client else "unknown",
+            )
         try:
-            response = await _store(request)
+            response = await _store(request, span)
             status = 200
             return response
         except ApiError as exc:
@@ -84,8 +96,10 @@ def _ingest_handler(state: RouterState, path: str) -> list[HTTPRouteHandler]:
             raise
         finally:
             metrics.observe(status, started)
+            if span is not None:
+                span.end(status)
 
-    async def _store(request: Request[Any, Any, Any]) -> Response[bytes]:
+    async def _store(request: Request[Any, Any, Any], span: IngestSpan | None) -> Response[bytes]:
         ingest = state.ingest.get(key)
         if ingest is None:
             raise ApiError(404, "no route for this path")
@@ -114,6 +128,8 @@ def _ingest_handler(state: RouterState, path: str) -> list[HTTPRouteHandler]:
                         state.batcher_keep,
                     )
                     metrics.unrouted(sum(1 for r in results if _unrouted(r)))
+                    if span is not None:
+                        _traced(span, results)
                     _log_skipped(path, skipped, metrics)
                     if ingest.format.answer is not None:  # what the service expects back
                         own = ingest.format.answer(ingest.route.format_options)
@@ -140,6 +156,8 @@ def _ingest_handler(state: RouterState, path: str) -> list[HTTPRouteHandler]:
             raise _unavailable(ingest, exc) from None
         except RedisError as exc:
             raise _unavailable(ingest, exc) from None
+        if span is not None:
+            _traced(span, [result])
         if isinstance(result, Routed):  # a route with `when:` filters
             if result.result is None:
                 metrics.unrouted()
@@ -173,6 +191,13 @@ def _ingest_handler(state: RouterState, path: str) -> list[HTTPRouteHandler]:
             operation_class=ingest_operation(first, state.settings),  # body, headers, answers
         )(store_message),
     ]
+
+
+def _traced(span: IngestSpan, results: Sequence[EnqueueResult | Routed]) -> None:
+    """The messages a request stored (or found stored), on its span."""
+    stored = [r.result if isinstance(r, Routed) else r for r in results]
+    found = [r for r in stored if r is not None]
+    span.stored([r.id for r in found], sum(1 for r in found if r.duplicate))
 
 
 def _unrouted(result: EnqueueResult | Routed) -> bool:

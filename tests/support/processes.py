@@ -21,7 +21,7 @@ from tests.support.servers import free_port
 
 def router_env(base: Mapping[str, str] | None = None, **extra: str | None) -> dict[str, str]:
     """The environment of a router subprocess: `base`, by default this
-    process's without the router's own variables and with ROUTES_FILE the
+    process's without the router's own variables (OpenTelemetry's too) and with ROUTES_FILE the
     shipped routes.yaml as committed (never the working tree's, which an
     operator may have edited); then `extra` (a value of None removes the
     variable)."""
@@ -29,7 +29,7 @@ def router_env(base: Mapping[str, str] | None = None, **extra: str | None) -> di
         base = {
             k: v
             for k, v in os.environ.items()
-            if not k.startswith(("ROUTER_", "LOG_"))
+            if not k.startswith(("ROUTER_", "LOG_", "OTEL_"))
             and k not in ("REDIS_URL", "ROUTES_FILE", "PORT", "PROMETHEUS_MULTIPROC_DIR")
         }
         base["ROUTES_FILE"] = str(shipped_routes())

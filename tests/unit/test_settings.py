@@ -63,3 +63,32 @@ def test_a_refused_redis_url_is_shown_without_its_password() -> None:
         message = str(refused.value)
         assert "S3cretPassw0rd" not in message and "REDIS_URL=" in message, message
         assert "redis:6379" in message and "***" in message, message
+
+
+def test_tracing_is_on_only_with_an_otlp_endpoint() -> None:
+    """OTEL_EXPORTER_OTLP_ENDPOINT gets /v1/traces appended, as the
+    OpenTelemetry SDK does; the traces endpoint is used as is and wins;
+    unset or empty: off (docs/tracing.md)."""
+    import pytest
+
+    from router.config.settings import SettingsError
+
+    assert Settings.from_env({}).traces_endpoint is None
+    assert Settings.from_env({"OTEL_EXPORTER_OTLP_ENDPOINT": ""}).traces_endpoint is None
+    on = Settings.from_env({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318/"})
+    assert on.traces_endpoint == "http://collector:4318/v1/traces"
+    assert on.otel_service_name == "message-router"
+    both = Settings.from_env(
+        {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318",
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "https://traces.example/otlp",
+        }
+    )
+    assert both.traces_endpoint == "https://traces.example/otlp"
+    with pytest.raises(SettingsError, match=r"^OTEL_EXPORTER_OTLP_ENDPOINT='collector:4317': "):
+        Settings.from_env({"OTEL_EXPORTER_OTLP_ENDPOINT": "collector:4317"})
+    with pytest.raises(SettingsError, match="OTLP over HTTP") as refused:
+        Settings.from_env({"OTEL_EXPORTER_OTLP_ENDPOINT": "grpc://u:S3cretPassw0rd@c:4317"})
+    assert "S3cretPassw0rd" not in str(refused.value)
+    with pytest.raises(SettingsError, match="OTEL_SERVICE_NAME"):
+        Settings.from_env({"OTEL_SERVICE_NAME": " "})
