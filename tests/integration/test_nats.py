@@ -5,9 +5,11 @@ and a stream of its own, deleted after."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,13 +18,16 @@ import nats
 import pytest
 from nats.aio.client import Client as NatsClient
 from nats.js.api import StreamConfig
+from redis import Redis
 from router_nats import NatsOptions, escape_token
 from router_nats.sink import NatsSink
 
-from router.plugin import Delivery, DeliveryFailed, SinkContext
+from router.plugin import Delivery, DeliveryFailed, DeliveryResponse, SinkContext
+from router.queue.keys import DestinationKeys
 from tests.support.brokers import (
     eventually,
     failed_attempts,
+    nats_server,
     post_in_order,
     require,
     unique,
@@ -217,3 +222,186 @@ def _no_connection(proxy: TcpProxy) -> Callable[[], Awaitable[bool]]:
         return proxy.live == 0
 
     return closed
+
+
+def sink_options(url: str, prefix: str, jetstream: bool | str) -> NatsOptions:
+    return msgspec.convert(
+        {"url": url, "subject": prefix + ".{key}", "jetstream": jetstream}, NatsOptions
+    )
+
+
+BIG = 6  # bodies of 900 kB: more than a loopback socket's buffers hold
+
+
+async def test_a_core_publish_is_acked_only_once_the_server_processed_it(
+    nc: NatsClient,
+) -> None:
+    """A message held back on its way to the server (the network lost it
+    after the router wrote it) is not acked, whatever the connection
+    carries besides: the attempt fails, and the retry delivers it. The
+    network slow first (megabytes in flight, more than the sockets take),
+    as nats-py then writes a flush's PING ahead of a message still in its
+    pending buffer."""
+    prefix = unique("rt")
+    sub = await nc.subscribe(f"{prefix}.>")
+    await nc.flush()
+    big = b"x" * 900_000
+    with TcpProxy(HOST, PORT) as proxy:
+        options = sink_options(f"nats://127.0.0.1:{proxy.port}", prefix, False)
+        async with httpx.AsyncClient() as http:
+            sink = NatsSink(options, SinkContext("d", 2.0, 4, http))
+            try:
+                await sink.deliver(Delivery("msg_a", b"first", "a", 1, 0, "d"))
+                assert sink._nc is not None
+                sent = sink._nc.stats["out_msgs"]
+                proxy.pause()
+                proxy.hold(f"PUB {prefix}.held ".encode())  # HPUB: with headers
+                bigs = [
+                    asyncio.ensure_future(
+                        sink.deliver(Delivery(f"msg_big{i}", big, f"big{i}", 1, 0, "d"))
+                    )
+                    for i in range(BIG)
+                ]
+                nc_ = sink._nc
+
+                async def published() -> bool:
+                    return bool(nc_.stats["out_msgs"] >= sent + BIG)
+
+                await eventually(published, what="the big messages published")
+                for _ in range(10):  # nats-py's flusher writes them and waits
+                    await asyncio.sleep(0)
+                held = asyncio.ensure_future(
+                    sink.deliver(Delivery("msg_held", b"held", "held", 1, 0, "d"))
+                )
+                for _ in range(10):
+                    await asyncio.sleep(0)
+                proxy.resume()
+                outcomes = await asyncio.gather(*bigs, held, return_exceptions=True)
+                assert isinstance(outcomes[-1], DeliveryFailed), outcomes
+                assert outcomes[-1].message_fault is False
+                acked = {
+                    f"{prefix}.big{i}"
+                    for i, outcome in enumerate(outcomes[:-1])
+                    if isinstance(outcome, DeliveryResponse)
+                }
+                assert proxy.held > 0 and proxy.accepted == 1
+                proxy.cut()  # what was held is lost (the sink closed it, timed out)
+                # The next attempt, on a new connection, delivers it.
+                await sink.deliver(Delivery("msg_held", b"held", "held", 2, 0, "d"))
+            finally:
+                await sink.aclose()
+    got = [await sub.next_msg(timeout=10)]
+    while got[-1].subject != f"{prefix}.held":
+        got.append(await sub.next_msg(timeout=10))
+    assert got[0].data == b"first"
+    assert acked <= {m.subject for m in got}  # every big one acked was delivered
+    assert got[-1].headers["X-Router-Attempt"] == "2"  # attempt 1 never was
+    await nc.flush()
+    assert sub.pending_msgs == 0
+    await sub.unsubscribe()
+
+
+PERMISSIONS = """
+authorization {
+  users = [
+    {
+      user: router, password: pw,
+      permissions: {
+        publish: { allow: ["ok.>", "_INBOX.>"] },
+        subscribe: { allow: ["_INBOX.>"] }
+      }
+    },
+    { user: narrow, password: pw, permissions: { publish: { allow: ["ok.>"] } } },
+    { user: reader, password: pw }
+  ]
+}
+"""
+
+
+async def test_a_publish_the_server_refuses_is_never_acked(tmp_path: Path) -> None:
+    """A publish permissions violation (the server answers -ERR and keeps
+    the connection open) fails the attempt, as the destination's fault;
+    a permitted subject on the same connection is delivered."""
+    with nats_server(tmp_path, PERMISSIONS) as port:
+        reader = await nats.connect(f"nats://reader:pw@127.0.0.1:{port}")
+        sub = await reader.subscribe("*.k")  # ok.k, denied.k
+        await reader.flush()
+        async with httpx.AsyncClient() as http:
+            url = f"nats://router:pw@127.0.0.1:{port}"
+            sinks = [
+                NatsSink(sink_options(url, prefix, False), SinkContext("d", 2.0, 4, http))
+                for prefix in ("ok", "denied")
+            ]
+            try:
+                with pytest.raises(DeliveryFailed, match="ermission") as info:
+                    await sinks[1].deliver(Delivery("msg_no", b"no", "k", 1, 0, "d"))
+                assert info.value.message_fault is False
+                assert "timed out" not in str(info.value)
+                await sinks[0].deliver(Delivery("msg_ok", b"ok", "k", 1, 0, "d"))
+                # A second message on the refused subject's connection, still open.
+                with pytest.raises(DeliveryFailed, match="ermission"):
+                    await sinks[1].deliver(Delivery("msg_no", b"no", "k", 2, 0, "d"))
+                # A user that may not use its inbox: a clear failure, no hang.
+                narrow = NatsSink(
+                    sink_options(f"nats://narrow:pw@127.0.0.1:{port}", "ok", False),
+                    SinkContext("d", 2.0, 4, http),
+                )
+                try:
+                    with pytest.raises(DeliveryFailed, match=r"(?i)_inbox") as inbox:
+                        await narrow.deliver(Delivery("msg_n", b"n", "n", 1, 0, "d"))
+                    assert "timed out" not in str(inbox.value)
+                finally:
+                    await narrow.aclose()
+            finally:
+                for sink in sinks:
+                    await sink.aclose()
+        first = await sub.next_msg(timeout=10)
+        await reader.flush()
+        assert (first.subject, first.data) == ("ok.k", b"ok")
+        assert sub.pending_msgs == 0  # nothing on denied.k
+        await reader.close()
+
+
+async def test_a_message_over_max_payload_is_given_up_at_once(
+    nc: NatsClient, start_router: Callable[..., Any], redis: Redis
+) -> None:
+    """NATS counts the headers in max_payload: a body just under it is
+    refused by the router before the server sees it (the server would
+    reset the connection every key shares), dead-lettered at its first
+    attempt; the other keys go on, on the same connection."""
+    prefix = unique("rt")
+    destination = unique("nats-")
+    sub = await nc.subscribe(f"{prefix}.>")
+    await nc.flush()
+    big = json.dumps({"mensaje": "", "wa_id": "big"}).encode()
+    big = big.replace(b'""', b'"' + b"x" * (nc.max_payload - 100 - len(big)) + b'"')
+    assert len(big) == nc.max_payload - 100
+    with TcpProxy(HOST, PORT) as proxy:
+        router = start_router(
+            f"nats://127.0.0.1:{proxy.port}",
+            destination=destination,
+            **nats_settings(prefix, jetstream=False),
+        )
+        async with httpx.AsyncClient(timeout=10) as client:
+            r = await client.post(
+                router.url + "/v1/store_message",
+                content=big,
+                headers={"content-type": "application/json"},
+            )
+        assert r.status_code == 200, r.text
+        ids = await post_in_order(router.url, KEYS, 3)
+        messages = [await sub.next_msg(timeout=30) for _ in ids]
+        check_delivered(messages, ids, prefix)
+        dead = DestinationKeys(destination).dead
+
+        async def given_up() -> bool:
+            return bool(redis.llen(dead))
+
+        await eventually(given_up, what="the big message dead-lettered")
+        [letter] = [json.loads(raw) for raw in redis.lrange(dead, 0, -1)]
+        assert letter["attempts"] == 1
+        assert "max_payload" in letter["error"]
+        assert proxy.accepted == 1 and proxy.live == 1  # never reset
+    await nc.flush()
+    assert sub.pending_msgs == 0  # the big one never published
+    await sub.unsubscribe()

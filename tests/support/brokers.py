@@ -1,21 +1,27 @@
 """What the broker plugins' tests share (nats, mqtt): skipping where the
 machine's broker is absent, names unique to one test, bodies whose bytes
-tell a re-encoding, posting them in order, and the router's count of
-failed attempts (GET /metrics)."""
+tell a re-encoding, posting them in order, the router's count of
+failed attempts (GET /metrics), and a NATS server of a test's own (a
+configuration the machine's shared one does not have)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
+import shutil
 import socket
+import subprocess
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.support.routes import STORE
+from tests.support.servers import free_port, port_open
 
 
 def require(host: str, port: int, broker: str) -> None:
@@ -76,3 +82,35 @@ async def failed_attempts(router_url: str, destination: str) -> float:
         r'(?=[^}]*outcome="failed")[^}]*\} (\S+)$'
     )
     return sum(float(v) for v in re.findall(pattern, text, re.MULTILINE))
+
+
+@contextlib.contextmanager
+def nats_server(directory: Path, config: str) -> Iterator[int]:
+    """A nats-server of the test's own on a free port, with `config` (the
+    server's configuration syntax, without `port`): yields its port.
+    Skips the test where no nats-server binary is installed."""
+    binary = shutil.which("nats-server")
+    if binary is None:
+        pytest.skip("no nats-server binary")
+    port = free_port()
+    path = directory / f"nats-{port}.conf"
+    path.write_text(f"port: {port}\nhost: 127.0.0.1\n{config}\n")
+    log = directory / f"nats-{port}.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen([binary, "-c", str(path)], stdout=output, stderr=output)
+    try:
+        deadline = time.monotonic() + 30
+        while not port_open(port):
+            if process.poll() is not None:
+                raise AssertionError(f"nats-server exited: {log.read_text()[-2000:]}")
+            if time.monotonic() > deadline:
+                raise AssertionError("nats-server did not listen within 30s")
+            time.sleep(0.05)
+        yield port
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

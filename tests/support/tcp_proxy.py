@@ -12,6 +12,12 @@ router in a thread) and async tests use it alike::
         proxy.down()   # every connection cut, new ones refused
         ...            # wait until the router saw the failure
         proxy.up()     # accepted again
+
+`pause()` stops reading what clients send (their writes back up, as to
+a slow network) until `resume()`; `hold(pattern)` keeps back, from the
+next `pattern` a client sends, every byte it sends after (the broker
+never reads them) until the connection is cut: a message the network
+lost after the client wrote it.
 """
 
 from __future__ import annotations
@@ -44,6 +50,9 @@ class TcpProxy:
         self._server: asyncio.Server | None = None
         # Each live connection: its two transports (client side, broker side).
         self._pairs: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
+        self._hold: bytes | None = None  # see hold()
+        self.held = 0  # bytes kept back since hold()
+        self._reading: asyncio.Event | None = None  # clear while paused
 
     # -- control (from the test's thread) ---------------------------------
 
@@ -89,6 +98,23 @@ class TcpProxy:
         listening: as a broker restarting at once. Returns how many."""
         return self._call(self._cut())
 
+    def hold(self, pattern: bytes) -> None:
+        """From the next occurrence of `pattern` in what a client sends (in
+        one read: loopback writes are not split), forward nothing more of
+        that connection's bytes to the broker: they are counted in `held`
+        and dropped when the connection is cut. The broker's bytes still
+        flow back. Until cut() or down()."""
+        self._hold = pattern
+        self.held = 0
+
+    def pause(self) -> None:
+        """Read nothing more from the clients until resume(): what they
+        send backs up in their sockets (and their write buffers)."""
+        self._call(self._set_reading(False))
+
+    def resume(self) -> None:
+        self._call(self._set_reading(True))
+
     @property
     def live(self) -> int:
         """Connections open through the proxy now."""
@@ -110,7 +136,17 @@ class TcpProxy:
         assert self._loop is not None, "the proxy is not started"
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(30)
 
+    async def _set_reading(self, on: bool) -> None:
+        if self._reading is None:
+            self._reading = asyncio.Event()
+        if on:
+            self._reading.set()
+        else:
+            self._reading.clear()
+
     async def _listen(self) -> None:
+        if self._reading is None:
+            await self._set_reading(True)
         if self._server is None:
             self._server = await asyncio.start_server(
                 self._handle, "127.0.0.1", self.port, reuse_address=True
@@ -130,6 +166,7 @@ class TcpProxy:
             client.transport.abort()
             upstream.transport.abort()
         self.cuts += len(pairs)
+        self._hold = None
         await asyncio.sleep(0)  # let the pumps see their ends
         return len(pairs)
 
@@ -148,16 +185,34 @@ class TcpProxy:
         pair = (writer, up_writer)
         self._pairs.add(pair)
         try:
-            await asyncio.gather(self._pump(reader, up_writer), self._pump(up_reader, writer))
+            await asyncio.gather(
+                self._pump(reader, up_writer, outbound=True), self._pump(up_reader, writer)
+            )
         finally:
             self._pairs.discard(pair)
             writer.transport.abort()
             up_writer.transport.abort()
 
-    @staticmethod
-    async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pump(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, outbound: bool = False
+    ) -> None:
+        holding = False
         try:
-            while data := await reader.read(_CHUNK):
+            while True:
+                if outbound and self._reading is not None:
+                    await self._reading.wait()
+                data = await reader.read(_CHUNK)
+                if not data:
+                    break
+                if outbound and not holding and self._hold is not None:
+                    at = data.find(self._hold)
+                    if at >= 0:
+                        holding = True
+                        self.held += len(data) - at
+                        data = data[:at]
+                elif holding:
+                    self.held += len(data)
+                    continue
                 writer.write(data)
                 await writer.drain()
         except (OSError, ConnectionError):

@@ -3,8 +3,11 @@
 With a JetStream stream capturing the subject, the message is published to
 JetStream and the stream's publish ack (PubAck) acknowledges it; its
 ``Nats-Msg-Id`` is the message id, so the stream's duplicate window drops a
-redelivery. Without a stream, a core publish followed by a flush (a PING/PONG
-round trip: the server has read the message) acknowledges it. Which one is
+redelivery. Without a stream, a core publish followed by a marker to the
+connection's own inbox acknowledges it once the marker comes back (the
+server processes a connection's messages in order: it has processed the
+message). A message over the server's max_payload (headers included) fails
+at once, as permanent. Which one is
 the ``jetstream`` option's: ``auto`` (the default) asks the server which
 stream captures the subject (the answer kept for a few seconds), ``true``
 requires a stream (none fails the attempt), ``false`` always publishes to
@@ -112,7 +115,7 @@ def router_sink_types() -> list[SinkType]:
             circuit_breaker=True,
             description=(
                 "publish each message to a NATS subject; JetStream's PubAck (or a "
-                "flushed core publish) acknowledges it"
+                "core publish the server confirmed processing) acknowledges it"
             ),
         )
     ]
