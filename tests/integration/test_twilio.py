@@ -293,6 +293,9 @@ def test_the_schema_says_what_twilio_sends_and_gets(api: str) -> None:
     assert answer["example"] == EMPTY_TWIML
     names = [p["name"] for p in operation["parameters"]]
     assert "X-Twilio-Signature" in names
+    # A duplicate gets TwiML too: the description says so, not the JSON answer's words.
+    assert "gets the same answer" in operation["description"]
+    assert "duplicate: true" not in operation["description"]
 
 
 # -- delivered end to end ------------------------------------------------------------
