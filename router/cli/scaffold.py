@@ -17,15 +17,23 @@ What it writes (router.cli.scaffold_files holds the files' text):
   of the test receives. Self-contained: pytest and the standard library;
   nothing of the router's own tests, which are not a public API.
 
-It never overwrites: an existing ``router-NAME`` directory is refused.
+It never overwrites: an existing ``router-NAME`` directory is refused, and
+so is a name already taken here (an entry point of the group ``router``, an
+installed ``router-NAME`` distribution: installing the new package would
+replace or collide with it). The files are written into a temporary sibling
+directory renamed at the end: a write failing half way leaves nothing.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import keyword
+import os
 import re
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -51,7 +59,15 @@ def name_problem(name: str) -> str | None:
         return f"{name!r} is not a plugin name: use a plain word such as sms or my_queue"
     if name in _TAKEN:
         return f"{name!r} is the router's own {name} destination: choose another name"
-    return None
+    if name in {ep.name for ep in importlib.metadata.entry_points(group="router")}:
+        return f"{name!r} is the name of a plugin installed here: choose another name"
+    try:
+        importlib.metadata.distribution(f"router-{name}")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    return (
+        f"router-{name} is installed here (installing yours would replace it): choose another name"
+    )
 
 
 def write_plugin(name: str, kind: str, parent: Path) -> Path:
@@ -60,11 +76,26 @@ def write_plugin(name: str, kind: str, parent: Path) -> Path:
     root = parent / f"router-{name}"
     if root.exists():
         raise FileExistsError(root)
-    for relative, text in files(name, kind).items():
-        path = root / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
+    draft = Path(tempfile.mkdtemp(prefix=f".router-{name}-", dir=parent))
+    try:
+        for relative, text in files(name, kind).items():
+            path = draft / relative
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+        draft.chmod(0o777 & ~_umask())  # mkdtemp's 0700, as mkdir would have made it
+        if root.exists():  # made meanwhile: still never overwritten
+            raise FileExistsError(root)
+        draft.rename(root)
+    except BaseException:
+        shutil.rmtree(draft, ignore_errors=True)
+        raise
     return root
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def new_plugin(settings: Settings | None, args: argparse.Namespace) -> int:

@@ -342,14 +342,14 @@ def start_router(tmp_path: Path) -> Iterator[Callable[[str], Router]]:
             "PORT": str(port),
             "ROUTER_SHUTDOWN_GRACE": "2",
         }
-        log = open(tmp_path / "router.log", "wb")
-        process = subprocess.Popen(
-            [sys.executable, "-m", "router", "serve"],
-            env=env,
-            cwd=tmp_path,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        with open(tmp_path / "router.log", "wb") as log:  # the child has its own copy
+            process = subprocess.Popen(
+                [sys.executable, "-m", "router", "serve"],
+                env=env,
+                cwd=tmp_path,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         processes.append(process)
         url = f"http://127.0.0.1:{port}"
 

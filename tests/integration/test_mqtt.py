@@ -11,9 +11,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aiomqtt
+import httpx
+import msgspec
 import pytest
-from router_mqtt import escape_level
+from router_mqtt import MqttOptions, escape_level
+from router_mqtt.sink import MqttSink
 
+from router.plugin import Delivery, DeliveryFailed, SinkContext
 from tests.support.brokers import eventually, failed_attempts, post_in_order, require, unique
 from tests.support.tcp_proxy import TcpProxy
 
@@ -158,3 +162,39 @@ def _no_connection(proxy: TcpProxy) -> Callable[[], Awaitable[bool]]:
         return proxy.live == 0
 
     return closed
+
+
+async def test_a_broker_that_never_sends_connack_leaves_no_socket_open() -> None:
+    """TCP accepted, no CONNACK: the attempt times out and the socket paho
+    opened is closed, not left half-open (the server sees it end)."""
+    accepted: list[asyncio.Event] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        closed = asyncio.Event()
+        accepted.append(closed)
+        while await reader.read(1024):
+            pass  # the CONNECT (and a DISCONNECT), never answered
+        closed.set()
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    options = msgspec.convert({"url": f"mqtt://127.0.0.1:{port}"}, MqttOptions)
+    try:
+        async with httpx.AsyncClient() as http:
+            sink = MqttSink(options, SinkContext("d", 0.3, 1, http))
+            try:
+                for attempt in (1, 2):  # each opens a connection of its own
+                    with pytest.raises(DeliveryFailed, match=r"MQTT mqtt://127\.0\.0\.1"):
+                        await sink.deliver(Delivery("msg_x", b"{}", "k", attempt, 0, "d"))
+            finally:
+                await sink.aclose()
+        assert len(accepted) == 2
+
+        async def all_closed() -> bool:
+            return all(e.is_set() for e in accepted)
+
+        await eventually(all_closed, timeout=10, what="the half-open connections closed")
+    finally:
+        server.close()
+        await server.wait_closed()

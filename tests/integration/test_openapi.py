@@ -433,6 +433,7 @@ def test_a_format_route_documents_its_signature_and_answers(
     assert unsigned.status_code == 401
     assert unsigned.json() in examples(assert_documented(wa_doc, "post", wa.PATH, unsigned))
     assert "receipts" in wa_doc["paths"][wa.PATH]["post"]["description"]
+    assert "answers 200 with `duplicate: true`" in wa_doc["paths"][wa.PATH]["post"]["description"]
 
 
 def test_a_format_route_documents_metas_verification_handshake(

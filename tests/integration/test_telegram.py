@@ -3,9 +3,9 @@ bot's webhook, taken as Telegram sends them, against the real app, a real
 Redis-compatible server and a real bot. The updates are those of
 Telegram's webhook guide ("Testing your bot with updates": a message with
 text, an edited message, an inline query, a callback query from an inline
-message) and, for a channel post and a callback query from a chat's
-message, shaped as the Bot API's Update and Message objects describe
-them. docs/telegram.md."""
+message) and, for the other kinds (a channel post, a callback query from a
+chat's message, payment queries, poll answers, ...), shaped as the Bot
+API's Update and its objects describe them. docs/telegram.md."""
 
 from __future__ import annotations
 
@@ -123,6 +123,79 @@ CHANNEL_POST = {
     },
 }
 
+_USER = {"id": 1111111, "is_bot": False, "first_name": "Test", "language_code": "en"}
+# Bot API PreCheckoutQuery: the bot must answer it within 10 seconds.
+PRE_CHECKOUT = {
+    "update_id": 10006,
+    "pre_checkout_query": {
+        "id": "4382bfdwdsf45",
+        "from": dict(_USER),
+        "currency": "XTR",
+        "total_amount": 50,
+        "invoice_payload": "order-42",
+    },
+}
+# Bot API ShippingQuery.
+SHIPPING = {
+    "update_id": 10007,
+    "shipping_query": {
+        "id": "4382bfdwdsf46",
+        "from": dict(_USER),
+        "invoice_payload": "order-42",
+        "shipping_address": {
+            "country_code": "AR",
+            "state": "CABA",
+            "city": "Buenos Aires",
+            "street_line1": "Av. Corrientes 1234",
+            "street_line2": "",
+            "post_code": "C1043",
+        },
+    },
+}
+# Bot API ChosenInlineResult.
+CHOSEN_INLINE = {
+    "update_id": 10008,
+    "chosen_inline_result": {"result_id": "r1", "from": dict(_USER), "query": "inline query"},
+}
+# Bot API PollAnswer: of a user, or of a chat voting anonymously (voter_chat;
+# user is then the channel bot's placeholder).
+POLL_ANSWER = {
+    "update_id": 10009,
+    "poll_answer": {"poll_id": "5998327788542656518", "user": dict(_USER), "option_ids": [1]},
+}
+CHAT_POLL_ANSWER = {
+    "update_id": 10010,
+    "poll_answer": {
+        "poll_id": "5998327788542656518",
+        "voter_chat": {"id": -1009876543210, "title": "News", "type": "channel"},
+        "user": {"id": 136817688, "is_bot": True, "first_name": "Channel"},
+        "option_ids": [0],
+    },
+}
+# Bot API BusinessMessagesDeleted.
+DELETED_BUSINESS = {
+    "update_id": 10011,
+    "deleted_business_messages": {
+        "business_connection_id": "bc-1",
+        "chat": {"id": 2222222, "first_name": "Client", "type": "private"},
+        "message_ids": [17, 18],
+    },
+}
+# Bot API Poll (a poll's new state): neither a chat nor a user.
+POLL = {
+    "update_id": 10012,
+    "poll": {
+        "id": "5998327788542656518",
+        "question": "Which?",
+        "options": [{"text": "a", "voter_count": 1}, {"text": "b", "voter_count": 0}],
+        "total_voter_count": 1,
+        "is_closed": False,
+        "is_anonymous": True,
+        "type": "regular",
+        "allows_multiple_answers": False,
+    },
+}
+
 
 def post(base: str, update: Any, secret: str | None = SECRET) -> httpx.Response:
     body = update if isinstance(update, bytes) else json.dumps(update).encode()
@@ -190,8 +263,29 @@ def test_a_redelivered_update_is_stored_once(api: str, redis: Redis) -> None:
         (EDITED, "1111111"),
         (CHAT_CALLBACK, "-1001234567890"),
         (CHANNEL_POST, "-1009876543210"),
+        (DELETED_BUSINESS, "2222222"),
+        (CHAT_POLL_ANSWER, "-1009876543210"),
+        # No chat: the user's id, which is their private chat's with the bot.
+        (INLINE_QUERY, "1111111"),
+        (INLINE_CALLBACK, "1111111"),
+        (CHOSEN_INLINE, "1111111"),
+        (SHIPPING, "1111111"),
+        (PRE_CHECKOUT, "1111111"),
+        (POLL_ANSWER, "1111111"),
     ],
-    ids=["edited_message", "callback_query", "channel_post"],
+    ids=[
+        "edited_message",
+        "callback_query",
+        "channel_post",
+        "deleted_business_messages",
+        "poll_answer.voter_chat",
+        "inline_query",
+        "inline_callback_query",
+        "chosen_inline_result",
+        "shipping_query",
+        "pre_checkout_query",
+        "poll_answer.user",
+    ],
 )
 def test_the_chat_id_is_the_key(api: str, redis: Redis, update: dict[str, Any], key: str) -> None:
     assert post(api, update).status_code == 200
@@ -199,18 +293,22 @@ def test_the_chat_id_is_the_key(api: str, redis: Redis, update: dict[str, Any], 
     assert json.loads(stored) == update
 
 
-@pytest.mark.parametrize("update", [INLINE_QUERY, INLINE_CALLBACK], ids=["inline", "callback"])
-def test_an_update_without_a_chat_is_skipped_and_kept(
-    api: str, redis: Redis, update: dict[str, Any]
-) -> None:
-    r = post(api, update)
+def test_a_payment_query_queues_with_the_users_private_chat(api: str, redis: Redis) -> None:
+    for update in (MESSAGE, SHIPPING, PRE_CHECKOUT):
+        r = post(api, update)
+        assert r.status_code == 200 and r.json()["skipped"] == 0, r.text
+    assert [json.loads(b)["update_id"] for b in lane(redis, "1111111")] == [10000, 10007, 10006]
+
+
+def test_an_update_without_a_chat_or_user_is_skipped_and_kept(api: str, redis: Redis) -> None:
+    r = post(api, POLL)
     assert r.status_code == 200, r.text  # Telegram would not send it again
     answer = r.json()
     assert answer["messages"] == [] and answer["skipped"] == 1
-    assert "has no chat" in answer["problems"][0]
+    assert "has no chat nor user" in answer["problems"][0]
     (item,) = kept(redis)
-    assert item["reason"] == "update.chat" and item["item"] == update
-    assert json.loads(item["body"]) == update  # replayable as it came
+    assert item["reason"] == "update.chat" and item["item"] == POLL
+    assert json.loads(item["body"]) == POLL  # replayable as it came
     assert [k for k in stored_keys(redis) if b"unroutable" not in k and b":counts" not in k] == []
 
 

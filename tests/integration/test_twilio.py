@@ -117,10 +117,13 @@ DELIVERED = [
 def twilio_signature(token: str, url: str, params: list[tuple[str, str]]) -> str:
     """As Twilio's "Secure webhooks" page says: the full URL, then each POST
     parameter sorted by name, name and value with no separator; HMAC-SHA1
-    keyed with the auth token; base64."""
+    keyed with the auth token; base64. A name's values sorted and each once,
+    as twilio-python's RequestValidator.compute_signature does
+    (`sorted(set(values))`)."""
     text = url
-    for name, value in sorted(params):
-        text += name + value
+    for name in sorted({n for n, _ in params}):
+        for value in sorted({v for n, v in params if n == name}):
+            text += name + value
     return base64.b64encode(hmac.new(token.encode(), text.encode(), hashlib.sha1).digest()).decode()
 
 
@@ -208,6 +211,19 @@ def test_the_url_with_its_default_port_is_signed_too(api: str, redis: Redis) -> 
     assert len(lane(redis, "chatbot", "whatsapp:+14017122661")) == 1
 
 
+def test_a_repeated_pair_is_signed_once_as_twilios_helpers_do(api: str, redis: Redis) -> None:
+    """An identical (name, value) pair sent twice counts once in the
+    signature; a name with different values counts each, sorted."""
+    repeated = [*WHATSAPP, ("Tag", "b"), ("Tag", "a"), ("Tag", "b")]
+    assert_twiml(post(api, repeated))
+    (stored,) = lane(redis, "chatbot", "whatsapp:+14017122661")
+    assert stored["Tag"] == ["b", "a", "b"]  # stored as sent
+    # Signed with the pair twice, as a helper that kept it would: refused.
+    text = PUBLIC_URL + "".join(n + v for n, v in sorted(repeated))
+    kept = base64.b64encode(hmac.new(TOKEN.encode(), text.encode(), hashlib.sha1).digest())
+    assert_refused(post(api, repeated, signature=kept.decode()), 401, "does not match")
+
+
 # -- what is stored -----------------------------------------------------------------
 
 
@@ -293,6 +309,9 @@ def test_the_schema_says_what_twilio_sends_and_gets(api: str) -> None:
     assert answer["example"] == EMPTY_TWIML
     names = [p["name"] for p in operation["parameters"]]
     assert "X-Twilio-Signature" in names
+    # A duplicate gets TwiML too: the description says so, not the JSON answer's words.
+    assert "gets the same answer" in operation["description"]
+    assert "duplicate: true" not in operation["description"]
 
 
 # -- delivered end to end ------------------------------------------------------------

@@ -8,6 +8,7 @@ The name is checked, and nothing is ever overwritten."""
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -98,11 +99,15 @@ def test_a_generated_plugin_passes_its_own_test(tmp_path: Path, kind: str) -> No
     assert ran.returncode == 0, ran.stdout + ran.stderr
     summary = ran.stdout.strip().splitlines()[-1]
     assert " passed" in summary and "skipped" not in summary and "failed" not in summary
+    assert "warning" not in summary  # e.g. no ResourceWarning of an unclosed file
 
 
 @pytest.mark.parametrize(
     "name",
-    ["Sms", "9lives", "my-plugin", "two words", "sms!", "class", "sms_", "a" * 41, "http", ""],
+    [
+        *["Sms", "9lives", "my-plugin", "two words", "sms!", "class", "sms_", "a" * 41, "http", ""],
+        *["amqp", "mqtt", "telegram", "twilio", "whatsapp", "chatbot", "builtin"],  # installed
+    ],
 )
 def test_a_bad_name_is_refused_in_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str
@@ -141,3 +146,56 @@ def test_it_needs_no_environment(tmp_path: Path) -> None:
     assert made.returncode == 0, made.stderr
     assert (tmp_path / "router-sms" / "router_sms" / "__init__.py").is_file()
     assert os.access(tmp_path / "router-sms" / "tests" / "test_sms.py", os.R_OK)
+
+
+def test_an_installed_router_distribution_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """router-NAME installed (here with no entry point): writing a package of
+    that name would replace it when installed."""
+    site = tmp_path / "site"
+    info = site / "router_pager-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: router-pager\nVersion: 1.0\n")
+    monkeypatch.syspath_prepend(str(site))
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    assert main(["new-plugin", "pager", "--dir", str(out_dir)]) == 2
+    _, err = capsys.readouterr()
+    assert err == (
+        "router new-plugin: router-pager is installed here (installing yours would replace it): "
+        "choose another name\n"
+    )
+    assert list(out_dir.iterdir()) == []
+
+
+def _small_files() -> None:  # pragma: no cover - runs in the child
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1000, 1000))  # Python ignores SIGXFSZ
+
+
+def test_a_write_failing_half_way_leaves_nothing(tmp_path: Path) -> None:
+    """Files over 1000 bytes fail (after pyproject.toml and README.md are
+    written): nothing is left, so the next run is not refused."""
+    failed = subprocess.run(
+        [sys.executable, "-m", "router", "new-plugin", "sms", "--dir", str(tmp_path)],
+        env=router_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        preexec_fn=_small_files,  # only sets a limit
+    )
+    assert failed.returncode == 2, failed.stderr
+    assert failed.stderr.startswith("router new-plugin: cannot write under ")
+    assert failed.stderr.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []
+    made = run_cli("new-plugin", "sms", "--dir", str(tmp_path))
+    assert made.returncode == 0, made.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["router-sms"]
+    assert oct((tmp_path / "router-sms").stat().st_mode & 0o777) == oct(0o777 & ~_umask())
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

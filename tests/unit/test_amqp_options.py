@@ -7,7 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from router_amqp import AmqpOptions
+from aiormq.channel import exception_by_code
+from pamqp.commands import Channel
+from router_amqp import AmqpOptions, max_size_exceeded
 
 from router.config import ConfigError
 from router.config.loading import load
@@ -119,3 +121,64 @@ def test_an_empty_routing_key_is_fine_with_a_named_exchange() -> None:
 def test_a_percent_encoded_password_is_secret_both_ways() -> None:
     options = AmqpOptions(url="amqp://u:p%40ss@127.0.0.1/", routing_key="q")
     assert options.secret_values() == ["p%40ss", "p@ss"]
+
+
+@pytest.mark.parametrize(
+    ("url", "password", "shown"),
+    [
+        # An @ in the query: the userinfo ends at the authority's @, not the last one.
+        (
+            "amqp://u:p%40ss@host/vhost?x=a@b",
+            "p%40ss",
+            "amqp://u:***@host/vhost?x=a@b",
+        ),
+        ("amqp://u:pw@host:5672/v#frag@x", "pw", "amqp://u:***@host:5672/v#frag@x"),
+        ("amqps://u:p@ss@host/", "p@ss", "amqps://u:***@host/"),  # an @ left unencoded
+        ("amqp://u:@host/", "", "amqp://u:***@host/"),
+        ("amqp://u@host/?x=a:b@c", None, "amqp://u@host/?x=a:b@c"),
+        ("amqp://host/vhost?x=a@b", None, "amqp://host/vhost?x=a@b"),
+    ],
+)
+def test_the_password_is_where_urllib_reads_it(url: str, password: str | None, shown: str) -> None:
+    import urllib.parse
+
+    options = AmqpOptions(url=url, routing_key="q")
+    assert urllib.parse.urlsplit(url).password == password
+    assert options.shown == shown
+    expected = [password, urllib.parse.unquote(password)] if password else []
+    assert options.secret_values() == list(dict.fromkeys(expected))
+
+
+def test_the_real_password_is_starred_in_an_error(tmp_path: Path) -> None:
+    """The URL's password is registered as the secret, so an error quoting
+    the URL (or the broker quoting the password) never shows it."""
+    options = AmqpOptions(url=f"amqp://u:{PASSWORD}@host/vhost?x=a@b", routing_key="q")
+    assert options.secret_values() == [PASSWORD]
+    message = config_error(
+        tmp_path, f"    url: amqp://u:{PASSWORD}@127.0.0.1:99999/v?x=a@b\n    routing_key: q\n"
+    )
+    assert "amqp://u:***@127.0.0.1:99999/v?x=a@b is not a valid URL" in message
+
+
+@pytest.mark.parametrize(
+    ("code", "text", "limit"),
+    [
+        # RabbitMQ's words (rabbit_channel:check_msg_size), the configured limit
+        (406, "PRECONDITION_FAILED - message size 200 is larger than configured max size 100", 100),
+        # and the absolute one (512 MiB)
+        (
+            406,
+            "PRECONDITION_FAILED - message size 536870913 is larger than max size 536870912",
+            536870912,
+        ),
+        (406, "PRECONDITION_FAILED - inequivalent arg 'durable' for queue 'q'", None),
+        (404, "NOT_FOUND - no exchange 'x' in vhost '/'", None),
+        (403, "ACCESS_REFUSED - message size 2 is larger than configured max size 1", None),
+    ],
+)
+def test_a_channel_closed_for_a_message_too_large_is_recognised(
+    code: int, text: str, limit: int | None
+) -> None:
+    """As aiormq raises it from the broker's channel.close frame."""
+    exc = exception_by_code(Channel.Close(reply_code=code, reply_text=text))
+    assert max_size_exceeded(exc) == limit

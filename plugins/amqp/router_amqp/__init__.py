@@ -6,7 +6,9 @@ succeeds only when the broker confirms it (``basic.ack``). A message the
 broker cannot route (no queue bound, an exchange that does not exist) or
 refuses (``basic.nack``: a full queue that rejects publishes) fails the
 attempt, and the router retries it with backoff: nothing is dropped
-quietly. docs/amqp.md is the user's page.
+quietly. A body over the broker's max_message_size (the channel closed
+with 406 PRECONDITION_FAILED saying so) is given up at once: no retry
+could publish it. docs/amqp.md is the user's page.
 
 One connection and one channel serve every delivery of the destination in a
 process: opened at the first delivery, dropped when the broker or the
@@ -41,9 +43,39 @@ from router.plugin import (
 # AMQP 0-9-1 short strings (routing keys, exchange names) hold at most 255 bytes.
 MAX_SHORT_STRING = 255
 KEY_FIELD = "{key}"
-# scheme://user:password@rest, read loosely (the password of a URL that
-# fails to parse stays out of its error too): the password runs to the last @.
-_USERINFO = re.compile(r"(?P<head>[^:@]*:/*[^:@/]*):(?P<password>.*)@(?P<rest>[^@]*)$", re.S)
+# scheme://user:password@rest read loosely, only for a URL urllib.parse cannot
+# read (so that its password stays out of the error saying so): the password
+# runs to the last @.
+_LOOSE_USERINFO = re.compile(r"(?P<head>[^:@]*:/*[^:@/]*):(?P<password>.*)@(?P<rest>[^@]*)$", re.S)
+# RabbitMQ's channel.close (406 PRECONDITION_FAILED) for a message over its
+# max_message_size: "message size 200 is larger than configured max size 100"
+# (rabbit_channel:check_msg_size; the size is the body's, in bytes).
+_TOO_LARGE = re.compile(r"message size (\d+) is larger than (?:configured )?max size (\d+)")
+
+
+def _split_password(url: str) -> tuple[str, str, str] | None:
+    """(scheme://user, password, host...) as urllib.parse reads the URL: the
+    authority runs from after `//` to the first `/`, `?` or `#`, its
+    userinfo to the authority's last `@`, the password from the userinfo's
+    first `:`. None: no password."""
+    scheme, sep, after = url.partition("://")
+    if not sep:
+        return None
+    ends = [i for i in (after.find(c) for c in "/?#") if i >= 0]
+    authority = after[: min(ends, default=len(after))]
+    userinfo, at, _ = authority.rpartition("@")
+    user, colon, password = userinfo.partition(":")
+    if not at or not colon:
+        return None
+    return f"{scheme}://{user}", password, after[len(userinfo) + 1 :]
+
+
+def _parses(url: str) -> bool:
+    try:
+        urlsplit(url).port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        return False
+    return True
 
 
 class AmqpOptions(msgspec.Struct, forbid_unknown_fields=True):
@@ -112,14 +144,17 @@ class AmqpOptions(msgspec.Struct, forbid_unknown_fields=True):
     @property
     def shown(self) -> str:
         """The URL with its password starred (even in a URL too broken to parse)."""
-        found = _USERINFO.match(self.url)
-        if found is None or found.group("password") is None:
+        split = _split_password(self.url)
+        if split is not None:
+            return f"{split[0]}:***@{split[2]}"
+        found = None if _parses(self.url) else _LOOSE_USERINFO.match(self.url)
+        if found is None:
             return self.url
         return f"{found.group('head')}:***@{found.group('rest')}"
 
     def _password(self) -> str | None:
-        found = _USERINFO.match(self.url)
-        return found.group("password") if found is not None else None
+        split = _split_password(self.url)
+        return split[1] if split is not None else None
 
     def secret_values(self) -> list[str]:
         """The URL's password, as written and decoded: never shown."""
@@ -189,6 +224,16 @@ class AmqpSink:
             ) from None
         except aiormq.exceptions.ChannelClosed as exc:
             self._drop_channel()
+            limit = max_size_exceeded(exc)
+            if limit is not None and len(delivery.body) > limit:
+                # No retry can publish it. (The other messages in flight on
+                # the channel fail too, not permanently: theirs is a retry.)
+                raise DeliveryFailed(
+                    f"the message ({len(delivery.body)} bytes) is larger than the broker's "
+                    f"max_message_size ({limit} bytes): {_reply(exc)}",
+                    permanent=True,
+                    message_fault=True,
+                ) from None
             raise DeliveryFailed(f"the broker closed the channel: {_reply(exc)}") from None
         except TimeoutError:
             # A publish left unconfirmed on a connection we keep could be
@@ -311,6 +356,17 @@ def _alive(connection: AbstractConnection | None) -> bool:
     """Open and connected: aio-pika sets `is_closed` only when closed by us,
     and clears `connected` when the broker or the network ends it."""
     return connection is not None and not connection.is_closed and connection.connected.is_set()
+
+
+def max_size_exceeded(exc: BaseException) -> int | None:
+    """The broker's max_message_size, when `exc` is RabbitMQ closing the
+    channel for a message over it (406 PRECONDITION_FAILED); else None."""
+    if not isinstance(exc, aiormq.exceptions.ChannelPreconditionFailed):
+        return None
+    for text in (*(a for a in exc.args if isinstance(a, str)), str(exc)):
+        if (found := _TOO_LARGE.search(text)) is not None:
+            return int(found.group(2))
+    return None
 
 
 def _reply(exc: BaseException) -> str:

@@ -48,7 +48,9 @@ def properties_for(delivery: Delivery) -> Properties:
 
 class _Client(aiomqtt.Client):
     """aiomqtt's client, also keeping what aiomqtt drops: the reason code of
-    a refused PUBACK/PUBREC (MQTT 5) and the moment the connection ends."""
+    a refused PUBACK/PUBCOMP (MQTT 5) and the moment the connection ends.
+    A PUBREC's reason code never gets here: paho 2.2 ignores it and sends
+    PUBREL regardless (docs/mqtt.md, "How the ack works")."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -85,6 +87,7 @@ class MqttSink:
         )
         self._client: _Client | None = None
         self._connecting = asyncio.Lock()
+        self._abandoned: set[asyncio.Future[Any]] = set()  # connects given up on
 
     async def _connection(self) -> _Client:
         async with self._connecting:
@@ -112,9 +115,31 @@ class MqttSink:
                 max_inflight_messages=max(self.max_in_flight, 20),
                 tls_context=tls,
             )
-            await client.__aenter__()
+            # Shielded: a timeout while connecting (TCP accepted, no CONNACK
+            # yet) must not abandon the socket paho opened, nor cancel the
+            # executor thread's connect half way; once the connect ends, on
+            # its own timeout at the latest, the socket is closed.
+            connect = asyncio.ensure_future(client.__aenter__())
+            try:
+                await asyncio.shield(connect)
+            except BaseException:
+                self._abandoned.add(connect)
+                connect.add_done_callback(self._close_abandoned(client))
+                raise
             self._client = client
             return client
+
+    def _close_abandoned(self, client: _Client) -> Any:
+        def close(connect: asyncio.Future[Any]) -> None:
+            self._abandoned.discard(connect)
+            if not connect.cancelled():
+                connect.exception()  # retrieved: the attempt has already failed
+            # paho's disconnect sends DISCONNECT, then closes the socket (and
+            # aiomqtt stops watching it); without a socket it does nothing.
+            with contextlib.suppress(Exception):
+                client._client.disconnect()
+
+        return close
 
     async def _drop(self, client: _Client | None = None) -> None:
         """Disconnect (only if the connection is still `client`, when given)."""
@@ -172,3 +197,5 @@ class MqttSink:
     async def aclose(self) -> None:
         async with self._connecting:
             await self._drop()
+        if self._abandoned:  # each ends on aiomqtt's own timeout at the latest
+            await asyncio.wait(set(self._abandoned), timeout=self.timeout + 10)

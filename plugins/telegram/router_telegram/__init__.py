@@ -11,13 +11,20 @@ them (docs/telegram.md).
   deduplicated by ``update_id`` (Telegram redelivers an update it got no
   2xx for) and ordered by its chat's id: ``message.chat.id`` (also of
   ``edited_message``, ``channel_post``, ``edited_channel_post``, the
-  business messages, ``my_chat_member``, ``chat_member``,
-  ``chat_join_request``, the reactions and boosts), or the chat of the
-  message a ``callback_query`` came from.
-- An Update without a chat (an inline query, a callback query from an
-  inline message, a poll, a payment query, ...) is skipped, not refused:
-  answered 200 (Telegram would not send it again), logged, counted and
-  kept for the operator (``router unroutable``) with the update to replay.
+  business messages and their deletion, ``my_chat_member``,
+  ``chat_member``, ``chat_join_request``, the reactions and boosts), the
+  chat of the message a ``callback_query`` came from, a ``poll_answer``'s
+  ``voter_chat``.
+- An Update from a user without a chat (an inline query, a chosen inline
+  result, a callback query from an inline message, a shipping or
+  pre-checkout query, a paid media purchase, a poll answer of a user, a
+  business connection) is ordered by the user's id, which is also the id
+  of the user's private chat with the bot: it queues with that chat's
+  messages. A pre-checkout query must be answered within 10 seconds.
+- An Update with neither (a ``poll``'s new state, ...) is skipped, not
+  refused: answered 200 (Telegram would not send it again), logged,
+  counted and kept for the operator (``router unroutable``) with the
+  update to replay.
 """
 
 from __future__ import annotations
@@ -60,6 +67,16 @@ CHAT_FIELDS = (
     "message_reaction_count",
     "chat_boost",
     "removed_chat_boost",
+    "deleted_business_messages",
+)
+# The fields of an Update that have a user but no chat: ordered by the
+# user's id (`from.id`), the id of the user's private chat with the bot.
+USER_FIELDS = (
+    "inline_query",
+    "chosen_inline_result",
+    "shipping_query",
+    "pre_checkout_query",
+    "purchased_paid_media",
 )
 
 
@@ -81,7 +98,8 @@ def authenticate(options: TelegramOptions, headers: Mapping[str, str], body: byt
 
 
 def _chat_id(update: dict[str, Any]) -> tuple[Any, str] | None:
-    """The update's chat id and where it is, or None (no chat)."""
+    """The update's chat id (or, without a chat, its user's) and where it
+    is, or None (neither)."""
     for name in CHAT_FIELDS:
         item = update.get(name)
         if isinstance(item, dict) and isinstance(item.get("chat"), dict):
@@ -91,6 +109,20 @@ def _chat_id(update: dict[str, Any]) -> tuple[Any, str] | None:
         message = query.get("message")
         if isinstance(message, dict) and isinstance(message.get("chat"), dict):
             return message["chat"].get("id"), "callback_query.message.chat.id"
+        if isinstance(query.get("from"), dict):  # from an inline message
+            return query["from"].get("id"), "callback_query.from.id"
+    answer = update.get("poll_answer")
+    if isinstance(answer, dict):
+        for field in ("voter_chat", "user"):  # an anonymous vote of a chat, or a user's
+            if isinstance(answer.get(field), dict):
+                return answer[field].get("id"), f"poll_answer.{field}.id"
+    for name in USER_FIELDS:
+        item = update.get(name)
+        if isinstance(item, dict) and isinstance(item.get("from"), dict):
+            return item["from"].get("id"), f"{name}.from.id"
+    connection = update.get("business_connection")
+    if isinstance(connection, dict) and "user_chat_id" in connection:
+        return connection["user_chat_id"], "business_connection.user_chat_id"
     return None
 
 
@@ -105,7 +137,7 @@ def parse(request: FormatRequest) -> list[IngestedMessage]:
         kind = kinds[0] if kinds else "nothing"
         request.skip(
             "update.chat",
-            f"update {update_id} ({kind}) has no chat: no conversation to order it by",
+            f"update {update_id} ({kind}) has no chat nor user: no conversation to order it by",
             update,
             request.body,
         )
@@ -127,6 +159,8 @@ _CHAT = {
     "type": "object",
     "properties": {"chat": {"type": "object", "properties": {"id": {"type": "integer"}}}},
 }
+_USER = {"type": "object", "properties": {"id": {"type": "integer"}}}
+_FROM = {"type": "object", "properties": {"from": _USER}}
 UPDATE_SCHEMA = {
     "type": "object",
     "required": ["update_id"],
@@ -135,14 +169,21 @@ UPDATE_SCHEMA = {
         **{name: _CHAT for name in CHAT_FIELDS[:4]},
         "callback_query": {
             "type": "object",
-            "properties": {"message": _CHAT},
-            "description": "Ordered by the chat of the message its button was on.",
+            "properties": {"message": _CHAT, "from": _USER},
+            "description": "Ordered by the chat of the message its button was on; from an "
+            "inline message, by the user's id.",
+        },
+        **{
+            name: {**_FROM, "description": "Ordered by the user's id (their private chat's)."}
+            for name in ("inline_query", "shipping_query", "pre_checkout_query")
         },
     },
     "additionalProperties": True,
     "description": "A Telegram Bot API Update, as Telegram posts it to a webhook "
-    "(docs/telegram.md), delivered as posted and ordered by its chat's id; an update "
-    "without a chat is skipped (and kept: router unroutable).",
+    "(docs/telegram.md), delivered as posted and ordered by its chat's id, or, for an update "
+    "from a user without a chat (an inline query, a payment query, ...), by the user's id "
+    "(the id of the user's private chat with the bot); an update with neither is skipped "
+    "(and kept: router unroutable).",
 }
 UPDATE_EXAMPLE = {
     "update_id": 10000,

@@ -9,9 +9,10 @@ Twilio sends it (docs/twilio.md).
   HMAC-SHA1, keyed with the account's auth token, of the full URL Twilio
   called (the ``public_url`` option: the router cannot know the URL a
   proxy or load balancer was called at) followed by every POST parameter
-  sorted by name, each name then its value, with no separator. The URL
-  with and without its default port (:443, :80) is accepted, as Twilio's
-  own helper libraries do. Missing or not matching: 401, nothing stored.
+  sorted by name (then value; a pair sent twice counts once, as in
+  Twilio's helper libraries), each name then its value, with no
+  separator. The URL with and without its default port (:443, :80) is
+  accepted, as Twilio's own helper libraries do. Missing or not matching: 401, nothing stored.
 - An incoming message becomes one message: its body is the parameters as
   a JSON object (each name to its value; a name sent several times to the
   list of its values), ordered by ``From`` (``whatsapp:+14155238886`` for
@@ -130,8 +131,10 @@ def _urls(url: str) -> list[str]:
 
 def signature(auth_token: str, url: str, pairs: list[tuple[str, str]]) -> str:
     """X-Twilio-Signature as Twilio computes it: base64(HMAC-SHA1(auth
-    token, url + each parameter sorted by name, name then value))."""
-    data = url + "".join(name + value for name, value in sorted(pairs))
+    token, url + each parameter sorted by name, name then value)). A
+    (name, value) pair sent twice counts once, as in Twilio's helper
+    libraries (twilio-python: each name's `sorted(set(values))`)."""
+    data = url + "".join(name + value for name, value in sorted(set(pairs)))
     digest = hmac.new(auth_token.encode(), data.encode(), hashlib.sha1).digest()
     return base64.b64encode(digest).decode()
 
@@ -261,8 +264,8 @@ DOCS = FormatDocs(
         FormatHeader(
             "X-Twilio-Signature",
             "base64 of the HMAC-SHA1, keyed with the auth token, of the route's public_url "
-            "and every POST parameter sorted by name (name then value). Missing or not "
-            "matching: 401, nothing stored.",
+            "and every POST parameter sorted by name (name then value; a repeated identical "
+            "pair once). Missing or not matching: 401, nothing stored.",
             "^[A-Za-z0-9+/]{27}=$",
         ),
     ),

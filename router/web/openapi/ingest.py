@@ -306,8 +306,13 @@ def _format_description(ingest: IngestRoute, fmt: IngestFormat) -> str:
                 "rest stored."
             ),
             f"Dedup: by the service's own message id, within {route.settings.dedup_ttl:g} s "
-            "(dedup_ttl): a redelivered webhook answers 200 with `duplicate: true` for what "
-            "was stored before, and stores only what is new.",
+            + (
+                "(dedup_ttl): a redelivered webhook answers 200 with `duplicate: true` for what "
+                "was stored before, and stores only what is new."
+                if fmt.answer is None
+                else "(dedup_ttl): a redelivered webhook gets the same answer (the 200 below) "
+                "and stores only what is new, nothing again of what was stored before."
+            ),
         ]
     )
 
