@@ -147,14 +147,25 @@ class AmqpOptions(msgspec.Struct, forbid_unknown_fields=True):
         split = _split_password(self.url)
         if split is not None:
             return f"{split[0]}:***@{split[2]}"
-        found = None if _parses(self.url) else _LOOSE_USERINFO.match(self.url)
+        found = self._loose()
         if found is None:
             return self.url
         return f"{found.group('head')}:***@{found.group('rest')}"
 
+    def _loose(self) -> re.Match[str] | None:
+        """A password in a URL urllib cannot read as one: no `://`
+        (`amqp:/user:pw@host`, refused, and its error shows the URL), or one
+        that does not parse."""
+        if "://" in self.url and _parses(self.url):
+            return None
+        return _LOOSE_USERINFO.match(self.url)
+
     def _password(self) -> str | None:
         split = _split_password(self.url)
-        return split[1] if split is not None else None
+        if split is not None:
+            return split[1]
+        found = self._loose()
+        return found.group("password") if found is not None else None
 
     def secret_values(self) -> list[str]:
         """The URL's password, as written and decoded: never shown."""
