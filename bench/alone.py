@@ -44,3 +44,19 @@ def run_alone(name: str, args: argparse.Namespace, make: Callable[[Context], Par
     if ctx.problems:
         print("\n".join(["## Problems", "", *(f"- {x}" for x in ctx.problems)]))
     return 1 if ctx.problems else 0
+
+
+def rate_pair_arguments(description: str) -> argparse.Namespace:
+    """The command line of a part that runs ingest and delivery pairs, on
+    and off (bench/observability.py, bench/tracing.py), run alone."""
+    p = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.RawTextHelpFormatter
+    )
+    p.add_argument("--rounds", type=int, default=1, help="ingest rounds (median)")
+    p.add_argument("--delivery-rounds", type=int, default=1, help="delivery rounds (median)")
+    p.add_argument("--duration", type=int, default=10, help="seconds per wrk run (default 10)")
+    p.add_argument("--warmup", type=int, default=2, help="seconds of wrk warm-up per run")
+    p.add_argument("-n", type=int, default=5000, help="delivery.py's -n (default 5000)")
+    p.add_argument("--observability-n", type=int, help="messages per delivery run (default 4 x -n)")
+    p.add_argument("--timeout", type=float, default=180, help="seconds any delivery run may take")
+    return p.parse_args()

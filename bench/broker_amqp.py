@@ -29,7 +29,7 @@ from context import Context
 from delivery import preload
 from destination import Window
 from fmt import rate
-from procs import DESTINATION, router_argv, say
+from procs import router_argv, say, write_routes
 from redisdb import flush
 
 HOST, PORT = "127.0.0.1", 5672
@@ -57,28 +57,6 @@ def reachable() -> bool:
             return True
     except OSError:
         return False
-
-
-def write_amqp_routes(path: Path, queue: str, in_flight: int) -> Path:
-    path.write_text(
-        f"""\
-routes:
-  - path: /v1/store_message
-    destinations: [{DESTINATION}]
-    fields:
-      mensaje: string
-      wa_id: string
-destinations:
-  {DESTINATION}:
-    plugin: amqp
-    url: {URL}
-    routing_key: {queue}
-    ordering_key: wa_id
-    max_in_flight: {in_flight}
-    timeout: 10s
-"""
-    )
-    return path
 
 
 async def _queue(action: str, name: str) -> None:
@@ -187,7 +165,8 @@ class BrokerAmqp:
         preload(ctx.redis_url, n, case.keys)
         queue = self._fresh_queue()
         try:
-            routes = write_amqp_routes(ctx.tmp / "routes-amqp.yaml", queue, case.in_flight)
+            amqp = f"    plugin: amqp\n    url: {URL}\n    routing_key: {queue}\n"
+            routes = write_routes(ctx.tmp / "routes-amqp.yaml", "", case.in_flight, plugin=amqp)
             env = {"REDIS_URL": ctx.redis_url, "ROUTES_FILE": str(routes), "LOG_LEVEL": "warning"}
             name = f"amqp-router-{case.keys}keys-{case.in_flight}"
             proc = ctx.procs.start(name, router_argv("worker", "--burst"), env)

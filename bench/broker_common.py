@@ -11,6 +11,7 @@ A broker that is not reachable on 127.0.0.1 is not run: the report says so.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import socket
 import statistics
@@ -18,12 +19,11 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from context import Context
 from delivery import preload
 from fmt import rate, x2
-from procs import DESTINATION, REPO, router_argv, say
+from procs import REPO, router_argv, say, write_routes
 from redisdb import flush
 
 NAN = float("nan")
@@ -136,27 +136,6 @@ class Arrivals:
         self._thread.join(10)
 
 
-def write_routes(path: Path, settings: str, in_flight: int) -> Path:
-    """routes.yaml: the bench's route to one destination of the broker plugin
-    (`settings`: its plugin and options, YAML lines indented 4)."""
-    path.write_text(
-        f"""\
-routes:
-  - path: /v1/store_message
-    destinations: [{DESTINATION}]
-    fields:
-      mensaje: string
-      wa_id: string
-destinations:
-  {DESTINATION}:
-{settings}    ordering_key: wa_id
-    max_in_flight: {in_flight}
-    timeout: 10s
-"""
-    )
-    return path
-
-
 @dataclass
 class BrokerPart:
     """One broker's part of the bench; broker_nats.py / broker_mqtt.py fill in
@@ -218,7 +197,10 @@ class BrokerPart:
                 flush(ctx.redis_url)
                 preload(ctx.redis_url, n, case.keys)
                 routes = write_routes(
-                    ctx.tmp / f"routes-{tag}.yaml", self.settings(case, prefix), case.in_flight
+                    ctx.tmp / f"routes-{tag}.yaml",
+                    "",
+                    case.in_flight,
+                    plugin=self.settings(case, prefix),
                 )
                 env = {
                     "REDIS_URL": ctx.redis_url,
@@ -270,8 +252,6 @@ class BrokerPart:
 
 def run_alone_main(name: str, make: Callable[[Context], BrokerPart], doc: str) -> int:
     """`python bench/broker_X.py -n 200`: this part alone (bench/alone.py)."""
-    import argparse
-
     from alone import run_alone
 
     p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawTextHelpFormatter)
@@ -281,3 +261,16 @@ def run_alone_main(name: str, make: Callable[[Context], BrokerPart], doc: str) -
     args = p.parse_args()
     args.delivery_rounds = args.rounds
     return run_alone(name, args, make)
+
+
+def plain_client_parser() -> argparse.ArgumentParser:
+    """The command line a broker's plain client runs with (`--client`): its
+    subjects' or topics' prefix, how many messages over how many wa_ids, and
+    how many publishes at once."""
+    p = argparse.ArgumentParser()
+    p.add_argument("--client", action="store_true")
+    p.add_argument("--prefix", required=True)
+    p.add_argument("-n", type=int, required=True)
+    p.add_argument("--keys", type=int, required=True)
+    p.add_argument("--in-flight", type=int, required=True)
+    return p

@@ -17,7 +17,13 @@ import asyncio
 import sys
 from collections.abc import Callable
 
-from broker_common import BrokerCase, BrokerPart, message_body, run_alone_main
+from broker_common import (
+    BrokerCase,
+    BrokerPart,
+    message_body,
+    plain_client_parser,
+    run_alone_main,
+)
 from context import Context
 
 HOST, PORT = "127.0.0.1", 4222
@@ -135,12 +141,7 @@ async def plain_client(args: argparse.Namespace) -> None:
 
 def main() -> int:
     if "--client" in sys.argv:
-        p = argparse.ArgumentParser()
-        p.add_argument("--client", action="store_true")
-        p.add_argument("--prefix", required=True)
-        p.add_argument("-n", type=int, required=True)
-        p.add_argument("--keys", type=int, required=True)
-        p.add_argument("--in-flight", type=int, required=True)
+        p = plain_client_parser()
         p.add_argument("--jetstream", action="store_true")
         asyncio.run(plain_client(p.parse_args()))
         return 0

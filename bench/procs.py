@@ -121,11 +121,19 @@ def router_argv(*args: str) -> list[str]:
 
 
 def write_routes(
-    path: Path, sink_url: str, max_in_flight: int, shards: int = 1, rate_limit: str = ""
+    path: Path,
+    sink_url: str,
+    max_in_flight: int,
+    shards: int = 1,
+    rate_limit: str = "",
+    plugin: str = "",
 ) -> Path:
     """The router's routes.yaml for the bench: one route, one destination (the
     sink), its queue over `shards` hash tags (bench/cluster.py), with an
-    outbound `rate_limit` when given (bench/outbound_rate.py)."""
+    outbound `rate_limit` when given (bench/outbound_rate.py). `plugin`: the
+    destination's plugin and options instead of the chatbot plugin posting
+    to `sink_url`, as YAML lines indented 4 (bench/broker_*.py)."""
+    plugin = plugin or f"    plugin: chatbot\n    url: {sink_url}\n"
     spread = f"    shards: {shards}\n" if shards > 1 else ""
     spread += f"    rate_limit: {rate_limit}\n" if rate_limit else ""
     path.write_text(
@@ -138,9 +146,7 @@ routes:
       wa_id: string
 destinations:
   {DESTINATION}:
-    plugin: chatbot
-    url: {sink_url}
-    ordering_key: wa_id
+{plugin}    ordering_key: wa_id
     max_in_flight: {max_in_flight}
     timeout: 10s
 {spread}"""

@@ -277,20 +277,9 @@ class Tracing:
 
 def main() -> int:
     """Run this part alone (the bench's Redis, a sink) and print its report."""
-    import argparse
+    from alone import rate_pair_arguments, run_alone
 
-    from alone import run_alone
-
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--rounds", type=int, default=1, help="ingest rounds (median)")
-    p.add_argument("--delivery-rounds", type=int, default=1, help="delivery rounds (median)")
-    p.add_argument("--duration", type=int, default=10, help="seconds per wrk run (default 10)")
-    p.add_argument("--warmup", type=int, default=2, help="seconds of wrk warm-up per run")
-    p.add_argument("-n", type=int, default=5000, help="delivery.py's -n (default 5000)")
-    p.add_argument("--observability-n", type=int, help="messages per delivery run (default 4 x -n)")
-    p.add_argument("--timeout", type=float, default=180, help="seconds any delivery run may take")
-    args = p.parse_args()
-    return run_alone("tracing", args, Tracing)
+    return run_alone("tracing", rate_pair_arguments(__doc__ or ""), Tracing)
 
 
 if __name__ == "__main__":
