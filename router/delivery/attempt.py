@@ -205,19 +205,16 @@ class Attempts:
                 span.end(
                     "ok", seconds, answer.status if isinstance(answer, DeliveryResponse) else None
                 )
-            logged = b""
-            if self._log is not None:
-                logged = message_log.entry(
-                    attempts + 1,
-                    "ok",
-                    started_at_ms=started_at_ms,
-                    duration_ms=seconds * 1000,
-                    # (Whatever else a plugin returns is no answer to log.)
-                    status=answer.status if isinstance(answer, DeliveryResponse) else None,
-                    response=answer.body if isinstance(answer, DeliveryResponse) else None,
-                    response_bytes=self._log.response_bytes,
-                    redactor=self.destination.redactor,
-                )
+            # (Whatever else a plugin returns is no answer to log.)
+            said = answer if isinstance(answer, DeliveryResponse) else None
+            logged = self._logged(
+                attempts + 1,
+                "ok",
+                started_at_ms,
+                seconds,
+                said.status if said else None,
+                said.body if said else None,
+            )
             acked = await self._settle(
                 functools.partial(
                     self.queue.ack,
@@ -293,6 +290,32 @@ class Attempts:
             return None
         members = [envelope.decode_entry(entry) for entry in gathered]
         return Group(gathered, [env.id for _, env in members]), members
+
+    def _logged(
+        self,
+        attempt: int,
+        outcome: str,
+        started_at_ms: int | None,
+        seconds: float | None,
+        status: object,
+        response: object,
+        error: str | None = None,
+    ) -> bytes:
+        """The attempt's message log entry (router.queue.message_log.entry),
+        as ack.lua and fail.lua take it; b"" while the log is off."""
+        if self._log is None:
+            return b""
+        return message_log.entry(
+            attempt,
+            outcome,
+            started_at_ms=started_at_ms,
+            duration_ms=None if seconds is None else seconds * 1000,
+            status=status,
+            error=error,
+            response=response,
+            response_bytes=self._log.response_bytes,
+            redactor=self.destination.redactor,
+        )
 
     async def _timed(self, delivery: Delivery) -> DeliveryResponse | None:
         async with asyncio.timeout(self.settings.timeout):
@@ -418,19 +441,15 @@ class Attempts:
         ending = "failed"
         if decision.gives_up:
             ending = "blocked" if decision.outcome is Outcome.BLOCK else "dead"
-        logged = b""
-        if self._log is not None:
-            logged = message_log.entry(
-                attempts,
-                ending,
-                started_at_ms=started_at_ms,
-                duration_ms=seconds * 1000 if seconds is not None else None,
-                status=failure.status if failure else None,
-                error=error[:1000],
-                response=failure.response if failure else None,
-                response_bytes=self._log.response_bytes,
-                redactor=self.destination.redactor,
-            )
+        logged = self._logged(
+            attempts,
+            ending,
+            started_at_ms,
+            seconds,
+            failure.status if failure else None,
+            failure.response if failure else None,
+            error[:1000],
+        )
         recorded: Failed | Literal[False] = await self._settle(
             lambda: self.queue.fail(
                 claim,
