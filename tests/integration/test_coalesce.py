@@ -13,12 +13,13 @@ from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 
 from router.config import MessageLogSettings
-from router.queue import envelope, message_log
+from router.queue import envelope
 from router.queue.lanes import DestinationQueue, Group, Outcome
 from router.queue.scripts import Scripts
 from router.queue.sharded_queue import ShardedQueue
 from tests.support.bot import Answer, Bot, Received
 from tests.support.messages import enqueue_json
+from tests.support.queues import story
 from tests.support.routes import KEYS
 from tests.support.servers import wait_until
 
@@ -45,17 +46,6 @@ def requests_of(bot: Bot, key: str, acked: bool = True) -> list[list[str]]:
 
 def delivered(bot: Bot, key: str) -> list[str]:
     return [m for group in requests_of(bot, key) for m in group]
-
-
-def story(redis_url: str, message_id: str) -> message_log.Delivery | None:
-    async def read() -> message_log.Delivery | None:
-        redis = AsyncRedis.from_url(redis_url)
-        try:
-            return await ShardedQueue(redis, Scripts(redis), "chatbot", 1).story(message_id)
-        finally:
-            await redis.aclose()
-
-    return asyncio.run(read())
 
 
 def test_messages_typed_within_the_window_arrive_as_one_request(start_router, bot: Bot) -> None:

@@ -5,19 +5,16 @@ router's app under uvicorn, a real HTTP destination on loopback."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
 import pytest
 from redis import Redis
-from redis.asyncio import Redis as AsyncRedis
 
 from router.queue import message_log
 from router.queue.keys import DestinationKeys
-from router.queue.scripts import Scripts
-from router.queue.sharded_queue import ShardedQueue
 from tests.support.bot import Answer, Bot
+from tests.support.queues import on_queue, story
 from tests.support.servers import wait_until
 
 FAST_RETRY = {"initial": "20ms", "factor": 1, "max_delay": "20ms", "jitter": 0}
@@ -30,42 +27,15 @@ def post(router: Any, key: str, text: str) -> str:
     return str(r.json()["id"])
 
 
-def story(redis_url: str, message_id: str, shards: int = 1) -> message_log.Delivery | None:
-    async def read() -> message_log.Delivery | None:
-        redis = AsyncRedis.from_url(redis_url)
-        try:
-            return await ShardedQueue(redis, Scripts(redis), "chatbot", shards).story(message_id)
-        finally:
-            await redis.aclose()
-
-    return asyncio.run(read())
-
-
 def search(redis_url: str, **kw: Any) -> list[message_log.Found]:
-    async def read() -> list[message_log.Found]:
-        redis = AsyncRedis.from_url(redis_url)
-        try:
-            queue = ShardedQueue(redis, Scripts(redis), "chatbot", kw.pop("shards", 1))
-            return await queue.search(
-                kw.get("key"), kw.get("failed", False), kw.get("since"), kw.get("limit", 100)
-            )
-        finally:
-            await redis.aclose()
-
-    return asyncio.run(read())
-
-
-def on_queue(redis_url: str, act: Any) -> Any:
-    """`act(queue)` on the chatbot destination's queue (what the CLI does)."""
-
-    async def run() -> Any:
-        redis = AsyncRedis.from_url(redis_url)
-        try:
-            return await act(ShardedQueue(redis, Scripts(redis), "chatbot", 1))
-        finally:
-            await redis.aclose()
-
-    return asyncio.run(run())
+    found: list[message_log.Found] = on_queue(
+        redis_url,
+        lambda queue: queue.search(
+            kw.get("key"), kw.get("failed", False), kw.get("since"), kw.get("limit", 100)
+        ),
+        kw.get("shards", 1),
+    )
+    return found
 
 
 def delivered(redis_url: str, message_id: str, shards: int = 1) -> bool:

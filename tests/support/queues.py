@@ -2,7 +2,9 @@
 scripts: messages enqueued, some given up (dead letters) or blocked by a
 failed attempt, the name in the registry (router.queue.orphans). Removed from
 routes.yaml, such a destination is an orphan. And one shard's queue for the
-tests that drive the lane scripts directly (destination_queue, store, body)."""
+tests that drive the lane scripts directly (destination_queue, store, body),
+and a destination's queues acted on from a synchronous test (on_queue,
+story: what the CLI and the admin API read)."""
 
 from __future__ import annotations
 
@@ -14,10 +16,11 @@ from typing import Any
 
 from redis.asyncio import Redis as AsyncRedis
 
-from router.queue import envelope, orphans
+from router.queue import envelope, message_log, orphans
 from router.queue.keys import DestinationKeys
 from router.queue.lanes import DestinationQueue, Outcome
 from router.queue.scripts import Scripts
+from router.queue.sharded_queue import ShardedQueue
 from router.redis import mode as redis_mode
 from tests.support.messages import enqueue_json
 
@@ -106,3 +109,25 @@ async def store(queue: DestinationQueue, key: str, *names: str) -> None:
 def body(raw: bytes) -> str:
     """The message (a JSON string) of a lane entry."""
     return str(json.loads(bytes(envelope.decode(raw).body)))
+
+
+def on_queue(redis_url: str, act: Any, shards: int = 1, destination: str = "chatbot") -> Any:
+    """`await act(queue)` on a destination's queues (ShardedQueue), on a
+    client opened for it and closed after."""
+
+    async def run() -> Any:
+        client = AsyncRedis.from_url(redis_url)
+        try:
+            return await act(ShardedQueue(client, Scripts(client), destination, shards))
+        finally:
+            await client.aclose()
+
+    return asyncio.run(run())
+
+
+def story(redis_url: str, message_id: str, shards: int = 1) -> message_log.Delivery | None:
+    """The message's story at the chatbot destination (the message log)."""
+    result: message_log.Delivery | None = on_queue(
+        redis_url, lambda queue: queue.story(message_id), shards
+    )
+    return result
