@@ -223,22 +223,8 @@ class Observability:
     def measure_ingest(self, rnd: int, key: str, label: str, extra: dict[str, str]) -> None:
         ctx = self.ctx
         case = INGEST_CASES["router"]  # the plain router: one route, one destination
-        flush(ctx.redis_url)
-        routes = ingest_routes(ctx.tmp / "routes-observability.yaml", "plain", ctx.sink.url)
-        port = free_port()
-        env = {
-            "REDIS_URL": ctx.redis_url,
-            "ROUTES_FILE": str(routes),
-            "LOG_LEVEL": "warning",
-            "LOG_FORMAT": "console",
-            "ROUTER_PROCESSES": "1",
-            **stack.router_env(),
-            **extra,
-        }
         name = f"obs-api-{key}-r{rnd}"
-        argv = router_argv("api", "--host", HOST, "--port", str(port))
-        proc = ctx.procs.start(name, argv, env)
-        url = f"http://{HOST}:{port}{ROUTE}"
+        proc, port, url = start_plain_api(ctx, name, extra)
         scraper = Scraper(port) if key != "off" else None
         final = None
         try:
@@ -621,6 +607,28 @@ def _ms(results: dict[str, list[WrkResult]], key: str) -> str:
 def _median(values: list[float]) -> float:
     values = [v for v in values if v == v]
     return statistics.median(values) if values else NAN
+
+
+def start_plain_api(
+    ctx: Context, name: str, extra: dict[str, str]
+) -> tuple[subprocess.Popen[bytes], int, str]:
+    """`router api` (one process, the chosen stack) on the plain route of
+    bench/ingest.py, on an emptied Redis, with `extra` in its environment:
+    the process, its port, and the URL wrk posts to."""
+    flush(ctx.redis_url)
+    routes = ingest_routes(ctx.tmp / f"routes-{name}.yaml", "plain", ctx.sink.url)
+    port = free_port()
+    env = {
+        "REDIS_URL": ctx.redis_url,
+        "ROUTES_FILE": str(routes),
+        "LOG_LEVEL": "warning",
+        "LOG_FORMAT": "console",
+        "ROUTER_PROCESSES": "1",
+        **stack.router_env(),
+        **extra,
+    }
+    argv = router_argv("api", "--host", HOST, "--port", str(port))
+    return ctx.procs.start(name, argv, env), port, f"http://{HOST}:{port}{ROUTE}"
 
 
 def _verdict(ratio: float) -> str:

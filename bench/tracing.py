@@ -41,8 +41,7 @@ from delivery import preload, window_problems
 from fmt import pct, rate, ratio, x0, x2
 from ingest import CASES as INGEST_CASES
 from ingest import WrkResult, run_wrk, stored
-from ingest import write_routes as ingest_routes
-from observability import CONNECTIONS, IN_FLIGHT, KEYS, ROUTE, _median, drain
+from observability import CONNECTIONS, IN_FLIGHT, KEYS, _median, drain, start_plain_api
 from procs import HOST, PEERS, Procs, free_port, router_argv, say, wait_http, write_routes
 from redisdb import flush
 
@@ -129,21 +128,7 @@ class Tracing:
 
     def measure_ingest(self, rnd: int, key: str, label: str) -> None:
         ctx = self.ctx
-        flush(ctx.redis_url)
-        routes = ingest_routes(ctx.tmp / "routes-tracing.yaml", "plain", ctx.sink.url)
-        port = free_port()
-        env = {
-            "REDIS_URL": ctx.redis_url,
-            "ROUTES_FILE": str(routes),
-            "LOG_LEVEL": "warning",
-            "LOG_FORMAT": "console",
-            "ROUTER_PROCESSES": "1",
-            **stack.router_env(),
-            **self._env(key),
-        }
-        argv = router_argv("api", "--host", HOST, "--port", str(port))
-        proc = ctx.procs.start(f"trace-api-{key}-r{rnd}", argv, env)
-        url = f"http://{HOST}:{port}{ROUTE}"
+        proc, port, url = start_plain_api(ctx, f"trace-api-{key}-r{rnd}", self._env(key))
         try:
             wait_http(port, "/healthz", proc)
             warm = run_wrk(url, TRACED_LUA, ctx.args.warmup, CONNECTIONS)
