@@ -8,7 +8,7 @@ Plain data in, so report.py can feed it whatever ratios its tables hold:
 
     write_svg([("ingest (floor: Litestar + one RPUSH)", {"router": 0.92, "ceiling": 1.6}),
                ("delivery: 1,000 wa_ids, 64 in flight (floor: aiohttp alone)",
-                {"router": 0.55, "router, httpx transport": 0.08, "arq": 0.3})],
+                {"router": 0.55, "router, aiohttp transport": 0.08, "arq": 0.3})],
               "docs/benchmarks.svg", title="...", targets={...})
 
     .venv/bin/python bench/chart.py       # writes an example to /tmp/bench-chart-demo.svg
@@ -171,7 +171,7 @@ if __name__ == "__main__":
             "delivery: 1,000 wa_ids, 64 in flight (floor: aiohttp alone)",
             {
                 "router": 0.55,
-                "router, httpx transport": 0.05,
+                "router, aiohttp transport": 0.05,
                 "httpx alone": 0.03,
                 "arq": 0.30,
                 "BullMQ": 0.62,
@@ -179,11 +179,11 @@ if __name__ == "__main__":
         ),
         (
             "delivery: 1 wa_id, 1 in flight (floor: aiohttp alone)",
-            {"router": 0.72, "router, httpx transport": 0.61, "httpx alone": 0.8},
+            {"router": 0.72, "router, aiohttp transport": 0.61, "httpx alone": 0.8},
         ),
         (
             "delivery: bot answering after 50 ms (floor: aiohttp alone)",
-            {"router": 0.9, "router, httpx transport": 0.12, "arq": 0.75, "BullMQ": 4.2},
+            {"router": 0.9, "router, aiohttp transport": 0.12, "arq": 0.75, "BullMQ": 4.2},
         ),
     ]
     targets = {

@@ -143,7 +143,7 @@ class OpenSink:
         await self.http.aclose()
 
 
-async def open_sink(destination: Destination, transport: DeliveryTransport = "aiohttp") -> OpenSink:
+async def open_sink(destination: Destination, transport: DeliveryTransport = "h1") -> OpenSink:
     """Build a destination's sink through its plugin's factory, with a shared
     HTTP client sized for its max_in_flight (router.plugin.client)."""
     s = destination.settings

@@ -32,7 +32,7 @@ class Workers:
         self,
         redis: Redis,
         destinations: Iterable[Destination],
-        transport: DeliveryTransport = "aiohttp",
+        transport: DeliveryTransport = "h1",
     ) -> None:
         self.redis = redis
         self.transport = transport
@@ -163,7 +163,7 @@ async def running_workers(
     redis: Redis,
     destinations: Iterable[Destination],
     grace: float,
-    transport: DeliveryTransport = "aiohttp",
+    transport: DeliveryTransport = "h1",
 ) -> AsyncIterator[Workers]:
     """The one lifecycle of a process's workers (`router serve`'s lifespan
     and `router worker` alike): started on entry; on exit, in-flight

@@ -14,10 +14,18 @@ import contextlib
 import functools
 import ssl
 import urllib.request
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 
 import aiohttp
 import httpx
+
+from router.plugin import h1
+
+# A direct path's send: (body, headers, timeout, limit) -> (status, raw
+# headers, at most `limit` bytes of the body).
+Poster = Callable[
+    [bytes, Mapping[str, str], float, int], Awaitable[tuple[int, list[tuple[bytes, bytes]], bytes]]
+]
 
 _NO_CONTENT_TYPE = ("Content-Type",)
 
@@ -82,10 +90,13 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     """An httpx transport over one aiohttp session (made on first use,
     inside the event loop that uses it)."""
 
-    def __init__(self, max_connections: int, keepalive_expiry: float):
+    def __init__(self, max_connections: int, keepalive_expiry: float, lean: bool = False):
         self._max_connections = max_connections
         self._keepalive_expiry = keepalive_expiry
         self._session: aiohttp.ClientSession | None = None
+        # The built-in sinks' direct path (poster) through router.plugin.h1
+        # (ROUTER_DELIVERY_TRANSPORT=h1); None: through aiohttp too.
+        self._lean = h1.Pool(max_connections, keepalive_expiry, _ssl_context) if lean else None
         self._proxy_env = urllib.request.getproxies_environment()
         _ssl_context()  # now, when the sink is opened, not in its first delivery
         self._proxies: dict[tuple[str, str, int | None], str | None] = {}
@@ -167,6 +178,18 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             extensions=extensions,
         )
 
+    def poster(self, request: httpx.Request) -> Poster:
+        """How the built-in sinks send every delivery to `request`'s method
+        and URL: through the lean client (router.plugin.h1) unless this
+        transport was made without it or the environment names a proxy for
+        the URL (the lean client speaks to destinations directly only);
+        through aiohttp otherwise (post_prefix)."""
+        if self._lean is not None and self._proxy_for(request.url) is None:
+            # (Its errors carry no httpx.Request: the sinks read their type
+            # and text only.)
+            return self._lean.target(request.method, request.url).send
+        return functools.partial(self.post_prefix, request)
+
     async def post_prefix(
         self,
         request: httpx.Request,
@@ -208,6 +231,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 return response.status, list(response.raw_headers), b"".join(chunks)
 
     async def aclose(self) -> None:
+        if self._lean is not None:
+            await self._lean.aclose()
         if self._session is not None:
             await self._session.close()
             self._session = None

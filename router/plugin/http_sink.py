@@ -293,10 +293,11 @@ class HttpSink:
         self.context = context
         self.http = context.http
         self.method = options.method.upper()
-        # Under the router's aiohttp transport the request goes to it directly
-        # (router.plugin.aiohttp_transport.AiohttpTransport.post_prefix).
-        self._direct = direct_transport(context.http)
         self._request = httpx.Request(self.method, options.url)  # what answers refer to
+        # Under the router's aiohttp transport the request goes to it directly
+        # (router.plugin.aiohttp_transport.AiohttpTransport.poster).
+        direct = direct_transport(context.http)
+        self._direct = None if direct is None else direct.poster(self._request)
         self._headers = {
             "content-type": "application/json",
             # Uncompressed answers: a small compressed one must not expand
@@ -373,8 +374,8 @@ class HttpSink:
         timeout = self.context.timeout
         try:
             if self._direct is not None:
-                status, raw_headers, prefix = await self._direct.post_prefix(
-                    self._request, body, headers, timeout, MAX_ANSWER_BYTES
+                status, raw_headers, prefix = await self._direct(
+                    body, headers, timeout, MAX_ANSWER_BYTES
                 )
             else:
                 async with self.http.stream(

@@ -31,7 +31,7 @@ from tests.support.servers import free_port
 # rebuilds a late-marked async test without its own parameters.
 pytestmark = pytest.mark.anyio
 
-TRANSPORTS = pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+TRANSPORTS = pytest.mark.parametrize("transport", ["h1", "aiohttp", "httpx"])
 
 
 # -- a raw HTTP/1.1 server that shows its connections ---------------------------
