@@ -35,6 +35,7 @@ RemoteProtocolError / LocalProtocolError (a header value with a newline).
 from __future__ import annotations
 
 import asyncio
+import base64
 import collections
 import ssl
 from collections.abc import Callable, Mapping
@@ -337,10 +338,16 @@ class Target:
             raise httpx.UnsupportedProtocol(f"not an http(s) URL: {url}")
         self.pool = pool
         port = url.port or (443 if url.scheme == "https" else 80)
-        self.origin: Origin = (url.scheme, url.host, port)
+        self.origin: Origin = (url.scheme, url.raw_host.decode("ascii"), port)  # IDNA-encoded
         target = url.raw_path.decode("ascii")
         self._head = f"{method} {target} HTTP/1.1\r\n"
-        self._host = url.netloc.decode("ascii")
+        self._host = url.netloc.decode("ascii")  # (without the userinfo)
+        # Credentials in the URL (https://user:pass@host/) go as Basic
+        # auth, as httpx and aiohttp send them, unless the sink sets its own.
+        self._basic = None
+        if url.userinfo:
+            pair = f"{url.username}:{url.password}".encode()
+            self._basic = "Basic " + base64.b64encode(pair).decode("ascii")
 
     async def send(
         self, body: bytes, headers: Mapping[str, str], timeout: float, limit: int
@@ -361,6 +368,8 @@ class Target:
         lines = [self._head]
         if "host" not in headers:
             lines.append(f"host: {self._host}\r\n")
+        if self._basic is not None and "authorization" not in headers:
+            lines.append(f"authorization: {self._basic}\r\n")
         for name, value in headers.items():
             if "\n" in value or "\r" in value or "\n" in name or "\r" in name:
                 raise httpx.LocalProtocolError(f"a newline in the value of header {name!r}")

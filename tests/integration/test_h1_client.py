@@ -128,6 +128,26 @@ async def test_the_request_goes_out_as_http_1_1_with_host_and_length() -> None:
     assert body == b'{"a":1}'
 
 
+async def test_credentials_in_the_url_go_as_basic_auth() -> None:
+    seen: list[bytes] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while request := await read_request(reader):
+            seen.append(request)
+            writer.write(OK)
+            await writer.drain()
+
+    async with server(handle) as (port, _), pool() as p:
+        url = httpx.URL(f"http://bot:s%40cret@127.0.0.1:{port}/hook")
+        await p.target("POST", url).send(b"", {}, 5.0, 10)
+        await p.target("POST", url).send(b"", {"authorization": "Bearer own"}, 5.0, 10)
+    first, second = (request.split(b"\r\n") for request in seen)
+    assert b"authorization: Basic Ym90OnNAY3JldA==" in first  # bot:s@cret
+    assert f"host: 127.0.0.1:{port}".encode() in first
+    assert b"authorization: Bearer own" in second
+    assert not any(line.startswith(b"authorization: Basic") for line in second)
+
+
 async def test_a_chunked_answer_is_read_whole_and_the_connection_kept() -> None:
     chunked = (
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n4\r\ndefg\r\n0\r\n\r\n"
