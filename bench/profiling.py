@@ -85,11 +85,61 @@ def _group(frames: list[str]) -> str:
     return shared or _LOOP
 
 
+# The stages of a message's way through the router (issue 23 asks for µs
+# per stage): a sample is charged to the stage of the nearest frame from the
+# leaf that belongs to one, so a log call made by the attempt is "log lines".
+# Approximate where a coroutine resumed from the loop shows only its own
+# frames (py-spy on uvloop). (path prefix,
+# function prefix or "") -> stage, first match wins.
+_STAGES: tuple[tuple[str, str, str], ...] = (
+    ("router/queue/message_log.py", "", "message log entry (encode)"),
+    ("router/ops/metrics.py", "", "metrics"),
+    ("prometheus_client/", "", "metrics"),
+    ("router/ops/logs.py", "", "log lines"),
+    ("logging/", "", "log lines"),
+    ("router/plugin/h1.py", "", "post (HTTP client, request and answer)"),
+    ("router/plugin/aiohttp_transport.py", "", "post (HTTP client, request and answer)"),
+    ("aiohttp/", "", "post (HTTP client, request and answer)"),
+    ("httpx/", "", "post (HTTP client, request and answer)"),
+    ("httpcore/", "", "post (HTTP client, request and answer)"),
+    ("router/plugin/http_sink.py", "", "post (the sink: headers, answer check)"),
+    ("router_chatbot/", "", "post (the sink: headers, answer check)"),
+    ("router/queue/batching.py", "", "Redis writes, batched (ack or store: pipeline, replies)"),
+    ("router/queue/lanes.py", "DestinationQueue.claim", "claim"),
+    ("router/queue/lanes.py", "", "ack (its arguments)"),
+    ("router/delivery/worker.py", "", "claim"),
+    ("router/delivery/attempt.py", "", "attempt (bookkeeping between claim, post and ack)"),
+    ("router/queue/envelope.py", "", "envelope (encode or decode)"),
+    ("router/queue/enqueue.py", "", "store (enqueue arguments)"),
+    ("router/ingest/", "", "parse and route (validate, build the message)"),
+    ("router/http/", "", "parse and route (validate, build the message)"),
+    ("litestar/", "", "HTTP framework (Litestar: routing, request, response)"),
+    ("uvicorn/", "", "HTTP server (uvicorn, httptools)"),
+    # Resumed in a task of its own (the batcher's sender, a reply's read):
+    # py-spy often shows no router frame above it.
+    ("redis/", "", "redis-py (commands and replies: claim, ack or store)"),
+)
+
+
+def _stage(frames: list[str]) -> str:
+    if any("<frozen importlib" in f for f in frames):
+        return "imports and start-up"
+    for frame in reversed(frames):
+        m = _FRAME.match(frame)
+        func = m.group("func") if m else ""
+        path = _frame_path(frame)
+        for prefix, func_prefix, stage in _STAGES:
+            if path.startswith(prefix) and func.startswith(func_prefix):
+                return stage
+    return _LOOP
+
+
 def summarize_profile(title: str, path: Path, seconds: float, units: float, unit: str) -> str:
     """A short text breakdown of a py-spy raw (collapsed stacks) profile."""
     if not path.exists():
         return f"### {title}\n\n(py-spy wrote no profile; see bench/results/logs)\n"
     groups: Counter[str] = Counter()
+    stages: Counter[str] = Counter()
     leaves: Counter[str] = Counter()
     total = 0
     for line in path.read_text().splitlines():
@@ -100,6 +150,7 @@ def summarize_profile(title: str, path: Path, seconds: float, units: float, unit
         frames = [f for f in stack.split(";") if not f.startswith("process ")]
         total += count
         groups[_group(frames)] += count
+        stages[_stage(frames)] += count
         m = _FRAME.match(frames[-1]) if frames else None
         leaf = f"{m.group('func')} ({_frame_path(frames[-1])})" if m else "?"
         leaves[leaf] += count
@@ -132,6 +183,12 @@ def summarize_profile(title: str, path: Path, seconds: float, units: float, unit
     per = 1e6 / RATE / units  # one sample is 4 ms of wall time on CPU
     lines += [f"| {name} | {n / total:.0%} | {n * per:.0f} |" for name, n in groups.most_common()]
     lines.append(f"| total | 100% | {total * per:.0f} |")
+    lines += [
+        "",
+        f"| stage (nearest from the leaf) | share | µs per {unit} |",
+        "| --- | ---: | ---: |",
+    ]
+    lines += [f"| {name} | {n / total:.0%} | {n * per:.0f} |" for name, n in stages.most_common()]
     lines += ["", "| hottest functions (self time) | share |", "| --- | ---: |"]
     lines += [f"| `{leaf}` | {n / total:.1%} |" for leaf, n in leaves.most_common(12)]
     return "\n".join(lines) + "\n"
