@@ -18,8 +18,6 @@ import json
 import re
 from typing import Any
 
-import httpx
-
 from router.plugin import DeliveryFailed, HttpOptions, HttpSink, SinkType, hookimpl
 
 _ERROR_WORDS = {"error", "fail", "failed", "failure"}
@@ -64,23 +62,21 @@ def leading_fields(text: str) -> dict[str, Any]:
 
 
 class ChatbotSink(HttpSink):
-    def check(self, response: httpx.Response) -> None:
-        super().check(response)
-        if not response.content:
+    def check_body(self, status: int, body: bytes) -> None:
+        """A 2xx whose JSON body reports an error fails the attempt."""
+        if not body:
             return
         try:
-            payload = json.loads(response.content)
+            payload = json.loads(body)
         except ValueError:
             # Cut at the router's read limit, or not JSON at all (then no
             # fields are found and the 2xx acknowledges the message).
-            payload = leading_fields(response.content.decode("utf-8", "replace"))
+            payload = leading_fields(body.decode("utf-8", "replace"))
         error = error_in_body(payload)
         if error:
             detail = payload.get("error") or payload.get("message")
             raise DeliveryFailed(
-                f"{error}: {detail}" if detail else error,
-                status=response.status_code,
-                response=response.content,
+                f"{error}: {detail}" if detail else error, status=status, response=body
             )
 
 
