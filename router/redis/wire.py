@@ -31,6 +31,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 # Encoded names kept per packer: a destination shard's keys and its lanes
 # (one per ordering key); past this many the cache starts again.
 _NAMES_KEPT = 20_000
+# Likewise whole KEYS lists (an ack's: 19 names, one its lane).
+_KEY_SETS_KEPT = 4_096
 
 
 class EvalshaPacker:
@@ -45,6 +47,7 @@ class EvalshaPacker:
         self._sha = self._bulk(sha.encode())
         self._heads: dict[int, bytes] = {}  # argument count -> the command's start
         self._names: dict[str, bytes] = {}  # a key name -> its bulk string
+        self._keys: dict[tuple[Any, ...], bytes] = {}  # a call's KEYS -> their part
 
     @staticmethod
     def _bulk(data: bytes) -> bytes:
@@ -77,10 +80,17 @@ class EvalshaPacker:
         if head is None:
             head = self._heads[count] = b"*%d\r\n$7\r\nEVALSHA\r\n%s" % (count, self._sha)
         out.append(head)
-        out.append(self._value(len(keys)))
-        name = self._name
+        # A call's KEYS repeat (a shard's names, and its lanes): encoded once.
+        names = tuple(keys)
+        packed = self._keys.get(names)
+        if packed is None:
+            if len(self._keys) >= _KEY_SETS_KEPT:
+                self._keys.clear()
+            parts = [self._value(len(keys))]
+            parts += [self._name(k) if type(k) is str else self._value(k) for k in keys]
+            packed = self._keys[names] = b"".join(parts)
+        out.append(packed)
         value = self._value
-        out += [name(key) if type(key) is str else value(key) for key in keys]
         out += [value(arg) for arg in args]
 
 
@@ -107,9 +117,11 @@ async def run(redis: Redis, data: bytes, replies: int) -> list[Any]:
 
 
 async def _read(connection: Any, replies: int) -> list[Any]:
+    # The parser is what Connection.read_response reads with (a push
+    # message between replies, RESP3's, it handles itself); without one
+    # (another connection class), redis-py's own reads, a timer each.
     parser = getattr(connection, "_parser", None)
-    if parser is None or str(getattr(connection, "protocol", 2)) != "2":
-        # RESP3 (push messages between replies): redis-py's own reads.
+    if parser is None:
         return [await _one(connection) for _ in range(replies)]
     try:
         async with asyncio.timeout(connection.socket_timeout):
