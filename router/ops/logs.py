@@ -43,6 +43,8 @@ _ESCAPES = {c: ascii(chr(c))[1:-1] for c in _CONTROLS}
 
 def escape(text: str) -> str:
     r"""`text` with every control character written as its escape (\n, \x1b)."""
+    if text.isascii() and text.isprintable():  # no control character: the common case
+        return text
     return text.translate(_ESCAPES)
 
 
@@ -59,6 +61,13 @@ _PLAIN = re.compile('[^ "=' + "".join(map(chr, _CONTROLS)) + "]+")
 def _console_value(value: Any) -> str:
     # One line per delivery attempt goes through here: the common values
     # (ids, numbers, plain text) take the short paths.
+    kind = type(value)
+    if kind is str:
+        # (Letters, digits and "_" are neither quoted nor escaped.)
+        if value.isalnum() or value.isidentifier() or _PLAIN.fullmatch(value):
+            return value  # type: ignore[no-any-return]
+    elif kind is int or kind is float:
+        return repr(value)
     if isinstance(value, int | float):
         return repr(value)
     text = value if isinstance(value, str) else json.dumps(value)
@@ -70,7 +79,7 @@ def _console_value(value: Any) -> str:
 
 
 def _console_fields(values: dict[str, Any]) -> str:
-    return "".join(f" {k}={_console_value(v)}" for k, v in values.items() if v is not None)
+    return "".join([f" {k}={_console_value(v)}" for k, v in values.items() if v is not None])
 
 
 class OneLineFormatter(logging.Formatter):
