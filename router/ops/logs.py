@@ -23,6 +23,7 @@ quote one.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -65,7 +66,7 @@ def _console_value(value: Any) -> str:
     if kind is str:
         # (Letters, digits and "_" are neither quoted nor escaped.)
         if value.isalnum() or value.isidentifier() or _PLAIN.fullmatch(value):
-            return value  # type: ignore[no-any-return]
+            return value
     elif kind is int or kind is float:
         return repr(value)
     if isinstance(value, int | float):
@@ -203,17 +204,61 @@ class JsonFormatter(logging.Formatter):
 
 _json = json.JSONEncoder(default=str).encode  # json.dumps(..., default=str), built once
 
+
+class _LineHandler(logging.StreamHandler):
+    """The stream handler setup() installs: besides records, it takes the
+    lines info_fields writes for the running event loop, and writes them
+    together once per turn of the loop (one write instead of one per
+    delivered message), always before anything else it writes, so the
+    order of the lines stays the order they were logged in."""
+
+    def __init__(self, stream: Any) -> None:
+        super().__init__(stream)
+        self._lines: list[str] = []
+
+    def add_line(self, line: str) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            self._lines.append(line)
+            if len(self._lines) > 1:
+                return  # the write is already asked for
+        try:
+            asyncio.get_running_loop().call_soon(self.flush)
+        except RuntimeError:  # no loop runs in this thread: at once
+            self.flush()
+
+    def _write_lines(self) -> None:
+        if self._lines:
+            lines, self._lines = self._lines, []
+            self.stream.write(self.terminator.join(lines) + self.terminator)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        # (handle() holds the lock.)
+        try:
+            self._write_lines()
+        except Exception:
+            self.handleError(record)
+        super().emit(record)
+
+    def flush(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            try:
+                self._write_lines()
+            finally:
+                super().flush()
+
+
 # The handler setup() installed on the root logger (info_fields writes to it).
-_handler: logging.StreamHandler[Any] | None = None
+_handler: _LineHandler | None = None
 
 
 def info_fields(logger: logging.Logger, message: str, values: dict[str, Any]) -> None:
     """`logger.info(message, extra=fields(**values))` for the line per
     delivery attempt: when the record would reach only the handler setup()
     installed (no other handler, no filter on the way: a test's capture
-    handler sees a record), its line is written straight to that handler's
-    stream, the same text its formatter makes of the record, without
-    building a LogRecord (most of the line's cost)."""
+    handler sees a record), its line goes straight to that handler, the
+    same text its formatter makes of the record, without building a
+    LogRecord (most of the line's cost), written with the others of the
+    same turn of the event loop."""
     if not logger.isEnabledFor(logging.INFO):
         return
     handler = _handler
@@ -223,13 +268,8 @@ def info_fields(logger: logging.Logger, message: str, values: dict[str, Any]) ->
         if isinstance(formatter, OneLineFormatter | JsonFormatter):
             line = formatter.line(time.time(), "INFO", logger.name, message, values)
         if line is not None:
-            with handler.lock:  # type: ignore[union-attr]
-                try:
-                    handler.stream.write(line + handler.terminator)
-                    handler.flush()
-                    return
-                except Exception:  # logging's own path below writes it, or says why not
-                    pass
+            handler.add_line(line)
+            return
     logger.info(message, extra={"fields": values})
 
 
@@ -252,11 +292,13 @@ def setup(level: str, format: str = "console") -> None:
     """Configure the root logger once per process; uvicorn's own loggers
     propagate to it (the CLI passes uvicorn log_config=None)."""
     global _handler
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _LineHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if format == "json" else OneLineFormatter(FORMAT))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
+        if old is _handler:
+            old.flush()  # its lines not yet written
     root.addHandler(handler)
     _handler = handler
     root.setLevel(getattr(logging, level.upper(), logging.INFO))

@@ -188,3 +188,30 @@ def test_the_line_per_delivery_reaches_every_handler() -> None:
     assert [(r.getMessage(), r.fields) for r in seen] == [  # type: ignore[attr-defined]
         ("delivered", {"key": "k", "attempt": 1})
     ]
+
+
+def test_lines_of_one_turn_of_the_loop_are_written_together_in_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import asyncio
+
+    from router.ops import logs
+
+    logs.setup("info")
+    handler = logging.getLogger().handlers[0]
+    stream = io.StringIO()
+    monkeypatch.setattr(handler, "stream", stream)
+    log = logging.getLogger("router.worker")
+
+    async def main() -> None:
+        logs.info_fields(log, "delivered", {"key": "a"})
+        logs.info_fields(log, "delivered", {"key": "b"})
+        assert stream.getvalue() == ""  # written at the end of the loop's turn
+        log.warning("then a record")  # the lines before it go first
+        logs.info_fields(log, "delivered", {"key": "c"})
+        await asyncio.sleep(0)
+        assert stream.getvalue().count("\n") == 4
+
+    asyncio.run(main())
+    messages = [line.split(": ", 1)[1] for line in stream.getvalue().splitlines()]
+    assert messages == ["delivered key=a", "delivered key=b", "then a record", "delivered key=c"]
