@@ -80,7 +80,17 @@ def _console_value(value: Any) -> str:
 
 
 def _console_fields(values: dict[str, Any]) -> str:
-    return "".join([f" {k}={_console_value(v)}" for k, v in values.items() if v is not None])
+    out = []
+    for k, v in values.items():
+        kind = type(v)
+        # (_console_value's short paths, without a call per value.)
+        if kind is str and (v.isalnum() or v.isidentifier()):
+            out.append(f" {k}={v}")
+        elif kind is int or kind is float:
+            out.append(f" {k}={v!r}")
+        elif v is not None:
+            out.append(f" {k}={_console_value(v)}")
+    return "".join(out)
 
 
 class OneLineFormatter(logging.Formatter):
@@ -265,7 +275,8 @@ def info_fields(logger: logging.Logger, message: str, values: dict[str, Any]) ->
     if handler is not None and _only_to(logger, handler):
         formatter = handler.formatter
         line = None
-        if isinstance(formatter, OneLineFormatter | JsonFormatter):
+        # (Exactly these: a subclass may format otherwise.)
+        if type(formatter) is OneLineFormatter or type(formatter) is JsonFormatter:
             line = formatter.line(time.time(), "INFO", logger.name, message, values)
         if line is not None:
             handler.add_line(line)
