@@ -197,8 +197,10 @@ class _NotesWrites:
                 async with asyncio.timeout(self.socket_timeout):  # type: ignore[attr-defined]
                     await writer.drain()
                 return
-            except TimeoutError:
+            except TimeoutError as exc:
                 await self.disconnect(nowait=True)  # type: ignore[attr-defined]
+                if exc.errno is not None:  # the OS's ETIMEDOUT: the connection is dead
+                    raise RedisConnectionError(f"Error while writing to socket: {exc}") from exc
                 raise RedisTimeoutError("Timeout writing to socket") from None
             except (OSError, RuntimeError) as exc:
                 # (uvloop refuses to write to a transport the peer has reset:
