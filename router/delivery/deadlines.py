@@ -48,9 +48,13 @@ class Deadlines:
 
     def start(self) -> Deadline:
         """The deadline of the attempt the current task begins now."""
-        task = asyncio.current_task()
+        # (Asked of the loop known: asyncio's own look-up of the running loop
+        # makes a getpid() system call each time.)
+        task = asyncio.current_task(self._loop) if self._loop is not None else None
         if task is None:
-            raise RuntimeError("a deadline needs a task")
+            task = asyncio.current_task()
+            if task is None:
+                raise RuntimeError("a deadline needs a task")
         loop = task.get_loop()
         deadline = Deadline(loop.time() + self.seconds, task, task.cancelling())
         queue = self._queue
