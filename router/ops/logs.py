@@ -6,6 +6,11 @@ LOG_FORMAT=json one JSON object per line (`time`, `level`, `logger`,
 they propagate to the root logger. Fields travel as `extra={"fields": {...}}`
 (see `fields`), so both formats carry the same data.
 
+The line per delivered message (info_fields) is the one hot record: when
+only the router's own handler would see it, its formatter's text is made
+without a LogRecord, and the lines of one turn of the event loop are
+written together, ahead of any record after them.
+
 Values from outside (ordering keys, ids, error texts of destinations, paths)
 reach log messages. A newline in a `wa_id` must not start a forged log line
 with its own timestamp and level, and ANSI escapes must not reach an
