@@ -20,6 +20,7 @@ from redis.exceptions import RedisError
 
 from router.config import Destination
 from router.delivery import retry
+from router.delivery.deadlines import Deadlines
 from router.delivery.health import DestinationHealth
 from router.ops import logs, tracing
 from router.ops.cancelling import outlast
@@ -88,6 +89,8 @@ class Attempts:
         self._stopping = stopping  # whether the loop is stopping
         self._metrics = DeliveryMetrics(destination.name)
         self._log = queue.log  # the message log's settings; None: off
+        # Every attempt's timeout, on one timer (router.delivery.deadlines).
+        self._deadlines = Deadlines(self.settings.timeout)
 
     async def deliver(self, claim: Claim) -> None:
         """Deliver the head of a claimed key, and its successors while the
@@ -246,16 +249,19 @@ class Attempts:
             if acked.resumed is not None:
                 self._health.log_up(acked.resumed, "an attempt succeeded")
             if log.isEnabledFor(logging.INFO):
-                log.info(
+                # The line per delivery, written without a LogRecord when
+                # only the router's own handler would see one (router.ops.logs).
+                logs.info_fields(
+                    log,
                     "delivered",
-                    extra=logs.fields(
-                        message_id=env.id,
-                        destination=self.destination.name,
-                        key=claim.key,
-                        attempt=attempts + 1,
-                        outcome="ok",
-                        duration_ms=round(seconds * 1000, 1),
-                    ),
+                    {
+                        "message_id": env.id,
+                        "destination": self.destination.name,
+                        "key": claim.key,
+                        "attempt": attempts + 1,
+                        "outcome": "ok",
+                        "duration_ms": round(seconds * 1000, 1),
+                    },
                 )
             head = acked.next_head
             attempts = 0
@@ -318,8 +324,19 @@ class Attempts:
         )
 
     async def _timed(self, delivery: Delivery) -> DeliveryResponse | None:
-        async with asyncio.timeout(self.settings.timeout):
-            return await self.sink.deliver(delivery)
+        """The sink's answer; TimeoutError past the destination's timeout."""
+        deadline = self._deadlines.start()
+        try:
+            answer = await self.sink.deliver(delivery)
+        except asyncio.CancelledError:
+            if deadline.end(cancelled=True):
+                raise TimeoutError from None
+            raise
+        except BaseException:
+            deadline.end(cancelled=False)
+            raise
+        deadline.end(cancelled=False)
+        return answer
 
     async def _attempt(self, claim: Claim, delivery: Delivery) -> DeliveryResponse | None:
         """Run one attempt while renewing the lease; a lost lease aborts it.

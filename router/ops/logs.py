@@ -6,6 +6,11 @@ LOG_FORMAT=json one JSON object per line (`time`, `level`, `logger`,
 they propagate to the root logger. Fields travel as `extra={"fields": {...}}`
 (see `fields`), so both formats carry the same data.
 
+The line per delivered message (info_fields) is the one hot record: when
+only the router's own handler would see it, its formatter's text is made
+without a LogRecord, and the lines of one turn of the event loop are
+written together, ahead of any record after them.
+
 Values from outside (ordering keys, ids, error texts of destinations, paths)
 reach log messages. A newline in a `wa_id` must not start a forged log line
 with its own timestamp and level, and ANSI escapes must not reach an
@@ -23,10 +28,12 @@ quote one.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
 import sys
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -42,6 +49,8 @@ _ESCAPES = {c: ascii(chr(c))[1:-1] for c in _CONTROLS}
 
 def escape(text: str) -> str:
     r"""`text` with every control character written as its escape (\n, \x1b)."""
+    if text.isascii() and text.isprintable():  # no control character: the common case
+        return text
     return text.translate(_ESCAPES)
 
 
@@ -51,17 +60,42 @@ def fields(**values: Any) -> dict[str, Any]:
 
 
 _NEEDS_QUOTES = re.compile(r'[ "=]|^$')
+# A text neither quoted nor escaped: written as it is (ids, keys, names).
+_PLAIN = re.compile('[^ "=' + "".join(map(chr, _CONTROLS)) + "]+")
 
 
 def _console_value(value: Any) -> str:
     # One line per delivery attempt goes through here: the common values
-    # (ids, numbers) take the short paths.
+    # (ids, numbers, plain text) take the short paths.
+    kind = type(value)
+    if kind is str:
+        # (Letters, digits and "_" are neither quoted nor escaped.)
+        if value.isalnum() or value.isidentifier() or _PLAIN.fullmatch(value):
+            return value
+    elif kind is int or kind is float:
+        return repr(value)
     if isinstance(value, int | float):
         return repr(value)
     text = value if isinstance(value, str) else json.dumps(value)
+    if _PLAIN.fullmatch(text):
+        return text
     if _NEEDS_QUOTES.search(text):
         text = json.dumps(text, ensure_ascii=False)
     return escape(text)
+
+
+def _console_fields(values: dict[str, Any]) -> str:
+    out = []
+    for k, v in values.items():
+        kind = type(v)
+        # (_console_value's short paths, without a call per value.)
+        if kind is str and (v.isalnum() or v.isidentifier()):
+            out.append(f" {k}={v}")
+        elif kind is int or kind is float:
+            out.append(f" {k}={v!r}")
+        elif v is not None:
+            out.append(f" {k}={_console_value(v)}")
+    return "".join(out)
 
 
 class OneLineFormatter(logging.Formatter):
@@ -72,10 +106,27 @@ class OneLineFormatter(logging.Formatter):
         record.message = escape(record.message)
         values = getattr(record, "fields", None)
         if values:
-            record.message += "".join(
-                f" {k}={_console_value(v)}" for k, v in values.items() if v is not None
-            )
+            record.message += _console_fields(values)
         return super().formatMessage(record)
+
+    def line(
+        self, created: float, level: str, name: str, message: str, values: dict[str, Any]
+    ) -> str | None:
+        """What format() makes of a record without arguments, exception or
+        stack (see info_fields); None when this formatter was not set up as
+        setup() sets it (another format, date format or clock)."""
+        if self._fmt != FORMAT or self.datefmt or self.converter is not time.localtime:
+            return None
+        second = int(created)
+        if second != self._second:
+            self._stamp = time.strftime(self.default_time_format, time.localtime(created))
+            self._second = second
+        msecs = int((created - second) * 1000)
+        text = f"{self._stamp},{msecs:03d} {level} {name}: {escape(message)}"
+        return redaction.known(text + _console_fields(values) if values else text)
+
+    _second = -1  # the second _stamp shows (line's cache of strftime)
+    _stamp = ""
 
     def format(self, record: logging.LogRecord) -> str:
         # Another handler may have cached its own rendering of the traceback
@@ -136,18 +187,136 @@ class JsonFormatter(logging.Formatter):
         if record.stack_info:
             out["stack"] = self.formatStack(record.stack_info)
         # ensure_ascii: \u2028 and friends escaped too (some readers split on them).
-        return redaction.known(json.dumps(out, default=str))
+        return redaction.known(_json(out))
+
+    def line(
+        self, created: float, level: str, name: str, message: str, values: dict[str, Any]
+    ) -> str | None:
+        """What format() makes of a record without arguments, exception or
+        stack (see info_fields)."""
+        # datetime.fromtimestamp's own rounding to microseconds, then the
+        # second's text cached: isoformat cuts to milliseconds.
+        second = int(created)
+        micros = round((created - second) * 1e6)
+        if micros >= 1_000_000:
+            second, micros = second + 1, micros - 1_000_000
+        if second != self._second:
+            self._stamp = datetime.fromtimestamp(second, UTC).isoformat(timespec="seconds")
+            self._second = second
+        stamp = f"{self._stamp[:-6]}.{micros // 1000:03d}{self._stamp[-6:]}"
+        out: dict[str, Any] = {
+            "time": stamp,
+            "level": level.lower(),
+            "logger": name,
+            "message": message,
+        }
+        out.update((k, v) for k, v in values.items() if v is not None and k not in out)
+        return redaction.known(_json(out))
+
+    _second = -1  # the second _stamp shows
+    _stamp = ""
+
+
+_json = json.JSONEncoder(default=str).encode  # json.dumps(..., default=str), built once
+
+
+class _LineHandler(logging.StreamHandler):
+    """The stream handler setup() installs: besides records, it takes the
+    lines info_fields writes for the running event loop, and writes them
+    together once per turn of the loop (one write instead of one per
+    delivered message), always before anything else it writes, so the
+    order of the lines stays the order they were logged in."""
+
+    def __init__(self, stream: Any) -> None:
+        super().__init__(stream)
+        self._lines: list[str] = []
+
+    def add_line(self, line: str) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            self._lines.append(line)
+            if len(self._lines) > 1:
+                return  # the write is already asked for
+        try:
+            asyncio.get_running_loop().call_soon(self.flush)
+        except RuntimeError:  # no loop runs in this thread: at once
+            self.flush()
+
+    def _write_lines(self) -> None:
+        if self._lines:
+            lines, self._lines = self._lines, []
+            self.stream.write(self.terminator.join(lines) + self.terminator)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        # (handle() holds the lock.)
+        try:
+            self._write_lines()
+        except Exception:
+            self.handleError(record)
+        super().emit(record)
+
+    def flush(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            try:
+                self._write_lines()
+            finally:
+                super().flush()
+
+
+# The handler setup() installed on the root logger (info_fields writes to it).
+_handler: _LineHandler | None = None
+
+
+def info_fields(logger: logging.Logger, message: str, values: dict[str, Any]) -> None:
+    """`logger.info(message, extra=fields(**values))` for the line per
+    delivery attempt: when the record would reach only the handler setup()
+    installed (no other handler, no filter on the way: a test's capture
+    handler sees a record), its line goes straight to that handler, the
+    same text its formatter makes of the record, without building a
+    LogRecord (most of the line's cost), written with the others of the
+    same turn of the event loop."""
+    if not logger.isEnabledFor(logging.INFO):
+        return
+    handler = _handler
+    if handler is not None and _only_to(logger, handler):
+        formatter = handler.formatter
+        line = None
+        # (Exactly these: a subclass may format otherwise.)
+        if type(formatter) is OneLineFormatter or type(formatter) is JsonFormatter:
+            line = formatter.line(time.time(), "INFO", logger.name, message, values)
+        if line is not None:
+            handler.add_line(line)
+            return
+    logger.info(message, extra={"fields": values})
+
+
+def _only_to(logger: logging.Logger, handler: logging.Handler) -> bool:
+    """A record of `logger` reaches `handler` alone, unfiltered."""
+    root = logging.root
+    if len(root.handlers) != 1 or root.handlers[0] is not handler:
+        return False
+    if root.filters or handler.filters or handler.level > logging.INFO or logger.disabled:
+        return False
+    node: logging.Logger | None = logger
+    while node is not None and node is not root:
+        if node.handlers or node.filters or not node.propagate:
+            return False
+        node = node.parent
+    return True
 
 
 def setup(level: str, format: str = "console") -> None:
     """Configure the root logger once per process; uvicorn's own loggers
     propagate to it (the CLI passes uvicorn log_config=None)."""
-    handler = logging.StreamHandler(sys.stderr)
+    global _handler
+    handler = _LineHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if format == "json" else OneLineFormatter(FORMAT))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
+        if old is _handler:
+            old.flush()  # its lines not yet written
     root.addHandler(handler)
+    _handler = handler
     root.setLevel(getattr(logging, level.upper(), logging.INFO))
     # Neither format shows the caller, thread or process of a record: not
     # looking them up halves the cost of the line per delivery attempt

@@ -61,6 +61,7 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from router.redis import wire
 from router.redis.client import SOCKET_TIMEOUT, cluster_unavailable, command_written, is_cluster
 
 # Most script calls in one pipeline: bounds the pipeline's memory and the
@@ -115,6 +116,8 @@ class ScriptBatcher:
         self._busy = False
         self._sender: asyncio.Task[None] | None = None  # held: the loop keeps weak refs only
         self._loaded = False  # SCRIPT LOAD done on this server
+        # A Cluster node's calls go through redis-py's node pipeline.
+        self._packer = None if node_name else wire.EvalshaPacker(redis, script.sha)
 
     async def __call__(self, keys: list[str], args: list[Any]) -> Any:
         """The script's reply for these KEYS and ARGV (or its error)."""
@@ -150,23 +153,15 @@ class ScriptBatcher:
         command_written.set(False)
         if not self._loaded:
             await self._load()
-        if self.replicas or self._node_name:
-            # WAIT must follow the write on its connection, and a Cluster
-            # node is spoken to directly: a pipeline of one (sent in this
-            # task, so the connection notes the write here).
-            write = _Write(keys, args, asyncio.get_running_loop().create_future())
-            [reply] = await self._execute([write])
-            if isinstance(reply, NoScriptError):
-                await self._load()
-                [reply] = await self._execute([write])
-            if isinstance(reply, BaseException):
-                raise reply
-            return reply
-        try:
-            return await self._redis.evalsha(self._sha, len(keys), *keys, *args)
-        except NoScriptError:  # it did not run: load the script, send again
+        # A batch of one, sent in this task (the connection notes the write
+        # here); WAIT, when asked for, follows it on the same connection.
+        [reply] = await self._execute([(keys, args)])
+        if isinstance(reply, NoScriptError):  # it did not run: load the script, send again
             await self._load()
-            return await self._redis.evalsha(self._sha, len(keys), *keys, *args)
+            [reply] = await self._execute([(keys, args)])
+        if isinstance(reply, BaseException):
+            raise reply
+        return reply
 
     async def _load(self) -> None:
         """SCRIPT LOAD (changes no data: it does not count as written)."""
@@ -205,7 +200,7 @@ class ScriptBatcher:
                 # Before the first batch, so that it does not come back
                 # refused whole (NOSCRIPT) and go again.
                 await self._load()
-            replies = await self._execute(batch)
+            replies = await self._execute([(w.keys, w.args) for w in batch])
         except BaseException as exc:
             self._fail(batch, exc, written=command_written.get())
             raise
@@ -226,25 +221,23 @@ class ScriptBatcher:
             self._loaded = False
             self._queue.extendleft(reversed(refused))
 
-    async def _execute(self, batch: list[_Write]) -> list[Any]:
+    async def _execute(self, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
         """Each call's reply, or the error Redis answered it with (a failure
         that ends the whole batch is raised instead)."""
         if self._node_name:
-            return await self._execute_on_node(batch)
-        if len(batch) == 1 and not self.replicas:
-            # A batch of one skips the pipeline object (a tenth less CPU
-            # per call in a profile).
-            w = batch[0]
-            try:
-                return [await self._redis.evalsha(self._sha, len(w.keys), *w.keys, *w.args)]
-            except ResponseError as exc:  # Redis's answer to this call, NOSCRIPT included
-                return [exc]
-        pipe = self._redis.pipeline(transaction=False)
-        for w in batch:
-            pipe.evalsha(self._sha, len(w.keys), *w.keys, *w.args)
+            return await self._execute_on_node(calls)
+        # Packed here and written at once (router.redis.wire), not through
+        # redis-py's Pipeline: its encoder and per-reply timers cost more
+        # CPU than the rest of a worker's ack.
+        assert self._packer is not None
+        parts: list[bytes] = []
+        for keys, args in calls:
+            self._packer.pack(keys, args, parts)
+        count = len(calls)
         if self.replicas:
-            pipe.execute_command("WAIT", self.replicas, self._wait_ms)
-        replies = list(await pipe.execute(raise_on_error=False))
+            parts.append(wire.packed_command("WAIT", self.replicas, self._wait_ms))
+            count += 1
+        replies = await wire.run(self._redis, b"".join(parts), count)
         if self.replicas:
             replies = self._replicated(replies[:-1], replies[-1])
         return replies
@@ -255,14 +248,14 @@ class ScriptBatcher:
             raise RedisConnectionError(f"Redis Cluster node {self._node_name} left the slot map")
         return node
 
-    async def _execute_on_node(self, batch: list[_Write]) -> list[Any]:
+    async def _execute_on_node(self, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
         """The Cluster form: one pipeline to this batcher's node."""
         commands = [
-            PipelineCommand(n, "EVALSHA", self._sha, len(w.keys), *w.keys, *w.args)
-            for n, w in enumerate(batch)
+            PipelineCommand(n, "EVALSHA", self._sha, len(keys), *keys, *args)
+            for n, (keys, args) in enumerate(calls)
         ]
         if self.replicas:
-            commands.append(PipelineCommand(len(batch), "WAIT", self.replicas, self._wait_ms))
+            commands.append(PipelineCommand(len(calls), "WAIT", self.replicas, self._wait_ms))
         await self._node().execute_pipeline(commands)
         results = [c.result for c in commands]
         for result in results:

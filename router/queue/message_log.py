@@ -67,13 +67,14 @@ def entry(
     text = None
     if isinstance(response, str):
         response = response.encode()
-    if isinstance(response, bytes | bytearray | memoryview) and response and response_bytes > 0:
+    if response_bytes > 0 and isinstance(response, _BINARY) and response:
         # Secrets starred before the cut, so none straddles it half shown.
-        text = bytes(response).decode("utf-8", "replace")
+        text = (response if type(response) is bytes else bytes(response)).decode("utf-8", "replace")
         text = redactor.cut(text, response_bytes) if redactor else text[:response_bytes]
-        raw = text.encode()
-        if len(raw) > response_bytes:  # characters beyond ASCII take more bytes
-            text = raw[:response_bytes].decode("utf-8", "ignore")
+        if not text.isascii():  # (ASCII: as many bytes as characters, cut already)
+            raw = text.encode()
+            if len(raw) > response_bytes:  # characters beyond ASCII take more bytes
+                text = raw[:response_bytes].decode("utf-8", "ignore")
     return _encode(
         Attempt(
             attempt,
@@ -133,6 +134,7 @@ class Found(msgspec.Struct):
 
 
 _encode = msgspec.json.Encoder().encode
+_BINARY = (bytes, bytearray, memoryview)
 _record = msgspec.json.Decoder(Record)
 _attempt = msgspec.json.Decoder(Attempt)
 

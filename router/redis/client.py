@@ -35,6 +35,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 # Must stay above the longest BLPOP the workers issue (worker.MAX_IDLE).
 SOCKET_TIMEOUT = 3.0
@@ -177,6 +178,38 @@ class _NotesWrites:
             await self.check_health()
         if not self._setting_up:
             command_written.set(True)
+        writer = self._writer  # type: ignore[attr-defined]
+        if writer is not None and not writer.transport.is_closing():
+            # The base class wraps every write in asyncio.wait_for, a task and
+            # a timer per command (in a worker, more CPU than packing it):
+            # the transport takes the bytes at once, and drain() waits only
+            # when they could not all go to the socket: then it is timed.
+            if isinstance(command, str):
+                command = command.encode()
+            try:
+                if isinstance(command, bytes):
+                    writer.write(command)
+                else:
+                    writer.writelines(command)
+                if writer.transport.get_write_buffer_size() == 0:
+                    await writer.drain()  # returns at once (raises if the peer is gone)
+                    return
+                async with asyncio.timeout(self.socket_timeout):  # type: ignore[attr-defined]
+                    await writer.drain()
+                return
+            except TimeoutError as exc:
+                await self.disconnect(nowait=True)  # type: ignore[attr-defined]
+                if exc.errno is not None:  # the OS's ETIMEDOUT: the connection is dead
+                    raise RedisConnectionError(f"Error while writing to socket: {exc}") from exc
+                raise RedisTimeoutError("Timeout writing to socket") from None
+            except (OSError, RuntimeError) as exc:
+                # (uvloop refuses to write to a transport the peer has reset:
+                # RuntimeError.)
+                await self.disconnect(nowait=True)  # type: ignore[attr-defined]
+                raise RedisConnectionError(f"Error while writing to socket: {exc}") from exc
+            except BaseException:
+                await self.disconnect(nowait=True)  # type: ignore[attr-defined]
+                raise
         try:
             await super().send_packed_command(command, check_health=False)  # type: ignore[misc]
         except RuntimeError as exc:

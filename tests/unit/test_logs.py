@@ -7,6 +7,8 @@ import io
 import logging
 from collections.abc import Callable
 
+import pytest
+
 from router.ops.logs import FORMAT, TRACEBACK_PREFIX, OneLineFormatter
 
 FORGED = "1\n2026-01-01 00:00:00,000 ERROR router: forged\u2028line \x1b[31mred"
@@ -118,3 +120,98 @@ def test_the_access_log_keeps_no_verify_token() -> None:
     line = record.getMessage()
     assert "s3cret-tok" not in line
     assert "hub.verify_token=***&hub.challenge=9" in line
+
+
+def _both_ways(log_format: str, monkeypatch: pytest.MonkeyPatch) -> tuple[str, str]:
+    """The line per delivery written by info_fields (no LogRecord) and by
+    logging itself, at the same clock reading, through setup()'s handler."""
+    import time
+
+    from router.ops import logs
+
+    logs.setup("info", log_format)
+    handler = logging.getLogger().handlers[0]
+    assert isinstance(handler, logging.StreamHandler)
+    log = logging.getLogger("router.worker")
+    values = {
+        "message_id": "msg_0199",
+        "destination": "chat bot",
+        "key": FORGED,
+        "attempt": 2,
+        "outcome": "ok",
+        "duration_ms": 1.5,
+        "error": None,
+    }
+    # A second's last millisecond: where rounding to the millisecond could
+    # carry into the next second.
+    monkeypatch.setattr(time, "time", lambda: 1765081646.9996)
+    lines = []
+    for write in (
+        lambda: logs.info_fields(log, "delivered", values),
+        lambda: log.info("delivered", extra=logs.fields(**values)),
+    ):
+        stream = io.StringIO()
+        monkeypatch.setattr(handler, "stream", stream)
+        write()
+        lines.append(stream.getvalue())
+    return lines[0], lines[1]
+
+
+@pytest.mark.parametrize("log_format", ["console", "json"])
+def test_the_line_per_delivery_is_the_line_logging_writes(
+    log_format: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    direct, logged = _both_ways(log_format, monkeypatch)
+    assert direct == logged and direct.count("\n") == 1
+    assert "delivered" in direct and "\x1b" not in direct
+
+
+def test_the_line_per_delivery_reaches_every_handler() -> None:
+    """Another handler on the way (a test's capture, an embedding app's)
+    gets a record, as from logging itself."""
+    from router.ops import logs
+
+    logs.setup("info")
+    seen: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record)
+
+    keep = Keep()
+    log = logging.getLogger("router.worker")
+    log.addHandler(keep)
+    try:
+        logs.info_fields(log, "delivered", {"key": "k", "attempt": 1})
+    finally:
+        log.removeHandler(keep)
+    assert [(r.getMessage(), r.fields) for r in seen] == [  # type: ignore[attr-defined]
+        ("delivered", {"key": "k", "attempt": 1})
+    ]
+
+
+def test_lines_of_one_turn_of_the_loop_are_written_together_in_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import asyncio
+
+    from router.ops import logs
+
+    logs.setup("info")
+    handler = logging.getLogger().handlers[0]
+    stream = io.StringIO()
+    monkeypatch.setattr(handler, "stream", stream)
+    log = logging.getLogger("router.worker")
+
+    async def main() -> None:
+        logs.info_fields(log, "delivered", {"key": "a"})
+        logs.info_fields(log, "delivered", {"key": "b"})
+        assert stream.getvalue() == ""  # written at the end of the loop's turn
+        log.warning("then a record")  # the lines before it go first
+        logs.info_fields(log, "delivered", {"key": "c"})
+        await asyncio.sleep(0)
+        assert stream.getvalue().count("\n") == 4
+
+    asyncio.run(main())
+    messages = [line.split(": ", 1)[1] for line in stream.getvalue().splitlines()]
+    assert messages == ["delivered key=a", "delivered key=b", "then a record", "delivered key=c"]

@@ -1,0 +1,150 @@
+"""Script calls written by hand: EVALSHA commands packed as RESP here, sent on
+a pooled connection in one write, their replies read under one deadline.
+
+On a worker's hot path (an ack per delivered message) redis-py's own path
+cost more CPU than the router's code around it: every argument through its
+encoder and serializer, per command a retry wrapper and its observability
+hooks, and per reply a timer of its own. Here a call's bytes are one join,
+the KEYS names (the same few per destination shard, and one lane per
+ordering key) are encoded once, and a batch's replies share one timer.
+
+What callers see is what redis-py gives them: an error reply (NOSCRIPT,
+OOM, a script's error) is that call's reply, as a ResponseError of the
+class redis-py's parser picks; a timeout is redis.exceptions.TimeoutError;
+a socket error, ConnectionError. After any failure between the write and
+the last reply the connection is dropped (a reply half read cannot be
+reused), as redis-py does. The write goes through the connection's own
+send_packed_command, so router.redis.client's `command_written` mark and
+health checks hold as for any command.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+# Encoded names kept per packer: a destination shard's keys and its lanes
+# (one per ordering key); past this many the cache starts again.
+_NAMES_KEPT = 20_000
+# Likewise whole KEYS lists (an ack's: 19 names, one its lane).
+_KEY_SETS_KEPT = 4_096
+
+
+class EvalshaPacker:
+    """EVALSHA calls of one script as RESP bytes, encoded exactly as
+    redis-py's Encoder would (str in the client's encoding, int as its
+    digits; anything else through the client's own encoder)."""
+
+    def __init__(self, redis: Redis, sha: str) -> None:
+        self._encoder = redis.connection_pool.get_encoder()
+        self._encoding = self._encoder.encoding
+        self._errors = self._encoder.encoding_errors
+        self._sha = self._bulk(sha.encode())
+        self._heads: dict[int, bytes] = {}  # argument count -> the command's start
+        self._names: dict[str, bytes] = {}  # a key name -> its bulk string
+        self._keys: dict[tuple[Any, ...], bytes] = {}  # a call's KEYS -> their part
+
+    @staticmethod
+    def _bulk(data: bytes) -> bytes:
+        return b"$%d\r\n%s\r\n" % (len(data), data)
+
+    def _value(self, value: Any) -> bytes:
+        kind = type(value)
+        if kind is bytes:
+            data = value
+        elif kind is str:
+            data = value.encode(self._encoding, self._errors)
+        elif kind is int:
+            data = b"%d" % value
+        else:  # float, memoryview, and what redis-py refuses (bool, None): its way
+            data = bytes(self._encoder.encode(value))
+        return b"$%d\r\n%s\r\n" % (len(data), data)
+
+    def _name(self, name: str) -> bytes:
+        bulk = self._names.get(name)
+        if bulk is None:
+            if len(self._names) >= _NAMES_KEPT:
+                self._names.clear()
+            bulk = self._names[name] = self._value(name)
+        return bulk
+
+    def pack(self, keys: list[str], args: list[Any], out: list[bytes]) -> None:
+        """Append the command's parts to `out` (joined once per write)."""
+        count = 3 + len(keys) + len(args)
+        head = self._heads.get(count)
+        if head is None:
+            head = self._heads[count] = b"*%d\r\n$7\r\nEVALSHA\r\n%s" % (count, self._sha)
+        out.append(head)
+        # A call's KEYS repeat (a shard's names, and its lanes): encoded once.
+        names = tuple(keys)
+        packed = self._keys.get(names)
+        if packed is None:
+            if len(self._keys) >= _KEY_SETS_KEPT:
+                self._keys.clear()
+            parts = [self._value(len(keys))]
+            parts += [self._name(k) if type(k) is str else self._value(k) for k in keys]
+            packed = self._keys[names] = b"".join(parts)
+        out.append(packed)
+        value = self._value
+        out += [value(arg) for arg in args]
+
+
+def packed_command(*args: Any) -> bytes:
+    """Any other command (WAIT) as RESP, for a batch's tail."""
+    parts = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        data = arg.encode() if isinstance(arg, str) else b"%d" % arg
+        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(parts)
+
+
+async def run(redis: Redis, data: bytes, replies: int) -> list[Any]:
+    """Send `data` (`replies` commands) on one pooled connection and read
+    their replies in order: each one's value, or the ResponseError Redis
+    answered it with."""
+    pool = redis.connection_pool
+    connection: Any = await pool.get_connection()
+    try:
+        await connection.send_packed_command(data)
+        return await _read(connection, replies)
+    finally:
+        await pool.release(connection)
+
+
+async def _read(connection: Any, replies: int) -> list[Any]:
+    # The parser is what Connection.read_response reads with (a push
+    # message between replies, RESP3's, it handles itself); without one
+    # (another connection class), redis-py's own reads, a timer each.
+    parser = getattr(connection, "_parser", None)
+    if parser is None:
+        return [await _one(connection) for _ in range(replies)]
+    try:
+        async with asyncio.timeout(connection.socket_timeout):
+            out = [await parser.read_response(disable_decoding=False) for _ in range(replies)]
+    except TimeoutError as exc:
+        await connection.disconnect(nowait=True)
+        if exc.errno is not None:  # the OS's ETIMEDOUT: the connection is dead
+            raise RedisConnectionError(f"Error while reading from Redis: {exc}") from exc
+        raise RedisTimeoutError("Timeout reading from Redis") from None
+    except OSError as exc:
+        await connection.disconnect(nowait=True)
+        raise RedisConnectionError(f"Error while reading from Redis: {exc.args}") from exc
+    except BaseException:
+        await connection.disconnect(nowait=True)
+        raise
+    if connection.health_check_interval:
+        next_check = asyncio.get_running_loop().time() + connection.health_check_interval
+        connection.next_health_check = next_check
+    return out
+
+
+async def _one(connection: Any) -> Any:
+    try:
+        return await connection.read_response()
+    except ResponseError as exc:
+        return exc
