@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import time
@@ -463,6 +464,12 @@ def create_app(
                     stack.push_async_callback(cancel_and_wait, watch)
                 if on_started is not None:
                     await on_started(state)
+                # What start-up built (Litestar's routes and schemas, the
+                # config, the modules) lives as long as the process: out of
+                # the collector's way, so its full passes, which requests in
+                # flight trigger, do not walk it each time (a profile under
+                # wrk showed them at 5-7% of the process's CPU).
+                gc.freeze()
                 yield
 
     handlers = [h for r in config.routes for h in _ingest_handler(state, r.path)]
