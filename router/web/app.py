@@ -24,6 +24,7 @@ from router.config.loading import load
 from router.config.settings import Settings
 from router.http import raw
 from router.http.auth import BearerToken, client_of
+from router.http.deadline import TwoPhaseDeadline
 from router.http.errors import EXCEPTION_HANDLERS, ApiError, outage_log, redis_cause
 from router.http.lifespan_failure import RAW_POST, RouterApp
 from router.ingest import tracecontext
@@ -112,14 +113,15 @@ def _ingest_handler(state: RouterState, path: str) -> list[HTTPRouteHandler]:
         _, scripts = state.require_redis()
         body: bytes | None = None
         try:
-            # One timer for the two phases (a profile showed each costs): a
+            # One timer for the two phases (a profile showed each costs,
+            # asyncio.timeout's more than this one: router.http.deadline): a
             # client trickling its body must not hold the request forever,
             # and one deadline covers every Redis step of the request,
             # whatever the pool or the connection does (a frozen Redis
             # accepts connections and never answers).
-            async with asyncio.timeout(read_timeout) as timer:
+            with TwoPhaseDeadline(asyncio.get_running_loop(), read_timeout, deadline) as timer:
                 body = await read(ingest.route.settings.max_body)
-                timer.reschedule(asyncio.get_running_loop().time() + deadline)
+                timer.next_phase()
                 if ingest.format is not None:
                     results, skipped = await store_format(
                         ingest,
