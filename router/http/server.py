@@ -140,9 +140,14 @@ class _HeaderDeadlineMixin(_UvicornProtocol):
     # (a dict for its insertion order; the values are unused).
     _waiting: ClassVar[dict[_HeaderDeadlineMixin, None]]
 
-    # The deadline of the request we wait for; None when not waiting.
-    # A class default, so uvicorn's __init__ needs no override.
-    _deadline: asyncio.TimerHandle | None = None
+    # When the wait for the next request's headers began (loop time); None
+    # when not waiting. Class defaults, so uvicorn's __init__ needs no override.
+    _waiting_since: float | None = None
+    # The connection's timer: armed at or before the end of the current wait
+    # (never after), and left armed when a wait ends early. A keep-alive
+    # connection waits again after each answer: arming and cancelling a
+    # timer for each cost more than the rest of this class per request.
+    _timer: asyncio.TimerHandle | None = None
     # A malformed request's 400, held until the answers before it are out.
     _deferred_400: str | None = None
     # What the requests' cycles write to (httptools only; see _HeadWithBody).
@@ -157,7 +162,7 @@ class _HeaderDeadlineMixin(_UvicornProtocol):
         self._start_waiting()
 
     def data_received(self, data: bytes) -> None:
-        if self._deadline is None:
+        if self._waiting_since is None:
             # Headers already in: body bytes or pipelined requests, which
             # on_response_complete deals with. No extra work per chunk.
             super().data_received(data)
@@ -189,6 +194,9 @@ class _HeaderDeadlineMixin(_UvicornProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_waiting()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         super().connection_lost(exc)
 
     def send_400_response(self, msg: str) -> None:
@@ -214,19 +222,31 @@ class _HeaderDeadlineMixin(_UvicornProtocol):
     # -- internals --
 
     def _start_waiting(self) -> None:
-        self._stop_waiting()
-        self._waiting[self] = None
-        self._deadline = self.loop.call_later(self.header_timeout, self._headers_overdue)
+        self._waiting.pop(self, None)
+        self._waiting[self] = None  # now the one that has waited least
+        now = self.loop.time()
+        self._waiting_since = now
+        if self._timer is None:
+            self._timer = self.loop.call_at(now + self.header_timeout, self._on_timer)
+        # else: armed for an earlier wait, so before this one ends: _on_timer
 
     def _stop_waiting(self) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
+        self._waiting_since = None
         self._waiting.pop(self, None)
 
+    def _on_timer(self) -> None:
+        self._timer = None
+        since = self._waiting_since
+        if since is None:
+            return  # not waiting now: the next wait arms it again
+        due = since + self.header_timeout
+        if self.loop.time() < due:  # armed for an earlier wait
+            self._timer = self.loop.call_at(due, self._on_timer)
+            return
+        self._headers_overdue()
+
     def _headers_overdue(self) -> None:
-        self._deadline = None
-        self._waiting.pop(self, None)
+        self._stop_waiting()
         if self.transport.is_closing():
             return
         if self._request_bytes_buffered():
