@@ -37,6 +37,8 @@ protocol that adds:
   `{"status": "error", "error": "Invalid HTTP request received."}`
   (uvicorn's text), `application/json`, `Connection: close`; a malformed
   request pipelined behind good ones gets its 400 after their answers.
+- One write per answer (httptools): the response head, which uvicorn
+  writes alone, goes out with the body's first write (_HeadWithBody).
 
 The count of waiting connections belongs to the class `protocol_class()`
 returns (one per server), and only the server's event loop touches it.
@@ -48,7 +50,8 @@ uvicorn internals relied on (uvicorn 0.54, both protocol classes):
 a new `RequestResponseCycle` exactly when a request's headers are parsed;
 `cycle.response_started` / `cycle.response_complete` / `cycle.more_body`),
 and per parser: h11's `self.conn.trailing_data`, httptools'
-`on_message_begin` / `on_headers_complete` callbacks.
+`on_message_begin` / `on_headers_complete` callbacks and the cycle's
+`transport` attribute (what it writes the answer to).
 """
 
 from __future__ import annotations
