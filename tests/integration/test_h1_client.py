@@ -266,14 +266,17 @@ async def test_the_cap_holds_and_a_waiter_gets_a_connection_back() -> None:
 
 
 async def test_waiting_for_a_connection_times_out_as_a_pool_timeout() -> None:
+    holding = asyncio.Event()
+
     async def never(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_request(reader)
+        holding.set()
         await asyncio.sleep(10)
 
     async with server(never) as (port, _), pool(max_connections=1) as p:
         target = p.target("POST", httpx.URL(f"http://127.0.0.1:{port}/"))
         held = asyncio.create_task(target.send(b"", {}, 5.0, 10))
-        await asyncio.sleep(0.05)
+        await holding.wait()  # (not a sleep: on a busy machine it may not have connected yet)
         with pytest.raises(httpx.PoolTimeout):
             await target.send(b"", {}, 0.1, 10)
         held.cancel()
