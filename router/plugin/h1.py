@@ -133,6 +133,9 @@ class _Connection(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             self._fail(httpx.RemoteProtocolError(f"invalid HTTP answer: {exc}"))
             self._close()
+        except httptools.HttpParserUpgrade:  # (not an HttpParserError)
+            self._fail(httpx.RemoteProtocolError("the server switched protocols (101)"))
+            self._close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True

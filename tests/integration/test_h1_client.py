@@ -218,6 +218,17 @@ async def test_an_answer_that_is_not_http_is_a_protocol_error() -> None:
             await post(p, port)
 
 
+async def test_a_switch_of_protocols_is_a_protocol_error() -> None:
+    """(httptools raises it apart from its parse errors: uncaught, it
+    surfaced as `ReadError: 77` with a traceback in the log.)"""
+    upgrade = (
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+    )
+    async with server(answering(upgrade)) as (port, _), pool() as p:
+        with pytest.raises(httpx.RemoteProtocolError, match="switched protocols"):
+            await post(p, port)
+
+
 async def test_a_long_answer_is_cut_at_the_limit_and_its_connection_closed() -> None:
     long = b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + b"z" * 1000
     async with server(answering(long)) as (port, connections), pool() as p:
