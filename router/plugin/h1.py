@@ -96,8 +96,11 @@ class _Connection(asyncio.Protocol):
             self._waiter = None
             if not waiter.done() or waiter.cancelled() or waiter.exception() is not None:
                 # Cancelled, timed out or failed mid-answer: what is left of
-                # it on the wire would be read as the next one's.
-                self.reusable = False
+                # it on the wire would be read as the next one's. Aborted,
+                # not closed: a close waits for the unsent rest of the
+                # request (or a TLS close_notify answer, up to 30 s), holding
+                # the pool's slot, from a server that may read nothing.
+                self._abort()
 
     def _timed_out(self) -> None:
         self._fail(httpx.ReadTimeout("timed out waiting for the answer"))
@@ -130,6 +133,9 @@ class _Connection(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             self._fail(httpx.RemoteProtocolError(f"invalid HTTP answer: {exc}"))
             self._close()
+        except httptools.HttpParserUpgrade:  # (not an HttpParserError)
+            self._fail(httpx.RemoteProtocolError("the server switched protocols (101)"))
+            self._close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -146,6 +152,11 @@ class _Connection(asyncio.Protocol):
         self.reusable = False
         if self.transport is not None:
             self.transport.close()
+
+    def _abort(self) -> None:
+        self.reusable = False
+        if self.transport is not None:
+            self.transport.abort()
 
     # -- httptools callbacks --------------------------------------------------
 
@@ -174,9 +185,10 @@ class _Connection(asyncio.Protocol):
         if len(body) >= room:
             self._chunks.append(body[:room])
             self._size = self._limit
-            # Enough: the rest is not read, and the connection not reused.
+            # Enough: the rest is not read (nor waited for: aborted), and
+            # the connection not reused.
             self._finish(False)
-            self._close()
+            self._abort()
             return
         self._chunks.append(body)
         self._size += len(body)
@@ -243,7 +255,9 @@ class Pool:
         now = asyncio.get_running_loop().time()
         while idle:
             conn = idle.pop()
-            if not conn.closed and now - conn.idle_since < self.keepalive_expiry:
+            # (closing: the server's close seen, connection_lost not yet run)
+            closing = conn.transport is None or conn.transport.is_closing()
+            if not conn.closed and not closing and now - conn.idle_since < self.keepalive_expiry:
                 return conn
             conn._close()  # expired: the server may be closing it right now
         return None
@@ -255,8 +269,14 @@ class Pool:
         try:
             async with asyncio.timeout_at(deadline):
                 await waiter
-        except TimeoutError:
-            raise httpx.PoolTimeout("timed out waiting for a free connection") from None
+        except BaseException as exc:
+            if waiter.done() and not waiter.cancelled():
+                # Woken, but leaving (cancelled or timed out at that moment):
+                # the room it was woken for goes to the next waiter.
+                self._wake_one()
+            if isinstance(exc, TimeoutError):
+                raise httpx.PoolTimeout("timed out waiting for a free connection") from None
+            raise
         finally:
             if waiter in self._waiters:
                 self._waiters.remove(waiter)

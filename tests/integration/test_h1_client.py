@@ -218,6 +218,17 @@ async def test_an_answer_that_is_not_http_is_a_protocol_error() -> None:
             await post(p, port)
 
 
+async def test_a_switch_of_protocols_is_a_protocol_error() -> None:
+    """(httptools raises it apart from its parse errors: uncaught, it
+    surfaced as `ReadError: 77` with a traceback in the log.)"""
+    upgrade = (
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+    )
+    async with server(answering(upgrade)) as (port, _), pool() as p:
+        with pytest.raises(httpx.RemoteProtocolError, match="switched protocols"):
+            await post(p, port)
+
+
 async def test_a_long_answer_is_cut_at_the_limit_and_its_connection_closed() -> None:
     long = b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + b"z" * 1000
     async with server(answering(long)) as (port, connections), pool() as p:
@@ -266,14 +277,17 @@ async def test_the_cap_holds_and_a_waiter_gets_a_connection_back() -> None:
 
 
 async def test_waiting_for_a_connection_times_out_as_a_pool_timeout() -> None:
+    holding = asyncio.Event()
+
     async def never(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_request(reader)
+        holding.set()
         await asyncio.sleep(10)
 
     async with server(never) as (port, _), pool(max_connections=1) as p:
         target = p.target("POST", httpx.URL(f"http://127.0.0.1:{port}/"))
         held = asyncio.create_task(target.send(b"", {}, 5.0, 10))
-        await asyncio.sleep(0.05)
+        await holding.wait()  # (not a sleep: on a busy machine it may not have connected yet)
         with pytest.raises(httpx.PoolTimeout):
             await target.send(b"", {}, 0.1, 10)
         held.cancel()
@@ -340,3 +354,57 @@ def test_deliveries_on_uvloop() -> None:
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         assert runner.run(main()) == [(200, b"ok")] * 11
+
+
+async def test_an_idle_connection_being_closed_is_not_taken() -> None:
+    """The server closes an idle connection (its keep-alive timeout): once
+    the client has seen the close, before the transport reports it lost, a
+    delivery must not go out on it (it would fail for nothing)."""
+    async with server(answering(OK, close_after=True)) as (port, connections), pool() as p:
+        assert (await post(p, port))[0] == 200
+        idle = next(iter(p._idle.values()))[0]
+        assert idle.transport is not None
+        for _ in range(100_000):  # one loop turn at a time: the window is one turn
+            if idle.transport.is_closing():
+                break
+            await asyncio.sleep(0)
+        assert not idle.closed  # connection_lost has not run yet
+        assert (await post(p, port))[0] == 200
+    assert len(connections) == 2
+
+
+async def test_a_waiter_cancelled_as_it_is_woken_passes_the_connection_on() -> None:
+    """A waiter woken for a connection coming back but cancelled before it
+    runs (its attempt timed out at that moment): the next waiter gets the
+    connection instead of waiting out its own timeout."""
+    async with server(answering(OK)) as (port, _), pool(max_connections=1) as p:
+        target = p.target("POST", httpx.URL(f"http://127.0.0.1:{port}/"))
+        loop = asyncio.get_running_loop()
+        held = await p.acquire(target.origin, loop.time() + 5)
+        await held.exchange(target._request(b"", {}), 10, loop.time() + 5)  # kept alive
+        first = asyncio.create_task(target.send(b"", {}, 5.0, 10))
+        second = asyncio.create_task(target.send(b"", {}, 1.0, 10))
+        await asyncio.sleep(0.01)  # both wait for the one connection
+        p.release(held)  # wakes the first...
+        first.cancel()  # ...which is cancelled before it runs
+        assert (await second)[0] == 200
+        await asyncio.gather(first, return_exceptions=True)
+
+
+async def test_a_timed_out_exchange_frees_its_slot_though_the_server_reads_nothing() -> None:
+    """A server that stops reading: the request still unsent when the attempt
+    times out must not hold the connection's slot until the server goes."""
+    calls = 0
+
+    async def stuck_then_ok(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            await asyncio.sleep(30)  # reads nothing
+        await answering(OK)(reader, writer)
+
+    async with server(stuck_then_ok) as (port, _), pool(max_connections=1) as p:
+        target = p.target("POST", httpx.URL(f"http://127.0.0.1:{port}/"))
+        with pytest.raises(httpx.ReadTimeout):
+            await target.send(b"x" * (64 << 20), {}, 0.3, 10)
+        assert (await target.send(b"{}", {}, 2.0, 10))[0] == 200
