@@ -81,7 +81,9 @@ def poster_pool(connections: int) -> Any:
 
     from router.plugin import h1
 
-    return h1.Pool(connections, 60.0, ssl.create_default_context)
+    # Idle connections dropped after 2 s, as the router's own client does:
+    # well within uvicorn's 5 s keep-alive, so none is reused as it closes.
+    return h1.Pool(connections, 2.0, ssl.create_default_context)
 
 
 async def open_loop(url: str, rate: float, seconds: float, deadline: float) -> list[Sent]:

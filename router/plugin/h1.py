@@ -20,6 +20,13 @@ uses on the server side) with chunked and close-delimited bodies, 1xx
 answers skipped. At most `limit` bytes of the body are kept; an answer
 longer than that is cut there and its connection closed, not read on.
 
+Addresses are tried in the order the resolver gives them, one after the
+other (uvloop, the default loop, has no Happy Eyeballs): a destination whose
+host name has an IPv6 address that silently drops packets spends the
+attempt's timeout on it, where aiohttp would fall back to IPv4 after 250 ms.
+Such a destination takes its IPv4 address in the URL, or
+ROUTER_DELIVERY_TRANSPORT=aiohttp.
+
 What it does not do, because a delivery needs none of it: redirects (a 3xx
 is the destination's answer), cookies, compression, proxies (a proxy in the
 environment sends the sink through aiohttp instead:
@@ -363,7 +370,9 @@ class Target:
         self._head = f"{method} {target} HTTP/1.1\r\n"
         self._host = url.netloc.decode("ascii")  # (without the userinfo)
         # Credentials in the URL (https://user:pass@host/) go as Basic
-        # auth, as httpx and aiohttp send them, unless the sink sets its own.
+        # auth, unless the destination's headers set an Authorization of
+        # their own: the one configured explicitly wins. (httpx would send
+        # Basic and drop the header; aiohttp refuses the combination.)
         self._basic = None
         if url.userinfo:
             pair = f"{url.username}:{url.password}".encode()
@@ -390,6 +399,8 @@ class Target:
             lines.append(f"host: {self._host}\r\n")
         if self._basic is not None and "authorization" not in headers:
             lines.append(f"authorization: {self._basic}\r\n")
+        if "accept" not in headers:
+            lines.append("accept: */*\r\n")  # as httpx and aiohttp send by default
         for name, value in headers.items():
             if "\n" in value or "\r" in value or "\n" in name or "\r" in name:
                 raise httpx.LocalProtocolError(f"a newline in the value of header {name!r}")
