@@ -26,13 +26,21 @@ local lane, lease, cap, token, want = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[
 -- dropped: never two leases of one key. A conversation paused by an
 -- operator is parked (_lib.lua's paused_entry): out of ready, unclaimed,
 -- until resume_key.lua.
+-- `quiet`: none of delayed, blocked, paused_keys and attempts exists, so
+-- no key is in them (looked up once, at the first key: this script never
+-- adds to them after that), and their lookups per key are skipped.
+local quiet
 local function head_of(k)
-  local elsewhere = redis.call('ZSCORE', leases, k) or redis.call('ZSCORE', delayed, k)
-    or redis.call('HEXISTS', blocked, k) == 1
-  if elsewhere then return nil end
+  if quiet == nil then
+    quiet = redis.call('EXISTS', delayed, blocked, paused_keys, attempts) == 0
+  end
+  if redis.call('ZSCORE', leases, k) then return nil end
+  if not quiet and (redis.call('ZSCORE', delayed, k) or redis.call('HEXISTS', blocked, k) == 1) then
+    return nil
+  end
   local head = redis.call('LINDEX', lane .. k, 0)
   if not head then return nil end
-  local entry = paused_entry(paused_keys, k)
+  local entry = not quiet and paused_entry(paused_keys, k)
   if entry then
     mark_parked(paused_keys, k, entry, true)
     return nil
@@ -177,7 +185,7 @@ while room > 0 do
     redis.call('HSET', owner, k, token)
     out[#out + 1] = k
     out[#out + 1] = head
-    out[#out + 1] = tonumber(redis.call('HGET', attempts, k) or '0')
+    out[#out + 1] = quiet and 0 or tonumber(redis.call('HGET', attempts, k) or '0')
     room = room - 1
   end
 end
