@@ -84,7 +84,9 @@ end
 local function track_head(heads, lane, k)
   local head = redis.call('LINDEX', lane, 0)
   if head then
-    redis.call('ZADD', heads, arrival_ms(head), k)
+    -- arrival_ms's digits as they are: Redis formats a Lua number argument
+    -- with %.17g, which takes as long as the ZADD itself.
+    redis.call('ZADD', heads, string.match(head, ',"ts":(%d+)') or now_ms(), k)
   else
     redis.call('ZREM', heads, k)
   end

@@ -57,8 +57,10 @@ if acked then
     end
     redis.call('HDEL', last_error, k)
   end
-  redis.call('HINCRBY', counts, 'messages', -1 - #rest)
-  redis.call('HINCRBY', counts, 'acked', 1 + #rest)
+  -- (Strings, not numbers: see track_head.)
+  local n = #rest == 0 and '1' or string.format('%d', 1 + #rest)
+  redis.call('HINCRBY', counts, 'messages', '-' .. n)
+  redis.call('HINCRBY', counts, 'acked', n)
   head = track_head(heads, lane, k)
   if (ARGV[9] or '') ~= '' then
     log_entry(log, logged, ARGV[8], k, ARGV[5], ARGV[9], 'delivered', false)
