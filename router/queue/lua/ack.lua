@@ -105,10 +105,11 @@ if head and ARGV[4] == '1' then
   if waiting == 0 and not held and redis.call('EXISTS', paused) == 0
       and redis.call('HEXISTS', paused_keys, k) == 0 then
     local now = now_ms()
-    if #redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, 1) == 0
-        and #redis.call('ZRANGEBYSCORE', leases, '-inf', now, 'LIMIT', 0, 1) == 0
+    local until_now = string.format('%d', now) -- (strings: see track_head)
+    if #redis.call('ZRANGEBYSCORE', delayed, '-inf', until_now, 'LIMIT', '0', '1') == 0
+        and #redis.call('ZRANGEBYSCORE', leases, '-inf', until_now, 'LIMIT', '0', '1') == 0
         and rate_allows_one(now) then
-      redis.call('ZADD', leases, now + tonumber(ARGV[3]), k)
+      redis.call('ZADD', leases, string.format('%d', now + tonumber(ARGV[3])), k)
       return {1, head, resumed}
     end
   end

@@ -18,6 +18,9 @@ local PAUSED, HELD, DOWN = -1, -2, -3
 local PROBE_SCAN = 20
 local now = now_ms()
 local lane, lease, cap, token, want = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
+-- Times as command arguments are strings: Redis formats a Lua number with
+-- %.17g, about as long as a ZADD takes (_lib.lua's track_head).
+local until_now, deadline = string.format('%d', now), string.format('%d', now + lease)
 
 -- A key just taken from ready: its head message, or nil when it is not to
 -- be claimed. A key is in exactly one of ready/leases/delayed/blocked.
@@ -57,7 +60,7 @@ local down = ARGV[6] == '1' and redis.call('HGET', health, 'state') == 'down'
 -- front too (earliest due first), so busy keys cycling through ready cannot
 -- keep pushing it back.
 if not down then
-  local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, 100)
+  local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', until_now, 'LIMIT', '0', '100')
   for i = #due, 1, -1 do
     redis.call('ZREM', delayed, due[i])
     redis.call('LPUSH', ready, due[i])
@@ -67,7 +70,7 @@ end
 -- A lease that ran out means its worker died or stalled: the key goes back to
 -- the front of the line (it was first) and the lost try counts as an attempt,
 -- so a message that kills its worker is caught by max_attempts too.
-local expired = redis.call('ZRANGEBYSCORE', leases, '-inf', now, 'LIMIT', 0, 100)
+local expired = redis.call('ZRANGEBYSCORE', leases, '-inf', until_now, 'LIMIT', '0', '100')
 local logging = (ARGV[9] or '') ~= ''
 for _, k in ipairs(expired) do
   redis.call('ZREM', leases, k)
@@ -181,7 +184,7 @@ while room > 0 do
   if not k then break end
   local head = head_of(k)
   if head then
-    redis.call('ZADD', leases, now + lease, k)
+    redis.call('ZADD', leases, deadline, k)
     redis.call('HSET', owner, k, token)
     out[#out + 1] = k
     out[#out + 1] = head
@@ -204,9 +207,9 @@ if out[1] > 0 and #out > 3 and not throttled then nudge(wake) end
 -- When to look again even if nobody nudges: the next backoff or lease deadline.
 local nxt = -1
 -- (Not a backoff while down: only the probe's time matters then.)
-local d = (not down) and redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES') or {}
+local d = (not down) and redis.call('ZRANGE', delayed, '0', '0', 'WITHSCORES') or {}
 if d[2] then nxt = tonumber(d[2]) end
-local l = redis.call('ZRANGE', leases, 0, 0, 'WITHSCORES')
+local l = redis.call('ZRANGE', leases, '0', '0', 'WITHSCORES')
 if l[2] and (nxt < 0 or tonumber(l[2]) < nxt) then nxt = tonumber(l[2]) end
 if wake_at and (nxt < 0 or wake_at < nxt) then nxt = wake_at end
 if throttled and (out[1] > 0 or gate == DOWN) and (nxt < 0 or rate_next < nxt) then
