@@ -7,6 +7,10 @@
 -- (done), 0 (nothing to do), or the data its header describes.
 local LEASE_LOST = -1
 
+-- The scripts a delivery runs (claim, ack) give Redis strings, not Lua
+-- numbers, as command arguments ('0', not 0): Redis 7.0 formats a number
+-- argument with %.17g, which costs about as much as a small command does.
+
 -- Milliseconds on the Redis server's clock, so that instances with skewed
 -- clocks agree on leases and backoffs.
 local function now_ms()
@@ -82,10 +86,9 @@ end
 -- lane whose head changed: the oldest waiting message is then one ZRANGE.
 -- Returns the new head (false: the lane is empty).
 local function track_head(heads, lane, k)
-  local head = redis.call('LINDEX', lane, 0)
+  local head = redis.call('LINDEX', lane, '0')
   if head then
-    -- arrival_ms's digits as they are: Redis formats a Lua number argument
-    -- with %.17g, which takes as long as the ZADD itself.
+    -- (arrival_ms's digits, as a string: see above)
     redis.call('ZADD', heads, string.match(head, ',"ts":(%d+)') or now_ms(), k)
   else
     redis.call('ZREM', heads, k)

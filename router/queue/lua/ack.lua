@@ -39,7 +39,7 @@ if #rest == 0 then
   local popped = redis.call('LPOP', lane)
   acked = popped == ARGV[5]
   if popped and not acked then redis.call('LPUSH', lane, popped) end
-elseif redis.call('LINDEX', lane, 0) == ARGV[5] and whole_group() then
+elseif redis.call('LINDEX', lane, '0') == ARGV[5] and whole_group() then
   acked = true
   for _ = 0, #rest do redis.call('LPOP', lane) end
 end
@@ -57,7 +57,7 @@ if acked then
     end
     redis.call('HDEL', last_error, k)
   end
-  -- (Strings, not numbers: see track_head.)
+  -- (Strings, not numbers: _lib.lua says why.)
   local n = #rest == 0 and '1' or string.format('%d', 1 + #rest)
   redis.call('HINCRBY', counts, 'messages', '-' .. n)
   redis.call('HINCRBY', counts, 'acked', n)
@@ -69,7 +69,7 @@ if acked then
     end
   end
 else
-  head = redis.call('LINDEX', lane, 0)
+  head = redis.call('LINDEX', lane, '0')
 end
 -- A success: the failures seen so far were not the destination's, this
 -- conversation is no longer suspect, and a destination that was down is up
@@ -105,7 +105,7 @@ if head and ARGV[4] == '1' then
   if waiting == 0 and not held and redis.call('EXISTS', paused) == 0
       and redis.call('HEXISTS', paused_keys, k) == 0 then
     local now = now_ms()
-    local until_now = string.format('%d', now) -- (strings: see track_head)
+    local until_now = string.format('%d', now) -- (a string: see the counts)
     if #redis.call('ZRANGEBYSCORE', delayed, '-inf', until_now, 'LIMIT', '0', '1') == 0
         and #redis.call('ZRANGEBYSCORE', leases, '-inf', until_now, 'LIMIT', '0', '1') == 0
         and rate_allows_one(now) then

@@ -18,8 +18,7 @@ local PAUSED, HELD, DOWN = -1, -2, -3
 local PROBE_SCAN = 20
 local now = now_ms()
 local lane, lease, cap, token, want = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
--- Times as command arguments are strings: Redis formats a Lua number with
--- %.17g, about as long as a ZADD takes (_lib.lua's track_head).
+-- Times as command arguments are strings (_lib.lua says why).
 local until_now, deadline = string.format('%d', now), string.format('%d', now + lease)
 
 -- A key just taken from ready: its head message, or nil when it is not to
@@ -41,7 +40,7 @@ local function head_of(k)
   if not quiet and (redis.call('ZSCORE', delayed, k) or redis.call('HEXISTS', blocked, k) == 1) then
     return nil
   end
-  local head = redis.call('LINDEX', lane .. k, 0)
+  local head = redis.call('LINDEX', lane .. k, '0')
   if not head then return nil end
   local entry = not quiet and paused_entry(paused_keys, k)
   if entry then
@@ -77,7 +76,7 @@ for _, k in ipairs(expired) do
   redis.call('HDEL', owner, k)
   local made = redis.call('HINCRBY', attempts, k, 1)
   redis.call('LPUSH', ready, k)
-  local head = logging and redis.call('LINDEX', lane .. k, 0)
+  local head = logging and redis.call('LINDEX', lane .. k, '0')
   if head then
     -- The attempt nobody finished is in the message's story too.
     -- (Each message of a coalesced request too: gather.lua.)
