@@ -128,6 +128,7 @@ end
 -- a few removed per call (each call adds at most one), so no call holds
 -- Redis long however much is over.
 local TRIM_STEP = 8
+local TRIM_STEP_TEXT = '8'
 local function log_trim(log, logged, policy, now)
   local max_messages, max_age = string.match(policy, '^(%d+) (%d+)$')
   max_messages, max_age = tonumber(max_messages), tonumber(max_age)
@@ -136,7 +137,9 @@ local function log_trim(log, logged, policy, now)
   if over > 0 then
     drop = redis.call('ZRANGE', logged, 0, math.min(over, TRIM_STEP) - 1)
   elseif max_age > 0 then
-    drop = redis.call('ZRANGEBYSCORE', logged, '-inf', now - max_age, 'LIMIT', 0, TRIM_STEP)
+    -- (Every message stored asks: strings, as the delivery scripts give.)
+    drop = redis.call('ZRANGEBYSCORE', logged, '-inf', string.format('%d', now - max_age),
+      'LIMIT', '0', TRIM_STEP_TEXT)
   end
   for _, id in ipairs(drop) do log_forget(log, logged, id) end
 end
