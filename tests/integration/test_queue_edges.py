@@ -149,3 +149,22 @@ async def test_max_age_gives_an_unblocked_message_its_try(
     assert await real.unblock("k")
     await asyncio.to_thread(wait_until, lambda: bot.acked_messages("k") == ["old"], 10)
     assert len(bot.received) == 2
+
+
+async def test_a_key_in_ready_twice_is_claimed_once(queue: DestinationQueue) -> None:
+    """A Redis that lost part of the state may hold a key in ready twice:
+    one claim takes it once (both copies popped in one step), and a copy
+    left behind while its key is leased is dropped, never a second lease."""
+    await store(queue, "k", "m0", "m1")
+    await store(queue, "j", "n0")
+    await queue.redis.rpush(queue.keys.ready, "k")  # ready: k, j, k
+    claims = (await queue.claim("t", 10, 30_000, 10)).claims
+    assert sorted(c.key for c in claims) == ["j", "k"]
+    assert await queue.redis.llen(queue.keys.ready) == 0
+    assert await queue.redis.zcard(queue.keys.leases) == 2
+    await queue.redis.rpush(queue.keys.ready, "k")  # k is leased
+    assert (await queue.claim("u", 10, 30_000, 10)).claims == []
+    assert await queue.redis.hget(queue.keys.owner, "k") == b"t"
+    (k,) = [c for c in claims if c.key == "k"]
+    assert not (await queue.ack(k, k.head, 30_000, keep=False)).lease_lost
+    assert await queue.lane_length("k") == 1

@@ -50,4 +50,32 @@ def test_shared_helpers_are_written_once(name: str) -> None:
     assert "redis.call('TIME')" not in text
     assert "'LTRIM'" not in text
     assert "redis.call('HGET', owner" not in text
-    assert source(name).startswith(LUA.joinpath("_lib.lua").read_text())
+    assert source(name).endswith(text)
+
+
+# A top-level definition of _lib.lua, and where the next one starts.
+DEFINITION = re.compile(r"^local (?:function (\w+)\(|([A-Z_]+) = )", re.MULTILINE)
+
+
+def test_the_prelude_is_made_of_single_definitions() -> None:
+    """scripts.prelude_for cuts _lib.lua at each top-level `local`: each must
+    define one name (a function, or a constant in capitals)."""
+    lib = LUA.joinpath("_lib.lua").read_text()
+    assert len(DEFINITION.findall(lib)) == len(re.findall(r"^local ", lib, re.MULTILINE)) > 20
+
+
+@pytest.mark.parametrize("name", sorted(SCRIPT_KEYS))
+def test_a_script_gets_every_helper_it_names_and_only_those(name: str) -> None:
+    """What each script is sent with: the definitions of _lib.lua it uses,
+    directly or through another, in _lib.lua's order (each function of the
+    prelude is made anew on every call)."""
+    lib = LUA.joinpath("_lib.lua").read_text()
+    defined = [a or b for a, b in DEFINITION.findall(lib)]
+    prelude = source(name).removesuffix(LUA.joinpath(f"{name}.lua").read_text())
+    sent = [a or b for a, b in DEFINITION.findall(prelude)]
+    assert sent == [d for d in defined if d in sent]  # _lib.lua's order
+    words = set(re.findall(r"\w+", LUA.joinpath(f"{name}.lua").read_text()))
+    for helper in sent:
+        part = prelude[prelude.index(f"local {'function ' * helper.islower()}{helper}") :]
+        words |= set(re.findall(r"\w+", part.split("\nlocal ", 1)[0]))
+    assert set(sent) == {d for d in defined if d in words}

@@ -7,6 +7,10 @@
 -- (done), 0 (nothing to do), or the data its header describes.
 local LEASE_LOST = -1
 
+-- The scripts a delivery runs (claim, ack) give Redis strings, not Lua
+-- numbers, as command arguments ('0', not 0): Redis 7.0 formats a number
+-- argument with %.17g, which costs about as much as a small command does.
+
 -- Milliseconds on the Redis server's clock, so that instances with skewed
 -- clocks agree on leases and backoffs.
 local function now_ms()
@@ -15,10 +19,9 @@ local function now_ms()
 end
 
 -- Wake one worker blocked in BLPOP on `wake`; the list never holds more
--- than one nudge.
+-- than one nudge (one already waiting there: one command, nothing to add).
 local function nudge(wake)
-  redis.call('LPUSH', wake, '1')
-  redis.call('LTRIM', wake, 0, 0)
+  if redis.call('LLEN', wake) == 0 then redis.call('LPUSH', wake, '1') end
 end
 
 -- True when `token` is the fencing token of the claim of `key`.
@@ -81,18 +84,22 @@ end
 
 -- Keep `heads` (ordering key -> arrival of its head message) in step with a
 -- lane whose head changed: the oldest waiting message is then one ZRANGE.
+-- Returns the new head (false: the lane is empty).
 local function track_head(heads, lane, k)
-  local head = redis.call('LINDEX', lane, 0)
+  local head = redis.call('LINDEX', lane, '0')
   if head then
-    redis.call('ZADD', heads, arrival_ms(head), k)
+    -- (arrival_ms's digits, as a string: see above)
+    redis.call('ZADD', heads, string.match(head, ',"ts":(%d+)') or now_ms(), k)
   else
     redis.call('ZREM', heads, k)
   end
+  return head
 end
 
 -- The message log (router/queue/message_log.py): each message's story at this
 -- destination shard. `log` is a hash: field <id> holds the message's record
--- (JSON: key, received_at ms, seq, state, n entries, failed entries) and
+-- (JSON: n entries, failed entries, state, key, received_at ms, seq: see
+-- log_record_parts) and
 -- field <id>:<i> its i-th entry (JSON built by the worker: attempt,
 -- started_at, duration_ms, outcome, status, error, response). `logged` is a
 -- sorted set: id -> received_at, what retention trims (oldest first) and
@@ -121,6 +128,7 @@ end
 -- a few removed per call (each call adds at most one), so no call holds
 -- Redis long however much is over.
 local TRIM_STEP = 8
+local TRIM_STEP_TEXT = '8'
 local function log_trim(log, logged, policy, now)
   local max_messages, max_age = string.match(policy, '^(%d+) (%d+)$')
   max_messages, max_age = tonumber(max_messages), tonumber(max_age)
@@ -129,18 +137,48 @@ local function log_trim(log, logged, policy, now)
   if over > 0 then
     drop = redis.call('ZRANGE', logged, 0, math.min(over, TRIM_STEP) - 1)
   elseif max_age > 0 then
-    drop = redis.call('ZRANGEBYSCORE', logged, '-inf', now - max_age, 'LIMIT', 0, TRIM_STEP)
+    -- (Every message stored asks: strings, as the delivery scripts give.)
+    drop = redis.call('ZRANGEBYSCORE', logged, '-inf', string.format('%d', now - max_age),
+      'LIMIT', '0', TRIM_STEP_TEXT)
   end
   for _, id in ipairs(drop) do log_forget(log, logged, id) end
+end
+
+-- A record is written with its changing fields first, in this order:
+-- {"n":<entries>,"failed":<failures>,"state":"<state>",<the rest>}, so that
+-- an entry or a state changes it by rewriting that head, without decoding
+-- and encoding JSON (the rest never changes). Readers decode it as any
+-- JSON object (field order means nothing to them); a record in another
+-- order (cjson's, stored before this layout) is decoded once and rewritten
+-- in this one. Returns the record's n, failures and that rest.
+local function log_record_parts(raw)
+  local n, failed, rest = string.match(raw, '^{"n":(%d+),"failed":(%d+),"state":"%a+"(,.*)$')
+  if n then return tonumber(n), tonumber(failed), rest end
+  local record = cjson.decode(raw)
+  n, failed = record.n or 0, record.failed or 0
+  record.n, record.failed, record.state = nil, nil, nil
+  rest = cjson.encode(record) -- never empty: a record has its key
+  return n, failed, ',' .. string.sub(rest, 2)
+end
+
+local function log_record(n, failed, state, rest)
+  return string.format('{"n":%d,"failed":%d,"state":"%s"', n, failed, state) .. rest
+end
+
+-- The unchanging rest of a new record: its key, when it arrived, its
+-- sequence number (from its lane entry's prefix; none: left out).
+local function log_record_rest(k, arrival, prefix)
+  local seq = tonumber(string.sub(prefix, 1, -2))
+  local rest = ',"key":' .. cjson.encode(k) .. string.format(',"received_at":%d', arrival)
+  if seq then rest = rest .. string.format(',"seq":%d', seq) end
+  return rest .. '}'
 end
 
 -- A message stored here: its record, state waiting, no entries yet.
 local function log_received(log, logged, policy, id, k, entry, arrival)
   if policy == '' then return end
   local prefix = split_entry(entry)
-  redis.call('HSET', log, id, cjson.encode({
-    key = k, received_at = arrival, seq = tonumber(string.sub(prefix, 1, -2)),
-    state = 'waiting', n = 0, failed = 0}))
+  redis.call('HSET', log, id, log_record(0, 0, 'waiting', log_record_rest(k, arrival, prefix)))
   redis.call('ZADD', logged, arrival, id)
   log_trim(log, logged, policy, arrival)
 end
@@ -153,31 +191,28 @@ end
 -- stories kept never outgrow `max messages` this way).
 local function log_entry(log, logged, id, k, entry, item, state, failed)
   local raw = redis.call('HGET', log, id)
-  local record
+  local n, failures, rest
   if raw then
-    record = cjson.decode(raw)
+    n, failures, rest = log_record_parts(raw)
   else
     local prefix, envelope = split_entry(entry)
     local arrival = arrival_ms(envelope)
     local oldest = redis.call('ZRANGE', logged, 0, 0, 'WITHSCORES')
     if oldest[2] and arrival < tonumber(oldest[2]) then return end
-    record = {key = k, received_at = arrival,
-      seq = tonumber(string.sub(prefix, 1, -2)), n = 0, failed = 0}
-    redis.call('ZADD', logged, record.received_at, id)
+    n, failures, rest = 0, 0, log_record_rest(k, arrival, prefix)
+    redis.call('ZADD', logged, arrival, id)
   end
-  record.n = record.n + 1
-  if failed then record.failed = record.failed + 1 end
-  record.state = state
-  redis.call('HSET', log, id, cjson.encode(record), id .. ':' .. record.n, item)
+  n = n + 1
+  if failed then failures = failures + 1 end
+  redis.call('HSET', log, id, log_record(n, failures, state, rest), id .. ':' .. n, item)
 end
 
 -- Only the state of a logged message changes (a replay, an unblock).
 local function log_state(log, id, state)
   local raw = redis.call('HGET', log, id)
   if raw then
-    local record = cjson.decode(raw)
-    record.state = state
-    redis.call('HSET', log, id, cjson.encode(record))
+    local n, failures, rest = log_record_parts(raw)
+    redis.call('HSET', log, id, log_record(n, failures, state, rest))
   end
 end
 

@@ -18,6 +18,8 @@ local PAUSED, HELD, DOWN = -1, -2, -3
 local PROBE_SCAN = 20
 local now = now_ms()
 local lane, lease, cap, token, want = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
+-- Times as command arguments are strings (_lib.lua says why).
+local until_now, deadline = string.format('%d', now), string.format('%d', now + lease)
 
 -- A key just taken from ready: its head message, or nil when it is not to
 -- be claimed. A key is in exactly one of ready/leases/delayed/blocked.
@@ -26,13 +28,21 @@ local lane, lease, cap, token, want = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[
 -- dropped: never two leases of one key. A conversation paused by an
 -- operator is parked (_lib.lua's paused_entry): out of ready, unclaimed,
 -- until resume_key.lua.
+-- `quiet`: none of delayed, blocked, paused_keys and attempts exists, so
+-- no key is in them (looked up once, at the first key: this script never
+-- adds to them after that), and their lookups per key are skipped.
+local quiet
 local function head_of(k)
-  local elsewhere = redis.call('ZSCORE', leases, k) or redis.call('ZSCORE', delayed, k)
-    or redis.call('HEXISTS', blocked, k) == 1
-  if elsewhere then return nil end
-  local head = redis.call('LINDEX', lane .. k, 0)
+  if quiet == nil then
+    quiet = redis.call('EXISTS', delayed, blocked, paused_keys, attempts) == 0
+  end
+  if redis.call('ZSCORE', leases, k) then return nil end
+  if not quiet and (redis.call('ZSCORE', delayed, k) or redis.call('HEXISTS', blocked, k) == 1) then
+    return nil
+  end
+  local head = redis.call('LINDEX', lane .. k, '0')
   if not head then return nil end
-  local entry = paused_entry(paused_keys, k)
+  local entry = not quiet and paused_entry(paused_keys, k)
   if entry then
     mark_parked(paused_keys, k, entry, true)
     return nil
@@ -49,7 +59,7 @@ local down = ARGV[6] == '1' and redis.call('HGET', health, 'state') == 'down'
 -- front too (earliest due first), so busy keys cycling through ready cannot
 -- keep pushing it back.
 if not down then
-  local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, 100)
+  local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', until_now, 'LIMIT', '0', '100')
   for i = #due, 1, -1 do
     redis.call('ZREM', delayed, due[i])
     redis.call('LPUSH', ready, due[i])
@@ -59,14 +69,14 @@ end
 -- A lease that ran out means its worker died or stalled: the key goes back to
 -- the front of the line (it was first) and the lost try counts as an attempt,
 -- so a message that kills its worker is caught by max_attempts too.
-local expired = redis.call('ZRANGEBYSCORE', leases, '-inf', now, 'LIMIT', 0, 100)
+local expired = redis.call('ZRANGEBYSCORE', leases, '-inf', until_now, 'LIMIT', '0', '100')
 local logging = (ARGV[9] or '') ~= ''
 for _, k in ipairs(expired) do
   redis.call('ZREM', leases, k)
   redis.call('HDEL', owner, k)
   local made = redis.call('HINCRBY', attempts, k, 1)
   redis.call('LPUSH', ready, k)
-  local head = logging and redis.call('LINDEX', lane .. k, 0)
+  local head = logging and redis.call('LINDEX', lane .. k, '0')
   if head then
     -- The attempt nobody finished is in the message's story too.
     -- (Each message of a coalesced request too: gather.lua.)
@@ -168,19 +178,38 @@ elseif redis.call('EXISTS', health) == 1 then
   redis.call('DEL', health)
 end
 if gate == PAUSED or gate == HELD then room = 0 end
+-- The keys claimed get their leases and owner in one ZADD and one HSET
+-- (per 200 keys), not two commands each: `taken` stands for their leases
+-- meanwhile (a key in ready twice is claimed once). The keys come from
+-- ready as many at a time as there is room; one not claimed (head_of) is
+-- dropped from ready as before, and the room left is popped for next.
+local taken, new_leases, new_owners = {}, {}, {}
+local function write_claims()
+  if #new_leases == 0 then return end
+  redis.call('ZADD', leases, unpack(new_leases))
+  redis.call('HSET', owner, unpack(new_owners))
+  new_leases, new_owners = {}, {}
+end
 while room > 0 do
-  local k = redis.call('LPOP', ready)
-  if not k then break end
-  local head = head_of(k)
-  if head then
-    redis.call('ZADD', leases, now + lease, k)
-    redis.call('HSET', owner, k, token)
-    out[#out + 1] = k
-    out[#out + 1] = head
-    out[#out + 1] = tonumber(redis.call('HGET', attempts, k) or '0')
-    room = room - 1
+  local popped = redis.call('LPOP', ready, string.format('%d', room))
+  if not popped then break end
+  for _, k in ipairs(popped) do
+    local head = not taken[k] and head_of(k)
+    if head then
+      taken[k] = true
+      new_leases[#new_leases + 1] = deadline
+      new_leases[#new_leases + 1] = k
+      new_owners[#new_owners + 1] = k
+      new_owners[#new_owners + 1] = token
+      if #new_owners == 400 then write_claims() end
+      out[#out + 1] = k
+      out[#out + 1] = head
+      out[#out + 1] = quiet and 0 or tonumber(redis.call('HGET', attempts, k) or '0')
+      room = room - 1
+    end
   end
 end
+write_claims()
 out[1] = redis.call('LLEN', ready)
 if gate ~= 0 then out[1] = gate end
 -- When the rate limit allows the next start (-1: no limit); until then
@@ -196,9 +225,9 @@ if out[1] > 0 and #out > 3 and not throttled then nudge(wake) end
 -- When to look again even if nobody nudges: the next backoff or lease deadline.
 local nxt = -1
 -- (Not a backoff while down: only the probe's time matters then.)
-local d = (not down) and redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES') or {}
+local d = (not down) and redis.call('ZRANGE', delayed, '0', '0', 'WITHSCORES') or {}
 if d[2] then nxt = tonumber(d[2]) end
-local l = redis.call('ZRANGE', leases, 0, 0, 'WITHSCORES')
+local l = redis.call('ZRANGE', leases, '0', '0', 'WITHSCORES')
 if l[2] and (nxt < 0 or tonumber(l[2]) < nxt) then nxt = tonumber(l[2]) end
 if wake_at and (nxt < 0 or wake_at < nxt) then nxt = wake_at end
 if throttled and (out[1] > 0 or gate == DOWN) and (nxt < 0 or rate_next < nxt) then
