@@ -73,7 +73,9 @@ class TwoPhaseDeadline:
 
     def _on_time(self) -> None:
         self._handle = None
-        if self._loop.time() < self._when:  # moved on since the timer was armed
+        # (A timer may fire a little before its time, uvloop's by up to a
+        # millisecond: the time it was armed for counts as reached.)
+        if max(self._loop.time(), self._armed) < self._when:  # moved on since armed
             self._arm(self._when)
             return
         self._expired = True

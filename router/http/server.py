@@ -151,6 +151,7 @@ class _HeaderDeadlineMixin(_UvicornProtocol):
     # connection waits again after each answer: arming and cancelling a
     # timer for each cost more than the rest of this class per request.
     _timer: asyncio.TimerHandle | None = None
+    _timer_at = 0.0  # the time _timer was armed for
     # A malformed request's 400, held until the answers before it are out.
     _deferred_400: str | None = None
     # What the requests' cycles write to (httptools only; see _HeadWithBody).
@@ -230,7 +231,8 @@ class _HeaderDeadlineMixin(_UvicornProtocol):
         now = self.loop.time()
         self._waiting_since = now
         if self._timer is None:
-            self._timer = self.loop.call_at(now + self.header_timeout, self._on_timer)
+            self._timer_at = now + self.header_timeout
+            self._timer = self.loop.call_at(self._timer_at, self._on_timer)
         # else: armed for an earlier wait, so before this one ends: _on_timer
 
     def _stop_waiting(self) -> None:
@@ -243,7 +245,10 @@ class _HeaderDeadlineMixin(_UvicornProtocol):
         if since is None:
             return  # not waiting now: the next wait arms it again
         due = since + self.header_timeout
-        if self.loop.time() < due:  # armed for an earlier wait
+        # (A timer may fire a little before its time, uvloop's by up to a
+        # millisecond: the time it was armed for counts as reached.)
+        if max(self.loop.time(), self._timer_at) < due:  # armed for an earlier wait
+            self._timer_at = due
             self._timer = self.loop.call_at(due, self._on_timer)
             return
         self._headers_overdue()

@@ -237,7 +237,9 @@ class ScriptBatcher:
         if self.replicas:
             parts.append(wire.packed_command("WAIT", self.replicas, self._wait_ms))
             count += 1
-        replies = await wire.run(self._redis, b"".join(parts), count)
+        # (One timer for the whole read: the WAIT's own time on top.)
+        waits = self._wait_ms / 1000 if self.replicas else 0.0
+        replies = await wire.run(self._redis, b"".join(parts), count, waits)
         if self.replicas:
             replies = self._replicated(replies[:-1], replies[-1])
         return replies

@@ -103,20 +103,22 @@ def packed_command(*args: Any) -> bytes:
     return b"".join(parts)
 
 
-async def run(redis: Redis, data: bytes, replies: int) -> list[Any]:
+async def run(redis: Redis, data: bytes, replies: int, waits: float = 0.0) -> list[Any]:
     """Send `data` (`replies` commands) on one pooled connection and read
     their replies in order: each one's value, or the ResponseError Redis
-    answered it with."""
+    answered it with. `waits`: seconds a command of them may block on
+    purpose (a trailing WAIT), added to the socket timeout that bounds the
+    whole read."""
     pool = redis.connection_pool
     connection: Any = await pool.get_connection()
     try:
         await connection.send_packed_command(data)
-        return await _read(connection, replies)
+        return await _read(connection, replies, waits)
     finally:
         await pool.release(connection)
 
 
-async def _read(connection: Any, replies: int) -> list[Any]:
+async def _read(connection: Any, replies: int, waits: float = 0.0) -> list[Any]:
     # The parser is what Connection.read_response reads with (a push
     # message between replies, RESP3's, it handles itself); without one
     # (another connection class), redis-py's own reads, a timer each.
@@ -124,7 +126,8 @@ async def _read(connection: Any, replies: int) -> list[Any]:
     if parser is None:
         return [await _one(connection) for _ in range(replies)]
     try:
-        async with asyncio.timeout(connection.socket_timeout):
+        limit = connection.socket_timeout
+        async with asyncio.timeout(None if limit is None else limit + waits):
             out = [await parser.read_response(disable_decoding=False) for _ in range(replies)]
     except TimeoutError as exc:
         await connection.disconnect(nowait=True)

@@ -79,3 +79,18 @@ def test_a_script_gets_every_helper_it_names_and_only_those(name: str) -> None:
         part = prelude[prelude.index(f"local {'function ' * helper.islower()}{helper}") :]
         words |= set(re.findall(r"\w+", part.split("\nlocal ", 1)[0]))
     assert set(sent) == {d for d in defined if d in words}
+
+
+def test_no_script_formats_a_number_as_a_c_long() -> None:
+    """Lua's string.format('%d') is a C long: 32 bits on 32-bit Redis and
+    Valkey builds and on Windows ports, where a time in milliseconds
+    (1.7e12) overflows, a lease deadline written as 1970 would be taken as
+    expired and the key claimed twice. Numbers are formatted with %.0f."""
+    formats = [
+        (path.name, match)
+        for path in sorted(LUA.iterdir())
+        if path.name.endswith(".lua")
+        for match in re.findall(r"string\.format\(\s*'[^']*'", path.read_text())
+        if "%d" in match
+    ]
+    assert formats == []

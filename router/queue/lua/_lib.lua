@@ -79,7 +79,7 @@ end
 -- The next sequence number of ordering key `k` in `seq` (keys.py), as the
 -- prefix of the lane entry of `envelope` (an envelope, never an entry).
 local function numbered(seq, k, envelope)
-  return string.format('%d:', redis.call('HINCRBY', seq, k, 1)) .. envelope
+  return string.format('%.0f:', redis.call('HINCRBY', seq, k, 1)) .. envelope
 end
 
 -- Keep `heads` (ordering key -> arrival of its head message) in step with a
@@ -138,7 +138,7 @@ local function log_trim(log, logged, policy, now)
     drop = redis.call('ZRANGE', logged, 0, math.min(over, TRIM_STEP) - 1)
   elseif max_age > 0 then
     -- (Every message stored asks: strings, as the delivery scripts give.)
-    drop = redis.call('ZRANGEBYSCORE', logged, '-inf', string.format('%d', now - max_age),
+    drop = redis.call('ZRANGEBYSCORE', logged, '-inf', string.format('%.0f', now - max_age),
       'LIMIT', '0', TRIM_STEP_TEXT)
   end
   for _, id in ipairs(drop) do log_forget(log, logged, id) end
@@ -162,15 +162,15 @@ local function log_record_parts(raw)
 end
 
 local function log_record(n, failed, state, rest)
-  return string.format('{"n":%d,"failed":%d,"state":"%s"', n, failed, state) .. rest
+  return string.format('{"n":%.0f,"failed":%.0f,"state":"%s"', n, failed, state) .. rest
 end
 
 -- The unchanging rest of a new record: its key, when it arrived, its
 -- sequence number (from its lane entry's prefix; none: left out).
 local function log_record_rest(k, arrival, prefix)
   local seq = tonumber(string.sub(prefix, 1, -2))
-  local rest = ',"key":' .. cjson.encode(k) .. string.format(',"received_at":%d', arrival)
-  if seq then rest = rest .. string.format(',"seq":%d', seq) end
+  local rest = ',"key":' .. cjson.encode(k) .. string.format(',"received_at":%.0f', arrival)
+  if seq then rest = rest .. string.format(',"seq":%.0f', seq) end
   return rest .. '}'
 end
 

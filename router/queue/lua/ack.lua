@@ -58,7 +58,7 @@ if acked then
     redis.call('HDEL', last_error, k)
   end
   -- (Strings, not numbers: _lib.lua says why.)
-  local n = #rest == 0 and '1' or string.format('%d', 1 + #rest)
+  local n = #rest == 0 and '1' or string.format('%.0f', 1 + #rest)
   redis.call('HINCRBY', counts, 'messages', '-' .. n)
   redis.call('HINCRBY', counts, 'acked', n)
   head = track_head(heads, lane, k)
@@ -105,11 +105,11 @@ if head and ARGV[4] == '1' then
   if waiting == 0 and not held and redis.call('EXISTS', paused) == 0
       and redis.call('HEXISTS', paused_keys, k) == 0 then
     local now = now_ms()
-    local until_now = string.format('%d', now) -- (a string: see the counts)
+    local until_now = string.format('%.0f', now) -- (a string: see the counts)
     if #redis.call('ZRANGEBYSCORE', delayed, '-inf', until_now, 'LIMIT', '0', '1') == 0
         and #redis.call('ZRANGEBYSCORE', leases, '-inf', until_now, 'LIMIT', '0', '1') == 0
         and rate_allows_one(now) then
-      redis.call('ZADD', leases, string.format('%d', now + tonumber(ARGV[3])), k)
+      redis.call('ZADD', leases, string.format('%.0f', now + tonumber(ARGV[3])), k)
       return {1, head, resumed}
     end
   end

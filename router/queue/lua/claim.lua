@@ -19,7 +19,7 @@ local PROBE_SCAN = 20
 local now = now_ms()
 local lane, lease, cap, token, want = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
 -- Times as command arguments are strings (_lib.lua says why).
-local until_now, deadline = string.format('%d', now), string.format('%d', now + lease)
+local until_now, deadline = string.format('%.0f', now), string.format('%.0f', now + lease)
 
 -- A key just taken from ready: its head message, or nil when it is not to
 -- be claimed. A key is in exactly one of ready/leases/delayed/blocked.
@@ -191,7 +191,7 @@ local function write_claims()
   new_leases, new_owners = {}, {}
 end
 while room > 0 do
-  local popped = redis.call('LPOP', ready, string.format('%d', room))
+  local popped = redis.call('LPOP', ready, string.format('%.0f', room))
   if not popped then break end
   for _, k in ipairs(popped) do
     local head = not taken[k] and head_of(k)
