@@ -252,7 +252,7 @@ class Delivery:
     def profile(self) -> None:
         try:
             for case in self.cases:
-                self.run_router(case, "aiohttp", profile=True)
+                self.run_router(case, TRANSPORTS[0], profile=True)
         finally:
             self.stop_sinks()
 
