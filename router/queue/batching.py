@@ -46,7 +46,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.asyncio.cluster import PipelineCommand
 from redis.commands.core import AsyncScript
 from redis.exceptions import (
     AskError,
@@ -55,7 +54,6 @@ from redis.exceptions import (
     NoScriptError,
     RedisClusterException,
     RedisError,
-    ResponseError,
     TryAgainError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -109,15 +107,16 @@ class ScriptBatcher:
         # read rather than the connection dropped as silent.
         self._wait_ms = max(1, int(min(replica_timeout, SOCKET_TIMEOUT - 0.5) * 1000))
         self._source = script.script
-        self._sha = script.sha
         self._queue: collections.deque[_Write] = collections.deque()
         # A batch is on its way (sent by a caller inline, or by the sender
         # task): calls queue up meanwhile. The queue is empty when not busy.
         self._busy = False
         self._sender: asyncio.Task[None] | None = None  # held: the loop keeps weak refs only
         self._loaded = False  # SCRIPT LOAD done on this server
-        # A Cluster node's calls go through redis-py's node pipeline.
-        self._packer = None if node_name else wire.EvalshaPacker(redis, script.sha)
+        # Calls are packed here (router.redis.wire), with the client's encoder
+        # (a Cluster's is its nodes' too).
+        encoder = redis.get_encoder() if node_name else redis.connection_pool.get_encoder()
+        self._packer = wire.EvalshaPacker(encoder, script.sha)
 
     async def __call__(self, keys: list[str], args: list[Any]) -> Any:
         """The script's reply for these KEYS and ARGV (or its error)."""
@@ -224,12 +223,10 @@ class ScriptBatcher:
     async def _execute(self, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
         """Each call's reply, or the error Redis answered it with (a failure
         that ends the whole batch is raised instead)."""
-        if self._node_name:
-            return await self._execute_on_node(calls)
         # Packed here and written at once (router.redis.wire), not through
-        # redis-py's Pipeline: its encoder and per-reply timers cost more
-        # CPU than the rest of a worker's ack.
-        assert self._packer is not None
+        # redis-py's pipelines: their encoder and per-reply timers cost more
+        # CPU than the rest of a worker's ack. On a Cluster node a redirect
+        # (MOVED, ASK, ...) is its call's reply, as through redis-py's.
         parts: list[bytes] = []
         for keys, args in calls:
             self._packer.pack(keys, args, parts)
@@ -239,7 +236,10 @@ class ScriptBatcher:
             count += 1
         # (One timer for the whole read: the WAIT's own time on top.)
         waits = self._wait_ms / 1000 if self.replicas else 0.0
-        replies = await wire.run(self._redis, b"".join(parts), count, waits)
+        if self._node_name:
+            replies = await wire.run_on_node(self._node(), b"".join(parts), count, waits)
+        else:
+            replies = await wire.run(self._redis, b"".join(parts), count, waits)
         if self.replicas:
             replies = self._replicated(replies[:-1], replies[-1])
         return replies
@@ -249,25 +249,6 @@ class ScriptBatcher:
         if node is None:
             raise RedisConnectionError(f"Redis Cluster node {self._node_name} left the slot map")
         return node
-
-    async def _execute_on_node(self, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
-        """The Cluster form: one pipeline to this batcher's node."""
-        commands = [
-            PipelineCommand(n, "EVALSHA", self._sha, len(keys), *keys, *args)
-            for n, (keys, args) in enumerate(calls)
-        ]
-        if self.replicas:
-            commands.append(PipelineCommand(len(calls), "WAIT", self.replicas, self._wait_ms))
-        await self._node().execute_pipeline(commands)
-        results = [c.result for c in commands]
-        for result in results:
-            # redis-py hands back a lost connection or a timeout as a
-            # command's result: it ends the batch, which may have run.
-            if isinstance(result, Exception) and not isinstance(result, ResponseError):
-                raise result
-        if self.replicas:
-            results = self._replicated(results[:-1], results[-1])
-        return results
 
     def _replicated(self, replies: list[Any], acked: Any) -> list[Any]:
         """The replies of a pipeline that ended with WAIT: a call that ran

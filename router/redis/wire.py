@@ -16,6 +16,12 @@ the last reply the connection is dropped (a reply half read cannot be
 reused), as redis-py does. The write goes through the connection's own
 send_packed_command, so router.redis.client's `command_written` mark and
 health checks hold as for any command.
+
+On a Cluster node (run_on_node) the same bytes go over the node's own
+connections, taken and given back as redis-py's node pipeline does. A
+redirect (MOVED, ASK, TRYAGAIN, CLUSTERDOWN) is a reply like any error
+reply: the parser gives it as MovedError, AskError, TryAgainError,
+ClusterDownError, the classes redis-py's pipeline hands back.
 """
 
 from __future__ import annotations
@@ -40,8 +46,10 @@ class EvalshaPacker:
     redis-py's Encoder would (str in the client's encoding, int as its
     digits; anything else through the client's own encoder)."""
 
-    def __init__(self, redis: Redis, sha: str) -> None:
-        self._encoder = redis.connection_pool.get_encoder()
+    def __init__(self, encoder: Any, sha: str) -> None:
+        # (A client's: `redis.connection_pool.get_encoder()`; a Cluster node's:
+        # `node.get_encoder()`.)
+        self._encoder = encoder
         self._encoding = self._encoder.encoding
         self._errors = self._encoder.encoding_errors
         self._sha = self._bulk(sha.encode())
@@ -116,6 +124,35 @@ async def run(redis: Redis, data: bytes, replies: int, waits: float = 0.0) -> li
         return await _read(connection, replies, waits)
     finally:
         await pool.release(connection)
+
+
+async def run_on_node(node: Any, data: bytes, replies: int, waits: float = 0.0) -> list[Any]:
+    """`run` on a Cluster node (redis-py's ClusterNode): one of its own
+    connections, taken and given back as its execute_pipeline does."""
+    connection = node.acquire_connection()  # MaxConnectionsError when all are busy
+    # (Both hooks are redis-py's since 7: a connection marked for
+    # reconnect, by a maintenance notice or a failure on another one, is
+    # reconnected before use and closed before reuse.)
+    reconnect_if_needed = getattr(node, "disconnect_if_needed", None)
+    try:
+        if reconnect_if_needed is not None:
+            await reconnect_if_needed(connection)
+        try:
+            await connection.send_packed_command(data)
+            return await _read(connection, replies, waits)
+        except RedisConnectionError as exc:
+            # The node may have closed its other connections too (a restart):
+            # the idle ones reconnect when next taken, not fail one batch each.
+            mark = getattr(node, "_mark_free_connections_for_reconnect_on_error", None)
+            if mark is not None:
+                mark(exc)
+            raise
+    finally:
+        try:
+            if reconnect_if_needed is not None:
+                await reconnect_if_needed(connection)
+        finally:
+            node.release(connection)
 
 
 async def _read(connection: Any, replies: int, waits: float = 0.0) -> list[Any]:
