@@ -60,9 +60,13 @@ RawHeaders = list[tuple[bytes, bytes]]
 class _Connection(asyncio.Protocol):
     """One connection to an origin: one exchange at a time."""
 
-    def __init__(self, pool: Pool, origin: Origin) -> None:
+    def __init__(self, pool: Pool, origin: Origin, loop: asyncio.AbstractEventLoop) -> None:
         self.pool = pool
         self.origin = origin
+        # The loop it runs on, kept: on Python 3.11 every
+        # asyncio.get_running_loop() is a getpid() system call, and an
+        # exchange would otherwise ask for it at each step.
+        self.loop = loop
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.idle_since = 0.0
@@ -89,7 +93,7 @@ class _Connection(asyncio.Protocol):
         """Write `data` (a whole request) and wait for the answer: status,
         raw headers and at most `limit` bytes of the body."""
         assert self.transport is not None
-        loop = asyncio.get_running_loop()
+        loop = self.loop
         self._reset(limit)
         waiter = self._waiter = loop.create_future()
         self.transport.write(data)
@@ -259,7 +263,7 @@ class Pool:
         idle = self._idle.get(origin)
         if not idle:
             return None
-        now = asyncio.get_running_loop().time()
+        now = idle[-1].loop.time()
         while idle:
             conn = idle.pop()
             # (closing: the server's close seen, connection_lost not yet run)
@@ -295,7 +299,7 @@ class Pool:
         try:
             async with asyncio.timeout_at(deadline):
                 _, conn = await loop.create_connection(
-                    lambda: _Connection(self, origin),
+                    lambda: _Connection(self, origin, loop),
                     host,
                     port,
                     ssl=tls,
@@ -311,7 +315,7 @@ class Pool:
         """Back to the pool after an exchange: kept alive if the answer
         allows it, closed otherwise."""
         if conn.reusable and not conn.closed and not self._closed:
-            conn.idle_since = asyncio.get_running_loop().time()
+            conn.idle_since = conn.loop.time()
             self._idle.setdefault(conn.origin, []).append(conn)
             self._wake_one()  # a waiter for this origin takes it
         else:
