@@ -11,7 +11,7 @@ from typing import Any
 import nats.errors
 import nats.js.errors
 import pytest
-from router_nats.sink import stream_lookup_failure
+from router_nats.sink import captures, stream_lookup_failure
 
 
 def from_server(err: dict[str, Any]) -> nats.js.errors.APIError:
@@ -70,3 +70,25 @@ def test_jetstream_gone_from_a_subject_a_stream_was_seen_on_fails() -> None:
     for error in (OFF_ACCOUNT, OFF_SERVER, NO_RESPONDERS):
         reason = outcome(error, has=False, seen=True)
         assert reason is not None and "not publishing to core" in reason
+
+
+@pytest.mark.parametrize(
+    ("pattern", "subject", "expected"),
+    [
+        ("router.*", "router.449", True),
+        ("router.*", "router.449.x", False),
+        ("router.*", "router", False),
+        ("router.>", "router.449.x", True),
+        ("router.>", "router", False),
+        ("router.449", "router.449", True),
+        ("router.449", "router.44", False),
+        ("*.449", "router.449", True),
+        (">", "a.b.c", True),
+        ("a.*.c", "a.b.c", True),
+        ("a.*.c", "a.b.d", False),
+    ],
+)
+def test_a_stream_subject_captures_as_nats_matches(
+    pattern: str, subject: str, expected: bool
+) -> None:
+    assert captures(pattern, subject) is expected

@@ -94,7 +94,8 @@ class NatsOptions(msgspec.Struct, forbid_unknown_fields=True):
         return f"{parts.scheme}://{parts.hostname}:{parts.port or 4222}"
 
     def subject_for(self, key: str) -> str:
-        return self.subject.replace("{key}", escape_token(key))
+        token = key if key.isascii() and key.isalnum() else escape_token(key)
+        return self.subject.replace("{key}", token)
 
 
 def make_sink(options: NatsOptions, context: SinkContext) -> NatsSink:

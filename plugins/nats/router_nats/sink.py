@@ -1,5 +1,17 @@
 """The nats sink: one connection, JetStream or core publish (docs/nats.md).
-Imported when a destination is built, not when the plugin is listed."""
+Imported when a destination is built, not when the plugin is listed.
+
+Cost per message (issue 22's bench): the sink publishes on nats-py's
+connection but waits for the answer itself. Every reply (a PubAck, a core
+publish's marker, a stream list) comes back to one private inbox of the
+connection, `<inbox>.<n>`, and wakes the future registered under that
+subject; when the connection ends, every future still registered fails at
+once. So an attempt costs one future and one publish: no request machinery
+of nats-py's (a random token, `wait_for`), no task per attempt to watch the
+connection, and no timer: the router bounds every attempt by the
+destination's `timeout` (router/delivery/attempt.py) and cancels it past
+that, and a cancelled attempt that ran that long drops the connection, as
+a timed-out one always has (NATS said nothing for `timeout` seconds)."""
 
 from __future__ import annotations
 
@@ -8,9 +20,9 @@ import collections
 import contextlib
 import time
 import urllib.parse
-from collections.abc import Awaitable
-from typing import TypeVar
+from typing import Any
 
+import msgspec
 import nats
 import nats.errors
 import nats.js.errors
@@ -20,10 +32,9 @@ from nats.aio.msg import Msg
 from router.plugin import Delivery, DeliveryFailed, DeliveryResponse, SinkContext
 from router_nats import NatsOptions
 
-T = TypeVar("T")
-
-# How long the answer to "which stream captures this subject?" is kept
-# (jetstream: auto or true). A stream created or deleted is seen this late.
+# How long the list of streams that may capture the destination's subjects
+# is kept (jetstream: auto or true). A stream created or deleted is seen
+# this late.
 STREAM_CHECK_SECONDS = 10.0
 
 # JetStream's error codes (nats-server, errors.json) that say it is off:
@@ -31,6 +42,8 @@ STREAM_CHECK_SECONDS = 10.0
 # of a 503 (10008: "JetStream system temporarily unavailable", a leader
 # election or a recovery) is an outage, not an absence.
 JETSTREAM_OFF = {10039, 10076}
+
+JS_API = "$JS.API"
 
 # A NATS message's header block, as nats-py writes it: NATS/1.0, CRLF, each
 # "name: value" and CRLF, then CRLF. The server counts it in max_payload.
@@ -47,16 +60,28 @@ def encoded_size(body: bytes, headers: dict[str, str]) -> int:
     )
 
 
+def captures(pattern: str, subject: str) -> bool:
+    """Whether a stream subject `pattern` (with NATS wildcards: `*` one
+    token, `>` one or more at the end) matches `subject`."""
+    want, have = pattern.split("."), subject.split(".")
+    for i, token in enumerate(want):
+        if token == ">":
+            return len(have) > i
+        if i >= len(have) or (token != "*" and token != have[i]):
+            return False
+    return len(want) == len(have)
+
+
 def stream_lookup_failure(
     error: BaseException, *, server_has_jetstream: bool, stream_seen: bool
 ) -> str | None:
-    """What an error of the "which stream captures this subject?" lookup
-    (jetstream: auto) means. None: no stream for it (the lookup found none,
-    or JetStream is off for this server or account), a core publish is
-    right. Otherwise the reason the attempt fails: JetStream is there but
-    did not answer (unavailable for now, no responders on a server that
-    has it), or it is gone from a subject a stream was seen on (a core
-    publish would have no PubAck: the message could be lost)."""
+    """What an error of the "which streams may capture these subjects?"
+    lookup (jetstream: auto) means. None: no stream for it (JetStream is
+    off for this server or account), a core publish is right. Otherwise
+    the reason the attempt fails: JetStream is there but did not answer
+    (unavailable for now, no responders on a server that has it), or it is
+    gone from a subject a stream was seen on (a core publish would have no
+    PubAck: the message could be lost)."""
     if isinstance(error, nats.js.errors.NotFoundError):
         return None
     if isinstance(error, nats.errors.NoRespondersError) or (
@@ -85,10 +110,13 @@ def stream_lookup_failure(
 def headers_for(delivery: Delivery) -> dict[str, str]:
     """The message's headers: Nats-Msg-Id (JetStream's dedup id), the
     router's sequence, attempt and key, and the sender's trace context."""
+    key = delivery.key
+    if not (key.isascii() and key.isalnum()):  # as it is: the usual phone number
+        key = urllib.parse.quote(key, safe="")
     headers = {
         "Nats-Msg-Id": delivery.request_id,
         "X-Router-Attempt": str(delivery.attempt),
-        "X-Router-Key": urllib.parse.quote(delivery.key, safe=""),
+        "X-Router-Key": key,
     }
     if delivery.sequence is not None:
         headers["X-Router-Sequence"] = str(delivery.sequence)
@@ -105,25 +133,38 @@ class _Lost(Exception):
     """The connection closed while an attempt waited on it."""
 
 
+def _no_responders(msg: Msg) -> bool:
+    return bool(msg.headers) and msg.headers.get("Status") == "503"  # type: ignore[union-attr]
+
+
 class _Link:
-    """One connection, its end (`lost`), and what confirms a core publish
-    on it: a subscription on a private inbox (`inbox`.*) that gets back
-    each marker the sink publishes after a message, and the server's
+    """One connection and what comes back on it: a subscription on a
+    private inbox (`inbox`.*) that gets every reply the sink waits for,
+    each to the future registered under its subject, and the server's
     publish permission errors (nats-py hands them to error_cb only)."""
 
     def __init__(self) -> None:
         self.nc: NatsClient | None = None
-        self.lost = asyncio.Event()
+        self.lost: str | None = None  # why the connection ended; None while open
         self.inbox = ""
-        self.markers: dict[str, asyncio.Future[None]] = {}
-        self._next_marker = 0
+        self.waiters: dict[str, asyncio.Future[Msg]] = {}
+        self._next_reply = 0
         self.denials = 0  # permission errors so far
         self._denied: collections.deque[tuple[int, str]] = collections.deque(maxlen=256)
 
-    async def on_marker(self, msg: Msg) -> None:
-        waiter = self.markers.get(msg.subject)
+    async def on_reply(self, msg: Msg) -> None:
+        waiter = self.waiters.pop(msg.subject, None)
         if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+            waiter.set_result(msg)
+
+    def lose(self, why: str) -> None:
+        """The connection ended: every attempt waiting on it fails now."""
+        if self.lost is None:
+            self.lost = why or "connection closed"
+        waiters, self.waiters = self.waiters, {}
+        for waiter in waiters.values():
+            if not waiter.done():
+                waiter.set_exception(_Lost(self.lost))
 
     def on_error(self, e: Exception) -> None:
         text = str(e)  # nats-py lowercases the server's -ERR text
@@ -132,8 +173,8 @@ class _Link:
         self.denials += 1
         self._denied.append((self.denials, text))
         if self.inbox and self.inbox.lower() in text.lower():
-            # The markers cannot come back: no core publish can be confirmed.
-            self.lost.set()
+            # The replies cannot come back: nothing can be confirmed.
+            self.lose(text)
 
     def denied_since(self, mark: int, subject: str) -> str | None:
         """The server's permission error for a publish to `subject` after
@@ -144,12 +185,54 @@ class _Link:
                 return text
         return None
 
-    def new_marker(self) -> tuple[str, asyncio.Future[None]]:
-        self._next_marker += 1
-        subject = f"{self.inbox}.{self._next_marker}"
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.markers[subject] = waiter
+    def new_reply(self) -> tuple[str, asyncio.Future[Msg]]:
+        """A subject of the inbox to have an answer sent to, and its future."""
+        if self.lost is not None:
+            raise _Lost(self.lost)
+        self._next_reply += 1
+        subject = f"{self.inbox}.{self._next_reply}"
+        waiter: asyncio.Future[Msg] = asyncio.get_running_loop().create_future()
+        self.waiters[subject] = waiter
         return subject, waiter
+
+
+class _Streams:
+    """The streams whose subjects may capture the destination's (one
+    `STREAM.LIST` filtered by the subject pattern, kept for
+    STREAM_CHECK_SECONDS), and every stream seen so far: once a stream
+    captured a subject, JetStream off or silent is not a reason to publish
+    to core NATS. Bounded by the number of streams, not of keys."""
+
+    def __init__(self, pattern: str) -> None:
+        self.pattern = pattern  # the subject template, {key} as *
+        self.current: list[tuple[str, list[str]]] | None = None
+        self.missing: list[str] = []  # streams the server could not list
+        self.expires = 0.0
+        self.seen: dict[str, list[str]] = {}
+
+    def fresh(self, now: float) -> bool:
+        return self.current is not None and now < self.expires
+
+    def keep(self, streams: list[tuple[str, list[str]]], missing: list[str], now: float) -> None:
+        self.current, self.missing, self.expires = streams, missing, now + STREAM_CHECK_SECONDS
+        self.seen.update(streams)
+
+    def forget(self) -> None:
+        self.current = None
+
+    def capturing(self, subject: str) -> str | None:
+        for name, patterns in self.current or ():
+            if any(captures(p, subject) for p in patterns):
+                return name
+        return None
+
+    def seen_capturing(self, subject: str) -> bool:
+        return any(captures(p, subject) for ps in self.seen.values() for p in ps)
+
+
+def _subject_pattern(template: str) -> str:
+    """Every subject the template can give: each token holding {key} as `*`."""
+    return ".".join("*" if "{key}" in t else t for t in template.split("."))
 
 
 class NatsSink:
@@ -157,18 +240,20 @@ class NatsSink:
         self.options = options
         self.timeout = context.timeout
         self.destination = context.destination
-        self._nc: NatsClient | None = None
-        self._link: _Link | None = None  # self._nc's
+        self._link: _Link | None = None
         self._connecting = asyncio.Lock()
         self._last_error = ""
-        # subject -> (stream name or None, monotonic time the answer expires)
-        self._streams: dict[str, tuple[str | None, float]] = {}
-        self._seen_streams: set[str] = set()  # subjects a stream captured once
+        self._streams = _Streams(_subject_pattern(options.subject))
+        self._listing: asyncio.Future[None] | None = None  # one STREAM.LIST at a time
+        self._closing: set[asyncio.Task[None]] = set()
 
-    async def _connection(self) -> tuple[NatsClient, _Link]:
+    async def _connection(self) -> _Link:
+        link = self._link
+        if link is not None and link.lost is None:
+            return link
         async with self._connecting:
-            if self._nc is not None and self._link is not None and not self._link.lost.is_set():
-                return self._nc, self._link
+            if self._link is not None and self._link.lost is None:
+                return self._link
             await self._drop()
             link = _Link()
 
@@ -177,7 +262,7 @@ class NatsSink:
                 link.on_error(e)
 
             async def on_gone() -> None:
-                link.lost.set()
+                link.lose(self._last_error)
 
             # The router reconnects (lazily, on the next attempt): nats-py's own
             # reconnection would buffer publishes while disconnected.
@@ -194,138 +279,193 @@ class NatsSink:
             link.nc = nc
             try:
                 link.inbox = nc.new_inbox()
-                await nc.subscribe(f"{link.inbox}.*", cb=link.on_marker)
+                await nc.subscribe(f"{link.inbox}.*", cb=link.on_reply)
             except BaseException:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(nc.close(), timeout=2)
                 raise
-            self._nc, self._link = nc, link
-            return nc, link
+            self._link = link
+            return link
 
-    async def _drop(self, nc: NatsClient | None = None) -> None:
-        """Close the connection (only if it is still `nc`, when given)."""
-        if self._nc is None or (nc is not None and nc is not self._nc):
+    async def _drop(self, link: _Link | None = None) -> None:
+        """Close the connection (only if it is still `link`'s, when given)."""
+        old = self._link
+        if old is None or (link is not None and link is not old):
             return
-        old, self._nc, self._link = self._nc, None, None
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(old.close(), timeout=2)
+        self._link = None
+        old.lose(self._last_error or "connection closed by the router")
+        if old.nc is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(old.nc.close(), timeout=2)
 
-    async def _guard(self, lost: asyncio.Event, work: Awaitable[T]) -> T:
-        """`work`, cut short by the connection's end (nats-py leaves a
-        request or flush waiting for its timeout when the socket closes)."""
-        task = asyncio.ensure_future(work)
-        waiter = asyncio.ensure_future(lost.wait())
+    async def _ask(
+        self, link: _Link, subject: str, body: bytes, headers: dict[str, str] | None = None
+    ) -> Msg:
+        """Publish with a reply subject of the link's inbox; the reply."""
+        assert link.nc is not None
+        reply, waiter = link.new_reply()
         try:
-            await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            await link.nc.publish(subject, body, reply=reply, headers=headers)
+            return await waiter
         finally:
-            waiter.cancel()
-        if not task.done():
-            task.cancel()
-            with contextlib.suppress(BaseException):
-                await task
-            raise _Lost(self._last_error or "connection closed")
-        return task.result()
+            link.waiters.pop(reply, None)
 
-    async def _stream_of(self, nc: NatsClient, lost: asyncio.Event, subject: str) -> str | None:
-        cached = self._streams.get(subject)
-        now = time.monotonic()
-        if cached is not None and cached[1] > now:
-            return cached[0]
-        js = nc.jetstream(timeout=self.timeout)
-        try:
-            stream: str | None = await self._guard(lost, js.find_stream_name_by_subject(subject))
-        except (nats.errors.NoRespondersError, nats.js.errors.APIError) as e:
-            reason = stream_lookup_failure(
-                e,
-                # The server's INFO says whether it runs JetStream.
-                server_has_jetstream=bool(getattr(nc, "_server_info", {}).get("jetstream")),
-                stream_seen=subject in self._seen_streams,
+    async def _list_streams(self, link: _Link) -> None:
+        """STREAM.LIST filtered by the destination's subject pattern, every
+        page; raises what stream_lookup_failure reads."""
+        streams: list[tuple[str, list[str]]] = []
+        missing: list[str] = []
+        while True:
+            request = {"offset": len(streams), "subject": self._streams.pattern}
+            msg = await self._ask(link, f"{JS_API}.STREAM.LIST", msgspec.json.encode(request))
+            if _no_responders(msg):
+                raise nats.errors.NoRespondersError
+            answer = msgspec.json.decode(msg.data)
+            if "error" in answer:
+                nats.js.errors.APIError.from_error(answer["error"])  # raises
+            page = answer.get("streams") or []
+            for info in page:
+                config = info.get("config") or {}
+                streams.append((config.get("name", "?"), list(config.get("subjects") or ())))
+            missing += answer.get("missing") or []
+            if not page or len(streams) >= int(answer.get("total", 0)):
+                break
+        self._streams.keep(streams, missing, time.monotonic())
+
+    async def _stream_of(self, link: _Link, subject: str) -> str | None:
+        streams = self._streams
+        if not streams.fresh(time.monotonic()):
+            if self._listing is None or self._listing.done():
+                # One list for every attempt waiting on it.
+                self._listing = asyncio.ensure_future(self._list_streams(link))
+                # Read even when every attempt waiting on it was cancelled.
+                self._listing.add_done_callback(lambda f: f.cancelled() or f.exception())
+            try:
+                await asyncio.shield(self._listing)
+            except (nats.errors.NoRespondersError, nats.js.errors.APIError) as e:
+                assert link.nc is not None
+                reason = stream_lookup_failure(
+                    e,
+                    # The server's INFO says whether it runs JetStream.
+                    server_has_jetstream=bool(
+                        getattr(link.nc, "_server_info", {}).get("jetstream")
+                    ),
+                    stream_seen=streams.seen_capturing(subject),
+                )
+                if reason is not None:
+                    raise DeliveryFailed(
+                        f"subject {subject}: {reason}", message_fault=False
+                    ) from None
+                # JetStream is off: core NATS, asked again in a while.
+                streams.keep([], [], time.monotonic())
+                return None
+        stream = streams.capturing(subject)
+        if stream is None and streams.missing:
+            raise DeliveryFailed(
+                f"subject {subject}: JetStream could not list stream(s) "
+                f"{', '.join(streams.missing)}: not publishing to core NATS",
+                message_fault=False,
             )
-            if reason is not None:
-                raise DeliveryFailed(f"subject {subject}: {reason}", message_fault=False) from None
-            stream = None
-        if stream is not None:
-            self._seen_streams.add(subject)
-        self._streams[subject] = (stream, now + STREAM_CHECK_SECONDS)
         return stream
 
     async def _publish_core(
-        self, nc: NatsClient, link: _Link, subject: str, body: bytes, headers: dict[str, str]
+        self, link: _Link, subject: str, body: bytes, headers: dict[str, str]
     ) -> None:
         """Publish, then a marker to the link's inbox; the marker back means
         the server processed the message (it handles a connection's
         messages in order). A flush would not: nats-py writes its PING
         straight to the socket, ahead of a message still in its buffer."""
+        assert link.nc is not None
         mark = link.denials
-        marker, back = link.new_marker()
+        await link.nc.publish(subject, body, headers=headers)
+        marker, back = link.new_reply()
         try:
-            await nc.publish(subject, body, headers=headers)
-            await nc.publish(marker)
-            await self._guard(link.lost, back)
+            await link.nc.publish(marker)
+            await back
         finally:
-            link.markers.pop(marker, None)
+            link.waiters.pop(marker, None)
         # A refused publish: -ERR before the marker, the connection open.
         denied = link.denied_since(mark, subject)
         if denied is not None:
             raise DeliveryFailed(f"NATS refused the publish: {denied}", message_fault=False)
 
+    async def _publish_jetstream(
+        self, link: _Link, subject: str, body: bytes, headers: dict[str, str]
+    ) -> DeliveryResponse:
+        msg = await self._ask(link, subject, body, headers)
+        if _no_responders(msg):
+            # The stream went away since it was listed: look again next time.
+            self._streams.forget()
+            raise DeliveryFailed(
+                f"no JetStream stream answered for subject {subject}", message_fault=False
+            )
+        ack: dict[str, Any] = msgspec.json.decode(msg.data)
+        error = ack.get("error")
+        if error is not None:
+            self._streams.forget()
+            description = error.get("description") or error
+            raise DeliveryFailed(
+                f"JetStream refused the message: {description}", message_fault=False
+            )
+        answer = f"stream {ack.get('stream')} seq {ack.get('seq')}"
+        if ack.get("duplicate"):
+            answer += " (duplicate: the stream had it already)"
+        return DeliveryResponse(body=answer.encode())
+
     async def deliver(self, delivery: Delivery) -> DeliveryResponse:
         subject = self.options.subject_for(delivery.key)
         headers = headers_for(delivery)
-        nc: NatsClient | None = None
+        started = time.monotonic()
+        link: _Link | None = None
         try:
-            async with asyncio.timeout(self.timeout):
-                nc, link = await self._connection()
-                lost = link.lost
-                size = encoded_size(delivery.body, headers)
-                if size > nc.max_payload:
-                    raise _too_big(size, nc.max_payload)
-                mode = self.options.jetstream
-                stream = None if mode is False else await self._stream_of(nc, lost, subject)
-                if stream is None and mode is True:
-                    raise DeliveryFailed(
-                        f"no JetStream stream captures subject {subject} (jetstream: true)",
-                        message_fault=False,
-                    )
-                if stream is not None:
-                    js = nc.jetstream(timeout=self.timeout)
-                    ack = await self._guard(
-                        lost,
-                        js.publish(subject, delivery.body, headers=headers, stream=stream),
-                    )
-                    answer = f"stream {ack.stream} seq {ack.seq}"
-                    if ack.duplicate:
-                        answer += " (duplicate: the stream had it already)"
-                    return DeliveryResponse(body=answer.encode())
-                await self._publish_core(nc, link, subject, delivery.body, headers)
-                return DeliveryResponse(body=f"published to {subject} (core NATS)".encode())
+            link = await self._connection()
+            assert link.nc is not None
+            mode = self.options.jetstream
+            stream = None if mode is False else await self._stream_of(link, subject)
+            if stream is not None:
+                headers["Nats-Expected-Stream"] = stream
+            size = encoded_size(delivery.body, headers)
+            if size > link.nc.max_payload:
+                raise _too_big(size, link.nc.max_payload)
+            if stream is not None:
+                return await self._publish_jetstream(link, subject, delivery.body, headers)
+            if mode is True:
+                raise DeliveryFailed(
+                    f"no JetStream stream captures subject {subject} (jetstream: true)",
+                    message_fault=False,
+                )
+            await self._publish_core(link, subject, delivery.body, headers)
+            return DeliveryResponse(body=f"published to {subject} (core NATS)".encode())
         except DeliveryFailed:
-            self._streams.pop(subject, None)
             raise
         except nats.errors.MaxPayloadError:
+            nc = link.nc if link is not None else None
             raise _too_big(len(delivery.body), nc.max_payload if nc else 0) from None
-        except nats.js.errors.NoStreamResponseError:
-            # The stream went away since it was looked up: look again next time.
-            self._streams.pop(subject, None)
-            raise DeliveryFailed(
-                f"no JetStream stream answered for subject {subject}", message_fault=False
-            ) from None
-        except nats.js.errors.APIError as e:
-            self._streams.pop(subject, None)
-            raise DeliveryFailed(
-                f"JetStream refused the message: {e.description or e}", message_fault=False
-            ) from None
+        except asyncio.CancelledError:
+            if link is not None and time.monotonic() - started >= 0.9 * self.timeout:
+                # The router's deadline: NATS said nothing for `timeout` seconds.
+                self._drop_soon(link)
+            raise
         except (TimeoutError, _Lost, OSError, nats.errors.Error) as e:
-            await self._drop(nc)
-            self._streams.pop(subject, None)
+            if link is not None:
+                await self._drop(link)
+            self._streams.forget()
             what = "timed out" if isinstance(e, TimeoutError) else f"{type(e).__name__}: {e}"
             raise DeliveryFailed(
                 f"NATS {self.options.url_shown}: {what}", message_fault=False
             ) from None
 
+    def _drop_soon(self, link: _Link) -> None:
+        link.lose("timed out")
+        task = asyncio.get_running_loop().create_task(self._drop(link))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
     async def aclose(self) -> None:
         async with self._connecting:
             await self._drop()
+        if self._closing:
+            await asyncio.wait(set(self._closing), timeout=5)
 
 
 def _too_big(size: int, limit: int) -> DeliveryFailed:
