@@ -17,7 +17,7 @@ import msgspec
 import nats
 import pytest
 from nats.aio.client import Client as NatsClient
-from nats.js.api import StreamConfig
+from nats.js.api import DiscardPolicy, StreamConfig
 from redis import Redis
 from router_nats import NatsOptions, escape_token
 from router_nats.sink import NatsSink
@@ -75,8 +75,10 @@ async def stored(nc: NatsClient, name: str, count: int) -> list[Any]:
         return (await js.stream_info(name)).state.messages >= count
 
     await eventually(full, what=f"{count} messages in stream {name}")
-    assert (await js.stream_info(name)).state.messages == count
-    return [await js.get_msg(name, seq) for seq in range(1, count + 1)]
+    held = (await js.stream_info(name)).state.messages
+    messages = [await js.get_msg(name, seq) for seq in range(1, held + 1)]
+    assert held == count, [(m.subject, m.headers, m.data) for m in messages]
+    return messages
 
 
 def check_delivered(messages: list[Any], ids: dict[bytes, str], prefix: str) -> None:
@@ -440,3 +442,107 @@ async def test_one_stream_list_serves_every_key(nc: NatsClient, stream: tuple[st
     # (the test's own reads are STREAM.INFO and STREAM.MSG.GET)
     assert [s for s in asked if s.endswith((".LIST", ".NAMES"))] == ["$JS.API.STREAM.LIST"]
     await requests.unsubscribe()
+
+
+async def test_a_capturing_stream_never_falls_back_to_core_nats(nc: NatsClient) -> None:
+    """Refused PubAcks (a stream full, discard: new) make the sink list the
+    streams again while other attempts wait for a list: none of them may
+    take the stream for gone and publish to core NATS."""
+    name, prefix = unique("RT_"), unique("rt")
+    js = nc.jetstream()
+    await js.add_stream(
+        StreamConfig(name=name, subjects=[f"{prefix}.>"], max_msgs=1, discard=DiscardPolicy.NEW)
+    )
+    outcomes: list[str] = []
+    try:
+        async with httpx.AsyncClient() as http:
+            sink = NatsSink(sink_options(URL, prefix, "auto"), SinkContext("d", 5.0, 64, http))
+            try:
+                for round_ in range(100):
+
+                    async def one(i: int, round_: int = round_) -> str:
+                        delivery = Delivery(f"msg_{round_}_{i}", b"{}", f"k{i}", 1, 0, "d")
+                        try:
+                            return (await sink.deliver(delivery)).body.decode()
+                        except DeliveryFailed as e:
+                            return e.reason
+
+                    outcomes += await asyncio.gather(*(one(i) for i in range(64)))
+            finally:
+                await sink.aclose()
+    finally:
+        await js.delete_stream(name)
+    assert not [o for o in outcomes if "core NATS" in o]
+    assert sum(o.startswith(f"stream {name} seq 1") for o in outcomes) == 1
+    assert sum("JetStream refused the message" in o for o in outcomes) == len(outcomes) - 1
+
+
+@pytest.mark.parametrize("listing", [False, True], ids=["publishing", "listing streams"])
+async def test_an_attempt_stalled_in_nats_py_ends_at_the_deadline(
+    nc: NatsClient, stream: tuple[str, str], listing: bool
+) -> None:
+    """The connection stalls with megabytes queued: nats-py's publish then
+    waits for its buffer and swallows a cancellation. The router cancels an
+    attempt once, at its deadline: the attempt must end there, whether it
+    was publishing or waiting for the stream list, and the next attempt
+    publishes on a new connection."""
+    name, prefix = stream
+    big = b"x" * 900_000
+    with TcpProxy(HOST, PORT) as proxy:
+        async with httpx.AsyncClient() as http:
+            options = sink_options(f"nats://127.0.0.1:{proxy.port}", prefix, "auto")
+            sink = NatsSink(options, SinkContext("d", 2.0, 8, http))
+            try:
+                await sink.deliver(Delivery("msg_0", b"{}", "a", 1, 0, "d"))
+                assert sink._link is not None and sink._link.nc is not None
+                stalled = sink._link.nc
+                proxy.pause()
+                fill = []
+                while stalled._pending_data_size < 2_000_000:  # nats-py's max_pending_size
+                    fill.append(asyncio.ensure_future(stalled.publish(f"{prefix}.fill", big)))
+                    await asyncio.sleep(0)
+                if listing:
+                    sink._streams.forget()  # the attempt lists the streams first
+                attempt = asyncio.ensure_future(
+                    sink.deliver(Delivery("msg_1", big, "b", 1, 0, "d"))
+                )
+                asyncio.get_running_loop().call_later(2.0, attempt.cancel)  # the deadline
+                done, _ = await asyncio.wait({attempt}, timeout=8)
+                assert done == {attempt} and attempt.cancelled()  # the proxy still paused
+                proxy.resume()  # (a paused proxy reads nothing, a close included)
+                await eventually(_no_connection(proxy), what="the stalled connection closed")
+                again = await asyncio.wait_for(
+                    sink.deliver(Delivery("msg_1", big, "b", 2, 0, "d")), 10
+                )
+                assert again.body.startswith(f"stream {name} seq ".encode())
+                assert proxy.accepted == 2
+                for task in fill:
+                    task.cancel()
+            finally:
+                await sink.aclose()
+
+
+async def test_a_list_forgotten_as_it_arrives_still_names_the_stream(
+    nc: NatsClient, stream: tuple[str, str]
+) -> None:
+    """Another attempt's refused PubAck makes the sink forget the stream
+    list in the very turn a new list arrives: the attempt that waited for
+    that list publishes to the stream it names, never to core NATS."""
+    name, prefix = stream
+    async with httpx.AsyncClient() as http:
+        sink = NatsSink(sink_options(URL, prefix, "auto"), SinkContext("d", 5.0, 8, http))
+        try:
+            await sink.deliver(Delivery("msg_0", b"{}", "a", 1, 0, "d"))
+            sink._streams.forget()
+            attempt = asyncio.ensure_future(sink.deliver(Delivery("msg_1", b"{}", "b", 1, 0, "d")))
+            for _ in range(100):  # the attempt starts the list within a few turns
+                if sink._link is not None and sink._link.listing is not None:
+                    break
+                await asyncio.sleep(0)
+            assert sink._link is not None and sink._link.listing is not None
+            # Runs when the list arrives, before the waiting attempt resumes.
+            sink._link.listing.add_done_callback(lambda _: sink._streams.forget())
+            answer = await asyncio.wait_for(attempt, 10)
+        finally:
+            await sink.aclose()
+    assert answer.body.startswith(f"stream {name} seq 2".encode()), answer.body

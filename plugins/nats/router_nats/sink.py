@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import time
 import urllib.parse
 from typing import Any
@@ -146,6 +145,11 @@ class _Link:
     def __init__(self) -> None:
         self.nc: NatsClient | None = None
         self.lost: str | None = None  # why the connection ended; None while open
+        self.error = ""  # the last error nats-py reported on this connection
+        # The STREAM.LIST running on this connection, which every attempt
+        # needing it waits for (never one of another connection's: a list
+        # stuck on a dropped connection must not hold the next one up).
+        self.listing: asyncio.Task[Listed] | None = None
         self.inbox = ""
         self.waiters: dict[str, asyncio.Future[Msg]] = {}
         self._next_reply = 0
@@ -167,6 +171,7 @@ class _Link:
                 waiter.set_exception(_Lost(self.lost))
 
     def on_error(self, e: Exception) -> None:
+        self.error = f"{type(e).__name__}: {e}"
         text = str(e)  # nats-py lowercases the server's -ERR text
         if "permissions violation" not in text.lower():
             return
@@ -196,6 +201,20 @@ class _Link:
         return subject, waiter
 
 
+# What one STREAM.LIST gave: (stream name, its subjects) for each stream
+# whose subjects may capture the destination's, and the streams the server
+# could not read (`missing`, in a cluster).
+Listed = tuple[list[tuple[str, list[str]]], list[str]]
+
+
+def capturing(listed: Listed, subject: str) -> str | None:
+    """The listed stream that captures `subject`, if any."""
+    for name, patterns in listed[0]:
+        if any(captures(p, subject) for p in patterns):
+            return name
+    return None
+
+
 class _Streams:
     """The streams whose subjects may capture the destination's (one
     `STREAM.LIST` filtered by the subject pattern, kept for
@@ -205,26 +224,20 @@ class _Streams:
 
     def __init__(self, pattern: str) -> None:
         self.pattern = pattern  # the subject template, {key} as *
-        self.current: list[tuple[str, list[str]]] | None = None
-        self.missing: list[str] = []  # streams the server could not list
-        self.expires = 0.0
+        self.current: Listed = ([], [])
+        self.expires = 0.0  # monotonic time `current` is to be listed again
         self.seen: dict[str, list[str]] = {}
 
     def fresh(self, now: float) -> bool:
-        return self.current is not None and now < self.expires
+        return now < self.expires
 
-    def keep(self, streams: list[tuple[str, list[str]]], missing: list[str], now: float) -> None:
-        self.current, self.missing, self.expires = streams, missing, now + STREAM_CHECK_SECONDS
-        self.seen.update(streams)
+    def keep(self, listed: Listed, now: float) -> None:
+        self.current, self.expires = listed, now + STREAM_CHECK_SECONDS
+        self.seen.update(listed[0])
 
     def forget(self) -> None:
-        self.current = None
-
-    def capturing(self, subject: str) -> str | None:
-        for name, patterns in self.current or ():
-            if any(captures(p, subject) for p in patterns):
-                return name
-        return None
+        """List again at the next attempt (what an attempt already holds stays)."""
+        self.expires = 0.0
 
     def seen_capturing(self, subject: str) -> bool:
         return any(captures(p, subject) for ps in self.seen.values() for p in ps)
@@ -242,9 +255,7 @@ class NatsSink:
         self.destination = context.destination
         self._link: _Link | None = None
         self._connecting = asyncio.Lock()
-        self._last_error = ""
         self._streams = _Streams(_subject_pattern(options.subject))
-        self._listing: asyncio.Future[None] | None = None  # one STREAM.LIST at a time
         self._closing: set[asyncio.Task[None]] = set()
 
     async def _connection(self) -> _Link:
@@ -258,11 +269,10 @@ class NatsSink:
             link = _Link()
 
             async def on_error(e: Exception) -> None:
-                self._last_error = f"{type(e).__name__}: {e}"
                 link.on_error(e)
 
             async def on_gone() -> None:
-                link.lose(self._last_error)
+                link.lose(link.error)
 
             # The router reconnects (lazily, on the next attempt): nats-py's own
             # reconnection would buffer publishes while disconnected.
@@ -281,8 +291,7 @@ class NatsSink:
                 link.inbox = nc.new_inbox()
                 await nc.subscribe(f"{link.inbox}.*", cb=link.on_reply)
             except BaseException:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(nc.close(), timeout=2)
+                await _close(nc)
                 raise
             self._link = link
             return link
@@ -293,55 +302,87 @@ class NatsSink:
         if old is None or (link is not None and link is not old):
             return
         self._link = None
-        old.lose(self._last_error or "connection closed by the router")
+        old.lose(old.error or "connection closed by the router")
+        if old.listing is not None:
+            old.listing.cancel()
         if old.nc is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(old.nc.close(), timeout=2)
+            await _close(old.nc)
+
+    @staticmethod
+    async def _publish(
+        link: _Link,
+        subject: str,
+        body: bytes,
+        reply: str = "",
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        """nats-py's publish, cancellable: while it waits for its buffer to
+        be written (over max_pending_size, the connection stalled) it
+        swallows a CancelledError (client.py, _flush_pending) and returns,
+        and the router's deadline cancels an attempt once. The cancellation
+        is raised here again."""
+        assert link.nc is not None
+        task = asyncio.current_task()
+        asked = task.cancelling() if task is not None else 0
+        await link.nc.publish(subject, body, reply=reply, headers=headers)
+        if task is not None and task.cancelling() > asked:
+            raise asyncio.CancelledError
 
     async def _ask(
         self, link: _Link, subject: str, body: bytes, headers: dict[str, str] | None = None
     ) -> Msg:
         """Publish with a reply subject of the link's inbox; the reply."""
-        assert link.nc is not None
         reply, waiter = link.new_reply()
         try:
-            await link.nc.publish(subject, body, reply=reply, headers=headers)
+            await self._publish(link, subject, body, reply, headers)
             return await waiter
         finally:
             link.waiters.pop(reply, None)
+            if not waiter.done():
+                waiter.cancel()
+            elif not waiter.cancelled():
+                waiter.exception()  # read: a loss nobody awaited is no warning
 
-    async def _list_streams(self, link: _Link) -> None:
+    async def _list_streams(self, link: _Link) -> Listed:
         """STREAM.LIST filtered by the destination's subject pattern, every
         page; raises what stream_lookup_failure reads."""
         streams: list[tuple[str, list[str]]] = []
         missing: list[str] = []
+        offset = 0
         while True:
-            request = {"offset": len(streams), "subject": self._streams.pattern}
+            request = {"offset": offset, "subject": self._streams.pattern}
             msg = await self._ask(link, f"{JS_API}.STREAM.LIST", msgspec.json.encode(request))
             if _no_responders(msg):
                 raise nats.errors.NoRespondersError
-            answer = msgspec.json.decode(msg.data)
+            answer = _json(msg, "the stream list")
             if "error" in answer:
                 nats.js.errors.APIError.from_error(answer["error"])  # raises
             page = answer.get("streams") or []
+            page_missing = answer.get("missing") or []
             for info in page:
                 config = info.get("config") or {}
                 streams.append((config.get("name", "?"), list(config.get("subjects") or ())))
-            missing += answer.get("missing") or []
-            if not page or len(streams) >= int(answer.get("total", 0)):
+            missing += page_missing
+            offset += len(page) + len(page_missing)
+            if not page or offset >= int(answer.get("total", 0)):
                 break
-        self._streams.keep(streams, missing, time.monotonic())
+        listed: Listed = (streams, missing)
+        self._streams.keep(listed, time.monotonic())
+        return listed
 
     async def _stream_of(self, link: _Link, subject: str) -> str | None:
         streams = self._streams
+        listed = streams.current
         if not streams.fresh(time.monotonic()):
-            if self._listing is None or self._listing.done():
+            if link.listing is None or link.listing.done():
                 # One list for every attempt waiting on it.
-                self._listing = asyncio.ensure_future(self._list_streams(link))
+                link.listing = asyncio.ensure_future(self._list_streams(link))
                 # Read even when every attempt waiting on it was cancelled.
-                self._listing.add_done_callback(lambda f: f.cancelled() or f.exception())
+                link.listing.add_done_callback(lambda f: f.cancelled() or f.exception())
             try:
-                await asyncio.shield(self._listing)
+                # What this list gave, not streams.current: another attempt
+                # may have called forget() since.
+                listed = await asyncio.shield(link.listing)
             except (nats.errors.NoRespondersError, nats.js.errors.APIError) as e:
                 assert link.nc is not None
                 reason = stream_lookup_failure(
@@ -357,13 +398,13 @@ class NatsSink:
                         f"subject {subject}: {reason}", message_fault=False
                     ) from None
                 # JetStream is off: core NATS, asked again in a while.
-                streams.keep([], [], time.monotonic())
+                streams.keep(([], []), time.monotonic())
                 return None
-        stream = streams.capturing(subject)
-        if stream is None and streams.missing:
+        stream = capturing(listed, subject)
+        if stream is None and listed[1]:
             raise DeliveryFailed(
                 f"subject {subject}: JetStream could not list stream(s) "
-                f"{', '.join(streams.missing)}: not publishing to core NATS",
+                f"{', '.join(listed[1])}: not publishing to core NATS",
                 message_fault=False,
             )
         return stream
@@ -375,15 +416,18 @@ class NatsSink:
         the server processed the message (it handles a connection's
         messages in order). A flush would not: nats-py writes its PING
         straight to the socket, ahead of a message still in its buffer."""
-        assert link.nc is not None
         mark = link.denials
-        await link.nc.publish(subject, body, headers=headers)
+        await self._publish(link, subject, body, headers=headers)
         marker, back = link.new_reply()
         try:
-            await link.nc.publish(marker)
+            await self._publish(link, marker, b"")
             await back
         finally:
             link.waiters.pop(marker, None)
+            if not back.done():
+                back.cancel()
+            elif not back.cancelled():
+                back.exception()
         # A refused publish: -ERR before the marker, the connection open.
         denied = link.denied_since(mark, subject)
         if denied is not None:
@@ -399,7 +443,7 @@ class NatsSink:
             raise DeliveryFailed(
                 f"no JetStream stream answered for subject {subject}", message_fault=False
             )
-        ack: dict[str, Any] = msgspec.json.decode(msg.data)
+        ack = _json(msg, "the PubAck")
         error = ack.get("error")
         if error is not None:
             self._streams.forget()
@@ -420,13 +464,15 @@ class NatsSink:
         try:
             link = await self._connection()
             assert link.nc is not None
+            limit = link.nc.max_payload
+            if (size := encoded_size(delivery.body, headers)) > limit:
+                raise _too_big(size, limit)  # whatever JetStream says
             mode = self.options.jetstream
             stream = None if mode is False else await self._stream_of(link, subject)
             if stream is not None:
                 headers["Nats-Expected-Stream"] = stream
-            size = encoded_size(delivery.body, headers)
-            if size > link.nc.max_payload:
-                raise _too_big(size, link.nc.max_payload)
+                if (size := encoded_size(delivery.body, headers)) > limit:
+                    raise _too_big(size, limit)
             if stream is not None:
                 return await self._publish_jetstream(link, subject, delivery.body, headers)
             if mode is True:
@@ -466,6 +512,39 @@ class NatsSink:
             await self._drop()
         if self._closing:
             await asyncio.wait(set(self._closing), timeout=5)
+
+
+async def _close(nc: NatsClient) -> None:
+    """Close a connection, within 2 s whatever its state. nats-py's close()
+    first writes what is still queued: on a stalled connection it waits
+    forever (and swallows a cancellation while it does), so past 2 s the
+    socket is aborted under it, which ends that wait."""
+    closing = asyncio.ensure_future(nc.close())
+    closing.add_done_callback(lambda f: f.cancelled() or f.exception())
+    _, waiting = await asyncio.wait({closing}, timeout=2)
+    if waiting:
+        # nats-py 2.x's TcpTransport keeps its asyncio StreamWriter here.
+        writer = getattr(getattr(nc, "_transport", None), "_io_writer", None)
+        if writer is not None:
+            writer.transport.abort()
+        _, waiting = await asyncio.wait({closing}, timeout=2)
+        for task in waiting:
+            task.cancel()
+
+
+def _json(msg: Msg, what: str) -> dict[str, Any]:
+    """A JetStream answer's JSON; anything else (a core responder on the
+    subject?) fails the attempt."""
+    try:
+        answer = msgspec.json.decode(msg.data)
+    except msgspec.DecodeError:
+        answer = None
+    if not isinstance(answer, dict):
+        raise DeliveryFailed(
+            f"{what} from {msg.subject} is not JetStream's JSON: {msg.data[:80]!r}",
+            message_fault=False,
+        )
+    return answer
 
 
 def _too_big(size: int, limit: int) -> DeliveryFailed:
