@@ -16,6 +16,7 @@ import aiomqtt
 import paho.mqtt.client as paho
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 from router.plugin import Delivery, DeliveryFailed, DeliveryResponse, SinkContext
 from router_mqtt import PORTS, MqttOptions
@@ -85,6 +86,55 @@ def properties_for(delivery: Delivery) -> UserProperties:
     return UserProperties(pairs)
 
 
+# The acknowledgements that need no decoding: a PUBACK's or PUBCOMP's
+# success codes (MQTT 5, 3.4.2.1 and 3.7.2.1), shared (nothing changes them).
+_OK_ACKS = {
+    (name, code): (ReasonCode(packet, identifier=code), Properties(packet))
+    for name, packet, codes in (
+        ("PUBACK", PacketTypes.PUBACK, (0x00, 0x10)),
+        ("PUBCOMP", PacketTypes.PUBCOMP, (0x00,)),
+    )
+    for code in codes
+}
+
+
+def _fast_acks(client: paho.Client) -> None:
+    """Let `client` take a successful PUBACK/PUBCOMP without decoding it.
+
+    paho decodes each into two ReasonCode and one or two Properties objects,
+    each building tables of names on creation: the largest part of the CPU
+    an acknowledged publish took once publishing itself was cheap. Its
+    remaining length is the packet id (2 bytes), then with MQTT 5 maybe a
+    reason code and a property length (MQTT 5, 3.4.2.2: absent when 0).
+    Anything else (a refusal, properties, a malformed packet) goes to paho's
+    own handler, and so does everything on a paho without these internals."""
+    original = getattr(client, "_handle_pubackcomp", None)
+    done = getattr(client, "_do_on_publish", None)
+    if original is None or done is None or not hasattr(client, "_in_packet"):
+        return
+    v5 = client.protocol == paho.MQTTv5
+
+    def handle(cmd: str) -> Any:
+        packet = client._in_packet["packet"]
+        size = len(packet)
+        if size == 2:
+            code = 0
+        elif v5 and (size == 3 or (size == 4 and packet[3] == 0)):
+            code = packet[2]
+        else:
+            return original(cmd)
+        ok = _OK_ACKS.get((cmd, code))
+        if ok is None:
+            return original(cmd)
+        mid = (packet[0] << 8) | packet[1]
+        with client._out_message_mutex:
+            if mid in client._out_messages:
+                return done(mid, *ok)
+        return paho.MQTT_ERR_SUCCESS
+
+    client._handle_pubackcomp = handle  # type: ignore[method-assign]
+
+
 class _Client(aiomqtt.Client):
     """aiomqtt's connection, publishing through paho directly: each publish
     is a future that the PUBACK/PUBCOMP resolves (with the reason code of a
@@ -102,6 +152,7 @@ class _Client(aiomqtt.Client):
         super().__init__(*args, **kwargs)
         self.closed = False  # lost, or being closed: no new publish on it
         self._acks: dict[int, asyncio.Future[str | None]] = {}
+        _fast_acks(self._client)
 
     def connected(self) -> None:
         """Once connected: an end that aiomqtt notes without paho's
