@@ -198,3 +198,136 @@ async def test_a_broker_that_never_sends_connack_leaves_no_socket_open() -> None
     finally:
         server.close()
         await server.wait_closed()
+
+
+async def test_an_attempt_cancelled_at_its_timeout_closes_the_connection(
+    subscriber: Subscriber,
+) -> None:
+    """The PUBLISH lost on the way (held back by the proxy): no PUBACK. The
+    router cancels the attempt at its timeout (router.delivery.attempt), as
+    asyncio.timeout does here; the sink then closes the connection, and the
+    retry goes over a new one and is delivered."""
+    prefix = subscriber.prefix
+    with TcpProxy(HOST, PORT) as proxy:
+        options = msgspec.convert(
+            {"url": f"mqtt://127.0.0.1:{proxy.port}", "topic": prefix + "/{key}"}, MqttOptions
+        )
+        async with httpx.AsyncClient() as http:
+            sink = MqttSink(options, SinkContext("d", 0.5, 4, http))
+            try:
+                await sink.deliver(Delivery("msg_a", b"first", "a", 1, 0, "d"))
+                proxy.hold(f"{prefix}/held".encode())
+                with pytest.raises(TimeoutError):
+                    async with asyncio.timeout(0.5):
+                        await sink.deliver(Delivery("msg_held", b"held", "held", 1, 0, "d"))
+                assert proxy.held > 0
+
+                async def closed() -> bool:
+                    return proxy.live == 0
+
+                await eventually(closed, timeout=5, what="the connection closed")
+                assert proxy.cut() == 0  # (only ends the hold: nothing was left to cut)
+                await sink.deliver(Delivery("msg_held", b"held", "held", 2, 0, "d"))
+                assert proxy.accepted == 2
+            finally:
+                await sink.aclose()
+    await subscriber.wait_for({b"first", b"held"})
+    held = [m for m in subscriber.messages if m.payload == b"held"]
+    assert len(held) == 1 and held[0].properties is not None
+    assert dict(held[0].properties.UserProperty)["x-router-attempt"] == "2"
+
+
+async def test_an_attempt_cancelled_early_keeps_the_connection() -> None:
+    """A cancel before the timeout (the router stopping, a lease lost) is
+    not the connection's fault: the others publishing on it go on."""
+    require(HOST, PORT, "Mosquitto (MQTT)")
+    prefix = unique("rt")
+    with TcpProxy(HOST, PORT) as proxy:
+        options = msgspec.convert(
+            {"url": f"mqtt://127.0.0.1:{proxy.port}", "topic": prefix + "/{key}"}, MqttOptions
+        )
+        async with httpx.AsyncClient() as http:
+            sink = MqttSink(options, SinkContext("d", 30, 4, http))
+            try:
+                await sink.deliver(Delivery("msg_a", b"first", "a", 1, 0, "d"))
+                proxy.hold(f"{prefix}/held".encode())
+                with pytest.raises(TimeoutError):
+                    async with asyncio.timeout(0.2):
+                        await sink.deliver(Delivery("msg_held", b"held", "held", 1, 0, "d"))
+                await asyncio.sleep(0.2)
+                assert proxy.live == 1 and sink._client is not None
+                assert not sink._client.closed
+            finally:
+                await sink.aclose()
+
+
+async def _mqtt5_broker(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, pubacks: list[bytes]
+) -> None:
+    """Just enough of an MQTT 5 broker: CONNACK, then each PUBLISH's PUBACK
+    as `pubacks` says (what follows the packet id), in turn."""
+    while True:
+        try:
+            kind = (await reader.readexactly(1))[0] >> 4
+        except asyncio.IncompleteReadError:
+            break
+        size, shift = 0, 0
+        while True:
+            byte = (await reader.readexactly(1))[0]
+            size |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                break
+        packet = await reader.readexactly(size)
+        if kind == 1:  # CONNECT
+            writer.write(b"\x20\x03\x00\x00\x00")  # CONNACK: accepted, no properties
+        elif kind == 3:  # PUBLISH, QoS 1: topic, then the packet id
+            at = 2 + int.from_bytes(packet[:2], "big")
+            rest = pubacks.pop(0)
+            writer.write(bytes([0x40, 2 + len(rest)]) + packet[at : at + 2] + rest)
+        elif kind == 14:  # DISCONNECT
+            break
+    writer.close()
+
+
+async def test_each_puback_reason_code_is_read() -> None:
+    """The acknowledgements as MQTT 5 may shape them: the packet id alone,
+    a reason code, a reason code and properties; a failure code (>= 0x80)
+    refuses the message, whatever else comes with it."""
+    reason = b"\x1f\x00\x06no way"  # property Reason String "no way"
+    pubacks = [
+        b"",  # success, short form
+        b"\x10",  # No matching subscribers: delivered
+        b"\x00\x00",  # success, an empty property length
+        b"\x00" + bytes([len(reason)]) + reason,  # success with a property
+        b"\x87",  # Not authorized
+        b"\x97\x00",  # Quota exceeded
+        b"\x90" + bytes([len(reason)]) + reason,  # Topic Name invalid, with a reason
+    ]
+    server = await asyncio.start_server(lambda r, w: _mqtt5_broker(r, w, pubacks), "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    options = msgspec.convert({"url": f"mqtt://127.0.0.1:{port}"}, MqttOptions)
+    outcomes: list[str] = []
+    try:
+        async with httpx.AsyncClient() as http:
+            sink = MqttSink(options, SinkContext("d", 5, 1, http))
+            try:
+                for i in range(7):
+                    try:
+                        answer = await sink.deliver(Delivery(f"m{i}", b"{}", "k", 1, 0, "d"))
+                        outcomes.append(answer.body.decode())
+                    except DeliveryFailed as e:
+                        assert e.message_fault is False
+                        outcomes.append(str(e))
+            finally:
+                await sink.aclose()
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert outcomes[:4] == ["PUBACK for router/k"] * 4
+    refused = f"MQTT mqtt://127.0.0.1:{port} refused the message on router/k: "
+    assert outcomes[4:] == [
+        refused + "Not authorized",
+        refused + "Quota exceeded",
+        refused + "Topic name invalid",
+    ]

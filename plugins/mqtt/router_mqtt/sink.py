@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import ssl
+import struct
 import urllib.parse
 import uuid
 from typing import Any
@@ -16,19 +16,60 @@ import aiomqtt
 import paho.mqtt.client as paho
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 from router.plugin import Delivery, DeliveryFailed, DeliveryResponse, SinkContext
 from router_mqtt import PORTS, MqttOptions
 
-# The message id paho gave this task's last publish (read after aiomqtt's
-# publish returns, to match the PUBACK's reason code to it).
-_MID: contextvars.ContextVar[int] = contextvars.ContextVar("router_mqtt_mid", default=-1)
+# How much earlier than `timeout` a cancelled attempt still counts as timed
+# out: the router's timer may fire up to a clock tick (1 ms on uvloop) early.
+_CLOCK_SLACK = 0.01
+_USER_PROPERTY = 0x26  # MQTT 5, 2.2.2.2
 
 
-def properties_for(delivery: Delivery) -> Properties:
+def _pair(name: str, value: str) -> bytes:
+    n, v = name.encode(), value.encode()
+    return struct.pack("!BH", _USER_PROPERTY, len(n)) + n + struct.pack("!H", len(v)) + v
+
+
+def _varint(n: int) -> bytes:
+    """MQTT's Variable Byte Integer (1.5.5)."""
+    out = bytearray()
+    while True:
+        n, digit = divmod(n, 128)
+        out.append(digit | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+class UserProperties(Properties):
+    """A PUBLISH's user properties, packed once when made. paho's own
+    Properties builds two tables per instance and scans them by name for
+    every property it sets and packs: about a third of the CPU a publish
+    took. paho only calls pack() on what it is given to publish."""
+
+    UserProperty: list[tuple[str, str]]
+    _packed: bytes
+
+    def __init__(self, pairs: list[tuple[str, str]]) -> None:
+        # Properties.__setattr__ accepts only property names.
+        object.__setattr__(self, "packetType", PacketTypes.PUBLISH)
+        object.__setattr__(self, "UserProperty", pairs)
+        body = b"".join(_pair(n, v) for n, v in pairs)
+        object.__setattr__(self, "_packed", _varint(len(body)) + body)
+
+    def pack(self) -> bytes:
+        return self._packed
+
+    def __str__(self) -> str:  # paho's debug log of a PUBLISH
+        return f"[UserProperty : {self.UserProperty}]"
+
+    __repr__ = __str__
+
+
+def properties_for(delivery: Delivery) -> UserProperties:
     """MQTT 5 user properties: the message id, sequence, attempt, key and
     the sender's trace context."""
-    props = Properties(PacketTypes.PUBLISH)
     pairs = [
         ("x-router-id", delivery.request_id),
         ("x-router-attempt", str(delivery.attempt)),
@@ -42,39 +83,118 @@ def properties_for(delivery: Delivery) -> Properties:
         pairs.append(("traceparent", delivery.traceparent))
     if delivery.tracestate:
         pairs.append(("tracestate", delivery.tracestate))
-    props.UserProperty = pairs
-    return props
+    return UserProperties(pairs)
+
+
+# The acknowledgements that need no decoding: a PUBACK's or PUBCOMP's
+# success codes (MQTT 5, 3.4.2.1 and 3.7.2.1), shared (nothing changes them).
+_OK_ACKS = {
+    (name, code): (ReasonCode(packet, identifier=code), Properties(packet))
+    for name, packet, codes in (
+        ("PUBACK", PacketTypes.PUBACK, (0x00, 0x10)),
+        ("PUBCOMP", PacketTypes.PUBCOMP, (0x00,)),
+    )
+    for code in codes
+}
+
+
+def _fast_acks(client: paho.Client) -> None:
+    """Let `client` take a successful PUBACK/PUBCOMP without decoding it.
+
+    paho decodes each into two ReasonCode and one or two Properties objects,
+    each building tables of names on creation: the largest part of the CPU
+    an acknowledged publish took once publishing itself was cheap. Its
+    remaining length is the packet id (2 bytes), then with MQTT 5 maybe a
+    reason code and a property length (MQTT 5, 3.4.2.2: absent when 0).
+    Anything else (a refusal, properties, a malformed packet) goes to paho's
+    own handler, and so does everything on a paho without these internals."""
+    original = getattr(client, "_handle_pubackcomp", None)
+    done = getattr(client, "_do_on_publish", None)
+    if original is None or done is None or not hasattr(client, "_in_packet"):
+        return
+    v5 = client.protocol == paho.MQTTv5
+
+    def handle(cmd: str) -> Any:
+        packet = client._in_packet["packet"]
+        size = len(packet)
+        if size == 2:
+            code = 0
+        elif v5 and (size == 3 or (size == 4 and packet[3] == 0)):
+            code = packet[2]
+        else:
+            return original(cmd)
+        ok = _OK_ACKS.get((cmd, code))
+        if ok is None:
+            return original(cmd)
+        mid = (packet[0] << 8) | packet[1]
+        with client._out_message_mutex:
+            if mid in client._out_messages:
+                return done(mid, *ok)
+        return paho.MQTT_ERR_SUCCESS
+
+    client._handle_pubackcomp = handle  # type: ignore[method-assign]
 
 
 class _Client(aiomqtt.Client):
-    """aiomqtt's client, also keeping what aiomqtt drops: the reason code of
-    a refused PUBACK/PUBCOMP (MQTT 5) and the moment the connection ends.
-    A PUBREC's reason code never gets here: paho 2.2 ignores it and sends
-    PUBREL regardless (docs/mqtt.md, "How the ack works")."""
+    """aiomqtt's connection, publishing through paho directly: each publish
+    is a future that the PUBACK/PUBCOMP resolves (with the reason code of a
+    refusal, MQTT 5) and the end of the connection fails, all at once.
+
+    aiomqtt's own publish costs, per message, an Event, a wait_for Task with
+    its timer, a scan of every pending call and, past 10 pending, a warning
+    logged; and it never fails a pending publish when the connection drops
+    (it waits out its timeout), so the sink had to race each publish against
+    the connection's end in two more Tasks. A PUBREC's reason code never
+    gets here: paho 2.2 ignores it and sends PUBREL regardless (docs/mqtt.md,
+    "How the ack works")."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.refused: dict[int, str] = {}
-        self.lost = asyncio.Event()
-        original = self._client.publish
+        self.closed = False  # lost, or being closed: no new publish on it
+        self._acks: dict[int, asyncio.Future[str | None]] = {}
+        _fast_acks(self._client)
 
-        def publish(*a: Any, **k: Any) -> paho.MQTTMessageInfo:
-            info = original(*a, **k)
-            _MID.set(info.mid)
-            return info
+    def connected(self) -> None:
+        """Once connected: an end that aiomqtt notes without paho's
+        on_disconnect (a read or write raising) fails the pending too."""
+        self._disconnected.add_done_callback(self._ended)
 
-        self._client.publish = publish  # type: ignore[method-assign]
+    def send(
+        self, topic: str, body: bytes, qos: int, retain: bool, props: Properties | None
+    ) -> asyncio.Future[str | None]:
+        """Publish; the future of its acknowledgement: None, or the reason
+        the broker refused it."""
+        info = self._client.publish(topic, body, qos, retain, props)
+        if info.rc != paho.MQTT_ERR_SUCCESS:
+            raise aiomqtt.MqttCodeError(info.rc, "could not publish")
+        # paho calls on_publish for QoS 1 and 2 only from a read of the
+        # socket, in a later turn of the loop: never before this runs.
+        ack = self._loop.create_future()
+        self._acks[info.mid] = ack
+        return ack
 
     def _on_publish(
         self, client: paho.Client, userdata: Any, mid: int, reason_code: Any, properties: Any
     ) -> None:
-        if getattr(reason_code, "is_failure", False):
-            self.refused[mid] = str(reason_code)
-        super()._on_publish(client, userdata, mid, reason_code, properties)
+        ack = self._acks.pop(mid, None)
+        if ack is not None and not ack.done():
+            refused = getattr(reason_code, "is_failure", False)
+            ack.set_result(str(reason_code) if refused else None)
 
     def _on_disconnect(self, *args: Any, **kwargs: Any) -> None:
-        self.lost.set()
+        self._ended()
         super()._on_disconnect(*args, **kwargs)
+
+    def _ended(self, disconnected: asyncio.Future[None] | None = None) -> None:
+        self.closed = True
+        if disconnected is not None and not disconnected.cancelled():
+            disconnected.exception()  # retrieved: the pending fail below
+        acks, self._acks = self._acks, {}
+        for ack in acks.values():
+            if not ack.done():
+                ack.set_exception(
+                    aiomqtt.MqttError("connection lost before the broker acknowledged")
+                )
 
 
 class MqttSink:
@@ -88,10 +208,12 @@ class MqttSink:
         self._client: _Client | None = None
         self._connecting = asyncio.Lock()
         self._abandoned: set[asyncio.Future[Any]] = set()  # connects given up on
+        self._closing: set[asyncio.Future[Any]] = set()  # drops after a timeout
+        self._ack_name = "PUBACK" if options.qos == 1 else "PUBCOMP"
 
     async def _connection(self) -> _Client:
         async with self._connecting:
-            if self._client is not None and not self._client.lost.is_set():
+            if self._client is not None and not self._client.closed:
                 return self._client
             await self._drop()
             o = self.options
@@ -126,6 +248,7 @@ class MqttSink:
                 self._abandoned.add(connect)
                 connect.add_done_callback(self._close_abandoned(client))
                 raise
+            client.connected()
             self._client = client
             return client
 
@@ -146,56 +269,63 @@ class MqttSink:
         if self._client is None or (client is not None and client is not self._client):
             return
         old, self._client = self._client, None
+        old.closed = True
         with contextlib.suppress(Exception):
             await asyncio.wait_for(old.__aexit__(None, None, None), timeout=2)
 
-    async def _publish(
-        self, client: _Client, topic: str, body: bytes, props: Properties | None
-    ) -> int:
-        """Publish and wait for the broker's acknowledgement; paho's message id."""
-        await client.publish(
-            topic, body, qos=self.options.qos, retain=self.options.retain, properties=props
-        )
-        return _MID.get()
+    def _drop_soon(self, client: _Client) -> None:
+        """Close `client` from a cancelled attempt (which may not wait):
+        no new publish takes it from now on."""
+        client.closed = True
+        drop = asyncio.ensure_future(self._drop(client))
+        self._closing.add(drop)
+        drop.add_done_callback(self._closing.discard)
 
     async def deliver(self, delivery: Delivery) -> DeliveryResponse:
-        topic = self.options.topic_for(delivery.key)
-        props = properties_for(delivery) if self.options.protocol == "5" else None
-        client: _Client | None = None
+        o = self.options
+        topic = o.topic_for(delivery.key)
+        props = properties_for(delivery) if o.protocol == "5" else None
+        # No timer of the sink's own: the router bounds every attempt by the
+        # destination's timeout (router.delivery.attempt, `_timed`), which
+        # cancels this coroutine when it runs out. The open connection is
+        # taken without the lock, which only serialises opening one.
+        client = self._client
+        loop = client._loop if client is not None else asyncio.get_running_loop()
+        started = loop.time()
         try:
-            async with asyncio.timeout(self.timeout):
+            if client is None or client.closed:
                 client = await self._connection()
-                publish = asyncio.ensure_future(self._publish(client, topic, delivery.body, props))
-                lost = asyncio.ensure_future(client.lost.wait())
-                try:
-                    await asyncio.wait({publish, lost}, return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    lost.cancel()
-                if not publish.done():
-                    publish.cancel()
-                    with contextlib.suppress(BaseException):
-                        await publish
-                    raise aiomqtt.MqttError("connection lost before the broker acknowledged")
-                mid = publish.result()
-                refused = client.refused.pop(mid, None)
-                if refused is not None:
-                    raise DeliveryFailed(
-                        f"MQTT {self.options.url_shown} refused the message on {topic}: {refused}",
-                        message_fault=False,
-                    )
-        except DeliveryFailed:
-            raise
-        except (TimeoutError, OSError, aiomqtt.MqttError) as e:
+            ack = client.send(topic, delivery.body, o.qos, o.retain, props)
+            try:
+                refused = await ack
+            except asyncio.CancelledError:
+                # Cancelled at its timeout (the router's timer): as when the
+                # sink timed attempts itself, the connection is suspect (a
+                # broker that stopped answering, a half-open TCP connection):
+                # it is closed, failing the publishes still waiting on it,
+                # and the next attempt opens a new one. A cancel before the
+                # timeout (the router stopping, a lease lost) leaves the
+                # connection to the other attempts. The ack's entry goes
+                # with a late acknowledgement or the connection's end.
+                if loop.time() - started >= self.timeout - _CLOCK_SLACK:
+                    self._drop_soon(client)
+                raise
+        except (OSError, aiomqtt.MqttError) as e:
             await self._drop(client)
-            what = "timed out" if isinstance(e, TimeoutError) else f"{type(e).__name__}: {e}"
             raise DeliveryFailed(
-                f"MQTT {self.options.url_shown}: {what}", message_fault=False
+                f"MQTT {o.url_shown}: {type(e).__name__}: {e}", message_fault=False
             ) from None
-        ack = "PUBACK" if self.options.qos == 1 else "PUBCOMP"
-        return DeliveryResponse(body=f"{ack} for {topic}".encode())
+        if refused is not None:
+            raise DeliveryFailed(
+                f"MQTT {o.url_shown} refused the message on {topic}: {refused}",
+                message_fault=False,
+            )
+        return DeliveryResponse(body=f"{self._ack_name} for {topic}".encode())
 
     async def aclose(self) -> None:
         async with self._connecting:
             await self._drop()
+        if self._closing:
+            await asyncio.wait(set(self._closing), timeout=3)
         if self._abandoned:  # each ends on aiomqtt's own timeout at the latest
             await asyncio.wait(set(self._abandoned), timeout=self.timeout + 10)
