@@ -17,7 +17,7 @@ numbers existed) is told apart, and is delivered without a number.
 The arrival time `ts` is left out when the message id carries the same
 millisecond (new_message_id: every message ingest stores), which saves 19
 of about 110 bytes per queued message; a reader takes it from the id then
-(here, and arrival_text in lua/_lib.lua). An envelope stored before, with its
+(here, and arrival_of in lua/_lib.lua). An envelope stored before, with its
 `ts`, reads as it always did, and so does one whose id carries another time
 (a retried fan-out stored under an earlier try's id) or none.
 """
@@ -55,7 +55,7 @@ def new_message_id(now_ms: int | None = None) -> str:
 
 
 # An id new_message_id made until the year 2527 (11 hex digits of ms): the
-# only ids whose time a reader takes (lua/_lib.lua's arrival_text matches
+# only ids whose time a reader takes (lua/_lib.lua's arrival_of matches
 # the same shape).
 _TIMED_ID = re.compile(r"msg_([0-9a-fA-F]{11})[0-9a-fA-F]{16}")
 

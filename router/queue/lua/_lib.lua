@@ -58,28 +58,29 @@ local function throttle_take(throttle, interval, burst, now, tat, n)
   return math.ceil((tat - (burst - 1) * interval) / 1000)
 end
 
--- Arrival time (ms) of a stored envelope (or lane entry), as its digits
--- (a string: what ZADD takes without formatting a number); nil when it has
+-- Arrival time (ms) of a stored envelope (or lane entry); nil when it has
 -- none. The router encodes {"id":"...","ts":<ms>,...} ({"rp":1,"id":...
 -- once replayed) and leaves ,"ts":<ms> out when the id carries that same
 -- millisecond: msg_, 11 hex digits of ms, 16 random ones
 -- (router/queue/envelope.py). An id holds no quote, so the first "id" is
 -- the envelope's own, and "ts" is read only right after it, never from the
--- body (no JSON decoding: the matches end a few bytes in).
-local TIMED_ID = '^msg_(' .. string.rep('%x', 11) .. ')' .. string.rep('%x', 16) .. '$'
-local function arrival_text(envelope)
+-- body (no JSON decoding: the matches end a few bytes in). A `ts` comes
+-- back as its digits, a string (what ZADD takes without formatting a
+-- number); a time from the id as a number (about 0.2 µs more than `ts`).
+local function arrival_of(envelope)
   local id, after = string.match(envelope, '"id":"([^"]*)"()')
   if not id then return nil end
   local ts = string.match(envelope, '^,"ts":(%d+)', after)
   if ts then return ts end
-  local hex = string.match(id, TIMED_ID)
-  if hex then return string.format('%.0f', tonumber(hex, 16)) end
+  if #id == 31 and string.find(id, '^msg_%x+$') then
+    return tonumber(string.sub(id, 5, 15), 16)
+  end
   return nil
 end
 
 -- The same as a number; anything without one counts as arriving now.
 local function arrival_ms(envelope)
-  return tonumber(arrival_text(envelope)) or now_ms()
+  return tonumber(arrival_of(envelope)) or now_ms()
 end
 
 -- A lane entry is `<n>:` then the envelope, n its sequence number for the
@@ -104,7 +105,7 @@ end
 local function track_head(heads, lane, k)
   local head = redis.call('LINDEX', lane, '0')
   if head then
-    redis.call('ZADD', heads, arrival_text(head) or now_ms(), k)
+    redis.call('ZADD', heads, arrival_of(head) or now_ms(), k)
   else
     redis.call('ZREM', heads, k)
   end
