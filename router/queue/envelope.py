@@ -13,19 +13,32 @@ takes it from the destination's `seq` counter (router.queue.keys) as it
 appends the message (store_message in lua/_lib.lua). An envelope always
 starts with `{`, so an entry without a prefix (stored before sequence
 numbers existed) is told apart, and is delivered without a number.
+
+The arrival time `ts` is left out when the message id carries the same
+millisecond (new_message_id: every message ingest stores), which saves 19
+of about 110 bytes per queued message; a reader takes it from the id then
+(here, and arrival_of in lua/_lib.lua). An envelope stored before, with its
+`ts`, reads as it always did, and so does one whose id carries another time
+(a retried fan-out stored under an earlier try's id) or none.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import time
 
 import msgspec
+from msgspec.structs import force_setattr
+
+# `ts` as stored when it is left out (never a real arrival time); decode
+# puts the id's own time in its place, so a reader always sees one.
+FROM_ID = -1
 
 
-class Envelope(msgspec.Struct, frozen=True, omit_defaults=True):
+class Envelope(msgspec.Struct, frozen=True, omit_defaults=True, kw_only=True):
     id: str
-    ts: int  # arrival time, ms since the epoch
+    ts: int = FROM_ID  # arrival time, ms since the epoch
     body: msgspec.Raw
     tp: str | None = None  # traceparent header, as received (valid ones only)
     tst: str | None = None  # tracestate header, kept with its traceparent
@@ -41,6 +54,18 @@ def new_message_id(now_ms: int | None = None) -> str:
     return f"msg_{ms:011x}{os.urandom(8).hex()}"
 
 
+# An id new_message_id made until the year 2527 (11 hex digits of ms): the
+# only ids whose time a reader takes (lua/_lib.lua's arrival_of matches
+# the same shape).
+_TIMED_ID = re.compile(r"msg_([0-9a-fA-F]{11})[0-9a-fA-F]{16}")
+
+
+def id_ms(message_id: str) -> int | None:
+    """The arrival time (ms) a message id carries, None when it has none."""
+    m = _TIMED_ID.fullmatch(message_id)
+    return int(m.group(1), 16) if m else None
+
+
 def encode(
     message_id: str,
     ts_ms: int,
@@ -48,9 +73,20 @@ def encode(
     traceparent: str | None = None,
     tracestate: str | None = None,
 ) -> bytes:
+    ts = FROM_ID if id_ms(message_id) == ts_ms else ts_ms
     return _encoder.encode(
-        Envelope(id=message_id, ts=ts_ms, body=msgspec.Raw(body), tp=traceparent, tst=tracestate)
+        Envelope(id=message_id, ts=ts, body=msgspec.Raw(body), tp=traceparent, tst=tracestate)
     )
+
+
+def _timed(env: Envelope) -> Envelope:
+    """`env` with its arrival time, taken from its id when it was left out."""
+    if env.ts == FROM_ID:
+        ms = id_ms(env.id)
+        if ms is None:
+            raise msgspec.ValidationError("envelope without `ts`, and its id carries no time")
+        force_setattr(env, "ts", ms)  # still being made: nothing has seen it yet
+    return env
 
 
 def split_entry(entry: bytes) -> tuple[int | None, bytes]:
@@ -69,9 +105,9 @@ def entry(sequence: int | None, envelope: bytes) -> bytes:
 def decode_entry(data: bytes) -> tuple[int | None, Envelope]:
     """A lane entry's sequence number and decoded envelope."""
     sequence, raw = split_entry(data)
-    return sequence, _decoder.decode(raw)
+    return sequence, _timed(_decoder.decode(raw))
 
 
 def decode(data: bytes) -> Envelope:
     """An envelope, or a lane entry's (its sequence number dropped)."""
-    return _decoder.decode(split_entry(data)[1])
+    return _timed(_decoder.decode(split_entry(data)[1]))

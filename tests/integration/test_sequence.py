@@ -24,7 +24,12 @@ from router.queue.keys import DestinationKeys
 from router.queue.scripts import Scripts
 from router.queue.sharded_queue import ShardedQueue
 from tests.support.bot import Answer, Bot, Received, serving_bot
-from tests.support.messages import interleaved, post_concurrently, post_message
+from tests.support.messages import (
+    interleaved,
+    post_concurrently,
+    post_message,
+    previous_envelope,
+)
 from tests.support.processes import RouterProcess
 from tests.support.routes import KEYS, STORE, write_routes
 from tests.support.servers import serve, wait_until
@@ -199,7 +204,7 @@ def test_a_message_stored_before_numbers_is_delivered_without_one(
     # the bare envelope in the lane, the key ready.
     message_id = envelope.new_message_id()
     body = json.dumps({"mensaje": "old", "wa_id": "k"}).encode()
-    redis.rpush(KEYS.lane("k"), envelope.encode(message_id, int(time.time() * 1000), body))
+    redis.rpush(KEYS.lane("k"), previous_envelope(message_id, int(time.time() * 1000), body))
     redis.rpush(KEYS.ready, "k")
     redis.hincrby(KEYS.counts, "messages", 1)
     router = start_router(bot.url)

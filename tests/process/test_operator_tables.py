@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 
 from router.plugin.formats import SkippedItem
+from router.queue import envelope
 from router.queue.scripts import Scripts
 from router.queue.unroutable import UnroutableStore
 from router.redis import mode as redis_mode
@@ -44,6 +45,9 @@ def test_dead_letters_blocked_keys_and_unroutable_items_are_tables_unless_json(
     [letter] = [json.loads(line) for line in out.splitlines()]
     assert (letter["key"], letter["envelope"]["id"]) == ("u", ids["d1"])
     assert letter["error"] == ERROR and letter["dead_at"] > 0
+    # Stored without its ts (the id carries it), printed with it, as before.
+    assert list(letter["envelope"])[:3] == ["id", "ts", "body"]
+    assert letter["envelope"]["ts"] == envelope.id_ms(ids["d1"])
 
     # Blocked keys: key, attempts, blocked since, error.
     code, out, err = cli("dead", "blocked", "chatbot")

@@ -97,6 +97,20 @@ async def enqueue_json(scripts: Scripts, keys: DestinationKeys, key: str, value:
     return message_id
 
 
+def previous_envelope(
+    message_id: str, ts_ms: int, body: bytes, tp: str | None = None, tst: str | None = None
+) -> bytes:
+    """An envelope exactly as the previous version encoded it, `ts` always
+    written after the id (written out here, not with today's encoder): what
+    a router upgraded in place finds in its lanes and dead letters."""
+    trace = b""
+    if tp is not None:
+        trace += b',"tp":%s' % json.dumps(tp).encode()
+        if tst is not None:
+            trace += b',"tst":%s' % json.dumps(tst).encode()
+    return b'{"id":%s,"ts":%d,"body":%s%s}' % (json.dumps(message_id).encode(), ts_ms, body, trace)
+
+
 # -- what the router answered and stored ---------------------------------------
 
 
