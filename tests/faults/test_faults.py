@@ -854,9 +854,14 @@ async def _fill(url: str, n_keys: int, per_key: int, dedup: bool) -> tuple[int, 
         # cached), so that only the queued messages make the difference.
         await run(iter([("warm-up", seq) for seq in range(64)]))
         await client.execute_command("FLUSHDB", "SYNC")  # valkey 8 frees lazily by default
+        # Both readings on one connection: the 64 connections' buffers (which
+        # the server shrinks a few clients per tick, megabytes over a second:
+        # a small run read negative bytes per message) are gone by then.
+        await client.connection_pool.disconnect()
         before = await _settled_memory(client)
         keys = keys_named(n_keys, prefix="54911")
         await run((key, seq) for seq in range(per_key) for key in keys)
+        await client.connection_pool.disconnect()
         after = await _settled_memory(client)
         lanes = 0
         async for _ in client.scan_iter(match=KEYS.lane_prefix + "*", count=1000):
