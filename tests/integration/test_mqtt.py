@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -331,3 +332,34 @@ async def test_each_puback_reason_code_is_read() -> None:
         refused + "Quota exceeded",
         refused + "Topic name invalid",
     ]
+
+
+async def test_a_key_mqtt_strings_cannot_hold_is_sent_percent_encoded(
+    subscriber: Subscriber, start_router: Callable[..., Any]
+) -> None:
+    """A key with a control character (or a tab in tracestate) would make
+    the broker close the connection every key shares: a poison message for
+    the whole destination. Such a value goes percent-encoded; every key is
+    delivered, the others' properties as they are."""
+    keys = ["a\tb", "z\x00", "44912345678"]
+    router = start_router(URL, **mqtt_settings(subscriber.prefix))
+    ids: dict[bytes, str] = {}
+    async with httpx.AsyncClient(timeout=10) as client:
+        for n in range(3):
+            for key in keys:
+                raw = json.dumps({"mensaje": f"m{n}", "wa_id": key, "n": n}).encode()
+                r = await client.post(
+                    router.url + "/v1/store_message",
+                    content=raw,
+                    headers={"content-type": "application/json"},
+                )
+                assert r.status_code == 200, r.text
+                ids[raw] = r.json()["id"]
+    await subscriber.wait_for(set(ids))
+    for m in subscriber.messages:
+        key = json.loads(bytes(m.payload))["wa_id"]  # type: ignore[arg-type]
+        assert m.properties is not None
+        props = dict(m.properties.UserProperty)
+        expected = key if key.isalnum() else urllib.parse.quote(key, safe="")
+        assert props["x-router-key"] == expected
+        assert props["x-router-attempt"] == "1"  # never a lost connection

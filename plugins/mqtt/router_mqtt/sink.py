@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import ssl
 import struct
 import urllib.parse
@@ -27,8 +28,30 @@ _CLOCK_SLACK = 0.01
 _USER_PROPERTY = 0x26  # MQTT 5, 2.2.2.2
 
 
+# What an MQTT UTF-8 string must not hold (MQTT 5, 1.5.4): U+0000, the
+# control characters, and the Unicode non-characters. A broker that checks
+# (Mosquitto does) takes such a property as a malformed packet and closes the
+# connection every key shares: the message would fail forever.
+_NOT_IN_MQTT = re.compile(
+    "[\x00-\x1f\x7f-\x9f\ufdd0-\ufdef\ufffe\uffff"
+    "\U0001fffe\U0001ffff\U0002fffe\U0002ffff\U0003fffe\U0003ffff"
+    "\U0004fffe\U0004ffff\U0005fffe\U0005ffff\U0006fffe\U0006ffff"
+    "\U0007fffe\U0007ffff\U0008fffe\U0008ffff\U0009fffe\U0009ffff"
+    "\U000afffe\U000affff\U000bfffe\U000bffff\U000cfffe\U000cffff"
+    "\U000dfffe\U000dffff\U000efffe\U000effff\U000ffffe\U000fffff"
+    "\U0010fffe\U0010ffff]"
+)
+
+
+def mqtt_text(value: str) -> str:
+    """`value` as it is, or, when it holds a character MQTT strings must
+    not (above), percent-encoded whole as urllib.parse.quote(value, safe="")
+    does (docs/mqtt.md)."""
+    return urllib.parse.quote(value, safe="") if _NOT_IN_MQTT.search(value) else value
+
+
 def _pair(name: str, value: str) -> bytes:
-    n, v = name.encode(), value.encode()
+    n, v = name.encode(), mqtt_text(value).encode()
     return struct.pack("!BH", _USER_PROPERTY, len(n)) + n + struct.pack("!H", len(v)) + v
 
 
@@ -164,7 +187,13 @@ class _Client(aiomqtt.Client):
     ) -> asyncio.Future[str | None]:
         """Publish; the future of its acknowledgement: None, or the reason
         the broker refused it."""
-        info = self._client.publish(topic, body, qos, retain, props)
+        for _ in range(8):
+            info = self._client.publish(topic, body, qos, retain, props)
+            # A packet id still held by a publish the broker never
+            # acknowledged (its attempt cancelled early, the connection
+            # open): paho has moved on to the next id, which is free.
+            if info.rc != paho.MQTT_ERR_QUEUE_SIZE:
+                break
         if info.rc != paho.MQTT_ERR_SUCCESS:
             raise aiomqtt.MqttCodeError(info.rc, "could not publish")
         # paho calls on_publish for QoS 1 and 2 only from a read of the
@@ -210,6 +239,9 @@ class MqttSink:
         self._abandoned: set[asyncio.Future[Any]] = set()  # connects given up on
         self._closing: set[asyncio.Future[Any]] = set()  # drops after a timeout
         self._ack_name = "PUBACK" if options.qos == 1 else "PUBCOMP"
+        # A cancel this late is the router's deadline (its timer may fire a
+        # clock tick early).
+        self._timed_out_after = max(self.timeout - _CLOCK_SLACK, self.timeout / 2)
 
     async def _connection(self) -> _Client:
         async with self._connecting:
@@ -234,7 +266,11 @@ class MqttSink:
                 ),
                 timeout=max(self.timeout, 0.1),
                 keepalive=o.keepalive,
-                max_inflight_messages=max(self.max_in_flight, 20),
+                # No limit of paho's: past one it queues a publish inside paho
+                # and sends it later, even after its attempt was cancelled and
+                # a retry (then the key's next message) went out: a stale copy
+                # after a newer message. The router's max_in_flight bounds it.
+                max_inflight_messages=0,
                 tls_context=tls,
             )
             # Shielded: a timeout while connecting (TCP accepted, no CONNACK
@@ -295,7 +331,14 @@ class MqttSink:
         try:
             if client is None or client.closed:
                 client = await self._connection()
-            ack = client.send(topic, delivery.body, o.qos, o.retain, props)
+            try:
+                ack = client.send(topic, delivery.body, o.qos, o.retain, props)
+            except (ValueError, struct.error) as e:  # (UnicodeEncodeError is a ValueError)
+                raise DeliveryFailed(
+                    f"MQTT cannot carry this message: {type(e).__name__}: {e}",
+                    permanent=True,
+                    message_fault=True,
+                ) from None
             try:
                 refused = await ack
             except asyncio.CancelledError:
@@ -307,7 +350,10 @@ class MqttSink:
                 # timeout (the router stopping, a lease lost) leaves the
                 # connection to the other attempts. The ack's entry goes
                 # with a late acknowledgement or the connection's end.
-                if loop.time() - started >= self.timeout - _CLOCK_SLACK:
+                # An ack that landed in the same turn as the cancel: the
+                # connection is fine.
+                acked = ack.done() and not ack.cancelled()
+                if not acked and loop.time() - started >= self._timed_out_after:
                     self._drop_soon(client)
                 raise
         except (OSError, aiomqtt.MqttError) as e:
