@@ -58,6 +58,9 @@ def test_a_lowercase_bearer_scheme_opens_the_admin_api_as_it_opens_the_dashboard
     assert wrong.status_code == 401 and wrong.json()["status"] == "error"
 
 
+# A wait of 2 s must still be running at the next request: six test workers
+# on two cores once took longer than that between two requests.
+@pytest.mark.serial
 def test_wrong_login_guesses_are_throttled_per_client_and_logged(
     server: ServerThread, caplog: pytest.LogCaptureFixture
 ) -> None:
