@@ -54,6 +54,7 @@ from redis.exceptions import (
     NoScriptError,
     RedisClusterException,
     RedisError,
+    SlotNotCoveredError,
     TryAgainError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -65,6 +66,9 @@ from router.redis.client import SOCKET_TIMEOUT, cluster_unavailable, command_wri
 # Most script calls in one pipeline: bounds the pipeline's memory and the
 # time one batch holds a connection.
 MAX_BATCH = 256
+# Hash tags whose slot a Cluster batcher keeps (a destination shard's one tag:
+# a few per destination); past this many it starts again.
+_TAGS_KEPT = 4096
 
 
 @dataclass(slots=True, eq=False)
@@ -290,6 +294,10 @@ class ClusterScriptBatcher:
         self._replica_timeout = replica_timeout
         self._by_node: dict[str, ScriptBatcher] = {}
         self._refresh = False
+        # A hash tag's slot (CRC16 of the tag) never changes: worked out once
+        # per tag, where redis-py encodes and hashes every call's key. Which
+        # node serves the slot is read from the slot map at every call.
+        self._slots: dict[str, int] = {}
 
     async def __call__(self, keys: list[str], args: list[Any]) -> Any:
         for attempt in (1, 2):
@@ -307,13 +315,29 @@ class ClusterScriptBatcher:
                 raise
         raise AssertionError("unreachable")
 
+    def _slot(self, key: str) -> int:
+        end = key.find("}", 1) if key[:1] == "{" else -1
+        if end < 2:  # no hash tag at its start: hashed whole, every time
+            return int(self._cluster.keyslot(key))
+        tag = key[: end + 1]
+        slot = self._slots.get(tag)
+        if slot is None:
+            if len(self._slots) >= _TAGS_KEPT:
+                self._slots.clear()
+            slot = self._slots[tag] = int(self._cluster.keyslot(tag))
+        return slot
+
     async def _batcher_for(self, key: str) -> ScriptBatcher:
         try:
             if self._refresh or not self._cluster.nodes_manager.slots_cache:
                 self._refresh = False
                 await self._cluster.nodes_manager.initialize()
                 command_written.set(False)  # reading the slot map wrote nothing
-            node = self._cluster.get_node_from_key(key)
+            slot = self._slot(key)
+            served = self._cluster.nodes_manager.slots_cache.get(slot)
+            if not served:
+                raise SlotNotCoveredError(f'Slot "{slot}" is not covered by the cluster.')
+            node = served[0]  # the primary (as get_node_from_key gives it)
         except RedisClusterException as exc:  # no slot map (yet): nothing was sent
             self._refresh = True
             command_written.set(False)

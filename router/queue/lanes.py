@@ -20,7 +20,7 @@ import msgspec
 from redis.asyncio import Redis
 
 from router.config import MessageLogSettings
-from router.queue import batching, envelope, message_log
+from router.queue import envelope, message_log
 from router.queue.inspection import DeadLetter, KeyState, PausedKey, QueueFigures, Skipped
 from router.queue.keys import DestinationKeys
 from router.queue.outbound_rate import NO_LIMIT_ARGS, ShardRate
@@ -175,13 +175,14 @@ class DestinationQueue:
         # The message log (router.queue.message_log): None while it is off.
         self.log = log
         self._log_policy = message_log.policy(log, shard, shards)
-        # Acks of the deliveries that finish together share a round trip.
-        self._ack = batching.batcher(redis, scripts.ack)
-        # Claims go the acks' way too (one loop claims at a time: each is sent
-        # at once): packed by router.redis.wire, and on a Cluster straight to
+        # Acks of the deliveries that finish together share a round trip, and
+        # so do claims: with every shard's and destination's on this client
+        # (router.queue.scripts' Scripts.acks, Scripts.claims). Claims are
+        # packed by router.redis.wire too, and on a Cluster go straight to
         # their shard's node (redis-py's per-command routing took a quarter
         # of a worker's CPU).
-        self._claim = batching.batcher(redis, scripts.claim)
+        self._ack = scripts.acks
+        self._claim = scripts.claims
 
     async def claim(
         self, token: str, want: int, lease_ms: int, max_in_flight: int, breaker: bool = False

@@ -16,6 +16,7 @@ from importlib import resources
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
+from router.queue import batching
 from router.queue.keys import DestinationKeys
 from router.redis.client import is_cluster
 
@@ -255,3 +256,11 @@ class Scripts:
         self.move_out = load(redis, "move_out")
         self.reopen = load(redis, "reopen")
         self.keep_unroutable = load(redis, "keep_unroutable")
+        # The delivery loops' claims and acks, coalesced (router.queue.batching)
+        # over every shard and destination on this client, not per shard: with
+        # a batcher per shard, a destination at `shards: 6` wrote to Redis 5x
+        # as often as at `shards: 1` (batches of 2 calls instead of 9) and
+        # spent a third more CPU per message. Only the round trips are shared:
+        # each call still gets its own reply, and its script its own keys.
+        self.claims = batching.batcher(redis, self.claim)
+        self.acks = batching.batcher(redis, self.ack)

@@ -303,8 +303,9 @@ def connect_cluster(url: str, max_connections: int) -> RedisCluster:
         commands_in_flight=max_connections,
         # Each node's own bound, with room beside the commands for the
         # batchers' pipelines, one in flight each (router.queue.batching): the
-        # ingest batcher and a claim and an ack batcher per shard, and
-        # `router worker` refuses more shards than max_connections / 2.
+        # ingest batcher and the claims' and acks' (router.queue.scripts,
+        # shared by all shards), and `router worker` refuses more shards than
+        # max_connections / 2.
         # (Connections are opened as needed: the bound costs nothing.)
         max_connections=2 * max_connections + 1,
         socket_timeout=SOCKET_TIMEOUT,
