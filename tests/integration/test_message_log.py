@@ -5,14 +5,18 @@ router's app under uvicorn, a real HTTP destination on loopback."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
 import pytest
 from redis import Redis
+from redis import asyncio as redis_async
 
-from router.queue import message_log
+from router.queue import envelope, message_log
+from router.queue.enqueue import Target, enqueue
 from router.queue.keys import DestinationKeys
+from router.queue.scripts import Scripts
 from tests.support.bot import Answer, Bot
 from tests.support.queues import on_queue, story
 from tests.support.servers import wait_until
@@ -202,3 +206,32 @@ def test_a_story_retention_dropped_while_waiting_stays_dropped(
     wait_until(lambda: delivered(clean_redis, ids[-1]), what="the last story")
     assert [story(clean_redis, i) is not None for i in ids] == [False, False, True, True, True]
     assert Redis.from_url(clean_redis).zcard(DestinationKeys("chatbot").logged) == 3
+
+
+def test_stories_of_one_millisecond_are_trimmed_in_the_logs_own_order(
+    start_router, bot: Bot, clean_redis
+) -> None:
+    """Messages stored in the same millisecond tie on arrival: retention
+    drops the first in the log's own order (arrival, then id), and those
+    get no story back when delivered, so the log keeps `max_messages`."""
+    keys = DestinationKeys("chatbot")
+    api = start_router(bot.url, workers=False, message_log={"max_messages": 3})
+    now = int(time.time() * 1000)
+    ids = sorted(envelope.new_message_id(now) for _ in range(6))
+
+    async def store() -> None:
+        client = redis_async.Redis.from_url(clean_redis)
+        try:
+            scripts = Scripts(client)
+            for n, message_id in enumerate(ids):  # the log's order, one key each
+                data = envelope.encode(message_id, now, f'{{"wa_id": "k{n}"}}'.encode())
+                await enqueue(scripts, [Target(keys, f"k{n}", "3 0")], data, message_id, None, 60)
+        finally:
+            await client.aclose()
+
+    asyncio.run(store())
+    start_router(bot.url, routes_file=api.routes_file)  # the workers
+    wait_until(lambda: len(bot.acknowledged()) == 6, what="all delivered")
+    wait_until(lambda: delivered(clean_redis, ids[-1]), what="the last story")
+    assert [story(clean_redis, i) is not None for i in ids] == [False] * 3 + [True] * 3
+    assert Redis.from_url(clean_redis).zcard(keys.logged) == 3

@@ -214,7 +214,13 @@ local function log_entry(log, logged, id, k, entry, item, state, failed)
     local prefix, envelope = split_entry(entry)
     local arrival = arrival_ms(envelope)
     local oldest = redis.call('ZRANGE', logged, 0, 0, 'WITHSCORES')
-    if oldest[2] and arrival < tonumber(oldest[2]) then return end
+    -- Older than the oldest kept in `logged`'s own order (arrival, then
+    -- id): messages of one millisecond tie on arrival, and one trimmed
+    -- before the oldest kept must not come back beside it.
+    if oldest[2] then
+      local first = tonumber(oldest[2])
+      if arrival < first or (arrival == first and id < oldest[1]) then return end
+    end
     n, failures, rest = 0, 0, log_record_rest(k, arrival, prefix)
     redis.call('ZADD', logged, arrival, id)
   end
