@@ -76,20 +76,9 @@ def dead_json(letter: DeadLetter) -> str:
         "attempts": letter.attempts,
         "dead_at": letter.dead_at,
         "seq": letter.seq,
-        "envelope": _with_ts(json.loads(letter.envelope)),
+        "envelope": envelope.with_ts(json.loads(letter.envelope)),
     }
     return redaction.known(json.dumps(entry))
-
-
-def _with_ts(env: Any) -> Any:
-    """An envelope as scripts always read it, with its `ts`: one stored
-    without it (its id carries that time: router.queue.envelope) gets it back."""
-    if isinstance(env, dict) and "ts" not in env and isinstance(env.get("id"), str):
-        ms = envelope.id_ms(env["id"])
-        if ms is not None:
-            # After the id, where an envelope stored with it has it.
-            env = {k: v for k, v in env.items() if k in ("rp", "id")} | {"ts": ms} | env
-    return env
 
 
 def blocked_table(title: str, blocked: dict[str, dict[str, Any]]) -> Table:

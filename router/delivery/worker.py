@@ -30,13 +30,16 @@ from router.queue.lanes import Claim, DestinationQueue
 from router.queue.outbound_rate import shard_rate
 from router.queue.scripts import Scripts
 from router.queue.sharded_queue import ShardedQueue
-from router.redis.client import SOCKET_TIMEOUT
+from router.redis.client import POOL_TIMEOUT, SOCKET_TIMEOUT
 
 log = logging.getLogger("router.worker")
 
 # Longest a loop sleeps without looking at Redis (also bounds how late a
 # backoff or an expired lease of a dead instance is noticed).
 MAX_IDLE = 1.0
+# How long stop() waits for the loop's claim: its idle wait, a batch ahead
+# of it, a connection, then its own batch.
+STOP_CLAIM_WAIT = MAX_IDLE + 2 * SOCKET_TIMEOUT + POOL_TIMEOUT + 1
 
 # BLPOP's timeout is only as precise as the Redis server's timer (100 ms at
 # the default hz 10): a rate-limited loop waiting for a start less than this
@@ -258,8 +261,10 @@ class DestinationWorker:
             # Let the loop finish the claim or wait it is in (at most
             # MAX_IDLE, or a Redis timeout), so every key it claimed has a
             # task here to finish or hand back, and none is left leased.
+            # A claim may wait behind another batch of the shared batcher
+            # (router.queue.scripts) and for a connection before its own.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._loop_exited.wait(), MAX_IDLE + SOCKET_TIMEOUT + 1)
+                await asyncio.wait_for(self._loop_exited.wait(), STOP_CLAIM_WAIT)
         tasks = list(self._tasks)
         if tasks:
             await asyncio.wait(tasks, timeout=max(0.0, deadline - time.monotonic()))

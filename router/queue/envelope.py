@@ -27,6 +27,7 @@ from __future__ import annotations
 import os
 import re
 import time
+from typing import Any
 
 import msgspec
 from msgspec.structs import force_setattr
@@ -111,3 +112,31 @@ def decode_entry(data: bytes) -> tuple[int | None, Envelope]:
 def decode(data: bytes) -> Envelope:
     """An envelope, or a lane entry's (its sequence number dropped)."""
     return _timed(_decoder.decode(split_entry(data)[1]))
+
+
+def with_ts(env: Any) -> Any:
+    """A decoded envelope as it always read, with its `ts`: one stored
+    without it (its id carries that time) gets it back, after the id, where
+    an envelope stored with it has it (what `router dead list --json` and
+    the admin API's dead letters show)."""
+    if isinstance(env, dict) and "ts" not in env and isinstance(env.get("id"), str):
+        ms = id_ms(env["id"])
+        if ms is not None:
+            env = {k: v for k, v in env.items() if k in ("rp", "id")} | {"ts": ms} | env
+    return env
+
+
+_ID_FIELD = re.compile(r'^\{(?:"rp":1,)?"id":"([^"]*)"')
+
+
+def with_ts_text(stored: str) -> str:
+    """with_ts() of an envelope's JSON text, the rest byte for byte (the
+    body as it was posted): `,"ts":<ms>` put back after the id when the id
+    carries it and the text has none. Other text as it is."""
+    m = _ID_FIELD.match(stored)
+    if m is None or stored.startswith(',"ts":', m.end()):
+        return stored
+    ms = id_ms(m.group(1))
+    if ms is None:
+        return stored
+    return f'{stored[: m.end()]},"ts":{ms}{stored[m.end() :]}'

@@ -164,8 +164,22 @@ async def _read(connection: Any, replies: int, waits: float = 0.0) -> list[Any]:
         return [await _one(connection) for _ in range(replies)]
     try:
         limit = connection.socket_timeout
-        async with asyncio.timeout(None if limit is None else limit + waits):
-            out = [await parser.read_response(disable_decoding=False) for _ in range(replies)]
+        quiet = None if limit is None else limit + waits
+        async with asyncio.timeout(quiet) as timer:
+            out = []
+            for _ in range(replies):
+                out.append(await parser.read_response(disable_decoding=False))
+                # The limit is on Redis going quiet, as redis-py's per-read
+                # timeout is, not on the whole batch: a batch shares calls of
+                # every shard and destination (router.queue.scripts), and one
+                # call's long reply (claims carrying megabytes of bodies) must
+                # not time out the others, which Redis has run. So each reply
+                # leaves at least 0.9 x the limit (rescheduled rarely: replies
+                # come within milliseconds).
+                if quiet is not None:
+                    now = asyncio.get_running_loop().time()
+                    if (timer.when() or now) - now < 0.9 * quiet:
+                        timer.reschedule(now + quiet)
     except TimeoutError as exc:
         await connection.disconnect(nowait=True)
         if exc.errno is not None:  # the OS's ETIMEDOUT: the connection is dead

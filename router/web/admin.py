@@ -26,7 +26,7 @@ from router.http.auth import BearerToken, client_of
 from router.http.errors import ApiError, BadRequest
 from router.http.paging import batch_of, count_of, limit_of, start_of
 from router.ingest.route import IngestRoute, replay_unroutable
-from router.queue import moving, operator_log, orphans, unroutable
+from router.queue import envelope, moving, operator_log, orphans, unroutable
 from router.queue.sharded_queue import ShardedQueue
 from router.queue.stories import stories
 from router.queue.unroutable import UnroutableStore
@@ -282,7 +282,13 @@ class AdminController(Controller):
         position `start` (0 or more), at most 1000; outside: 400."""
         queues = await self._any_queue(name)
         entries = await queues.dead_letters(start_of(start), count_of(count))
-        shown = [msgspec.structs.replace(d, error=self._shown(d.error)) for _, d in entries]
+        # (The envelope as it always read: with its `ts`, router.queue.envelope.)
+        shown = [
+            msgspec.structs.replace(
+                d, error=self._shown(d.error), envelope=envelope.with_ts_text(d.envelope)
+            )
+            for _, d in entries
+        ]
         return DeadLetters(shown)
 
     @post(

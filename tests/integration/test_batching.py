@@ -20,6 +20,7 @@ from router.queue.batching import ScriptBatcher
 from router.queue.enqueue import Target, enqueue
 from router.queue.scripts import Scripts
 from router.redis import client as redis_client
+from router.redis import wire
 from router.redis.client import command_written
 from router.redis.embedded import EmbeddedRedis
 from tests.support.routes import KEYS
@@ -142,3 +143,50 @@ async def test_a_call_that_never_left_the_process_is_certainly_not_stored(
         assert "no free Redis connection" in redis_cause(caught.value, 0.3)
         await holder
         assert _lane(redis, "k") == []
+
+
+async def test_a_long_batch_is_no_timeout_while_replies_keep_coming() -> None:
+    """A batch shares calls of every shard and destination (Scripts.claims,
+    Scripts.acks): reading all its replies may take longer than the socket
+    timeout, and each call Redis ran must still get its reply (a timeout
+    would leave keys Redis leased to nobody, and count attempts never
+    made). The limit is on Redis going quiet, as redis-py's per-read
+    timeout is: a server of the test's own answers 8 commands 40 ms apart
+    (320 ms in all) under a 100 ms timeout, then stops answering."""
+    gap, timeout, replies = 0.04, 0.1, 8
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            header = await reader.readline()
+            if not header:
+                return
+            args = []
+            for _ in range(int(header[1:])):
+                size = int((await reader.readline())[1:])
+                args.append((await reader.readexactly(size + 2))[:-2])
+            if args[0].upper() == b"ECHO":
+                if args[1] == b"silent":
+                    continue  # never answered
+                await asyncio.sleep(gap)
+                writer.write(b"$%d\r\n%s\r\n" % (len(args[1]), args[1]))
+            elif args[0].upper() == b"HELLO":  # as Redis 5 would: RESP2 then
+                writer.write(b"-ERR unknown command 'HELLO'\r\n")
+            else:  # the rest of the connection's set-up (CLIENT SETINFO, ...)
+                writer.write(b"+OK\r\n")
+            await writer.drain()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = Redis(host="127.0.0.1", port=port, socket_timeout=timeout)
+    try:
+        data = b"".join(wire.packed_command("ECHO", f"r{i}") for i in range(replies))
+        started = time.monotonic()
+        out = await wire.run(client, data, replies)
+        assert [bytes(r) for r in out] == [f"r{i}".encode() for i in range(replies)]
+        assert time.monotonic() - started > timeout
+        # Silence is still a timeout.
+        with pytest.raises(redis_sync.exceptions.TimeoutError):
+            await wire.run(client, wire.packed_command("ECHO", "silent"), 1)
+    finally:
+        await client.aclose()
+        server.close()

@@ -76,3 +76,19 @@ def test_a_replayed_letter_keeps_its_mark_and_time() -> None:
     raw = envelope.encode(message_id, NOW, BODY)
     env = envelope.decode(b'{"rp":1,' + raw[1:])
     assert (env.id, env.ts) == (message_id, NOW)
+
+
+def test_a_shown_envelope_gets_its_ts_back_byte_for_byte() -> None:
+    """The admin API's dead letters show the envelope as it always read:
+    `ts` after the id, the body's bytes untouched."""
+    from router.queue import envelope as env
+
+    message_id = env.new_message_id(1733560000000)
+    stored = env.encode(message_id, 1733560000000, b'{"a": "\\u00e1" }').decode()
+    assert '"ts"' not in stored
+    shown = env.with_ts_text(stored)
+    assert shown == stored.replace(f'"{message_id}"', f'"{message_id}","ts":1733560000000', 1)
+    replayed = '{"rp":1,' + stored[1:]
+    assert env.with_ts_text(replayed) == '{"rp":1,' + shown[1:]
+    other = env.encode("other-id", 5, b"{}").decode()
+    assert env.with_ts_text(other) == other and env.with_ts_text(shown) == shown
