@@ -190,6 +190,15 @@ class _Link:
                 return text
         return None
 
+    def done_with(self, reply: str, waiter: asyncio.Future[Msg]) -> None:
+        """The attempt no longer waits on `reply`: its entry goes, and a
+        loss nobody awaited is read (no "never retrieved" warning)."""
+        self.waiters.pop(reply, None)
+        if not waiter.done():
+            waiter.cancel()
+        elif not waiter.cancelled():
+            waiter.exception()
+
     def new_reply(self) -> tuple[str, asyncio.Future[Msg]]:
         """A subject of the inbox to have an answer sent to, and its future."""
         if self.lost is not None:
@@ -337,11 +346,7 @@ class NatsSink:
             await self._publish(link, subject, body, reply, headers)
             return await waiter
         finally:
-            link.waiters.pop(reply, None)
-            if not waiter.done():
-                waiter.cancel()
-            elif not waiter.cancelled():
-                waiter.exception()  # read: a loss nobody awaited is no warning
+            link.done_with(reply, waiter)
 
     async def _list_streams(self, link: _Link) -> Listed:
         """STREAM.LIST filtered by the destination's subject pattern, every
@@ -423,11 +428,7 @@ class NatsSink:
             await self._publish(link, marker, b"")
             await back
         finally:
-            link.waiters.pop(marker, None)
-            if not back.done():
-                back.cancel()
-            elif not back.cancelled():
-                back.exception()
+            link.done_with(marker, back)
         # A refused publish: -ERR before the marker, the connection open.
         denied = link.denied_since(mark, subject)
         if denied is not None:
