@@ -91,8 +91,9 @@ def post_round_robin(url: str, sent: dict[str, list[str]]) -> None:
 async def enqueue_json(scripts: Scripts, keys: DestinationKeys, key: str, value: Any) -> str:
     """Store `value` (as JSON, received now) at the end of `key`'s lane, as
     ingest does; returns the message id."""
-    message_id = envelope.new_message_id()
-    raw = envelope.encode(message_id, int(time.time() * 1000), json.dumps(value).encode())
+    now_ms = int(time.time() * 1000)  # one clock read, as ingest: the id carries the ts
+    message_id = envelope.new_message_id(now_ms)
+    raw = envelope.encode(message_id, now_ms, json.dumps(value).encode())
     await enqueue(scripts, [Target(keys, key)], raw, message_id, None, 60)
     return message_id
 
