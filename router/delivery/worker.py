@@ -109,6 +109,9 @@ class DestinationWorker:
         that could be attempted now (nothing ready, in flight or due)."""
         self.running = True
         self._loop_exited.clear()
+        # Asked once: asyncio.create_task() asks for the running loop, a
+        # getpid() system call on Python 3.11, and a task starts per claim.
+        loop = asyncio.get_running_loop()
         errors = 0
         try:
             if not await self._layout.agreed(self, burst):
@@ -143,7 +146,7 @@ class DestinationWorker:
                             else "resumed",
                         )
                 for claim in result.claims:
-                    task = asyncio.create_task(self._attempts.deliver(claim))
+                    task = loop.create_task(self._attempts.deliver(claim))
                     self._tasks[task] = claim
                     task.add_done_callback(self._task_done)
                 if result.claims and result.ready_left > 0:

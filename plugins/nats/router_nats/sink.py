@@ -44,6 +44,10 @@ JETSTREAM_OFF = {10039, 10076}
 
 JS_API = "$JS.API"
 
+# Subjects whose capturing stream a sink remembers (one per conversation):
+# past this many it starts again.
+ANSWERS_KEPT = 4096
+
 # A NATS message's header block, as nats-py writes it: NATS/1.0, CRLF, each
 # "name: value" and CRLF, then CRLF. The server counts it in max_payload.
 _HEADER_LINE = len(b"NATS/1.0\r\n")
@@ -151,6 +155,9 @@ class _Link:
         # stuck on a dropped connection must not hold the next one up).
         self.listing: asyncio.Task[Listed] | None = None
         self.inbox = ""
+        # Asked once: on Python 3.11 every asyncio.get_running_loop() (and
+        # current_task() without a loop) is a getpid() system call.
+        self.loop = asyncio.get_running_loop()
         self.waiters: dict[str, asyncio.Future[Msg]] = {}
         self._next_reply = 0
         self.denials = 0  # permission errors so far
@@ -205,7 +212,7 @@ class _Link:
             raise _Lost(self.lost)
         self._next_reply += 1
         subject = f"{self.inbox}.{self._next_reply}"
-        waiter: asyncio.Future[Msg] = asyncio.get_running_loop().create_future()
+        waiter: asyncio.Future[Msg] = self.loop.create_future()
         self.waiters[subject] = waiter
         return subject, waiter
 
@@ -236,6 +243,24 @@ class _Streams:
         self.current: Listed = ([], [])
         self.expires = 0.0  # monotonic time `current` is to be listed again
         self.seen: dict[str, list[str]] = {}
+        # capturing() of the subjects looked up in a list, kept with that
+        # list (a conversation's next message costs a dict lookup, not a
+        # match against every stream's patterns); bounded, as the keys are not.
+        self._answers: dict[str, str | None] = {}
+        self._answered: Listed | None = None
+
+    def stream_in(self, listed: Listed, subject: str) -> str | None:
+        """capturing(listed, subject), remembered for `listed`."""
+        if listed is not self._answered:
+            self._answers, self._answered = {}, listed
+        try:
+            return self._answers[subject]
+        except KeyError:
+            pass
+        if len(self._answers) >= ANSWERS_KEPT:
+            self._answers.clear()
+        stream = self._answers[subject] = capturing(listed, subject)
+        return stream
 
     def fresh(self, now: float) -> bool:
         return now < self.expires
@@ -331,7 +356,7 @@ class NatsSink:
         and the router's deadline cancels an attempt once. The cancellation
         is raised here again."""
         assert link.nc is not None
-        task = asyncio.current_task()
+        task = asyncio.current_task(link.loop)
         asked = task.cancelling() if task is not None else 0
         await link.nc.publish(subject, body, reply=reply, headers=headers)
         if task is not None and task.cancelling() > asked:
@@ -405,7 +430,7 @@ class NatsSink:
                 # JetStream is off: core NATS, asked again in a while.
                 streams.keep(([], []), time.monotonic())
                 return None
-        stream = capturing(listed, subject)
+        stream = streams.stream_in(listed, subject)
         if stream is None and listed[1]:
             raise DeliveryFailed(
                 f"subject {subject}: JetStream could not list stream(s) "
