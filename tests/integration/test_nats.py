@@ -415,33 +415,45 @@ async def test_a_message_over_max_payload_is_given_up_at_once(
     await sub.unsubscribe()
 
 
-async def test_one_stream_list_serves_every_key(nc: NatsClient, stream: tuple[str, str]) -> None:
+async def test_one_stream_list_serves_every_key(tmp_path: Path) -> None:
     """The streams are listed once per destination (STREAM_CHECK_SECONDS),
     not once per key: a router with many conversations asks JetStream
-    once, and keeps nothing per key."""
-    name, prefix = stream
-    requests = await nc.subscribe("$JS.API.STREAM.>")
-    await nc.flush()
-    async with httpx.AsyncClient() as http:
-        sink = NatsSink(sink_options(URL, prefix, "auto"), SinkContext("d", 5.0, 8, http))
+    once, and keeps nothing per key. On a server of its own: on the shared
+    one, every test running alongside (other workers, other runs) lists its
+    streams too, and its requests would be counted here."""
+    store = tmp_path / "jetstream"
+    with nats_server(tmp_path, f'jetstream {{ store_dir: "{store}" }}') as port:
+        url = f"nats://127.0.0.1:{port}"
+        nc = await nats.connect(url)
         try:
-            answers = await asyncio.gather(
-                *(
-                    sink.deliver(Delivery(f"msg_k{i}", b"{}", f"k{i}", 1, 0, "d", sequence=1))
-                    for i in range(40)
-                )
-            )
+            name, prefix = unique("RT_"), unique("rt")
+            await nc.jetstream().add_stream(StreamConfig(name=name, subjects=[f"{prefix}.>"]))
+            requests = await nc.subscribe("$JS.API.STREAM.>")
+            await nc.flush()
+            async with httpx.AsyncClient() as http:
+                sink = NatsSink(sink_options(url, prefix, "auto"), SinkContext("d", 5.0, 8, http))
+                try:
+                    answers = await asyncio.gather(
+                        *(
+                            sink.deliver(
+                                Delivery(f"msg_k{i}", b"{}", f"k{i}", 1, 0, "d", sequence=1)
+                            )
+                            for i in range(40)
+                        )
+                    )
+                finally:
+                    await sink.aclose()
+            assert all(a.body.startswith(f"stream {name} seq ".encode()) for a in answers)
+            await stored(nc, name, 40)
+            await nc.flush()
+            asked = []
+            while requests.pending_msgs:
+                asked.append((await requests.next_msg(timeout=1)).subject)
+            # (the test's own reads are STREAM.INFO and STREAM.MSG.GET)
+            assert [s for s in asked if s.endswith((".LIST", ".NAMES"))] == ["$JS.API.STREAM.LIST"]
+            await requests.unsubscribe()
         finally:
-            await sink.aclose()
-    assert all(a.body.startswith(f"stream {name} seq ".encode()) for a in answers)
-    await stored(nc, name, 40)
-    await nc.flush()
-    asked = []
-    while requests.pending_msgs:
-        asked.append((await requests.next_msg(timeout=1)).subject)
-    # (the test's own reads are STREAM.INFO and STREAM.MSG.GET)
-    assert [s for s in asked if s.endswith((".LIST", ".NAMES"))] == ["$JS.API.STREAM.LIST"]
-    await requests.unsubscribe()
+            await nc.close()
 
 
 async def test_a_capturing_stream_never_falls_back_to_core_nats(nc: NatsClient) -> None:
