@@ -53,14 +53,14 @@ ANSWERS_KEPT = 4096
 _HEADER_LINE = len(b"NATS/1.0\r\n")
 
 
+def header_size(name: str, value: str) -> int:
+    """One header's bytes in the block: `name: value` and CRLF."""
+    return len(name.encode()) + 2 + len(value.strip().encode()) + 2
+
+
 def encoded_size(body: bytes, headers: dict[str, str]) -> int:
     """What the server counts against its max_payload: body and headers."""
-    return (
-        len(body)
-        + _HEADER_LINE
-        + sum(len(k.encode()) + 2 + len(v.strip().encode()) + 2 for k, v in headers.items())
-        + 2
-    )
+    return len(body) + _HEADER_LINE + sum(header_size(k, v) for k, v in headers.items()) + 2
 
 
 def captures(pattern: str, subject: str) -> bool:
@@ -497,7 +497,7 @@ class NatsSink:
             stream = None if mode is False else await self._stream_of(link, subject)
             if stream is not None:
                 headers["Nats-Expected-Stream"] = stream
-                if (size := encoded_size(delivery.body, headers)) > limit:
+                if (size := size + header_size("Nats-Expected-Stream", stream)) > limit:
                     raise _too_big(size, limit)
             if stream is not None:
                 return await self._publish_jetstream(link, subject, delivery.body, headers)
