@@ -139,9 +139,20 @@ def test_search_newest_first_by_key_failed_since_and_limit(
     router = start_router(
         bot.url, retry=FAST_RETRY, shards=2, max_in_flight=4, circuit_breaker={"enabled": False}
     )
-    ids = [post(router, key, text) for key, text in [("a", "1"), ("b", "bad"), ("a", "2")]]
-    cut = int(time.time() * 1000)
-    ids.append(post(router, "c", "3"))
+
+    def post_alone(key: str, text: str) -> str:
+        """Post, then let the clock pass the message's millisecond: two
+        messages of one millisecond order by their ids' random part."""
+        message_id = post(router, key, text)
+        arrived = envelope.id_ms(message_id)
+        assert arrived is not None
+        while int(time.time() * 1000) <= arrived:
+            time.sleep(0.001)
+        return message_id
+
+    ids = [post_alone(key, text) for key, text in [("a", "1"), ("b", "bad"), ("a", "2")]]
+    cut = int(time.time() * 1000)  # after the third message's millisecond
+    ids.append(post_alone("c", "3"))
     wait_until(lambda: all(delivered(clean_redis, i, 2) for i in ids), what="all delivered")
 
     everything = search(clean_redis, shards=2)
