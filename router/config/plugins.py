@@ -16,7 +16,7 @@ from router.config import Destination
 from router.config.entry_points import BrokenPlugin, load_entry_points
 from router.ops.failures import Explained, one_line
 from router.plugin import hookspecs
-from router.plugin.client import DeliveryTransport, delivery_client
+from router.plugin.client import DeliveryTransport, delivery_client, prepare
 from router.plugin.formats import IngestFormat
 from router.plugin.sinks import Sink, SinkContext, SinkType
 
@@ -166,6 +166,7 @@ async def open_sink(destination: Destination, transport: DeliveryTransport = "h1
                 f"failed to start: {destination.redactor(one_line(exc))}"
             ) from exc
         raise
+    prepare(http)
     return OpenSink(sink, http)
 
 
