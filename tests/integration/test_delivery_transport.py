@@ -2,8 +2,9 @@
 both transports (ROUTER_DELIVERY_TRANSPORT=aiohttp, the default, and httpx's
 own): how failures are reported, no cookies between deliveries, keep-alive
 and idle expiry, the httpx API a plugin uses, the cap on an answer read by
-the built-in http sink, and the cap on connections. Every destination here
-is a raw asyncio server on loopback, so the tests see the connections."""
+the built-in http sink, the cap on connections and the check of an https
+destination's certificate. Every destination here is a raw asyncio server
+on loopback, so the tests see the connections."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ import asyncio
 import contextlib
 import gzip
 import json
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import httpx
@@ -26,6 +29,7 @@ from router.plugin.client import delivery_client
 from router.plugin.http_sink import MAX_ANSWER_BYTES, HttpOptions, HttpSink
 from router.plugin.sinks import Delivery, DeliveryFailed, SinkType
 from tests.support.servers import free_port
+from tests.support.tls import self_signed_certificate
 
 # Marked here, not only by the root conftest's late marking: anyio's plugin
 # rebuilds a late-marked async test without its own parameters.
@@ -116,13 +120,14 @@ class RawServer:
     open_now: int = 0
     max_open: int = 0
     port: int = 0
+    tls: ssl.SSLContext | None = None  # an https server
     _server: asyncio.Server | None = None
     _handlers: set[asyncio.Task[None]] = field(default_factory=set)
     _writers: set[asyncio.StreamWriter] = field(default_factory=set)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hook"
+        return f"{'http' if self.tls is None else 'https'}://127.0.0.1:{self.port}/hook"
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -153,7 +158,7 @@ class RawServer:
             self._handlers.discard(task)
 
     async def __aenter__(self) -> RawServer:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0, ssl=self.tls)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
@@ -613,3 +618,31 @@ async def test_a_header_value_with_a_newline_fails_the_attempt_cleanly(
             await opened.aclose()
     assert reason.startswith("LocalProtocolError"), reason
     assert server.requests == []  # nothing went out
+
+
+# -- 11. TLS: the destination's certificate is verified -------------------------
+
+
+@TRANSPORTS
+async def test_an_https_destination_with_an_unknown_certificate_is_refused(
+    transport: DeliveryTransport, tmp_path: Path
+) -> None:
+    """No CA the router trusts vouches for a self-signed certificate: the
+    built-in sink's delivery and a plugin's own request both fail to
+    connect, and nothing is sent."""
+    cert, key = self_signed_certificate(tmp_path)
+    served = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    served.load_cert_chain(cert, key)
+    async with RawServer(tls=served) as server:
+        async with http_sink(server.url, transport, timeout=5) as opened:
+            reason = await failure(opened)
+        client = delivery_client(4, 5.0, transport)
+        try:
+            with pytest.raises(httpx.ConnectError) as refused:
+                await client.post(server.url, json={})
+        finally:
+            await client.aclose()
+    assert reason.startswith("ConnectError: "), reason
+    for text in (reason, str(refused.value)):
+        assert "CERTIFICATE_VERIFY_FAILED" in text, text
+    assert server.requests == []
