@@ -166,7 +166,13 @@ async def open_sink(destination: Destination, transport: DeliveryTransport = "h1
                 f"failed to start: {destination.redactor(one_line(exc))}"
             ) from exc
         raise
-    prepare(http)
+    try:
+        prepare(http)
+    except BaseException:
+        # Not the plugin's failure (its sink started): the router's own,
+        # raised as is, as when the client is made.
+        await OpenSink(sink, http).aclose()
+        raise
     return OpenSink(sink, http)
 
 

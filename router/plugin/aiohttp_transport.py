@@ -5,7 +5,7 @@ and reads the response, aiohttp sends and receives it
 the built-in sinks' deliveries go through router.plugin.h1 instead.
 
 Its own module, imported when the first client is made; aiohttp itself
-only when a sink is opened that sends through it (prepare, poster) or at
+only when a sink is opened that sends through it (prepare) or at
 its first request otherwise. Its import takes a tenth of a second, which
 every `router` command that delivers nothing (status, check, dead list,
 ...) would pay, and so would every process whose destinations all go
@@ -43,7 +43,7 @@ def _ssl_context() -> ssl.SSLContext:
     """httpx's defaults (certifi's CAs, verified), built once per process:
     loading the CA bundle takes tens of milliseconds, which every
     destination's first delivery would otherwise wait for (so a sink
-    speaking TLS builds it when it is opened: poster, prepare)."""
+    speaking TLS builds it when it is opened: prepare)."""
     return httpx.create_ssl_context()
 
 
@@ -60,9 +60,11 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._lean = h1.Pool(max_connections, keepalive_expiry, _ssl_context) if lean else None
         self._proxy_env = urllib.request.getproxies_environment()
         self._proxies: dict[tuple[str, str, int | None], str | None] = {}
-        # Whether a sink took the direct path (poster), which then loaded
-        # what it needs; see prepare.
+        # What the sink's deliveries will need, loaded by prepare: whether
+        # it took the direct path (poster), and what that path needs.
         self._direct = False
+        self._needs_aiohttp = False
+        self._needs_tls = False
         if self._lean is None:
             # ROUTER_DELIVERY_TRANSPORT=aiohttp: everything goes through it.
             self._aiohttp()
@@ -76,13 +78,14 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         return self._session
 
     def prepare(self) -> None:
-        """Once the sink is built (router.config.plugins.open_sink): for a
-        sink that sends through the client itself (a plugin's sink, not the
-        direct path), what its first request would otherwise wait for,
-        now: aiohttp and the TLS context (where it sends is not known
-        here, so as for an https URL)."""
-        if not self._direct:
+        """Once the sink is built (router.config.plugins.open_sink): what
+        its first delivery would otherwise wait for, now. For the direct
+        path, what poster found it needs; for a sink that sends through
+        the client itself (a plugin's), aiohttp and the TLS context (where
+        it sends is not known here, so as for an https URL)."""
+        if not self._direct or self._needs_aiohttp:
             self._aiohttp()
+        if not self._direct or self._needs_tls:
             _ssl_context()
 
     def _proxy_for(self, url: httpx.URL) -> str | None:
@@ -101,17 +104,17 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             self._proxies[origin] = proxy
         return self._proxies[origin]
 
-    def _tls_for(self, url: httpx.URL, proxy: str | None) -> ssl.SSLContext | None:
-        """The TLS context for a request to `url` through `proxy`: the
-        router's wherever TLS is spoken (an https URL, an https proxy);
-        None where it is not."""
-        if url.scheme == "https" or (proxy is not None and proxy.lower().startswith("https:")):
-            return _ssl_context()
-        return None
+    @staticmethod
+    def _speaks_tls(url: httpx.URL, proxy: str | None) -> bool:
+        """Whether a request to `url` through `proxy` speaks TLS (to an
+        https URL, or to an https proxy): it then takes the router's TLS
+        context, and aiohttp's default where it does not (none is used)."""
+        return url.scheme == "https" or (proxy is not None and proxy.lower().startswith("https:"))
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         proxy = self._proxy_for(request.url)
-        return await self._aiohttp().request(request, proxy, self._tls_for(request.url, proxy))
+        tls = _ssl_context() if self._speaks_tls(request.url, proxy) else None
+        return await self._aiohttp().request(request, proxy, tls)
 
     def poster(self, request: httpx.Request) -> Poster:
         """How the built-in sinks send every delivery to `request`'s method
@@ -119,18 +122,34 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         transport was made without it or the environment names a proxy for
         the URL (the lean client speaks to destinations directly only);
         through aiohttp otherwise (Session.post_prefix). What that path
-        needs (aiohttp, the TLS context) is loaded now, when the sink is
-        opened, not in its first delivery."""
+        needs (aiohttp, the TLS context) is noted for prepare, which loads
+        it when the sink is opened, not in its first delivery."""
         self._direct = True
         proxy = self._proxy_for(request.url)
         if self._lean is not None and proxy is None:
-            if request.url.scheme == "https":
-                _ssl_context()
+            self._needs_tls |= request.url.scheme == "https"
             # (Its errors carry no httpx.Request: the sinks read their type
             # and text only.)
             return self._lean.target(request.method, request.url).send
-        tls = self._tls_for(request.url, proxy)
-        return functools.partial(self._aiohttp().post_prefix, request, proxy, tls)
+        tls = self._speaks_tls(request.url, proxy)
+        self._needs_aiohttp = True
+        self._needs_tls |= tls
+        return functools.partial(self._post_prefix, request, proxy, tls)
+
+    async def _post_prefix(
+        self,
+        request: httpx.Request,
+        proxy: str | None,
+        tls: bool,
+        body: bytes,
+        headers: Mapping[str, str],
+        timeout: float,
+        limit: int,
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        context = _ssl_context() if tls else None
+        return await self._aiohttp().post_prefix(
+            request, proxy, context, body, headers, timeout, limit
+        )
 
     async def aclose(self) -> None:
         if self._lean is not None:
