@@ -15,8 +15,7 @@ from typing import Any
 import httpx
 import pytest
 from redis import Redis
-from router_amqp import AmqpOptions
-from router_amqp.sink import AmqpSink
+from router_amqp import AmqpOptions, AmqpSink
 
 from router.plugin import Delivery, DeliveryFailed, SinkContext
 from router.queue.keys import DestinationKeys
