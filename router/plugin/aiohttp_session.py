@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 
 import aiohttp
 import httpx
@@ -70,12 +70,19 @@ class _ResponseBody(httpx.AsyncByteStream):
 
 class Session:
     """One aiohttp session (made on first use, inside the event loop that
-    uses it). Each request names its proxy and its TLS context (`tls`, where
-    TLS is spoken; None: none is), which the transport chose."""
+    uses it), speaking TLS with the router's context (`tls`, built when the
+    session is made). Each request names its proxy, which the transport
+    chose."""
 
-    def __init__(self, max_connections: int, keepalive_expiry: float) -> None:
+    def __init__(
+        self,
+        max_connections: int,
+        keepalive_expiry: float,
+        tls: Callable[[], ssl.SSLContext],
+    ) -> None:
         self._max_connections = max_connections
         self._keepalive_expiry = keepalive_expiry
+        self._tls = tls
         self._session: aiohttp.ClientSession | None = None
 
     def _now(self) -> aiohttp.ClientSession:
@@ -89,8 +96,11 @@ class Session:
             limit=self._max_connections,
             limit_per_host=0,
             keepalive_timeout=self._keepalive_expiry,
-            # No context here: each request passes the router's where it
-            # speaks TLS, so that one is built only where one is needed.
+            # The connector's, not each request's (which keep ssl=True, the
+            # default): aiohttp's connection errors then read "ssl:default",
+            # where a request's own context would print the object and its
+            # address into error texts, logs and dead letters.
+            ssl=self._tls(),
         )
         return aiohttp.ClientSession(
             connector=connector,
@@ -103,9 +113,7 @@ class Session:
             timeout=aiohttp.ClientTimeout(total=None),
         )
 
-    async def request(
-        self, request: httpx.Request, proxy: str | None, tls: ssl.SSLContext | None
-    ) -> httpx.Response:
+    async def request(self, request: httpx.Request, proxy: str | None) -> httpx.Response:
         """Send an httpx request; its response, the body streamed."""
         timeout = request.extensions.get("timeout", {})
         try:
@@ -125,7 +133,6 @@ class Session:
                 allow_redirects=False,
                 compress=False,
                 proxy=proxy,
-                ssl=True if tls is None else tls,
                 timeout=aiohttp.ClientTimeout(
                     total=None,
                     connect=timeout.get("pool"),
@@ -148,7 +155,6 @@ class Session:
         self,
         request: httpx.Request,
         proxy: str | None,
-        tls: ssl.SSLContext | None,
         body: bytes,
         headers: Mapping[str, str],
         timeout: float,
@@ -173,7 +179,6 @@ class Session:
                 allow_redirects=False,
                 compress=False,
                 proxy=proxy,
-                ssl=True if tls is None else tls,
                 timeout=aiohttp.ClientTimeout(
                     total=None, connect=timeout, sock_connect=timeout, sock_read=timeout
                 ),

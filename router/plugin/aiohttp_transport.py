@@ -74,7 +74,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         if self._session is None:
             from router.plugin.aiohttp_session import Session
 
-            self._session = Session(self._max_connections, self._keepalive_expiry)
+            self._session = Session(self._max_connections, self._keepalive_expiry, _ssl_context)
         return self._session
 
     def prepare(self) -> None:
@@ -82,10 +82,13 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         its first delivery would otherwise wait for, now. For the direct
         path, what poster found it needs; for a sink that sends through
         the client itself (a plugin's), aiohttp and the TLS context (where
-        it sends is not known here, so as for an https URL)."""
+        it sends is not known here, so as for an https URL). aiohttp's
+        session takes the context when it is made (Session._open), so
+        whatever sends through aiohttp needs both."""
         if not self._direct or self._needs_aiohttp:
             self._aiohttp()
-        if not self._direct or self._needs_tls:
+            _ssl_context()
+        elif self._needs_tls:
             _ssl_context()
 
     def _proxy_for(self, url: httpx.URL) -> str | None:
@@ -104,17 +107,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             self._proxies[origin] = proxy
         return self._proxies[origin]
 
-    @staticmethod
-    def _speaks_tls(url: httpx.URL, proxy: str | None) -> bool:
-        """Whether a request to `url` through `proxy` speaks TLS (to an
-        https URL, or to an https proxy): it then takes the router's TLS
-        context, and aiohttp's default where it does not (none is used)."""
-        return url.scheme == "https" or (proxy is not None and proxy.lower().startswith("https:"))
-
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        proxy = self._proxy_for(request.url)
-        tls = _ssl_context() if self._speaks_tls(request.url, proxy) else None
-        return await self._aiohttp().request(request, proxy, tls)
+        return await self._aiohttp().request(request, self._proxy_for(request.url))
 
     def poster(self, request: httpx.Request) -> Poster:
         """How the built-in sinks send every delivery to `request`'s method
@@ -131,25 +125,19 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             # (Its errors carry no httpx.Request: the sinks read their type
             # and text only.)
             return self._lean.target(request.method, request.url).send
-        tls = self._speaks_tls(request.url, proxy)
         self._needs_aiohttp = True
-        self._needs_tls |= tls
-        return functools.partial(self._post_prefix, request, proxy, tls)
+        return functools.partial(self._post_prefix, request, proxy)
 
     async def _post_prefix(
         self,
         request: httpx.Request,
         proxy: str | None,
-        tls: bool,
         body: bytes,
         headers: Mapping[str, str],
         timeout: float,
         limit: int,
     ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-        context = _ssl_context() if tls else None
-        return await self._aiohttp().post_prefix(
-            request, proxy, context, body, headers, timeout, limit
-        )
+        return await self._aiohttp().post_prefix(request, proxy, body, headers, timeout, limit)
 
     async def aclose(self) -> None:
         if self._lean is not None:

@@ -241,6 +241,33 @@ async def test_refused_connection_is_a_connect_error(transport: DeliveryTranspor
 
 
 @TRANSPORTS
+async def test_refused_https_connection_names_no_tls_context_object(
+    transport: DeliveryTransport,
+) -> None:
+    """The error text (logged, kept in the dead letter) is the same in every
+    process: aiohttp's names its TLS as "ssl:default", never the router's
+    context object at its address."""
+    url = f"https://127.0.0.1:{free_port()}/hook"  # nothing listens there
+    async with http_sink(url, transport, timeout=5) as opened:
+        reason = await failure(opened)
+    client = delivery_client(4, 5.0, transport)
+    try:
+        with pytest.raises(httpx.ConnectError) as refused:
+            await client.post(url, json={})
+    finally:
+        await client.aclose()
+    assert reason.startswith("ConnectError: "), reason
+    texts = [reason, str(refused.value)]
+    for text in texts:
+        assert "SSLContext object at" not in text, text
+    # Through aiohttp: the built-in sink under aiohttp, a plugin's request
+    # under both h1 and aiohttp.
+    through_aiohttp = {"h1": texts[1:], "aiohttp": texts, "httpx": []}[transport]
+    for text in through_aiohttp:
+        assert "ssl:default" in text, text
+
+
+@TRANSPORTS
 async def test_server_closing_without_answer_is_a_protocol_error(
     transport: DeliveryTransport,
 ) -> None:
