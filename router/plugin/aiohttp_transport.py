@@ -47,6 +47,13 @@ def _ssl_context() -> ssl.SSLContext:
     return httpx.create_ssl_context()
 
 
+def _speaks_tls(url: httpx.URL) -> bool:
+    """Whether a connection to `url` speaks TLS (https or wss, whatever
+    the case of the scheme): it then takes the router's TLS context
+    (certifi's CAs, or SSL_CERT_FILE's), so it is built for it."""
+    return url.scheme.lower() in ("https", "wss")
+
+
 class AiohttpTransport(httpx.AsyncBaseTransport):
     """An httpx transport over one aiohttp session (made on first use,
     inside the event loop that uses it)."""
@@ -121,7 +128,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._direct = True
         proxy = self._proxy_for(request.url)
         if self._lean is not None and proxy is None:
-            self._needs_tls |= request.url.scheme == "https"
+            self._needs_tls |= _speaks_tls(request.url)
             # (Its errors carry no httpx.Request: the sinks read their type
             # and text only.)
             return self._lean.target(request.method, request.url).send
