@@ -5,15 +5,21 @@ and reads the response, aiohttp sends and receives it
 the built-in sinks' deliveries go through router.plugin.h1 instead.
 
 Its own module, imported when the first client is made; aiohttp itself
-only when a sink is opened that sends through it (prepare) or at
-its first request otherwise. Its import takes a tenth of a second, which
-every `router` command that delivers nothing (status, check, dead list,
-...) would pay, and so would every process whose destinations all go
-through h1 (the built-in http and chatbot sinks, by default).
+only when a sink is opened that may send through it (prepare) or at its
+first request otherwise. Its import takes a tenth of a second, which every
+`router` command that delivers nothing (status, check, dead list, ...)
+would pay, and so would every process whose destinations all go through
+h1 (the built-in http and chatbot sinks, by default).
 
-The TLS context (httpx's defaults, certifi's CAs) is built likewise: when a
-sink is opened whose URL is https (not in its first delivery), and never in
-a process that speaks to no https destination.
+The TLS context (httpx's defaults, certifi's CAs or SSL_CERT_FILE's) is
+built when a sink is opened that may need it, not in its first delivery.
+Only a process whose destinations are all built-in http/chatbot sinks on
+http URLs under the default h1 transport skips both. Every other sink
+loads aiohttp and the context when it is opened: a plugin's sink (amqp,
+nats, mqtt, a third party's), because the router cannot know whether it
+will send through `context.http` nor to what URL, and any sink sending
+through aiohttp (ROUTER_DELIVERY_TRANSPORT=aiohttp, or a proxy), because
+aiohttp's session takes the context when it is made.
 """
 
 from __future__ import annotations
