@@ -25,6 +25,7 @@ import router.plugin.client
 from router.config import Destination, DestinationSettings, Duration
 from router.config.plugins import OpenSink, open_sink, plugin_manager, sink_types
 from router.config.settings import DeliveryTransport
+from router.plugin import aiohttp_transport
 from router.plugin.client import delivery_client
 from router.plugin.http_sink import MAX_ANSWER_BYTES, HttpOptions, HttpSink
 from router.plugin.sinks import Delivery, DeliveryFailed, SinkType
@@ -673,3 +674,32 @@ async def test_an_https_destination_with_an_unknown_certificate_is_refused(
     for text in (reason, str(refused.value)):
         assert "CERTIFICATE_VERIFY_FAILED" in text, text
     assert server.requests == []
+
+
+@TRANSPORTS
+async def test_an_https_destination_whose_ca_ssl_cert_file_names_is_trusted(
+    transport: DeliveryTransport, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SSL_CERT_FILE naming the server's self-signed certificate: the
+    built-in sink's delivery and a plugin's own request both reach it, so
+    every transport checks certificates against the router's CAs."""
+    cert, key = self_signed_certificate(tmp_path)
+    served = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    served.load_cert_chain(cert, key)
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    # The context is built once per process: anew, with this variable, and
+    # anew after it (other tests must not trust this certificate).
+    aiohttp_transport._ssl_context.cache_clear()
+    try:
+        async with RawServer(tls=served) as server:
+            async with http_sink(server.url, transport, timeout=5) as opened:
+                await opened.sink.deliver(delivery(1))
+            client = delivery_client(4, 5.0, transport)
+            try:
+                answer = await client.post(server.url, json={"n": 2})
+            finally:
+                await client.aclose()
+    finally:
+        aiohttp_transport._ssl_context.cache_clear()
+    assert answer.status_code == 200
+    assert [r.json().get("mensaje", r.json().get("n")) for r in server.requests] == ["m1", 2]
