@@ -83,18 +83,6 @@ def _ca_file(value: str) -> str | None:
     return value
 
 
-def _ca_dir(value: str) -> str | None:
-    """SSL_CERT_DIR: a directory of hashed CA certificates (the TLS context
-    reads it where SSL_CERT_FILE is unset), checked as SSL_CERT_FILE is."""
-    if not value:
-        return None
-    if not os.path.isdir(value):
-        raise ValueError(
-            "an existing directory of CA certificates: fix the path or unset the variable"
-        )
-    return value
-
-
 def _flag(value: str) -> bool:
     text = value.strip().lower()
     if text in _TRUE:
@@ -439,13 +427,6 @@ class Settings:
         _ca_file,
         "CA certificates (PEM) that https destinations' certificates are checked against, "
         "instead of certifi's; set, it must be a readable file",
-        None,
-    )
-    ca_dir: str | None = _env(
-        "SSL_CERT_DIR",
-        _ca_dir,
-        "a directory of CA certificates, read where SSL_CERT_FILE is unset; set, it must "
-        "be an existing directory",
         None,
     )
 

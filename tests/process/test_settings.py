@@ -31,7 +31,6 @@ from tests.support.routes import routes_file
         ("PROMETHEUS_MULTIPROC_DIR", "/dev/null", "an existing directory"),
         ("SSL_CERT_FILE", "/nonexistent/ca.pem", "a readable file of CA certificates"),
         ("SSL_CERT_FILE", "/etc", "unset the variable"),
-        ("SSL_CERT_DIR", "/nonexistent/certs", "an existing directory of CA certificates"),
     ],
 )
 def test_a_bad_value_refuses_to_start_with_one_line(
