@@ -99,6 +99,7 @@ _STAGES: tuple[tuple[str, str, str], ...] = (
     ("logging/", "", "log lines"),
     ("router/plugin/h1.py", "", "post (HTTP client, request and answer)"),
     ("router/plugin/aiohttp_transport.py", "", "post (HTTP client, request and answer)"),
+    ("router/plugin/aiohttp_session.py", "", "post (HTTP client, request and answer)"),
     ("aiohttp/", "", "post (HTTP client, request and answer)"),
     ("httpx/", "", "post (HTTP client, request and answer)"),
     ("httpcore/", "", "post (HTTP client, request and answer)"),

@@ -16,7 +16,7 @@ from router.config import Destination
 from router.config.entry_points import BrokenPlugin, load_entry_points
 from router.ops.failures import Explained, one_line
 from router.plugin import hookspecs
-from router.plugin.client import DeliveryTransport, delivery_client
+from router.plugin.client import DeliveryTransport, delivery_client, prepare
 from router.plugin.formats import IngestFormat
 from router.plugin.sinks import Sink, SinkContext, SinkType
 
@@ -165,6 +165,13 @@ async def open_sink(destination: Destination, transport: DeliveryTransport = "h1
                 f"destination {destination.name}: plugin {s.plugin!r} of {provider} "
                 f"failed to start: {destination.redactor(one_line(exc))}"
             ) from exc
+        raise
+    try:
+        prepare(http)
+    except BaseException:
+        # Not the plugin's failure (its sink started): the router's own,
+        # raised as is, as when the client is made.
+        await OpenSink(sink, http).aclose()
         raise
     return OpenSink(sink, http)
 

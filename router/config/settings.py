@@ -67,6 +67,22 @@ def _writable_directory(value: str) -> str | None:
     return value
 
 
+def _ca_file(value: str) -> str | None:
+    """SSL_CERT_FILE: httpx's TLS context loads it instead of certifi's CAs,
+    when a sink that may speak TLS is opened (router.plugin.aiohttp_transport),
+    which a process whose destinations are all on http never does: a bad
+    one would fail only at the first https delivery. Checked here, without
+    loading it."""
+    if not value:
+        return None
+    if not os.path.isfile(value) or not os.access(value, os.R_OK):
+        raise ValueError(
+            "a readable file of CA certificates (PEM): fix the path or unset the variable "
+            "(certifi's CAs are used then)"
+        )
+    return value
+
+
 def _flag(value: str) -> bool:
     text = value.strip().lower()
     if text in _TRUE:
@@ -404,6 +420,14 @@ class Settings:
         "service.name of the router's spans (with tracing on); the other OTEL_* variables "
         "(sampler, headers, batching) are read by OpenTelemetry itself: docs/tracing.md",
         "message-router",
+    )
+
+    ca_file: str | None = _env(
+        "SSL_CERT_FILE",
+        _ca_file,
+        "CA certificates (PEM) that https destinations' certificates are checked against, "
+        "instead of certifi's; set, it must be a readable file",
+        None,
     )
 
     @property

@@ -68,6 +68,14 @@ def direct_transport(client: httpx.AsyncClient) -> AiohttpTransport | None:
     return transport if isinstance(transport, made.AiohttpTransport) else None
 
 
+def prepare(client: httpx.AsyncClient) -> None:
+    """Once a sink is built on `client` (a delivery_client): load now what
+    its first delivery would otherwise wait for (AiohttpTransport.prepare)."""
+    transport = direct_transport(client)
+    if transport is not None:
+        transport.prepare()
+
+
 def delivery_client(
     max_in_flight: int, timeout: float, transport: DeliveryTransport = "h1"
 ) -> httpx.AsyncClient:

@@ -2,8 +2,9 @@
 both transports (ROUTER_DELIVERY_TRANSPORT=aiohttp, the default, and httpx's
 own): how failures are reported, no cookies between deliveries, keep-alive
 and idle expiry, the httpx API a plugin uses, the cap on an answer read by
-the built-in http sink, and the cap on connections. Every destination here
-is a raw asyncio server on loopback, so the tests see the connections."""
+the built-in http sink, the cap on connections and the check of an https
+destination's certificate. Every destination here is a raw asyncio server
+on loopback, so the tests see the connections."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ import asyncio
 import contextlib
 import gzip
 import json
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import httpx
@@ -22,10 +25,12 @@ import router.plugin.client
 from router.config import Destination, DestinationSettings, Duration
 from router.config.plugins import OpenSink, open_sink, plugin_manager, sink_types
 from router.config.settings import DeliveryTransport
+from router.plugin import aiohttp_transport
 from router.plugin.client import delivery_client
 from router.plugin.http_sink import MAX_ANSWER_BYTES, HttpOptions, HttpSink
 from router.plugin.sinks import Delivery, DeliveryFailed, SinkType
 from tests.support.servers import free_port
+from tests.support.tls import self_signed_certificate
 
 # Marked here, not only by the root conftest's late marking: anyio's plugin
 # rebuilds a late-marked async test without its own parameters.
@@ -116,13 +121,14 @@ class RawServer:
     open_now: int = 0
     max_open: int = 0
     port: int = 0
+    tls: ssl.SSLContext | None = None  # an https server
     _server: asyncio.Server | None = None
     _handlers: set[asyncio.Task[None]] = field(default_factory=set)
     _writers: set[asyncio.StreamWriter] = field(default_factory=set)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hook"
+        return f"{'http' if self.tls is None else 'https'}://127.0.0.1:{self.port}/hook"
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -153,7 +159,7 @@ class RawServer:
             self._handlers.discard(task)
 
     async def __aenter__(self) -> RawServer:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0, ssl=self.tls)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
@@ -233,6 +239,33 @@ async def test_refused_connection_is_a_connect_error(transport: DeliveryTranspor
     assert reason.startswith("ConnectError: "), reason
     assert "timed out" not in reason
     assert "Timeout" not in reason
+
+
+@TRANSPORTS
+async def test_refused_https_connection_names_no_tls_context_object(
+    transport: DeliveryTransport,
+) -> None:
+    """The error text (logged, kept in the dead letter) is the same in every
+    process: aiohttp's names its TLS as "ssl:default", never the router's
+    context object at its address."""
+    url = f"https://127.0.0.1:{free_port()}/hook"  # nothing listens there
+    async with http_sink(url, transport, timeout=5) as opened:
+        reason = await failure(opened)
+    client = delivery_client(4, 5.0, transport)
+    try:
+        with pytest.raises(httpx.ConnectError) as refused:
+            await client.post(url, json={})
+    finally:
+        await client.aclose()
+    assert reason.startswith("ConnectError: "), reason
+    texts = [reason, str(refused.value)]
+    for text in texts:
+        assert "SSLContext object at" not in text, text
+    # Through aiohttp: the built-in sink under aiohttp, a plugin's request
+    # under both h1 and aiohttp.
+    through_aiohttp = {"h1": texts[1:], "aiohttp": texts, "httpx": []}[transport]
+    for text in through_aiohttp:
+        assert "ssl:default" in text, text
 
 
 @TRANSPORTS
@@ -613,3 +646,60 @@ async def test_a_header_value_with_a_newline_fails_the_attempt_cleanly(
             await opened.aclose()
     assert reason.startswith("LocalProtocolError"), reason
     assert server.requests == []  # nothing went out
+
+
+# -- 11. TLS: the destination's certificate is verified -------------------------
+
+
+@TRANSPORTS
+async def test_an_https_destination_with_an_unknown_certificate_is_refused(
+    transport: DeliveryTransport, tmp_path: Path
+) -> None:
+    """No CA the router trusts vouches for a self-signed certificate: the
+    built-in sink's delivery and a plugin's own request both fail to
+    connect, and nothing is sent."""
+    cert, key = self_signed_certificate(tmp_path)
+    served = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    served.load_cert_chain(cert, key)
+    async with RawServer(tls=served) as server:
+        async with http_sink(server.url, transport, timeout=5) as opened:
+            reason = await failure(opened)
+        client = delivery_client(4, 5.0, transport)
+        try:
+            with pytest.raises(httpx.ConnectError) as refused:
+                await client.post(server.url, json={})
+        finally:
+            await client.aclose()
+    assert reason.startswith("ConnectError: "), reason
+    for text in (reason, str(refused.value)):
+        assert "CERTIFICATE_VERIFY_FAILED" in text, text
+    assert server.requests == []
+
+
+@TRANSPORTS
+async def test_an_https_destination_whose_ca_ssl_cert_file_names_is_trusted(
+    transport: DeliveryTransport, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SSL_CERT_FILE naming the server's self-signed certificate: the
+    built-in sink's delivery and a plugin's own request both reach it, so
+    every transport checks certificates against the router's CAs."""
+    cert, key = self_signed_certificate(tmp_path)
+    served = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    served.load_cert_chain(cert, key)
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    # The context is built once per process: anew, with this variable, and
+    # anew after it (other tests must not trust this certificate).
+    aiohttp_transport._ssl_context.cache_clear()
+    try:
+        async with RawServer(tls=served) as server:
+            async with http_sink(server.url, transport, timeout=5) as opened:
+                await opened.sink.deliver(delivery(1))
+            client = delivery_client(4, 5.0, transport)
+            try:
+                answer = await client.post(server.url, json={"n": 2})
+            finally:
+                await client.aclose()
+    finally:
+        aiohttp_transport._ssl_context.cache_clear()
+    assert answer.status_code == 200
+    assert [r.json().get("mensaje", r.json().get("n")) for r in server.requests] == ["m1", 2]

@@ -29,6 +29,8 @@ from tests.support.routes import routes_file
         ("REDIS_URL", "localhost:6379", "redis://"),
         ("PROMETHEUS_MULTIPROC_DIR", "/nonexistent/router-metrics", "create it (mkdir -p)"),
         ("PROMETHEUS_MULTIPROC_DIR", "/dev/null", "an existing directory"),
+        ("SSL_CERT_FILE", "/nonexistent/ca.pem", "a readable file of CA certificates"),
+        ("SSL_CERT_FILE", "/etc", "unset the variable"),
     ],
 )
 def test_a_bad_value_refuses_to_start_with_one_line(
