@@ -286,6 +286,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in ("serve", "api", "worker", "check"):
         for warning in settings.warnings():
             log.warning("environment: %s", warning)
+    # Only the commands that open destinations' sinks load SSL_CERT_FILE:
+    # they refuse a bad one now, not at the first https delivery.
+    opens_sinks = args.command in ("worker", "check") or (
+        args.command == "serve" and settings.run_workers
+    )
+    if opens_sinks and (problem := settings.ca_file_problem()) is not None:
+        print(f"router: environment error: {problem}", file=sys.stderr)
+        return 2
     if not settings.metrics:
         from router.ops import metrics
 

@@ -168,10 +168,16 @@ async def open_sink(destination: Destination, transport: DeliveryTransport = "h1
         raise
     try:
         prepare(http)
-    except BaseException:
+    except BaseException as exc:
         # Not the plugin's failure (its sink started): the router's own,
-        # raised as is, as when the client is made.
+        # raised as is, as when the client is made; a CA file that cannot
+        # be loaded as one line naming the destination (as a plugin's).
         await OpenSink(sink, http).aclose()
+        # (Loaded by the client already: router.plugin.client says why late.)
+        from router.plugin.aiohttp_transport import CaBundleError
+
+        if isinstance(exc, CaBundleError):
+            raise PluginError(f"destination {destination.name}: {exc}") from exc
         raise
     return OpenSink(sink, http)
 

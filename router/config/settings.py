@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, get_args
@@ -64,22 +65,6 @@ def _writable_directory(value: str) -> str | None:
         raise ValueError("an existing directory: create it (mkdir -p) or unset the variable")
     if not os.access(value, os.W_OK | os.X_OK):
         raise ValueError("a directory this user can write: fix its permissions or unset it")
-    return value
-
-
-def _ca_file(value: str) -> str | None:
-    """SSL_CERT_FILE: httpx's TLS context loads it instead of certifi's CAs,
-    when a sink that may speak TLS is opened (router.plugin.aiohttp_transport),
-    which a process whose destinations are all on http never does: a bad
-    one would fail only at the first https delivery. Checked here, without
-    loading it."""
-    if not value:
-        return None
-    if not os.path.isfile(value) or not os.access(value, os.R_OK):
-        raise ValueError(
-            "a readable file of CA certificates (PEM): fix the path or unset the variable "
-            "(certifi's CAs are used then)"
-        )
     return value
 
 
@@ -424,11 +409,31 @@ class Settings:
 
     ca_file: str | None = _env(
         "SSL_CERT_FILE",
-        _ca_file,
+        lambda value: value or None,
         "CA certificates (PEM) that https destinations' certificates are checked against, "
-        "instead of certifi's; set, it must be a readable file",
+        "instead of certifi's (read by httpx and OpenSSL; the commands that open destinations "
+        "load it at start: ca_file_problem)",
         None,
     )
+
+    def ca_file_problem(self) -> str | None:
+        """Why SSL_CERT_FILE's certificates cannot be loaded, as one line;
+        None when they can or it is unset. Asked by the commands that open
+        destinations (serve, worker, check) before they do: a sink builds
+        its TLS context only where it may speak TLS, so a bad file would
+        otherwise stop only the first https delivery. Not asked where none
+        is opened (status, plugins, dead, ...): they never load it."""
+        if self.ca_file is None:
+            return None
+        try:
+            ssl.create_default_context(cafile=self.ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            return (
+                f"SSL_CERT_FILE={self.ca_file!r}: cannot load CA certificates from it "
+                f"({type(exc).__name__}: {exc}): fix the path or unset the variable "
+                "(certifi's CAs are used then)"
+            )
+        return None
 
     @property
     def traces_endpoint(self) -> str | None:

@@ -14,7 +14,9 @@ h1 (the built-in http and chatbot sinks, by default).
 The TLS context (httpx's defaults, certifi's CAs or SSL_CERT_FILE's) is
 built when a sink is opened that may need it, not in its first delivery.
 Only a process whose destinations are all built-in http/chatbot sinks on
-http URLs under the default h1 transport skips both. Every other sink
+http URLs under the default h1 transport skips both (with SSL_CERT_FILE
+set, the commands that open sinks load it once at start, to refuse a bad
+one: Settings.ca_file_problem). Every other sink
 loads aiohttp and the context when it is opened: a plugin's sink (amqp,
 nats, mqtt, a third party's), because the router cannot know whether it
 will send through `context.http` nor to what URL, and any sink sending
@@ -32,6 +34,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 
+from router.ops.failures import Explained, one_line
 from router.plugin import h1
 
 if TYPE_CHECKING:
@@ -51,6 +54,23 @@ def _ssl_context() -> ssl.SSLContext:
     destination's first delivery would otherwise wait for (so a sink
     speaking TLS builds it when it is opened: prepare)."""
     return httpx.create_ssl_context()
+
+
+class CaBundleError(Explained):
+    """The CA certificates (SSL_CERT_FILE's, or certifi's) cannot be loaded."""
+
+
+def _context_now() -> None:
+    """The TLS context, built now (prepare): its failure, as one line a
+    refused start or reload names (SSL_CERT_FILE rotated or removed since
+    start; the commands that open sinks checked it then:
+    Settings.ca_file_problem)."""
+    try:
+        _ssl_context()
+    except (OSError, ssl.SSLError) as exc:
+        raise CaBundleError(
+            f"cannot load the CA certificates (SSL_CERT_FILE's, or certifi's): {one_line(exc)}"
+        ) from exc
 
 
 def _speaks_tls(url: httpx.URL) -> bool:
@@ -100,9 +120,9 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         whatever sends through aiohttp needs both."""
         if not self._direct or self._needs_aiohttp:
             self._aiohttp()
-            _ssl_context()
+            _context_now()
         elif self._needs_tls:
-            _ssl_context()
+            _context_now()
 
     def _proxy_for(self, url: httpx.URL) -> str | None:
         """The proxy the environment names for `url` (HTTP_PROXY,

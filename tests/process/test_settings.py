@@ -29,8 +29,6 @@ from tests.support.routes import routes_file
         ("REDIS_URL", "localhost:6379", "redis://"),
         ("PROMETHEUS_MULTIPROC_DIR", "/nonexistent/router-metrics", "create it (mkdir -p)"),
         ("PROMETHEUS_MULTIPROC_DIR", "/dev/null", "an existing directory"),
-        ("SSL_CERT_FILE", "/nonexistent/ca.pem", "a readable file of CA certificates"),
-        ("SSL_CERT_FILE", "/etc", "unset the variable"),
     ],
 )
 def test_a_bad_value_refuses_to_start_with_one_line(
@@ -111,3 +109,23 @@ def test_a_missing_metrics_directory_stops_the_start_with_one_line(
         f"router: environment error: PROMETHEUS_MULTIPROC_DIR={missing!r}: allowed: "
         "an existing directory: create it (mkdir -p) or unset the variable"
     ]
+
+
+@pytest.mark.parametrize("content", [None, b"not a certificate\n"])
+def test_a_ca_file_that_cannot_be_loaded_stops_what_opens_sinks(
+    tmp_path: Path, content: bytes | None
+) -> None:
+    """SSL_CERT_FILE missing, or holding no certificate: `router check`
+    refuses with one line naming it, even for an http destination (the
+    file is loaded as sinks open); commands that open none are not stopped."""
+    ca = tmp_path / "ca.pem"
+    if content is not None:
+        ca.write_bytes(content)
+    routes = routes_file(tmp_path / "routes.yaml")
+    done = run_cli("--routes", str(routes), "check", SSL_CERT_FILE=str(ca))
+    assert done.returncode == 2, done
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith(f"router: environment error: SSL_CERT_FILE={str(ca)!r}: cannot load")
+    assert "unset the variable" in line
+    listed = run_cli("--routes", str(routes), "plugins", SSL_CERT_FILE=str(ca))
+    assert listed.returncode == 0, listed
