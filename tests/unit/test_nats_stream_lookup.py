@@ -92,3 +92,31 @@ def test_a_stream_subject_captures_as_nats_matches(
     pattern: str, subject: str, expected: bool
 ) -> None:
     assert captures(pattern, subject) is expected
+
+
+async def test_the_size_checked_is_what_nats_py_announces() -> None:
+    """The sink refuses a message over max_payload before publishing it
+    (the server would drop the connection every key shares): the size it
+    counts, headers included, and the stream header added after the
+    lookup, is the one nats-py's HPUB announces to the server."""
+    from nats.aio.client import Client
+    from router_nats.sink import encoded_size, header_size
+
+    sent: list[bytes] = []
+    client = Client()
+
+    async def capture(command: bytes, priority: bool = False) -> None:
+        sent.append(command)
+
+    client._send_command = capture  # type: ignore[method-assign]  # what would go out
+    client._flush_queue = None
+    body = b'{"mensaje": "\xc3\xb1and\xc3\xba", "wa_id": "k"}'
+    for value in ["44912345678", "  padded  ", "ñandú", "a\r\nb", "\tx\t", "\x85x\u2028", ""]:
+        for stream in ["S", "RT_ñ", "STREAM_" + "x" * 200]:
+            headers = {"Nats-Msg-Id": "msg_1", "X-Router-Key": value, "traceparent": value}
+            counted = encoded_size(body, headers) + header_size("Nats-Expected-Stream", stream)
+            headers["Nats-Expected-Stream"] = stream
+            sent.clear()
+            await client._send_publish("subject", "", body, len(body), headers)
+            announced = int(sent[0].split(b"\r\n", 1)[0].split()[-1])  # HPUB ... <total>
+            assert counted == announced, (value, stream)
