@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import ssl
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -147,7 +148,15 @@ async def open_sink(destination: Destination, transport: DeliveryTransport = "h1
     """Build a destination's sink through its plugin's factory, with a shared
     HTTP client sized for its max_in_flight (router.plugin.client)."""
     s = destination.settings
-    http = delivery_client(s.max_in_flight, s.timeout, transport)
+    try:
+        http = delivery_client(s.max_in_flight, s.timeout, transport)
+    except (OSError, ssl.SSLError) as exc:
+        # ROUTER_DELIVERY_TRANSPORT=httpx: httpx builds its TLS context
+        # here, at every open (a CA file removed or broken since start).
+        raise PluginError(
+            f"destination {destination.name}: cannot load the CA certificates "
+            f"(SSL_CERT_FILE's, or certifi's): {one_line(exc)}"
+        ) from exc
     context = SinkContext(
         destination=destination.name,
         timeout=s.timeout,

@@ -425,14 +425,16 @@ class Settings:
         is opened (status, plugins, dead, ...): they never load it."""
         if self.ca_file is None:
             return None
+        fix = "fix the path or unset the variable (certifi's CAs are used then)"
         try:
-            ssl.create_default_context(cafile=self.ca_file)
+            context = ssl.create_default_context(cafile=self.ca_file)
         except (OSError, ssl.SSLError) as exc:
             return (
                 f"SSL_CERT_FILE={self.ca_file!r}: cannot load CA certificates from it "
-                f"({type(exc).__name__}: {exc}): fix the path or unset the variable "
-                "(certifi's CAs are used then)"
+                f"({type(exc).__name__}: {exc}): {fix}"
             )
+        if not context.get_ca_certs():  # e.g. only a CRL: every https delivery would fail
+            return f"SSL_CERT_FILE={self.ca_file!r}: holds no CA certificate: {fix}"
         return None
 
     @property
