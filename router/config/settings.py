@@ -433,8 +433,11 @@ class Settings:
                 f"SSL_CERT_FILE={self.ca_file!r}: cannot load CA certificates from it "
                 f"({type(exc).__name__}: {exc}): {fix}"
             )
-        if not context.get_ca_certs():  # e.g. only a CRL: every https delivery would fail
-            return f"SSL_CERT_FILE={self.ca_file!r}: holds no CA certificate: {fix}"
+        # Only a CRL: nothing to verify with, every https delivery would
+        # fail. (Any certificate counts, not only CA ones: a destination's
+        # own self-signed certificate, pinned, is a trust anchor too.)
+        if not context.cert_store_stats()["x509"]:
+            return f"SSL_CERT_FILE={self.ca_file!r}: holds no certificate: {fix}"
         return None
 
     @property

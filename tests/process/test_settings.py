@@ -3,6 +3,8 @@ with one line (as routes.yaml is)."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from pathlib import Path
 
 import httpx
@@ -129,3 +131,25 @@ def test_a_ca_file_that_cannot_be_loaded_stops_what_opens_sinks(
     assert "unset the variable" in line
     listed = run_cli("--routes", str(routes), "plugins", SSL_CERT_FILE=str(ca))
     assert listed.returncode == 0, listed
+
+
+def test_a_ca_file_of_one_pinned_self_signed_certificate_is_accepted(tmp_path: Path) -> None:
+    """A destination's own self-signed certificate, not a CA (CA:FALSE), as
+    the whole SSL_CERT_FILE: a trust anchor OpenSSL verifies against, so
+    start-up takes it (the check refuses only a file with no certificate)."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("the openssl command is not installed: no certificate to pin")
+    cert = tmp_path / "pinned.pem"
+    subprocess.run(
+        [
+            *(openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+            *("-keyout", str(tmp_path / "key.pem"), "-out", str(cert), "-subj", "/CN=bot"),
+            *("-addext", "basicConstraints=critical,CA:FALSE"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    routes = routes_file(tmp_path / "routes.yaml")
+    done = run_cli("--routes", str(routes), "check", SSL_CERT_FILE=str(cert))
+    assert done.returncode == 0, done
