@@ -291,9 +291,12 @@ def main(argv: list[str] | None = None) -> int:
     opens_sinks = args.command in ("worker", "check") or (
         args.command == "serve" and settings.run_workers
     )
-    if opens_sinks and (problem := settings.ca_file_problem()) is not None:
-        print(f"router: environment error: {problem}", file=sys.stderr)
-        return 2
+    if opens_sinks and settings.ca_file is not None:
+        from router.plugin.tls import ca_file_problem
+
+        if (problem := ca_file_problem(settings.ca_file)) is not None:
+            print(f"router: environment error: {problem}", file=sys.stderr)
+            return 2
     if not settings.metrics:
         from router.ops import metrics
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import ssl
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -20,6 +19,7 @@ from router.plugin import hookspecs
 from router.plugin.client import DeliveryTransport, delivery_client, prepare
 from router.plugin.formats import IngestFormat
 from router.plugin.sinks import Sink, SinkContext, SinkType
+from router.plugin.tls import CaBundleError
 
 log = logging.getLogger("router.plugins")
 
@@ -150,13 +150,8 @@ async def open_sink(destination: Destination, transport: DeliveryTransport = "h1
     s = destination.settings
     try:
         http = delivery_client(s.max_in_flight, s.timeout, transport)
-    except (OSError, ssl.SSLError) as exc:
-        # ROUTER_DELIVERY_TRANSPORT=httpx: httpx builds its TLS context
-        # here, at every open (a CA file removed or broken since start).
-        raise PluginError(
-            f"destination {destination.name}: cannot load the CA certificates "
-            f"(SSL_CERT_FILE's, or certifi's): {one_line(exc)}"
-        ) from exc
+    except CaBundleError as exc:  # (httpx's own transport builds its context here)
+        raise PluginError(f"destination {destination.name}: {exc}") from exc
     context = SinkContext(
         destination=destination.name,
         timeout=s.timeout,
@@ -182,9 +177,6 @@ async def open_sink(destination: Destination, transport: DeliveryTransport = "h1
         # raised as is, as when the client is made; a CA file that cannot
         # be loaded as one line naming the destination (as a plugin's).
         await OpenSink(sink, http).aclose()
-        # (Loaded by the client already: router.plugin.client says why late.)
-        from router.plugin.aiohttp_transport import CaBundleError
-
         if isinstance(exc, CaBundleError):
             raise PluginError(f"destination {destination.name}: {exc}") from exc
         raise

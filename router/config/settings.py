@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, get_args
@@ -412,33 +411,9 @@ class Settings:
         lambda value: value or None,
         "CA certificates (PEM) that https destinations' certificates are checked against, "
         "instead of certifi's (read by httpx and OpenSSL; the commands that open destinations "
-        "load it at start: ca_file_problem)",
+        "load it at start: router.plugin.tls.ca_file_problem)",
         None,
     )
-
-    def ca_file_problem(self) -> str | None:
-        """Why SSL_CERT_FILE's certificates cannot be loaded, as one line;
-        None when they can or it is unset. Asked by the commands that open
-        destinations (serve, worker, check) before they do: a sink builds
-        its TLS context only where it may speak TLS, so a bad file would
-        otherwise stop only the first https delivery. Not asked where none
-        is opened (status, plugins, dead, ...): they never load it."""
-        if self.ca_file is None:
-            return None
-        fix = "fix the path or unset the variable (certifi's CAs are used then)"
-        try:
-            context = ssl.create_default_context(cafile=self.ca_file)
-        except (OSError, ssl.SSLError) as exc:
-            return (
-                f"SSL_CERT_FILE={self.ca_file!r}: cannot load CA certificates from it "
-                f"({type(exc).__name__}: {exc}): {fix}"
-            )
-        # Only a CRL: nothing to verify with, every https delivery would
-        # fail. (Any certificate counts, not only CA ones: a destination's
-        # own self-signed certificate, pinned, is a trust anchor too.)
-        if not context.cert_store_stats()["x509"]:
-            return f"SSL_CERT_FILE={self.ca_file!r}: holds no certificate: {fix}"
-        return None
 
     @property
     def traces_endpoint(self) -> str | None:

@@ -16,7 +16,7 @@ built when a sink is opened that may need it, not in its first delivery.
 Only a process whose destinations are all built-in http/chatbot sinks on
 http URLs under the default h1 transport skips both (with SSL_CERT_FILE
 set, the commands that open sinks load it once at start, to refuse a bad
-one: Settings.ca_file_problem). Every other sink
+one: router.plugin.tls.ca_file_problem). Every other sink
 loads aiohttp and the context when it is opened: a plugin's sink (amqp,
 nats, mqtt, a third party's), because the router cannot know whether it
 will send through `context.http` nor to what URL, and any sink sending
@@ -27,15 +27,14 @@ aiohttp's session takes the context when it is made.
 from __future__ import annotations
 
 import functools
-import ssl
 import urllib.request
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING
 
 import httpx
 
-from router.ops.failures import Explained, one_line
 from router.plugin import h1
+from router.plugin.tls import context_now, ssl_context
 
 if TYPE_CHECKING:
     from router.plugin.aiohttp_session import Session
@@ -45,32 +44,6 @@ if TYPE_CHECKING:
 Poster = Callable[
     [bytes, Mapping[str, str], float, int], Awaitable[tuple[int, list[tuple[bytes, bytes]], bytes]]
 ]
-
-
-@functools.cache
-def _ssl_context() -> ssl.SSLContext:
-    """httpx's defaults (certifi's CAs, verified), built once per process:
-    loading the CA bundle takes tens of milliseconds, which every
-    destination's first delivery would otherwise wait for (so a sink
-    speaking TLS builds it when it is opened: prepare)."""
-    return httpx.create_ssl_context()
-
-
-class CaBundleError(Explained):
-    """The CA certificates (SSL_CERT_FILE's, or certifi's) cannot be loaded."""
-
-
-def _context_now() -> None:
-    """The TLS context, built now (prepare): its failure, as one line a
-    refused start or reload names (SSL_CERT_FILE rotated or removed since
-    start; the commands that open sinks checked it then:
-    Settings.ca_file_problem)."""
-    try:
-        _ssl_context()
-    except (OSError, ssl.SSLError) as exc:
-        raise CaBundleError(
-            f"cannot load the CA certificates (SSL_CERT_FILE's, or certifi's): {one_line(exc)}"
-        ) from exc
 
 
 def _speaks_tls(url: httpx.URL) -> bool:
@@ -90,7 +63,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._session: Session | None = None
         # The built-in sinks' direct path (poster) through router.plugin.h1
         # (ROUTER_DELIVERY_TRANSPORT=h1); None: through aiohttp too.
-        self._lean = h1.Pool(max_connections, keepalive_expiry, _ssl_context) if lean else None
+        self._lean = h1.Pool(max_connections, keepalive_expiry, ssl_context) if lean else None
         self._proxy_env = urllib.request.getproxies_environment()
         self._proxies: dict[tuple[str, str, int | None], str | None] = {}
         # What the sink's deliveries will need, loaded by prepare: whether
@@ -107,7 +80,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         if self._session is None:
             from router.plugin.aiohttp_session import Session
 
-            self._session = Session(self._max_connections, self._keepalive_expiry, _ssl_context)
+            self._session = Session(self._max_connections, self._keepalive_expiry, ssl_context)
         return self._session
 
     def prepare(self) -> None:
@@ -120,9 +93,9 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         whatever sends through aiohttp needs both."""
         if not self._direct or self._needs_aiohttp:
             self._aiohttp()
-            _context_now()
+            context_now()
         elif self._needs_tls:
-            _context_now()
+            context_now()
 
     def _proxy_for(self, url: httpx.URL) -> str | None:
         """The proxy the environment names for `url` (HTTP_PROXY,

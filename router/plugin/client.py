@@ -34,10 +34,13 @@ worker bounds each attempt by the destination's `timeout` anyway).
 from __future__ import annotations
 
 import http.cookiejar
+import ssl
 import sys
 from typing import TYPE_CHECKING, Literal
 
 import httpx
+
+from router.plugin.tls import CaBundleError
 
 # Which transport is under the client (ROUTER_DELIVERY_TRANSPORT, router.config.settings).
 DeliveryTransport = Literal["h1", "aiohttp", "httpx"]
@@ -93,7 +96,12 @@ def delivery_client(
     cookies = http.cookiejar.CookieJar(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
     headers = {"user-agent": USER_AGENT}  # a plugin's own per request still wins
     if transport == "httpx":
-        return httpx.AsyncClient(limits=limits, timeout=timeout, cookies=cookies, headers=headers)
+        try:  # (httpx builds its TLS context here, at every client)
+            return httpx.AsyncClient(
+                limits=limits, timeout=timeout, cookies=cookies, headers=headers
+            )
+        except (OSError, ssl.SSLError) as exc:
+            raise CaBundleError.of(exc) from exc
     from router.plugin.aiohttp_transport import AiohttpTransport
 
     return httpx.AsyncClient(

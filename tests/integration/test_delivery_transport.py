@@ -25,7 +25,7 @@ import router.plugin.client
 from router.config import Destination, DestinationSettings, Duration
 from router.config.plugins import OpenSink, open_sink, plugin_manager, sink_types
 from router.config.settings import DeliveryTransport
-from router.plugin import aiohttp_transport
+from router.plugin import tls
 from router.plugin.client import delivery_client
 from router.plugin.http_sink import MAX_ANSWER_BYTES, HttpOptions, HttpSink
 from router.plugin.sinks import Delivery, DeliveryFailed, SinkType
@@ -689,7 +689,7 @@ async def test_an_https_destination_whose_ca_ssl_cert_file_names_is_trusted(
     monkeypatch.setenv("SSL_CERT_FILE", str(cert))
     # The context is built once per process: anew, with this variable, and
     # anew after it (other tests must not trust this certificate).
-    aiohttp_transport._ssl_context.cache_clear()
+    tls.ssl_context.cache_clear()
     try:
         async with RawServer(tls=served) as server:
             async with http_sink(server.url, transport, timeout=5) as opened:
@@ -700,6 +700,6 @@ async def test_an_https_destination_whose_ca_ssl_cert_file_names_is_trusted(
             finally:
                 await client.aclose()
     finally:
-        aiohttp_transport._ssl_context.cache_clear()
+        tls.ssl_context.cache_clear()
     assert answer.status_code == 200
     assert [r.json().get("mensaje", r.json().get("n")) for r in server.requests] == ["m1", 2]
