@@ -23,10 +23,12 @@ The parts, each in its own module:
 - Cost growth (bench/growth.py): ingest and delivery rates with 1k to 1M
   messages queued over 10 to 100k keys; Redis bytes per message.
 - Redis Cluster (bench/cluster.py): ingest (wrk against `router api`) and
-  delivery (`router worker --burst`) on the one Redis, on a Cluster of 1
-  master and of 3 masters (no replicas), the destination at `shards: 6`;
-  msg/s per process, commands and Redis CPU per message per master, and
-  what P processes on M masters reach (an estimate).
+  delivery (`router worker --burst`) on a Cluster of 1 master and of 3
+  masters (no replicas), the destination at `shards: 6`, each judged
+  against one valkey-server of the same binary that is not cluster-enabled
+  (issue 23's 0.95), the bench's Redis beside as context; msg/s per
+  process, commands and Redis CPU per message per master, and what P
+  processes on M masters reach (an estimate).
 - Observability (bench/observability.py): the cost of Prometheus metrics
   and of the per-attempt log line, against ROUTER_METRICS=0 in the same
   round: `router api` under wrk with /metrics scraped once a second, and
@@ -248,6 +250,7 @@ def main() -> int:
     rows += tracing.chart_rows() if tracing else []
     targets = {row[0]: 1.0 for row in rows if row[0].startswith("ingest")}
     targets.update(delivery.chart_targets() if delivery and delivery.results else {})
+    targets.update(cluster.chart_targets() if cluster and cluster.runs else {})
     targets.update(observability.chart_targets() if observability else {})
     svg = procs.RESULTS / "ratios.svg"
     if rows:
