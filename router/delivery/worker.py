@@ -20,13 +20,13 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from router.config import Destination
-from router.delivery.attempt import Attempts
+from router.delivery.attempt import Attempts, Slot
 from router.delivery.health import DestinationHealth
 from router.ops.cancelling import cancel_and_wait
 from router.plugin.sinks import Sink
 from router.queue import shard_layout
 from router.queue.keys import shard_share
-from router.queue.lanes import Claim, DestinationQueue
+from router.queue.lanes import DestinationQueue
 from router.queue.outbound_rate import shard_rate
 from router.queue.scripts import Scripts
 from router.queue.sharded_queue import ShardedQueue
@@ -89,7 +89,7 @@ class DestinationWorker:
         self.max_in_flight = shard_share(self.settings.max_in_flight, shard, shards)
         self.sink = sink
         self.lease_ms = int(self.settings.lease * 1000)
-        self._tasks: dict[asyncio.Task[None], Claim] = {}
+        self._tasks: dict[asyncio.Task[None], Slot] = {}
         self._slot_freed = asyncio.Event()
         self._stopping = False
         self._worker_id = f"{os.uname().nodename}:{os.getpid()}:{id(self):x}"
@@ -99,7 +99,13 @@ class DestinationWorker:
         self._loop_exited = asyncio.Event()
         self._health = DestinationHealth(destination)
         self._attempts = Attempts(
-            destination, self.queue, sink, self.lease_ms, self._health, lambda: self._stopping
+            destination,
+            self.queue,
+            sink,
+            self.lease_ms,
+            self._health,
+            lambda: self._stopping,
+            self._new_token,
         )
 
     # -- the loop ----------------------------------------------------------
@@ -146,8 +152,9 @@ class DestinationWorker:
                             else "resumed",
                         )
                 for claim in result.claims:
-                    task = loop.create_task(self._attempts.deliver(claim))
-                    self._tasks[task] = claim
+                    slot = Slot(claim)
+                    task = loop.create_task(self._attempts.deliver(slot))
+                    self._tasks[task] = slot
                     task.add_done_callback(self._task_done)
                 if result.claims and result.ready_left > 0:
                     continue
@@ -271,11 +278,12 @@ class DestinationWorker:
         tasks = list(self._tasks)
         if tasks:
             await asyncio.wait(tasks, timeout=max(0.0, deadline - time.monotonic()))
-        left = {t: c for t, c in self._tasks.items() if not t.done()}
+        left = {t: slot for t, slot in self._tasks.items() if not t.done()}
         await cancel_and_wait(*left, log_errors=False)  # _task_done logs a crash
-        for claim in left.values():
+        for slot in left.values():
             with contextlib.suppress(RedisError):
-                await self.queue.release(claim)
+                # The claim the task held last: an ack may have handed it on.
+                await self.queue.release(slot.claim)
         if left:
             log.warning(
                 "destination %s: handed %d in-flight deliveries back to the queue",

@@ -11,7 +11,7 @@ import pytest
 from router.queue import envelope
 from router.queue.enqueue import Target, enqueue
 from router.queue.keys import DestinationKeys
-from router.queue.lanes import DestinationQueue, Outcome
+from router.queue.lanes import Claim, DestinationQueue, Outcome
 from router.queue.sharded_queue import ShardedQueue
 from tests.support.queues import body, destination_queue, store
 
@@ -168,3 +168,88 @@ async def test_a_key_in_ready_twice_is_claimed_once(queue: DestinationQueue) -> 
     (k,) = [c for c in claims if c.key == "k"]
     assert not (await queue.ack(k, k.head, 30_000, keep=False)).lease_lost
     assert await queue.lane_length("k") == 1
+
+
+async def test_an_ack_hands_its_slot_on_to_the_next_key_in_line(queue: DestinationQueue) -> None:
+    """With keys waiting, an ack that may go on takes the first of them under
+    the new token (the acked key goes to the back, as after a claim): the
+    slot never goes back to the loop while the queue is busy, and the old
+    token can no longer touch the key it handed on."""
+    await store(queue, "a", "a0", "a1")
+    await store(queue, "b", "b0")
+    (a,) = (await queue.claim("t1", 1, 30_000, 1)).claims
+    acked = await queue.ack(a, a.head, 30_000, keep=True, hand_on="t2")
+    assert acked.next_head is None and acked.handed is not None
+    b = acked.handed
+    assert (b.key, body(b.head), b.attempts, b.token) == ("b", "b0", 0, "t2")
+    assert await queue.redis.lrange(queue.keys.ready, 0, -1) == [b"a"]
+    assert await queue.redis.zrange(queue.keys.leases, 0, -1) == [b"b"]
+    assert await queue.redis.hgetall(queue.keys.owner) == {b"b": b"t2"}
+    stale = Claim(b.key, b.head, 0, "t1")
+    assert (await queue.ack(stale, b.head, 30_000, keep=True, hand_on="x")).lease_lost
+    # b has nothing more: its ack hands the slot on to a's next message.
+    acked = await queue.ack(b, b.head, 30_000, keep=True, hand_on="t3")
+    assert acked.handed is not None and (acked.handed.key, body(acked.handed.head)) == ("a", "a1")
+    # Nobody waiting: a keeps its claim (the same token), as before.
+    await store(queue, "a", "a2")
+    a = acked.handed
+    acked = await queue.ack(a, a.head, 30_000, keep=True, hand_on="t4")
+    assert acked.handed is None and acked.next_head is not None and body(acked.next_head) == "a2"
+    assert await queue.redis.hgetall(queue.keys.owner) == {b"a": b"t3"}
+    # Without a token (or when stopping: keep False) the slot is freed.
+    await store(queue, "c", "c0")
+    acked = await queue.ack(a, acked.next_head, 30_000, keep=True)
+    assert acked.handed is None and acked.next_head is None
+    assert await queue.redis.zcard(queue.keys.leases) == 0
+    assert await queue.redis.lrange(queue.keys.ready, 0, -1) == [b"c"]
+
+
+async def test_a_hand_on_gives_way_to_a_due_backoff_a_pause_and_the_rate_limit(
+    queue: DestinationQueue,
+) -> None:
+    """Only claim.lua sweeps due backoffs and expired leases and decides
+    while paused: then the slot is freed for it, the keys left in line."""
+    await store(queue, "b", "b0")
+    (b,) = (await queue.claim("t1", 1, 30_000, 2)).claims
+    await queue.fail(b, 50, "later", Outcome.RETRY)
+    await store(queue, "a", "a0")
+    await store(queue, "c", "c0")
+    (a,) = (await queue.claim("t2", 1, 30_000, 2)).claims
+    await asyncio.sleep(0.1)  # b's backoff is due
+    acked = await queue.ack(a, a.head, 30_000, keep=True, hand_on="t3")
+    assert acked.handed is None and acked.next_head is None
+    assert await queue.redis.lrange(queue.keys.ready, 0, -1) == [b"c"]
+    assert [c.key for c in (await queue.claim("t4", 2, 30_000, 2)).claims] == ["b", "c"]
+
+    await store(queue, "d", "d0")
+    (c,) = [x for x in (await queue.claim("t5", 2, 30_000, 4)).claims if x.key == "d"] or [None]
+    assert c is not None
+    await queue.set_paused(True)
+    acked = await queue.ack(c, c.head, 30_000, keep=True, hand_on="t6")
+    assert acked.handed is None
+
+
+async def test_a_hand_on_passes_over_what_a_claim_would_not_take(queue: DestinationQueue) -> None:
+    """A key in ready twice (its copy leased) is dropped, a paused
+    conversation parked, and a key with failures so far is handed on with
+    its attempts counted, as claim.lua does."""
+    await store(queue, "a", "a0")
+    await store(queue, "p", "p0")
+    await store(queue, "f", "f0")
+    claims = (await queue.claim("t1", 3, 30_000, 3)).claims
+    a, p, f = sorted(claims, key=lambda c: "apf".index(c.key))
+    await queue.fail(f, 60_000, "boom", Outcome.RETRY)
+    await queue.ack(p, p.head, 30_000, keep=False)
+    await store(queue, "p", "p1")  # p: in ready again
+    assert await queue.pause_key("p")
+    assert await queue.retry_now(["f"]) == 1  # f: in ready, 1 attempt so far
+    assert sorted(await queue.redis.lrange(queue.keys.ready, 0, -1)) == [b"f", b"p"]
+    # In this order, behind a copy of the leased a:
+    await queue.redis.delete(queue.keys.ready)
+    await queue.redis.rpush(queue.keys.ready, "a", "p", "f")
+    acked = await queue.ack(a, a.head, 30_000, keep=True, hand_on="t2")
+    assert acked.handed is not None
+    assert (acked.handed.key, body(acked.handed.head), acked.handed.attempts) == ("f", "f0", 1)
+    assert await queue.redis.llen(queue.keys.ready) == 0
+    assert [k.key for k in await queue.paused_keys()] == ["p"]
+    assert await queue.redis.zrange(queue.keys.leases, 0, -1) == [b"f"]
