@@ -344,6 +344,31 @@ async def test_the_core_publishes_of_a_loop_turn_share_one_marker(nc: NatsClient
     await sub.unsubscribe()
 
 
+@pytest.mark.parametrize("turns", [1, 2])  # 1: before the marker is sent, 2: after
+async def test_a_connection_dropped_under_a_shared_marker_fails_each_attempt(
+    nc: NatsClient, turns: int
+) -> None:
+    """The connection closes (an attempt's deadline drops it) while core
+    publishes wait for their shared marker: each attempt fails at once,
+    whether the marker was sent yet or not."""
+    prefix = unique("rt")
+    async with httpx.AsyncClient() as http:
+        sink = NatsSink(sink_options(URL, prefix, False), SinkContext("d", 5.0, 64, http))
+        try:
+            await sink.deliver(Delivery("msg_0", b"0", "k0", 1, 0, "d"))
+            attempts = [
+                asyncio.ensure_future(sink.deliver(Delivery(f"msg_{i}", b"x", f"k{i}", 1, 0, "d")))
+                for i in range(1, 6)
+            ]
+            for _ in range(turns):
+                await asyncio.sleep(0)
+            await sink._drop()
+            outcomes = await asyncio.wait_for(asyncio.gather(*attempts, return_exceptions=True), 5)
+        finally:
+            await sink.aclose()
+    assert all(isinstance(o, DeliveryFailed) and "Lost" in str(o) for o in outcomes), outcomes
+
+
 PERMISSIONS = """
 authorization {
   users = [

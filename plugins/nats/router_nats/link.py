@@ -138,10 +138,20 @@ class Link:
             joining = self._joining = []
             task = self.loop.create_task(self._send_marker(joining))
             self._sending.add(task)
-            task.add_done_callback(self._sending.discard)
+            task.add_done_callback(lambda t: self._sent(t, joining))
         mine: asyncio.Future[None] = self.loop.create_future()
         joining.append(mine)
         return mine
+
+    def _sent(self, task: asyncio.Task[None], joining: list[asyncio.Future[None]]) -> None:
+        """The marker's task ended: whoever it did not answer fails (a task
+        cancelled before its first step runs none of its code)."""
+        self._sending.discard(task)
+        if self._joining is joining:
+            self._joining = None
+        for waiter in joining:
+            if not waiter.done():
+                waiter.set_exception(Lost(self.lost or "connection closed"))
 
     async def _send_marker(self, joining: list[asyncio.Future[None]]) -> None:
         self._joining = None  # what is published from now on: the next marker
