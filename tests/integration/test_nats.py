@@ -309,6 +309,66 @@ async def test_a_core_publish_is_acked_only_once_the_server_processed_it(
     await sub.unsubscribe()
 
 
+async def test_the_core_publishes_of_a_loop_turn_share_one_marker(nc: NatsClient) -> None:
+    """Core deliveries started at once on one sink (as the worker starts
+    its attempts) are confirmed by one marker back to the sink's inbox,
+    not one each; an attempt cancelled among them holds none of the
+    others up, and its message was published all the same."""
+    prefix = unique("rt")
+    sub = await nc.subscribe(f"{prefix}.>")
+    async with httpx.AsyncClient() as http:
+        sink = NatsSink(sink_options(URL, prefix, False), SinkContext("d", 5.0, 64, http))
+        try:
+            await sink.deliver(Delivery("msg_0", b"0", "k0", 1, 0, "d"))
+            assert sink._link is not None
+            markers = await nc.subscribe(f"{sink._link.inbox}.*")  # beside the sink's own
+            await nc.flush()
+            n = 20
+            attempts = [
+                asyncio.ensure_future(
+                    sink.deliver(Delivery(f"msg_{i}", str(i).encode(), f"k{i}", 1, 0, "d"))
+                )
+                for i in range(1, n + 1)
+            ]
+            await asyncio.sleep(0)  # every attempt published and waits
+            attempts[0].cancel()
+            outcomes = await asyncio.wait_for(asyncio.gather(*attempts, return_exceptions=True), 10)
+            assert isinstance(outcomes[0], asyncio.CancelledError), outcomes[0]
+            assert all(isinstance(o, DeliveryResponse) for o in outcomes[1:]), outcomes
+            await nc.flush()
+            assert markers.pending_msgs == 1  # on main: one per attempt, 20
+        finally:
+            await sink.aclose()
+    got = {(await sub.next_msg(timeout=10)).data for _ in range(n + 1)}
+    assert got == {str(i).encode() for i in range(n + 1)}
+    await sub.unsubscribe()
+
+
+@pytest.mark.parametrize("turns", [1, 2])  # 1: before the marker is sent, 2: after
+async def test_a_connection_dropped_under_a_shared_marker_fails_each_attempt(
+    nc: NatsClient, turns: int
+) -> None:
+    """The connection closes (an attempt's deadline drops it) while core
+    publishes wait for their shared marker: each attempt fails at once,
+    whether the marker was sent yet or not."""
+    prefix = unique("rt")
+    async with httpx.AsyncClient() as http:
+        sink = NatsSink(sink_options(URL, prefix, False), SinkContext("d", 5.0, 64, http))
+        try:
+            await sink.deliver(Delivery("msg_0", b"0", "k0", 1, 0, "d"))
+            attempts = [
+                asyncio.ensure_future(sink.deliver(Delivery(f"msg_{i}", b"x", f"k{i}", 1, 0, "d")))
+                for i in range(1, 6)
+            ]
+            for _ in range(turns):
+                await asyncio.sleep(0)
+            await sink._drop()
+            outcomes = await asyncio.wait_for(asyncio.gather(*attempts, return_exceptions=True), 5)
+        finally:
+            await sink.aclose()
+    assert all(isinstance(o, DeliveryFailed) and "Lost" in str(o) for o in outcomes), outcomes
+
+
 PERMISSIONS = """
 authorization {
   users = [
@@ -349,6 +409,30 @@ async def test_a_publish_the_server_refuses_is_never_acked(tmp_path: Path) -> No
                 # A second message on the refused subject's connection, still open.
                 with pytest.raises(DeliveryFailed, match="ermission"):
                     await sinks[1].deliver(Delivery("msg_no", b"no", "k", 2, 0, "d"))
+                # Publishes sharing one marker: only the refused one fails.
+                batch = NatsSink(
+                    msgspec.convert(
+                        {"url": url, "subject": "{key}.batch", "jetstream": False}, NatsOptions
+                    ),
+                    SinkContext("d", 2.0, 4, http),
+                )
+                try:
+                    await batch.deliver(Delivery("msg_bw", b"b", "ok", 1, 0, "d"))  # connected
+                    outcomes = await asyncio.wait_for(
+                        asyncio.gather(
+                            *(
+                                batch.deliver(Delivery(f"msg_b{i}", b"b", key, 1, 0, "d"))
+                                for i, key in enumerate(("ok", "denied", "ok", "denied", "ok"))
+                            ),
+                            return_exceptions=True,
+                        ),
+                        10,
+                    )
+                finally:
+                    await batch.aclose()
+                refused = [isinstance(o, DeliveryFailed) for o in outcomes]
+                assert refused == [False, True, False, True, False], outcomes
+                assert all("ermission" in str(o) for o in outcomes if isinstance(o, Exception))
                 # A user that may not use its inbox: a clear failure, no hang.
                 narrow = NatsSink(
                     sink_options(f"nats://narrow:pw@127.0.0.1:{port}", "ok", False),

@@ -6,7 +6,9 @@ connection but waits for the answer itself. Every reply (a PubAck, a core
 publish's marker, a stream list) comes back to one private inbox of the
 connection, `<inbox>.<n>`, and wakes the future registered under that
 subject; when the connection ends, every future still registered fails at
-once. So an attempt costs one future and one publish: no request machinery
+once (router_nats.link). So an attempt costs one future and one publish
+(a core publish: its message, and a share of the one marker of its loop
+turn, router_nats.link.Link.processed): no request machinery
 of nats-py's (a random token, `wait_for`), no task per attempt to watch the
 connection, and no timer: the router bounds every attempt by the
 destination's `timeout` (router/delivery/attempt.py) and cancels it past
@@ -16,7 +18,6 @@ a timed-out one always has (NATS said nothing for `timeout` seconds)."""
 from __future__ import annotations
 
 import asyncio
-import collections
 import time
 import urllib.parse
 from typing import Any
@@ -30,6 +31,7 @@ from nats.aio.msg import Msg
 
 from router.plugin import Delivery, DeliveryFailed, DeliveryResponse, SinkContext
 from router_nats import NatsOptions
+from router_nats.link import Link, Lost
 
 # How long the list of streams that may capture the destination's subjects
 # is kept (jetstream: auto or true). A stream created or deleted is seen
@@ -132,89 +134,8 @@ def headers_for(delivery: Delivery) -> dict[str, str]:
     return headers
 
 
-class _Lost(Exception):
-    """The connection closed while an attempt waited on it."""
-
-
 def _no_responders(msg: Msg) -> bool:
     return bool(msg.headers) and msg.headers.get("Status") == "503"  # type: ignore[union-attr]
-
-
-class _Link:
-    """One connection and what comes back on it: a subscription on a
-    private inbox (`inbox`.*) that gets every reply the sink waits for,
-    each to the future registered under its subject, and the server's
-    publish permission errors (nats-py hands them to error_cb only)."""
-
-    def __init__(self) -> None:
-        self.nc: NatsClient | None = None
-        self.lost: str | None = None  # why the connection ended; None while open
-        self.error = ""  # the last error nats-py reported on this connection
-        # The STREAM.LIST running on this connection, which every attempt
-        # needing it waits for (never one of another connection's: a list
-        # stuck on a dropped connection must not hold the next one up).
-        self.listing: asyncio.Task[Listed] | None = None
-        self.inbox = ""
-        # Asked once: on Python 3.11 every asyncio.get_running_loop() (and
-        # current_task() without a loop) is a getpid() system call.
-        self.loop = asyncio.get_running_loop()
-        self.waiters: dict[str, asyncio.Future[Msg]] = {}
-        self._next_reply = 0
-        self.denials = 0  # permission errors so far
-        self._denied: collections.deque[tuple[int, str]] = collections.deque(maxlen=256)
-
-    async def on_reply(self, msg: Msg) -> None:
-        waiter = self.waiters.pop(msg.subject, None)
-        if waiter is not None and not waiter.done():
-            waiter.set_result(msg)
-
-    def lose(self, why: str) -> None:
-        """The connection ended: every attempt waiting on it fails now."""
-        if self.lost is None:
-            self.lost = why or "connection closed"
-        waiters, self.waiters = self.waiters, {}
-        for waiter in waiters.values():
-            if not waiter.done():
-                waiter.set_exception(_Lost(self.lost))
-
-    def on_error(self, e: Exception) -> None:
-        self.error = f"{type(e).__name__}: {e}"
-        text = str(e)  # nats-py lowercases the server's -ERR text
-        if "permissions violation" not in text.lower():
-            return
-        self.denials += 1
-        self._denied.append((self.denials, text))
-        if self.inbox and self.inbox.lower() in text.lower():
-            # The replies cannot come back: nothing can be confirmed.
-            self.lose(text)
-
-    def denied_since(self, mark: int, subject: str) -> str | None:
-        """The server's permission error for a publish to `subject` after
-        the `mark`-th, if any."""
-        quoted = f'"{subject}"'.lower()
-        for n, text in self._denied:
-            if n > mark and "publish" in text.lower() and quoted in text.lower():
-                return text
-        return None
-
-    def done_with(self, reply: str, waiter: asyncio.Future[Msg]) -> None:
-        """The attempt no longer waits on `reply`: its entry goes, and a
-        loss nobody awaited is read (no "never retrieved" warning)."""
-        self.waiters.pop(reply, None)
-        if not waiter.done():
-            waiter.cancel()
-        elif not waiter.cancelled():
-            waiter.exception()
-
-    def new_reply(self) -> tuple[str, asyncio.Future[Msg]]:
-        """A subject of the inbox to have an answer sent to, and its future."""
-        if self.lost is not None:
-            raise _Lost(self.lost)
-        self._next_reply += 1
-        subject = f"{self.inbox}.{self._next_reply}"
-        waiter: asyncio.Future[Msg] = self.loop.create_future()
-        self.waiters[subject] = waiter
-        return subject, waiter
 
 
 # What one STREAM.LIST gave: (stream name, its subjects) for each stream
@@ -287,12 +208,12 @@ class NatsSink:
         self.options = options
         self.timeout = context.timeout
         self.destination = context.destination
-        self._link: _Link | None = None
+        self._link: Link | None = None
         self._connecting = asyncio.Lock()
         self._streams = _Streams(_subject_pattern(options.subject))
         self._closing: set[asyncio.Task[None]] = set()
 
-    async def _connection(self) -> _Link:
+    async def _connection(self) -> Link:
         link = self._link
         if link is not None and link.lost is None:
             return link
@@ -300,7 +221,7 @@ class NatsSink:
             if self._link is not None and self._link.lost is None:
                 return self._link
             await self._drop()
-            link = _Link()
+            link = Link()
 
             async def on_error(e: Exception) -> None:
                 link.on_error(e)
@@ -330,7 +251,7 @@ class NatsSink:
             self._link = link
             return link
 
-    async def _drop(self, link: _Link | None = None) -> None:
+    async def _drop(self, link: Link | None = None) -> None:
         """Close the connection (only if it is still `link`'s, when given)."""
         old = self._link
         if old is None or (link is not None and link is not old):
@@ -342,38 +263,18 @@ class NatsSink:
         if old.nc is not None:
             await _close(old.nc)
 
-    @staticmethod
-    async def _publish(
-        link: _Link,
-        subject: str,
-        body: bytes,
-        reply: str = "",
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        """nats-py's publish, cancellable: while it waits for its buffer to
-        be written (over max_pending_size, the connection stalled) it
-        swallows a CancelledError (client.py, _flush_pending) and returns,
-        and the router's deadline cancels an attempt once. The cancellation
-        is raised here again."""
-        assert link.nc is not None
-        task = asyncio.current_task(link.loop)
-        asked = task.cancelling() if task is not None else 0
-        await link.nc.publish(subject, body, reply=reply, headers=headers)
-        if task is not None and task.cancelling() > asked:
-            raise asyncio.CancelledError
-
     async def _ask(
-        self, link: _Link, subject: str, body: bytes, headers: dict[str, str] | None = None
+        self, link: Link, subject: str, body: bytes, headers: dict[str, str] | None = None
     ) -> Msg:
         """Publish with a reply subject of the link's inbox; the reply."""
         reply, waiter = link.new_reply()
         try:
-            await self._publish(link, subject, body, reply, headers)
+            await link.publish(subject, body, reply, headers)
             return await waiter
         finally:
             link.done_with(reply, waiter)
 
-    async def _list_streams(self, link: _Link) -> Listed:
+    async def _list_streams(self, link: Link) -> Listed:
         """STREAM.LIST filtered by the destination's subject pattern, every
         page; raises what stream_lookup_failure reads."""
         streams: list[tuple[str, list[str]]] = []
@@ -400,7 +301,7 @@ class NatsSink:
         self._streams.keep(listed, time.monotonic())
         return listed
 
-    async def _stream_of(self, link: _Link, subject: str) -> str | None:
+    async def _stream_of(self, link: Link, subject: str) -> str | None:
         streams = self._streams
         listed = streams.current
         if not streams.fresh(time.monotonic()):
@@ -440,27 +341,22 @@ class NatsSink:
         return stream
 
     async def _publish_core(
-        self, link: _Link, subject: str, body: bytes, headers: dict[str, str]
+        self, link: Link, subject: str, body: bytes, headers: dict[str, str]
     ) -> None:
-        """Publish, then a marker to the link's inbox; the marker back means
-        the server processed the message (it handles a connection's
-        messages in order). A flush would not: nats-py writes its PING
-        straight to the socket, ahead of a message still in its buffer."""
+        """Publish, then wait for a marker published after it to come back
+        (Link.processed: one for every core publish of a loop turn). A flush
+        would not do: nats-py writes its PING straight to the socket, ahead
+        of a message still in its buffer."""
         mark = link.denials
-        await self._publish(link, subject, body, headers=headers)
-        marker, back = link.new_reply()
-        try:
-            await self._publish(link, marker, b"")
-            await back
-        finally:
-            link.done_with(marker, back)
+        await link.publish(subject, body, headers=headers)
+        await link.processed()
         # A refused publish: -ERR before the marker, the connection open.
         denied = link.denied_since(mark, subject)
         if denied is not None:
             raise DeliveryFailed(f"NATS refused the publish: {denied}", message_fault=False)
 
     async def _publish_jetstream(
-        self, link: _Link, subject: str, body: bytes, headers: dict[str, str]
+        self, link: Link, subject: str, body: bytes, headers: dict[str, str]
     ) -> DeliveryResponse:
         msg = await self._ask(link, subject, body, headers)
         if _no_responders(msg):
@@ -486,7 +382,7 @@ class NatsSink:
         subject = self.options.subject_for(delivery.key)
         headers = headers_for(delivery)
         started = time.monotonic()
-        link: _Link | None = None
+        link: Link | None = None
         try:
             link = await self._connection()
             assert link.nc is not None
@@ -518,7 +414,7 @@ class NatsSink:
                 # The router's deadline: NATS said nothing for `timeout` seconds.
                 self._drop_soon(link)
             raise
-        except (TimeoutError, _Lost, OSError, nats.errors.Error) as e:
+        except (TimeoutError, Lost, OSError, nats.errors.Error) as e:
             if link is not None:
                 await self._drop(link)
             self._streams.forget()
@@ -527,7 +423,7 @@ class NatsSink:
                 f"NATS {self.options.url_shown}: {what}", message_fault=False
             ) from None
 
-    def _drop_soon(self, link: _Link) -> None:
+    def _drop_soon(self, link: Link) -> None:
         link.lose("timed out")
         task = asyncio.get_running_loop().create_task(self._drop(link))
         self._closing.add(task)

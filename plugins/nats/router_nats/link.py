@@ -1,0 +1,177 @@
+"""The nats sink's connection and what comes back on it (router_nats.sink):
+the replies it waits for, the server's permission errors, and the markers
+that confirm core publishes, one for every publish of a loop turn."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from typing import TYPE_CHECKING
+
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+
+if TYPE_CHECKING:
+    from router_nats.sink import Listed
+
+
+class Lost(Exception):
+    """The connection closed while an attempt waited on it."""
+
+
+class Link:
+    """One connection and what comes back on it: a subscription on a
+    private inbox (`inbox`.*) that gets every reply the sink waits for,
+    each to the future registered under its subject, and the server's
+    publish permission errors (nats-py hands them to error_cb only)."""
+
+    def __init__(self) -> None:
+        self.nc: NatsClient | None = None
+        self.lost: str | None = None  # why the connection ended; None while open
+        self.error = ""  # the last error nats-py reported on this connection
+        # The STREAM.LIST running on this connection, which every attempt
+        # needing it waits for (never one of another connection's: a list
+        # stuck on a dropped connection must not hold the next one up).
+        self.listing: asyncio.Task[Listed] | None = None
+        self.inbox = ""
+        # Asked once: on Python 3.11 every asyncio.get_running_loop() (and
+        # current_task() without a loop) is a getpid() system call.
+        self.loop = asyncio.get_running_loop()
+        self.waiters: dict[str, asyncio.Future[Msg]] = {}
+        self._next_reply = 0
+        self.denials = 0  # permission errors so far
+        self._denied: collections.deque[tuple[int, str]] = collections.deque(maxlen=256)
+        # The core publishes waiting for the marker not sent yet, one future
+        # each (cancelling one attempt cancels only its own); None once it
+        # is sent, and the next publish starts the next marker.
+        self._joining: list[asyncio.Future[None]] | None = None
+        self._sending: set[asyncio.Task[None]] = set()  # markers being sent
+
+    async def on_reply(self, msg: Msg) -> None:
+        waiter = self.waiters.pop(msg.subject, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(msg)
+
+    def lose(self, why: str) -> None:
+        """The connection ended: every attempt waiting on it fails now."""
+        if self.lost is None:
+            self.lost = why or "connection closed"
+        waiters, self.waiters = self.waiters, {}
+        for waiter in waiters.values():
+            if not waiter.done():
+                waiter.set_exception(Lost(self.lost))
+        # A marker stuck in nats-py's publish (a stalled connection) ends.
+        for task in list(self._sending):
+            task.cancel()
+
+    def on_error(self, e: Exception) -> None:
+        self.error = f"{type(e).__name__}: {e}"
+        text = str(e)  # nats-py lowercases the server's -ERR text
+        if "permissions violation" not in text.lower():
+            return
+        self.denials += 1
+        self._denied.append((self.denials, text))
+        if self.inbox and self.inbox.lower() in text.lower():
+            # The replies cannot come back: nothing can be confirmed.
+            self.lose(text)
+
+    def denied_since(self, mark: int, subject: str) -> str | None:
+        """The server's permission error for a publish to `subject` after
+        the `mark`-th, if any."""
+        quoted = f'"{subject}"'.lower()
+        for n, text in self._denied:
+            if n > mark and "publish" in text.lower() and quoted in text.lower():
+                return text
+        return None
+
+    def done_with(self, reply: str, waiter: asyncio.Future[Msg]) -> None:
+        """The attempt no longer waits on `reply`: its entry goes, and a
+        loss nobody awaited is read (no "never retrieved" warning)."""
+        self.waiters.pop(reply, None)
+        if not waiter.done():
+            waiter.cancel()
+        elif not waiter.cancelled():
+            waiter.exception()
+
+    def new_reply(self) -> tuple[str, asyncio.Future[Msg]]:
+        """A subject of the inbox to have an answer sent to, and its future."""
+        if self.lost is not None:
+            raise Lost(self.lost)
+        self._next_reply += 1
+        subject = f"{self.inbox}.{self._next_reply}"
+        waiter: asyncio.Future[Msg] = self.loop.create_future()
+        self.waiters[subject] = waiter
+        return subject, waiter
+
+    async def publish(
+        self,
+        subject: str,
+        body: bytes,
+        reply: str = "",
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        """nats-py's publish, cancellable: while it waits for its buffer to
+        be written (over max_pending_size, the connection stalled) it
+        swallows a CancelledError (client.py, _flush_pending) and returns,
+        and the router's deadline cancels an attempt once. The cancellation
+        is raised here again."""
+        assert self.nc is not None
+        task = asyncio.current_task(self.loop)
+        asked = task.cancelling() if task is not None else 0
+        await self.nc.publish(subject, body, reply=reply, headers=headers)
+        if task is not None and task.cancelling() > asked:
+            raise asyncio.CancelledError
+
+    def processed(self) -> asyncio.Future[None]:
+        """Done when the server has processed every message already in
+        nats-py's buffer: a marker published to the inbox after them came
+        back (the server handles a connection's messages in order). Fails
+        with the connection. Every call of a loop turn shares one marker:
+        it is published at the next turn, after the messages of all of
+        them. A call after that waits for the next one: its message may
+        have been buffered after the marker (nats-py's publish waited
+        for room), so that marker says nothing of it."""
+        if self.lost is not None:
+            raise Lost(self.lost)
+        joining = self._joining
+        if joining is None:
+            joining = self._joining = []
+            task = self.loop.create_task(self._send_marker(joining))
+            self._sending.add(task)
+            task.add_done_callback(lambda t: self._sent(t, joining))
+        mine: asyncio.Future[None] = self.loop.create_future()
+        joining.append(mine)
+        return mine
+
+    def _sent(self, task: asyncio.Task[None], joining: list[asyncio.Future[None]]) -> None:
+        """The marker's task ended: whoever it did not answer fails (a task
+        cancelled before its first step runs none of its code)."""
+        self._sending.discard(task)
+        if self._joining is joining:
+            self._joining = None
+        for waiter in joining:
+            if not waiter.done():
+                waiter.set_exception(Lost(self.lost or "connection closed"))
+
+    async def _send_marker(self, joining: list[asyncio.Future[None]]) -> None:
+        self._joining = None  # what is published from now on: the next marker
+        error: BaseException
+        try:
+            marker, back = self.new_reply()
+            try:
+                await self.publish(marker, b"")
+                await back
+            finally:
+                self.done_with(marker, back)
+        except asyncio.CancelledError:  # lose() ended it
+            error = Lost(self.lost or "connection closed")
+        except Exception as e:  # Lost, or nats-py's publish refused
+            error = e
+        else:
+            for waiter in joining:
+                if not waiter.done():  # not the future of a cancelled attempt
+                    waiter.set_result(None)
+            return
+        for waiter in joining:
+            if not waiter.done():
+                waiter.set_exception(error)
