@@ -116,13 +116,24 @@ local function rate_allows_one(now)
 end
 -- Whether an attempt may start now without a claim (not while paused or
 -- held: the attempt in flight finished, nothing new starts; not while a
--- backoff is due or a lease ran out). Sets `now`.
+-- backoff is due or a lease ran out). Sets `now`, and q.quiet when one
+-- command shows that none of paused, delayed, blocked, paused_keys and
+-- attempts exists (a healthy queue): nothing is paused or due, and
+-- claimable_head skips its lookups.
+local q = {leases = leases, delayed = delayed, blocked = blocked, paused_keys = paused_keys,
+  attempts = attempts}
 local now
 local function may_go_on()
-  if held or redis.call('EXISTS', paused) == 1 then return false end
+  if held then return false end
+  if redis.call('EXISTS', paused, delayed, blocked, paused_keys, attempts) == 0 then
+    q.quiet = true
+  elseif redis.call('EXISTS', paused) == 1 then
+    return false
+  end
   now = now_ms()
   local until_now = string.format('%.0f', now) -- (a string: see the counts)
-  return #redis.call('ZRANGEBYSCORE', delayed, '-inf', until_now, 'LIMIT', '0', '1') == 0
+  return (q.quiet
+      or #redis.call('ZRANGEBYSCORE', delayed, '-inf', until_now, 'LIMIT', '0', '1') == 0)
     and #redis.call('ZRANGEBYSCORE', leases, '-inf', until_now, 'LIMIT', '0', '1') == 0
 end
 local function lease_until() return string.format('%.0f', now + tonumber(ARGV[3])) end
@@ -132,7 +143,8 @@ if ARGV[4] == '1' then
   waiting = redis.call('LLEN', ready)
   -- (Nor while this conversation is paused: claim.lua parks it.)
   if head and waiting == 0 then
-    if redis.call('HEXISTS', paused_keys, k) == 0 and may_go_on() and rate_allows_one(now) then
+    if may_go_on() and (q.quiet or redis.call('HEXISTS', paused_keys, k) == 0)
+        and rate_allows_one(now) then
       redis.call('ZADD', leases, lease_until(), k)
       return {1, head, resumed}
     end
@@ -140,8 +152,6 @@ if ARGV[4] == '1' then
     redis.call('ZREM', leases, k)
     redis.call('HDEL', owner, k)
     if head then redis.call('RPUSH', ready, k) end
-    local q = {leases = leases, delayed = delayed, blocked = blocked, paused_keys = paused_keys,
-      attempts = attempts}
     local nk, nhead
     for _ = 1, HAND_ON_SCAN do
       nk = redis.call('LPOP', ready)
