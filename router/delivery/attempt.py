@@ -72,10 +72,13 @@ class Slot:
     the loop reads the claim to hand back from here, not from what it
     claimed."""
 
-    __slots__ = ("claim",)
+    __slots__ = ("claim", "handing")
 
     def __init__(self, claim: Claim) -> None:
         self.claim = claim
+        # The hand-on token of the ack in flight ('' none): a task cancelled
+        # before its reply may have been handed another key under it.
+        self.handing = ""
 
 
 class Attempts:
@@ -235,6 +238,8 @@ class Attempts:
                 said.body if said else None,
             )
             keep = not self._stopping()
+            # One token for the ack and its retries (_settle).
+            slot.handing = self._new_token() if keep else ""
             acked = await self._settle(
                 functools.partial(
                     self.queue.ack,
@@ -245,10 +250,10 @@ class Attempts:
                     message_id=env.id,
                     logged=logged,
                     group=group,
-                    # One token for the ack and its retries (_settle).
-                    hand_on=self._new_token() if keep else "",
+                    hand_on=slot.handing,
                 )
             )
+            slot.handing = ""
             if acked is False:
                 return  # not recorded (Redis away past the lease): logged by _settle
             if acked.lease_lost:

@@ -283,7 +283,7 @@ class DestinationWorker:
         for slot in left.values():
             with contextlib.suppress(RedisError):
                 # The claim the task held last: an ack may have handed it on.
-                await self.queue.release(slot.claim)
+                await self.queue.release(slot.claim, slot.handing)
         if left:
             log.warning(
                 "destination %s: handed %d in-flight deliveries back to the queue",

@@ -297,10 +297,12 @@ class DestinationQueue:
         )
         return int(raw) != LEASE_LOST
 
-    async def release(self, claim: Claim) -> bool:
-        """Hand the key back untried; False when the lease was already lost."""
+    async def release(self, claim: Claim, handing: str = "") -> bool:
+        """Hand the key back untried; False when the lease was already lost.
+        `handing`: the hand-on token of an ack whose reply never came: the
+        key it may have handed the slot on to is handed back instead."""
         raw = await self.scripts.release(
-            keys=keys_for("release", self.keys), args=[claim.key, claim.token]
+            keys=keys_for("release", self.keys), args=[claim.key, claim.token, handing]
         )
         return int(raw) != LEASE_LOST
 

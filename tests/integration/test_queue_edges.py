@@ -253,3 +253,43 @@ async def test_a_hand_on_passes_over_what_a_claim_would_not_take(queue: Destinat
     assert await queue.redis.llen(queue.keys.ready) == 0
     assert [k.key for k in await queue.paused_keys()] == ["p"]
     assert await queue.redis.zrange(queue.keys.leases, 0, -1) == [b"f"]
+
+
+async def test_a_retried_ack_whose_first_run_handed_the_slot_on_gets_the_hand_on(
+    queue: DestinationQueue,
+) -> None:
+    """_settle retries an ack with the same arguments (the same hand-on
+    token) when its reply is lost, or when the batcher reports NotReplicated
+    for a script that ran (ROUTER_REDIS_WAIT). The first run already handed
+    the slot to b under the new token: the retry must give the worker that
+    claim, not LEASE_LOST, or b stays leased to nobody until its lease runs
+    out and is then counted one attempt it never had."""
+    await store(queue, "a", "a0")
+    await store(queue, "b", "b0")
+    (a,) = (await queue.claim("t1", 1, 30_000, 1)).claims
+    first = await queue.ack(a, a.head, 30_000, keep=True, hand_on="t2")
+    assert first.handed is not None and first.handed.key == "b"
+    # The reply was lost: the same call again.
+    retried = await queue.ack(a, a.head, 30_000, keep=True, hand_on="t2")
+    assert not retried.lease_lost, "b is leased under t2, which no worker holds"
+    assert retried.handed is not None and retried.handed.key == "b"
+
+
+async def test_a_lost_ack_reply_costs_the_key_handed_on_no_attempt(
+    queue: DestinationQueue,
+) -> None:
+    """However the retry of an ack whose reply was lost ends, the key the
+    first run handed the slot on to reaches a worker with no attempt counted
+    (it was never tried: a message at max_attempts - 1, or any message with
+    max_attempts 1, would be given up untried)."""
+    await store(queue, "a", "a0")
+    await store(queue, "b", "b0")
+    (a,) = (await queue.claim("t1", 1, 50, 1)).claims
+    await queue.ack(a, a.head, 50, keep=True, hand_on="t2")  # its reply lost
+    retried = await queue.ack(a, a.head, 50, keep=True, hand_on="t2")
+    if retried.handed is None:  # b is nobody's: claimed again once its lease ran out
+        await asyncio.sleep(0.1)
+        (b,) = (await queue.claim("t3", 1, 30_000, 1)).claims
+    else:
+        b = retried.handed
+    assert (b.key, b.attempts) == ("b", 0)

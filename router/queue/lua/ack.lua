@@ -37,7 +37,26 @@ local k, token = ARGV[1], ARGV[2]
 -- How many keys taken from ready a hand-on passes over (dropped, as claim.lua
 -- drops them) before it frees the slot instead.
 local HAND_ON_SCAN = 16
-if not holds_lease(owner, k, token) then return LEASE_LOST end
+if not holds_lease(owner, k, token) then
+  -- A retry whose first run handed the slot on (its reply lost, or a
+  -- NotReplicated): the key it handed, still under the new token that only
+  -- this caller knows, is the caller's again. Only on this rare path: one
+  -- HGETALL of the keys in flight.
+  local new = ARGV[11] or ''
+  if new ~= '' then
+    local owned = redis.call('HGETALL', owner)
+    for i = 1, #owned, 2 do
+      if owned[i + 1] == new then
+        local nk = owned[i]
+        local nhead = redis.call('LINDEX', ARGV[10] .. nk, '0')
+        if nhead then
+          return {0, nhead, -1, nk, tonumber(redis.call('HGET', attempts, nk) or '0')}
+        end
+      end
+    end
+  end
+  return LEASE_LOST
+end
 -- Idempotent: if the head is no longer the acknowledged envelope, this ack
 -- already ran (its reply was lost and the caller retried it); popping again
 -- would drop a message nobody delivered.
