@@ -66,21 +66,6 @@ def _coalesced(first: Delivery, members: list[tuple[int | None, envelope.Envelop
     return dataclasses.replace(first, body=body, coalesced=parts)
 
 
-class Slot:
-    """One of a delivery loop's max_in_flight places: the claim its task
-    works on now. An ack may hand the slot on to another key (ack.lua), so
-    the loop reads the claim to hand back from here, not from what it
-    claimed."""
-
-    __slots__ = ("claim", "handing")
-
-    def __init__(self, claim: Claim) -> None:
-        self.claim = claim
-        # The hand-on token of the ack in flight ('' none): a task cancelled
-        # before its reply may have been handed another key under it.
-        self.handing = ""
-
-
 class Attempts:
     """The attempts of one delivery loop (a destination's shard): each claimed
     key's messages delivered in order, one attempt at a time, and every
@@ -94,7 +79,6 @@ class Attempts:
         lease_ms: int,
         health: DestinationHealth,
         stopping: Callable[[], bool],
-        new_token: Callable[[], str],
     ) -> None:
         self.destination = destination
         self.settings = destination.settings
@@ -103,17 +87,14 @@ class Attempts:
         self.lease_ms = lease_ms
         self._health = health
         self._stopping = stopping  # whether the loop is stopping
-        self._new_token = new_token  # a fencing token for a key handed on
         self._metrics = DeliveryMetrics(destination.name)
         self._log = queue.log  # the message log's settings; None: off
         # Every attempt's timeout, on one timer (router.delivery.deadlines).
         self._deadlines = Deadlines(self.settings.timeout)
 
-    async def deliver(self, slot: Slot) -> None:
-        """Deliver the head of the slot's claimed key, and its successors while
-        the claim is kept, and the keys the slot is handed on to (ack.lua)
-        while the queue is busy: no claim and no task per message."""
-        claim = slot.claim
+    async def deliver(self, claim: Claim) -> None:
+        """Deliver the head of a claimed key, and its successors while the
+        claim is kept (see ack.lua)."""
         head: bytes | None = claim.head
         attempts = claim.attempts
         coalesce = self.settings.coalesce
@@ -237,23 +218,18 @@ class Attempts:
                 said.status if said else None,
                 said.body if said else None,
             )
-            keep = not self._stopping()
-            # One token for the ack and its retries (_settle).
-            slot.handing = self._new_token() if keep else ""
             acked = await self._settle(
                 functools.partial(
                     self.queue.ack,
                     claim,
                     head,
                     self.lease_ms,
-                    keep=keep,
+                    keep=not self._stopping(),
                     message_id=env.id,
                     logged=logged,
                     group=group,
-                    hand_on=slot.handing,
                 )
             )
-            slot.handing = ""
             if acked is False:
                 return  # not recorded (Redis away past the lease): logged by _settle
             if acked.lease_lost:
@@ -287,12 +263,8 @@ class Attempts:
                         "duration_ms": round(seconds * 1000, 1),
                     },
                 )
-            handed = acked.handed
-            if handed is None:
-                head, attempts = acked.next_head, 0
-            else:
-                slot.claim = claim = handed
-                head, attempts = handed.head, handed.attempts
+            head = acked.next_head
+            attempts = 0
         if head is not None:
             # Stopping while the key is still ours (an ack that raced stop()
             # kept it, or the claim came back after stop began): hand it back

@@ -20,13 +20,13 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from router.config import Destination
-from router.delivery.attempt import Attempts, Slot
+from router.delivery.attempt import Attempts
 from router.delivery.health import DestinationHealth
 from router.ops.cancelling import cancel_and_wait
 from router.plugin.sinks import Sink
 from router.queue import shard_layout
 from router.queue.keys import shard_share
-from router.queue.lanes import DestinationQueue
+from router.queue.lanes import Claim, DestinationQueue
 from router.queue.outbound_rate import shard_rate
 from router.queue.scripts import Scripts
 from router.queue.sharded_queue import ShardedQueue
@@ -89,7 +89,7 @@ class DestinationWorker:
         self.max_in_flight = shard_share(self.settings.max_in_flight, shard, shards)
         self.sink = sink
         self.lease_ms = int(self.settings.lease * 1000)
-        self._tasks: dict[asyncio.Task[None], Slot] = {}
+        self._tasks: dict[asyncio.Task[None], Claim] = {}
         self._slot_freed = asyncio.Event()
         self._stopping = False
         self._worker_id = f"{os.uname().nodename}:{os.getpid()}:{id(self):x}"
@@ -99,13 +99,7 @@ class DestinationWorker:
         self._loop_exited = asyncio.Event()
         self._health = DestinationHealth(destination)
         self._attempts = Attempts(
-            destination,
-            self.queue,
-            sink,
-            self.lease_ms,
-            self._health,
-            lambda: self._stopping,
-            self._new_token,
+            destination, self.queue, sink, self.lease_ms, self._health, lambda: self._stopping
         )
 
     # -- the loop ----------------------------------------------------------
@@ -152,9 +146,8 @@ class DestinationWorker:
                             else "resumed",
                         )
                 for claim in result.claims:
-                    slot = Slot(claim)
-                    task = loop.create_task(self._attempts.deliver(slot))
-                    self._tasks[task] = slot
+                    task = loop.create_task(self._attempts.deliver(claim))
+                    self._tasks[task] = claim
                     task.add_done_callback(self._task_done)
                 if result.claims and result.ready_left > 0:
                     continue
@@ -278,12 +271,11 @@ class DestinationWorker:
         tasks = list(self._tasks)
         if tasks:
             await asyncio.wait(tasks, timeout=max(0.0, deadline - time.monotonic()))
-        left = {t: slot for t, slot in self._tasks.items() if not t.done()}
+        left = {t: c for t, c in self._tasks.items() if not t.done()}
         await cancel_and_wait(*left, log_errors=False)  # _task_done logs a crash
-        for slot in left.values():
+        for claim in left.values():
             with contextlib.suppress(RedisError):
-                # The claim the task held last: an ack may have handed it on.
-                await self.queue.release(slot.claim, slot.handing)
+                await self.queue.release(claim)
         if left:
             log.warning(
                 "destination %s: handed %d in-flight deliveries back to the queue",

@@ -118,8 +118,6 @@ class Acked:
 
     lease_lost: bool  # another claim owns the key now: nothing changed
     next_head: bytes | None = None  # the claim is kept for this next message of the key
-    # The slot was handed on to this claim of the next key in ready (ack.lua).
-    handed: Claim | None = None
     # This success reopened a destination that was down: the keys it resumed.
     resumed: int | None = None
 
@@ -212,27 +210,20 @@ class DestinationQueue:
         message_id: str = "",
         logged: bytes = b"",
         group: Group | None = None,
-        hand_on: str = "",
     ) -> Acked:
         """Remove the acknowledged `head` (a no-op if a retried ack already
-        did); with `keep`, the claim may go on to the key's next message,
-        and with a `hand_on` token (a new one: the fencing token of the key
-        it is handed) to the next key waiting in ready instead of freeing
-        the slot (ack.lua). `logged`: the attempt's message log entry (''
-        none); `group`: a coalesced request's messages, `head` its first,
-        removed together."""
+        did); with `keep`, the claim may go on to the key's next message.
+        `logged`: the attempt's message log entry ('' none); `group`: a
+        coalesced request's messages, `head` its first, removed together."""
         args = [claim.key, claim.token, lease_ms, "1" if keep else "0", head, *self._rate_args]
-        args += [message_id, logged, self.keys.lane_prefix if hand_on else "", hand_on]
+        args += [message_id, logged]
         if group is not None:
             args += group.args()
         raw = await self._ack(keys_for("ack", self.keys, claim.key), args)
         if raw == LEASE_LOST:
             return Acked(lease_lost=True)
         resumed = int(raw[2])
-        if len(raw) > 3:
-            handed = Claim(key=_text(raw[3]), head=raw[1], attempts=int(raw[4]), token=hand_on)
-            return Acked(False, handed=handed, resumed=resumed if resumed >= 0 else None)
-        return Acked(False, raw[1] or None, handed=None, resumed=resumed if resumed >= 0 else None)
+        return Acked(False, raw[1] or None, resumed if resumed >= 0 else None)
 
     async def fail(
         self,
@@ -297,12 +288,10 @@ class DestinationQueue:
         )
         return int(raw) != LEASE_LOST
 
-    async def release(self, claim: Claim, handing: str = "") -> bool:
-        """Hand the key back untried; False when the lease was already lost.
-        `handing`: the hand-on token of an ack whose reply never came: the
-        key it may have handed the slot on to is handed back instead."""
+    async def release(self, claim: Claim) -> bool:
+        """Hand the key back untried; False when the lease was already lost."""
         raw = await self.scripts.release(
-            keys=keys_for("release", self.keys), args=[claim.key, claim.token, handing]
+            keys=keys_for("release", self.keys), args=[claim.key, claim.token]
         )
         return int(raw) != LEASE_LOST
 

@@ -66,7 +66,6 @@ SCRIPT_KEYS: dict[str, tuple[str, ...]] = {
         "log",
         "logged",
         "paused_keys",  # a paused conversation is never kept
-        "blocked",  # a key handed the slot must not be blocked (claimable_head)
     ),
     "fail": (
         "lane",

@@ -155,33 +155,6 @@ def test_sigterm_past_the_grace_hands_deliveries_back(
     assert all(r.headers["x-router-attempt"] == "1" for r in retried)  # untried, not failed
 
 
-def test_sigterm_hands_back_the_key_a_slot_was_handed_on_to(
-    start_router, router_process: StartProcess, bot: Bot, redis: Redis, clean_redis: str, tmp_path
-) -> None:
-    """One slot: a's ack hands it on to b (ack.lua), whose delivery outlasts
-    the grace. Stopping hands b back (the claim the slot holds now, not the
-    one the loop claimed), so nothing is left leased."""
-
-    def decide(message: dict[str, Any], n: int) -> Answer:
-        return Answer(delay=3.0 if message["mensaje"] == "b-0" and n == 1 else 0.0)
-
-    bot.decide = decide
-    routes = write_routes(
-        tmp_path / "routes.yaml", bot.url, max_in_flight=1, timeout="5s", lease="30s"
-    )
-    _stored(start_router, bot, routes, interleaved(["a", "b"], 1))
-    env = {"REDIS_URL": clean_redis, "ROUTES_FILE": str(routes), "ROUTER_SHUTDOWN_GRACE": "0.5"}
-
-    first = router_process(**env)
-    wait_until(lambda: len(bot.received) >= 2, timeout=20, what="b's delivery under way")
-    assert [r.body["mensaje"] for r in bot.received] == ["a-0", "b-0"]
-    first.signal(signal.SIGTERM)
-    assert first.wait(0.5 + 5) == 0, first.log_text()
-    assert "handed 1 in-flight deliveries back" in first.log_text()
-    assert redis.zcard(KEYS.leases) == 0, redis.zrange(KEYS.leases, 0, -1)
-    assert redis.lrange(KEYS.ready, 0, -1) == [b"b"]
-
-
 def test_embedded_server_follows_the_router_and_keeps_the_data(
     router_process: StartProcess, bot: Bot, tmp_path: Path
 ) -> None:
@@ -271,8 +244,13 @@ def test_several_processes_on_one_port_keep_order_and_stop_cleanly(
         assert check_order(sent, bot.acknowledged()) == (0, 0)
         assert bot.max_in_flight_per_key == 1
         assert bot.max_in_flight <= 4  # the destination's cap, across both processes
-        log = router.log_text()
-        assert log.count("delivery workers started") == 2, router.log_tail()
+        # Both processes start their workers (on a loaded machine the second
+        # may still be starting when the first has delivered everything).
+        wait_until(
+            lambda: router.log_text().count("delivery workers started") == 2,
+            timeout=30,
+            what="delivery workers in both processes",
+        )
         # Each child runs the guarded protocol with the environment's settings.
         with socket.create_connection(("127.0.0.1", router.port), timeout=10) as conn:
             conn.sendall(b"POST /v1/store_message HTTP/1.1\r\nHost: x\r\n")

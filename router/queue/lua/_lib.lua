@@ -451,34 +451,3 @@ local function mark_parked(paused_keys, k, entry, parked)
   if parked then entry.parked = true else entry.parked = nil end
   redis.call('HSET', paused_keys, k, cjson.encode(entry))
 end
-
--- A key just taken from ready to be claimed (claim.lua, and ack.lua handing
--- its slot on): its head message, or nil when it is not to be claimed. A key
--- is in exactly one of ready/leases/delayed/blocked. Should a key ever be in
--- ready twice (a Redis that evicted or lost part of the state), a copy whose
--- key is already leased, waiting or blocked is dropped: never two leases of
--- one key. A conversation paused by an operator is parked (paused_entry):
--- out of ready, unclaimed, until resume_key.lua.
--- `q` is the caller's, one per script run: its keys (leases, delayed,
--- blocked, paused_keys, attempts) and q.quiet: none of delayed, blocked,
--- paused_keys and attempts exists, so no key is in them (looked up once, at
--- the first key: the callers never add to them after that), and their
--- lookups per key are skipped.
-local function claimable_head(q, lane_prefix, k)
-  if q.quiet == nil then
-    q.quiet = redis.call('EXISTS', q.delayed, q.blocked, q.paused_keys, q.attempts) == 0
-  end
-  if redis.call('ZSCORE', q.leases, k) then return nil end
-  if not q.quiet
-      and (redis.call('ZSCORE', q.delayed, k) or redis.call('HEXISTS', q.blocked, k) == 1) then
-    return nil
-  end
-  local head = redis.call('LINDEX', lane_prefix .. k, '0')
-  if not head then return nil end
-  local entry = not q.quiet and paused_entry(q.paused_keys, k)
-  if entry then
-    mark_parked(q.paused_keys, k, entry, true)
-    return nil
-  end
-  return head
-end

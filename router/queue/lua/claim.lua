@@ -22,10 +22,33 @@ local lane, lease, cap, token, want = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[
 local until_now, deadline = string.format('%.0f', now), string.format('%.0f', now + lease)
 
 -- A key just taken from ready: its head message, or nil when it is not to
--- be claimed (_lib.lua's claimable_head).
-local q = {leases = leases, delayed = delayed, blocked = blocked, paused_keys = paused_keys,
-  attempts = attempts}
-local function head_of(k) return claimable_head(q, lane, k) end
+-- be claimed. A key is in exactly one of ready/leases/delayed/blocked.
+-- Should a key ever be in ready twice (a Redis that evicted or lost part of
+-- the state), a copy whose key is already leased, waiting or blocked is
+-- dropped: never two leases of one key. A conversation paused by an
+-- operator is parked (_lib.lua's paused_entry): out of ready, unclaimed,
+-- until resume_key.lua.
+-- `quiet`: none of delayed, blocked, paused_keys and attempts exists, so
+-- no key is in them (looked up once, at the first key: this script never
+-- adds to them after that), and their lookups per key are skipped.
+local quiet
+local function head_of(k)
+  if quiet == nil then
+    quiet = redis.call('EXISTS', delayed, blocked, paused_keys, attempts) == 0
+  end
+  if redis.call('ZSCORE', leases, k) then return nil end
+  if not quiet and (redis.call('ZSCORE', delayed, k) or redis.call('HEXISTS', blocked, k) == 1) then
+    return nil
+  end
+  local head = redis.call('LINDEX', lane .. k, '0')
+  if not head then return nil end
+  local entry = not quiet and paused_entry(paused_keys, k)
+  if entry then
+    mark_parked(paused_keys, k, entry, true)
+    return nil
+  end
+  return head
+end
 local function is_paused(k) return redis.call('HEXISTS', paused_keys, k) == 1 end
 
 -- While the destination is down, keys whose backoff ended stay in delayed:
@@ -181,7 +204,7 @@ while room > 0 do
       if #new_owners == 400 then write_claims() end
       out[#out + 1] = k
       out[#out + 1] = head
-      out[#out + 1] = q.quiet and 0 or tonumber(redis.call('HGET', attempts, k) or '0')
+      out[#out + 1] = quiet and 0 or tonumber(redis.call('HGET', attempts, k) or '0')
       room = room - 1
     end
   end

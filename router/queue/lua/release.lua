@@ -1,23 +1,10 @@
 -- Hand a claimed key back untried (shutdown): it goes to the front of ready.
 -- KEYS: ready, leases, owner, wake, health
 local ready, leases, owner, wake, health = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
--- ARGV: ordering key, token, and the hand-on token of an ack whose reply
---       never came ('' or absent: none; ack.lua)
+-- ARGV: ordering key, token
 -- Returns 1, or LEASE_LOST.
 local k, token = ARGV[1], ARGV[2]
-if not holds_lease(owner, k, token) then
-  -- The ack ran and handed the slot on (a stopping worker cancelled the task
-  -- before its reply came): the key leased under that token, only this
-  -- worker knows it. Rare: one HGETALL of the keys in flight.
-  local handing = ARGV[3] or ''
-  if handing == '' then return LEASE_LOST end
-  k = nil
-  local owned = redis.call('HGETALL', owner)
-  for i = 1, #owned, 2 do
-    if owned[i + 1] == handing then k = owned[i] end
-  end
-  if not k then return LEASE_LOST end
-end
+if not holds_lease(owner, k, token) then return LEASE_LOST end
 redis.call('ZREM', leases, k)
 redis.call('HDEL', owner, k)
 redis.call('LPUSH', ready, k)
