@@ -144,34 +144,30 @@ class Link:
         return mine
 
     def _sent(self, task: asyncio.Task[None], joining: list[asyncio.Future[None]]) -> None:
-        """The marker's task ended: whoever it did not answer fails (a task
-        cancelled before its first step runs none of its code)."""
+        """The marker's task ended: whoever it did not answer fails, with
+        its error (Lost, or nats-py's publish refused), or as lost when
+        lose() cancelled it (a task cancelled before its first step runs
+        none of its code)."""
         self._sending.discard(task)
         if self._joining is joining:
             self._joining = None
-        for waiter in joining:
-            if not waiter.done():
-                waiter.set_exception(Lost(self.lost or "connection closed"))
-
-    async def _send_marker(self, joining: list[asyncio.Future[None]]) -> None:
-        self._joining = None  # what is published from now on: the next marker
-        error: BaseException
-        try:
-            marker, back = self.new_reply()
-            try:
-                await self.publish(marker, b"")
-                await back
-            finally:
-                self.done_with(marker, back)
-        except asyncio.CancelledError:  # lose() ended it
+        error = None if task.cancelled() else task.exception()
+        if not isinstance(error, Exception):
             error = Lost(self.lost or "connection closed")
-        except Exception as e:  # Lost, or nats-py's publish refused
-            error = e
-        else:
-            for waiter in joining:
-                if not waiter.done():  # not the future of a cancelled attempt
-                    waiter.set_result(None)
-            return
         for waiter in joining:
             if not waiter.done():
                 waiter.set_exception(error)
+
+    async def _send_marker(self, joining: list[asyncio.Future[None]]) -> None:
+        """Publish the marker and wait for it; answer whoever joined it (a
+        failure is answered by _sent)."""
+        self._joining = None  # what is published from now on: the next marker
+        marker, back = self.new_reply()
+        try:
+            await self.publish(marker, b"")
+            await back
+        finally:
+            self.done_with(marker, back)
+        for waiter in joining:
+            if not waiter.done():  # not the future of a cancelled attempt
+                waiter.set_result(None)
