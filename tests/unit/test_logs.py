@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import logging
+import time
 from collections.abc import Callable
 
 import pytest
@@ -125,8 +126,6 @@ def test_the_access_log_keeps_no_verify_token() -> None:
 def _both_ways(log_format: str, monkeypatch: pytest.MonkeyPatch) -> tuple[str, str]:
     """The line per delivery written by info_fields (no LogRecord) and by
     logging itself, at the same clock reading, through setup()'s handler."""
-    import time
-
     from router.ops import logs
 
     logs.setup("info", log_format)
@@ -190,7 +189,11 @@ def test_the_line_per_delivery_reaches_every_handler() -> None:
     ]
 
 
-def test_lines_of_one_turn_of_the_loop_are_written_together_in_order(
+def _lines_of(stream: io.StringIO) -> list[str]:
+    return [line.split(": ", 1)[1] for line in stream.getvalue().splitlines()]
+
+
+def test_lines_per_delivery_are_written_together_in_order(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     import asyncio
@@ -205,13 +208,68 @@ def test_lines_of_one_turn_of_the_loop_are_written_together_in_order(
 
     async def main() -> None:
         logs.info_fields(log, "delivered", {"key": "a"})
+        await asyncio.sleep(0)
         logs.info_fields(log, "delivered", {"key": "b"})
-        assert stream.getvalue() == ""  # written at the end of the loop's turn
+        assert stream.getvalue() == ""  # waiting for the write
         log.warning("then a record")  # the lines before it go first
         logs.info_fields(log, "delivered", {"key": "c"})
         await asyncio.sleep(0)
-        assert stream.getvalue().count("\n") == 4
+        assert _lines_of(stream) == ["delivered key=a", "delivered key=b", "then a record"]
+        # Nothing else happens: the waiting line is written all the same.
+        await asyncio.sleep(logs.LINE_WRITE_SECONDS * 3)
+        assert _lines_of(stream)[3:] == ["delivered key=c"]
 
     asyncio.run(main())
-    messages = [line.split(": ", 1)[1] for line in stream.getvalue().splitlines()]
-    assert messages == ["delivered key=a", "delivered key=b", "then a record", "delivered key=c"]
+
+
+def test_many_lines_per_delivery_are_written_without_waiting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import asyncio
+
+    from router.ops import logs
+
+    logs.setup("info")
+    handler = logging.getLogger().handlers[0]
+    stream = io.StringIO()
+    monkeypatch.setattr(handler, "stream", stream)
+    log = logging.getLogger("router.worker")
+
+    async def main() -> None:
+        for n in range(logs.LINES_PER_WRITE + 1):
+            logs.info_fields(log, "delivered", {"n": n})
+        written = _lines_of(stream)
+        assert written == [f"delivered n={n}" for n in range(logs.LINES_PER_WRITE)]
+
+    asyncio.run(main())
+
+
+def test_lines_left_by_a_stopped_loop_are_written_with_the_next(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The write a line waits for belongs to a loop that may stop first (a
+    worker stopped, asyncio.run() returning): the next line, from another
+    loop or none, writes both once the write is late, and logging's
+    flush at exit writes what is left."""
+    import asyncio
+
+    from router.ops import logs
+
+    logs.setup("info")
+    handler = logging.getLogger().handlers[0]
+    stream = io.StringIO()
+    monkeypatch.setattr(handler, "stream", stream)
+    log = logging.getLogger("router.worker")
+
+    async def one(key: str) -> None:
+        logs.info_fields(log, "delivered", {"key": key})
+
+    asyncio.run(one("a"))
+    assert stream.getvalue() == ""
+    real_time = time.time
+    monkeypatch.setattr(time, "time", lambda: real_time() + 3 * logs.LINE_WRITE_SECONDS)
+    asyncio.run(one("b"))
+    assert _lines_of(stream) == ["delivered key=a", "delivered key=b"]
+    asyncio.run(one("c"))
+    handler.flush()  # as logging.shutdown() does at exit
+    assert _lines_of(stream)[2:] == ["delivered key=c"]
