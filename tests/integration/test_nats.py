@@ -454,6 +454,90 @@ async def test_a_publish_the_server_refuses_is_never_acked(tmp_path: Path) -> No
         await reader.close()
 
 
+JETSTREAM_PERMISSIONS = """
+jetstream {{ store_dir: "{store}" }}
+authorization {{
+  users = [
+    {{
+      user: nojs, password: pw,
+      permissions: {{
+        publish: {{ allow: ["ok.>", "_INBOX.>"] }},
+        subscribe: {{ allow: ["_INBOX.>"] }}
+      }}
+    }},
+    {{
+      user: js, password: pw,
+      permissions: {{
+        publish: {{ allow: ["ok.>", "_INBOX.>", "$JS.API.>"] }},
+        subscribe: {{ allow: ["_INBOX.>"] }}
+      }}
+    }},
+    {{ user: admin, password: pw }}
+  ]
+}}
+"""
+
+
+async def test_a_stream_lookup_or_jetstream_publish_refused_fails_at_once(
+    tmp_path: Path,
+) -> None:
+    """A user who may not publish to $JS.API (the stream lookup of
+    jetstream: auto and true) or to the subject itself gets the server's
+    -ERR and no reply: the attempt fails at once, naming the refusal and
+    the fix, instead of waiting for its deadline on every message."""
+    config = JETSTREAM_PERMISSIONS.format(store=tmp_path / "jetstream")
+    with nats_server(tmp_path, config) as port:
+        admin = await nats.connect(f"nats://admin:pw@127.0.0.1:{port}")
+        js = admin.jetstream()
+        await js.add_stream(StreamConfig(name="OK", subjects=["ok.>"]))
+        await js.add_stream(StreamConfig(name="DENIED", subjects=["denied.>"]))
+        timeout = 30.0  # the attempts' own deadline: far longer than the test waits
+
+        def sink(user: str, prefix: str, jetstream: bool | str) -> NatsSink:
+            url = f"nats://{user}:pw@127.0.0.1:{port}"
+            return NatsSink(
+                sink_options(url, prefix, jetstream), SinkContext("d", timeout, 4, http)
+            )
+
+        async with httpx.AsyncClient() as http:
+            sinks = [
+                sink("nojs", "ok", "auto"),
+                sink("nojs", "ok", True),
+                sink("nojs", "ok", False),
+                sink("js", "denied", True),
+                sink("js", "ok", True),
+            ]
+            try:
+                for s in sinks[:2]:
+                    with pytest.raises(DeliveryFailed) as lookup:
+                        await asyncio.wait_for(
+                            s.deliver(Delivery("msg_a", b"a", "k", 1, 0, "d")), 10
+                        )
+                    text = str(lookup.value)
+                    assert "$JS.API.STREAM.LIST" in text and "jetstream: false" in text, text
+                    assert "ermission" in text and lookup.value.message_fault is False
+                # jetstream: false, the fix it names: a core publish, delivered.
+                await asyncio.wait_for(
+                    sinks[2].deliver(Delivery("msg_c", b"c", "k", 1, 0, "d")), 10
+                )
+                with pytest.raises(DeliveryFailed, match="ermission") as publish:
+                    await asyncio.wait_for(
+                        sinks[3].deliver(Delivery("msg_d", b"d", "k", 1, 0, "d")), 10
+                    )
+                assert "denied.k" in str(publish.value)
+                answer = await asyncio.wait_for(
+                    sinks[4].deliver(Delivery("msg_j", b"j", "k", 1, 0, "d")), 10
+                )
+                assert answer.body is not None and b"stream OK" in answer.body
+            finally:
+                for s in sinks:
+                    await s.aclose()
+        stored = await js.stream_info("OK")
+        assert stored.state.messages == 2  # the core publish and the acked one
+        assert (await js.stream_info("DENIED")).state.messages == 0
+        await admin.close()
+
+
 async def test_a_message_over_max_payload_is_given_up_at_once(
     nc: NatsClient, start_router: Callable[..., Any], redis: Redis
 ) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import re
 from typing import TYPE_CHECKING
 
 from nats.aio.client import Client as NatsClient
@@ -17,6 +18,16 @@ if TYPE_CHECKING:
 
 class Lost(Exception):
     """The connection closed while an attempt waited on it."""
+
+
+class Refused(Exception):
+    """The server refused the publish an attempt waited on (a permissions
+    violation): no reply will come, and the connection stays open."""
+
+
+# The subject of the server's -ERR for a refused publish, as nats-py hands
+# it to error_cb (lowercased): 'permissions violation for publish to "x.y"'.
+_REFUSED_SUBJECT = re.compile(r'publish to "([^"]*)"')
 
 
 class Link:
@@ -38,6 +49,10 @@ class Link:
         # current_task() without a loop) is a getpid() system call.
         self.loop = asyncio.get_running_loop()
         self.waiters: dict[str, asyncio.Future[Msg]] = {}
+        # What each waiting reply answers: the subject its request was
+        # published to (lowercased), so that the server's refusal of that
+        # publish fails it at once instead of at the attempt's deadline.
+        self._asked: dict[str, str] = {}
         self._next_reply = 0
         self.denials = 0  # permission errors so far
         self._denied: collections.deque[tuple[int, str]] = collections.deque(maxlen=256)
@@ -74,6 +89,16 @@ class Link:
         if self.inbox and self.inbox.lower() in text.lower():
             # The replies cannot come back: nothing can be confirmed.
             self.lose(text)
+            return
+        refused = _REFUSED_SUBJECT.search(text.lower())
+        if refused is None:
+            return
+        subject = refused.group(1)
+        for reply in [r for r, asked in self._asked.items() if asked == subject]:
+            del self._asked[reply]
+            waiter = self.waiters.pop(reply, None)
+            if waiter is not None and not waiter.done():
+                waiter.set_exception(Refused(text))
 
     def denied_since(self, mark: int, subject: str) -> str | None:
         """The server's permission error for a publish to `subject` after
@@ -88,19 +113,24 @@ class Link:
         """The attempt no longer waits on `reply`: its entry goes, and a
         loss nobody awaited is read (no "never retrieved" warning)."""
         self.waiters.pop(reply, None)
+        self._asked.pop(reply, None)
         if not waiter.done():
             waiter.cancel()
         elif not waiter.cancelled():
             waiter.exception()
 
-    def new_reply(self) -> tuple[str, asyncio.Future[Msg]]:
-        """A subject of the inbox to have an answer sent to, and its future."""
+    def new_reply(self, asking: str = "") -> tuple[str, asyncio.Future[Msg]]:
+        """A subject of the inbox to have an answer sent to, and its future;
+        with `asking`, the subject the request goes to: the future fails
+        with Refused if the server refuses that publish."""
         if self.lost is not None:
             raise Lost(self.lost)
         self._next_reply += 1
         subject = f"{self.inbox}.{self._next_reply}"
         waiter: asyncio.Future[Msg] = self.loop.create_future()
         self.waiters[subject] = waiter
+        if asking:
+            self._asked[subject] = asking.lower()
         return subject, waiter
 
     async def publish(

@@ -31,7 +31,7 @@ from nats.aio.msg import Msg
 
 from router.plugin import Delivery, DeliveryFailed, DeliveryResponse, SinkContext
 from router_nats import NatsOptions
-from router_nats.link import Link, Lost
+from router_nats.link import Link, Lost, Refused
 
 # How long the list of streams that may capture the destination's subjects
 # is kept (jetstream: auto or true). A stream created or deleted is seen
@@ -266,11 +266,23 @@ class NatsSink:
     async def _ask(
         self, link: Link, subject: str, body: bytes, headers: dict[str, str] | None = None
     ) -> Msg:
-        """Publish with a reply subject of the link's inbox; the reply."""
-        reply, waiter = link.new_reply()
+        """Publish with a reply subject of the link's inbox; the reply. A
+        publish the server refuses fails at once (no reply would come)."""
+        reply, waiter = link.new_reply(subject)
         try:
             await link.publish(subject, body, reply, headers)
             return await waiter
+        except Refused as e:
+            fix = ""
+            if subject.startswith(JS_API + "."):
+                # The stream lookup of jetstream: auto or true.
+                fix = (
+                    f"; allow this user to publish to {JS_API}.STREAM.LIST (the JetStream "
+                    "stream lookup), or set jetstream: false to publish to core NATS"
+                )
+            raise DeliveryFailed(
+                f"NATS refused the publish to {subject}: {e}{fix}", message_fault=False
+            ) from None
         finally:
             link.done_with(reply, waiter)
 
