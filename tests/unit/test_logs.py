@@ -193,6 +193,17 @@ def _lines_of(stream: io.StringIO) -> list[str]:
     return [line.split(": ", 1)[1] for line in stream.getvalue().splitlines()]
 
 
+def _logged_to_a_string(monkeypatch: pytest.MonkeyPatch) -> tuple[io.StringIO, logging.Logger]:
+    """setup()'s handler writing to a string; a logger whose records reach only it."""
+    from router.ops import logs
+
+    logs.setup("info")
+    handler = logging.getLogger().handlers[0]
+    stream = io.StringIO()
+    monkeypatch.setattr(handler, "stream", stream)
+    return stream, logging.getLogger("router.worker")
+
+
 def test_lines_per_delivery_are_written_together_in_order(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -200,11 +211,7 @@ def test_lines_per_delivery_are_written_together_in_order(
 
     from router.ops import logs
 
-    logs.setup("info")
-    handler = logging.getLogger().handlers[0]
-    stream = io.StringIO()
-    monkeypatch.setattr(handler, "stream", stream)
-    log = logging.getLogger("router.worker")
+    stream, log = _logged_to_a_string(monkeypatch)
 
     async def main() -> None:
         logs.info_fields(log, "delivered", {"key": "a"})
@@ -229,11 +236,7 @@ def test_many_lines_per_delivery_are_written_without_waiting(
 
     from router.ops import logs
 
-    logs.setup("info")
-    handler = logging.getLogger().handlers[0]
-    stream = io.StringIO()
-    monkeypatch.setattr(handler, "stream", stream)
-    log = logging.getLogger("router.worker")
+    stream, log = _logged_to_a_string(monkeypatch)
 
     async def main() -> None:
         for n in range(logs.LINES_PER_WRITE + 1):
@@ -255,11 +258,8 @@ def test_lines_left_by_a_stopped_loop_are_written_with_the_next(
 
     from router.ops import logs
 
-    logs.setup("info")
+    stream, log = _logged_to_a_string(monkeypatch)
     handler = logging.getLogger().handlers[0]
-    stream = io.StringIO()
-    monkeypatch.setattr(handler, "stream", stream)
-    log = logging.getLogger("router.worker")
 
     async def one(key: str) -> None:
         logs.info_fields(log, "delivered", {"key": key})
