@@ -225,43 +225,64 @@ _json = json.JSONEncoder(default=str).encode  # json.dumps(..., default=str), bu
 # the line (a turn holds one to a few of them at 64 in flight: 13 us a
 # line, against 6 at 64 lines a write); every 0.1 s it is one write per
 # hundreds of lines. The lines still come out in the order they were
-# logged, before any record after them; a process killed with SIGKILL
-# loses at most this window of them (the message log and Redis keep the
-# delivery's outcome; an exit of any other kind writes them).
+# logged, before any record after them. The router writes what waits when
+# its workers stop (flush()) and logging.shutdown() at exit; a process
+# killed with SIGKILL loses at most this window of them (the message log
+# and Redis keep the delivery's outcome).
 LINE_WRITE_SECONDS = 0.1
 LINES_PER_WRITE = 1000
 
 
 class _LineHandler(logging.StreamHandler):
     """The stream handler setup() installs: besides records, it takes the
-    lines info_fields writes and writes them together, at most
-    LINE_WRITE_SECONDS after the first of them (or at once when
-    LINES_PER_WRITE wait), always before anything else it writes, so the
-    order of the lines stays the order they were logged in."""
+    lines info_fields writes and writes them together, LINE_WRITE_SECONDS
+    after the first of them (or at once when LINES_PER_WRITE wait), always
+    before anything else it writes, so the order of the lines stays the
+    order they were logged in."""
 
     def __init__(self, stream: Any) -> None:
         super().__init__(stream)
         self._lines: list[str] = []
         self._first = 0.0  # when the first waiting line was added
+        # The loop whose timer will write the waiting lines (None: no timer).
+        self._timer_loop: asyncio.AbstractEventLoop | None = None
 
     def add_line(self, line: str, now: float) -> None:
         """Adds `line`, made at `now` (time.time())."""
         with self.lock:  # type: ignore[union-attr]
             lines = self._lines
             lines.append(line)
-            if len(lines) > 1:
-                # A write is asked for; write now when the lines are many,
-                # or when that write is late (its loop stopped before it).
-                if len(lines) < LINES_PER_WRITE and now - self._first < 2 * LINE_WRITE_SECONDS:
-                    return
-            else:
+            if len(lines) == 1:
                 self._first = now
-                try:
-                    asyncio.get_running_loop().call_later(LINE_WRITE_SECONDS, self.flush)
-                    return
-                except RuntimeError:  # no loop runs in this thread: at once
-                    pass
+            elif len(lines) >= LINES_PER_WRITE or now - self._first >= 2 * LINE_WRITE_SECONDS:
+                self._write_now()  # many lines, or their write is late
+                return
+            timer_loop = self._timer_loop
+            if timer_loop is not None and timer_loop.is_running():
+                return  # its timer writes them
+            # No timer, or its loop stopped before it fired (a worker
+            # stopped, asyncio.run() returned): one on the running loop.
+            if not self._write_later():
+                self._write_now()  # no loop runs in this thread: at once
+
+    def _write_later(self) -> bool:
+        """A write LINE_WRITE_SECONDS from now on the running loop; False
+        when no loop runs in this thread."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return False
+        loop.call_later(LINE_WRITE_SECONDS, self.flush)
+        self._timer_loop = loop
+        return True
+
+    def _write_now(self) -> None:
+        # On the caller's stack (a delivery's): a stream that fails is
+        # reported as logging reports it, never raised into the delivery.
+        try:
             self._write_lines()
+        except Exception:
+            self.handleError(logging.makeLogRecord({"msg": "lines per delivery"}))
 
     def _write_lines(self) -> None:
         if self._lines:
@@ -278,6 +299,7 @@ class _LineHandler(logging.StreamHandler):
 
     def flush(self) -> None:
         with self.lock:  # type: ignore[union-attr]
+            self._timer_loop = None
             try:
                 self._write_lines()
             finally:
@@ -286,6 +308,14 @@ class _LineHandler(logging.StreamHandler):
 
 # The handler setup() installed on the root logger (info_fields writes to it).
 _handler: _LineHandler | None = None
+
+
+def flush() -> None:
+    """Write the lines per delivery still waiting: the router calls it when
+    its delivery workers have stopped (uvicorn's spawned children end on a
+    re-raised SIGTERM, without logging.shutdown)."""
+    if _handler is not None:
+        _handler.flush()
 
 
 def info_fields(logger: logging.Logger, message: str, values: dict[str, Any]) -> None:

@@ -23,7 +23,7 @@ from redis.asyncio import Redis
 from router.config import Config
 from router.config.settings import Settings
 from router.delivery.workers import Workers, running_workers
-from router.ops import tracing
+from router.ops import logs, tracing
 from router.queue import operator_log
 from router.queue.scripts import Scripts
 from router.queue.status import StatusReader, layout_of
@@ -89,6 +89,8 @@ class Runtime:
         operator-log tail, then the watch (a reload being applied finishes
         first), then the workers, so no reload meets workers that stop."""
         async with contextlib.AsyncExitStack() as stack:
+            # Last on leaving: the lines of the last deliveries written.
+            stack.callback(logs.flush)
             if deliver:
                 self.workers = await stack.enter_async_context(
                     running_workers(
@@ -115,6 +117,11 @@ class Runtime:
     async def burst(self) -> None:
         """Deliver what every destination holds now, then return (`router
         worker --burst`: tests, cron jobs)."""
-        await Workers(
-            self.redis, self._started_with.destinations.values(), self.settings.delivery_transport
-        ).run_burst()
+        try:
+            await Workers(
+                self.redis,
+                self._started_with.destinations.values(),
+                self.settings.delivery_transport,
+            ).run_burst()
+        finally:
+            logs.flush()  # the lines of the last deliveries

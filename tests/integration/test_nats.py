@@ -472,6 +472,13 @@ authorization {{
         subscribe: {{ allow: ["_INBOX.>"] }}
       }}
     }},
+    {{
+      user: mixed, password: pw,
+      permissions: {{
+        publish: {{ allow: ["ok.k", "ok.Ab", "_INBOX.>", "$JS.API.>"] }},
+        subscribe: {{ allow: ["_INBOX.>"] }}
+      }}
+    }},
     {{ user: admin, password: pw }}
   ]
 }}
@@ -535,6 +542,48 @@ async def test_a_stream_lookup_or_jetstream_publish_refused_fails_at_once(
         stored = await js.stream_info("OK")
         assert stored.state.messages == 2  # the core publish and the acked one
         assert (await js.stream_info("DENIED")).state.messages == 0
+        await admin.close()
+
+
+async def test_a_refused_publish_fails_only_its_own_attempt(tmp_path: Path) -> None:
+    """Attempts waiting on one connection at once: the server's refusal of
+    one subject fails that attempt only. nats-py lowercases the refusal's
+    text, so a refusal of ok.ab must not fail the attempt on ok.Ab (the
+    server took it): with both waiting, the deadline decides for ok.ab."""
+    config = JETSTREAM_PERMISSIONS.format(store=tmp_path / "jetstream")
+    with nats_server(tmp_path, config) as port:
+        admin = await nats.connect(f"nats://admin:pw@127.0.0.1:{port}")
+        js = admin.jetstream()
+        await js.add_stream(StreamConfig(name="OK", subjects=["ok.>"]))
+        async with httpx.AsyncClient() as http:
+            mixed = NatsSink(
+                sink_options(f"nats://mixed:pw@127.0.0.1:{port}", "ok", True),
+                SinkContext("d", 30.0, 4, http),
+            )
+            try:
+                await asyncio.wait_for(mixed.deliver(Delivery("msg_0", b"0", "k", 1, 0, "d")), 10)
+                allowed, refused = await asyncio.wait_for(
+                    asyncio.gather(
+                        mixed.deliver(Delivery("msg_k", b"k", "k", 2, 0, "d")),
+                        mixed.deliver(Delivery("msg_x", b"x", "x", 1, 0, "d")),
+                        return_exceptions=True,
+                    ),
+                    10,
+                )
+                assert isinstance(allowed, DeliveryResponse), allowed
+                assert isinstance(refused, DeliveryFailed) and "ok.x" in str(refused), refused
+                lower, upper = await asyncio.gather(
+                    asyncio.wait_for(mixed.deliver(Delivery("msg_a", b"a", "ab", 1, 0, "d")), 3),
+                    mixed.deliver(Delivery("msg_A", b"A", "Ab", 1, 0, "d")),
+                    return_exceptions=True,
+                )
+                assert isinstance(upper, DeliveryResponse), upper
+                # Refused at once if ok.Ab's PubAck came first, else at the deadline.
+                assert isinstance(lower, DeliveryFailed | TimeoutError), lower
+            finally:
+                await mixed.aclose()
+        stored = await js.stream_info("OK")
+        assert stored.state.messages == 3  # msg_0, msg_k, msg_A
         await admin.close()
 
 

@@ -245,6 +245,7 @@ def test_many_lines_per_delivery_are_written_without_waiting(
         assert written == [f"delivered n={n}" for n in range(logs.LINES_PER_WRITE)]
 
     asyncio.run(main())
+    logs.flush()  # the last one, not left for another test's handler
 
 
 def test_lines_left_by_a_stopped_loop_are_written_with_the_next(
@@ -273,3 +274,54 @@ def test_lines_left_by_a_stopped_loop_are_written_with_the_next(
     asyncio.run(one("c"))
     handler.flush()  # as logging.shutdown() does at exit
     assert _lines_of(stream)[2:] == ["delivered key=c"]
+
+
+def test_lines_after_a_stopped_loop_are_written_by_the_next_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A line waiting for the timer of a loop that stopped, then a line of
+    a loop that goes on running: that loop writes both in time, without a
+    third line or an exit."""
+    import asyncio
+
+    from router.ops import logs
+
+    stream, log = _logged_to_a_string(monkeypatch)
+
+    async def one(key: str) -> None:
+        logs.info_fields(log, "delivered", {"key": key})
+
+    async def then_idle() -> None:
+        await one("b")
+        await asyncio.sleep(logs.LINE_WRITE_SECONDS * 3)
+        assert _lines_of(stream) == ["delivered key=a", "delivered key=b"]
+
+    asyncio.run(one("a"))
+    asyncio.run(then_idle())
+
+
+def test_a_stream_that_fails_never_fails_the_delivery(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The write of many waiting lines runs on a delivery's own stack: a
+    broken stderr (its reader gone) is reported as logging reports a
+    failed write, not raised into the delivery."""
+    import asyncio
+
+    from router.ops import logs
+
+    _, log = _logged_to_a_string(monkeypatch)
+    handler = logging.getLogger().handlers[0]
+
+    class Broken(io.StringIO):
+        def write(self, text: str) -> int:
+            raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(handler, "stream", Broken())
+    reported: list[logging.LogRecord] = []
+    monkeypatch.setattr(handler, "handleError", reported.append)
+
+    async def main() -> None:
+        for n in range(logs.LINES_PER_WRITE):
+            logs.info_fields(log, "delivered", {"n": n})
+
+    asyncio.run(main())
+    assert len(reported) == 1

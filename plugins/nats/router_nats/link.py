@@ -27,6 +27,8 @@ class Refused(Exception):
 
 # The subject of the server's -ERR for a refused publish, as nats-py hands
 # it to error_cb (lowercased): 'permissions violation for publish to "x.y"'.
+# (The server quotes it Go's way: a subject holding `"` or `\` does not
+# match, and its attempt waits for its deadline, as before.)
 _REFUSED_SUBJECT = re.compile(r'publish to "([^"]*)"')
 
 
@@ -50,8 +52,8 @@ class Link:
         self.loop = asyncio.get_running_loop()
         self.waiters: dict[str, asyncio.Future[Msg]] = {}
         # What each waiting reply answers: the subject its request was
-        # published to (lowercased), so that the server's refusal of that
-        # publish fails it at once instead of at the attempt's deadline.
+        # published to, so that the server's refusal of that publish fails
+        # it at once instead of at the attempt's deadline.
         self._asked: dict[str, str] = {}
         self._next_reply = 0
         self.denials = 0  # permission errors so far
@@ -94,7 +96,17 @@ class Link:
         if refused is None:
             return
         subject = refused.group(1)
-        for reply in [r for r, asked in self._asked.items() if asked == subject]:
+        replies = [r for r, asked in self._asked.items() if asked.lower() == subject]
+        if len({self._asked[r] for r in replies}) > 1:
+            # nats-py lowercased the server's text: waiters on "ok.Ab" and
+            # "ok.ab" cannot tell whose publish was refused, so their
+            # deadline decides, as it did before refusals were read. (A
+            # core publish's refusal is not told apart from a request's of
+            # the same subject but for case: a JetStream publish failed so
+            # is retried with its Nats-Msg-Id, which the stream's
+            # duplicate window catches.)
+            return
+        for reply in replies:
             del self._asked[reply]
             waiter = self.waiters.pop(reply, None)
             if waiter is not None and not waiter.done():
@@ -130,7 +142,7 @@ class Link:
         waiter: asyncio.Future[Msg] = self.loop.create_future()
         self.waiters[subject] = waiter
         if asking:
-            self._asked[subject] = asking.lower()
+            self._asked[subject] = asking
         return subject, waiter
 
     async def publish(
