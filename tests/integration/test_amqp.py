@@ -15,7 +15,8 @@ from typing import Any
 import httpx
 import pytest
 from redis import Redis
-from router_amqp import AmqpOptions, AmqpSink
+from router_amqp import AmqpOptions
+from router_amqp.sink import AmqpSink
 
 from router.plugin import Delivery, DeliveryFailed, SinkContext
 from router.queue.keys import DestinationKeys

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from aiormq.channel import exception_by_code
 from pamqp.commands import Channel
-from router_amqp import AmqpOptions, max_size_exceeded
+from router_amqp import AmqpOptions
+from router_amqp.sink import max_size_exceeded
 
 from router.config import ConfigError
 from router.config.loading import load
