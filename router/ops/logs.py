@@ -272,13 +272,27 @@ class _LineHandler(logging.StreamHandler):
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return False
-        loop.call_later(LINE_WRITE_SECONDS, self.flush)
+        loop.call_later(LINE_WRITE_SECONDS, self._timer_fired)
         self._timer_loop = loop
         return True
 
+    def _timer_fired(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            self._timer_loop = None
+            self.write_waiting()
+
+    def write_waiting(self) -> None:
+        """The waiting lines written, and the stream flushed, now. A stream
+        that fails is reported as logging reports a failed write, never
+        raised into the caller (a delivery, the runtime stopping)."""
+        with self.lock:  # type: ignore[union-attr]
+            try:
+                self.flush()
+            except Exception:
+                self.handleError(logging.makeLogRecord({"msg": "lines per delivery"}))
+
     def _write_now(self) -> None:
-        # On the caller's stack (a delivery's): a stream that fails is
-        # reported as logging reports it, never raised into the delivery.
+        # On the caller's stack (a delivery's).
         try:
             self._write_lines()
         except Exception:
@@ -299,7 +313,6 @@ class _LineHandler(logging.StreamHandler):
 
     def flush(self) -> None:
         with self.lock:  # type: ignore[union-attr]
-            self._timer_loop = None
             try:
                 self._write_lines()
             finally:
@@ -315,7 +328,7 @@ def flush() -> None:
     its delivery workers have stopped (uvicorn's spawned children end on a
     re-raised SIGTERM, without logging.shutdown)."""
     if _handler is not None:
-        _handler.flush()
+        _handler.write_waiting()
 
 
 def info_fields(logger: logging.Logger, message: str, values: dict[str, Any]) -> None:

@@ -301,9 +301,9 @@ def test_lines_after_a_stopped_loop_are_written_by_the_next_loop(
 
 
 def test_a_stream_that_fails_never_fails_the_delivery(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The write of many waiting lines runs on a delivery's own stack: a
-    broken stderr (its reader gone) is reported as logging reports a
-    failed write, not raised into the delivery."""
+    """The write of many waiting lines runs on a delivery's own stack, the
+    last one on the runtime's: a broken stderr (its reader gone) is
+    reported as logging reports a failed write, not raised into them."""
     import asyncio
 
     from router.ops import logs
@@ -325,3 +325,12 @@ def test_a_stream_that_fails_never_fails_the_delivery(monkeypatch: pytest.Monkey
 
     asyncio.run(main())
     assert len(reported) == 1
+
+    # The write when the workers stop (Runtime): reported the same way,
+    # not raised over whatever ends the process.
+    async def last() -> None:
+        logs.info_fields(log, "delivered", {"n": "last"})  # waits for its timer
+        logs.flush()
+
+    asyncio.run(last())
+    assert len(reported) == 2

@@ -114,7 +114,12 @@ class Link:
 
     def denied_since(self, mark: int, subject: str) -> str | None:
         """The server's permission error for a publish to `subject` after
-        the `mark`-th, if any."""
+        the `mark`-th, if any. Matched in lowercase (nats-py lowercases the
+        text): the refusal of a subject equal to `subject` but for case
+        fails this core publish too. That is the safe side of the doubt:
+        the message is sent again (at least once, with its message id for
+        the consumer to drop a copy), where passing it could ack a message
+        the server refused."""
         quoted = f'"{subject}"'.lower()
         for n, text in self._denied:
             if n > mark and "publish" in text.lower() and quoted in text.lower():
