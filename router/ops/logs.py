@@ -289,14 +289,18 @@ class _LineHandler(logging.StreamHandler):
             try:
                 self.flush()
             except Exception:
-                self.handleError(logging.makeLogRecord({"msg": "lines per delivery"}))
+                self._failed_write()
 
     def _write_now(self) -> None:
         # On the caller's stack (a delivery's).
         try:
             self._write_lines()
         except Exception:
-            self.handleError(logging.makeLogRecord({"msg": "lines per delivery"}))
+            self._failed_write()
+
+    def _failed_write(self) -> None:
+        # handleError reads the exception being handled; the record only names what failed.
+        self.handleError(logging.makeLogRecord({"msg": "lines per delivery"}))
 
     def _write_lines(self) -> None:
         if self._lines:
