@@ -348,15 +348,13 @@ def info_fields(logger: logging.Logger, message: str, values: dict[str, Any]) ->
     handler = _handler
     if handler is not None and _only_to(logger, handler):
         formatter = handler.formatter
-        line = None
-        now = 0.0
         # (Exactly these: a subclass may format otherwise.)
         if type(formatter) is OneLineFormatter or type(formatter) is JsonFormatter:
             now = time.time()
             line = formatter.line(now, "INFO", logger.name, message, values)
-        if line is not None:
-            handler.add_line(line, now)
-            return
+            if line is not None:
+                handler.add_line(line, now)
+                return
     logger.info(message, extra={"fields": values})
 
 
