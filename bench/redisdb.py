@@ -42,6 +42,19 @@ def redis_server(tmp: Path) -> Iterator[tuple[str, str]]:
         server.stop()
 
 
+def sibling_url(url: str) -> str:
+    """Another database on the same server (BENCH_REDIS_REFERENCE_DB, default
+    13: neither the bench's 15 nor the tests' 14), for a reference measured
+    beside the main one (bench/growth.py)."""
+    db = int(os.environ.get("BENCH_REDIS_REFERENCE_DB", "13"))
+    base, _, own = url.rpartition("/")
+    if str(db) == own:
+        raise SystemExit(
+            f"bench: BENCH_REDIS_REFERENCE_DB={db} is the bench's own database: choose another"
+        )
+    return f"{base}/{db}"
+
+
 def flush(url: str) -> None:
     import redis
 
