@@ -65,6 +65,7 @@ from fmt import pct, rate, ratio, x0, x2
 from ingest import CASES as INGEST_CASES
 from ingest import POST_LUA, WrkResult, run_wrk, stored
 from ingest import write_routes as ingest_routes
+from paired import Pair, run_pair
 from procs import HOST, free_port, router_argv, say, wait_http, write_routes
 from redisdb import flush
 
@@ -96,6 +97,13 @@ DELIVERY = (
         {"ROUTER_METRICS": "1", "LOG_LEVEL": "info"},
     ),
 )
+# The info line alone, measured in pairs at once (bench/paired.py): metrics
+# on in both, as in the "info" run above; no scraper.
+PAIR = (
+    ("warning", {"ROUTER_METRICS": "1", "LOG_LEVEL": "warning"}),
+    ("info", {"ROUTER_METRICS": "1", "LOG_LEVEL": "info"}),
+)
+LINE_GOAL = 0.97  # issue 23: the info line costs at most 3 % of delivery
 DELIVERED_LINE = re.compile(r" INFO router\.worker: delivered ")
 
 
@@ -201,6 +209,8 @@ class Observability:
     # request or message over the measured run, one per round: steadier than
     # a rate on a shared machine, where the router waits for a core.
     cpu: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+    # The info line's pairs at once (bench/paired.py), one per delivery round.
+    pairs: list[Pair] = field(default_factory=list)
 
     @property
     def n(self) -> int:
@@ -217,6 +227,29 @@ class Observability:
             shift = (rnd - 1) % len(DELIVERY)
             for key, label, env in DELIVERY[shift:] + DELIVERY[:shift]:
                 self.measure_delivery(rnd, key, label, env)
+        if a.delivery_rounds:
+            self.measure_pairs(a.delivery_rounds)
+
+    def measure_pairs(self, rounds: int) -> None:
+        """The info line's cost, two workers at once (bench/paired.py)."""
+        second = Sink(self.ctx.procs)
+        try:
+            for rnd in range(1, rounds + 1):
+                sides = PAIR if rnd % 2 else PAIR[::-1]
+                name = f"obs-pair-r{rnd}"
+                pair = run_pair(
+                    self.ctx, second, sides, self.n, KEYS, IN_FLIGHT, name, self.count_log_lines
+                )
+                self.pairs.append(pair)
+                for key, want in (("info", self.n), ("warning", 0)):
+                    got = pair.lines.get(key, want)
+                    if got != want:
+                        self.ctx.problems.append(
+                            f"{name}: {got} 'delivered' lines in the {key} worker's log, "
+                            f"expected {want}"
+                        )
+        finally:
+            second.stop()
 
     # ingest
 
@@ -526,6 +559,8 @@ class Observability:
                     " (the metrics-on runs, then the info runs, by round)",
                 )
             )
+        if self.pairs:
+            text.append(self.pairs_note())
         cpu = {k: _median(v) for k, v in self.cpu.items()}
         text.append(
             "Router CPU per message: the router process's utime + stime (/proc, 10 ms "
@@ -548,6 +583,33 @@ class Observability:
             "Redis read (the queue gauges, at most once a second) is in the metrics-on runs."
         )
         return text
+
+    def pair_ratios(self) -> tuple[list[float], list[float]]:
+        """Per round: the info worker's rate over the warning one's, and its
+        CPU per message over the warning one's."""
+        rates = [p.ratio("info", "warning") for p in self.pairs]
+        return rates, [p.cpu_ratio("info", "warning") for p in self.pairs]
+
+    def pairs_note(self) -> str:
+        rates, cpu = self.pair_ratios()
+        ratio = _median(rates)
+        verdict = "-" if ratio != ratio else ("met" if round(ratio, 2) >= LINE_GOAL else "missed")
+        info = _median([p.cpu_us.get("info", NAN) for p in self.pairs])
+        warning = _median([p.cpu_us.get("warning", NAN) for p in self.pairs])
+        return (
+            "**The info line, measured in pairs at once** (bench/paired.py): two `router "
+            f"worker`s, metrics on in both, one at LOG_LEVEL=info and one at warning, each "
+            f"draining {self.n:,} messages over {KEYS:,} wa_ids at max_in_flight {IN_FLIGHT} "
+            "from a database of its own to a sink of its own, at the same time; their rates "
+            "compared over the window in which both were delivering, sides swapped by round. "
+            f"Info over warning: **{x2(ratio)}** (per round {', '.join(x2(r) for r in rates)}),"
+            f" a cost of **{pct(1 - ratio)}** (≤ 3 %: **{verdict}**); worker CPU per message "
+            f"{x2(_median(cpu))} of the warning one's (per round "
+            f"{', '.join(x2(r) for r in cpu)}; medians {x0(info)} against {x0(warning)} µs). "
+            "Run one after the other, as in the table, rounds of the same two settings "
+            "differ by more than the cost measured; side by side, the machine's slow and "
+            "fast seconds fall on both."
+        )
 
     def chart_rows(self) -> list[tuple[str, dict[str, float]]]:
         bars = {
