@@ -703,3 +703,44 @@ async def test_an_https_destination_whose_ca_ssl_cert_file_names_is_trusted(
         tls.ssl_context.cache_clear()
     assert answer.status_code == 200
     assert [r.json().get("mensaje", r.json().get("n")) for r in server.requests] == ["m1", 2]
+
+
+@TRANSPORTS
+async def test_clients_share_the_process_tls_context(
+    transport: DeliveryTransport, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Every destination's client, httpx's own transport included, uses
+    the TLS context the process built once: once a first destination has
+    delivered over https, opening more loads no CA bundle again (httpx's
+    default is a context per client, about 20 ms each), and their https
+    deliveries still verify against it."""
+    cert, key = self_signed_certificate(tmp_path)
+    served = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    served.load_cert_chain(cert, key)
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    tls.ssl_context.cache_clear()
+    built: list[object] = []
+    make = ssl.create_default_context
+
+    def counted(*args: Any, **kwargs: Any) -> ssl.SSLContext:
+        built.append(kwargs.get("cafile"))
+        return make(*args, **kwargs)
+
+    async def post(n: int) -> int:
+        client = delivery_client(4, 5.0, transport)
+        try:
+            return (await client.post(server.url, json={"n": n})).status_code
+        finally:
+            await client.aclose()
+
+    try:
+        async with RawServer(tls=served) as server:
+            # The first destination: the context built, the transport's
+            # modules imported (aiohttp builds contexts of its own then).
+            first = await post(0)
+            monkeypatch.setattr(ssl, "create_default_context", counted)
+            more = [await post(n) for n in (1, 2, 3)]
+    finally:
+        tls.ssl_context.cache_clear()
+    assert [first, *more] == [200, 200, 200, 200]
+    assert built == []
