@@ -17,6 +17,16 @@ every instrument a no-op: the floor), measured back to back in each round.
   (the default: one line per delivery attempt, console format, written to
   the process's log file under bench/results/logs as it would go to stderr).
 
+Then the info line alone, in pairs at once (bench/paired.py), one pair per
+delivery round: two `router worker`s with metrics on, one at LOG_LEVEL=info
+and one at warning, each draining N messages from a database of its own
+to a sink of its own at the same time, their rates compared over the
+window in which both were delivering. The three runs above, made one
+after the other, differ from round to round by more than a 3 % cost; the
+pair meets the same machine. Checked as above: every message delivered,
+one "delivered" line per message in the info worker's log, none in the
+other's.
+
 The delivery runs use `router worker` without --burst, stopped (SIGTERM)
 once the sink has counted N: `router worker --burst` does not serve
 ROUTER_METRICS_PORT (router/cli/serving.py returns from _run_workers before starting
