@@ -77,7 +77,7 @@ from ingest import POST_LUA, WrkResult, run_wrk, stored
 from ingest import write_routes as ingest_routes
 from paired import Pair, run_pair
 from procs import HOST, free_port, router_argv, say, wait_http, write_routes
-from redisdb import flush
+from redisdb import flush, sibling_url
 
 KEYS = 1000  # wa_ids of the delivery runs: delivery.py's main case
 IN_FLIGHT = 64  # max_in_flight, the same
@@ -260,6 +260,7 @@ class Observability:
                         )
         finally:
             second.stop()
+            flush(sibling_url(self.ctx.redis_url))  # the second worker's queue
 
     # ingest
 

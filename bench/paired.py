@@ -31,10 +31,13 @@ from cluster import CpuSampler
 from context import Context
 from delivery import preload
 from destination import Sink
+from fmt import ratio
 from procs import HOST, router_argv, say, write_routes
 from redisdb import flush, sibling_url
 
 NAN = float("nan")
+MIN_WINDOW = 1.0  # seconds both must deliver together for a round to count
+MAX_AHEAD = 0.1  # of the queue one side may have delivered before the other began
 
 
 @dataclass
@@ -48,10 +51,10 @@ class Pair:
     window_s: float = NAN
 
     def ratio(self, key: str, base: str) -> float:
-        return self.rates[key] / self.rates[base] if self.rates.get(base) else NAN
+        return ratio(self.rates.get(key, NAN), self.rates.get(base, NAN))
 
     def cpu_ratio(self, key: str, base: str) -> float:
-        return self.cpu_us[key] / self.cpu_us[base] if self.cpu_us.get(base) else NAN
+        return ratio(self.cpu_us.get(key, NAN), self.cpu_us.get(base, NAN))
 
 
 def run_pair(
@@ -100,6 +103,14 @@ def run_pair(
         ctx.problems.append(f"{name}: not every message was delivered in {ctx.args.timeout:g} s")
         return pair
     (t0, counts0), (t1, counts1) = window
+    if t1 - t0 < MIN_WINDOW or max(counts0) > n * MAX_AHEAD:
+        # One side had delivered much of its queue before the other began:
+        # what is left is no comparison.
+        ctx.problems.append(
+            f"{name}: the two workers delivered together for {t1 - t0:.2f} s only "
+            f"(counts {counts0} at its start, of {n}); no figures from this round"
+        )
+        return pair
     pair.window_s = t1 - t0
     for i, (key, _env) in enumerate(sides):
         rate = (counts1[i] - counts0[i]) / (t1 - t0)

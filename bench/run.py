@@ -87,7 +87,7 @@ from ingest import Ingest, wrk_version
 from latency import Latency
 from observability import Observability
 from outbound_rate import OutboundRate
-from redisdb import flush, redis_server
+from redisdb import flush, redis_server, sibling_url
 from tracing import Tracing
 
 PARTS = (
@@ -188,6 +188,7 @@ def main() -> int:
                 note = report.machine_note(redis_note, wrk_version(), node_note)
                 procs.say(note)
                 flush(redis_url)
+                sibling_url(redis_url)  # a bad BENCH_REDIS_REFERENCE_DB stops the run now
                 sink = Sink(running)
                 ctx = Context(args, running, redis_url, tmp, sink, pyspy)
                 if ingest_on:
