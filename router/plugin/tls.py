@@ -31,7 +31,12 @@ def ssl_context() -> ssl.SSLContext:
     loading the CA bundle takes tens of milliseconds, which every
     destination's first delivery would otherwise wait for (so a sink
     speaking TLS builds it when it is opened: AiohttpTransport.prepare)."""
-    return httpx.create_ssl_context()
+    context = httpx.create_ssl_context()
+    # Every transport speaks HTTP/1.1 only. httpcore (ROUTER_DELIVERY_TRANSPORT
+    # =httpx) sets this on the context at each connect; set here, every
+    # connection offers the same from the first, whichever transport made it.
+    context.set_alpn_protocols(["http/1.1"])
+    return context
 
 
 def context_now() -> None:
