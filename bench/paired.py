@@ -4,8 +4,8 @@ sink of its own, and their rates are compared over the window in which
 both were delivering.
 
 Why at once: on this shared 2-core machine two runs made seconds apart
-differ by 10-30 % (bench/growth.py measured 0.70-1.22 between equal
-queues), so a cost of a few percent cannot show in a ratio of rates taken
+differ by 10-30 % and more (bench/growth.py measured 0.70-1.37 between
+equal queues), so a cost of a few percent cannot show in a ratio of rates taken
 one after the other, whatever the number of rounds the bench can afford.
 Two workers running side by side meet the same machine: its slow and
 fast seconds fall on both. What they share (the cores, the Redis) is
@@ -100,7 +100,10 @@ def run_pair(
             ctx.procs.stop(proc)
     pair = Pair()
     if window is None:
-        ctx.problems.append(f"{name}: not every message was delivered in {ctx.args.timeout:g} s")
+        ctx.problems.append(
+            f"{name}: not every message was delivered in {ctx.args.timeout:g} s, or one "
+            "worker had delivered all of its queue before the other began"
+        )
         return pair
     (t0, counts0), (t1, counts1) = window
     if t1 - t0 < MIN_WINDOW or max(counts0) > n * MAX_AHEAD:
