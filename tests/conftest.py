@@ -8,7 +8,8 @@ fault-injection suite). Shared helpers live in tests/support.
 Without REDIS_URL the session starts the embedded valkey-server (the same
 binary `router serve` uses) on a free port. With REDIS_URL set, the suite
 runs against that server instead (e.g. the machine's Redis 7); its selected
-database is flushed before every test, so point it at a scratch database.
+database is flushed before and after every test, so point it at a scratch
+database.
 
 The suite runs in parallel (pytest-xdist, `make test`): a session is one
 worker, so each worker starts its own embedded server and Redis Cluster;
@@ -18,6 +19,7 @@ so no worker flushes another's data.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import signal
@@ -49,7 +51,13 @@ def anyio_backend() -> str:
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     url = os.environ.get("REDIS_URL")
     if url:
-        yield database_for_worker(url)
+        url = database_for_worker(url)
+        yield url
+        # What a test that did not ask for clean_redis left there goes too.
+        client = redis_sync.Redis.from_url(url)
+        with contextlib.suppress(redis_sync.RedisError):
+            client.flushdb()
+        client.close()
         return
     server = EmbeddedRedis(
         tmp_path_factory.mktemp("valkey"), port=free_port(), appendfsync="everysec"
@@ -84,12 +92,19 @@ def cluster_url(redis_cluster: Cluster) -> str:
 
 
 @pytest.fixture()
-def clean_redis(redis_url: str) -> str:
-    """The server's database, emptied for this test."""
+def clean_redis(redis_url: str) -> Iterator[str]:
+    """The server's database, emptied for this test, and after it: with
+    REDIS_URL, the last test's data is not left in that server."""
     client = redis_sync.Redis.from_url(redis_url)
     client.flushdb()
-    client.close()
-    return redis_url
+    try:
+        yield redis_url
+    finally:
+        # A test may leave the server stopped or refusing (the process tests
+        # that restart it): there is nothing to empty then.
+        with contextlib.suppress(redis_sync.RedisError):
+            client.flushdb()
+        client.close()
 
 
 @pytest.fixture()
