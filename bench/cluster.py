@@ -85,7 +85,7 @@ import stack
 from context import Context
 from delivery import preload, window_problems
 from destination import watch
-from fmt import pct, rate, ratio, x0, x2
+from fmt import median, pct, rate, ratio, x0, x2
 from ingest import run_wrk
 from procs import DESTINATION, HOST, PEERS, free_port, router_argv, say, wait_http, write_routes
 from valkey_nodes import Cluster, OneValkey, cluster_missing
@@ -552,9 +552,7 @@ class ClusterPart:
         return [r.rate for r in self.runs.get((phase, key), [])]
 
     def median(self, phase: str, key: str, f: Callable[[Run], float]) -> float:
-        values = [f(r) for r in self.runs.get((phase, key), [])]
-        values = [v for v in values if v == v]
-        return statistics.median(values) if values else NAN
+        return median([f(r) for r in self.runs.get((phase, key), [])])
 
     def paired(self, phase: str, key: str, base: str = SINGLE) -> list[float]:
         """This round's rate over the same round's on `base` (one server)."""
@@ -562,8 +560,7 @@ class ClusterPart:
         return [ratio(a, b) for a, b in pairs]
 
     def ratio(self, phase: str, key: str, base: str = SINGLE) -> float:
-        values = [v for v in self.paired(phase, key, base) if v == v]
-        return statistics.median(values) if values else NAN
+        return median(self.paired(phase, key, base))
 
     def last(self, phase: str, key: str) -> Run | None:
         runs = self.runs.get((phase, key))

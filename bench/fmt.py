@@ -3,7 +3,14 @@ that was not measured (NaN) shows as "-"."""
 
 from __future__ import annotations
 
+import statistics
 from math import nan as NAN
+
+
+def median(values: list[float]) -> float:
+    """The median of the values measured (NaN: not measured), NaN if none."""
+    measured = [v for v in values if v == v]
+    return statistics.median(measured) if measured else NAN
 
 
 def ratio(a: float, b: float) -> float:

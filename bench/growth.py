@@ -31,14 +31,13 @@ shape. (Reloading the 1,000,000 queue costs about a minute a round.)
 
 from __future__ import annotations
 
-import statistics
 import time
 from dataclasses import dataclass, field
 
 from cluster import cpu_seconds
 from context import Context
 from delivery import preload
-from fmt import ratio, x2
+from fmt import median, ratio, x2
 from ingest import run_wrk
 from procs import HOST, PEERS, free_port, router_argv, say, wait_http, write_routes
 from redisdb import command_stats, flush, info_number, round_trips, sibling_url
@@ -85,14 +84,14 @@ class GrowthCase:
         ]
 
     def ratio(self, what: str) -> float:
-        return _median(self.ratios(what))
+        return median(self.ratios(what))
 
     def reference_rate(self, what: str) -> float:
-        return _median([getattr(r, what) for r in self.reference])
+        return median([getattr(r, what) for r in self.reference])
 
     def rate(self, what: str) -> float:
         """The median over the rounds of one of the case's figures."""
-        return _median([getattr(c, what) for c in self.case])
+        return median([getattr(c, what) for c in self.case])
 
 
 class Growth:
@@ -270,12 +269,6 @@ class Growth:
                 "",
             ]
         return lines
-
-
-def _median(values: list[float]) -> float:
-    """The median of the measured values (NaN: not measured), NaN if none."""
-    values = [v for v in values if v == v]
-    return statistics.median(values) if values else NAN
 
 
 def _ratios(r: GrowthCase, what: str) -> str:

@@ -71,7 +71,7 @@ from cluster import CpuSampler, cpu_seconds
 from context import Context
 from delivery import preload, window_problems
 from destination import Sink, Window
-from fmt import pct, rate, ratio, x0, x2
+from fmt import median, pct, rate, ratio, x0, x2
 from ingest import CASES as INGEST_CASES
 from ingest import POST_LUA, WrkResult, run_wrk, stored
 from ingest import write_routes as ingest_routes
@@ -471,8 +471,8 @@ class Observability:
                 (
                     "ingest, metrics on, /metrics scraped every second",
                     "req/s",
-                    _median([r.rps for r in self.ingest["off"]]),
-                    _median([r.rps for r in self.ingest["on"]]),
+                    median([r.rps for r in self.ingest["off"]]),
+                    median([r.rps for r in self.ingest["on"]]),
                     self.ingest_ratios(),
                     self.cpu_ratios("ingest", "on"),
                 )
@@ -487,8 +487,8 @@ class Observability:
                     (
                         label,
                         "msg/s",
-                        _median(self.delivery["off"]),
-                        _median(self.delivery[key]),
+                        median(self.delivery["off"]),
+                        median(self.delivery[key]),
                         self.delivery_ratios(key),
                         self.cpu_ratios("delivery", key),
                     )
@@ -513,11 +513,11 @@ class Observability:
             "| --- | ---: | ---: | --- | ---: | --- | --- |",
         ]
         for label, unit, floor, this, ratios, cpu in rows:
-            ratio = _median(ratios)
+            ratio = median(ratios)
             out.append(
                 f"| {label} | {rate(floor)} {unit} | {rate(this)} {unit} "
                 f"| **{x2(ratio)}** ({', '.join(x2(r) for r in ratios)}) | {pct(1 - ratio)} "
-                f"| {_verdict(ratio)} | {x2(_median(cpu))} ({', '.join(x2(r) for r in cpu)}) |"
+                f"| {_verdict(ratio)} | {x2(median(cpu))} ({', '.join(x2(r) for r in cpu)}) |"
             )
         for paragraph in self.notes():
             out += ["", paragraph]
@@ -534,8 +534,8 @@ class Observability:
             text.append(
                 f"Ingest: `router api`, 1 process, LOG_LEVEL=warning, wrk -t1 -c{CONNECTIONS} "
                 f"-d{a.duration}s after {a.warmup} s warm-up, post.lua. Latency on / off: p99 "
-                f"**{x2(_median(p99))}** (per round {', '.join(x2(r) for r in p99)}), p50 "
-                f"{x2(_median(p50))} (p99 {_ms(self.ingest, 'on')} ms with metrics, "
+                f"**{x2(median(p99))}** (per round {', '.join(x2(r) for r in p99)}), p50 "
+                f"{x2(median(p50))} (p99 {_ms(self.ingest, 'on')} ms with metrics, "
                 f"{_ms(self.ingest, 'off')} ms without, medians). "
                 + _scrape_note(s, "API port", "the measured wrk run")
             )
@@ -550,7 +550,7 @@ class Observability:
                     for i, o in zip(self.delivery["info"], self.delivery["on"], strict=True)
                 ]
                 logs = (
-                    f" The info lines alone (metrics on in both): {x2(_median(own))} "
+                    f" The info lines alone (metrics on in both): {x2(median(own))} "
                     f"(per round {', '.join(x2(r) for r in own)})."
                 )
             text.append(
@@ -572,7 +572,7 @@ class Observability:
             )
         if self.pairs:
             text.append(self.pairs_note())
-        cpu = {k: _median(v) for k, v in self.cpu.items()}
+        cpu = {k: median(v) for k, v in self.cpu.items()}
         text.append(
             "Router CPU per message: the router process's utime + stime (/proc, 10 ms "
             "ticks) over the measured wrk run per request, or over the sink's window (sampled "
@@ -603,10 +603,10 @@ class Observability:
 
     def pairs_note(self) -> str:
         rates, cpu = self.pair_ratios()
-        ratio = _median(rates)
+        ratio = median(rates)
         verdict = "-" if ratio != ratio else ("met" if round(ratio, 2) >= LINE_GOAL else "missed")
-        info = _median([p.cpu_us.get("info", NAN) for p in self.pairs])
-        warning = _median([p.cpu_us.get("warning", NAN) for p in self.pairs])
+        info = median([p.cpu_us.get("info", NAN) for p in self.pairs])
+        warning = median([p.cpu_us.get("warning", NAN) for p in self.pairs])
         return (
             "**The info line, measured in pairs at once** (bench/paired.py): two `router "
             f"worker`s, metrics on in both, one at LOG_LEVEL=info and one at warning, each "
@@ -615,7 +615,7 @@ class Observability:
             "compared over the window in which both were delivering, sides swapped by round. "
             f"Info over warning: **{x2(ratio)}** (per round {', '.join(x2(r) for r in rates)}),"
             f" a cost of **{pct(1 - ratio)}** (≤ 3 %: **{verdict}**); worker CPU per message "
-            f"{x2(_median(cpu))} of the warning one's (per round "
+            f"{x2(median(cpu))} of the warning one's (per round "
             f"{', '.join(x2(r) for r in cpu)}; medians {x0(info)} against {x0(warning)} µs). "
             "Run one after the other, as in the table, rounds of the same two settings "
             "differ by more than the cost measured; side by side, the machine's slow and "
@@ -624,9 +624,9 @@ class Observability:
 
     def chart_rows(self) -> list[tuple[str, dict[str, float]]]:
         bars = {
-            "router, metrics on: ingest": _median(self.ingest_ratios()),
-            "router, metrics on: delivery": _median(self.delivery_ratios("on")),
-            "router, metrics + info logs: delivery": _median(self.delivery_ratios("info")),
+            "router, metrics on: ingest": median(self.ingest_ratios()),
+            "router, metrics on: delivery": median(self.delivery_ratios("on")),
+            "router, metrics + info logs: delivery": median(self.delivery_ratios("info")),
         }
         if not any(v == v for v in bars.values()):
             return []
@@ -668,18 +668,13 @@ def _scrape_note(scrapes: list[Scrapes], where: str, window: str, runs: str = ""
         f"{', '.join(str(s.count) for s in scrapes)} answered 200 per run{runs} "
         f"({sum(s.failed for s in scrapes)} not; "
         f"{', '.join(str(s.inside) for s in scrapes)} sent during {window}), "
-        f"median {_median([s.ms for s in scrapes]):.1f} ms each, "
+        f"median {median([s.ms for s in scrapes]):.1f} ms each, "
         f"{scrapes[-1].size / 1024:.1f} KiB."
     )
 
 
 def _ms(results: dict[str, list[WrkResult]], key: str) -> str:
-    return x2(_median([r.p99_ms for r in results.get(key, [])]))
-
-
-def _median(values: list[float]) -> float:
-    values = [v for v in values if v == v]
-    return statistics.median(values) if values else NAN
+    return x2(median([r.p99_ms for r in results.get(key, [])]))
 
 
 def start_plain_api(

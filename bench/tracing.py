@@ -38,10 +38,10 @@ import stack
 from cluster import CpuSampler, cpu_seconds
 from context import Context
 from delivery import preload, window_problems
-from fmt import pct, rate, ratio, x0, x2
+from fmt import median, pct, rate, ratio, x0, x2
 from ingest import CASES as INGEST_CASES
 from ingest import WrkResult, run_wrk, stored
-from observability import CONNECTIONS, IN_FLIGHT, KEYS, _median, drain, start_plain_api
+from observability import CONNECTIONS, IN_FLIGHT, KEYS, drain, start_plain_api
 from procs import HOST, PEERS, Procs, free_port, router_argv, say, wait_http, write_routes
 from redisdb import flush
 
@@ -203,10 +203,10 @@ class Tracing:
         a = self.ctx.args
         rows = []
         if self.ingest.get("on"):
-            off, on = (_median([r.rps for r in self.ingest[k]]) for k in ("off", "on"))
+            off, on = (median([r.rps for r in self.ingest[k]]) for k in ("off", "on"))
             rows.append(("ingest, a span per request", "req/s", off, on, "ingest"))
         if self.delivery.get("on"):
-            off, on = _median(self.delivery["off"]), _median(self.delivery["on"])
+            off, on = median(self.delivery["off"]), median(self.delivery["on"])
             rows.append(("delivery, a span per attempt", "msg/s", off, on, "delivery"))
         if not rows:
             return []
@@ -224,9 +224,9 @@ class Tracing:
             spans = ", ".join(f"{got:,} / {want:,}" for got, want in self.spans.get(phase, []))
             out.append(
                 f"| {label} | {rate(off)} {unit} | {rate(on)} {unit} "
-                f"| **{x2(_median(ratios))}** ({', '.join(x2(r) for r in ratios)}) "
-                f"| {pct(1 - _median(ratios))} | {spans or '-'} "
-                f"| {x2(_median(cpu))} ({', '.join(x2(r) for r in cpu)}) |"
+                f"| **{x2(median(ratios))}** ({', '.join(x2(r) for r in ratios)}) "
+                f"| {pct(1 - median(ratios))} | {spans or '-'} "
+                f"| {x2(median(cpu))} ({', '.join(x2(r) for r in cpu)}) |"
             )
         out.append("")
         if self.ingest.get("on"):
@@ -234,10 +234,10 @@ class Tracing:
             out.append(
                 f"Ingest: `router api`, 1 process, wrk -t1 -c{CONNECTIONS} -d{a.duration}s after "
                 f"{a.warmup} s warm-up, post_traced.lua in both runs. p99 on / off "
-                f"**{x2(_median(p99))}** (per round {', '.join(x2(r) for r in p99)})."
+                f"**{x2(median(p99))}** (per round {', '.join(x2(r) for r in p99)})."
             )
             out.append("")
-        cpu = {k: _median(v) for k, v in self.cpu.items()}
+        cpu = {k: median(v) for k, v in self.cpu.items()}
         out.append(
             f"Delivery: {self.n:,} messages over {KEYS:,} wa_ids, max_in_flight {IN_FLIGHT}. "
             "The collector (bench/peers/otlp_sink.py) answers 200 at once; the SDK's "
@@ -252,8 +252,8 @@ class Tracing:
 
     def chart_rows(self) -> list[tuple[str, dict[str, float]]]:
         bars = {
-            "router, tracing on: ingest": _median(self._ratios("ingest")),
-            "router, tracing on: delivery": _median(self._ratios("delivery")),
+            "router, tracing on: ingest": median(self._ratios("ingest")),
+            "router, tracing on: delivery": median(self._ratios("delivery")),
         }
         if not any(v == v for v in bars.values()):
             return []
