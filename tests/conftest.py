@@ -8,8 +8,8 @@ fault-injection suite). Shared helpers live in tests/support.
 Without REDIS_URL the session starts the embedded valkey-server (the same
 binary `router serve` uses) on a free port. With REDIS_URL set, the suite
 runs against that server instead (e.g. the machine's Redis 7); its selected
-database is flushed before and after every test, so point it at a scratch
-database.
+database is flushed before every test and after the run, so point it at a
+scratch database.
 
 The suite runs in parallel (pytest-xdist, `make test`): a session is one
 worker, so each worker starts its own embedded server and Redis Cluster;
@@ -53,7 +53,8 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if url:
         url = database_for_worker(url)
         yield url
-        # What a test that did not ask for clean_redis left there goes too.
+        # The last test's data is not left in that server. (A test may leave
+        # it stopped: there is nothing to empty then.)
         client = redis_sync.Redis.from_url(url)
         with contextlib.suppress(redis_sync.RedisError):
             client.flushdb()
@@ -92,19 +93,13 @@ def cluster_url(redis_cluster: Cluster) -> str:
 
 
 @pytest.fixture()
-def clean_redis(redis_url: str) -> Iterator[str]:
-    """The server's database, emptied for this test, and after it: with
-    REDIS_URL, the last test's data is not left in that server."""
+def clean_redis(redis_url: str) -> str:
+    """The server's database, emptied for this test (and, with REDIS_URL,
+    after the run: redis_url)."""
     client = redis_sync.Redis.from_url(redis_url)
     client.flushdb()
-    try:
-        yield redis_url
-    finally:
-        # A test may leave the server stopped or refusing (the process tests
-        # that restart it): there is nothing to empty then.
-        with contextlib.suppress(redis_sync.RedisError):
-            client.flushdb()
-        client.close()
+    client.close()
+    return redis_url
 
 
 @pytest.fixture()
