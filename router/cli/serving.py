@@ -188,10 +188,12 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _run_workers(settings: Settings, config: Config, burst: bool) -> None:
+    from router.runtime.heap import freeze_startup_heap
     from router.runtime.wiring import Runtime
 
     async with Runtime.connected(settings, config) as runtime:
         if burst:
+            freeze_startup_heap()
             await runtime.burst()
             return
         stop = asyncio.Event()
@@ -207,6 +209,7 @@ async def _run_workers(settings: Settings, config: Config, burst: bool) -> None:
                 )
                 log.info("metrics on http://%s:%d/metrics", settings.host, settings.metrics_port)
             await stack.enter_async_context(runtime.running(deliver=True))
+            freeze_startup_heap()  # the sinks' clients too
             await stop.wait()
 
 
