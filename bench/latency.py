@@ -10,21 +10,27 @@ SINK_RECORD=1 and keeps each message id's arrival time (the router sends the
 id in `Idempotency-Key`; the POST's answer carries it as `id`); both clocks
 are time.time() on the same machine.
 
-First the router's maximum is measured (closed loop: 32 connections POSTing
-as fast as answers come back, while the workers deliver; the rate taken at
-the sink), then steady runs at 500 msg/s (issue 8's target: p99 < 20 ms)
-and at 80 % of that maximum. Each steady run starts with a warm-up at the
-same rate that is delivered and checked but left out of the figures. Every
+Each round measures the router's maximum first (closed loop: 32
+connections POSTing as fast as answers come back, while the workers
+deliver; the rate taken at the sink), then runs steadily at 500 msg/s
+(issue 8's target: p99 < 20 ms) and at 80 % of that round's maximum (issue
+23's: p99 < 10 ms). The verdicts are on the median p99 over the rounds
+(`--delivery-rounds` in bench/run.py): the machine's speed swings by tens
+of percent within a minute here, and one round's 80 % can be more than the
+machine sustains a minute later (2026-12-07: 2,115 ms in one full run, 8.2
+ms in the one before). Each steady run starts with a warm-up at the same
+rate that is delivered and checked but left out of the figures. Every
 message answered 200 must reach the sink (else a problem); every phase is
 bounded in time.
 
-    BENCH_REDIS_DB=12 .venv/bin/python bench/latency.py [--seconds 10] [--rate 500]
+    BENCH_REDIS_DB=12 .venv/bin/python bench/latency.py [--rounds 3] [--seconds 10]
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import math
 import time
@@ -34,13 +40,15 @@ from typing import Any
 import httpx
 from context import Context
 from destination import Sink
+from fmt import median
 from procs import HOST, free_port, router_argv, say, wait_http, write_routes
 from redisdb import command_stats, flush, read_events, round_trips
 
 KEYS = 1000  # wa_ids the messages are spread over
 IN_FLIGHT = 64  # the destination's max_in_flight
 TARGET_RATE = 500.0
-TARGET_P99_MS = 20.0
+TARGET_P99_MS = 20.0  # at TARGET_RATE (issue 8)
+FRACTION_P99_MS = 10.0  # at FRACTION of the maximum (issue 23)
 FRACTION = 0.8  # of the measured maximum, the second steady rate
 CLOSED_CONNECTIONS = 32  # as wrk -c32 in the ingest runs
 NAN = float("nan")
@@ -162,12 +170,23 @@ async def closed_loop(
 
 
 def run_async(main):  # type: ignore[no-untyped-def]
-    """On uvloop when installed (as the router runs), so the poster is cheap."""
+    """On uvloop when installed (as the router runs), so the poster is
+    cheap, and with the cyclic collector off: the poster keeps a record of
+    every POST, and the collector's full passes over them took 68-123 ms at
+    80 % of the maximum (2026-12-07, a gc.callbacks probe), a stall of the
+    schedule that then went out as one burst and was counted as the
+    router's latency. A run is bounded in time; what it leaves, the next
+    collection takes."""
+    gc.collect()
+    gc.disable()
     try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(main)
-    return uvloop.run(main)
+        try:
+            import uvloop
+        except ImportError:
+            return asyncio.run(main)
+        return uvloop.run(main)
+    finally:
+        gc.enable()
 
 
 @dataclass
@@ -177,6 +196,7 @@ class Steady:
     label: str
     rate: float  # asked
     seconds: float
+    round: int = 1
     sent: int = 0
     ok: int = 0
     failed: dict[str, int] = field(default_factory=dict)  # answer or error -> count
@@ -196,8 +216,9 @@ class Steady:
     total_p99_ms: float = NAN  # scheduled send -> sink
 
     @property
-    def met(self) -> bool:
-        return self.e2e[1] < TARGET_P99_MS
+    def at_fraction(self) -> bool:
+        """The run at FRACTION of its round's maximum (not TARGET_RATE)."""
+        return self.rate != TARGET_RATE
 
     @property
     def kept_up(self) -> bool:
@@ -214,9 +235,11 @@ class Latency:
     rate: float = TARGET_RATE
     fraction: float = FRACTION
     max_seconds: float = 5.0  # closed-loop window for the maximum (after 1 s warm-up)
+    rounds: int = 1  # each: the maximum, then both steady rates
     drain_timeout: float = 60.0  # for what was answered 200 to reach the sink
-    max_ingest: float = NAN  # req/s answered in the closed loop
-    max_delivered: float = NAN  # msg/s at the sink in the closed loop
+    # Per round: req/s answered and msg/s at the sink in the closed loop.
+    max_ingest: list[float] = field(default_factory=list)
+    max_delivered: list[float] = field(default_factory=list)
     runs: list[Steady] = field(default_factory=list)
 
     def run(self) -> None:
@@ -236,13 +259,13 @@ class Latency:
         url = f"http://{HOST}:{port}/v1/store_message"
         try:
             wait_http(port, "/healthz", proc)
-            self.measure_max(url, sink)
-            rates = [(f"{self.rate:,.0f} msg/s", self.rate)]
-            if self.max_delivered == self.max_delivered:
-                most = self.fraction * min(self.max_delivered, self.max_ingest)
-                rates.append((f"{self.fraction:.0%} of the maximum ({most:,.0f} msg/s)", most))
-            for label, rate in rates:
-                self.runs.append(self.steady(url, sink, label, rate))
+            for rnd in range(1, self.rounds + 1):
+                most = self.fraction * min(self.measure_max(url, sink))
+                rates = [(f"{self.rate:,.0f} msg/s", self.rate)]
+                if most == most:
+                    rates.append((f"{self.fraction:.0%} of the maximum ({most:,.0f} msg/s)", most))
+                for label, rate in rates:
+                    self.runs.append(self.steady(url, sink, label, rate, rnd))
         finally:
             ctx.procs.stop(proc)
             sink.stop()
@@ -250,15 +273,23 @@ class Latency:
         if proc.returncode not in (0, None):
             ctx.problems.append(f"latency: router serve exited with {proc.returncode}")
 
-    def measure_max(self, url: str, sink: Sink) -> None:
+    def measure_max(self, url: str, sink: Sink) -> tuple[float, float]:
+        """This round's maximum: (req/s answered, msg/s at the sink)."""
         sink.reset()
         ingest, delivered, ok = run_async(closed_loop(url, sink, 1.0, self.max_seconds))
-        self.max_ingest, self.max_delivered = ingest, delivered
+        self.max_ingest.append(ingest)
+        self.max_delivered.append(delivered)
         say(
             f"latency: closed loop ({CLOSED_CONNECTIONS} connections, {self.max_seconds:g} s): "
             f"ingest {ingest:,.0f} req/s, delivered {delivered:,.0f} msg/s at the sink"
         )
         self.drain(sink, ok, "closed loop")
+        return ingest, delivered
+
+    def p99_median(self, at_fraction: bool) -> float:
+        """The median over the rounds of the e2e p99 at 500 msg/s or (True)
+        at FRACTION of each round's maximum."""
+        return median([r.e2e[1] for r in self.runs if r.at_fraction == at_fraction])
 
     def drain(self, sink: Sink, expect: int, what: str) -> int:
         """Wait (bounded) until the sink has `expect` messages; its count."""
@@ -272,7 +303,7 @@ class Latency:
             )
         return count
 
-    def steady(self, url: str, sink: Sink, label: str, rate: float) -> Steady:
+    def steady(self, url: str, sink: Sink, label: str, rate: float, rnd: int = 1) -> Steady:
         sink.reset()
         total = self.warmup + self.seconds
         deadline = time.monotonic() + total + 30
@@ -280,12 +311,12 @@ class Latency:
         stats, reads = command_stats(url_redis), read_events(url_redis)
         sent = run_async(open_loop(url, rate, total, deadline))
         ok = [s for s in sent if s.status == 200 and s.id]
-        self.drain(sink, len(ok), label)
+        self.drain(sink, len(ok), f"r{rnd} {label}")
         reads = read_events(url_redis) - reads - 1
         scripts, _ = round_trips(stats, command_stats(url_redis))
         times, duplicates = sink.times()
         window = [s for s in sent if s.i >= round(rate * self.warmup)]
-        r = Steady(label, rate, self.seconds, sent=len(window), duplicates=duplicates)
+        r = Steady(label, rate, self.seconds, rnd, sent=len(window), duplicates=duplicates)
         r.redis_trips, r.redis_scripts = reads / max(1, len(sent)), scripts / max(1, len(sent))
         for s in window:
             if s.status != 200 or not s.id:
@@ -312,22 +343,22 @@ class Latency:
         r.e2e_min_ms = min(e2e, default=NAN)
         r.total_p99_ms = percentile(total_ms, 0.99)
         say(
-            f"latency {label}: {r.achieved:,.0f} msg/s answered, {r.at_sink:,.0f} msg/s at the "
-            f"sink, {r.delivered}/{r.ok} arrived; e2e p50 {r.e2e[0]:.1f} p99 {r.e2e[1]:.1f} "
-            f"max {r.e2e[2]:.1f} ms; "
+            f"latency r{rnd} {label}: {r.achieved:,.0f} msg/s answered, "
+            f"{r.at_sink:,.0f} msg/s at the sink, {r.delivered}/{r.ok} arrived; "
+            f"e2e p50 {r.e2e[0]:.1f} p99 {r.e2e[1]:.1f} max {r.e2e[2]:.1f} ms; "
             f"ingest p99 {r.ingest[1]:.1f} ms; poster at most {r.behind_ms:.1f} ms late"
         )
         problems = self.ctx.problems
         if r.failed:
-            problems.append(f"latency {label}: not answered 200: {r.failed}")
+            problems.append(f"latency r{rnd} {label}: not answered 200: {r.failed}")
         if not r.kept_up:
             self.ctx.notes.append(
-                f"latency {label}: the workers fell behind ({r.at_sink:,.0f} msg/s delivered "
-                f"of {r.achieved:,.0f} answered)"
+                f"latency r{rnd} {label}: the workers fell behind "
+                f"({r.at_sink:,.0f} msg/s delivered of {r.achieved:,.0f} answered)"
             )
         if r.missing:
             problems.append(
-                f"latency {label}: {r.missing} messages answered 200 never reached the sink"
+                f"latency r{rnd} {label}: {r.missing} messages answered 200 never reached the sink"
             )
         return r
 
@@ -340,33 +371,55 @@ def _ms(x: float) -> str:
     return "-" if x != x else f"{x:.1f}"
 
 
+def verdict_lines(lat: Latency) -> list[str]:
+    """The targets, judged on the median e2e p99 over the rounds."""
+    out = []
+    for at_fraction, what, goal in (
+        (False, f"at {lat.rate:,.0f} msg/s", TARGET_P99_MS),
+        (True, f"at {lat.fraction:.0%} of each round's maximum", FRACTION_P99_MS),
+    ):
+        rounds = [r.e2e[1] for r in lat.runs if r.at_fraction == at_fraction]
+        if not rounds:
+            continue
+        p99 = lat.p99_median(at_fraction)
+        verdict = "**met**" if p99 < goal else "**missed**"
+        out.append(
+            f"- e2e p99 {what}: **{_ms(p99)} ms**, median of {len(rounds)} "
+            f"({', '.join(_ms(x) for x in rounds)}); < {goal:g} ms: {verdict}"
+        )
+    return out
+
+
 def report_lines(latency: Latency) -> list[str]:
     lat = latency
     out = [
         f"### End to end: one `router serve`, open-loop POSTs at a steady rate "
         f"({KEYS:,} wa_ids, max_in_flight {IN_FLIGHT}, {lat.seconds:g} s measured after "
-        f"{lat.warmup:g} s warm-up)",
+        f"{lat.warmup:g} s warm-up; {lat.rounds} round{'s' if lat.rounds != 1 else ''})",
         "",
-        f"Maximum first, closed loop ({CLOSED_CONNECTIONS} connections POSTing back to back for "
-        f"{lat.max_seconds:g} s while the workers deliver): ingest {lat.max_ingest:,.0f} req/s "
-        f"answered, {lat.max_delivered:,.0f} msg/s delivered at the sink.",
+        f"Each round's maximum first, closed loop ({CLOSED_CONNECTIONS} connections POSTing back "
+        f"to back for {lat.max_seconds:g} s while the workers deliver): ingest "
+        + ", ".join(f"{x:,.0f}" for x in lat.max_ingest)
+        + " req/s answered, "
+        + ", ".join(f"{x:,.0f}" for x in lat.max_delivered)
+        + " msg/s delivered at the sink.",
         "",
-        "| rate | answered msg/s | delivered msg/s | arrived | e2e p50 ms | e2e p99 ms "
+        "| round | rate | answered msg/s | delivered msg/s | arrived | e2e p50 ms | e2e p99 ms "
         "| e2e max ms | ingest p50 ms | ingest p99 ms | sent→bot p99 ms | poster late ms "
-        "| Redis trips (scripts)/msg | p99 < 20 ms |",
-        "| --- |" + " ---: |" * 12,
+        "| Redis trips (scripts)/msg |",
+        "| ---: | --- |" + " ---: |" * 11,
     ]
     for r in lat.runs:
-        target = ("**met**" if r.met else "**missed**") if r.rate == TARGET_RATE else "-"
         out.append(
-            f"| {r.label} | {r.achieved:,.0f} | {r.at_sink:,.0f}{'' if r.kept_up else ' (behind)'} "
+            f"| {r.round} | {r.label} | {r.achieved:,.0f} "
+            f"| {r.at_sink:,.0f}{'' if r.kept_up else ' (behind)'} "
             f"| {r.delivered}/{r.ok} | {_ms(r.e2e[0])} "
             f"| **{_ms(r.e2e[1])}** | {_ms(r.e2e[2])} | {_ms(r.ingest[0])} | {_ms(r.ingest[1])} "
             f"| {_ms(r.total_p99_ms)} | {_ms(r.behind_ms)} "
-            f"| {r.redis_trips:.2f} ({r.redis_scripts:.2f}) | {target} |"
+            f"| {r.redis_trips:.2f} ({r.redis_scripts:.2f}) |"
         )
+    out += ["", *verdict_lines(lat), ""]
     out += [
-        "",
         "e2e: from the moment the poster read a POST's answer to the moment the sink had the "
         "whole delivery (time.time() in both, same machine), per message id. Ingest: from the "
         "time the open-loop schedule said to send (not when the poster got to it, so a slow "
@@ -385,13 +438,13 @@ def report_lines(latency: Latency) -> list[str]:
         out.append(
             "Some deliveries reached the sink before the poster had read their answer (e2e "
             "below 0: "
-            + ", ".join(f"{r.label}: min {r.e2e_min_ms:.1f} ms" for r in negative)
+            + ", ".join(f"r{r.round} {r.label}: min {r.e2e_min_ms:.1f} ms" for r in negative)
             + "): the worker can deliver before the ingest answer has crossed the socket."
         )
     if any(r.duplicates for r in lat.runs):
         out.append(
             "Delivered more than once: "
-            + ", ".join(f"{r.label}: {r.duplicates}" for r in lat.runs if r.duplicates)
+            + ", ".join(f"r{r.round} {r.label}: {r.duplicates}" for r in lat.runs if r.duplicates)
             + " (at-least-once; none expected with a healthy sink)."
         )
     out.append("")
@@ -410,12 +463,13 @@ def main() -> int:
     p.add_argument("--rate", type=float, default=TARGET_RATE, help="first steady rate, msg/s")
     p.add_argument("--fraction", type=float, default=FRACTION, help="of the maximum, second rate")
     p.add_argument("--max-seconds", type=float, default=5.0, help="closed-loop window")
+    p.add_argument("--rounds", type=int, default=1, help="rounds (median p99)")
     args = p.parse_args()
     return run_alone(
         "latency",
         args,
         lambda ctx: Latency(
-            ctx, args.seconds, args.warmup, args.rate, args.fraction, args.max_seconds
+            ctx, args.seconds, args.warmup, args.rate, args.fraction, args.max_seconds, args.rounds
         ),
     )
 

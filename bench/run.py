@@ -198,7 +198,7 @@ def main() -> int:
                     delivery = Delivery(ctx)
                     delivery.run()
                 if "latency" in parts:
-                    latency = Latency(ctx)
+                    latency = Latency(ctx, rounds=args.delivery_rounds)
                     latency.run()
                 if "growth" in parts:
                     growth = Growth(ctx)
