@@ -177,6 +177,7 @@ def run_async(main):  # type: ignore[no-untyped-def]
     schedule that then went out as one burst and was counted as the
     router's latency. A run is bounded in time; what it leaves, the next
     collection takes."""
+    was_enabled = gc.isenabled()
     gc.collect()
     gc.disable()
     try:
@@ -186,7 +187,8 @@ def run_async(main):  # type: ignore[no-untyped-def]
             return asyncio.run(main)
         return uvloop.run(main)
     finally:
-        gc.enable()
+        if was_enabled:
+            gc.enable()
 
 
 @dataclass
@@ -197,6 +199,7 @@ class Steady:
     rate: float  # asked
     seconds: float
     round: int = 1
+    at_fraction: bool = False  # the run at FRACTION of its round's maximum
     sent: int = 0
     ok: int = 0
     failed: dict[str, int] = field(default_factory=dict)  # answer or error -> count
@@ -214,11 +217,6 @@ class Steady:
     redis_trips: float = NAN
     redis_scripts: float = NAN
     total_p99_ms: float = NAN  # scheduled send -> sink
-
-    @property
-    def at_fraction(self) -> bool:
-        """The run at FRACTION of its round's maximum (not TARGET_RATE)."""
-        return self.rate != TARGET_RATE
 
     @property
     def kept_up(self) -> bool:
@@ -261,11 +259,12 @@ class Latency:
             wait_http(port, "/healthz", proc)
             for rnd in range(1, self.rounds + 1):
                 most = self.fraction * min(self.measure_max(url, sink))
-                rates = [(f"{self.rate:,.0f} msg/s", self.rate)]
-                if most == most:
-                    rates.append((f"{self.fraction:.0%} of the maximum ({most:,.0f} msg/s)", most))
-                for label, rate in rates:
-                    self.runs.append(self.steady(url, sink, label, rate, rnd))
+                rates = [(f"{self.rate:,.0f} msg/s", self.rate, False)]
+                if most > 0:  # (not NaN either)
+                    label = f"{self.fraction:.0%} of the maximum ({most:,.0f} msg/s)"
+                    rates.append((label, most, True))
+                for label, rate, at_fraction in rates:
+                    self.runs.append(self.steady(url, sink, label, rate, rnd, at_fraction))
         finally:
             ctx.procs.stop(proc)
             sink.stop()
@@ -303,7 +302,9 @@ class Latency:
             )
         return count
 
-    def steady(self, url: str, sink: Sink, label: str, rate: float, rnd: int = 1) -> Steady:
+    def steady(
+        self, url: str, sink: Sink, label: str, rate: float, rnd: int, at_fraction: bool
+    ) -> Steady:
         sink.reset()
         total = self.warmup + self.seconds
         deadline = time.monotonic() + total + 30
@@ -316,7 +317,9 @@ class Latency:
         scripts, _ = round_trips(stats, command_stats(url_redis))
         times, duplicates = sink.times()
         window = [s for s in sent if s.i >= round(rate * self.warmup)]
-        r = Steady(label, rate, self.seconds, rnd, sent=len(window), duplicates=duplicates)
+        r = Steady(
+            label, rate, self.seconds, rnd, at_fraction, sent=len(window), duplicates=duplicates
+        )
         r.redis_trips, r.redis_scripts = reads / max(1, len(sent)), scripts / max(1, len(sent))
         for s in window:
             if s.status != 200 or not s.id:
@@ -379,12 +382,16 @@ def verdict_lines(lat: Latency) -> list[str]:
         (True, f"at {lat.fraction:.0%} of each round's maximum", FRACTION_P99_MS),
     ):
         rounds = [r.e2e[1] for r in lat.runs if r.at_fraction == at_fraction]
+        measured = [x for x in rounds if x == x]
         if not rounds:
+            continue
+        if not measured:
+            out.append(f"- e2e p99 {what}: not measured (no message arrived in any round)")
             continue
         p99 = lat.p99_median(at_fraction)
         verdict = "**met**" if p99 < goal else "**missed**"
         out.append(
-            f"- e2e p99 {what}: **{_ms(p99)} ms**, median of {len(rounds)} "
+            f"- e2e p99 {what}: **{_ms(p99)} ms**, median of {len(measured)} "
             f"({', '.join(_ms(x) for x in rounds)}); < {goal:g} ms: {verdict}"
         )
     return out

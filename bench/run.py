@@ -144,7 +144,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=2, help="seconds of wrk warm-up per server")
     p.add_argument("-n", type=int, default=5000, help="messages per delivery run (default 5000)")
     p.add_argument("--keys", type=int, nargs="+", default=[1000, 1], help="wa_ids per run")
-    p.add_argument("--delivery-rounds", type=int, default=1, help="runs per delivery case")
+    p.add_argument(
+        "--delivery-rounds", type=int, default=1, help="runs per delivery case, latency rounds"
+    )
     p.add_argument(
         "--observability-n",
         type=int,

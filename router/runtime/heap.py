@@ -18,7 +18,10 @@ def freeze_startup_heap() -> None:
 
     Call once, when start-up is over: garbage frozen with the rest would
     never be collected. Objects frozen here and dropped later are still
-    freed by reference counting; only cycles among them would stay.
+    freed by reference counting; a cycle through any of them is never
+    collected. `router worker` freezes with its first deliveries in flight
+    (at most max_in_flight per destination): a cycle one of those leaves
+    stays, once.
     """
     gc.collect()
     gc.freeze()
