@@ -6,10 +6,10 @@ LOG_FORMAT=json one JSON object per line (`time`, `level`, `logger`,
 they propagate to the root logger. Fields travel as `extra={"fields": {...}}`
 (see `fields`), so both formats carry the same data.
 
-The line per delivered message (info_fields) is the one hot record: when
-only the router's own handler would see it, its formatter's text is made
-without a LogRecord, and the lines of up to LINE_WRITE_SECONDS are
-written together, ahead of any record after them.
+The line per delivered message (`delivered`) is the one hot record: when
+only the router's own handler would see it, no LogRecord is built; its
+fields wait in the handler and their text is made when the lines of up to
+LINE_WRITE_SECONDS are written together, ahead of any record after them.
 
 Values from outside (ordering keys, ids, error texts of destinations, paths)
 reach log messages. A newline in a `wa_id` must not start a forged log line
@@ -54,6 +54,26 @@ def escape(text: str) -> str:
     return text.translate(_ESCAPES)
 
 
+# The fields of a line per delivered message, waiting in the handler
+# (`delivered`): its formatter, time.time(), the logger's name, message id,
+# destination, key, attempt, duration in ms.
+Delivered = tuple["OneLineFormatter | JsonFormatter", float, str, str, str, str, int, float]
+
+
+def _delivered_fields(
+    message_id: str, destination: str, key: str, attempt: int, duration_ms: float
+) -> dict[str, Any]:
+    """The fields of the line per delivered message, as a record carries them."""
+    return {
+        "message_id": message_id,
+        "destination": destination,
+        "key": key,
+        "attempt": attempt,
+        "outcome": "ok",
+        "duration_ms": duration_ms,
+    }
+
+
 def fields(**values: Any) -> dict[str, Any]:
     """`extra=` for a record with fields: `log.info("...", extra=fields(key=k))`."""
     return {"fields": values}
@@ -84,6 +104,13 @@ def _console_value(value: Any) -> str:
     return escape(text)
 
 
+def _field_text(value: str) -> str:
+    """A text field as _console_fields writes it."""
+    if value.isalnum() or value.isidentifier():
+        return value
+    return _console_value(value)
+
+
 def _console_fields(values: dict[str, Any]) -> str:
     out = []
     for k, v in values.items():
@@ -109,23 +136,35 @@ class OneLineFormatter(logging.Formatter):
             record.message += _console_fields(values)
         return super().formatMessage(record)
 
-    def line(
-        self, created: float, level: str, name: str, message: str, values: dict[str, Any]
-    ) -> str | None:
-        """What format() makes of a record without arguments, exception or
-        stack (see info_fields); None when this formatter was not set up as
-        setup() sets it (another format, date format or clock)."""
-        if self._fmt != FORMAT or self.datefmt or self.converter is not time.localtime:
-            return None
+    def standard(self) -> bool:
+        """Set up as setup() sets it: FORMAT, no date format, local time
+        (what delivered_line writes; otherwise the line is a LogRecord)."""
+        return self._fmt == FORMAT and not self.datefmt and self.converter is time.localtime
+
+    def delivered_line(self, d: Delivered) -> str:
+        """What format() makes of the record `delivered` would have logged,
+        from its fields alone (a standard() formatter only). The fields
+        are written as _console_fields writes them: an id, a key or a name
+        of letters, digits and "_" as it is, anything else through
+        _console_value; numbers as repr."""
+        _, created, name, message_id, destination, key, attempt, duration_ms = d
         second = int(created)
         if second != self._second:
             self._stamp = time.strftime(self.default_time_format, time.localtime(created))
             self._second = second
         msecs = int((created - second) * 1000)
-        text = f"{self._stamp},{msecs:03d} {level} {name}: {escape(message)}"
-        return redaction.known(text + _console_fields(values) if values else text)
+        # (_field_text's test inline for the id and the key: every line has them.)
+        if not (message_id.isalnum() or message_id.isidentifier()):
+            message_id = _console_value(message_id)
+        if not (key.isalnum() or key.isidentifier()):
+            key = _console_value(key)
+        return redaction.known(
+            f"{self._stamp},{msecs:03d} INFO {name}: delivered message_id={message_id}"
+            f" destination={_field_text(destination)} key={key} attempt={attempt!r}"
+            f" outcome=ok duration_ms={duration_ms!r}"
+        )
 
-    _second = -1  # the second _stamp shows (line's cache of strftime)
+    _second = -1  # the second _stamp shows (delivered_line's cache of strftime)
     _stamp = ""
 
     def format(self, record: logging.LogRecord) -> str:
@@ -191,9 +230,9 @@ class JsonFormatter(logging.Formatter):
 
     def line(
         self, created: float, level: str, name: str, message: str, values: dict[str, Any]
-    ) -> str | None:
+    ) -> str:
         """What format() makes of a record without arguments, exception or
-        stack (see info_fields)."""
+        stack."""
         # datetime.fromtimestamp's own rounding to microseconds, then the
         # second's text cached: isoformat cuts to milliseconds.
         second = int(created)
@@ -212,6 +251,12 @@ class JsonFormatter(logging.Formatter):
         }
         out.update((k, v) for k, v in values.items() if v is not None and k not in out)
         return redaction.known(_json(out))
+
+    def delivered_line(self, d: Delivered) -> str:
+        """What format() makes of the record `delivered` would have logged."""
+        _, created, name, message_id, destination, key, attempt, duration_ms = d
+        values = _delivered_fields(message_id, destination, key, attempt, duration_ms)
+        return self.line(created, "INFO", name, "delivered", values)
 
     _second = -1  # the second _stamp shows
     _stamp = ""
@@ -235,20 +280,24 @@ LINES_PER_WRITE = 1000
 
 class _LineHandler(logging.StreamHandler):
     """The stream handler setup() installs: besides records, it takes the
-    lines info_fields writes and writes them together, LINE_WRITE_SECONDS
-    after the first of them (or at once when LINES_PER_WRITE wait), always
-    before anything else it writes, so the order of the lines stays the
-    order they were logged in."""
+    lines `delivered` logs (their fields) and writes them together,
+    LINE_WRITE_SECONDS after the first of them (or at once when
+    LINES_PER_WRITE wait), always before anything else it writes, so the
+    order of the lines stays the order they were logged in. Their text is
+    made then, for all of them in one go: a line per delivery made one at
+    a time cost a worker about 10 µs a message (paired workers, issue 23),
+    most of it in the making."""
 
     def __init__(self, stream: Any) -> None:
         super().__init__(stream)
-        self._lines: list[str] = []
+        self._lines: list[Delivered] = []  # waiting to be made and written
         self._first = 0.0  # when the first waiting line was added
         # The loop whose timer will write the waiting lines (None: no timer).
         self._timer_loop: asyncio.AbstractEventLoop | None = None
 
-    def add_line(self, line: str, now: float) -> None:
-        """Adds `line`, made at `now` (time.time())."""
+    def add_line(self, line: Delivered) -> None:
+        """Adds the fields of a line (its formatter makes its text)."""
+        now = line[1]
         with self.lock:  # type: ignore[union-attr]
             lines = self._lines
             lines.append(line)
@@ -305,7 +354,8 @@ class _LineHandler(logging.StreamHandler):
     def _write_lines(self) -> None:
         if self._lines:
             lines, self._lines = self._lines, []
-            self.stream.write(self.terminator.join(lines) + self.terminator)
+            text = self.terminator.join([d[0].delivered_line(d) for d in lines])
+            self.stream.write(text + self.terminator)
 
     def emit(self, record: logging.LogRecord) -> None:
         # (handle() holds the lock.)
@@ -323,7 +373,7 @@ class _LineHandler(logging.StreamHandler):
                 super().flush()
 
 
-# The handler setup() installed on the root logger (info_fields writes to it).
+# The handler setup() installed on the root logger (`delivered` adds to it).
 _handler: _LineHandler | None = None
 
 
@@ -335,27 +385,56 @@ def flush() -> None:
         _handler.write_waiting()
 
 
-def info_fields(logger: logging.Logger, message: str, values: dict[str, Any]) -> None:
-    """`logger.info(message, extra=fields(**values))` for the line per
-    delivery attempt: when the record would reach only the handler setup()
-    installed (no other handler, no filter on the way: a test's capture
-    handler sees a record), its line goes straight to that handler, the
-    same text its formatter makes of the record, without building a
-    LogRecord (most of the line's cost), written with the others of the
-    next LINE_WRITE_SECONDS."""
+def delivered(
+    logger: logging.Logger,
+    message_id: str,
+    destination: str,
+    key: str,
+    attempt: int,
+    duration_ms: float,
+) -> None:
+    """The line per delivered message: `logger.info("delivered",
+    extra=fields(message_id=..., destination=..., key=..., attempt=...,
+    outcome="ok", duration_ms=...))`. When the record would reach only the
+    handler setup() installed (no other handler, no filter on the way: a
+    test's capture handler sees a record), no LogRecord is built: the
+    fields wait in that handler, which makes the same text its formatter
+    makes of the record when it writes the lines of the next
+    LINE_WRITE_SECONDS together."""
     if not logger.isEnabledFor(logging.INFO):
         return
     handler = _handler
     if handler is not None and _only_to(logger, handler):
-        formatter = handler.formatter
-        # (Exactly these: a subclass may format otherwise.)
-        if type(formatter) is OneLineFormatter or type(formatter) is JsonFormatter:
-            now = time.time()
-            line = formatter.line(now, "INFO", logger.name, message, values)
-            if line is not None:
-                handler.add_line(line, now)
-                return
-    logger.info(message, extra={"fields": values})
+        formatter = _line_formatter(handler.formatter)
+        if formatter is not None:
+            handler.add_line(
+                (
+                    formatter,
+                    time.time(),
+                    logger.name,
+                    message_id,
+                    destination,
+                    key,
+                    attempt,
+                    duration_ms,
+                )
+            )
+            return
+    values = _delivered_fields(message_id, destination, key, attempt, duration_ms)
+    logger.info("delivered", extra={"fields": values})
+
+
+def _line_formatter(
+    formatter: logging.Formatter | None,
+) -> OneLineFormatter | JsonFormatter | None:
+    """`formatter` when it can make the lines of `delivered`: exactly one
+    of setup()'s kinds (a subclass may format otherwise), the console one
+    as setup() sets it."""
+    if type(formatter) is JsonFormatter:
+        return formatter
+    if type(formatter) is OneLineFormatter and formatter.standard():
+        return formatter
+    return None
 
 
 def _only_to(logger: logging.Logger, handler: logging.Handler) -> bool:

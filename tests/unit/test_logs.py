@@ -123,9 +123,12 @@ def test_the_access_log_keeps_no_verify_token() -> None:
     assert "hub.verify_token=***&hub.challenge=9" in line
 
 
-def _both_ways(log_format: str, monkeypatch: pytest.MonkeyPatch) -> tuple[str, str]:
-    """The line per delivery written by info_fields (no LogRecord) and by
-    logging itself, at the same clock reading, through setup()'s handler."""
+def _both_ways(
+    log_format: str, monkeypatch: pytest.MonkeyPatch, message_id: str, key: str
+) -> tuple[str, str]:
+    """The line per delivery written by `delivered` (no LogRecord, its text
+    made when written) and by logging itself, at the same clock reading,
+    through setup()'s handler."""
     from router.ops import logs
 
     logs.setup("info", log_format)
@@ -133,36 +136,64 @@ def _both_ways(log_format: str, monkeypatch: pytest.MonkeyPatch) -> tuple[str, s
     assert isinstance(handler, logging.StreamHandler)
     log = logging.getLogger("router.worker")
     values = {
-        "message_id": "msg_0199",
+        "message_id": message_id,
         "destination": "chat bot",
-        "key": FORGED,
+        "key": key,
         "attempt": 2,
         "outcome": "ok",
         "duration_ms": 1.5,
-        "error": None,
     }
     # A second's last millisecond: where rounding to the millisecond could
     # carry into the next second.
     monkeypatch.setattr(time, "time", lambda: 1765081646.9996)
     lines = []
     for write in (
-        lambda: logs.info_fields(log, "delivered", values),
+        lambda: logs.delivered(log, message_id, "chat bot", key, 2, 1.5),
         lambda: log.info("delivered", extra=logs.fields(**values)),
     ):
         stream = io.StringIO()
         monkeypatch.setattr(handler, "stream", stream)
         write()
+        logs.flush()
         lines.append(stream.getvalue())
     return lines[0], lines[1]
 
 
 @pytest.mark.parametrize("log_format", ["console", "json"])
+@pytest.mark.parametrize(
+    ("message_id", "key"),
+    [
+        ("msg_0199", FORGED),  # a key that would forge a line of its own
+        ("msg_0199", "44912345678"),  # the usual: written as it is
+        ('ticket 7="a"', "user@example.com"),  # quoted, and plain with a dot
+    ],
+)
 def test_the_line_per_delivery_is_the_line_logging_writes(
-    log_format: str, monkeypatch: pytest.MonkeyPatch
+    log_format: str, monkeypatch: pytest.MonkeyPatch, message_id: str, key: str
 ) -> None:
-    direct, logged = _both_ways(log_format, monkeypatch)
+    direct, logged = _both_ways(log_format, monkeypatch, message_id, key)
     assert direct == logged and direct.count("\n") == 1
     assert "delivered" in direct and "\x1b" not in direct
+
+
+def test_the_line_per_delivery_under_another_date_format_is_a_record(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A console formatter set up otherwise than setup() sets it (here, a
+    date format of an embedding app's) gets a record, so the line follows
+    that format."""
+    from router.ops import logs
+
+    stream, log = _logged_to_a_string(monkeypatch)
+    handler = logging.getLogger().handlers[0]
+    handler.setFormatter(logs.OneLineFormatter(logs.FORMAT, datefmt="%H:%M"))
+    monkeypatch.setattr(time, "time", lambda: 1765081646.25)
+    logs.delivered(log, "msg_1", "bot", "k", 1, 0.5)
+    stamp = time.strftime("%H:%M", time.localtime(1765081646.25))
+    assert stream.getvalue() == (
+        f"{stamp} INFO router.worker: delivered message_id=msg_1 destination=bot key=k "
+        "attempt=1 outcome=ok duration_ms=0.5\n"
+    )
 
 
 def test_the_line_per_delivery_reaches_every_handler() -> None:
@@ -181,16 +212,36 @@ def test_the_line_per_delivery_reaches_every_handler() -> None:
     log = logging.getLogger("router.worker")
     log.addHandler(keep)
     try:
-        logs.info_fields(log, "delivered", {"key": "k", "attempt": 1})
+        logs.delivered(log, "msg_1", "bot", "k", 1, 0.5)
     finally:
         log.removeHandler(keep)
-    assert [(r.getMessage(), r.fields) for r in seen] == [  # type: ignore[attr-defined]
-        ("delivered", {"key": "k", "attempt": 1})
-    ]
+    fields = {
+        "message_id": "msg_1",
+        "destination": "bot",
+        "key": "k",
+        "attempt": 1,
+        "outcome": "ok",
+        "duration_ms": 0.5,
+    }
+    assert [(r.getMessage(), r.fields) for r in seen] == [("delivered", fields)]  # type: ignore[attr-defined]
 
 
 def _lines_of(stream: io.StringIO) -> list[str]:
-    return [line.split(": ", 1)[1] for line in stream.getvalue().splitlines()]
+    """Each line's message: a line per delivery as `delivered key=<key>`."""
+    out = []
+    for line in stream.getvalue().splitlines():
+        message = line.split(": ", 1)[1]
+        if message.startswith("delivered "):
+            message = "delivered key=" + message.split(" key=", 1)[1].split(" ", 1)[0]
+        out.append(message)
+    return out
+
+
+def _deliver(log: logging.Logger, key: object) -> None:
+    """The line per delivery of a message of `key`."""
+    from router.ops import logs
+
+    logs.delivered(log, "msg_1", "bot", str(key), 1, 0.5)
 
 
 def _logged_to_a_string(monkeypatch: pytest.MonkeyPatch) -> tuple[io.StringIO, logging.Logger]:
@@ -214,12 +265,12 @@ def test_lines_per_delivery_are_written_together_in_order(
     stream, log = _logged_to_a_string(monkeypatch)
 
     async def main() -> None:
-        logs.info_fields(log, "delivered", {"key": "a"})
+        _deliver(log, "a")
         await asyncio.sleep(0)
-        logs.info_fields(log, "delivered", {"key": "b"})
+        _deliver(log, "b")
         assert stream.getvalue() == ""  # waiting for the write
         log.warning("then a record")  # the lines before it go first
-        logs.info_fields(log, "delivered", {"key": "c"})
+        _deliver(log, "c")
         await asyncio.sleep(0)
         assert _lines_of(stream) == ["delivered key=a", "delivered key=b", "then a record"]
         # Nothing else happens: the waiting line is written all the same.
@@ -227,6 +278,30 @@ def test_lines_per_delivery_are_written_together_in_order(
         assert _lines_of(stream)[3:] == ["delivered key=c"]
 
     asyncio.run(main())
+
+
+def test_a_line_per_delivery_shows_when_it_was_logged_not_written(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Its text is made when the waiting lines are written, from the time
+    taken when the delivery logged it."""
+    import asyncio
+
+    from router.ops import logs
+
+    stream, log = _logged_to_a_string(monkeypatch)
+    logged_at = 1765081646.25  # 2025-12-07 04:27:26.250 UTC
+
+    async def main() -> None:
+        monkeypatch.setattr(time, "time", lambda: logged_at)
+        _deliver(log, "a")
+        monkeypatch.setattr(time, "time", lambda: logged_at + 61.5)
+        assert stream.getvalue() == ""
+        logs.flush()
+
+    asyncio.run(main())
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(logged_at)) + ",250 "
+    assert stream.getvalue().startswith(stamp + "INFO router.worker: delivered message_id=msg_1")
 
 
 def test_many_lines_per_delivery_are_written_without_waiting(
@@ -240,9 +315,9 @@ def test_many_lines_per_delivery_are_written_without_waiting(
 
     async def main() -> None:
         for n in range(logs.LINES_PER_WRITE + 1):
-            logs.info_fields(log, "delivered", {"n": n})
+            _deliver(log, n)
         written = _lines_of(stream)
-        assert written == [f"delivered n={n}" for n in range(logs.LINES_PER_WRITE)]
+        assert written == [f"delivered key={n}" for n in range(logs.LINES_PER_WRITE)]
 
     asyncio.run(main())
     logs.flush()  # the last one, not left for another test's handler
@@ -263,7 +338,7 @@ def test_lines_left_by_a_stopped_loop_are_written_with_the_next(
     handler = logging.getLogger().handlers[0]
 
     async def one(key: str) -> None:
-        logs.info_fields(log, "delivered", {"key": key})
+        _deliver(log, key)
 
     asyncio.run(one("a"))
     assert stream.getvalue() == ""
@@ -289,7 +364,7 @@ def test_lines_after_a_stopped_loop_are_written_by_the_next_loop(
     stream, log = _logged_to_a_string(monkeypatch)
 
     async def one(key: str) -> None:
-        logs.info_fields(log, "delivered", {"key": key})
+        _deliver(log, key)
 
     async def then_idle() -> None:
         await one("b")
@@ -321,7 +396,7 @@ def test_a_stream_that_fails_never_fails_the_delivery(monkeypatch: pytest.Monkey
 
     async def main() -> None:
         for n in range(logs.LINES_PER_WRITE):
-            logs.info_fields(log, "delivered", {"n": n})
+            _deliver(log, n)
 
     asyncio.run(main())
     assert len(reported) == 1
@@ -329,7 +404,7 @@ def test_a_stream_that_fails_never_fails_the_delivery(monkeypatch: pytest.Monkey
     # The write when the workers stop (Runtime): reported the same way,
     # not raised over whatever ends the process.
     async def last() -> None:
-        logs.info_fields(log, "delivered", {"n": "last"})  # waits for its timer
+        _deliver(log, "last")  # waits for its timer
         logs.flush()
 
     asyncio.run(last())
