@@ -286,7 +286,8 @@ class _LineHandler(logging.StreamHandler):
     order of the lines stays the order they were logged in. Their text is
     made then, for all of them in one go: a line per delivery made one at
     a time cost a worker about 10 µs a message (paired workers, issue 23),
-    most of it in the making."""
+    most of it in the making. (A write of LINES_PER_WRITE lines holds the
+    loop for about 3 ms, once per 0.1 s at 10,000 deliveries a second.)"""
 
     def __init__(self, stream: Any) -> None:
         super().__init__(stream)
@@ -354,8 +355,14 @@ class _LineHandler(logging.StreamHandler):
     def _write_lines(self) -> None:
         if self._lines:
             lines, self._lines = self._lines, []
-            text = self.terminator.join([d[0].delivered_line(d) for d in lines])
-            self.stream.write(text + self.terminator)
+            texts = []
+            for d in lines:
+                try:
+                    texts.append(d[0].delivered_line(d))
+                except Exception:  # (not the types `delivered` takes): this line only
+                    self._failed_write()
+            if texts:
+                self.stream.write(self.terminator.join(texts) + self.terminator)
 
     def emit(self, record: logging.LogRecord) -> None:
         # (handle() holds the lock.)

@@ -166,6 +166,7 @@ def _both_ways(
         ("msg_0199", FORGED),  # a key that would forge a line of its own
         ("msg_0199", "44912345678"),  # the usual: written as it is
         ('ticket 7="a"', "user@example.com"),  # quoted, and plain with a dot
+        ("", "é b"),  # empty; letters beyond ASCII, with a space
     ],
 )
 def test_the_line_per_delivery_is_the_line_logging_writes(
@@ -373,6 +374,30 @@ def test_lines_after_a_stopped_loop_are_written_by_the_next_loop(
 
     asyncio.run(one("a"))
     asyncio.run(then_idle())
+
+
+def test_a_line_that_cannot_be_made_costs_only_itself(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A line whose fields are not what `delivered` takes (a key that is
+    not text) is reported as a failed write; the lines beside it are
+    written, and nothing is raised into the delivery or the flush."""
+    import asyncio
+
+    from router.ops import logs
+
+    stream, log = _logged_to_a_string(monkeypatch)
+    handler = logging.getLogger().handlers[0]
+    reported: list[logging.LogRecord] = []
+    monkeypatch.setattr(handler, "handleError", reported.append)
+
+    async def main() -> None:
+        _deliver(log, "a")
+        logs.delivered(log, "msg_2", "bot", None, 1, 0.5)  # type: ignore[arg-type]
+        _deliver(log, "c")
+        logs.flush()
+
+    asyncio.run(main())
+    assert _lines_of(stream) == ["delivered key=a", "delivered key=c"]
+    assert len(reported) == 1
 
 
 def test_a_stream_that_fails_never_fails_the_delivery(monkeypatch: pytest.MonkeyPatch) -> None:
