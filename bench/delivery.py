@@ -34,10 +34,10 @@ from dataclasses import dataclass, field
 
 from context import Context
 from destination import Sink, Window, watch
-from fmt import rate, ratio, x2
+from fmt import median, rate, ratio, x2
 from procs import DESTINATION, PEERS, RESULTS, router_argv, say, write_routes
 from profiling import record_command, summarize_profile
-from redisdb import command_stats, flush, read_events, round_trips
+from redisdb import command_stats, flush, read_events, round_trips, sibling_url
 
 BULLMQ = PEERS / "bullmq"
 TRANSPORTS = ("h1", "aiohttp")  # ROUTER_DELIVERY_TRANSPORT, the default first
@@ -176,6 +176,9 @@ class Delivery:
     # (case, transport) -> Redis read events per message: the round trips.
     reads: dict[tuple[Case, str], float] = field(default_factory=dict)
     arq_own: dict[Case, float] = field(default_factory=dict)  # arq_peer.py's own figure
+    # The message log's cost measured with two workers at once, per round:
+    # (rate with it / without, worker CPU per message with it / without).
+    log_pairs: list[tuple[float, float]] = field(default_factory=list)
     # What report.py read before these cases (kept so that it works unchanged):
     # (wa_ids, in flight) -> fields, for the cases with a prompt bot.
     results: dict[tuple[int, int], dict[str, float]] = field(default_factory=dict)
@@ -192,6 +195,9 @@ class Delivery:
             for _ in range(self.ctx.args.delivery_rounds):
                 for case in self.cases:
                     runs[case].append(self.run_case(case))
+            for case in self.cases:
+                if case.log_cost:
+                    self.measure_log_pairs(case)
         finally:
             self.stop_sinks()
         for case, rs in runs.items():
@@ -220,6 +226,37 @@ class Delivery:
             if not self.bullmq_skipped:
                 run["bullmq"] = self.run_bullmq(case)
         return run
+
+    def measure_log_pairs(self, case: Case) -> None:
+        """The message log's cost with two workers at once (bench/paired.py),
+        one with ROUTER_MESSAGE_LOG=0: runs one after the other differ by
+        more than the 15 % the goal allows on this machine (0.79 in two
+        full runs, 0.97 in pairs). 4 x -n messages each, so that both
+        deliver together for over a second."""
+        from paired import run_pair  # (paired imports this module's preload)
+
+        base = {"LOG_LEVEL": "warning"}
+        sides = (
+            ("log", {**base, "ROUTER_MESSAGE_LOG": "1"}),
+            ("nolog", {**base, "ROUTER_MESSAGE_LOG": "0"}),
+        )
+        second = Sink(self.ctx.procs)
+        try:
+            for rnd in range(1, self.ctx.args.delivery_rounds + 1):
+                pair = run_pair(
+                    self.ctx,
+                    second,
+                    sides if rnd % 2 else (sides[1], sides[0]),
+                    4 * self.ctx.args.n,
+                    case.keys,
+                    case.in_flight,
+                    f"log-pair-r{rnd}",
+                    lambda name: 0,
+                )
+                self.log_pairs.append((pair.ratio("log", "nolog"), pair.cpu_ratio("log", "nolog")))
+        finally:
+            second.stop()
+            flush(sibling_url(self.ctx.redis_url))  # the second worker's queue
 
     def _compat(self, case: Case, result: dict[str, float]) -> None:
         """The fields report.py's delivery table reads today."""
@@ -535,8 +572,21 @@ def report_lines(delivery: Delivery) -> list[str]:
                 f"**The message log's cost** ({case.label}): the router with it on (the "
                 f"default) / with `ROUTER_MESSAGE_LOG=0`: **{x2(value)}** "
                 f"(goal ≥ 0.85: {_verdict(value, 0.85)}); "
-                f"{rate(d.get('router', NAN))} vs {rate(d.get('router_nolog', NAN))} msg/s."
+                f"{rate(d.get('router', NAN))} vs {rate(d.get('router_nolog', NAN))} msg/s, "
+                "one run after the other."
             )
+            if delivery.log_pairs:
+                rates = [r for r, _ in delivery.log_pairs]
+                paired = median(rates)
+                out.append(
+                    "With two workers at once instead (bench/paired.py: "
+                    f"{4 * delivery.ctx.args.n:,} messages each, one with the log off, at the "
+                    "same time, each from its own database to its own sink; both share the one "
+                    f"Redis, so the log's Redis time slows both): **{x2(paired)}** (per round "
+                    + ", ".join(x2(r) for r in rates)
+                    + f"; goal ≥ 0.85: {_verdict(paired, 0.85)}); worker CPU per message "
+                    f"{x2(median([c for _, c in delivery.log_pairs]))} of the one without."
+                )
     if delivery.bullmq_skipped:
         out.append(f"**BullMQ not run**: {delivery.bullmq_skipped}.")
     if delivery.arq_own:
