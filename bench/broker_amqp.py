@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from context import Context
-from delivery import preload
 from destination import Window
 from fmt import rate
+from preload import preload
 from procs import router_argv, say, write_routes
 from redisdb import flush
 

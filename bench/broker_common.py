@@ -21,8 +21,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from context import Context
-from delivery import preload
 from fmt import rate, x2
+from preload import preload
 from procs import REPO, router_argv, say, write_routes
 from redisdb import flush
 

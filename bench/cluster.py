@@ -82,11 +82,11 @@ from pathlib import Path
 from typing import Any
 
 import stack
-from context import Context
-from delivery import preload, window_problems
+from context import Context, window_problems
 from destination import watch
 from fmt import median, pct, rate, ratio, x0, x2
 from ingest import run_wrk
+from preload import preload
 from procs import DESTINATION, HOST, PEERS, free_port, router_argv, say, wait_http, write_routes
 from valkey_nodes import Cluster, OneValkey, cluster_missing
 

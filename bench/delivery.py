@@ -22,20 +22,19 @@ sink through aiohttp's session), so the report shows what the transport buys.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import shutil
 import statistics
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 
-from context import Context
+from context import Context, window_problems
 from destination import Sink, Window, watch
 from fmt import median, rate, ratio, x2
-from procs import DESTINATION, PEERS, RESULTS, router_argv, say, write_routes
+from preload import preload
+from procs import PEERS, RESULTS, router_argv, say, write_routes
 from profiling import record_command, summarize_profile
 from redisdb import command_stats, flush, read_events, round_trips, sibling_url
 
@@ -83,60 +82,6 @@ CASES = (
     Case(1, 1, peers=False, target=0.55),
     Case(1000, 64, delay_ms=50, floors=("aiohttp",), target=0.8),
 )
-
-
-async def _preload(url: str, n: int, keys: int, shards: int, log: bool) -> None:
-    """Store N messages over `keys` wa_ids the way ingest does (the enqueue
-    script through router.queue.batching, each wa_id in its shard, with the
-    default message log unless `log` is False), in order:
-    calls made in order are stored in order, and a million take seconds
-    rather than minutes. On a Redis Cluster node, through the cluster client
-    the router itself opens (router.redis.mode)."""
-    from router.config import MessageLogSettings
-    from router.queue import envelope
-    from router.queue.batching import batcher as make_batcher
-    from router.queue.enqueue import Target, enqueue
-    from router.queue.keys import all_shards, shard_of
-    from router.queue.message_log import policy
-    from router.queue.scripts import Scripts
-    from router.redis import mode as redis_mode
-
-    redis = await redis_mode.open_client(url)
-    try:
-        scripts = Scripts(redis)
-        batcher = make_batcher(redis, scripts.enqueue)
-        dests = all_shards(DESTINATION, shards)
-
-        async def one(i: int) -> None:
-            wa_id = str(i % keys)
-            body = f'{{"mensaje":"m{i}","wa_id":"{wa_id}"}}'.encode()
-            now_ms = int(time.time() * 1000)
-            mid = envelope.new_message_id(now_ms)
-            raw = envelope.encode(mid, now_ms, body)
-            shard = shard_of(wa_id, shards)
-            logged = policy(MessageLogSettings() if log else None, shard, shards)
-            target = Target(dests[shard], wa_id, logged)
-            await enqueue(scripts, [target], raw, mid, None, 60, batcher)
-
-        step = 2_000
-        for start in range(0, n, step):
-            await asyncio.gather(*(one(i) for i in range(start, min(n, start + step))))
-    finally:
-        await redis.aclose()
-
-
-def preload(url: str, n: int, keys: int, shards: int = 1, log: bool = True) -> None:
-    asyncio.run(_preload(url, n, keys, shards, log))
-
-
-def window_problems(ctx: Context, what: str, w: Window, n: int) -> None:
-    """A drain that timed out, lost count or failed goes in the report's problems."""
-    if w.timed_out:
-        ctx.problems.append(f"{what}: killed after {ctx.args.timeout:g} s")
-    if w.delivered != n:
-        ctx.problems.append(f"{what}: the sink counted {w.delivered}, expected {n}")
-    if w.returncode:
-        ctx.problems.append(f"{what}: exited with {w.returncode} (see bench/results/logs)")
 
 
 def bullmq_missing() -> str | None:
@@ -237,7 +182,7 @@ class Delivery:
         full runs, 0.97 in pairs). 4 x -n messages each, so that both
         deliver together for over a second; at least 2 rounds, so that each
         setting runs on each side once."""
-        from paired import run_pair  # (paired imports this module's preload)
+        from paired import run_pair
 
         base = {"LOG_LEVEL": "warning"}
         sides = (

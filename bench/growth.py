@@ -36,9 +36,9 @@ from dataclasses import dataclass, field
 
 from cluster import cpu_seconds
 from context import Context
-from delivery import preload
 from fmt import median, ratio, x2
 from ingest import run_wrk
+from preload import preload
 from procs import HOST, PEERS, free_port, router_argv, say, wait_http, write_routes
 from redisdb import command_stats, flush, info_number, round_trips, sibling_url
 

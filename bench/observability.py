@@ -68,14 +68,14 @@ from dataclasses import dataclass, field
 
 import stack
 from cluster import CpuSampler, cpu_seconds
-from context import Context
-from delivery import preload, window_problems
+from context import Context, window_problems
 from destination import Sink, Window
 from fmt import median, pct, rate, ratio, x0, x2
 from ingest import CASES as INGEST_CASES
 from ingest import POST_LUA, WrkResult, run_wrk, stored
 from ingest import write_routes as ingest_routes
 from paired import Pair, run_pair
+from preload import preload
 from procs import HOST, free_port, router_argv, say, wait_http, write_routes
 from redisdb import flush, sibling_url
 

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 
 from context import Context
-from delivery import preload
+from preload import preload
 from procs import router_argv, say, write_routes
 from redisdb import flush
 

@@ -29,9 +29,9 @@ from dataclasses import dataclass, field
 
 from cluster import CpuSampler
 from context import Context
-from delivery import preload
 from destination import Sink
 from fmt import ratio
+from preload import preload
 from procs import HOST, router_argv, say, write_routes
 from redisdb import flush, sibling_url
 

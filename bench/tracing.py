@@ -36,12 +36,12 @@ from dataclasses import dataclass, field
 
 import stack
 from cluster import CpuSampler, cpu_seconds
-from context import Context
-from delivery import preload, window_problems
+from context import Context, window_problems
 from fmt import median, pct, rate, ratio, x0, x2
 from ingest import CASES as INGEST_CASES
 from ingest import WrkResult, run_wrk, stored
 from observability import CONNECTIONS, IN_FLIGHT, KEYS, drain, start_plain_api
+from preload import preload
 from procs import HOST, PEERS, Procs, free_port, router_argv, say, wait_http, write_routes
 from redisdb import flush
 
