@@ -151,9 +151,12 @@ async def test_a_long_batch_is_no_timeout_while_replies_keep_coming() -> None:
     timeout, and each call Redis ran must still get its reply (a timeout
     would leave keys Redis leased to nobody, and count attempts never
     made). The limit is on Redis going quiet, as redis-py's per-read
-    timeout is: a server of the test's own answers 8 commands 40 ms apart
-    (320 ms in all) under a 100 ms timeout, then stops answering."""
-    gap, timeout, replies = 0.04, 0.1, 8
+    timeout is: a server of the test's own answers 12 commands 50 ms apart
+    (600 ms in all) under a 500 ms timeout, then stops answering. (The
+    server shares the test's loop: a stall of the process longer than
+    timeout - gap fires the timeout first, so that margin is wide; with
+    100 ms against 40 a CI run on a loaded machine met it.)"""
+    gap, timeout, replies = 0.05, 0.5, 12
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while True:
