@@ -36,7 +36,7 @@ from fmt import median, rate, ratio, x2
 from preload import preload
 from procs import PEERS, RESULTS, router_argv, say, write_routes
 from profiling import record_command, summarize_profile
-from redisdb import command_stats, flush, read_events, round_trips, sibling_url
+from redisdb import command_stats, flush, read_events, round_trips
 
 BULLMQ = PEERS / "bullmq"
 TRANSPORTS = ("h1", "aiohttp")  # ROUTER_DELIVERY_TRANSPORT, the default first
@@ -182,33 +182,20 @@ class Delivery:
         full runs, 0.97 in pairs). 4 x -n messages each, so that both
         deliver together for over a second; at least 2 rounds, so that each
         setting runs on each side once."""
-        from paired import run_pair
+        from paired import run_pairs
 
         base = {"LOG_LEVEL": "warning"}
         sides = (
             ("log", {**base, "ROUTER_MESSAGE_LOG": "1"}),
             ("nolog", {**base, "ROUTER_MESSAGE_LOG": "0"}),
         )
-        second = Sink(self.ctx.procs)
-        try:
-            for rnd in range(1, max(2, self.ctx.args.delivery_rounds) + 1):
-                pair = run_pair(
-                    self.ctx,
-                    second,
-                    sides if rnd % 2 else (sides[1], sides[0]),
-                    4 * self.ctx.args.n,
-                    case.keys,
-                    case.in_flight,
-                    f"log-pair-r{rnd}",
-                    lambda name: 0,
-                )
-                figures = (pair.ratio("log", "nolog"), pair.cpu_ratio("log", "nolog"))
-                self.log_pairs.setdefault(case, []).append(figures)
-        finally:
-            try:
-                second.stop()
-            finally:
-                flush(sibling_url(self.ctx.redis_url))  # the second worker's queue
+        rounds = max(2, self.ctx.args.delivery_rounds)
+        pairs = run_pairs(
+            self.ctx, sides, rounds, 4 * self.ctx.args.n, case.keys, case.in_flight, "log-pair"
+        )
+        self.log_pairs[case] = [
+            (p.ratio("log", "nolog"), p.cpu_ratio("log", "nolog")) for p in pairs
+        ]
 
     def _compat(self, case: Case, result: dict[str, float]) -> None:
         """The fields report.py's delivery table reads today."""

@@ -74,10 +74,10 @@ from fmt import median, pct, rate, ratio, x0, x2
 from ingest import CASES as INGEST_CASES
 from ingest import POST_LUA, WrkResult, run_wrk, stored
 from ingest import write_routes as ingest_routes
-from paired import Pair, run_pair
+from paired import Pair, run_pairs
 from preload import preload
 from procs import HOST, free_port, router_argv, say, wait_http, write_routes
-from redisdb import flush, sibling_url
+from redisdb import flush
 
 KEYS = 1000  # wa_ids of the delivery runs: delivery.py's main case
 IN_FLIGHT = 64  # max_in_flight, the same
@@ -242,25 +242,18 @@ class Observability:
 
     def measure_pairs(self, rounds: int) -> None:
         """The info line's cost, two workers at once (bench/paired.py)."""
-        second = Sink(self.ctx.procs)
-        try:
-            for rnd in range(1, rounds + 1):
-                sides = PAIR if rnd % 2 else PAIR[::-1]
-                name = f"obs-pair-r{rnd}"
-                pair = run_pair(
-                    self.ctx, second, sides, self.n, KEYS, IN_FLIGHT, name, self.count_log_lines
-                )
-                self.pairs.append(pair)
-                for key, want in (("info", self.n), ("warning", 0)):
-                    got = pair.lines.get(key, want)
-                    if got != want:
-                        self.ctx.problems.append(
-                            f"{name}: {got} 'delivered' lines in the {key} worker's log, "
-                            f"expected {want}"
-                        )
-        finally:
-            second.stop()
-            flush(sibling_url(self.ctx.redis_url))  # the second worker's queue
+        pairs = run_pairs(
+            self.ctx, PAIR, rounds, self.n, KEYS, IN_FLIGHT, "obs-pair", self.count_log_lines
+        )
+        self.pairs += pairs
+        for rnd, pair in enumerate(pairs, 1):
+            for key, want in (("info", self.n), ("warning", 0)):
+                got = pair.lines.get(key, want)
+                if got != want:
+                    self.ctx.problems.append(
+                        f"obs-pair-r{rnd}: {got} 'delivered' lines in the {key} worker's log, "
+                        f"expected {want}"
+                    )
 
     # ingest
 

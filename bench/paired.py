@@ -131,6 +131,42 @@ def run_pair(
     return pair
 
 
+def run_pairs(
+    ctx: Context,
+    sides: tuple[tuple[str, dict[str, str]], tuple[str, dict[str, str]]],
+    rounds: int,
+    n: int,
+    keys: int,
+    in_flight: int,
+    name: str,
+    count_lines: Callable[[str], int] = lambda _name: 0,
+) -> list[Pair]:
+    """`rounds` of run_pair, named `name`-r1, -r2, ..., the sides swapped
+    from round to round (`sides[0]` on the bench's database in odd rounds),
+    the second side with a sink of its own; that sink is stopped and the
+    second database emptied afterwards, whatever happened."""
+    second = Sink(ctx.procs)
+    try:
+        return [
+            run_pair(
+                ctx,
+                second,
+                sides if rnd % 2 else (sides[1], sides[0]),
+                n,
+                keys,
+                in_flight,
+                f"{name}-r{rnd}",
+                count_lines,
+            )
+            for rnd in range(1, rounds + 1)
+        ]
+    finally:
+        try:
+            second.stop()
+        finally:
+            flush(sibling_url(ctx.redis_url))  # the second worker's queue
+
+
 Window = tuple[tuple[float, tuple[int, ...]], tuple[float, tuple[int, ...]]]
 
 
