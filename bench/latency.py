@@ -285,11 +285,6 @@ class Latency:
         self.drain(sink, ok, "closed loop")
         return ingest, delivered
 
-    def p99_median(self, at_fraction: bool) -> float:
-        """The median over the rounds of the e2e p99 at 500 msg/s or (True)
-        at FRACTION of each round's maximum."""
-        return median([r.e2e[1] for r in self.runs if r.at_fraction == at_fraction])
-
     def drain(self, sink: Sink, expect: int, what: str) -> int:
         """Wait (bounded) until the sink has `expect` messages; its count."""
         deadline = time.monotonic() + self.drain_timeout
@@ -388,7 +383,7 @@ def verdict_lines(lat: Latency) -> list[str]:
         if not measured:
             out.append(f"- e2e p99 {what}: not measured (no message arrived in any round)")
             continue
-        p99 = lat.p99_median(at_fraction)
+        p99 = median(measured)
         verdict = "**met**" if p99 < goal else "**missed**"
         out.append(
             f"- e2e p99 {what}: **{_ms(p99)} ms**, median of {len(measured)} "
